@@ -1,0 +1,34 @@
+"""The API's connection pool (psycopg 3, async) and the per-request statement timeout."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from cimtwin.db.engine import libpq_dsn
+from cimtwin.settings import Settings
+
+
+def make_pool(settings: Settings) -> AsyncConnectionPool:
+    async def configure(conn: AsyncConnection) -> None:
+        await conn.execute(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
+        await conn.execute("SET application_name = 'cimtwin-api'")
+        await conn.commit()
+
+    return AsyncConnectionPool(
+        libpq_dsn(settings.database_url),
+        min_size=1,
+        max_size=settings.pool_size,
+        configure=configure,
+        open=False,
+        kwargs={"autocommit": True},
+    )
+
+
+async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """FastAPI dependency: one pooled connection for the request."""
+    async with request.app.state.pool.connection() as conn:
+        yield conn

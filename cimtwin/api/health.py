@@ -1,0 +1,60 @@
+"""``/healthz``: is the database there, which PostGIS, is the schema migrated."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection, Error
+from pydantic import BaseModel
+
+from cimtwin import __version__
+from cimtwin.api.db import connection
+from cimtwin.settings import get_settings
+
+router = APIRouter(tags=["service"])
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    postgresql: str | None = None
+    postgis: str | None = None
+    schema_revision: str | None = None
+    storage_srid: int
+    detail: str | None = None
+
+
+@router.get("/healthz", response_model=Health, summary="Service and database health")
+async def healthz(
+    request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
+) -> Health | JSONResponse:
+    settings = get_settings()
+    schema = settings.db_schema
+    try:
+        cur = await conn.execute(
+            "SELECT current_setting('server_version'), postgis_lib_version(),"
+            " to_regclass(%s) IS NOT NULL",
+            (f"{schema}.alembic_version",),
+        )
+        pg, postgis, migrated = await cur.fetchone()
+        revision = None
+        if migrated:
+            cur = await conn.execute(f'SELECT version_num FROM "{schema}".alembic_version')
+            row = await cur.fetchone()
+            revision = row[0] if row else None
+    except Error as exc:
+        body = Health(status="error", version=__version__, storage_srid=settings.storage_srid,
+                      detail=f"database: {exc.__class__.__name__}: {exc}".strip())
+        return JSONResponse(body.model_dump(), status_code=503)
+    ok = revision is not None
+    return Health(
+        status="ok" if ok else "degraded",
+        version=__version__,
+        postgresql=pg,
+        postgis=postgis,
+        schema_revision=revision,
+        storage_srid=settings.storage_srid,
+        detail=None if ok else "schema not migrated: run `cimtwin db upgrade`",
+    )

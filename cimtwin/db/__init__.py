@@ -1,0 +1,1 @@
+"""Database access: engines, bootstrap (database + extensions) and Alembic migrations."""

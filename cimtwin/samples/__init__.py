@@ -1,0 +1,1 @@
+"""Synthetic but realistic sample districts, written in the formats surveyors deliver."""

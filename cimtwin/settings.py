@@ -1,0 +1,36 @@
+"""Runtime configuration, read from ``CIMTWIN_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cimtwin"
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may change without touching code."""
+
+    model_config = SettingsConfigDict(env_prefix="CIMTWIN_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="PostgreSQL/PostGIS connection URL")
+    db_schema: str = Field(
+        "cim", pattern=r"^[a-z_][a-z0-9_]*$", description="schema holding the twin"
+    )
+    storage_srid: int = Field(
+        4547, description="metric storage CRS (EPSG code); fixed when the schema is created"
+    )
+    vertical_datum: str = Field("EPSG:5737", description="height datum of stored Z (1985 national)")
+    county_code: str = Field("440309", pattern=r"^\d{6}$", description="GB/T 2260 county code")
+    grid_code_digits: int = Field(14, description="work-grid code length: 14 (2-digit) or 15")
+    statement_timeout_ms: int = Field(15000, ge=100, description="per-request SQL time limit")
+    pool_size: int = Field(10, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,46 @@
+"""Declarative base and column types shared by every table of the twin.
+
+All tables live in one schema (``CIMTWIN_DB_SCHEMA``, default ``cim``); geometries are stored
+in the configured metric storage CRS, with heights as Z where the object has a third dimension.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from geoalchemy2 import Geometry
+from sqlalchemy import BigInteger, DateTime, ForeignKey, MetaData, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cimtwin.settings import get_settings
+
+SCHEMA = get_settings().db_schema
+SRID = get_settings().storage_srid
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA, naming_convention=NAMING)
+
+
+def geom(kind: str, srid: int = SRID, nullable: bool = False) -> Mapped:
+    """A geometry column in the storage CRS with a GiST index."""
+    return mapped_column(Geometry(kind, srid=srid, spatial_index=True), nullable=nullable)
+
+
+def batch_fk() -> Mapped[int | None]:
+    """Provenance: the import batch that wrote this row (NULL for rows made in the API)."""
+    return mapped_column(
+        BigInteger, ForeignKey(f"{SCHEMA}.import_batch.id", ondelete="SET NULL"), index=True
+    )
+
+
+def created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)

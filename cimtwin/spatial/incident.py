@@ -1,0 +1,40 @@
+"""Incidents reported by citizens, inspectors or sensors; edited through the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, SmallInteger, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cimtwin.spatial.base import Base, batch_fk, created_at, geom
+
+INCIDENT_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "closed")
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+    __table_args__ = (
+        CheckConstraint("severity BETWEEN 1 AND 4", name="severity"),
+        CheckConstraint(
+            "status IN ('reported','dispatched','in_progress','resolved','closed')",
+            name="status",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    incident_type: Mapped[str] = mapped_column(String(32), index=True)  # pipe_burst, fire ...
+    severity: Mapped[int] = mapped_column(SmallInteger)  # 1 low .. 4 critical
+    status: Mapped[str] = mapped_column(String(16), default="reported", index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = created_at()
+    elevation_m: Mapped[float | None] = mapped_column(Float)
+    grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    geom: Mapped[object] = geom("POINT")
+    batch_id: Mapped[int | None] = batch_fk()

@@ -1,0 +1,90 @@
+"""Underground pipeline network: survey points (nodes) and the pipes between them (segments).
+
+Elevations are in the storage height datum. The 3D geometry is the pipe's centre line:
+CJJ 61 burial depth is measured to the pipe top for pressure pipes and cable ducts and to the
+invert (inside bottom) for gravity drainage; ``depth_ref`` records which, and the centre
+elevation follows from it and the pipe's size.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
+
+
+class PipelineNode(Base):
+    """A survey point (物探点): feature point or appurtenance (valve, hydrant, manhole)."""
+
+    __tablename__ = "pipeline_node"
+    __table_args__ = (UniqueConstraint("dataset", "point_no"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    point_no: Mapped[str] = mapped_column(String(32))  # 物探点号
+    network: Mapped[str] = mapped_column(String(4), index=True)  # CJJ 61 major letters
+    subtype: Mapped[str | None] = mapped_column(ForeignKey(f"{SCHEMA}.pipeline_type.code"))
+    feature: Mapped[str | None] = mapped_column(String(32))  # 特征: 三通, 弯头, 变径 ...
+    appurtenance: Mapped[str | None] = mapped_column(String(32), index=True)  # 阀门, 消防栓 ...
+    ground_elevation_m: Mapped[float | None] = mapped_column(Float)
+    well_depth_m: Mapped[float | None] = mapped_column(Float)  # 井深
+    valve_state: Mapped[str | None] = mapped_column(String(8))  # open / closed, for valves
+    grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    geom: Mapped[object] = geom("POINTZ")  # ground position, Z = ground elevation
+    batch_id: Mapped[int | None] = batch_fk()
+
+
+class PipelineSegment(Base):
+    """One pipe between two survey points (管段)."""
+
+    __tablename__ = "pipeline_segment"
+    __table_args__ = (
+        CheckConstraint("from_node_id <> to_node_id", name="not_a_loop"),
+        CheckConstraint("flow_direction IN (-1, 0, 1)", name="flow_direction"),
+        CheckConstraint("depth_ref IN ('top','centre','invert')", name="depth_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200), index=True)
+    network: Mapped[str] = mapped_column(String(4), index=True)
+    subtype: Mapped[str | None] = mapped_column(ForeignKey(f"{SCHEMA}.pipeline_type.code"))
+    from_node_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
+    )
+    to_node_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
+    )
+    from_depth_m: Mapped[float | None] = mapped_column(Float)
+    to_depth_m: Mapped[float | None] = mapped_column(Float)
+    from_elevation_m: Mapped[float | None] = mapped_column(Float)  # at depth_ref
+    to_elevation_m: Mapped[float | None] = mapped_column(Float)
+    depth_ref: Mapped[str] = mapped_column(String(8), default="top")
+    diameter_mm: Mapped[float | None] = mapped_column(Float)
+    width_mm: Mapped[float | None] = mapped_column(Float)  # rectangular sections (断面 宽x高)
+    height_mm: Mapped[float | None] = mapped_column(Float)
+    material: Mapped[str | None] = mapped_column(String(8))  # CJJ 61 C.0.1 code
+    burial: Mapped[str | None] = mapped_column(String(8))  # CJJ 61 C.0.2 code
+    pressure_class: Mapped[str | None] = mapped_column(String(16))
+    voltage_kv: Mapped[float | None] = mapped_column(Float)
+    cable_count: Mapped[int | None] = mapped_column(Integer)
+    holes_total: Mapped[int | None] = mapped_column(Integer)
+    holes_used: Mapped[int | None] = mapped_column(Integer)
+    # 1: flows from -> to; -1: to -> from; 0: not directed (pressure networks)
+    flow_direction: Mapped[int] = mapped_column(SmallInteger, default=0)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    build_year: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str | None] = mapped_column(String(4))  # CJJ 61 C.0.3 code
+    road: Mapped[str | None] = mapped_column(String(64))
+    length_m: Mapped[float] = mapped_column(Float)  # 3D length
+    geom: Mapped[object] = geom("LINESTRINGZ")  # centre line
+    batch_id: Mapped[int | None] = batch_fk()

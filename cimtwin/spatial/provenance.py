@@ -1,0 +1,55 @@
+"""Import batches: where every dataset in the twin came from (file, hash, CRS, counts, who)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cimtwin.spatial.base import Base
+
+BATCH_STATUSES = ("running", "succeeded", "failed", "replaced")
+
+
+class ImportBatch(Base):
+    """One run of an importer over one dataset; rows it wrote point back here."""
+
+    __tablename__ = "import_batch"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running','succeeded','failed','replaced')", name="status"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # pipelines, components, grids ...
+    dataset: Mapped[str] = mapped_column(String(200), index=True)  # replace key for re-imports
+    source_files: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the files, in order
+    format: Mapped[str] = mapped_column(String(64))
+    source_crs: Mapped[str] = mapped_column(Text)
+    vertical_datum: Mapped[str | None] = mapped_column(String(64))
+    feature_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    warning_count: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)  # per table
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    imported_by: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class TwinMetadata(Base):
+    """Facts fixed when the schema was created (storage CRS, height datum), checked at start-up."""
+
+    __tablename__ = "twin_metadata"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
