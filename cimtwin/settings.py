@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     grid_code_digits: int = Field(14, description="work-grid code length: 14 (2-digit) or 15")
     statement_timeout_ms: int = Field(15000, ge=100, description="per-request SQL time limit")
     pool_size: int = Field(10, ge=1)
+    pool_timeout_s: float = Field(5.0, gt=0, description="wait for a free DB connection")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
@@ -24,11 +24,24 @@ def make_pool(settings: Settings) -> AsyncConnectionPool:
         max_size=settings.pool_size,
         configure=configure,
         open=False,
-        kwargs={"autocommit": True},
+        timeout=settings.pool_timeout_s,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(settings.pool_timeout_s))},
     )
 
 
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """FastAPI dependency: one pooled connection for the request."""
-    async with request.app.state.pool.connection() as conn:
+    """FastAPI dependency: one pooled connection for the request (503 when none comes)."""
+    try:
+        cm = request.app.state.pool.connection()
+        conn = await cm.__aenter__()
+    except PoolTimeout as exc:
+        raise HTTPException(
+            503, "database unavailable: no connection within the pool timeout"
+        ) from exc
+    try:
         yield conn
+    except BaseException as exc:
+        await cm.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await cm.__aexit__(None, None, None)

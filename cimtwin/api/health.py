@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from cimtwin import __version__
 from cimtwin.api.db import connection
-from cimtwin.settings import get_settings
 
 router = APIRouter(tags=["service"])
 
@@ -30,7 +29,7 @@ class Health(BaseModel):
 async def healthz(
     request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
 ) -> Health | JSONResponse:
-    settings = get_settings()
+    settings = request.app.state.settings
     schema = settings.db_schema
     try:
         cur = await conn.execute(

@@ -1,0 +1,49 @@
+"""Shared fixtures: a fresh PostGIS database per test session, dropped afterwards.
+
+Tests talk to the real PostgreSQL named by CIMTWIN_DATABASE_URL (its server, not its database):
+the suite creates ``cimtwin_test_<pid>``, migrates it, and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from cimtwin.db import bootstrap, migrate
+from cimtwin.db.engine import sqlalchemy_url
+from cimtwin.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    base = sqlalchemy_url(get_settings().database_url)
+    if not bootstrap.server_reachable(str(base)):
+        pytest.exit(
+            f"no PostgreSQL at {base.render_as_string(hide_password=True)}: run scripts/setup.sh",
+            returncode=3,
+        )
+    url = base.set(database=f"cimtwin_test_{os.getpid()}").render_as_string(hide_password=False)
+    bootstrap.drop_database(url)
+    bootstrap.create_database(url)
+    bootstrap.create_extensions(url)
+    migrate.upgrade(url)
+    yield url
+    bootstrap.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_engine(sqlalchemy_url(database_url))
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)

@@ -1,0 +1,173 @@
+"""The data model as PostGIS sees it: migrations both ways, indexes, CRS, dimensions, seeds."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from cimtwin import reference
+from cimtwin.db import bootstrap, migrate
+from cimtwin.db.engine import sqlalchemy_url
+from cimtwin.spatial.model import SCHEMA, SRID, Base
+
+EXPECTED_TABLES = {
+    "street", "community", "work_grid", "district", "parcel", "building",
+    "building_representation", "bim_element", "oblique_mesh_tile", "underground_structure",
+    "pipeline_node", "pipeline_segment", "city_component", "incident", "import_batch",
+    "twin_metadata", "pipeline_type", "code_dictionary", "component_class", "land_use_class",
+}
+
+
+def _tables(engine: Engine) -> set[str]:
+    with engine.connect() as c:
+        rows = c.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tablename <> "
+                 "'alembic_version'"), {"s": SCHEMA}
+        )
+        return {r[0] for r in rows}
+
+
+@pytest.fixture()
+def scratch_url(database_url: str):
+    """A second, empty database for the down/up round trip (the session one stays intact)."""
+    url = sqlalchemy_url(database_url).set(database=f"{sqlalchemy_url(database_url).database}_mig")
+    url_s = url.render_as_string(hide_password=False)
+    bootstrap.drop_database(url_s)
+    bootstrap.create_database(url_s)
+    bootstrap.create_extensions(url_s)
+    yield url_s
+    bootstrap.drop_database(url_s)
+
+
+def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
+    eng = create_engine(sqlalchemy_url(scratch_url))
+    try:
+        migrate.upgrade(scratch_url)
+        assert _tables(eng) == EXPECTED_TABLES
+        migrate.downgrade(scratch_url, "base")
+        assert _tables(eng) == set()
+        migrate.upgrade(scratch_url)
+        assert _tables(eng) == EXPECTED_TABLES
+        with eng.connect() as c:
+            assert c.execute(text(f"SELECT count(*) FROM {SCHEMA}.pipeline_type")).scalar() == len(
+                reference.pipeline_types()
+            )
+    finally:
+        eng.dispose()
+
+
+def test_models_match_migrations(engine: Engine) -> None:
+    """Alembic autogenerate finds nothing to do: the migration and the models agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from geoalchemy2 import alembic_helpers
+
+    with engine.connect() as c:
+        ctx = MigrationContext.configure(
+            c,
+            opts={
+                "include_object": alembic_helpers.include_object,
+                "include_schemas": True,
+                "include_name": lambda name, kind, _: kind != "schema" or name == SCHEMA,
+                "version_table_schema": SCHEMA,
+            },
+        )
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+
+
+def test_every_geometry_is_indexed_in_storage_crs(engine: Engine) -> None:
+    with engine.connect() as c:
+        cols = c.execute(
+            text("SELECT f_table_name, f_geometry_column, srid, coord_dimension, type "
+                 "FROM geometry_columns WHERE f_table_schema = :s"), {"s": SCHEMA}
+        ).all()
+        gist = {
+            (r[0], r[1])
+            for r in c.execute(text(
+                "SELECT t.relname, a.attname FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                "JOIN pg_am am ON am.oid = i.relam JOIN pg_namespace n ON n.oid = t.relnamespace "
+                "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey) "
+                "WHERE n.nspname = :s AND am.amname = 'gist'"), {"s": SCHEMA})
+        }
+    assert len(cols) >= 12
+    dims = {(t, g): (srid, dim, typ) for t, g, srid, dim, typ in cols}
+    for (table, column), (srid, _, _) in dims.items():
+        assert srid == SRID, f"{table}.{column} is in SRID {srid}"
+        assert (table, column) in gist, f"{table}.{column} has no GiST index"
+    # heights are kept where the object is 3D
+    assert dims[("pipeline_node", "geom")][1] == 3
+    assert dims[("pipeline_segment", "geom")][1:] == (3, "LINESTRING")
+    assert dims[("bim_element", "geom")][1] == 3
+
+
+def test_every_table_has_a_primary_key(engine: Engine) -> None:
+    with engine.connect() as c:
+        no_pk = c.execute(text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_constraint "
+            "k WHERE k.conrelid = c.oid AND k.contype = 'p')"), {"s": SCHEMA}).scalars().all()
+    assert no_pk == []
+
+
+def test_metadata_and_dictionaries_seeded(engine: Engine) -> None:
+    with engine.connect() as c:
+        meta = dict(c.execute(text(f"SELECT key, value FROM {SCHEMA}.twin_metadata")).all())
+        classes = c.execute(text(f"SELECT count(*) FROM {SCHEMA}.component_class")).scalar()
+        water = c.execute(text(
+            f"SELECT color_hex FROM {SCHEMA}.pipeline_type WHERE code = 'JP'")).scalar()
+        materials = c.execute(text(
+            f"SELECT count(*) FROM {SCHEMA}.code_dictionary WHERE dict = 'material'")).scalar()
+    assert meta["storage_srid"] == str(SRID)
+    assert meta["vertical_datum"] == "EPSG:5737"
+    assert classes == len(reference.component_classes()) > 100
+    assert water == "#00ffff"  # CJJ 61: water supply is sky blue
+    assert materials == len(reference.attribute_codes("material"))
+
+
+def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
+    """A PointZ/LineStringZ pipe keeps its heights; a segment cannot start and end at one node."""
+    with engine.begin() as c:
+        ids = c.execute(text(
+            f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, subtype, geom) "
+            "VALUES "
+            f"('t', 'JS1', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502456, 2501564, 80.5), {SRID})),"
+            f"('t', 'JS2', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502500, 2501564, 80.1), {SRID})) "
+            "RETURNING id")).scalars().all()
+        seg = c.execute(text(
+            f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, subtype, from_node_id, "
+            "to_node_id, depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', 'JP', "
+            f":a, :b, 'top', 0, 44, ST_SetSRID(ST_MakeLine(ST_MakePoint(502456, 2501564, 79.3),"
+            f" ST_MakePoint(502500, 2501564, 78.9)), {SRID})) RETURNING ST_3DLength(geom), "
+            "ST_ZMin(geom)"), {"a": ids[0], "b": ids[1]}).one()
+        assert seg[0] == pytest.approx((44**2 + 0.4**2) ** 0.5)
+        assert seg[1] == pytest.approx(78.9)
+        c.rollback()
+    with pytest.raises(Exception, match="not_a_loop"), engine.begin() as c:
+        nid = c.execute(text(
+            f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, geom) VALUES "
+            f"('t', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID})) RETURNING id")).scalar()
+        c.execute(text(
+            f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, from_node_id, to_node_id, "
+            f"depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', :n, :n, 'top', 0, 0, "
+            f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"), {"n": nid})
+
+
+def test_db_setup_is_idempotent(database_url: str, engine: Engine) -> None:
+    """Running the set-up steps again changes nothing (no duplicate seeds, same revision)."""
+    def snapshot() -> tuple:
+        with engine.connect() as c:
+            rev = c.execute(text(f"SELECT version_num FROM {SCHEMA}.alembic_version")).scalar()
+            counts = tuple(
+                c.execute(text(f"SELECT count(*) FROM {SCHEMA}.{t}")).scalar()
+                for t in ("pipeline_type", "code_dictionary", "component_class", "land_use_class",
+                          "twin_metadata")
+            )
+        return rev, counts
+
+    before = snapshot()
+    assert bootstrap.create_database(database_url) is False
+    bootstrap.create_extensions(database_url)
+    migrate.upgrade(database_url)
+    assert snapshot() == before
