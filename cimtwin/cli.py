@@ -22,11 +22,13 @@ err = Console(stderr=True)
 def _mount() -> None:
     from cimtwin.api.cli import serve
     from cimtwin.db.cli import app as db_app
+    from cimtwin.importers.cli import import_command
     from cimtwin.samples.cli import app as samples_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(samples_app, name="samples")
     app.command("serve")(serve)
+    app.command("import")(import_command)
 
 
 _mount()

@@ -6,6 +6,8 @@ starts with its community's, which starts with its street's.
 
 from __future__ import annotations
 
+import numpy as np
+import shapely
 from sqlalchemy import Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -61,3 +63,43 @@ class District(Base):
     description: Mapped[str | None] = mapped_column(Text)
     geom: Mapped[object] = geom("MULTIPOLYGON")
     batch_id: Mapped[int | None] = batch_fk()
+
+
+class GridIndex:
+    """Work grids in memory for 进格入块: which grid each position falls in, vectorised.
+
+    A position on a shared boundary goes to the lowest grid code, so answers are stable.
+    """
+
+    def __init__(self, codes: list[str], geoms: list) -> None:
+        order = np.argsort(np.asarray(codes, dtype=object))
+        self.codes = np.asarray(codes, dtype=object)[order]
+        self.geoms = np.asarray(geoms, dtype=object)[order]
+        self.tree = shapely.STRtree(self.geoms)
+
+    @classmethod
+    def load(cls, conn) -> GridIndex:
+        """From an open psycopg connection (sync), in the storage CRS."""
+        rows = conn.execute(
+            f'SELECT code, ST_AsBinary(geom) FROM "{SCHEMA}".work_grid'
+        ).fetchall()
+        return cls([r[0] for r in rows], [shapely.from_wkb(r[1]) for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def assign(self, geoms):
+        """Grid code per geometry (by a point on its surface); None where outside every grid."""
+        geoms = np.asarray(geoms, dtype=object)
+        out = np.full(len(geoms), None, dtype=object)
+        if not len(self) or not len(geoms):
+            return out
+        pts = shapely.point_on_surface(geoms)
+        src, hit = self.tree.query(pts, predicate="intersects")
+        if len(src):
+            # lowest code wins: hits are sorted by tree index = by code
+            order = np.lexsort((hit, src))
+            src, hit = src[order], hit[order]
+            first = np.unique(src, return_index=True)[1]
+            out[src[first]] = self.codes[hit[first]]
+        return out

@@ -52,6 +52,7 @@ class PipelineSegment(Base):
         CheckConstraint("from_node_id <> to_node_id", name="not_a_loop"),
         CheckConstraint("flow_direction IN (-1, 0, 1)", name="flow_direction"),
         CheckConstraint("depth_ref IN ('top','centre','invert')", name="depth_ref"),
+        CheckConstraint("link_type IN ('pipe','valve','pump')", name="link_type"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -64,6 +65,9 @@ class PipelineSegment(Base):
     to_node_id: Mapped[int] = mapped_column(
         ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
     )
+    # EPANET models carry valves and pumps as links; survey tables carry valves as points
+    link_type: Mapped[str] = mapped_column(String(8), default="pipe", server_default="pipe")
+    source_id: Mapped[str | None] = mapped_column(String(64))  # link id in the source model
     from_depth_m: Mapped[float | None] = mapped_column(Float)
     to_depth_m: Mapped[float | None] = mapped_column(Float)
     from_elevation_m: Mapped[float | None] = mapped_column(Float)  # at depth_ref

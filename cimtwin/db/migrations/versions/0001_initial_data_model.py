@@ -872,6 +872,8 @@ def upgrade() -> None:
         sa.Column("subtype", sa.String(length=4), nullable=True),
         sa.Column("from_node_id", sa.BigInteger(), nullable=False),
         sa.Column("to_node_id", sa.BigInteger(), nullable=False),
+        sa.Column("link_type", sa.String(length=8), server_default="pipe", nullable=False),
+        sa.Column("source_id", sa.String(length=64), nullable=True),
         sa.Column("from_depth_m", sa.Float(), nullable=True),
         sa.Column("to_depth_m", sa.Float(), nullable=True),
         sa.Column("from_elevation_m", sa.Float(), nullable=True),
@@ -909,6 +911,9 @@ def upgrade() -> None:
         sa.Column("batch_id", sa.BigInteger(), nullable=True),
         sa.CheckConstraint(
             "depth_ref IN ('top','centre','invert')", name=op.f("ck_pipeline_segment_depth_ref")
+        ),
+        sa.CheckConstraint(
+            "link_type IN ('pipe','valve','pump')", name=op.f("ck_pipeline_segment_link_type")
         ),
         sa.CheckConstraint(
             "flow_direction IN (-1, 0, 1)", name=op.f("ck_pipeline_segment_flow_direction")

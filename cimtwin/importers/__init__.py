@@ -1,0 +1,1 @@
+"""Importers: surveyors' files -> validated, all-or-nothing loads into PostGIS."""

@@ -1,0 +1,84 @@
+"""What every importer provides, and the options a surveyor passes on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import psycopg
+
+from cimtwin.importers.report import Report
+from cimtwin.spatial.base import Base
+
+
+@dataclass
+class ImportOptions:
+    crs: str | None = None  # overrides / supplies the source CRS
+    network: str | None = None  # CJJ 61 network code for single-network files
+    mapping: Path | None = None  # extra column-name aliases (YAML)
+    dry_run: bool = False
+    strict: bool = False  # warnings fail the import too
+    replace: bool = False  # re-import even when the files are unchanged
+    dataset: str | None = None  # replace key; default from kind and file name
+    local_transform: str | None = None  # 4-parameter similarity "dx,dy,rot_arcsec,scale_ppm"
+    imported_by: str = "cimtwin"
+
+
+@dataclass
+class Prepared:
+    """Validated rows ready to write: one DataFrame per table, geometries as hex EWKB."""
+
+    format: str
+    source_crs: str
+    feature_count: int
+    frames: dict[type[Base], pd.DataFrame] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    bbox: tuple[float, float, float, float] | None = None  # storage CRS, for cache invalidation
+
+
+class Progress(Protocol):
+    def __call__(self, description: str, total: int | None = None) -> Any: ...
+
+
+class Importer(Protocol):
+    kind: str
+    #: tables this importer writes, parents first (deleted in reverse order on replace)
+    models: tuple[type[Base], ...]
+
+    def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
+        """Read and validate; add every problem to ``report``; touch no database table."""
+
+    def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
+        """Write ``prepared`` inside the caller's transaction; return row counts per table."""
+
+
+class CopyWriter:
+    """``write`` for importers whose prepared frames go straight into their tables.
+
+    Frames whose model has a ``grid_code`` column get it by location (进格入块) from the work
+    grids in the database, inside the import's transaction; the shapely geometries for that are
+    in ``prepared.extra['shapes'][model]``.
+    """
+
+    models: tuple[type[Base], ...]
+
+    def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
+        from cimtwin.spatial import bulk
+        from cimtwin.spatial.admin_grid import GridIndex
+
+        counts: dict[str, int] = {}
+        shapes = prepared.extra.get("shapes", {})
+        grids = None
+        for model in self.models:
+            df = prepared.frames.get(model)
+            if df is None:
+                continue
+            df = df.assign(batch_id=batch_id)
+            if "grid_code" in model.__table__.columns and model in shapes:
+                grids = grids or GridIndex.load(conn)
+                df["grid_code"] = grids.assign(shapes[model])
+                counts[f"{model.__tablename__}_outside_grids"] = int(df["grid_code"].isna().sum())
+            counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
+        return counts

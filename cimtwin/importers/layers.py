@@ -1,0 +1,189 @@
+"""Shared steps for GIS layers: pick the CRS, check coordinates, transform to storage, repair
+or refuse invalid geometries, and turn geometries into EWKB for COPY."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+
+from cimtwin.errors import UserError
+from cimtwin.importers.base import ImportOptions
+from cimtwin.importers.report import ERROR, WARNING, Report
+from cimtwin.importers.sources import Layer
+from cimtwin.spatial import crs as crs_mod
+
+
+def source_crs(layer_crs: str | None, options: ImportOptions, label: str) -> CRS:
+    """The file's CRS, or ``--crs``; a file with neither is refused."""
+    if options.crs:
+        try:
+            return crs_mod.parse_crs(options.crs)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    if not layer_crs:
+        raise UserError(
+            f"{label}: the file declares no CRS (no .prj or SRS); pass --crs EPSG:xxxx"
+        )
+    return CRS.from_user_input(layer_crs)
+
+
+def to_storage(
+    geoms: np.ndarray, src: CRS, options: ImportOptions, report: Report, label: str,
+    ids: np.ndarray,
+) -> np.ndarray:
+    """Check coordinates against ``src`` and transform into the storage CRS (vectorised)."""
+    geoms = np.asarray(geoms, dtype=object)
+    sim = crs_mod.Similarity4.parse(options.local_transform) if options.local_transform else None
+    # one vertex per feature is enough to catch CRS mistakes
+    coords, owner = shapely.get_coordinates(geoms, return_index=True)
+    features, first = np.unique(owner, return_index=True)
+    rx, ry = coords[first, 0], coords[first, 1]
+    if sim is not None:
+        rx, ry = sim.apply(rx, ry)
+    for rule, mask, message in crs_mod.implausible_coordinates(rx, ry, src):
+        report.add_many(label, ids[features[mask]], rule, ERROR, message)
+    tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
+                             crs_mod.storage_srid())
+
+    def _xform(xyz: np.ndarray) -> np.ndarray:
+        x, y = xyz[:, 0], xyz[:, 1]
+        if sim is not None:
+            x, y = sim.apply(x, y)
+        xs, ys = tr.transform(x, y)
+        out = xyz.copy()
+        out[:, 0], out[:, 1] = xs, ys
+        return out
+
+    has_z = bool(shapely.has_z(geoms).any()) if len(geoms) else False
+    return shapely.transform(geoms, _xform, include_z=has_z)
+
+
+def check_geometries(
+    geoms: np.ndarray, allowed: tuple[str, ...], report: Report, label: str, ids: np.ndarray,
+    strict: bool,
+) -> np.ndarray:
+    """Missing/empty/wrong-type geometries are errors; invalid polygons are repaired with a
+    warning (an error under --strict). Returns the repaired array."""
+    geoms = np.asarray(geoms, dtype=object)
+    missing = shapely.is_missing(geoms) | shapely.is_empty(np.where(
+        shapely.is_missing(geoms), shapely.Point(), geoms))
+    if missing.any():
+        report.add_many(label, ids[missing], "geometry-missing", ERROR, "feature has no geometry")
+    types = np.array(shapely.get_type_id(geoms))
+    names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
+                      "MultiLineString", "MultiPolygon", "GeometryCollection"])
+    type_names = np.where(types >= 0, names[np.clip(types, 0, 7)], "None")
+    wrong = ~missing & ~np.isin(type_names, allowed)
+    if wrong.any():
+        report.add_many(label, ids[wrong], "geometry-type", ERROR,
+                        [f"{t} where {'/'.join(allowed)} is expected" for t in type_names[wrong]])
+    ok = ~missing & ~wrong
+    invalid = ok & ~shapely.is_valid(np.where(ok, geoms, None))
+    if invalid.any():
+        reasons = shapely.is_valid_reason(geoms[invalid])
+        sev = ERROR if strict else WARNING
+        report.add_many(label, ids[invalid], "geometry-invalid", sev,
+                        [f"invalid geometry ({r})" + ("" if strict else "; repaired")
+                         for r in reasons])
+        fixed = shapely.make_valid(geoms[invalid])
+        if "MultiPolygon" in allowed or "Polygon" in allowed:
+            fixed = np.array([_polygonal(g) for g in fixed], dtype=object)
+        geoms = geoms.copy()
+        geoms[invalid] = fixed
+    return geoms
+
+
+def _polygonal(g: shapely.Geometry) -> shapely.Geometry:
+    """Keep the areal part of make_valid's output (it may add slivers of lines or points)."""
+    if g.geom_type in ("Polygon", "MultiPolygon"):
+        return g
+    polys = [p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(polys) if polys else g
+
+
+def as_multipolygon(geoms: np.ndarray) -> np.ndarray:
+    geoms = np.asarray(geoms, dtype=object)
+    single = shapely.get_type_id(geoms) == 3
+    out = geoms.copy()
+    out[single] = [shapely.MultiPolygon([g]) for g in geoms[single]]
+    return out
+
+
+def bbox(geoms: np.ndarray) -> tuple[float, float, float, float] | None:
+    if len(geoms) == 0:
+        return None
+    b = shapely.total_bounds(np.asarray(geoms, dtype=object))
+    return None if not np.isfinite(b).all() else tuple(float(v) for v in b)
+
+
+def prepare_layer(
+    layer: Layer, allowed: tuple[str, ...], options: ImportOptions, report: Report
+) -> tuple[np.ndarray, CRS]:
+    """The layer's geometries checked and in the storage CRS, plus the source CRS."""
+    src = source_crs(layer.crs, options, layer.label)
+    ids = np.asarray(layer.frame.index)
+    geoms = np.asarray(layer.frame.geometry.values, dtype=object)
+    geoms = check_geometries(geoms, allowed, report, layer.label, ids, options.strict)
+    good = ~(shapely.is_missing(geoms) | shapely.is_empty(np.where(
+        shapely.is_missing(geoms), shapely.Point(), geoms)))
+    out = np.array(geoms, dtype=object)
+    if good.any():
+        out[good] = to_storage(geoms[good], src, options, report, layer.label, ids[good])
+    return out, src
+
+
+def single_layer(
+    paths: list[Path], section: str, allowed: tuple[str, ...], needed: list[str],
+    options: ImportOptions, report: Report, layer_name: str | None = None,
+) -> tuple[Layer, pd.DataFrame, np.ndarray, CRS]:
+    """Read one layer, map its columns, check and transform its geometries."""
+    from cimtwin.importers.sources import canonical_frame, list_layers, load_mapping, read_layer
+
+    if len(paths) != 1:
+        raise UserError(f"{section}: give one file (got {len(paths)})")
+    path = paths[0]
+    names = list_layers(path)
+    if layer_name is None or layer_name not in names:
+        layer_name = layer_name if layer_name in names else names[0]
+    layer = read_layer(path, layer_name if len(names) > 1 else None)
+    attrs = canonical_frame(layer.frame, section, load_mapping(options.mapping), needed,
+                            layer.label)
+    geoms, src = prepare_layer(layer, allowed, options, report)
+    return layer, attrs, geoms, src
+
+
+def check_unique(attrs: pd.DataFrame, col: str, label: str, ids: np.ndarray,
+                 report: Report) -> None:
+    """Blank or repeated identifiers are errors: they are the stable feature ids."""
+    blank = attrs[col].isna().to_numpy()
+    report.add_many(label, ids[blank], "missing-id", ERROR, f"no {col}")
+    dup = (attrs[col].duplicated(keep=False) & attrs[col].notna()).to_numpy()
+    report.add_many(label, ids[dup], "duplicate-id", ERROR,
+                    [f"{col} {v} appears more than once" for v in attrs[col][dup]])
+
+
+def numeric_column(
+    attrs: pd.DataFrame, col: str, label: str, ids: np.ndarray, report: Report,
+    low: float | None = None, high: float | None = None, severity: str = ERROR,
+) -> pd.Series:
+    """A column as floats; text that is not a number is an error, values out of range
+    a problem of ``severity``."""
+    if col not in attrs:
+        return pd.Series(np.nan, index=attrs.index)
+    raw = attrs[col]
+    vals = pd.to_numeric(raw, errors="coerce")
+    bad = (raw.notna() & vals.isna()).to_numpy()
+    report.add_many(label, ids[bad], "not-a-number", ERROR,
+                    [f"{col} {v!r} is not a number" for v in raw[bad]])
+    out = np.zeros(len(vals), dtype=bool)
+    if low is not None:
+        out |= (vals < low).to_numpy()
+    if high is not None:
+        out |= (vals > high).to_numpy()
+    report.add_many(label, ids[out], f"{col}-range", severity,
+                    [f"{col} {v} outside {low}..{high}" for v in vals[out]])
+    return vals

@@ -1,0 +1,196 @@
+"""Run one import: validate, then replace the dataset in one transaction, and record provenance.
+
+A failed validation writes nothing; a failure or a kill while writing is rolled back by
+PostgreSQL, so the twin is either the old dataset or the new one, never a mix. Imports of the
+same dataset are serialised with an advisory lock; different datasets load concurrently.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cimtwin.db.engine import libpq_dsn
+from cimtwin.errors import UserError
+from cimtwin.importers.base import Importer, ImportOptions, Prepared
+from cimtwin.importers.report import Report
+from cimtwin.spatial import bulk
+from cimtwin.spatial.provenance import ImportBatch
+
+CHANGE_CHANNEL = "cimtwin_change"
+SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
+
+
+class ImportFailed(UserError):
+    """Validation or writing failed; the database is unchanged."""
+
+    def __init__(self, message: str, report: Report | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class ImportResult:
+    kind: str
+    dataset: str
+    batch_id: int | None
+    status: str  # succeeded, unchanged, validated (dry run)
+    counts: dict[str, int] = field(default_factory=dict)
+    report: Report = field(default_factory=Report)
+    prepared: Prepared | None = None
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One hash over the files in order, including a Shapefile's sidecar files."""
+    h = hashlib.sha256()
+    for p in paths:
+        parts = [p]
+        if p.suffix.lower() == ".shp":
+            parts += [p.with_suffix(s) for s in SIDECARS if p.with_suffix(s).exists()]
+        for part in parts:
+            h.update(part.name.encode())
+            with part.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def default_dataset(kind: str, paths: list[Path]) -> str:
+    return f"{kind}:{paths[0].parent.name}/{paths[0].stem}"
+
+
+def run_import(
+    importer: Importer,
+    paths: list[Path],
+    options: ImportOptions,
+    database_url: str | None = None,
+) -> ImportResult:
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"{p}: no such file")
+    dataset = options.dataset or default_dataset(importer.kind, paths)
+    report = Report()
+    prepared = importer.prepare(paths, options, report)
+    result = ImportResult(importer.kind, dataset, None, "validated", report=report,
+                          prepared=prepared)
+    if report.failed(options.strict):
+        n_err, n_warn = len(report.errors), len(report.warnings)
+        why = f"{n_err} error(s)" + (f", {n_warn} warning(s) under --strict" if options.strict
+                                      else "")
+        raise ImportFailed(f"{importer.kind} import refused: {why}; nothing was written", report)
+    if options.dry_run:
+        return result
+
+    sha = files_sha256(paths)
+    try:
+        with psycopg.connect(libpq_dsn(database_url)) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (dataset,))
+            previous = conn.execute(
+                f"SELECT id, sha256 FROM {_batch_table()} WHERE kind = %s AND dataset = %s "
+                "AND status = 'succeeded' ORDER BY id",
+                (importer.kind, dataset),
+            ).fetchall()
+            if previous and previous[-1][1] == sha and not options.replace:
+                conn.rollback()
+                result.status, result.batch_id = "unchanged", previous[-1][0]
+                return result
+            batch_id = conn.execute(
+                f"INSERT INTO {_batch_table()} (kind, dataset, source_files, sha256, format, "
+                "source_crs, vertical_datum, feature_count, error_count, warning_count, counts, "
+                "options, status, imported_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, "
+                "'{}', %s, 'running', %s) RETURNING id",
+                (
+                    importer.kind, dataset, Jsonb([str(p) for p in paths]), sha,
+                    prepared.format, prepared.source_crs, prepared.extra.get("vertical_datum"),
+                    prepared.feature_count, len(report.warnings),
+                    Jsonb(_options_record(options)), options.imported_by or getpass.getuser(),
+                ),
+            ).fetchone()[0]
+            old_ids = [r[0] for r in previous]
+            old_bbox = _batches_bbox(conn, importer, old_ids)
+            for model in reversed(importer.models):
+                bulk.delete_batches(conn, model, old_ids)
+            counts = importer.write(conn, prepared, batch_id)
+            conn.execute(
+                f"UPDATE {_batch_table()} SET status = 'succeeded', counts = %s, "
+                "finished_at = now() WHERE id = %s",
+                (Jsonb(counts), batch_id),
+            )
+            if old_ids:
+                conn.execute(
+                    f"UPDATE {_batch_table()} SET status = 'replaced' WHERE id = ANY(%s)",
+                    (old_ids,),
+                )
+            conn.execute(
+                "SELECT pg_notify(%s, %s)",
+                (CHANGE_CHANNEL, json.dumps({
+                    "kind": importer.kind, "batch": batch_id,
+                    "bbox": _union(prepared.bbox, old_bbox),
+                    "tables": [m.__tablename__ for m in importer.models],
+                })),
+            )
+            conn.commit()
+    except psycopg.errors.IntegrityError as exc:
+        diag = exc.diag
+        raise ImportFailed(
+            f"{importer.kind} import rolled back, nothing was written: "
+            f"{diag.message_primary} ({diag.message_detail or diag.constraint_name})"
+        ) from exc
+    except psycopg.OperationalError as exc:
+        raise ImportFailed(f"database error, import rolled back: {exc}") from exc
+    result.batch_id, result.status, result.counts = batch_id, "succeeded", counts
+    return result
+
+
+def _batch_table() -> str:
+    t = ImportBatch.__table__
+    return f'"{t.schema}"."{t.name}"'
+
+
+def _options_record(options: ImportOptions) -> dict:
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(options).items()
+        if k not in ("imported_by",)
+    }
+
+
+def _batches_bbox(
+    conn: psycopg.Connection, importer: Importer, batch_ids: list[int]
+) -> tuple[float, float, float, float] | None:
+    """Extent of the rows about to be replaced (their tiles change too)."""
+    if not batch_ids:
+        return None
+    boxes = []
+    for model in importer.models:
+        geom_cols = [c.name for c in model.__table__.columns
+                     if c.type.__class__.__name__ == "Geometry"]
+        if not geom_cols or "batch_id" not in model.__table__.columns:
+            continue
+        row = conn.execute(
+            psycopg.sql.SQL(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                "(SELECT ST_Extent({g}) AS e FROM {t} WHERE batch_id = ANY(%s)) s"
+            ).format(g=psycopg.sql.Identifier(geom_cols[0]), t=bulk.qualified(model)),
+            (batch_ids,),
+        ).fetchone()
+        if row and row[0] is not None:
+            boxes.append(tuple(row))
+    out = None
+    for b in boxes:
+        out = _union(out, b)
+    return out
+
+
+def _union(a, b):
+    if a is None:
+        return None if b is None else list(b)
+    if b is None:
+        return list(a)
+    return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]

@@ -1,0 +1,228 @@
+"""Reading what surveyors deliver: GIS layers (any GDAL format, via pyogrio), CSV in UTF-8 or
+GBK/GB18030, XLSX, and matching their local column names to cimtwin's fields.
+
+Table rows are reported by the line a surveyor sees in Excel or a text editor: the header is
+line 1, the first data row line 2.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import yaml
+
+from cimtwin.errors import UserError
+
+TABLE_SUFFIXES = {".csv", ".txt", ".xlsx", ".xlsm"}
+HEADER_LINE = 1
+
+
+def line_numbers(index: np.ndarray | pd.Index) -> np.ndarray:
+    """0-based data row positions -> the line numbers a surveyor sees."""
+    return np.asarray(index) + HEADER_LINE + 1
+
+
+# --- tables ---------------------------------------------------------------------------------
+@dataclass
+class Table:
+    path: Path
+    sheet: str | None
+    frame: pd.DataFrame  # every cell a string ('' when empty)
+    encoding: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name}[{self.sheet}]" if self.sheet else self.path.name
+
+
+def decode_text(path: Path) -> tuple[str, str]:
+    """UTF-8 (with or without BOM) when it decodes, else GB18030 (a superset of GBK)."""
+    raw = path.read_bytes()
+    for enc in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(enc), ("utf-8" if enc == "utf-8-sig" else "gb18030")
+        except UnicodeDecodeError:
+            continue
+    raise UserError(f"{path}: neither UTF-8 nor GBK/GB18030 text")
+
+
+def read_tables(path: Path) -> list[Table]:
+    """All tables in a CSV (one) or XLSX (one per non-empty sheet), cells as strings."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt"):
+        text, enc = decode_text(path)
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                                skipinitialspace=True)
+        except pd.errors.ParserError as exc:
+            raise UserError(f"{path}: not a readable CSV table ({exc})") from exc
+        return [Table(path, None, _clean(frame), enc)]
+    if suffix in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+
+        try:
+            wb = load_workbook(path, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many kinds for a broken file
+            raise UserError(f"{path}: not a readable XLSX workbook ({exc})") from exc
+        out = []
+        for ws in wb.worksheets:
+            rows = ws.iter_rows(values_only=True)
+            header = next(rows, None)
+            if not header or all(h is None for h in header):
+                continue
+            data = [["" if v is None else _cell(v) for v in r] for r in rows]
+            names = ["" if h is None else str(h) for h in header]
+            frame = pd.DataFrame(data, columns=names, dtype=str) if data else pd.DataFrame(
+                columns=names, dtype=str)
+            out.append(Table(path, ws.title, _clean(frame), None))
+        wb.close()
+        return out
+    raise UserError(f"{path}: unsupported table format {suffix!r} (CSV or XLSX expected)")
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v)) if abs(v) < 1e6 else repr(v)
+    return str(v)
+
+
+def _clean(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.loc[:, [c for c in frame.columns if str(c).strip()]]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.apply(lambda s: s.astype(str).str.strip())
+    empty = (frame == "").all(axis=1)
+    return frame.loc[~empty].reset_index(drop=True)
+
+
+# --- column mapping ----------------------------------------------------------------------------
+def _norm(name: str) -> str:
+    name = re.sub(r"[（(][^)）]*[)）]", "", str(name))  # drop units in brackets
+    return re.sub(r"[\s_\-]", "", name).lower()
+
+
+@lru_cache
+def default_mapping() -> dict[str, dict[str, list[str]]]:
+    text = resources.files("cimtwin.importers").joinpath("mappings/default.yaml").read_text(
+        encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def load_mapping(user: Path | None) -> dict[str, dict[str, list[str]]]:
+    """The shipped aliases, with a user's aliases (if any) tried first."""
+    merged = {k: {f: list(a) for f, a in v.items()} for k, v in default_mapping().items()}
+    if user is None:
+        return merged
+    try:
+        extra = yaml.safe_load(user.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{user}: cannot read the mapping file ({exc})") from exc
+    if not isinstance(extra, dict):
+        raise UserError(f"{user}: a mapping file maps section -> field -> [header, ...]")
+    for section, fields in extra.items():
+        if not isinstance(fields, dict):
+            raise UserError(f"{user}: section {section!r} must map field -> [header, ...]")
+        for fld, aliases in fields.items():
+            aliases = [aliases] if isinstance(aliases, str) else list(aliases)
+            merged.setdefault(section, {}).setdefault(fld, [])
+            merged[section][fld] = aliases + merged[section][fld]
+    return merged
+
+
+def resolve_columns(
+    columns: list[str], section: str, mapping: dict[str, dict[str, list[str]]]
+) -> dict[str, str]:
+    """Canonical field -> the column that holds it (fields with no column are left out)."""
+    by_norm = {}
+    for c in columns:
+        by_norm.setdefault(_norm(c), c)
+    out = {}
+    for fld, aliases in mapping.get(section, {}).items():
+        for a in aliases:
+            col = by_norm.get(_norm(a))
+            if col is not None:
+                out[fld] = col
+                break
+    return out
+
+
+def require(found: dict[str, str], needed: list[str], label: str, columns: list[str]) -> None:
+    missing = [f for f in needed if f not in found]
+    if missing:
+        raise UserError(
+            f"{label}: no column for {', '.join(missing)} (headers found: {', '.join(columns)});"
+            " pass --mapping FILE to name your columns"
+        )
+
+
+def numbers(series: pd.Series) -> pd.Series:
+    """Cells to floats; blanks become NaN, text that is not a number becomes NaN too."""
+    return pd.to_numeric(series.replace("", np.nan), errors="coerce")
+
+
+def not_numbers(series: pd.Series) -> np.ndarray:
+    """Row positions whose cell is filled but is not a number."""
+    filled = series != ""
+    bad = filled & pd.to_numeric(series.where(filled, "0"), errors="coerce").isna()
+    return np.flatnonzero(bad.to_numpy())
+
+
+# --- GIS layers --------------------------------------------------------------------------------
+@dataclass
+class Layer:
+    path: Path
+    name: str
+    frame: gpd.GeoDataFrame  # index = feature id as the file numbers it
+    crs: str | None  # as declared by the file (None: no CRS)
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name}:{self.name}" if self.path.suffix.lower() == ".gpkg" else (
+            self.path.name)
+
+
+def list_layers(path: Path) -> list[str]:
+    try:
+        return [str(r[0]) for r in pyogrio.list_layers(path)]
+    except Exception as exc:  # GDAL's errors vary by driver
+        raise UserError(f"{path}: GDAL cannot open it as a vector dataset ({exc})") from exc
+
+
+def read_layer(path: Path, layer: str | None = None) -> Layer:
+    try:
+        frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True)
+        info = pyogrio.read_info(path, layer=layer)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read layer {layer or '(first)'} ({exc})") from exc
+    crs = info.get("crs")
+    name = layer or (list_layers(path)[0] if path.suffix.lower() == ".gpkg" else path.stem)
+    return Layer(path, name, frame, crs)
+
+
+def canonical_frame(
+    frame: pd.DataFrame, section: str, mapping: dict[str, dict[str, list[str]]],
+    needed: list[str], label: str,
+) -> pd.DataFrame:
+    """The attribute columns renamed to cimtwin's field names (geometry left out)."""
+    columns = [c for c in frame.columns if c != "geometry"]
+    found = resolve_columns(columns, section, mapping)
+    require(found, needed, label, columns)
+    out = pd.DataFrame({f: frame[c].to_numpy() for f, c in found.items()}, index=frame.index)
+    return out
+
+
+def text_column(series: pd.Series) -> pd.Series:
+    """Strings with blanks as None (GIS drivers give None, NaN or '' for empty); vectorised."""
+    if pd.api.types.is_float_dtype(series) and series.dropna().map(float.is_integer).all():
+        series = series.astype("Int64")
+    s = series.astype("string").str.strip()
+    s = s.mask(s == "")
+    return s.astype(object).where(s.notna(), None)

@@ -1,0 +1,92 @@
+"""Bulk writes and dataset replacement for any table of the model, through psycopg COPY.
+
+Importers hand over a DataFrame whose columns are the model's column names; identifiers come
+from the SQLAlchemy table (an allow-list), values travel as CSV in one COPY stream, geometries
+as hex EWKB made by shapely in one vectorised call.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import psycopg
+import shapely
+from psycopg import sql
+
+from cimtwin.spatial.base import SRID, Base
+
+CHUNK_ROWS = 50_000
+
+
+def qualified(model: type[Base]) -> sql.Composed:
+    t = model.__table__
+    return sql.SQL("{}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+
+
+def reserve_ids(conn: psycopg.Connection, model: type[Base], n: int) -> np.ndarray:
+    """Take ``n`` ids from the table's sequence, so children can reference rows before COPY."""
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    t = model.__table__
+    seq = conn.execute(
+        "SELECT pg_get_serial_sequence(%s, 'id')", (f"{t.schema}.{t.name}",)
+    ).fetchone()[0]
+    rows = conn.execute(
+        "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n)
+    ).fetchall()
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+
+
+def geometry_hex(geoms: np.ndarray | Sequence, dims: int = 2, srid: int = SRID) -> np.ndarray:
+    """Hex EWKB with the SRID for COPY; ``dims`` must match the column (2, or 3 for Z)."""
+    arr = np.asarray(geoms, dtype=object)
+    if dims == 2:
+        arr = shapely.force_2d(arr)
+    arr = shapely.set_srid(arr, srid)
+    return shapely.to_wkb(arr, hex=True, include_srid=True, output_dimension=dims)
+
+
+def copy_frame(
+    conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, on_rows=None
+) -> int:
+    """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB."""
+    table = model.__table__
+    allowed = {c.name: c for c in table.columns}
+    unknown = [c for c in frame.columns if c not in allowed]
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {unknown}")
+    cols = list(frame.columns)
+    json_cols = [c for c in cols if allowed[c].type.__class__.__name__ == "JSONB"]
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+    )
+    total = 0
+    with conn.cursor() as cur, cur.copy(stmt) as copy:
+        for start in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[start : start + CHUNK_ROWS]
+            if json_cols:
+                chunk = chunk.copy()
+                for c in json_cols:
+                    chunk[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
+            buf = io.StringIO()
+            chunk.to_csv(buf, header=False, index=False, na_rep="")
+            copy.write(buf.getvalue())
+            total += len(chunk)
+            if on_rows:
+                on_rows(len(chunk))
+    return total
+
+
+def delete_batches(conn: psycopg.Connection, model: type[Base], batch_ids: Sequence[int]) -> int:
+    """Remove the rows that earlier imports of a dataset wrote (replace, never duplicate)."""
+    if not batch_ids:
+        return 0
+    cur = conn.execute(
+        sql.SQL("DELETE FROM {} WHERE batch_id = ANY(%s)").format(qualified(model)),
+        (list(batch_ids),),
+    )
+    return cur.rowcount
