@@ -157,7 +157,17 @@ def _epanet_frames(paths, options, report):
                     [f"node {n} has no [COORDINATES] entry" for n in p.loc[nocoord, "point_no"]])
     lines = net.lines.copy()
     lines["_file"], lines["_row"] = paths[0].name, lines["line_no"]
+    # EPANET's Open/Closed is an operating state, not the CJJ 61 asset status
+    lines["status"] = "在用"
     return p, lines
+
+
+def _numbers_as_text(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Float columns as the text a table would hold ('' for NaN), for the shared checks."""
+    df = df.copy()
+    for c in cols:
+        df[c] = [("" if np.isnan(v) else repr(float(v))) for v in df[c].to_numpy(dtype=float)]
+    return df
 
 
 def _as_strings(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
@@ -181,11 +191,10 @@ class PipelinesImporter(CopyWriter):
             if not options.crs:
                 raise UserError(f"{paths[0].name}: EPANET files carry no CRS; pass --crs")
             points, lines = _epanet_frames(paths, options, report)
-            points = _as_strings(points.astype({"x": str, "y": str, "ground_elevation": str}),
+            points = _as_strings(_numbers_as_text(points, ["x", "y", "ground_elevation"]),
                                  POINT_FIELDS)
-            extra_cols = ["link_type", "link_id", "vertices", "diameter"]
-            lines = lines.assign(diameter=lines["diameter"].astype(str))
-            lines = _as_strings(lines, [f for f in LINE_FIELDS if f not in extra_cols])
+            lines = _as_strings(_numbers_as_text(lines, ["diameter", "from_depth", "to_depth"]),
+                                LINE_FIELDS)
             src = crs_mod.parse_crs(options.crs)
         elif suffixes <= TABLE_SUFFIXES:
             fmt = "cjj61-table"
@@ -214,7 +223,7 @@ class PipelinesImporter(CopyWriter):
             for df in (points, lines):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
         nodes = self._check_points(points, src, options, report)
-        segs = self._check_lines(lines, nodes, report)
+        segs = self._check_lines(lines, nodes, report, survey=fmt != "epanet")
         node_frame, seg_frame, shapes = self._geometry(nodes, segs)
         return Prepared(
             format=fmt, source_crs=source_crs, feature_count=len(node_frame) + len(seg_frame),
@@ -279,7 +288,9 @@ class PipelinesImporter(CopyWriter):
 
     # -- lines ----------------------------------------------------------------------------------
     @staticmethod
-    def _check_lines(ln: pd.DataFrame, nodes: pd.DataFrame, report: Report) -> pd.DataFrame:
+    def _check_lines(
+        ln: pd.DataFrame, nodes: pd.DataFrame, report: Report, survey: bool = True
+    ) -> pd.DataFrame:
         f, r = ln["_file"].to_numpy(), ln["_row"].to_numpy()
         flag = _flagger(report, f, r)
 
@@ -402,7 +413,8 @@ class PipelinesImporter(CopyWriter):
             "link_type": lt.to_numpy(), "source_id": ln.get("link_id"),
             "vertices": ln["vertices"] if "vertices" in ln else [[]] * len(ln),
             "_file": f, "_row": r})
-        PipelinesImporter._shared_point_consistency(seg, nodes, report)
+        if survey:  # model junctions join pipes of different sizes by design
+            PipelinesImporter._shared_point_consistency(seg, nodes, report)
         return seg
 
     @staticmethod

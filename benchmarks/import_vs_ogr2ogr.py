@@ -1,0 +1,105 @@
+"""cimtwin import vs ogr2ogr (GDAL, PG_USE_COPY=YES) on the district-scale sample.
+
+Both load the same files into the same scratch database, one after the other, in one run.
+cimtwin validates, transforms, assigns work grids and builds 3D pipe topology while it loads;
+ogr2ogr copies the rows as they are. Prints features/s for each and the ratio.
+
+    .venv/bin/python benchmarks/import_vs_ogr2ogr.py [--data DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyogrio
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cimtwin.db import bootstrap, migrate  # noqa: E402
+from cimtwin.db.engine import sqlalchemy_url  # noqa: E402
+
+CIMTWIN = str(ROOT / ".venv" / "bin" / "cimtwin")
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data" / "district")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = ap.parse_args()
+    if shutil.which("ogr2ogr") is None:
+        sys.exit("ogr2ogr not found: run scripts/setup.sh (installs gdal-bin)")
+    if not (args.data / "manifest.json").exists():
+        print(f"generating the district sample into {args.data} ...", flush=True)
+        subprocess.run([CIMTWIN, "samples", "generate", str(args.data), "--scale", "district"],
+                       check=True)
+    url = sqlalchemy_url().set(database="cimtwin_bench")
+    url_s = url.render_as_string(hide_password=False)
+    bootstrap.drop_database(url_s)
+    bootstrap.create_database(url_s)
+    bootstrap.create_extensions(url_s)
+    migrate.upgrade(url_s)
+    env = {**os.environ, "CIMTWIN_DATABASE_URL": url_s, "PG_USE_COPY": "YES"}
+    u = make_url(url_s)
+    pg = f"PG:host={u.host} port={u.port or 5432} user={u.username} dbname={u.database}"
+    d = args.data
+    print("loading work grids first (cimtwin assigns every component to one) ...", flush=True)
+    run([CIMTWIN, "import", "grids", str(d / "gpkg/admin.gpkg")], env)
+
+    comp = d / "gpkg/components.gpkg"
+    n_comp = pyogrio.read_info(comp)["features"]
+    points, lines = d / "pipelines/points.csv", d / "pipelines/lines.csv"
+    n_pts = sum(1 for _ in points.open(encoding="utf-8")) - 1
+    n_lines = sum(1 for _ in lines.open(encoding="utf-8")) - 1
+
+    cases = [
+        ("components", n_comp,
+         [CIMTWIN, "import", "components", str(comp)],
+         [["ogr2ogr", "-f", "PostgreSQL", pg, str(comp), "-nln", "public.ogr_components",
+           "-overwrite", "-lco", "GEOMETRY_NAME=geom"]]),
+        ("pipelines", n_pts + n_lines,
+         [CIMTWIN, "import", "pipelines", str(points), str(lines), "--crs", "EPSG:4547"],
+         [["ogr2ogr", "-f", "PostgreSQL", pg, str(points), "-nln", "public.ogr_points",
+           "-overwrite", "-oo", "X_POSSIBLE_NAMES=Y", "-oo", "Y_POSSIBLE_NAMES=X",
+           "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4547", "-lco", "GEOMETRY_NAME=geom"],
+          ["ogr2ogr", "-f", "PostgreSQL", pg, str(lines), "-nln", "public.ogr_lines",
+           "-overwrite"]]),
+    ]
+    rows = []
+    for name, n, ours, theirs in cases:
+        t_ogr = sum(run(cmd, env)[0] for cmd in theirs)
+        t_cim, rss = run(ours, env)
+        rows.append((name, n, t_cim, t_ogr, rss))
+    print()
+    print(f"{'dataset':<12}{'features':>10}{'cimtwin s':>11}{'cimtwin f/s':>13}"
+          f"{'ogr2ogr s':>11}{'ogr2ogr f/s':>13}{'ratio':>7}{'peak MiB':>10}")
+    for name, n, t_cim, t_ogr, rss in rows:
+        print(f"{name:<12}{n:>10,}{t_cim:>11.1f}{n / t_cim:>13,.0f}{t_ogr:>11.1f}"
+              f"{n / t_ogr:>13,.0f}{t_ogr / t_cim:>7.2f}{rss:>10,.0f}")
+    print("ratio = cimtwin features/s over ogr2ogr features/s (>= 1.0: cimtwin as fast or faster)")
+    if not args.keep:
+        bootstrap.drop_database(url_s)
+
+
+if __name__ == "__main__":
+    main()

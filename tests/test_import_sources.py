@@ -1,0 +1,146 @@
+"""Readers and checks that need no sample: encodings, headers, CRS mistakes, bad rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyproj import CRS
+
+from cimtwin.errors import UserError
+from cimtwin.importers.base import ImportOptions
+from cimtwin.importers.pipelines import PipelinesImporter
+from cimtwin.importers.report import Report
+from cimtwin.importers.sources import decode_text, load_mapping, read_tables, resolve_columns
+from cimtwin.spatial.crs import Similarity4, implausible_coordinates
+
+POINTS = """物探点号,管线类别,管线小类,特征,附属物,X,Y,地面高程,井深,备注
+JS1,JS,JP,三通,,2501564.000,502456.000,80.50,,
+JS2,JS,JP,直线点,阀门,2501564.000,502500.000,80.40,,
+JS3,JS,JP,直线点,,2501564.000,502560.000,80.20,,
+YS1,PS,YS,,检修井,2501570.000,502456.000,80.50,2.0,
+YS2,PS,YS,,检修井,2501570.000,502510.000,80.30,2.3,
+"""
+LINE_HEADER = (
+    "起点点号,终点点号,管线类别,管线小类,起点埋深,终点埋深,管径,断面,材质,埋设方式,权属单位,"
+    "建设年代,压力,流向,电压,电缆条数,总孔数,占用孔数,道路名称,状态\n"
+)
+LINES = LINE_HEADER + (
+    "JS1,JS2,JS,JP,1.20,1.20,300,,球墨铸铁"
+    ",直埋,水务集团,2015,0.4MPa,,,,,,致远中路,在用\n"
+    "JS2,JS3,JS,JP,1.20,1.20,300,,球墨铸铁"
+    ",直埋,水务集团,2015,0.4MPa,,,,,,致远中路,在用\n"
+    "YS1,YS2,PS,YS,2.00,2.30,600,,混凝土"
+    ",直埋,水务集团,2015,,1,,,,,致远中路,在用\n"
+)
+
+
+def write(tmp: Path, points: str = POINTS, lines: str = LINES, enc: str = "utf-8") -> list[Path]:
+    p, q = tmp / "points.csv", tmp / "lines.csv"
+    p.write_bytes(points.encode(enc))
+    q.write_bytes(lines.encode(enc))
+    return [p, q]
+
+
+def prepare(paths: list[Path], **opts) -> tuple[Report, object]:
+    report = Report()
+    prepared = PipelinesImporter().prepare(paths, ImportOptions(crs="EPSG:4547", **opts), report)
+    return report, prepared
+
+
+def rules(report: Report) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for p in report.problems:
+        out.setdefault(p.rule, []).append(f"{p.file}:{p.row}")
+    return out
+
+
+def test_gbk_and_utf8_read_alike(tmp_path: Path) -> None:
+    a = write(tmp_path / "u" if (tmp_path / "u").mkdir() is None else tmp_path)
+    (tmp_path / "g").mkdir()
+    b = write(tmp_path / "g", enc="gbk")
+    assert decode_text(b[0])[1] == "gb18030"
+    assert read_tables(a[0])[0].frame.equals(read_tables(b[0])[0].frame)
+
+
+def test_clean_table_has_no_problems_and_3d_centre_lines(tmp_path: Path) -> None:
+    report, prep = prepare(write(tmp_path))
+    assert report.problems == []
+    segs = next(iter(v for k, v in prep.frames.items() if k.__tablename__ == "pipeline_segment"))
+    water = segs[segs["network"] == "JS"].iloc[0]
+    storm = segs[segs["network"] == "PS"].iloc[0]
+    assert water["depth_ref"] == "top" and water["from_elevation_m"] == pytest.approx(79.3)
+    assert storm["depth_ref"] == "invert" and storm["to_elevation_m"] == pytest.approx(78.0)
+    assert storm["flow_direction"] == 1
+
+
+def test_survey_defects_are_each_reported_with_file_and_line(tmp_path: Path) -> None:
+    points = POINTS + "JS3,JS,JP,直线点,,2501564.000,502600.000,80.10,,\n"  # line 7: dup
+    points += "ZZ1,ZZ,,,,2501564.000,502650.000,80.10,,\n"  # line 8: unknown network
+    lines = LINES
+    lines += "JS3,JS9,JS,JP,1.2,1.2,300,,球墨铸铁,直埋,,,,,,,,,,\n"  # line 5: unknown end
+    lines += "JS1,JS1,JS,JP,1.2,1.2,300,,球墨铸铁,直埋,,,,,,,,,,\n"  # line 6: loop
+    lines += "JS2,JS1,JS,JP,1.2,1.2,300,,球墨铸铁,直埋,,,,,,,,,,\n"  # line 7: reversed dup
+    lines += "YS2,YS1,PS,YS,2.3,2.0,600,,混凝土,直埋,,,,1,,,,,,\n"  # line 8: uphill + dup
+    lines += "JS1,JS2,JS,JP,1.2,25,300,,金子,直埋,,,,,,,,,,\n"  # line 9: depth, material
+    report, _ = prepare(write(tmp_path, points, lines))
+    found = rules(report)
+    assert found["duplicate-point-no"] == ["points.csv:4", "points.csv:7"]
+    assert found["network-unknown"] == ["points.csv:8"]
+    assert found["line-end-unknown"] == ["lines.csv:5"] or "lines.csv:5" in found[
+        "line-end-unknown"]
+    assert found["line-self-loop"] == ["lines.csv:6"]
+    assert "lines.csv:7" in found["duplicate-segment"]
+    assert found["gravity-uphill"] == ["lines.csv:8"]
+    assert found["depth-range"] == ["lines.csv:9"]
+    assert found["material-unknown"] == ["lines.csv:9"]
+    assert report.failed(strict=False)
+
+
+def test_tables_need_a_crs(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="carry no CRS"):
+        PipelinesImporter().prepare(write(tmp_path), ImportOptions(), Report())
+
+
+def test_swapped_axes_and_lonlat_are_caught(tmp_path: Path) -> None:
+    swapped = POINTS.replace("2501564.000,502456.000", "502456.000,2501564.000")
+    report, _ = prepare(write(tmp_path, swapped))
+    assert rules(report)["crs-axes-swapped"] == ["points.csv:2"]
+    x = np.array([114.02, 502456.0])
+    y = np.array([22.61, 2501564.0])
+    found = implausible_coordinates(x, y, CRS.from_epsg(4547))
+    assert [r for r, m, _ in found] == ["crs-lonlat-in-projected"]
+    assert found[0][1].tolist() == [True, False]
+
+
+def test_english_headers_through_a_mapping_file(tmp_path: Path) -> None:
+    header_p = "pt,net,sub,feat,att,N,E,GL,WD,rem"
+    header_l = ("s,e,net,sub,sd,ed,dia,sec,mat,bur,own,yr,pr,fl,v,cc,ht,hu,rd,st")
+    points = header_p + POINTS[POINTS.index("\n"):]
+    lines = header_l + LINES[LINES.index("\n"):]
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(
+        "pipeline_points: {point_no: [pt], network: [net], subtype: [sub], feature: [feat],\n"
+        "  appurtenance: [att], x: [N], y: [E], ground_elevation: [GL], well_depth: [WD]}\n"
+        "pipeline_lines: {from_point: [s], to_point: [e], network: [net], subtype: [sub],\n"
+        "  from_depth: [sd], to_depth: [ed], diameter: [dia], section: [sec], material: [mat],\n"
+        "  burial: [bur], owner: [own], flow: [fl], status: [st]}\n", encoding="utf-8")
+    report, prep = prepare(write(tmp_path, points, lines), mapping=mapping)
+    assert report.problems == []
+    assert prep.feature_count == 8
+    assert resolve_columns(["物探点号(编号)"], "pipeline_points", load_mapping(None)) == {
+        "point_no": "物探点号(编号)"}
+
+
+def test_unknown_headers_say_which_were_found(tmp_path: Path) -> None:
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b,c\n1,2,3\n", encoding="utf-8")
+    with pytest.raises(UserError, match="headers: a, b, c"):
+        PipelinesImporter().prepare([bad, bad], ImportOptions(crs="EPSG:4547"), Report())
+
+
+def test_local_grid_similarity_round_numbers() -> None:
+    sim = Similarity4(dx=1000.0, dy=-500.0, rotation_arcsec=3600.0 * 90, scale_ppm=0.0)
+    x, y = sim.apply(np.array([10.0]), np.array([0.0]))
+    assert x[0] == pytest.approx(1000.0) and y[0] == pytest.approx(-490.0)
