@@ -47,3 +47,15 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url)
+
+
+SAMPLE = ROOT / "data_samples" / "north_station"
+DIRTY = ROOT / "data_samples" / "north_station_dirty"
+
+
+@pytest.fixture(scope="session")
+def loaded_sample(database_url: str):
+    """The committed North Station sample, imported once into the session database."""
+    from cimtwin.samples.loader import load_sample
+
+    return {r.kind: r for r in load_sample(SAMPLE, database_url)}

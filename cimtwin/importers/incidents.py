@@ -10,7 +10,7 @@ import pandas as pd
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
 from cimtwin.importers.layers import bbox, check_unique, single_layer
 from cimtwin.importers.report import ERROR, Report
-from cimtwin.importers.sources import text_column
+from cimtwin.importers.sources import load_mapping, resolve_columns, text_column
 from cimtwin.spatial import bulk
 from cimtwin.spatial.incident import INCIDENT_STATUSES, Incident
 
@@ -52,7 +52,12 @@ class IncidentsImporter(CopyWriter):
         report.add_many(label, ids[bad], "reported-at", ERROR,
                         [f"reported_at {v!r} is not an ISO 8601 time" for v in
                          attrs["reported_at"][bad]])
+        mapped = set(resolve_columns(list(layer.frame.columns), "incidents",
+                                     load_mapping(options.mapping)).values())
+        rest = [c for c in layer.frame.columns if c not in mapped and c != "geometry"]
+        extra = layer.frame[rest].astype(object).where(layer.frame[rest].notna(), None)
         frame = pd.DataFrame({
+            "attributes": extra.to_dict(orient="records") if rest else [{}] * len(attrs),
             "external_id": attrs["external_id"], "incident_type": attrs["incident_type"],
             "severity": sev.astype("Int64"), "status": status, "title": attrs["title"],
             "description": attrs["description"],

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from geoalchemy2 import Geometry
-from sqlalchemy import BigInteger, DateTime, ForeignKey, MetaData, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, MetaData, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cimtwin.settings import get_settings
@@ -44,3 +45,12 @@ def batch_fk() -> Mapped[int | None]:
 
 def created_at() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def json_object() -> Mapped[dict]:
+    """JSONB defaulting to {} in the database too (COPY does not apply Python defaults)."""
+    return mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+
+
+def json_array() -> Mapped[list]:
+    return mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))

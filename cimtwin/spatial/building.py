@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom, json_object
 
 REPRESENTATION_KINDS = ("lod1", "bim", "oblique")
 
@@ -74,7 +73,7 @@ class BimElement(Base):
     name: Mapped[str | None] = mapped_column(Text)
     storey: Mapped[str | None] = mapped_column(String(128))
     storey_elevation_m: Mapped[float | None] = mapped_column(Float)
-    properties: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    properties: Mapped[dict[str, Any]] = json_object()
     geom: Mapped[object | None] = geom("GEOMETRYZ", nullable=True)
     batch_id: Mapped[int | None] = batch_fk()
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, SmallInteger, String, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import Base, batch_fk, created_at, geom
+from cimtwin.spatial.base import Base, batch_fk, created_at, geom, json_object
 
 INCIDENT_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "closed")
 
@@ -35,6 +42,6 @@ class Incident(Base):
     updated_at: Mapped[datetime] = created_at()
     elevation_m: Mapped[float | None] = mapped_column(Float)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    attributes: Mapped[dict[str, Any]] = json_object()
     geom: Mapped[object] = geom("POINT")
     batch_id: Mapped[int | None] = batch_fk()

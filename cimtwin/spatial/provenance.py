@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, String, Text, func
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import Base
+from cimtwin.spatial.base import Base, json_array, json_object
 
 BATCH_STATUSES = ("running", "succeeded", "failed", "replaced")
 
@@ -27,7 +26,7 @@ class ImportBatch(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)  # pipelines, components, grids ...
     dataset: Mapped[str] = mapped_column(String(200), index=True)  # replace key for re-imports
-    source_files: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    source_files: Mapped[list[str]] = json_array()
     sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the files, in order
     format: Mapped[str] = mapped_column(String(64))
     source_crs: Mapped[str] = mapped_column(Text)
@@ -35,8 +34,8 @@ class ImportBatch(Base):
     feature_count: Mapped[int] = mapped_column(Integer, default=0)
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     warning_count: Mapped[int] = mapped_column(Integer, default=0)
-    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)  # per table
-    options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    counts: Mapped[dict[str, Any]] = json_object()  # per table
+    options: Mapped[dict[str, Any]] = json_object()
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()

@@ -61,7 +61,12 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("dataset", sa.String(length=200), nullable=False),
-        sa.Column("source_files", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column(
+            "source_files",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("format", sa.String(length=64), nullable=False),
         sa.Column("source_crs", sa.Text(), nullable=False),
@@ -69,8 +74,18 @@ def upgrade() -> None:
         sa.Column("feature_count", sa.Integer(), nullable=False),
         sa.Column("error_count", sa.Integer(), nullable=False),
         sa.Column("warning_count", sa.Integer(), nullable=False),
-        sa.Column("counts", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("options", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column(
+            "counts",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "options",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column(
             "started_at",
@@ -325,7 +340,12 @@ def upgrade() -> None:
         ),
         sa.Column("elevation_m", sa.Float(), nullable=True),
         sa.Column("grid_code", sa.String(length=15), nullable=True),
-        sa.Column("attributes", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column(
+            "attributes",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
         sa.Column(
             "geom",
             Geometry(
@@ -614,7 +634,12 @@ def upgrade() -> None:
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("storey", sa.String(length=128), nullable=True),
         sa.Column("storey_elevation_m", sa.Float(), nullable=True),
-        sa.Column("properties", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column(
+            "properties",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
         sa.Column(
             "geom",
             Geometry(

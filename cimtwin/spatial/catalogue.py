@@ -1,0 +1,107 @@
+"""The layers the twin publishes (vector tiles, OGC API Features): one entry per layer, naming
+its table, id, geometry and the properties exposed. It is the allow-list: no identifier reaches
+SQL unless it is written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
+from cimtwin.spatial.base import Base
+from cimtwin.spatial.building import Building, UndergroundStructure
+from cimtwin.spatial.city_component import CityComponent
+from cimtwin.spatial.incident import Incident
+from cimtwin.spatial.parcel import Parcel
+from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    title: str
+    description: str
+    model: type[Base]
+    id_column: str
+    geometry_column: str
+    geometry_type: str  # point, line, polygon (for styles and TileJSON)
+    properties: tuple[str, ...]
+    minzoom: int = 10
+    maxzoom: int = 22
+    #: tolerance in pixels for per-zoom simplification (0: never simplify, e.g. points)
+    simplify_px: float = 0.5
+    temporal: str | None = None
+    keywords: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def table(self) -> str:
+        return self.model.__tablename__
+
+    @property
+    def schema(self) -> str:
+        return self.model.__table__.schema
+
+    def column_type(self, name: str) -> str:
+        """'number', 'integer', 'string', 'datetime' or 'object' for TileJSON and JSON Schema."""
+        col = self.model.__table__.columns[name]
+        try:
+            py = col.type.python_type
+        except NotImplementedError:
+            return "object"
+        if py is int:
+            return "integer"
+        if py is float:
+            return "number"
+        if py.__name__ == "datetime":
+            return "datetime"
+        if py is dict:
+            return "object"
+        return "string"
+
+
+LAYERS: tuple[Layer, ...] = (
+    Layer("streets", "Streets (街道)", "Sub-district administrative areas", Street, "code",
+          "geom", "polygon", ("code", "name"), minzoom=8),
+    Layer("communities", "Communities (社区)", "Communities within streets", Community, "code",
+          "geom", "polygon", ("code", "name", "street_code"), minzoom=9),
+    Layer("grids", "Work grids (单元网格)", "Work grids: the unit of city management",
+          WorkGrid, "code", "geom", "polygon",
+          ("code", "name", "community_code", "area_m2", "officer"), minzoom=10),
+    Layer("districts", "Districts", "Named areas such as the North Station business district",
+          District, "slug", "geom", "polygon", ("slug", "name", "kind"), minzoom=8),
+    Layer("parcels", "Land parcels (地块)", "Parcels with GB 50137 land use and planning "
+          "controls", Parcel, "id", "geom", "polygon",
+          ("parcel_code", "land_use", "area_m2", "planned_plot_ratio", "height_limit_m",
+           "grid_code"), minzoom=12),
+    Layer("buildings", "Buildings", "Building footprints with heights (LOD1)", Building, "id",
+          "footprint", "polygon",
+          ("building_code", "name", "address", "use", "height_m", "floors",
+           "underground_floors", "base_elevation_m", "floor_area_m2", "residents", "grid_code"),
+          minzoom=13),
+    Layer("underground", "Underground structures", "Metro tunnels and stations, passages",
+          UndergroundStructure, "id", "footprint", "polygon",
+          ("code", "kind", "name", "top_elevation_m", "bottom_elevation_m"), minzoom=12),
+    Layer("pipelines", "Pipelines (管线)", "Underground pipes by CJJ 61 network",
+          PipelineSegment, "id", "geom", "line",
+          ("network", "subtype", "link_type", "diameter_mm", "width_mm", "height_mm",
+           "material", "burial", "from_depth_m", "to_depth_m", "from_elevation_m",
+           "to_elevation_m", "depth_ref", "flow_direction", "pressure_class", "owner",
+           "build_year", "status", "road", "length_m"), minzoom=12),
+    Layer("pipeline_points", "Pipeline points (管线点)", "Survey points: valves, hydrants, "
+          "manholes and fittings", PipelineNode, "id", "geom", "point",
+          ("point_no", "network", "subtype", "feature", "appurtenance", "ground_elevation_m",
+           "well_depth_m", "valve_state", "grid_code"), minzoom=15, simplify_px=0),
+    Layer("components", "City components (城市部件)", "Managed street objects with 16-digit ids",
+          CityComponent, "id", "geom", "point",
+          ("component_id", "class_code", "name", "status", "dept_authority", "dept_owner",
+           "dept_maintainer", "grid_code"), minzoom=15, simplify_px=0),
+    Layer("incidents", "Incidents", "Reported incidents", Incident, "id", "geom", "point",
+          ("incident_type", "severity", "status", "title", "reported_at", "updated_at",
+           "grid_code"), minzoom=8, simplify_px=0, temporal="reported_at"),
+)
+
+BY_ID: dict[str, Layer] = {layer.id: layer for layer in LAYERS}
+
+
+def get_layer(layer_id: str) -> Layer | None:
+    return BY_ID.get(layer_id)
