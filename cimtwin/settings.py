@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(15000, ge=100, description="per-request SQL time limit")
     pool_size: int = Field(10, ge=1)
     pool_timeout_s: float = Field(5.0, gt=0, description="wait for a free DB connection")
+    tile_cache_mb: int = Field(256, ge=0, description="in-memory tile cache; 0 turns it off")
+    tile_max_features: int = Field(50000, ge=1, description="features per layer per tile")
+    tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
+    public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from cimtwin import __version__
-from cimtwin.api import health
+from cimtwin.api import health, styles, tiles
 from cimtwin.api.db import make_pool
+from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
+from cimtwin.tiles.cache import TileCache, listen_for_changes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,9 +24,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = make_pool(settings)
         await app.state.pool.open(wait=False)
+        listener = None
+        if app.state.tile_cache.enabled:
+            ready = asyncio.Event()
+            listener = asyncio.create_task(
+                listen_for_changes(libpq_dsn(settings.database_url), app.state.tile_cache, ready)
+            )
+            # serve only once changes can be heard, or a stale tile could be cached for good
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), settings.pool_timeout_s)
         try:
             yield
         finally:
+            if listener:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
             await app.state.pool.close()
 
     app = FastAPI(
@@ -33,5 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
     app.include_router(health.router)
+    app.include_router(tiles.router)
+    app.include_router(styles.router)
     return app

@@ -32,6 +32,10 @@ class Layer:
     simplify_px: float = 0.5
     temporal: str | None = None
     keywords: tuple[str, ...] = field(default_factory=tuple)
+    #: integer feature id for vector tiles when ``id_column`` is not an integer
+    tile_id: str | None = None
+    #: (below zoom, SQL condition) generalisation: fixed SQL from this file, never user text
+    lowzoom_filters: tuple[tuple[int, str], ...] = ()
 
     @property
     def table(self) -> str:
@@ -61,14 +65,18 @@ class Layer:
 
 LAYERS: tuple[Layer, ...] = (
     Layer("streets", "Streets (街道)", "Sub-district administrative areas", Street, "code",
-          "geom", "polygon", ("code", "name"), minzoom=8),
+          "geom", "polygon", ("code", "name"), minzoom=8,
+          tile_id="code::bigint"),
     Layer("communities", "Communities (社区)", "Communities within streets", Community, "code",
-          "geom", "polygon", ("code", "name", "street_code"), minzoom=9),
+          "geom", "polygon", ("code", "name", "street_code"), minzoom=9,
+          tile_id="code::bigint"),
     Layer("grids", "Work grids (单元网格)", "Work grids: the unit of city management",
           WorkGrid, "code", "geom", "polygon",
-          ("code", "name", "community_code", "area_m2", "officer"), minzoom=10),
+          ("code", "name", "community_code", "area_m2", "officer"), minzoom=10,
+          tile_id="code::bigint"),
     Layer("districts", "Districts", "Named areas such as the North Station business district",
-          District, "slug", "geom", "polygon", ("slug", "name", "kind"), minzoom=8),
+          District, "slug", "geom", "polygon", ("slug", "name", "kind"), minzoom=8,
+          tile_id="id"),
     Layer("parcels", "Land parcels (地块)", "Parcels with GB 50137 land use and planning "
           "controls", Parcel, "id", "geom", "polygon",
           ("parcel_code", "land_use", "area_m2", "planned_plot_ratio", "height_limit_m",
@@ -86,7 +94,10 @@ LAYERS: tuple[Layer, ...] = (
           ("network", "subtype", "link_type", "diameter_mm", "width_mm", "height_mm",
            "material", "burial", "from_depth_m", "to_depth_m", "from_elevation_m",
            "to_elevation_m", "depth_ref", "flow_direction", "pressure_class", "owner",
-           "build_year", "status", "road", "length_m"), minzoom=12),
+           "build_year", "status", "road", "length_m"), minzoom=12,
+          lowzoom_filters=(
+              (14, "(diameter_mm >= 400 OR height_mm >= 1000 OR subtype = 'SS')"),
+          )),
     Layer("pipeline_points", "Pipeline points (管线点)", "Survey points: valves, hydrants, "
           "manholes and fittings", PipelineNode, "id", "geom", "point",
           ("point_no", "network", "subtype", "feature", "appurtenance", "ground_elevation_m",

@@ -1,0 +1,150 @@
+"""Vector tiles: ``/tiles/{layers}/{z}/{x}/{y}.mvt`` (one or several layers in one tile) and
+their TileJSON, served from PostGIS through the change-aware cache, with ETag and gzip."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Request, Response
+
+from cimtwin.spatial import crs as crs_mod
+from cimtwin.spatial.catalogue import BY_ID, Layer
+from cimtwin.tiles.cache import TileCache, make_entry
+from cimtwin.tiles.mvt import MAX_ZOOM, TileRequest, layer_query
+
+router = APIRouter(tags=["tiles"])
+MVT = "application/vnd.mapbox-vector-tile"
+MAX_LAYERS_PER_TILE = 16
+
+
+def parse_layers(layers: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'), each checked against the catalogue (404 names the unknown one)."""
+    ids = tuple(dict.fromkeys(p.strip() for p in layers.split(",") if p.strip()))
+    if not ids:
+        raise HTTPException(404, "no layer named")
+    if len(ids) > MAX_LAYERS_PER_TILE:
+        raise HTTPException(400, f"at most {MAX_LAYERS_PER_TILE} layers in one tile")
+    unknown = [i for i in ids if i not in BY_ID]
+    if unknown:
+        raise HTTPException(
+            404, f"unknown layer(s) {', '.join(unknown)}; known: {', '.join(sorted(BY_ID))}")
+    return ids
+
+
+async def _render_layer(request: Request, layer: Layer, tile: TileRequest) -> bytes:
+    settings = request.app.state.settings
+    q = layer_query(layer, tile, settings.tile_max_features)
+    if q is None:
+        return b""
+    statement, params = q
+    async with request.app.state.pool.connection() as conn:
+        cur = await conn.execute(statement, params, prepare=True)
+        row = await cur.fetchone()
+    return bytes(row[0]) if row and row[0] else b""
+
+
+async def render_tile(request: Request, ids: tuple[str, ...], tile: TileRequest) -> bytes:
+    """All layers of one tile, queried concurrently; MVT layers concatenate into one tile."""
+    parts = await asyncio.gather(*(_render_layer(request, BY_ID[i], tile) for i in ids))
+    return b"".join(parts)
+
+
+@router.get(
+    "/tiles/{layers}/{z}/{x}/{y}.mvt",
+    summary="Vector tile of one or more layers (comma-separated)",
+    response_class=Response,
+    responses={200: {"content": {MVT: {}}}, 304: {"description": "not modified"}},
+)
+async def tile(
+    request: Request,
+    layers: Annotated[str, Path(description="layer id, or several comma-separated")],
+    z: Annotated[int, Path(ge=0, le=MAX_ZOOM)],
+    x: Annotated[int, Path(ge=0)],
+    y: Annotated[int, Path(ge=0)],
+    if_none_match: Annotated[str | None, Header()] = None,
+    accept_encoding: Annotated[str | None, Header()] = None,
+) -> Response:
+    ids = parse_layers(layers)
+    t = TileRequest(z, x, y)
+    if not t.valid():
+        raise HTTPException(404, f"tile {z}/{x}/{y} does not exist (x and y < {1 << z})")
+    cache: TileCache = request.app.state.tile_cache
+    key = (ids, z, x, y)
+    entry = cache.get(key) if cache.enabled else None
+    if entry is None:
+        entry = make_entry(ids, t, await render_tile(request, ids, t))
+        cache.put(key, entry)
+    headers = {
+        "ETag": entry.etag,
+        "Cache-Control": f"public, max-age={request.app.state.settings.tile_max_age_s}",
+        "Vary": "Accept-Encoding",
+    }
+    if if_none_match and entry.etag in [v.strip() for v in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    if entry.raw_size == 0:
+        return Response(status_code=204, headers=headers)
+    if accept_encoding and "gzip" in accept_encoding.lower():
+        headers["Content-Encoding"] = "gzip"
+        return Response(entry.body_gz, media_type=MVT, headers=headers)
+    return Response(gzip.decompress(entry.body_gz), media_type=MVT, headers=headers)
+
+
+def base_url(request: Request) -> str:
+    public = request.app.state.settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+@router.get("/tiles/{layers}/tilejson.json", summary="TileJSON 3.0 of one or more layers")
+async def tilejson(request: Request, layers: str) -> dict:
+    ids = parse_layers(layers)
+    chosen = [BY_ID[i] for i in ids]
+    bounds = await _bounds(request, chosen)
+    url = f"{base_url(request)}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt"
+    return {
+        "tilejson": "3.0.0",
+        "name": ",".join(ids),
+        "description": "; ".join(layer.description for layer in chosen),
+        "scheme": "xyz",
+        "tiles": [url],
+        "minzoom": min(layer.minzoom for layer in chosen),
+        "maxzoom": 22,
+        "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2,
+                   max(14, min(layer.minzoom for layer in chosen))],
+        "vector_layers": [
+            {
+                "id": layer.id,
+                "description": layer.title,
+                "minzoom": layer.minzoom,
+                "maxzoom": 22,
+                "fields": {p: _tilejson_type(layer.column_type(p)) for p in layer.properties},
+            }
+            for layer in chosen
+        ],
+    }
+
+
+def _tilejson_type(kind: str) -> str:
+    return {"integer": "Number", "number": "Number", "datetime": "String"}.get(kind, "String")
+
+
+async def _bounds(request: Request, layers: list[Layer]) -> list[float]:
+    """Extent of the layers' data in lon/lat (the whole CRS area when empty)."""
+    boxes = []
+    async with request.app.state.pool.connection() as conn:
+        for layer in layers:
+            cur = await conn.execute(
+                f'SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT '
+                f'ST_Extent("{layer.geometry_column}")::geometry AS e FROM '
+                f'"{layer.schema}"."{layer.table}") s')
+            row = await cur.fetchone()
+            if row and row[0] is not None:
+                boxes.append(row)
+    if not boxes:
+        return [-180.0, -85.0511, 180.0, 85.0511]
+    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+           max(b[3] for b in boxes))
+    w, s, e, n = crs_mod.transformer(crs_mod.storage_srid(), 4326).transform_bounds(*box)
+    return [round(w, 6), round(s, 6), round(e, 6), round(n, 6)]

@@ -1,0 +1,175 @@
+"""Vector tiles from the loaded sample: content, composite tiles, cache and its invalidation,
+guard rails; GDAL reads a composite tile."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import mapbox_vector_tile
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from cimtwin.api.app import create_app
+from cimtwin.settings import Settings
+from cimtwin.tiles.mvt import WEB_MERCATOR
+
+STATION = (114.02389, 22.61194)
+
+
+def tile_at(z: int, lon: float = STATION[0], lat: float = STATION[1]) -> tuple[int, int, int]:
+    t = WEB_MERCATOR.tile(lon, lat, z)
+    return t.z, t.x, t.y
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, loaded_sample):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def decode(body: bytes) -> dict:
+    return mapbox_vector_tile.decode(body)
+
+
+def test_composite_tile_holds_every_layer_with_stable_ids(client: TestClient,
+                                                          engine: Engine) -> None:
+    z, x, y = tile_at(16)
+    r = client.get(f"/tiles/pipelines,components,buildings,grids/{z}/{x}/{y}.mvt")
+    assert r.status_code == 200 and r.headers["content-type"] == (
+        "application/vnd.mapbox-vector-tile")
+    layers = decode(r.content)
+    assert set(layers) == {"pipelines", "components", "buildings", "grids"}
+    pipes = layers["pipelines"]["features"]
+    assert pipes and all(isinstance(f["id"], int) for f in pipes)
+    ids = {f["id"] for f in pipes}
+    with engine.connect() as c:
+        known = set(c.execute(text("SELECT id FROM cim.pipeline_segment")).scalars())
+        grid_codes = set(c.execute(text("SELECT code::bigint FROM cim.work_grid")).scalars())
+    assert ids <= known
+    assert {f["id"] for f in layers["grids"]["features"]} <= grid_codes
+    props = pipes[0]["properties"]
+    assert {"network", "diameter_mm", "material"} <= set(props) or "width_mm" in props
+    # the same tile twice gives the same bytes
+    again = client.get(f"/tiles/pipelines,components,buildings,grids/{z}/{x}/{y}.mvt")
+    assert again.content == r.content
+
+
+def test_tile_matches_postgis_count(client: TestClient, engine: Engine) -> None:
+    """Every component whose point lies inside the tile is in it (points: no simplification)."""
+    z, x, y = tile_at(16)
+    body = client.get(f"/tiles/components/{z}/{x}/{y}.mvt").content
+    got = len(decode(body)["components"]["features"])
+    with engine.connect() as c:
+        want = c.execute(text(
+            "SELECT count(*) FROM cim.city_component WHERE ST_Intersects(ST_Transform(geom, 3857),"
+            " ST_TileEnvelope(:z, :x, :y))"), {"z": z, "x": x, "y": y}).scalar()
+    assert want > 0 and got >= want  # the buffer may add a few from just outside
+
+
+def test_below_minzoom_layers_are_left_out(client: TestClient) -> None:
+    z, x, y = tile_at(12)
+    r = client.get(f"/tiles/components,grids/{z}/{x}/{y}.mvt")
+    assert set(decode(r.content)) == {"grids"}
+
+
+def test_etag_304_and_gzip(client: TestClient) -> None:
+    z, x, y = tile_at(15)
+    url = f"/tiles/pipelines/{z}/{x}/{y}.mvt"
+    r = client.get(url, headers={"Accept-Encoding": "gzip"})
+    etag = r.headers["etag"]
+    assert r.headers.get("content-encoding") == "gzip"
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    raw = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in raw.headers
+    assert gzip.decompress(gzip.compress(raw.content)) == raw.content and decode(raw.content)
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/tiles/pipelines/15/99999/1.mvt", 404),
+    ("/tiles/pipelines/25/0/0.mvt", 422),
+    ("/tiles/pipelines/-1/0/0.mvt", 422),
+    ("/tiles/pipelines/3/8/0.mvt", 404),
+    ("/tiles/nosuchlayer/15/0/0.mvt", 404),
+    ("/tiles/pipelines,nosuch/15/0/0.mvt", 404),
+    ("/tiles/pipelines/a/0/0.mvt", 422),
+    ("/tiles/nosuch/tilejson.json", 404),
+])
+def test_bad_requests_are_4xx_with_a_message(client: TestClient, path: str, status: int) -> None:
+    r = client.get(path)
+    assert r.status_code == status
+    assert r.json()["detail"]
+
+
+def test_tilejson(client: TestClient) -> None:
+    tj = client.get("/tiles/pipelines,components/tilejson.json").json()
+    assert tj["tilejson"] == "3.0.0"
+    assert tj["tiles"][0].endswith("/tiles/pipelines,components/{z}/{x}/{y}.mvt")
+    ids = [v["id"] for v in tj["vector_layers"]]
+    assert ids == ["pipelines", "components"]
+    assert tj["vector_layers"][0]["fields"]["diameter_mm"] == "Number"
+    w, s, e, n = tj["bounds"]
+    assert w < STATION[0] < e and s < STATION[1] < n
+
+
+def _wait_for(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_incident_edit_changes_its_tile_and_spares_the_others(
+    client: TestClient, engine: Engine
+) -> None:
+    cache = client.app.state.tile_cache
+    with engine.connect() as c:
+        iid, lon, lat = c.execute(text(
+            "SELECT id, ST_X(ST_Transform(geom, 4326)), ST_Y(ST_Transform(geom, 4326)) "
+            "FROM cim.incident WHERE status NOT IN ('resolved','closed') ORDER BY id LIMIT 1"
+        )).one()
+    z, x, y = tile_at(16, lon, lat)
+    here = f"/tiles/incidents/{z}/{x}/{y}.mvt"
+    far = f"/tiles/incidents/{z}/{x + 3}/{y + 3}.mvt"
+    before = client.get(here).content
+    client.get(far)
+    hits = cache.hits
+    client.get(far)
+    assert cache.hits == hits + 1  # cached
+    with engine.begin() as c:
+        c.execute(text("UPDATE cim.incident SET severity = 5 - severity, status = 'in_progress' "
+                       "WHERE id = :i"), {"i": iid})
+    key_here = (("incidents",), z, x, y)
+    assert _wait_for(lambda: key_here not in cache.entries)
+    after = client.get(here).content
+    assert after != before
+    feats = {f["id"]: f["properties"] for f in decode(after)["incidents"]["features"]}
+    assert feats[iid]["status"] == "in_progress"
+    hits = cache.hits
+    client.get(far)
+    assert cache.hits == hits + 1  # the unaffected tile is still served from the cache
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL ogrinfo not installed")
+def test_gdal_reads_a_composite_tile(client: TestClient, tmp_path: Path) -> None:
+    z, x, y = tile_at(16)
+    body = client.get(f"/tiles/pipelines,components,buildings/{z}/{x}/{y}.mvt").content
+    f = tmp_path / f"{y}.pbf"
+    f.write_bytes(body)
+    out = subprocess.run(
+        ["ogrinfo", "-ro", "-so", "-oo", f"Z={z}", "-oo", f"X={x}", "-oo", f"Y={y}", str(f)],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = re.findall(r"^\d+: (\w+)", out.stdout, flags=re.M)
+    assert listed == ["pipelines", "components", "buildings"], out.stdout
+    counts = subprocess.run(["ogrinfo", "-ro", "-al", "-so", "-oo", f"Z={z}", "-oo", f"X={x}",
+                             "-oo", f"Y={y}", str(f)], capture_output=True, text=True, timeout=60)
+    n = [int(v) for v in re.findall(r"Feature Count: (\d+)", counts.stdout)]
+    assert len(n) == 3 and all(v > 0 for v in n), counts.stdout
