@@ -59,3 +59,33 @@ def loaded_sample(database_url: str):
     from cimtwin.samples.loader import load_sample
 
     return {r.kind: r for r in load_sample(SAMPLE, database_url)}
+
+
+@pytest.fixture(scope="module")
+def scratch_database(database_url: str) -> Iterator[str]:
+    """A separate migrated database for tests that change or break data on purpose."""
+    base = sqlalchemy_url(database_url)
+    url = base.set(database=f"{base.database}_scratch").render_as_string(hide_password=False)
+    bootstrap.drop_database(url)
+    bootstrap.create_database(url)
+    bootstrap.create_extensions(url)
+    migrate.upgrade(url)
+    yield url
+    bootstrap.drop_database(url)
+
+
+def table_fingerprint(url: str) -> dict[str, tuple[int, str]]:
+    """Row count and a content hash of every table of the twin: 'unchanged' made checkable."""
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from cimtwin.spatial.model import SCHEMA, Base
+
+    out = {}
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        for table in Base.metadata.sorted_tables:
+            row = conn.execute(
+                f'SELECT count(*), md5(coalesce(string_agg(md5(t::text), \'\' ORDER BY '
+                f'md5(t::text)), \'\')) FROM "{SCHEMA}"."{table.name}" t').fetchone()
+            out[table.name] = (row[0], row[1])
+    return out

@@ -14,6 +14,7 @@ from cimtwin.importers.layers import (
     as_multipolygon,
     bbox,
     check_unique,
+    feature_ids,
     numeric_column,
     prepare_layer,
     single_layer,
@@ -33,10 +34,10 @@ class BuildingsImporter(CopyWriter):
     models = (Building, UndergroundStructure)
 
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
-        layer, attrs, geoms, src = single_layer(
+        layer, attrs, geoms, src, ids = single_layer(
             paths[:1], "buildings", ("Polygon", "MultiPolygon"), ["building_code", "height_m"],
-            options, report, layer_name="building")
-        ids, label = np.asarray(layer.frame.index), layer.label
+            options, report, layer_name="building", key="building_code")
+        label = layer.label
         for col in ("building_code", "name", "address", "use"):
             if col in attrs:
                 attrs[col] = txt(attrs[col])
@@ -81,8 +82,9 @@ class BuildingsImporter(CopyWriter):
                                  load_mapping(options.mapping),
                                  ["code", "kind", "name", "top_elevation_m",
                                   "bottom_elevation_m"], us_layer.label)
-            ug_geoms, _ = prepare_layer(us_layer, ("Polygon", "MultiPolygon"), options, report)
-            uids = np.asarray(us_layer.frame.index)
+            uids = feature_ids(us_layer, txt(us["code"]))
+            ug_geoms, _ = prepare_layer(us_layer, ("Polygon", "MultiPolygon"), options, report,
+                                        uids)
             for col in ("code", "kind", "name"):
                 us[col] = txt(us[col])
             check_unique(us, "code", us_layer.label, uids, report)

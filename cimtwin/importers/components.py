@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psycopg
 
@@ -32,10 +31,11 @@ class ComponentsImporter(CopyWriter):
     models = (CityComponent,)
 
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
-        layer, attrs, geoms, src = single_layer(
+        layer, attrs, geoms, src, ids = single_layer(
             paths, "components", ("Point", "MultiPoint", "LineString", "MultiLineString",
-                                  "Polygon", "MultiPolygon"), ["class_code"], options, report)
-        ids, label = np.asarray(layer.frame.index), layer.label
+                                  "Polygon", "MultiPolygon"), ["class_code"], options, report,
+            key="component_id")
+        label = layer.label
         for col in ("component_id", "class_code", "name", "dept_authority", "dept_owner",
                     "dept_maintainer", "status"):
             attrs[col] = text_column(attrs[col]) if col in attrs else None

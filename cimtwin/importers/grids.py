@@ -11,7 +11,7 @@ import shapely
 
 from cimtwin.errors import UserError
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
-from cimtwin.importers.layers import as_multipolygon, bbox, prepare_layer
+from cimtwin.importers.layers import as_multipolygon, bbox, feature_ids, prepare_layer
 from cimtwin.importers.report import ERROR, WARNING, Report
 from cimtwin.importers.sources import (
     Layer,
@@ -73,8 +73,9 @@ class GridsImporter(CopyWriter):
         src_crs = None
         for level, layer in layers.items():
             attrs = canonical_frame(layer.frame, level, mapping, needed[level], layer.label)
-            g, src_crs = prepare_layer(layer, ("Polygon", "MultiPolygon"), options, report)
-            ids = np.asarray(layer.frame.index)
+            key = "slug" if level == "district" else "code"
+            ids = feature_ids(layer, text_column(attrs[key]) if key in attrs else None)
+            g, src_crs = prepare_layer(layer, ("Polygon", "MultiPolygon"), options, report, ids)
             for col in attrs.columns:
                 attrs[col] = text_column(attrs[col])
             key = "slug" if level == "district" else "code"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
@@ -23,10 +22,10 @@ class IncidentsImporter(CopyWriter):
     models = (Incident,)
 
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
-        layer, attrs, geoms, src = single_layer(
+        layer, attrs, geoms, src, ids = single_layer(
             paths, "incidents", ("Point",), ["incident_type", "severity", "title",
-                                             "reported_at"], options, report)
-        ids, label = np.asarray(layer.frame.index), layer.label
+                                             "reported_at"], options, report, key="external_id")
+        label = layer.label
         for col in ("external_id", "incident_type", "status", "title", "description"):
             attrs[col] = text_column(attrs[col]) if col in attrs else None
         if attrs["external_id"].notna().any():

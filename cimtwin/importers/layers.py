@@ -120,12 +120,22 @@ def bbox(geoms: np.ndarray) -> tuple[float, float, float, float] | None:
     return None if not np.isfinite(b).all() else tuple(float(v) for v in b)
 
 
+def feature_ids(layer: Layer, keys: pd.Series | None = None) -> np.ndarray:
+    """How problems name a feature: its FID, with its own identifier when it has one."""
+    fids = np.asarray(layer.frame.index)
+    if keys is None:
+        return fids
+    return np.array([f"{f} ({k})" if k is not None and k == k else str(f)
+                     for f, k in zip(fids, keys, strict=True)], dtype=object)
+
+
 def prepare_layer(
-    layer: Layer, allowed: tuple[str, ...], options: ImportOptions, report: Report
+    layer: Layer, allowed: tuple[str, ...], options: ImportOptions, report: Report,
+    ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, CRS]:
     """The layer's geometries checked and in the storage CRS, plus the source CRS."""
     src = source_crs(layer.crs, options, layer.label)
-    ids = np.asarray(layer.frame.index)
+    ids = np.asarray(layer.frame.index) if ids is None else ids
     geoms = np.asarray(layer.frame.geometry.values, dtype=object)
     geoms = check_geometries(geoms, allowed, report, layer.label, ids, options.strict)
     good = ~(shapely.is_missing(geoms) | shapely.is_empty(np.where(
@@ -139,8 +149,10 @@ def prepare_layer(
 def single_layer(
     paths: list[Path], section: str, allowed: tuple[str, ...], needed: list[str],
     options: ImportOptions, report: Report, layer_name: str | None = None,
-) -> tuple[Layer, pd.DataFrame, np.ndarray, CRS]:
-    """Read one layer, map its columns, check and transform its geometries."""
+    key: str | None = None,
+) -> tuple[Layer, pd.DataFrame, np.ndarray, CRS, np.ndarray]:
+    """Read one layer, map its columns, check and transform its geometries; also returns the
+    feature labels problems are reported under (FID and the ``key`` column's value)."""
     from cimtwin.importers.sources import canonical_frame, list_layers, load_mapping, read_layer
 
     if len(paths) != 1:
@@ -152,8 +164,11 @@ def single_layer(
     layer = read_layer(path, layer_name if len(names) > 1 else None)
     attrs = canonical_frame(layer.frame, section, load_mapping(options.mapping), needed,
                             layer.label)
-    geoms, src = prepare_layer(layer, allowed, options, report)
-    return layer, attrs, geoms, src
+    from cimtwin.importers.sources import text_column
+
+    ids = feature_ids(layer, text_column(attrs[key]) if key and key in attrs else None)
+    geoms, src = prepare_layer(layer, allowed, options, report, ids)
+    return layer, attrs, geoms, src, ids
 
 
 def check_unique(attrs: pd.DataFrame, col: str, label: str, ids: np.ndarray,

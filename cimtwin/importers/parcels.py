@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import shapely
 
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
@@ -27,10 +26,10 @@ class ParcelsImporter(CopyWriter):
     models = (Parcel,)
 
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
-        layer, attrs, geoms, src = single_layer(
+        layer, attrs, geoms, src, ids = single_layer(
             paths, "parcels", ("Polygon", "MultiPolygon"), ["parcel_code", "land_use"],
-            options, report)
-        ids, label = np.asarray(layer.frame.index), layer.label
+            options, report, key="parcel_code")
+        label = layer.label
         for col in ("parcel_code", "land_use"):
             attrs[col] = text_column(attrs[col])
         check_unique(attrs, "parcel_code", label, ids, report)

@@ -89,7 +89,8 @@ def run_import(
 
     sha = files_sha256(paths)
     try:
-        with psycopg.connect(libpq_dsn(database_url)) as conn:
+        with psycopg.connect(libpq_dsn(database_url),
+                             application_name=f"cimtwin-import {importer.kind}") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (dataset,))
             previous = conn.execute(
                 f"SELECT id, sha256 FROM {_batch_table()} WHERE kind = %s AND dataset = %s "
