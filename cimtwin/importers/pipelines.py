@@ -284,6 +284,7 @@ class PipelinesImporter(CopyWriter):
             "feature": p["feature"].where(p["feature"] != "", None),
             "appurtenance": p["appurtenance"].where(p["appurtenance"] != "", None),
             "ground": ground, "well_depth": numbers(p["well_depth"]).to_numpy(),
+            "remark": p["remark"].where(p["remark"] != "", None),
             "ex": ex, "ny": ny, "_file": f, "_row": r, "_dup": dup.to_numpy()})
 
     # -- lines ----------------------------------------------------------------------------------
@@ -462,8 +463,7 @@ class PipelinesImporter(CopyWriter):
             "network": nodes["network"], "subtype": nodes["subtype"],
             "feature": nodes["feature"], "appurtenance": nodes["appurtenance"],
             "ground_elevation_m": gr, "well_depth_m": nodes["well_depth"],
-            "valve_state": np.where(nodes["appurtenance"].fillna("").str.contains("阀"),
-                                    "open", None),
+            "valve_state": _valve_state(nodes),
             "geom": bulk.geometry_hex(node_geoms, dims=3)})
         node_frame = node_frame[good_nodes]
         s = seg[seg["ok"]].copy()
@@ -523,6 +523,13 @@ class PipelinesImporter(CopyWriter):
                             {PipelineNode: node_out, PipelineSegment: seg_out},
                             prepared.extra, prepared.bbox)
         return super().write(conn, prepared, batch_id)
+
+
+def _valve_state(nodes: pd.DataFrame) -> np.ndarray:
+    """Valves are open unless the survey remark says closed (关闭/常闭)."""
+    is_valve = nodes["appurtenance"].fillna("").str.contains("阀").to_numpy()
+    closed = nodes["remark"].fillna("").str.contains("关闭|常闭|closed", case=False).to_numpy()
+    return np.where(is_valve, np.where(closed, "closed", "open"), None)
 
 
 def _bbox(node_frame: pd.DataFrame):
