@@ -173,3 +173,48 @@ def test_gdal_reads_a_composite_tile(client: TestClient, tmp_path: Path) -> None
                              "-oo", f"Y={y}", str(f)], capture_output=True, text=True, timeout=60)
     n = [int(v) for v in re.findall(r"Feature Count: (\d+)", counts.stdout)]
     assert len(n) == 3 and all(v > 0 for v in n), counts.stdout
+
+
+def test_static_export_pmtiles_and_mbtiles(settings: Settings, loaded_sample, tmp_path: Path,
+                                           engine: Engine) -> None:
+    import pyogrio
+    from pmtiles.reader import MmapSource, Reader
+
+    from cimtwin.tiles.export import export
+
+    pm = tmp_path / "twin.pmtiles"
+    counts = export(["pipelines", "grids"], 13, 15, pm, settings.database_url)
+    assert counts["tiles_written"] > 0
+    with pm.open("rb") as fh:
+        reader = Reader(MmapSource(fh))
+        header = reader.header()
+        assert (header["min_zoom"], header["max_zoom"]) == (13, 15)
+        assert [v["id"] for v in reader.metadata()["vector_layers"]] == ["pipelines", "grids"]
+        z, x, y = tile_at(15)
+        body = gzip.decompress(reader.get(z, x, y))
+    assert set(decode(body)) == {"pipelines", "grids"}
+    # GDAL (pyogrio's bundled build has the PMTiles driver) reads every pipe at the top zoom
+    df = pyogrio.read_dataframe(pm, layer="pipelines")
+    assert len(df) > 0
+    mb = tmp_path / "twin.mbtiles"
+    export(["components"], 15, 15, mb, settings.database_url)
+    if shutil.which("ogrinfo"):
+        out = subprocess.run(["ogrinfo", "-ro", "-al", "-so", str(mb)], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and "components" in out.stdout
+        n = sum(int(v) for v in re.findall(r"Feature Count: (\d+)", out.stdout))
+        with engine.connect() as c:
+            total = c.execute(text("SELECT count(*) FROM cim.city_component")).scalar()
+        assert n >= total  # tiles overlap by their buffer, so a point may be counted twice
+
+
+def test_export_refuses_bad_arguments(settings: Settings, tmp_path: Path) -> None:
+    from cimtwin.errors import UserError
+    from cimtwin.tiles.export import export
+
+    with pytest.raises(UserError, match="unknown layer"):
+        export(["nosuch"], 12, 14, tmp_path / "a.pmtiles", settings.database_url)
+    with pytest.raises(UserError, match="must end in"):
+        export(["grids"], 12, 14, tmp_path / "a.zip", settings.database_url)
+    with pytest.raises(UserError, match="zoom range"):
+        export(["grids"], 15, 12, tmp_path / "a.pmtiles", settings.database_url)

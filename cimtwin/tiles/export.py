@@ -1,0 +1,166 @@
+"""Static export of vector tiles to PMTiles v3 or MBTiles, for offline use or static hosting.
+
+The tiles are the same as the API serves (same statements); the tile list covers the data's
+extent at each zoom, and empty tiles are left out.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import morecantile
+import psycopg
+from pmtiles.tile import Compression, TileType, zxy_to_tileid
+from pmtiles.writer import Writer
+
+from cimtwin.db.engine import libpq_dsn
+from cimtwin.errors import UserError
+from cimtwin.spatial import crs as crs_mod
+from cimtwin.spatial.catalogue import BY_ID, Layer
+from cimtwin.tiles.mvt import WEB_MERCATOR, TileRequest, layer_query
+
+
+def data_bounds(conn: psycopg.Connection, layers: list[Layer]) -> tuple[float, ...] | None:
+    boxes = []
+    for layer in layers:
+        row = conn.execute(psycopg.sql.SQL(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+            "(SELECT ST_Extent({g})::geometry AS e FROM {s}.{t}) x").format(
+                g=psycopg.sql.Identifier(layer.geometry_column),
+                s=psycopg.sql.Identifier(layer.schema),
+                t=psycopg.sql.Identifier(layer.table))).fetchone()
+        if row and row[0] is not None:
+            boxes.append(row)
+    if not boxes:
+        return None
+    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+           max(b[3] for b in boxes))
+    return crs_mod.transformer(crs_mod.storage_srid(), 4326).transform_bounds(*box)
+
+
+def tile_list(bounds: tuple[float, ...], minzoom: int, maxzoom: int) -> list[morecantile.Tile]:
+    return list(WEB_MERCATOR.tiles(*bounds, zooms=list(range(minzoom, maxzoom + 1))))
+
+
+def render(conn: psycopg.Connection, layers: list[Layer], tile: morecantile.Tile,
+           max_features: int) -> bytes:
+    req = TileRequest(tile.z, tile.x, tile.y)
+    parts = []
+    for layer in layers:
+        q = layer_query(layer, req, max_features)
+        if q is None:
+            continue
+        row = conn.execute(q[0], q[1], prepare=True).fetchone()
+        if row and row[0]:
+            parts.append(bytes(row[0]))
+    return b"".join(parts)
+
+
+def export(
+    layer_ids: list[str], minzoom: int, maxzoom: int, out: Path,
+    database_url: str | None = None, max_features: int = 50_000,
+    on_total: Callable[[int], None] | None = None, on_tile: Callable[[], None] | None = None,
+) -> dict[str, int]:
+    """Write the tiles of ``layer_ids`` for zooms minzoom..maxzoom to ``out`` (.pmtiles or
+    .mbtiles); returns counts of tiles visited and written."""
+    unknown = [i for i in layer_ids if i not in BY_ID]
+    if unknown:
+        raise UserError(f"unknown layer(s) {', '.join(unknown)}; known: {', '.join(BY_ID)}")
+    if not 0 <= minzoom <= maxzoom <= 22:
+        raise UserError(f"zoom range {minzoom}..{maxzoom} is not within 0..22")
+    suffix = out.suffix.lower()
+    if suffix not in (".pmtiles", ".mbtiles"):
+        raise UserError(f"{out}: the output must end in .pmtiles or .mbtiles")
+    layers = [BY_ID[i] for i in layer_ids]
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
+        bounds = data_bounds(conn, layers)
+        if bounds is None:
+            raise UserError(f"layers {', '.join(layer_ids)} hold no data")
+        tiles = tile_list(bounds, minzoom, maxzoom)
+        if on_total:
+            on_total(len(tiles))
+
+        def rendered() -> Iterator[tuple[morecantile.Tile, bytes]]:
+            for t in tiles:
+                body = render(conn, layers, t, max_features)
+                if on_tile:
+                    on_tile()
+                if body:
+                    yield t, gzip.compress(body, mtime=0)
+
+        meta = _metadata(layers, minzoom, maxzoom, bounds)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        written = (_write_pmtiles if suffix == ".pmtiles" else _write_mbtiles)(
+            tmp, rendered(), meta, bounds, minzoom, maxzoom)
+        tmp.replace(out)  # a half-written archive never takes the real name
+    return {"tiles_visited": len(tiles), "tiles_written": written}
+
+
+def _metadata(layers: list[Layer], minzoom: int, maxzoom: int, bounds) -> dict:
+    return {
+        "name": ",".join(layer.id for layer in layers),
+        "description": "cimtwin vector tiles",
+        "attribution": "cimtwin",
+        "vector_layers": [
+            {"id": layer.id, "description": layer.title,
+             "minzoom": max(minzoom, layer.minzoom), "maxzoom": maxzoom,
+             "fields": {p: ("Number" if layer.column_type(p) in ("integer", "number")
+                            else "String") for p in layer.properties}}
+            for layer in layers
+        ],
+    }
+
+
+def _write_pmtiles(path: Path, tiles, meta: dict, bounds, minzoom: int, maxzoom: int) -> int:
+    entries = sorted(((zxy_to_tileid(t.z, t.x, t.y), body) for t, body in tiles),
+                     key=lambda e: e[0])
+    if not entries:
+        raise UserError("no tile holds any feature in that zoom range")
+    with path.open("wb") as fh:
+        writer = Writer(fh)
+        for tile_id, body in entries:
+            writer.write_tile(tile_id, body)
+        w, s, e, n = bounds
+        writer.finalize(
+            {
+                "tile_type": TileType.MVT, "tile_compression": Compression.GZIP,
+                "min_lon_e7": int(w * 1e7), "min_lat_e7": int(s * 1e7),
+                "max_lon_e7": int(e * 1e7), "max_lat_e7": int(n * 1e7),
+                "center_zoom": (minzoom + maxzoom) // 2,
+                "center_lon_e7": int((w + e) / 2 * 1e7), "center_lat_e7": int((s + n) / 2 * 1e7),
+            },
+            meta,
+        )
+    return len(entries)
+
+
+def _write_mbtiles(path: Path, tiles, meta: dict, bounds, minzoom: int, maxzoom: int) -> int:
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(
+            "CREATE TABLE metadata (name TEXT, value TEXT);"
+            "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,"
+            " tile_data BLOB);"
+            "CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);")
+        n = 0
+        for t, body in tiles:  # MBTiles rows count from the south (TMS)
+            db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)",
+                       (t.z, t.x, (1 << t.z) - 1 - t.y, body))
+            n += 1
+        w, s, e, nn = bounds
+        rows = {"name": meta["name"], "format": "pbf", "type": "overlay", "version": "1",
+                "description": meta["description"], "minzoom": str(minzoom),
+                "maxzoom": str(maxzoom), "bounds": f"{w},{s},{e},{nn}",
+                "center": f"{(w + e) / 2},{(s + nn) / 2},{minzoom}",
+                "json": json.dumps({"vector_layers": meta["vector_layers"]})}
+        db.executemany("INSERT INTO metadata VALUES (?, ?)", rows.items())
+        db.commit()
+    finally:
+        db.close()
+    return n
