@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     tile_max_features: int = Field(50000, ge=1, description="features per layer per tile")
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
+    viewer_dir: str | None = Field(
+        None, description="folder with the map pages and npm packages (default: ./viewer)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

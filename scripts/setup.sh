@@ -117,5 +117,15 @@ if [ -n "$need_apt" ]; then
   esac
 fi
 
+# --- front-end packages (served locally, no CDN) and the browser the map tests drive -------
+if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+if [ ! -d viewer/node_modules/maplibre-gl ] || [ viewer/package-lock.json -nt viewer/node_modules ]; then
+  say "installing the viewer's npm packages"
+  (cd viewer && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! command -v chromium >/dev/null; then
+  if is_root; then apt_install chromium; else say "chromium missing: the map rendering test will be skipped (apt-get install chromium)"; fi
+fi
+
 # --- 4. database, extensions, migrations ----------------------------------------------------
 .venv/bin/cimtwin db setup

@@ -89,3 +89,37 @@ def table_fingerprint(url: str) -> dict[str, tuple[int, str]]:
                 f'md5(t::text)), \'\')) FROM "{SCHEMA}"."{table.name}" t').fetchone()
             out[table.name] = (row[0], row[1])
     return out
+
+
+@pytest.fixture(scope="module")
+def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
+    """The API on a free loopback port in a background thread, for real HTTP clients."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from cimtwin.api.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        raise RuntimeError("the API did not start")
+    yield url
+    server.should_exit = True
+    thread.join(10)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cimtwin import __version__
-from cimtwin.api import health, styles, tiles
+from cimtwin.api import features, health, styles, tiles, viewer
 from cimtwin.api.db import make_pool
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
     app.include_router(health.router)
+    app.include_router(features.router)
     app.include_router(tiles.router)
     app.include_router(styles.router)
+    viewer.mount(app, settings)
     return app
