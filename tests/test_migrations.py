@@ -15,6 +15,7 @@ EXPECTED_TABLES = {
     "building_representation", "bim_element", "oblique_mesh_tile", "underground_structure",
     "pipeline_node", "pipeline_segment", "city_component", "incident", "import_batch",
     "twin_metadata", "pipeline_type", "code_dictionary", "component_class", "land_use_class",
+    "api_key", "pipeline_valve",
 }
 
 

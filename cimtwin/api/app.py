@@ -10,7 +10,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cimtwin import __version__
-from cimtwin.api import features, health, styles, tiles, viewer
+from cimtwin.api import (
+    districts,
+    features,
+    grids,
+    health,
+    incidents,
+    parcels,
+    pipelines,
+    styles,
+    tiles,
+    viewer,
+)
 from cimtwin.api.db import make_pool
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
@@ -55,5 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(features.router)
     app.include_router(tiles.router)
     app.include_router(styles.router)
+    for module in (grids, districts, pipelines, parcels, incidents):
+        app.include_router(module.router)
     viewer.mount(app, settings)
     return app

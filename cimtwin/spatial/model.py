@@ -1,5 +1,6 @@
 """Every table of the twin, importable from one place (Alembic autogenerate reads this)."""
 
+from cimtwin.spatial.access import ApiKey
 from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
 from cimtwin.spatial.base import SCHEMA, SRID, Base
 from cimtwin.spatial.building import (
@@ -13,12 +14,13 @@ from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.dictionaries import CodeDictionary, ComponentClass, LandUseClass, PipelineType
 from cimtwin.spatial.incident import Incident
 from cimtwin.spatial.parcel import Parcel
-from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment
+from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment, PipelineValve
 from cimtwin.spatial.provenance import ImportBatch, TwinMetadata
 
 __all__ = [
-    "SCHEMA", "SRID", "Base", "BimElement", "Building", "BuildingRepresentation", "CityComponent",
+    "SCHEMA", "SRID", "ApiKey", "Base", "BimElement", "Building", "BuildingRepresentation",
+    "CityComponent",
     "CodeDictionary", "Community", "ComponentClass", "District", "ImportBatch", "Incident",
     "LandUseClass", "ObliqueMeshTile", "Parcel", "PipelineNode", "PipelineSegment",
-    "PipelineType", "Street", "TwinMetadata", "UndergroundStructure", "WorkGrid",
+    "PipelineType", "PipelineValve", "Street", "TwinMetadata", "UndergroundStructure", "WorkGrid",
 ]

@@ -92,3 +92,27 @@ class PipelineSegment(Base):
     length_m: Mapped[float] = mapped_column(Float)  # 3D length
     geom: Mapped[object] = geom("LINESTRINGZ")  # centre line
     batch_id: Mapped[int | None] = batch_fk()
+
+
+class PipelineValve(Base):
+    """An isolation valve on a pipe next to one of its ends (WNTR's valve layer: link, node).
+
+    Survey networks carry valves as points (appurtenance 阀门) instead; the isolation analysis
+    reads both: a valve point closes every pipe that meets it.
+    """
+
+    __tablename__ = "pipeline_valve"
+    __table_args__ = (UniqueConstraint("dataset", "valve_no"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200), index=True)
+    valve_no: Mapped[str] = mapped_column(String(32))
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{SCHEMA}.pipeline_segment.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(8), default="open", server_default="open")
+    geom: Mapped[object] = geom("POINTZ")
+    batch_id: Mapped[int | None] = batch_fk()

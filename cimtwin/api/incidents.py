@@ -1,0 +1,7 @@
+"""Incidents endpoints (issue 5): being built."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["incidents"])
