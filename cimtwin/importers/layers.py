@@ -46,6 +46,8 @@ def to_storage(
         rx, ry = sim.apply(rx, ry)
     for rule, mask, message in crs_mod.implausible_coordinates(rx, ry, src):
         report.add_many(label, ids[features[mask]], rule, ERROR, message)
+    if sim is None and src.to_epsg() == crs_mod.storage_srid():
+        return geoms  # already in the storage CRS
     tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
                              crs_mod.storage_srid())
 
@@ -120,13 +122,32 @@ def bbox(geoms: np.ndarray) -> tuple[float, float, float, float] | None:
     return None if not np.isfinite(b).all() else tuple(float(v) for v in b)
 
 
-def feature_ids(layer: Layer, keys: pd.Series | None = None) -> np.ndarray:
-    """How problems name a feature: its FID, with its own identifier when it has one."""
+class FeatureLabels:
+    """How problems name features: the FID, with the feature's own identifier when it has one
+    (``27 (DK440309000027)``). Indexed like an array; labels are made only for the features
+    a problem is reported on, not for every feature of a large layer."""
+
+    def __init__(self, fids: np.ndarray, keys: np.ndarray | None) -> None:
+        self.fids, self.keys = fids, keys
+
+    def __len__(self) -> int:
+        return len(self.fids)
+
+    def __getitem__(self, index) -> FeatureLabels:
+        return FeatureLabels(self.fids[index], None if self.keys is None else self.keys[index])
+
+    def __iter__(self):
+        if self.keys is None:
+            yield from (str(f) for f in self.fids)
+            return
+        for f, k in zip(self.fids, self.keys, strict=True):
+            yield f"{f} ({k})" if k is not None and k == k else str(f)
+
+
+def feature_ids(layer: Layer, keys: pd.Series | None = None) -> FeatureLabels:
+    """Labels for the layer's features (see :class:`FeatureLabels`)."""
     fids = np.asarray(layer.frame.index)
-    if keys is None:
-        return fids
-    return np.array([f"{f} ({k})" if k is not None and k == k else str(f)
-                     for f, k in zip(fids, keys, strict=True)], dtype=object)
+    return FeatureLabels(fids, None if keys is None else np.asarray(keys, dtype=object))
 
 
 def prepare_layer(
@@ -135,7 +156,7 @@ def prepare_layer(
 ) -> tuple[np.ndarray, CRS]:
     """The layer's geometries checked and in the storage CRS, plus the source CRS."""
     src = source_crs(layer.crs, options, layer.label)
-    ids = np.asarray(layer.frame.index) if ids is None else ids
+    ids = FeatureLabels(np.asarray(layer.frame.index), None) if ids is None else ids
     geoms = np.asarray(layer.frame.geometry.values, dtype=object)
     geoms = check_geometries(geoms, allowed, report, layer.label, ids, options.strict)
     good = ~(shapely.is_missing(geoms) | shapely.is_empty(np.where(

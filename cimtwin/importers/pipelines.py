@@ -435,10 +435,13 @@ class PipelinesImporter(CopyWriter):
         changes = np.char.find(feature[ends["node"].to_numpy()].astype(str), "变") >= 0
         ends = ends[~changes]
         g = ends.groupby("node")
-        spread = g["depth"].agg(lambda v: v.max() - v.min())
+        spread = g["depth"].max() - g["depth"].min()
         mats = g["mat"].nunique()
         sizes = g["size"].nunique()
-        for node_i in spread.index:
+        last = g[["file", "row"]].last()
+        bad = (spread > SHARED_POINT_DEPTH_TOLERANCE_M) | (mats > 1) | (sizes > 1)
+        point_no = nodes["point_no"].to_numpy()
+        for node_i in spread.index[bad.to_numpy()]:
             probs = []
             if spread[node_i] > SHARED_POINT_DEPTH_TOLERANCE_M:
                 probs.append(f"depths differ by {spread[node_i]:.2f} m")
@@ -446,11 +449,9 @@ class PipelinesImporter(CopyWriter):
                 probs.append("materials differ")
             if sizes[node_i] > 1:
                 probs.append("sizes differ")
-            if probs:
-                row = ends[ends["node"] == node_i].iloc[-1]
-                report.warning(row["file"], row["row"], "shared-point-attributes",
-                               f"at point {nodes['point_no'].iloc[node_i]}: "
-                               + ", ".join(probs))
+            report.warning(last.at[node_i, "file"], last.at[node_i, "row"],
+                           "shared-point-attributes",
+                           f"at point {point_no[node_i]}: " + ", ".join(probs))
 
     # -- geometry -------------------------------------------------------------------------------
     @staticmethod
@@ -474,20 +475,8 @@ class PipelinesImporter(CopyWriter):
         ref_a, ref_b = gr[fa] - np.nan_to_num(da), gr[fb] - np.nan_to_num(db)
         centre_shift = np.where(gravity, h / 2, -h / 2)
         za, zb = ref_a + centre_shift, ref_b + centre_shift
-        geoms = []
-        lengths = np.empty(len(s))
-        for k, (i, j, z0, z1, verts) in enumerate(zip(fa, fb, za, zb, s["vertices"],
-                                                      strict=True)):
-            xy = [(ex[i], ny[i])] + list(verts or []) + [(ex[j], ny[j])]
-            xy = np.asarray(xy, dtype=float)
-            d = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
-            z = np.round(z0 + (z1 - z0) * (d / d[-1] if d[-1] > 0 else d), 4)
-            coords = np.column_stack([xy, z])
-            geoms.append(coords)
-            lengths[k] = np.sum(np.linalg.norm(np.diff(coords, axis=0), axis=1))
-        line_geoms = shapely.linestrings(np.concatenate(geoms) if geoms else np.empty((0, 3)),
-                                         indices=np.repeat(np.arange(len(geoms)),
-                                                           [len(c) for c in geoms]))
+        line_geoms, lengths = _centre_lines(ex, ny, fa, fb, np.round(za, 4), np.round(zb, 4),
+                                            s["vertices"].to_numpy())
         seg_frame = pd.DataFrame({
             "_from": nodes["point_no"].to_numpy()[fa], "_to": nodes["point_no"].to_numpy()[fb],
             "network": s["network"], "subtype": s["subtype"], "from_depth_m": da,
@@ -523,6 +512,31 @@ class PipelinesImporter(CopyWriter):
                             {PipelineNode: node_out, PipelineSegment: seg_out},
                             prepared.extra, prepared.bbox)
         return super().write(conn, prepared, batch_id)
+
+
+def _centre_lines(ex, ny, fa, fb, za, zb, vertices) -> tuple[np.ndarray, np.ndarray]:
+    """3D lines from each segment's end nodes (and inner vertices, when the source has them),
+    Z interpolated along the 2D length; and their 3D lengths. Straight segments, the usual case
+    for survey tables, are built in one vectorised call."""
+    n = len(fa)
+    lines = np.empty(n, dtype=object)
+    lengths = np.empty(n)
+    bent = np.array([bool(v) for v in vertices], dtype=bool) if n else np.zeros(0, bool)
+    straight = ~bent
+    if straight.any():
+        a = np.column_stack([ex[fa[straight]], ny[fa[straight]], za[straight]])
+        b = np.column_stack([ex[fb[straight]], ny[fb[straight]], zb[straight]])
+        lines[straight] = shapely.linestrings(np.stack([a, b], axis=1))
+        lengths[straight] = np.linalg.norm(b - a, axis=1)
+    for k in np.flatnonzero(bent):
+        i, j = fa[k], fb[k]
+        xy = np.asarray([(ex[i], ny[i]), *vertices[k], (ex[j], ny[j])], dtype=float)
+        d = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+        z = np.round(za[k] + (zb[k] - za[k]) * (d / d[-1] if d[-1] > 0 else d), 4)
+        coords = np.column_stack([xy, z])
+        lines[k] = shapely.LineString(coords)
+        lengths[k] = np.sum(np.linalg.norm(np.diff(coords, axis=0), axis=1))
+    return lines, lengths
 
 
 def _valve_state(nodes: pd.DataFrame) -> np.ndarray:

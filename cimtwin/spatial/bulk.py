@@ -14,8 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import shapely
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from cimtwin.spatial.base import SRID, Base
 
@@ -44,16 +47,35 @@ def reserve_ids(conn: psycopg.Connection, model: type[Base], n: int) -> np.ndarr
 def geometry_hex(geoms: np.ndarray | Sequence, dims: int = 2, srid: int = SRID) -> np.ndarray:
     """Hex EWKB with the SRID for COPY; ``dims`` must match the column (2, or 3 for Z)."""
     arr = np.asarray(geoms, dtype=object)
-    if dims == 2:
+    if dims == 2 and shapely.has_z(arr).any():
         arr = shapely.force_2d(arr)
     arr = shapely.set_srid(arr, srid)
     return shapely.to_wkb(arr, hex=True, include_srid=True, output_dimension=dims)
 
 
+def csv_chunk(chunk: pd.DataFrame) -> bytes:
+    """CSV for COPY: NULL as an unquoted empty field, text always quoted (so '' stays '').
+
+    pyarrow formats in C++; columns it cannot type (mixed objects) fall back to pandas.
+    """
+    try:
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        buf = io.BytesIO()
+        pa_csv.write_csv(table, buf, pa_csv.WriteOptions(include_header=False,
+                                                         quoting_style="needed"))
+        return buf.getvalue()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return chunk.to_csv(header=False, index=False, na_rep="").encode()
+
+
 def copy_frame(
     conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, on_rows=None
 ) -> int:
-    """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB."""
+    """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB.
+
+    A writer thread sends each chunk while the next one is formatted, so the client's work
+    overlaps the server's parsing and indexing.
+    """
     table = model.__table__
     allowed = {c.name: c for c in table.columns}
     unknown = [c for c in frame.columns if c not in allowed]
@@ -65,16 +87,14 @@ def copy_frame(
         qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
     total = 0
-    with conn.cursor() as cur, cur.copy(stmt) as copy:
+    with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
         for start in range(0, len(frame), CHUNK_ROWS):
             chunk = frame.iloc[start : start + CHUNK_ROWS]
             if json_cols:
                 chunk = chunk.copy()
                 for c in json_cols:
                     chunk[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
-            buf = io.StringIO()
-            chunk.to_csv(buf, header=False, index=False, na_rep="")
-            copy.write(buf.getvalue())
+            copy.write(csv_chunk(chunk))
             total += len(chunk)
             if on_rows:
                 on_rows(len(chunk))
