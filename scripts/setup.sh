@@ -10,7 +10,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CIMTWIN_DATABASE_URL="${CIMTWIN_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cimtwin}"
 PY="${PYTHON:-python3}"
-APT_PACKAGES_FOR() { echo "postgresql-$1-postgis-3 postgresql-$1-pgrouting gdal-bin"; }
+APT_PACKAGES_FOR() { echo "postgresql-$1-postgis-3 postgresql-$1-pgrouting gdal-bin fonts-dejavu-core"; }
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -110,6 +110,7 @@ PYEOF
 need_apt=""
 [ -n "$missing" ] && need_apt=1
 command -v ogr2ogr >/dev/null || need_apt=1
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt=1  # map label glyphs
 if [ -n "$need_apt" ]; then
   case "$DB_HOST" in
     127.0.0.1|localhost|::1) apt_install $(APT_PACKAGES_FOR "$SERVER_MAJOR") ;;

@@ -25,7 +25,8 @@ from cimtwin.api.app import create_app
 from cimtwin.api.geojson import bbox_wkt, literal_geometry_sql, parse_crs
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
-from cimtwin.spatial.catalogue import BY_ID, LAYERS, Layer
+from cimtwin.spatial.catalogue import BY_ID, Layer
+from cimtwin.spatial.catalogue import COLLECTIONS as LAYERS
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG4547 = "http://www.opengis.net/def/crs/EPSG/0/4547"

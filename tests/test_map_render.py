@@ -57,3 +57,30 @@ def test_pipeline_style_renders_in_standard_colours(live_server: str, settings: 
     # the sample has water, drainage, gas, power and telecom under the station's roads
     for net in ("JS", "PS", "RQ", "DL", "TX"):
         assert found[net] >= 30, (net, found)
+
+
+def test_grid_style_draws_labels_from_local_glyphs(live_server: str, tmp_path: Path) -> None:
+    """Grid codes are drawn as text: glyphs come from this server, not a CDN."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    glyph_requests: list[str] = []
+    shot = tmp_path / "grids.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}")
+                if r.status >= 400 else None)
+        page.on("request", lambda r: glyph_requests.append(r.url) if "/fonts/" in r.url else None)
+        page.goto(f"{live_server}/viewer/map.html?style=grids&z=15")
+        page.wait_for_function("window.cimtwinReady === true", timeout=60_000)
+        problems += page.evaluate("window.cimtwinErrors")
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert problems == []
+    assert glyph_requests and all(u.startswith(live_server) for u in glyph_requests)
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    label = (np.abs(img - _hex("#073763")).max(axis=2) <= 40).sum()
+    assert label > 200, label  # dark blue text of the grid codes (and community lines)

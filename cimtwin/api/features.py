@@ -44,7 +44,7 @@ from cimtwin.api.geojson import (
     storage_crs_def,
     supported_crs,
 )
-from cimtwin.spatial.catalogue import LAYERS, Layer, get_layer
+from cimtwin.spatial.catalogue import COLLECTIONS, Layer, get_collection
 
 SCHEMA_JSON = "application/schema+json"
 OPENAPI_30 = "application/vnd.oai.openapi+json;version=3.0"
@@ -128,10 +128,10 @@ def _json(body: Any, media_type: str = JSON, headers: dict[str, str] | None = No
 
 
 def _layer(collection_id: str) -> Layer:
-    layer = get_layer(collection_id)
+    layer = get_collection(collection_id)
     if layer is None:
         raise not_found(f"collection {collection_id!r} does not exist; see /collections "
-                        f"({', '.join(x.id for x in LAYERS)})")
+                        f"({', '.join(x.id for x in COLLECTIONS)})")
     return layer
 
 
@@ -332,7 +332,7 @@ async def collections(
         "links": [{"href": f"{base}collections", "rel": "self", "type": JSON,
                    "title": "Feature collections"}],
         "crs": _crs_list(),
-        "collections": [await _collection(request, conn, layer) for layer in LAYERS],
+        "collections": [await _collection(request, conn, layer) for layer in COLLECTIONS],
     })
 
 

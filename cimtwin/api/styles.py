@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from cimtwin import styles
 from cimtwin.api.tiles import base_url
@@ -23,3 +24,18 @@ async def style(request: Request, name: str) -> dict:
     except KeyError as exc:
         raise HTTPException(
             404, f"no style {name!r}; available: {', '.join(styles.names())}") from exc
+
+
+@router.get("/fonts/{fontstack}/{start}-{end}.pbf", summary="SDF glyphs for map labels")
+async def glyphs(
+    fontstack: str,
+    start: int = Path(ge=0, le=65280),
+    end: int = Path(ge=255, le=65535),
+) -> Response:
+    from cimtwin.styles.glyphs import glyph_range
+
+    if start % 256 or end != start + 255:
+        raise HTTPException(400, "glyph ranges are 256 code points: START-(START+255)")
+    body = await run_in_threadpool(glyph_range, fontstack, start)
+    return Response(body, media_type="application/x-protobuf",
+                    headers={"Cache-Control": "public, max-age=86400"})

@@ -36,6 +36,10 @@ class Layer:
     tile_id: str | None = None
     #: (below zoom, SQL condition) generalisation: fixed SQL from this file, never user text
     lowzoom_filters: tuple[tuple[int, str], ...] = ()
+    #: tiles carry one point on each feature's surface (label anchors), not the shape
+    point_on_surface: bool = False
+    #: published as an OGC API Features collection (label layers are tiles only)
+    features: bool = True
 
     @property
     def table(self) -> str:
@@ -74,6 +78,9 @@ LAYERS: tuple[Layer, ...] = (
           WorkGrid, "code", "geom", "polygon",
           ("code", "name", "community_code", "area_m2", "officer"), minzoom=10,
           tile_id="code::bigint"),
+    Layer("grid_labels", "Work grid labels", "One label point per work grid", WorkGrid, "code",
+          "geom", "point", ("code", "name"), minzoom=13, simplify_px=0,
+          tile_id="code::bigint", point_on_surface=True, features=False),
     Layer("districts", "Districts", "Named areas such as the North Station business district",
           District, "slug", "geom", "polygon", ("slug", "name", "kind"), minzoom=8,
           tile_id="id"),
@@ -112,7 +119,14 @@ LAYERS: tuple[Layer, ...] = (
 )
 
 BY_ID: dict[str, Layer] = {layer.id: layer for layer in LAYERS}
+#: the OGC API Features collections
+COLLECTIONS: tuple[Layer, ...] = tuple(layer for layer in LAYERS if layer.features)
 
 
 def get_layer(layer_id: str) -> Layer | None:
     return BY_ID.get(layer_id)
+
+
+def get_collection(layer_id: str) -> Layer | None:
+    layer = BY_ID.get(layer_id)
+    return layer if layer is not None and layer.features else None

@@ -61,7 +61,9 @@ def layer_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
     """The MVT statement for one layer; parameters z, x, y, margin, tol, minsize, limit."""
     geom = sql.SQL("s.{}").format(sql.Identifier(layer.geometry_column))
     flat = sql.SQL("ST_Force2D({})").format(geom)
-    if layer.simplify_px > 0:
+    if layer.point_on_surface:
+        shape, size = sql.SQL("ST_PointOnSurface({})").format(flat), sql.SQL("")
+    elif layer.simplify_px > 0:
         shape = sql.SQL("ST_Simplify({}, %(tol)s, true)").format(flat)
         size = sql.SQL(
             " AND GREATEST(ST_XMax({g}) - ST_XMin({g}), ST_YMax({g}) - ST_YMin({g}))"
