@@ -80,5 +80,13 @@ class CopyWriter:
                 grids = grids or GridIndex.load(conn)
                 df["grid_code"] = grids.assign(shapes[model])
                 counts[f"{model.__tablename__}_outside_grids"] = int(df["grid_code"].isna().sum())
-            counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
+            if bulk.is_partitioned(model):
+                counts[model.__tablename__] = bulk.load_partition(
+                    conn, model, df, batch_id, self.before_attach(model))
+            else:
+                counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
         return counts
+
+    def before_attach(self, model: type[Base]):
+        """A check to run on a new partition before it joins the table (None: no check)."""
+        return None

@@ -11,6 +11,7 @@ import psycopg
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
 from cimtwin.importers.layers import bbox, single_layer
 from cimtwin.importers.report import ERROR, WARNING, Report
+from cimtwin.importers.runner import ImportFailed
 from cimtwin.importers.sources import text_column
 from cimtwin.reference import component_classes
 from cimtwin.settings import get_settings
@@ -82,6 +83,22 @@ class ComponentsImporter(CopyWriter):
         if prepared.extra.get("generate_ids"):
             self._generate_ids(conn, prepared.frames[CityComponent])
         return super().write(conn, prepared, batch_id)
+
+    def before_attach(self, model):
+        """Component ids are unique across datasets: refuse ids another dataset holds."""
+
+        def check(conn: psycopg.Connection, staging) -> None:
+            t = CityComponent.__table__
+            rows = conn.execute(psycopg.sql.SQL(
+                "SELECT s.component_id, b.dataset FROM {} s JOIN {}.{} c USING (component_id) "
+                "JOIN {}.import_batch b ON b.id = c.batch_id LIMIT 5").format(
+                    staging, psycopg.sql.Identifier(t.schema), psycopg.sql.Identifier(t.name),
+                    psycopg.sql.Identifier(t.schema))).fetchall()
+            if rows:
+                listed = ", ".join(f"{cid} (in {ds})" for cid, ds in rows)
+                raise ImportFailed(f"component ids already held by another dataset: {listed}")
+
+        return check
 
     @staticmethod
     def _generate_ids(conn: psycopg.Connection, frame: pd.DataFrame) -> None:

@@ -68,8 +68,38 @@ def csv_chunk(chunk: pd.DataFrame) -> bytes:
         return chunk.to_csv(header=False, index=False, na_rep="").encode()
 
 
+def is_partitioned(model: type[Base]) -> bool:
+    """Tables stored one partition per import batch."""
+    return bool(model.__table__.dialect_options["postgresql"].get("partition_by"))
+
+
+def partition_name(model: type[Base], batch_id: int) -> sql.Composed:
+    t = model.__table__
+    return sql.SQL("{}.{}").format(sql.Identifier(f"{t.schema}_part"),
+                                   sql.Identifier(f"{t.name}_b{int(batch_id)}"))
+
+
+def load_partition(
+    conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, batch_id: int,
+    before_attach=None,
+) -> int:
+    """Load one batch as a new partition: COPY into a bare table, then ATTACH, which builds
+    its indexes and checks its foreign keys in bulk. ``before_attach(conn, staging)`` may
+    check the rows against the other partitions (e.g. ids unique across datasets)."""
+    staging = partition_name(model, batch_id)
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+        staging, qualified(model)))
+    n = copy_frame(conn, model, frame.assign(batch_id=batch_id), target=staging)
+    if before_attach:
+        before_attach(conn, staging)
+    conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+        qualified(model), staging, sql.Literal(int(batch_id))))
+    return n
+
+
 def copy_frame(
-    conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, on_rows=None
+    conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, on_rows=None,
+    target: sql.Composable | None = None,
 ) -> int:
     """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB.
 
@@ -84,7 +114,7 @@ def copy_frame(
     cols = list(frame.columns)
     json_cols = [c for c in cols if allowed[c].type.__class__.__name__ == "JSONB"]
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+        target or qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
     total = 0
     with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
@@ -105,6 +135,10 @@ def delete_batches(conn: psycopg.Connection, model: type[Base], batch_ids: Seque
     """Remove the rows that earlier imports of a dataset wrote (replace, never duplicate)."""
     if not batch_ids:
         return 0
+    if is_partitioned(model):
+        for b in batch_ids:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(model, b)))
+        return len(batch_ids)
     cur = conn.execute(
         sql.SQL("DELETE FROM {} WHERE batch_id = ANY(%s)").format(qualified(model)),
         (list(batch_ids),),

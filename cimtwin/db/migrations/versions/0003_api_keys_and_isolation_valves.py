@@ -73,19 +73,19 @@ def upgrade() -> None:
         sa.Column("batch_id", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["batch_id"],
-            ["cim.import_batch.id"],
+            [f"{SCHEMA}.import_batch.id"],
             name=op.f("fk_pipeline_valve_batch_id_import_batch"),
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
             ["node_id"],
-            ["cim.pipeline_node.id"],
+            [f"{SCHEMA}.pipeline_node.id"],
             name=op.f("fk_pipeline_valve_node_id_pipeline_node"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["segment_id"],
-            ["cim.pipeline_segment.id"],
+            [f"{SCHEMA}.pipeline_segment.id"],
             name=op.f("fk_pipeline_valve_segment_id_pipeline_segment"),
             ondelete="CASCADE",
         ),
