@@ -218,3 +218,18 @@ def test_export_refuses_bad_arguments(settings: Settings, tmp_path: Path) -> Non
         export(["grids"], 12, 14, tmp_path / "a.zip", settings.database_url)
     with pytest.raises(UserError, match="zoom range"):
         export(["grids"], 15, 12, tmp_path / "a.pmtiles", settings.database_url)
+
+
+def test_low_zoom_pipelines_are_a_merged_overview(client: TestClient, engine: Engine) -> None:
+    """Below z15 pipes are merged per network and subtype: few features, every network kept."""
+    z, x, y = tile_at(14)
+    feats = decode(client.get(f"/tiles/pipelines/{z}/{x}/{y}.mvt").content)["pipelines"][
+        "features"]
+    groups = {(f["properties"]["network"], f["properties"]["subtype"]) for f in feats}
+    assert len(feats) == len(groups)  # one merged feature per group
+    with engine.connect() as c:
+        want = set(c.execute(text(
+            "SELECT DISTINCT network, subtype FROM cim.pipeline_segment WHERE geom && "
+            "ST_Transform(ST_TileEnvelope(:z, :x, :y), 4547)"), {"z": z, "x": x, "y": y}).all())
+    assert groups == {tuple(g) for g in want}
+    assert sum(f["properties"]["features"] for f in feats) >= 100

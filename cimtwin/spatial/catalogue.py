@@ -38,6 +38,10 @@ class Layer:
     lowzoom_filters: tuple[tuple[int, str], ...] = ()
     #: tiles carry one point on each feature's surface (label anchors), not the shape
     point_on_surface: bool = False
+    #: below this zoom, features are merged per ``aggregate_by`` group into simplified lines
+    #: (a network overview without per-feature ids, as small tiles need)
+    aggregate_below: int | None = None
+    aggregate_by: tuple[str, ...] = ()
     #: published as an OGC API Features collection (label layers are tiles only)
     features: bool = True
 
@@ -104,7 +108,8 @@ LAYERS: tuple[Layer, ...] = (
            "build_year", "status", "road", "length_m"), minzoom=12,
           lowzoom_filters=(
               (14, "(diameter_mm >= 400 OR height_mm >= 1000 OR subtype = 'SS')"),
-          )),
+          ),
+          aggregate_below=15, aggregate_by=("network", "subtype")),
     Layer("pipeline_points", "Pipeline points (管线点)", "Survey points: valves, hydrants, "
           "manholes and fittings", PipelineNode, "id", "geom", "point",
           ("point_no", "network", "subtype", "feature", "appurtenance", "ground_elevation_m",

@@ -41,7 +41,7 @@ def make_entry(layers: tuple[str, ...], tile: TileRequest, body: bytes) -> Cache
     w, s, e, n = tile.lonlat_bounds()
     pad_x, pad_y = (e - w) * BUFFER / EXTENT, (n - s) * BUFFER / EXTENT
     return CachedTile(
-        body_gz=gzip.compress(body, compresslevel=6, mtime=0),
+        body_gz=gzip.compress(body, compresslevel=1, mtime=0),  # 3x faster than 6, ~10% larger
         etag='"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"',
         raw_size=len(body),
         tables=frozenset(BY_ID[layer].table for layer in layers),

@@ -92,6 +92,31 @@ def layer_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
     )
 
 
+@lru_cache(maxsize=64)
+def aggregate_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
+    """Low-zoom overview: one merged, simplified line per group in the tile."""
+    geom = sql.SQL("s.{}").format(sql.Identifier(layer.geometry_column))
+    by = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in layer.aggregate_by)
+    where_zoom = sql.SQL(" AND ({})").format(sql.SQL(zoom_filter)) if zoom_filter else sql.SQL("")
+    return sql.SQL(
+        "SELECT ST_AsMVT(t.*, {name}, {extent}, 'geom') FROM ("
+        " SELECT {by}, count(*) AS features,"
+        " ST_AsMVTGeom(ST_Transform(ST_Simplify(ST_LineMerge(ST_Collect(ST_Force2D({geom}))),"
+        " %(tol)s, true), 3857), e.env, {extent}, {buffer}, true) AS geom"
+        " FROM {table} AS s,"
+        " (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS env,"
+        "  ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {srid})"
+        "  AS box) e"
+        " WHERE {geom} && e.box{where_zoom}"
+        " GROUP BY {by}, e.env"
+        ") t WHERE t.geom IS NOT NULL"
+    ).format(
+        name=sql.Literal(layer.id), extent=sql.Literal(EXTENT), buffer=sql.Literal(BUFFER),
+        by=by, geom=geom, where_zoom=where_zoom, srid=sql.Literal(SRID),
+        table=sql.SQL("{}.{}").format(sql.Identifier(layer.schema), sql.Identifier(layer.table)),
+    )
+
+
 def zoom_filter(layer: Layer, z: int) -> str | None:
     """The generalisation condition in force at zoom ``z`` (the first whose bound exceeds z)."""
     for below, condition in layer.lowzoom_filters:
@@ -108,4 +133,6 @@ def layer_query(layer: Layer, tile: TileRequest, max_features: int
     px = tile.pixel_m()
     params = {"z": tile.z, "x": tile.x, "y": tile.y, "margin": BUFFER / EXTENT,
               "tol": px * layer.simplify_px, "minsize": px, "limit": max_features}
+    if layer.aggregate_below is not None and tile.z < layer.aggregate_below:
+        return aggregate_statement(layer, zoom_filter(layer, tile.z)), params
     return layer_statement(layer, zoom_filter(layer, tile.z)), params
