@@ -151,7 +151,7 @@ def build_4326_copy(dsn: str, layers: list[str]) -> dict[str, str]:
                     continue
             t0 = time.perf_counter()
             cols = sql.SQL(", ").join(
-                sql.Identifier(c) for c in (layer.id_column, *layer.properties))
+                sql.Identifier(c) for c in (layer.id_column, *layer.tile_fields))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(dst))
             conn.execute(sql.SQL(
                 "CREATE TABLE {dst} AS SELECT {cols},"

@@ -119,7 +119,7 @@ async def tilejson(request: Request, layers: str) -> dict:
                 "description": layer.title,
                 "minzoom": layer.minzoom,
                 "maxzoom": 22,
-                "fields": {p: _tilejson_type(layer.column_type(p)) for p in layer.properties},
+                "fields": {p: _tilejson_type(layer.column_type(p)) for p in layer.tile_fields},
             }
             for layer in chosen
         ],

@@ -42,6 +42,13 @@ class Layer:
     #: (a network overview without per-feature ids, as small tiles need)
     aggregate_below: int | None = None
     aggregate_by: tuple[str, ...] = ()
+    #: properties carried in vector tiles: what maps style, filter and label by (None: all);
+    #: the rest is one OGC API Features request away, by the feature id
+    tile_properties: tuple[str, ...] | None = None
+
+    @property
+    def tile_fields(self) -> tuple[str, ...]:
+        return self.properties if self.tile_properties is None else self.tile_properties
     #: published as an OGC API Features collection (label layers are tiles only)
     features: bool = True
 
@@ -109,7 +116,10 @@ LAYERS: tuple[Layer, ...] = (
           lowzoom_filters=(
               (14, "(diameter_mm >= 400 OR height_mm >= 1000 OR subtype = 'SS')"),
           ),
-          aggregate_below=15, aggregate_by=("network", "subtype")),
+          aggregate_below=15, aggregate_by=("network", "subtype"),
+          tile_properties=("network", "subtype", "link_type", "diameter_mm", "width_mm",
+                           "height_mm", "material", "from_depth_m", "to_depth_m",
+                           "flow_direction")),
     Layer("pipeline_points", "Pipeline points (管线点)", "Survey points: valves, hydrants, "
           "manholes and fittings", PipelineNode, "id", "geom", "point",
           ("point_no", "network", "subtype", "feature", "appurtenance", "ground_elevation_m",
@@ -117,7 +127,8 @@ LAYERS: tuple[Layer, ...] = (
     Layer("components", "City components (城市部件)", "Managed street objects with 16-digit ids",
           CityComponent, "id", "geom", "point",
           ("component_id", "class_code", "name", "status", "dept_authority", "dept_owner",
-           "dept_maintainer", "grid_code"), minzoom=15, simplify_px=0),
+           "dept_maintainer", "grid_code"), minzoom=15, simplify_px=0,
+          tile_properties=("component_id", "class_code", "status")),
     Layer("incidents", "Incidents", "Reported incidents", Incident, "id", "geom", "point",
           ("incident_type", "severity", "status", "title", "reported_at", "updated_at",
            "grid_code"), minzoom=8, simplify_px=0, temporal="reported_at"),

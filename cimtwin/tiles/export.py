@@ -110,7 +110,7 @@ def _metadata(layers: list[Layer], minzoom: int, maxzoom: int, bounds) -> dict:
             {"id": layer.id, "description": layer.title,
              "minzoom": max(minzoom, layer.minzoom), "maxzoom": maxzoom,
              "fields": {p: ("Number" if layer.column_type(p) in ("integer", "number")
-                            else "String") for p in layer.properties}}
+                            else "String") for p in layer.tile_fields}}
             for layer in layers
         ],
     }

@@ -71,7 +71,7 @@ def layer_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
     else:
         shape, size = flat, sql.SQL("")
     fid = sql.SQL(layer.tile_id) if layer.tile_id else sql.Identifier(layer.id_column)
-    props = sql.SQL(", ").join(_property_sql(layer, p) for p in layer.properties)
+    props = sql.SQL(", ").join(_property_sql(layer, p) for p in layer.tile_fields)
     where_zoom = sql.SQL(" AND ({})").format(sql.SQL(zoom_filter)) if zoom_filter else sql.SQL("")
     return sql.SQL(
         "SELECT ST_AsMVT(t.*, {name}, {extent}, 'geom', 'fid') FROM ("
