@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
     viewer_dir: str | None = Field(
         None, description="folder with the map pages and npm packages (default: ./viewer)")
+    open_reads: bool = Field(
+        True, description="reads need no API key (writes always need one with the right role)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
