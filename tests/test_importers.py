@@ -294,3 +294,23 @@ def test_two_datasets_import_at_once(scratch_database: str):
     assert errors == []
     assert results["para-a"].counts == results["para-b"].counts
     assert results["para-a"].batch_id != results["para-b"].batch_id
+
+
+def test_epanet_net3_imports_as_many_nodes_and_links_as_wntr_reads(scratch_database: str):
+    import wntr
+
+    net3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+    wn = wntr.network.WaterNetworkModel(str(net3))
+    r = run_import(importer_for("pipelines"), [net3],
+                   ImportOptions(crs="EPSG:4547", local_transform="500000,2500000,0,-695200",
+                                 dataset="net3-counts"), scratch_database)
+    assert r.report.errors == []
+    assert r.counts["pipeline_node"] == wn.num_nodes
+    assert r.counts["pipeline_segment"] == wn.num_links
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        kinds = dict(conn.execute(
+            "SELECT link_type, count(*) FROM cim.pipeline_segment WHERE dataset = "
+            "'net3-counts' GROUP BY 1").fetchall())
+    assert kinds.get("pipe", 0) == wn.num_pipes
+    assert kinds.get("pump", 0) == wn.num_pumps
+    assert kinds.get("valve", 0) == wn.num_valves

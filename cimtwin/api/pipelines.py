@@ -1,7 +1,457 @@
-"""Pipelines endpoints (issue 5): being built."""
+"""Pipeline analyses over HTTP (JSON / GeoJSON); the work is in
+:mod:`cimtwin.spatial.pipeline_analysis`.
+
+    POST /pipelines/isolation          valves to close for a burst pipe, what they cut off
+    POST /pipelines/trace              upstream / downstream / connected trace
+    POST /pipelines/clearance-check    GB 50289-2016 clearances between pipes, and to buildings
+    POST /pipelines/excavation-check   pipes and points an excavation reaches, riskiest first
+    POST /pipelines/cross-section      pipes crossed by a section line, and the ground along it
+    GET  /pipelines/{id}/profile       longitudinal profile along a chain of pipes
+    GET  /pipelines/qa?network=        disconnected parts, dangling ends, flow loops, slopes
+
+Coordinates in bodies are (x, y) as in GeoJSON: longitude, latitude in OGC:CRS84 (the
+default), or easting, northing with ``"crs": "EPSG:4547"`` (the storage CRS). Geometries in
+answers are GeoJSON in CRS84. Errors are ``{"code", "description"}``: 422 for a body that does
+not validate (each problem listed with where it is), 400 for a request the data cannot answer
+(a point too far from any pipe), 404 for unknown ids, 503 when a query runs past the
+statement timeout.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
 
-router = APIRouter(tags=["pipelines"])
+import numpy as np
+import psycopg
+import shapely
+import shapely.errors
+import shapely.geometry
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from psycopg import AsyncConnection
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cimtwin.api.db import connection
+from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
+from cimtwin.reference import network_codes
+from cimtwin.spatial import crs as crs_mod
+from cimtwin.spatial import pipeline_analysis as pa
+from cimtwin.spatial.base import SRID
+
+CODES = {400: "InvalidParameterValue", 404: "NotFound", 422: "InvalidParameterValue",
+         503: "ServiceUnavailable"}
+
+
+def error_response(status: int, description: str, **extra: Any) -> Response:
+    body = {"code": CODES.get(status, "HTTPError"), "description": description, **extra}
+    return Response(dumps(body), status_code=status, media_type=JSON)
+
+
+def _describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
+    items = []
+    for e in errors[:20]:
+        loc = [str(p) for p in e.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:] or loc
+        msg = str(e.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        items.append({"where": ".".join(loc) or "body", "message": msg})
+    text = "; ".join(f"{i['where']}: {i['message']}" for i in items) or "invalid request"
+    return text, items
+
+
+class PipelineRoute(APIRoute):
+    """One error body for every answer that is not a success."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (RequestValidationError, ValidationError) as exc:
+                text, items = _describe(list(exc.errors()))
+                return error_response(422, text, errors=items)
+            except pa.AnalysisError as exc:
+                return error_response(exc.status, str(exc))
+            except HTTPException as exc:
+                return error_response(exc.status_code, str(exc.detail))
+            except psycopg.errors.QueryCanceled:
+                return error_response(503, "the query took longer than the statement timeout; "
+                                      "narrow it (a smaller area, fewer networks, a limit)")
+
+        return route
+
+
+router = APIRouter(tags=["pipelines"], route_class=PipelineRoute)
+Conn = Annotated[AsyncConnection, Depends(connection)]
+
+MAX_VERTICES = 10_000
+MAX_CLEARANCE_AREA_M2 = 4_000_000.0  # 2 km x 2 km
+MAX_EXCAVATION_AREA_M2 = 250_000.0
+MAX_SECTION_M = 2_000.0
+MAX_TOLERANCE_M = 100.0
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Position = Annotated[list[Finite], Field(min_length=2, max_length=3,
+                                         description="x, y[, z]: lon, lat or east, north")]
+ValveRef = Annotated[str, StringConstraints(pattern=r"^(valve|node):\d{1,18}$")]
+CRS_HELP = ("CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default), EPSG:4490 "
+            f"or EPSG:{SRID} (the storage CRS: easting, northing); always in x, y order")
+
+
+def _network(value: str | None) -> str | None:
+    if value is None:
+        return None
+    code = value.strip().upper()
+    if code not in network_codes():
+        raise ValueError(f"{value!r} is not a CJJ 61 network code "
+                         f"({', '.join(sorted(network_codes()))})")
+    return code
+
+
+def _crs(text: str) -> CrsDef:
+    return parse_crs(text, "crs")
+
+
+def to_storage(points: np.ndarray, crs: CrsDef, what: str) -> np.ndarray:
+    """(k, 2) positions in ``crs`` -> storage CRS; ValueError when they cannot be there."""
+    xy = np.asarray(points, dtype=float)[:, :2]
+    if crs.geographic:
+        if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
+            raise ValueError(f"{what}: longitude/latitude out of range (coordinates are "
+                             f"x, y; for EPSG:{SRID} coordinates say so with \"crs\")")
+        w, s, e, n = storage_window()
+        outside = (xy[:, 0] < w) | (xy[:, 0] > e) | (xy[:, 1] < s) | (xy[:, 1] > n)
+        if outside.any():
+            raise ValueError(f"{what}: outside the area EPSG:{SRID} covers "
+                             f"({w:g}..{e:g} E, {s:g}..{n:g} N)")
+        return _transform(xy, crs)
+    for _, mask, message in crs_mod.implausible_coordinates(
+            xy[:, 0], xy[:, 1], crs_mod.parse_crs(crs.label)):
+        if mask.any():
+            raise ValueError(f"{what}: {message}")
+    if crs.srid == SRID:
+        return xy
+    return _transform(xy, crs)
+
+
+def _transform(xy: np.ndarray, crs: CrsDef) -> np.ndarray:
+    x, y = crs_mod.transformer(crs.label, SRID).transform(xy[:, 0].tolist(), xy[:, 1].tolist())
+    return np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    crs: str = Field("OGC:CRS84", description=CRS_HELP)
+
+    @field_validator("crs")
+    @classmethod
+    def _known_crs(cls, value: str) -> str:
+        _crs(value)
+        return value
+
+
+class PolygonIn(BaseModel):
+    """A GeoJSON Polygon or MultiPolygon geometry."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: list[Any]
+
+    @model_validator(mode="after")
+    def _shape(self) -> PolygonIn:
+        polys = [self.coordinates] if self.type == "Polygon" else self.coordinates
+        count = 0
+        for pi, rings in enumerate(polys):
+            if not isinstance(rings, list) or not rings:
+                raise ValueError(f"polygon {pi}: a list of linear rings is needed")
+            for ri, ring in enumerate(rings):
+                where = f"ring {ri}" if self.type == "Polygon" else f"polygon {pi} ring {ri}"
+                if not isinstance(ring, list) or len(ring) < 4:
+                    raise ValueError(f"{where}: a linear ring needs at least 4 positions")
+                for p in ring:
+                    if (not isinstance(p, list) or not 2 <= len(p) <= 3
+                            or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                       and np.isfinite(v) for v in p)):
+                        raise ValueError(f"{where}: positions are 2 or 3 finite numbers")
+                if ring[0][:2] != ring[-1][:2]:
+                    raise ValueError(f"{where}: a linear ring must end where it starts")
+                count += len(ring)
+        if count > MAX_VERTICES:
+            raise ValueError(f"at most {MAX_VERTICES} positions")
+        return self
+
+
+def polygon_storage(poly: PolygonIn, crs: CrsDef, max_area_m2: float, what: str) -> bytes:
+    """WKB of the polygon in the storage CRS, valid and of a bounded size."""
+    try:
+        geom = shapely.force_2d(shapely.geometry.shape({"type": poly.type,
+                                                        "coordinates": poly.coordinates}))
+    except (ValueError, TypeError, IndexError, shapely.errors.GEOSException) as exc:
+        raise ValueError(f"{what}: not a GeoJSON {poly.type} ({exc})") from None
+    geom = shapely.transform(geom, lambda xy: to_storage(xy, crs, what))
+    if not geom.is_valid:
+        raise ValueError(f"{what}: not a valid polygon ({shapely.is_valid_reason(geom)})")
+    if geom.area <= 0:
+        raise ValueError(f"{what}: the polygon has no area")
+    if geom.area > max_area_m2:
+        raise ValueError(f"{what}: {geom.area / 1e6:.3f} km² is larger than the "
+                         f"{max_area_m2 / 1e6:g} km² one request may cover")
+    return shapely.to_wkb(geom)
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+class IsolationRequest(Body):
+    """A burst pipe by ``segment_id`` or by a ``point`` snapped to the nearest pipe."""
+
+    segment_id: int | None = Field(None, ge=1, description="pipeline_segment.id")
+    point: Position | None = Field(None, description="snapped to the nearest pipe")
+    tolerance_m: float = Field(10.0, gt=0, le=MAX_TOLERANCE_M,
+                               description="how far the point may be from the pipe")
+    network: str | None = Field(None, description="only pipes of this network are snapped to")
+    dataset: str | None = Field(None, max_length=200,
+                                description="only pipes of this dataset")
+    failed_valves: list[ValveRef] = Field(
+        default_factory=list, max_length=1000,
+        description="valves that cannot be closed: valve:<pipeline_valve id> or "
+                    "node:<survey valve point id>; the isolation grows to the next ring")
+    service_radius_m: float = Field(pa.SERVICE_RADIUS_M, gt=0, le=500,
+                                    description="buildings are served by the nearest pipe "
+                                                "within this distance")
+    max_features: int = Field(2000, ge=0, le=20_000,
+                              description="isolated segments returned as features")
+    _xy: tuple[float, float] | None = PrivateAttr(None)
+
+    @field_validator("network")
+    @classmethod
+    def _net(cls, value: str | None) -> str | None:
+        return _network(value)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> IsolationRequest:
+        if (self.segment_id is None) == (self.point is None):
+            raise ValueError("give exactly one of segment_id and point")
+        if self.point is not None:
+            self._xy = tuple(to_storage(np.array([self.point]), _crs(self.crs), "point")[0])
+        return self
+
+
+class TraceStart(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    segment_id: int | None = Field(None, ge=1)
+    node_id: int | None = Field(None, ge=1)
+    point: Position | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TraceStart:
+        given = [k for k in ("segment_id", "node_id", "point") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of segment_id, node_id and point")
+        return self
+
+
+class TraceRequest(Body):
+    network: str = Field(description="CJJ 61 network code (JS, PS, RQ, DL, TX ...)")
+    start: TraceStart
+    direction: Literal["upstream", "downstream", "connected"] = "downstream"
+    max_distance_m: float | None = Field(None, gt=0, le=1_000_000,
+                                         description="stop this far along the network")
+    stop_at_valves: bool = False
+    stop_at_node_types: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] = \
+        Field(default_factory=list, max_length=20,
+              description="stop at points whose feature or appurtenance contains one of these, "
+                          "e.g. 出水口, 阀门")
+    tolerance_m: float = Field(10.0, gt=0, le=MAX_TOLERANCE_M)
+    max_features: int = Field(5000, ge=0, le=50_000,
+                              description="segments and nodes returned as features (nearest "
+                                          "first); totals count everything")
+    _xy: tuple[float, float] | None = PrivateAttr(None)
+
+    @field_validator("network")
+    @classmethod
+    def _net(cls, value: str) -> str:
+        return _network(value)
+
+    @model_validator(mode="after")
+    def _point(self) -> TraceRequest:
+        if self.start.point is not None:
+            self._xy = tuple(to_storage(np.array([self.start.point]), _crs(self.crs),
+                                        "start.point")[0])
+        return self
+
+
+class ClearanceRequest(Body):
+    area: PolygonIn | None = Field(None, description="pipes that meet this polygon are checked")
+    networks: list[str] | None = Field(None, min_length=1, max_length=12,
+                                       description="pipes of these networks are checked")
+    buildings: bool = Field(True, description="check pipe-building clearances too")
+    max_results: int = Field(1000, ge=1, le=10_000)
+    _wkb: bytes | None = PrivateAttr(None)
+
+    @field_validator("networks")
+    @classmethod
+    def _nets(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(_network(v) for v in value))
+
+    @model_validator(mode="after")
+    def _scope(self) -> ClearanceRequest:
+        if self.area is None and not self.networks:
+            raise ValueError("give an area, networks, or both")
+        if self.area is not None:
+            self._wkb = polygon_storage(self.area, _crs(self.crs), MAX_CLEARANCE_AREA_M2,
+                                        "area")
+        return self
+
+
+class ExcavationRequest(Body):
+    polygon: PolygonIn
+    depth: float = Field(gt=0, le=50, description="excavation depth below ground (m)")
+    max_results: int = Field(5000, ge=1, le=20_000)
+    _wkb: bytes | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _area(self) -> ExcavationRequest:
+        self._wkb = polygon_storage(self.polygon, _crs(self.crs), MAX_EXCAVATION_AREA_M2,
+                                    "polygon")
+        return self
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: Literal["LineString"]
+    coordinates: Annotated[list[Position], Field(min_length=2, max_length=2)]
+
+
+class CrossSectionRequest(Body):
+    line: Annotated[list[Position], Field(min_length=2, max_length=2)] | LineIn = Field(
+        description="two positions, or a GeoJSON LineString with two positions")
+    max_results: int = Field(2000, ge=1, le=10_000)
+    _wkb: bytes | None = PrivateAttr(None)
+    _length: float = PrivateAttr(0.0)
+
+    @model_validator(mode="after")
+    def _line(self) -> CrossSectionRequest:
+        coords = self.line.coordinates if isinstance(self.line, LineIn) else self.line
+        xy = to_storage(np.array([c[:2] for c in coords]), _crs(self.crs), "line")
+        line = shapely.LineString(xy)
+        if line.length < 0.01:
+            raise ValueError("line: the two points are the same")
+        if line.length > MAX_SECTION_M:
+            raise ValueError(f"line: {line.length:.0f} m is longer than the "
+                             f"{MAX_SECTION_M:g} m a section may be")
+        self._wkb, self._length = shapely.to_wkb(line), float(line.length)
+        return self
+
+
+def _json(body: Any, media_type: str = JSON) -> Response:
+    return Response(dumps(body), media_type=media_type)
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+@router.post("/pipelines/isolation", summary="Valves to close for a burst pipe")
+async def isolation(body: IsolationRequest, conn: Conn) -> Response:
+    """The valve segment containing the burst pipe: the valves on its boundary, the segments
+    and points it holds, and the buildings (residents) they serve. A failed valve merges the
+    segments on both of its sides, so the next ring of valves closes instead.
+
+    Valves: ``pipeline_valve`` rows (``valve:<id>``) and survey valve points (``node:<id>``,
+    appurtenance containing 阀; closing one cuts every pipe that meets it off it). A building is
+    served by the nearest pipe of the same network within ``service_radius_m`` of its footprint
+    (transmission / raw-water mains excluded)."""
+    return _json(await pa.isolation_analysis(
+        conn, segment_id=body.segment_id, point=body._xy, tolerance_m=body.tolerance_m,
+        network=body.network, dataset=body.dataset, failed_valves=body.failed_valves,
+        service_radius_m=body.service_radius_m, max_features=body.max_features))
+
+
+@router.post("/pipelines/trace", summary="Trace up or down the flow, or by connectivity")
+async def trace(body: TraceRequest, conn: Conn) -> Response:
+    """Gravity networks (PS) follow ``flow_direction``; pressure networks are traced by
+    connectivity whatever the direction asked. A GeoJSON FeatureCollection of the segments and
+    points reached (each with its network distance from the start) plus totals."""
+    st = body.start
+    return _json(await pa.trace_analysis(
+        conn, network=body.network, segment_id=st.segment_id, node_id=st.node_id,
+        point=body._xy, tolerance_m=body.tolerance_m, direction=body.direction,
+        max_distance_m=body.max_distance_m, stop_at_valves=body.stop_at_valves,
+        stop_at_node_types=body.stop_at_node_types, max_features=body.max_features), GEOJSON)
+
+
+@router.post("/pipelines/clearance-check", summary="GB 50289-2016 clearances")
+async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
+    """Pipe pairs of different networks, and pipes and buildings, closer than GB 50289-2016
+    allows, with measured and required distance, the rule's CSV row and its verification
+    status (UNVERIFIED rows are flagged). Pairs the table has no row for are listed apart."""
+    return _json(await pa.clearance_analysis(
+        conn, area=body._wkb, networks=body.networks, buildings=body.buildings,
+        max_results=body.max_results))
+
+
+@router.post("/pipelines/excavation-check", summary="What an excavation would hit")
+async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
+    """Pipes whose top is above the excavation bottom inside the polygon, and the points
+    (chambers) in it, with owner, depth and network: gas and power first, then shallower."""
+    return _json(await pa.excavation_analysis(conn, area=body._wkb, depth_m=body.depth,
+                                              max_results=body.max_results))
+
+
+@router.post("/pipelines/cross-section", summary="Pipes crossed by a section line")
+async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
+    """Every pipe the line crosses, with its offset along the line and its centre, top and
+    bottom elevations there, and the ground sampled along the line."""
+    return _json(await pa.cross_section_analysis(conn, line=body._wkb, length_m=body._length,
+                                                 max_results=body.max_results))
+
+
+@router.get("/pipelines/qa", summary="Topology QA of a network")
+async def qa(
+    conn: Conn,
+    network: Annotated[str | None, Query(description="CJJ 61 network code; all when absent")]
+    = None,
+    max_items: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Response:
+    """Disconnected sub-networks (count and sizes), dangling ends (degree-1 points that are
+    not outfalls or other purposeful ends), flow loops in gravity networks (cycles of the
+    directed graph) and reversed slopes (gravity pipes whose invert rises with the flow)."""
+    try:
+        net = _network(network)
+    except ValueError as exc:
+        return error_response(422, f"network: {exc}",
+                              errors=[{"where": "network", "message": str(exc)}])
+    return _json(await pa.qa_analysis(conn, net, max_items))
+
+
+@router.get("/pipelines/{segment_id}/profile", summary="Longitudinal profile")
+async def profile(
+    conn: Conn,
+    segment_id: Annotated[int, Path(ge=1, description="pipeline_segment.id to start at")],
+    reverse: Annotated[bool, Query(description="against the flow (gravity) or from the "
+                                               "start pipe's to-node backwards")] = False,
+    max_segments: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """Chainage, pipe centre/top/bottom elevations and the ground line along a chain of pipes:
+    with the flow in gravity networks (the largest pipe at a junction), straight through in
+    pressure networks."""
+    return _json(await pa.profile_analysis(conn, segment_id, reverse=reverse,
+                                           max_segments=max_segments))

@@ -24,6 +24,7 @@ class Kind(enum.StrEnum):
     parcels = "parcels"
     buildings = "buildings"
     incidents = "incidents"
+    valves = "valves"
 
 
 def import_command(

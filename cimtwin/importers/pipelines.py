@@ -360,7 +360,9 @@ class PipelinesImporter(CopyWriter):
             codes = attribute_codes(dict_name)
             by_name = {v: k for k, v in codes.items()}
             vals = ln[col]
-            code = vals.map(lambda v, c=codes, n=by_name: v if v in c else n.get(v))
+            # object dtype: an all-empty column must not become a typed all-null column
+            code = vals.astype(object).map(
+                lambda v, c=codes, n=by_name: v if v in c else n.get(v)).astype(object)
             unknown = (vals != "").to_numpy() & code.isna().to_numpy()
             flag(unknown, f"{col}-unknown", ERROR,
                  [f"{col} {v!r} is not in the CJJ 61 {dict_name} dictionary"

@@ -30,4 +30,8 @@ def importer_for(kind: str) -> Importer:
         from cimtwin.importers.pipelines import PipelinesImporter
 
         return PipelinesImporter()
+    if kind == "valves":
+        from cimtwin.importers.valves import ValvesImporter
+
+        return ValvesImporter()
     raise ValueError(f"unknown import kind {kind!r}")
