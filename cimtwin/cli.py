@@ -23,12 +23,14 @@ def _mount() -> None:
     from cimtwin.api.cli import serve
     from cimtwin.db.cli import app as db_app
     from cimtwin.importers.cli import import_command
+    from cimtwin.keys_cli import app as keys_app
     from cimtwin.samples.cli import app as samples_app
     from cimtwin.tiles.cli import app as tiles_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(samples_app, name="samples")
     app.add_typer(tiles_app, name="tiles")
+    app.add_typer(keys_app, name="keys")
     app.command("serve")(serve)
     app.command("import")(import_command)
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         None, description="folder with the map pages and npm packages (default: ./viewer)")
     open_reads: bool = Field(
         True, description="reads need no API key (writes always need one with the right role)")
+    assign_max_rows: int = Field(200_000, ge=1, description="rows per POST /grids/assign")
+    assign_max_body_mb: int = Field(64, ge=1, description="body size of POST /grids/assign")
+    summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

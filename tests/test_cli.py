@@ -22,7 +22,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.mark.parametrize(
     "args",
     [(), ("db",), ("db", "setup"), ("db", "upgrade"), ("db", "downgrade"), ("db", "status"),
-     ("samples",), ("samples", "generate"), ("serve",)],
+     ("samples",), ("samples", "generate"), ("samples", "load"), ("serve",), ("import",),
+     ("tiles",), ("tiles", "export-mvt"), ("keys",), ("keys", "create"), ("keys", "list"),
+     ("keys", "revoke")],
 )
 def test_help_everywhere(args: tuple[str, ...]) -> None:
     r = run(*args, "--help")

@@ -16,6 +16,9 @@ def make_pool(settings: Settings) -> AsyncConnectionPool:
     async def configure(conn: AsyncConnection) -> None:
         await conn.execute(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
         await conn.execute("SET application_name = 'cimtwin-api'")
+        # short OLTP-style queries: PostGIS cost estimates otherwise buy JIT compilations
+        # that take longer than the queries themselves
+        await conn.execute("SET jit = off")
         await conn.commit()
 
     return AsyncConnectionPool(

@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from psycopg import AsyncConnection, sql
 
 from cimtwin.api import cql2
+from cimtwin.api.auth import require_read
 from cimtwin.api.db import connection
 from cimtwin.api.geojson import (
     GEOJSON,
@@ -113,13 +114,18 @@ class OGCRoute(APIRoute):
             except ApiError as exc:
                 return exc.response()
             except HTTPException as exc:
-                code = "ServiceUnavailable" if exc.status_code == 503 else "HTTPError"
-                return ApiError(exc.status_code, code, str(exc.detail)).response()
+                code = {401: "Unauthorized", 403: "Forbidden",
+                        503: "ServiceUnavailable"}.get(exc.status_code, "HTTPError")
+                response = ApiError(exc.status_code, code, str(exc.detail)).response()
+                for name, value in (exc.headers or {}).items():  # WWW-Authenticate
+                    response.headers[name] = value
+                return response
 
         return route
 
 
-router = APIRouter(tags=["OGC API - Features"], route_class=OGCRoute)
+router = APIRouter(tags=["OGC API - Features"], route_class=OGCRoute,
+                   dependencies=[Depends(require_read)])
 
 
 def _json(body: Any, media_type: str = JSON, headers: dict[str, str] | None = None,

@@ -1,7 +1,453 @@
-"""Grids endpoints (issue 5): being built."""
+"""Work grids (单元网格): where a point is, what a grid holds, its features, and bulk
+进格入块 (assigning street, community and grid codes to many positions at once).
+
+    GET  /grids/locate?lon=&lat=        (or x=&y= in the storage CRS)
+    GET  /grids/{code}                  summary of one grid
+    GET  /grids/{code}/features?layer=  GeoJSON of one layer in the grid
+    POST /grids/assign                  JSON rows or a CSV body in, the same rows with codes out
+
+Also home of the helpers the other use-case routers share: input CRS, bounded request bodies
+and GeoJSON feature collections.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 
-router = APIRouter(tags=["grids"])
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from psycopg import AsyncConnection
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pyproj import CRS
+
+from cimtwin.api.auth import ApiRoute, invalid, require_read
+from cimtwin.api.db import connection
+from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
+from cimtwin.spatial import crs as crs_mod
+from cimtwin.spatial.admin_queries import (
+    GRID_LAYERS,
+    GridLookup,
+    ImportCache,
+    grid_exists,
+    grid_features,
+    grid_lookup,
+    grid_summary,
+    import_cache,
+    locate,
+)
+from cimtwin.spatial.base import SRID
+
+router = APIRouter(tags=["grids"], route_class=ApiRoute, dependencies=[Depends(require_read)])
+
+Conn = Annotated[AsyncConnection, Depends(connection)]
+GridCode = Annotated[str, Path(pattern=r"^[0-9]{14,15}$",
+                               description="work-grid code: 14 or 15 digits")]
+CRS84_HEADER = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
+
+#: defaults for settings that may be added later (read with getattr)
+ASSIGN_MAX_ROWS = 200_000
+ASSIGN_MAX_BODY_MB = 64
+SUMMARY_CACHE_S = 300.0
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputCrs:
+    """A CRS for input coordinates, always given in (x, y) = (lon, lat) / (east, north) order."""
+
+    label: str
+    source: str  # for pyproj
+    geographic: bool
+
+    @property
+    def is_storage(self) -> bool:
+        return self.source == f"EPSG:{SRID}"
+
+
+CRS84_NAMES = {"crs84", "ogc:crs84", "http://www.opengis.net/def/crs/ogc/1.3/crs84",
+               "https://www.opengis.net/def/crs/ogc/1.3/crs84", "urn:ogc:def:crs:ogc:1.3:crs84",
+               "urn:ogc:def:crs:ogc::crs84"}
+_EPSG = re.compile(r"(?:epsg:|urn:ogc:def:crs:epsg::|https?://www\.opengis\.net/def/crs/epsg/0/)"
+                   r"(\d{4,6})")
+
+
+@lru_cache(maxsize=64)
+def input_crs(text: str) -> InputCrs:
+    """'OGC:CRS84' (default for lon/lat), 'EPSG:4326', 'EPSG:4490', 'EPSG:4547', any 2D EPSG
+    CRS, or their OGC URIs; ValueError with the accepted forms otherwise."""
+    key = text.strip().lower()
+    if key.startswith("[") and key.endswith("]"):
+        key = key[1:-1]
+    if key in CRS84_NAMES:
+        return InputCrs("OGC:CRS84", "OGC:CRS84", True)
+    m = _EPSG.fullmatch(key)
+    if not m:
+        raise ValueError(f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
+                         f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI")
+    try:
+        crs = CRS.from_epsg(int(m.group(1)))
+    except Exception:
+        raise ValueError(f"crs: EPSG:{m.group(1)} is not a known EPSG CRS") from None
+    if not (crs.is_geographic or crs.is_projected) or len(crs.axis_info) != 2:
+        raise ValueError(f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or "
+                         "projected CRS")
+    return InputCrs(f"EPSG:{m.group(1)}", f"EPSG:{m.group(1)}", crs.is_geographic)
+
+
+def crs_or_422(text: str) -> InputCrs:
+    try:
+        return input_crs(text)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+@lru_cache
+def storage_bounds() -> tuple[float, float, float, float]:
+    """The storage CRS's area of use in its own metres, padded by 2 %."""
+    x0, y0, x1, y1 = crs_mod.projected_bounds(f"EPSG:{SRID}")
+    px, py = (x1 - x0) * 0.02, (y1 - y0) * 0.02
+    return x0 - px, y0 - py, x1 + px, y1 + py
+
+
+def check_positions(x: np.ndarray, y: np.ndarray, crs: InputCrs, what: str = "row") -> None:
+    """422 naming the first offending positions: not finite, out of range or implausible."""
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if bad.any():
+        raise invalid(f"{_rows(bad, what)}: coordinates missing or not numbers")
+    if crs.geographic:
+        for mask, text in ((np.abs(x) > 180, "longitude outside -180..180"),
+                           (np.abs(y) > 90, "latitude outside -90..90")):
+            if mask.any():
+                raise invalid(f"{_rows(mask, what)}: {text}")
+        return
+    for _, mask, message in crs_mod.implausible_coordinates(x, y, CRS.from_user_input(
+            crs.source)):
+        raise invalid(f"{_rows(mask, what)}: {message}")
+
+
+def _rows(mask: np.ndarray, what: str) -> str:
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(str(i + 1) for i in idx[:5])
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return f"{what}{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray, np.ndarray]:
+    if crs.is_storage:
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    tr = crs_mod.transformer(crs.source, SRID)
+    if x.size == 1:  # pyproj takes one-element arrays for scalars (a numpy deprecation)
+        sx, sy = tr.transform(float(x.ravel()[0]), float(y.ravel()[0]))
+        return np.full(x.shape, sx), np.full(y.shape, sy)
+    sx, sy = tr.transform(x, y)
+    return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
+
+
+def settings_value(request: Request, name: str, default: Any) -> Any:
+    return getattr(request.app.state.settings, name, default)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``max_bytes``."""
+    length = request.headers.get("content-length")
+    too_big = HTTPException(413, f"request body larger than {max_bytes // 2**20} MiB; send "
+                            "fewer rows per request")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def feature_collection(features: list[str], extra: dict[str, Any] | None = None,
+                       status: int = 200) -> Response:
+    """A GeoJSON FeatureCollection (CRS84) from features already serialised."""
+    head = dumps({"type": "FeatureCollection", **(extra or {}),
+                  "numberReturned": len(features)})
+    body = head[:-1] + ',"features":[' + ",".join(features) + "]}"
+    return Response(body, status_code=status, media_type=GEOJSON,
+                    headers={"Content-Crs": CRS84_HEADER})
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def summary_cache(request: Request) -> ImportCache | None:
+    """The process's cache of what only imports change (setting ``summary_cache_s``;
+    0 turns it off)."""
+    return import_cache(request.app.state,
+                        float(settings_value(request, "summary_cache_s", SUMMARY_CACHE_S)))
+
+
+# --- locate ---------------------------------------------------------------------------------
+
+
+class LocateQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lon: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False,
+                              description="longitude (CGCS2000/WGS 84), with lat")
+    lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False,
+                              description="latitude, with lon")
+    x: float | None = Field(None, allow_inf_nan=False,
+                            description=f"easting in the storage CRS EPSG:{SRID}, with y")
+    y: float | None = Field(None, allow_inf_nan=False,
+                            description=f"northing in the storage CRS EPSG:{SRID}, with x")
+
+    @model_validator(mode="after")
+    def one_pair(self) -> LocateQuery:
+        geo = (self.lon is not None, self.lat is not None)
+        xy = (self.x is not None, self.y is not None)
+        if any(geo) and any(xy):
+            raise ValueError("give either lon and lat or x and y, not both")
+        if any(geo) and not all(geo):
+            raise ValueError("lon and lat go together")
+        if any(xy) and not all(xy):
+            raise ValueError("x and y go together")
+        if not any(geo) and not any(xy):
+            raise ValueError("a position is needed: lon and lat, or x and y "
+                             f"(EPSG:{SRID} easting and northing)")
+        if all(xy):
+            x0, y0, x1, y1 = storage_bounds()
+            if not (x0 <= self.x <= x1 and y0 <= self.y <= y1):
+                hint = ""
+                if x0 <= self.y <= x1 and y0 <= self.x <= y1:
+                    hint = " (x and y look swapped: x is the easting, y the northing)"
+                elif abs(self.x) <= 180 and abs(self.y) <= 90:
+                    hint = " (these look like lon/lat: use lon= and lat=)"
+                raise ValueError(f"x={self.x}, y={self.y} is outside the area of EPSG:{SRID} "
+                                 f"(x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}){hint}")
+        return self
+
+
+@router.get("/grids/locate", summary="Street, community and work grid at a position")
+async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Response:
+    if query.lon is not None:
+        x, y = crs_mod.lonlat_to_storage(query.lon, query.lat)
+        lon, lat = query.lon, query.lat
+    else:
+        x, y = query.x, query.y
+        lon, lat = crs_mod.storage_to_lonlat(x, y)
+    where = (f"lon={query.lon}, lat={query.lat}" if query.lon is not None
+             else f"x={query.x}, y={query.y}")
+    found = None
+    if math.isfinite(x) and math.isfinite(y):
+        found = await locate(conn, x, y)
+    if found is None:
+        raise HTTPException(404, f"{where} is outside every work grid")
+    return json_response({"position": {"lon": round(lon, 7), "lat": round(lat, 7),
+                                       "x": round(x, 3), "y": round(y, 3),
+                                       "storage_crs": f"EPSG:{SRID}"}, **found})
+
+
+# --- summary and features -------------------------------------------------------------------
+
+
+@router.get("/grids/{code}", summary="Summary of one work grid")
+async def grid(request: Request, code: GridCode, conn: Conn) -> Response:
+    """Street, community, officer; buildings (count, floor area), residents, components by
+    class, pipe length per network clipped to the grid, parcels by land use, open incidents.
+    Everything but the incidents is cached per process until the next import."""
+    summary = await grid_summary(conn, code, summary_cache(request))
+    if summary is None:
+        raise HTTPException(404, f"no work grid with code {code}")
+    return json_response(summary)
+
+
+@router.get("/grids/{code}/features", summary="GeoJSON features of one layer in a work grid",
+            responses={200: {"content": {GEOJSON: {}}}})
+async def grid_layer_features(
+    code: GridCode,
+    conn: Conn,
+    layer: Annotated[Literal[GRID_LAYERS], Query(  # type: ignore[valid-type]
+        description="buildings, components, parcels, incidents: by their recorded grid; "
+                    "pipelines: every pipe that meets the grid")],
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Response:
+    if not await grid_exists(conn, code):
+        raise HTTPException(404, f"no work grid with code {code}")
+    lyr, found, matched = await grid_features(conn, code, layer, limit, offset)
+    features = [feature_json(r[0], r[1], dict(zip(lyr.properties, r[2:], strict=True)))
+                for r in found]
+    return feature_collection(features, {"grid": code, "layer": layer,
+                                         "numberMatched": matched})
+
+
+# --- 进格入块 -------------------------------------------------------------------------------
+
+
+class AssignBody(BaseModel):
+    """JSON form of POST /grids/assign."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] = Field(
+        ..., min_length=1, description="objects with the coordinate fields; every other field "
+        "comes back unchanged, with street_code, community_code and grid_code added")
+    crs: str | None = Field(None, max_length=200, description="CRS of the coordinates; "
+                            f"default OGC:CRS84 for lon/lat fields, EPSG:{SRID} for x/y")
+    x_field: str | None = Field(None, min_length=1, max_length=64)
+    y_field: str | None = Field(None, min_length=1, max_length=64)
+
+
+class AssignOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    crs: str | None = Field(None, max_length=200, description=(
+        f"CRS of the coordinates: OGC:CRS84 (default for lon/lat), EPSG:4490, EPSG:{SRID} "
+        "(default for x/y) or another EPSG code; (x, y) order is (lon, lat) / (east, north)"))
+    x_field: str | None = Field(None, min_length=1, max_length=64,
+                                description="column of the x (lon or easting)")
+    y_field: str | None = Field(None, min_length=1, max_length=64,
+                                description="column of the y (lat or northing)")
+
+
+ASSIGN_OPENAPI = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": AssignBody.model_json_schema()},
+    "text/csv": {"schema": {"type": "string"},
+                 "example": "id,lon,lat\n1,114.0291,22.6090\n"},
+}}}
+CODE_COLUMNS = ("street_code", "community_code", "grid_code")
+
+
+def _fields(columns: list[str] | set[str], x_field: str | None, y_field: str | None,
+            crs_text: str | None) -> tuple[str, str, InputCrs]:
+    """Coordinate fields and their CRS: explicit, else lon/lat (CRS84), else x/y (storage)."""
+    crs = crs_or_422(crs_text) if crs_text else None
+    if (x_field is None) != (y_field is None):
+        raise invalid("x_field and y_field go together")
+    if x_field is None:
+        if crs is not None:
+            x_field, y_field = ("lon", "lat") if crs.geographic else ("x", "y")
+        elif "lon" in columns and "lat" in columns:
+            x_field, y_field = "lon", "lat"
+        elif "x" in columns and "y" in columns:
+            x_field, y_field = "x", "y"
+        else:
+            shown = ", ".join(list(columns)[:20]) or "none"
+            raise invalid(f"no coordinate fields: expected lon and lat (or x and y with crs, "
+                          f"or x_field/y_field); fields found: {shown}")
+    if crs is None:
+        crs = input_crs("OGC:CRS84") if x_field == "lon" else input_crs(f"EPSG:{SRID}")
+    missing = [f for f in (x_field, y_field) if f not in columns]
+    if missing:
+        raise invalid(f"coordinate field(s) {', '.join(missing)} not in the rows")
+    return x_field, y_field, crs
+
+
+def _json_numbers(rows: list[dict[str, Any]], field: str) -> np.ndarray:
+    out = np.full(len(rows), np.nan)
+    for i, r in enumerate(rows):
+        v = r.get(field)
+        if type(v) is int or type(v) is float:
+            out[i] = v
+    return out
+
+
+def _assign_json(lookup: GridLookup, body: bytes, query: AssignOptions, max_rows: int) -> Response:
+    text = body.lstrip()
+    if text[:1] == b"[":  # a bare array of rows
+        body = b'{"rows":' + body + b"}"
+    req = AssignBody.model_validate_json(body)
+    if len(req.rows) > max_rows:
+        raise HTTPException(413, f"{len(req.rows)} rows: at most {max_rows} per request")
+    columns = set(req.rows[0])
+    if req.x_field and req.x_field not in columns:
+        columns |= {k for r in req.rows[:1000] for k in r}
+    xf, yf, crs = _fields(columns, req.x_field or query.x_field, req.y_field or query.y_field,
+                          req.crs or query.crs)
+    x, y = _json_numbers(req.rows, xf), _json_numbers(req.rows, yf)
+    check_positions(x, y, crs)
+    streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
+    out = [{**r, "street_code": s, "community_code": c, "grid_code": g}
+           for r, s, c, g in zip(req.rows, streets, communities, grids, strict=True)]
+    outside = int(sum(g is None for g in grids))
+    return json_response({"crs": crs.label, "x_field": xf, "y_field": yf, "count": len(out),
+                          "outside": outside, "rows": out},
+                         headers={"X-Rows-Outside-Grids": str(outside)})
+
+
+def _assign_csv(lookup: GridLookup, body: bytes, charset: str, query: AssignOptions, max_rows: int
+                ) -> Response:
+    try:
+        frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False,
+                            encoding=charset, nrows=max_rows + 1)
+    except UnicodeDecodeError:
+        raise invalid(f"CSV is not {charset}: say the encoding in the Content-Type, e.g. "
+                      "'text/csv; charset=gbk'") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, LookupError) as exc:
+        raise invalid(f"CSV could not be read: {exc}") from None
+    if frame.empty:
+        raise invalid("CSV has a header but no rows")
+    if len(frame) > max_rows:
+        raise HTTPException(413, f"more than {max_rows} rows: at most {max_rows} per request")
+    columns = [str(c) for c in frame.columns]
+    xf, yf, crs = _fields(columns, query.x_field, query.y_field, query.crs)
+    x = pd.to_numeric(frame[xf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(frame[yf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    check_positions(x, y, crs)
+    streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
+    frame = frame.assign(street_code=streets, community_code=communities, grid_code=grids)
+    outside = int(pd.isna(frame["grid_code"]).sum())
+    return Response(frame.to_csv(index=False, lineterminator="\n"),
+                    media_type="text/csv; charset=utf-8",
+                    headers={"X-Rows-Outside-Grids": str(outside), "X-Coordinate-Crs": crs.label})
+
+
+@router.post(
+    "/grids/assign", summary="进格入块: street, community and grid codes for many positions",
+    openapi_extra=ASSIGN_OPENAPI,
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}},
+               413: {"description": "body or row count over the limit"}},
+)
+async def grids_assign(request: Request, options: Annotated[AssignOptions, Query()],
+                       conn: Conn) -> Response:
+    """Rows in (JSON ``{"rows": [...]}`` or a bare array, or a ``text/csv`` body with a header
+    line), the same rows out in the same format with ``street_code``, ``community_code`` and
+    ``grid_code`` added (empty outside every grid). Coordinates: ``lon``/``lat`` by default,
+    or ``x``/``y`` (storage CRS unless ``crs`` says otherwise), or named by ``x_field`` and
+    ``y_field``."""
+    max_rows = int(settings_value(request, "assign_max_rows", ASSIGN_MAX_ROWS))
+    max_bytes = int(settings_value(request, "assign_max_body_mb", ASSIGN_MAX_BODY_MB)) * 2**20
+    ctype = request.headers.get("content-type", "application/json")
+    media = ctype.split(";")[0].strip().lower()
+    if media not in ("application/json", "text/csv"):
+        raise HTTPException(415, f"Content-Type {media!r}: send application/json or text/csv")
+    charset = "utf-8-sig"
+    if m := re.search(r"charset=\"?([A-Za-z0-9_-]{1,32})", ctype):
+        charset = m.group(1).lower()
+        if charset in ("utf-8", "utf8"):
+            charset = "utf-8-sig"
+    body = await read_body(request, max_bytes)
+    if not body.strip():
+        raise invalid("empty body: send JSON rows or a CSV with a header line")
+    lookup = await grid_lookup(request.app.state, conn)
+    if media == "text/csv":
+        return await asyncio.to_thread(_assign_csv, lookup, body, charset, options, max_rows)
+    try:
+        return await asyncio.to_thread(_assign_json, lookup, body, options, max_rows)
+    except json.JSONDecodeError as exc:  # pragma: no cover - pydantic reports JSON errors
+        raise invalid(f"body is not JSON: {exc}") from None

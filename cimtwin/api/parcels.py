@@ -1,7 +1,165 @@
-"""Parcels endpoints (issue 5): being built."""
+"""Land parcels (地块): a GeoJSON listing and the planning report of one parcel.
+
+    GET /parcels?bbox=&land_use=&limit=&offset=
+    GET /parcels/{id}/report        (id or parcel code)
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from typing import Annotated
 
-router = APIRouter(tags=["parcels"])
+import numpy as np
+import shapely
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from psycopg import AsyncConnection
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cimtwin.api.auth import ApiRoute, invalid, require_read
+from cimtwin.api.db import connection
+from cimtwin.api.districts import check_xy, geometry_to_storage
+from cimtwin.api.geojson import GEOJSON, feature_json
+from cimtwin.api.grids import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    crs_or_422,
+    feature_collection,
+    input_crs,
+    json_response,
+    summary_cache,
+)
+from cimtwin.spatial.base import SRID
+from cimtwin.spatial.parcel_queries import (
+    PARCEL_PROPERTIES,
+    find_parcel,
+    list_parcels,
+    parcel_report,
+    unknown_land_uses,
+)
+
+router = APIRouter(tags=["parcels"], route_class=ApiRoute, dependencies=[Depends(require_read)])
+Conn = Annotated[AsyncConnection, Depends(connection)]
+LAND_USE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
+MAX_LAND_USES = 20
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """'minx,miny,maxx,maxy' as four finite numbers with min < max."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise ValueError(f"expected 4 comma-separated numbers (minx,miny,maxx,maxy), got "
+                         f"{len(parts)}")
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r} is not 4 numbers") from None
+    if not all(v == v and abs(v) != float("inf") for v in (x0, y0, x1, y1)):
+        raise ValueError("coordinates must be finite numbers")
+    if x0 > x1 or y0 > y1:
+        raise ValueError("minx must not exceed maxx, nor miny maxy")
+    return x0, y0, x1, y1
+
+
+class BBoxQuery(BaseModel):
+    """``bbox`` in ``bbox_crs`` (CRS84 by default; (x, y) order), validated for range."""
+
+    bbox: str | None = Field(None, max_length=200, description="minx,miny,maxx,maxy",
+                             examples=["114.02,22.605,114.03,22.612"])
+    bbox_crs: str = Field("OGC:CRS84", max_length=200,
+                          description=f"CRS of bbox: OGC:CRS84, EPSG:4490, EPSG:{SRID} ...")
+
+    @field_validator("bbox")
+    @classmethod
+    def numbers(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bbox(value)
+        return value
+
+    @field_validator("bbox_crs")
+    @classmethod
+    def known_crs(cls, value: str) -> str:
+        input_crs(value)
+        return value
+
+    @model_validator(mode="after")
+    def in_range(self) -> BBoxQuery:
+        if self.bbox is not None:
+            crs = input_crs(self.bbox_crs)
+            x0, y0, x1, y1 = parse_bbox(self.bbox)
+            check_xy(np.array([x0, x1]), np.array([y0, y1]), crs, "bbox")
+        return self
+
+    def storage_box(self) -> bytes | None:
+        """The box as a polygon in the storage CRS (WKB), its edges densified when bent."""
+        if self.bbox is None:
+            return None
+        geom = geometry_to_storage(shapely.box(*parse_bbox(self.bbox)),
+                                   crs_or_422(self.bbox_crs), "bbox")
+        return shapely.to_wkb(geom)
+
+
+class ParcelQuery(BBoxQuery):
+    model_config = ConfigDict(extra="forbid")
+
+    land_use: str | None = Field(None, max_length=200, description=(
+        "GB 50137 code(s), comma-separated; a code takes its subclasses (R: R1, R2, R21 ...)"))
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=10**9)
+
+    @field_validator("land_use")
+    @classmethod
+    def codes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        codes = [c.strip().upper() for c in value.split(",") if c.strip()]
+        if not codes:
+            raise ValueError("empty: give GB 50137 codes such as R2 or B1,B2")
+        if len(codes) > MAX_LAND_USES:
+            raise ValueError(f"at most {MAX_LAND_USES} codes")
+        bad = [c for c in codes if not LAND_USE.fullmatch(c)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not GB 50137 codes (a letter, then up to 3 "
+                             "letters or digits, e.g. R2, B1, S41)")
+        return ",".join(dict.fromkeys(codes))
+
+
+@router.get("/parcels", summary="Land parcels as GeoJSON",
+            responses={200: {"content": {GEOJSON: {}}}})
+async def parcels(query: Annotated[ParcelQuery, Query()], conn: Conn) -> Response:
+    try:
+        box = query.storage_box()
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    codes = query.land_use.split(",") if query.land_use else []
+    unknown = await unknown_land_uses(conn, codes)
+    if unknown:
+        raise HTTPException(422, f"land_use: {', '.join(unknown)} match(es) no GB 50137 class")
+    found, matched = await list_parcels(conn, box, codes, query.limit, query.offset)
+    features = [feature_json(r[0], r[1], dict(zip(PARCEL_PROPERTIES, r[2:], strict=True)))
+                for r in found]
+    return feature_collection(features, {"numberMatched": matched})
+
+
+@router.get("/parcels/{parcel}/report", summary="Planning report of one parcel")
+async def report(
+    request: Request,
+    parcel: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                                description="parcel id or parcel code")],
+    conn: Conn,
+) -> Response:
+    """Area, the buildings on it (covered or more than half inside), their floor area, actual
+    against planned plot ratio and tallest building against the height limit (with exceed
+    flags), the pipes crossing it by network with their length inside, its city components.
+    Cached per process until the next import."""
+    pid = await find_parcel(conn, parcel)
+    if pid is None:
+        raise HTTPException(404, f"no parcel with id or code {parcel!r}")
+    cache = summary_cache(request)
+    if cache is None:
+        found = await parcel_report(conn, pid)
+    else:  # parcels, buildings, pipes and components change only by imports
+        found = await cache.get(conn, ("parcel", pid), lambda: parcel_report(conn, pid))
+    if found is None:  # deleted in between
+        raise HTTPException(404, f"no parcel with id or code {parcel!r}")
+    return json_response(found)

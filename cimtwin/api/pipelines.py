@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from cimtwin.api.auth import require_read
 from cimtwin.api.db import connection
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
 from cimtwin.reference import network_codes
@@ -87,7 +88,10 @@ class PipelineRoute(APIRoute):
             except pa.AnalysisError as exc:
                 return error_response(exc.status, str(exc))
             except HTTPException as exc:
-                return error_response(exc.status_code, str(exc.detail))
+                response = error_response(exc.status_code, str(exc.detail))
+                for name, value in (exc.headers or {}).items():  # WWW-Authenticate
+                    response.headers[name] = value
+                return response
             except psycopg.errors.QueryCanceled:
                 return error_response(503, "the query took longer than the statement timeout; "
                                       "narrow it (a smaller area, fewer networks, a limit)")
@@ -95,7 +99,8 @@ class PipelineRoute(APIRoute):
         return route
 
 
-router = APIRouter(tags=["pipelines"], route_class=PipelineRoute)
+router = APIRouter(tags=["pipelines"], route_class=PipelineRoute,
+                   dependencies=[Depends(require_read)])
 Conn = Annotated[AsyncConnection, Depends(connection)]
 
 MAX_VERTICES = 10_000

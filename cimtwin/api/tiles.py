@@ -7,14 +7,15 @@ import asyncio
 import gzip
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 
+from cimtwin.api.auth import require_read
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.cache import TileCache, make_entry
 from cimtwin.tiles.mvt import MAX_ZOOM, TileRequest, layer_query
 
-router = APIRouter(tags=["tiles"])
+router = APIRouter(tags=["tiles"], dependencies=[Depends(require_read)])
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_LAYERS_PER_TILE = 16
 

@@ -27,6 +27,7 @@ already cut the network and are listed as such. Same answer as WNTR's
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import math
@@ -710,17 +711,47 @@ async def _fetchall_nojit(conn: AsyncConnection, query: str, params: Any = None)
         return await cur.fetchall()
 
 
-async def network_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
-    """The graph of ``network``, from the per-process cache when the tables are unchanged."""
-    info = conn.info
-    key = (info.host, info.port, info.dbname, network)
-    fingerprint = tuple((await _fetchall(conn, FINGERPRINT_SQL))[0])
+_build_locks: dict[tuple, asyncio.Lock] = {}
+
+
+def _cached(key: tuple, fingerprint: tuple) -> NetworkGraph | None:
     with _cache_lock:
         hit = _cache.get(key)
         if hit and hit[0] == fingerprint and \
                 time.monotonic() - hit[1].built_at < GRAPH_MAX_AGE_S:
             _cache.move_to_end(key)
             return hit[1]
+    return None
+
+
+def _build_graph(network: str, segments, nodes, valves) -> NetworkGraph:
+    graph = NetworkGraph.from_rows(network, segments, nodes, valves)
+    _ = graph.valve_segments  # built now, not inside the first request that needs it
+    return graph
+
+
+async def network_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
+    """The graph of ``network``, from the per-process cache when the tables are unchanged.
+
+    One build per network at a time (requests that miss together wait for the same build),
+    and the build runs in a worker thread so the event loop keeps serving other requests.
+    """
+    info = conn.info
+    key = (info.host, info.port, info.dbname, network)
+    fingerprint = tuple((await _fetchall(conn, FINGERPRINT_SQL))[0])
+    graph = _cached(key, fingerprint)
+    if graph is not None:
+        return graph
+    lock = _build_locks.setdefault((id(asyncio.get_running_loop()), key), asyncio.Lock())
+    async with lock:
+        graph = _cached(key, fingerprint)
+        if graph is not None:
+            return graph
+        return await _load_graph(conn, key, fingerprint, network)
+
+
+async def _load_graph(conn: AsyncConnection, key: tuple, fingerprint: tuple,
+                      network: str) -> NetworkGraph:
     segments = await _fetchall(conn, GRAPH_SEGMENTS_SQL, (network,))
     nodes = await _fetchall(conn, GRAPH_NODES_SQL, (network,))
     known = {r[0] for r in nodes}
@@ -728,8 +759,7 @@ async def network_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
     if missing:  # pipes ending on a point filed under another network
         nodes += await _fetchall(conn, GRAPH_NODES_BY_ID_SQL, (missing,))
     valves = await _fetchall(conn, GRAPH_VALVES_SQL, (network,))
-    graph = NetworkGraph.from_rows(network, segments, nodes, valves)
-    _ = graph.valve_segments  # built now, not inside the first request that needs it
+    graph = await asyncio.to_thread(_build_graph, network, segments, nodes, valves)
     with _cache_lock:
         _cache[key] = (fingerprint, graph)
         _cache.move_to_end(key)
