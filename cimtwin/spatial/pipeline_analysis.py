@@ -923,9 +923,10 @@ SELECT b.id, b.building_code, b.name, b.address, b.use, b.residents, near.id, ne
 FROM cand JOIN {BUILDINGS} b ON b.id = cand.id
 CROSS JOIN LATERAL (
     SELECT s.id, ST_Distance(s.geom, b.footprint) AS d FROM {SEG} s
-    WHERE s.network = %(network)s AND s.link_type = 'pipe'
+    WHERE ST_DWithin(s.geom, b.footprint, %(r)s)  -- bounded: the GiST index drives the search
+      AND s.network = %(network)s AND s.link_type = 'pipe'
       AND coalesce(s.subtype, '') <> ALL(%(excluded)s)
-    ORDER BY s.geom <-> b.footprint LIMIT 1
+    ORDER BY ST_Distance(s.geom, b.footprint), s.id LIMIT 1
 ) near
 WHERE near.id = ANY(%(ids)s) AND near.d <= %(r)s
 ORDER BY b.id
