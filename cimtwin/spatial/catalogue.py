@@ -98,7 +98,8 @@ LAYERS: tuple[Layer, ...] = (
     Layer("parcels", "Land parcels (地块)", "Parcels with GB 50137 land use and planning "
           "controls", Parcel, "id", "geom", "polygon",
           ("parcel_code", "land_use", "area_m2", "planned_plot_ratio", "height_limit_m",
-           "grid_code"), minzoom=12),
+           "grid_code"), minzoom=12,
+          tile_properties=("parcel_code", "land_use", "planned_plot_ratio", "height_limit_m")),
     Layer("buildings", "Buildings", "Building footprints with heights (LOD1)", Building, "id",
           "footprint", "polygon",
           ("building_code", "name", "address", "use", "height_m", "floors",
