@@ -5,7 +5,6 @@ A key is printed once, when it is made; the database keeps only its SHA-256.
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 
 import psycopg
@@ -119,16 +118,3 @@ def revoke(
         except LookupError as exc:
             raise UserError(str(exc.args[0])) from None
     out.print(f"revoked key {record.name} ({record.role}, prefix {record.prefix})")
-
-
-def main() -> None:
-    """Run ``cimtwin keys`` on its own (``python -m cimtwin.keys_cli``)."""
-    try:
-        app()
-    except UserError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
 from cimtwin.spatial.access_queries import create_key, key_hash, revoke_key
 
-KEYS = [sys.executable, "-m", "cimtwin.keys_cli"]
+KEYS = [sys.executable, "-m", "cimtwin.cli", "keys"]
 INCIDENT = {"incident_type": "fire", "severity": 2, "title": "auth test",
             "geometry": {"type": "Point", "coordinates": [114.02, 22.61]}}
 

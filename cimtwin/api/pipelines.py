@@ -23,14 +23,11 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import psycopg
 import shapely
 import shapely.errors
 import shapely.geometry
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from psycopg import AsyncConnection
 from pydantic import (
     BaseModel,
@@ -38,12 +35,11 @@ from pydantic import (
     Field,
     PrivateAttr,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from cimtwin.api.auth import require_read
+from cimtwin.api.auth import ApiRoute, error_response, require_read
 from cimtwin.api.db import connection
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
 from cimtwin.reference import network_codes
@@ -51,30 +47,10 @@ from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial import pipeline_analysis as pa
 from cimtwin.spatial.base import SRID
 
-CODES = {400: "InvalidParameterValue", 404: "NotFound", 422: "InvalidParameterValue",
-         503: "ServiceUnavailable"}
 
-
-def error_response(status: int, description: str, **extra: Any) -> Response:
-    body = {"code": CODES.get(status, "HTTPError"), "description": description, **extra}
-    return Response(dumps(body), status_code=status, media_type=JSON)
-
-
-def _describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
-    items = []
-    for e in errors[:20]:
-        loc = [str(p) for p in e.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path"):
-            loc = loc[1:] or loc
-        msg = str(e.get("msg", "invalid"))
-        msg = msg.removeprefix("Value error, ")
-        items.append({"where": ".".join(loc) or "body", "message": msg})
-    text = "; ".join(f"{i['where']}: {i['message']}" for i in items) or "invalid request"
-    return text, items
-
-
-class PipelineRoute(APIRoute):
-    """One error body for every answer that is not a success."""
+class PipelineRoute(ApiRoute):
+    """The shared error format (see :class:`cimtwin.api.auth.ApiRoute`), plus the analyses'
+    own errors (a point too far from any pipe, an unknown valve, ...)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -82,19 +58,8 @@ class PipelineRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (RequestValidationError, ValidationError) as exc:
-                text, items = _describe(list(exc.errors()))
-                return error_response(422, text, errors=items)
             except pa.AnalysisError as exc:
                 return error_response(exc.status, str(exc))
-            except HTTPException as exc:
-                response = error_response(exc.status_code, str(exc.detail))
-                for name, value in (exc.headers or {}).items():  # WWW-Authenticate
-                    response.headers[name] = value
-                return response
-            except psycopg.errors.QueryCanceled:
-                return error_response(503, "the query took longer than the statement timeout; "
-                                      "narrow it (a smaller area, fewer networks, a limit)")
 
         return route
 
