@@ -38,8 +38,14 @@ class TileRequest:
         return 0 <= self.z <= MAX_ZOOM and 0 <= self.x < n and 0 <= self.y < n
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
-        b = WEB_MERCATOR.bounds(morecantile.Tile(self.x, self.y, self.z))
-        return b.left, b.bottom, b.right, b.top
+        """West, south, east, north in degrees: closed-form Web Mercator (this runs on every
+        tile request; morecantile's general path goes through pyproj and costs far more)."""
+        n = 1 << self.z
+
+        def lat(row: float) -> float:
+            return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
+
+        return self.x / n * 360 - 180, lat(self.y + 1), (self.x + 1) / n * 360 - 180, lat(self.y)
 
     def pixel_m(self) -> float:
         """Ground size of one screen pixel (512-px tiles) at the tile's latitude, metres."""
@@ -57,7 +63,7 @@ def _property_sql(layer: Layer, name: str) -> sql.Composable:
 
 
 @lru_cache(maxsize=256)
-def layer_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
+def layer_statement(layer: Layer, zoom_filter: str | None) -> str:
     """The MVT statement for one layer; parameters z, x, y, margin, tol, minsize, limit."""
     geom = sql.SQL("s.{}").format(sql.Identifier(layer.geometry_column))
     flat = sql.SQL("ST_Force2D({})").format(geom)
@@ -89,11 +95,11 @@ def layer_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
         fid=fid, props=props, shape=shape, geom=geom, size=size, where_zoom=where_zoom,
         table=sql.SQL("{}.{}").format(sql.Identifier(layer.schema), sql.Identifier(layer.table)),
         srid=sql.Literal(SRID), fidcol=sql.Identifier(layer.id_column),
-    )
+    ).as_string()  # rendered once: psycopg then prepares it by its text
 
 
 @lru_cache(maxsize=64)
-def aggregate_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
+def aggregate_statement(layer: Layer, zoom_filter: str | None) -> str:
     """Low-zoom overview: one merged, simplified line per group in the tile."""
     geom = sql.SQL("s.{}").format(sql.Identifier(layer.geometry_column))
     by = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in layer.aggregate_by)
@@ -114,7 +120,7 @@ def aggregate_statement(layer: Layer, zoom_filter: str | None) -> sql.Composed:
         name=sql.Literal(layer.id), extent=sql.Literal(EXTENT), buffer=sql.Literal(BUFFER),
         by=by, geom=geom, where_zoom=where_zoom, srid=sql.Literal(SRID),
         table=sql.SQL("{}.{}").format(sql.Identifier(layer.schema), sql.Identifier(layer.table)),
-    )
+    ).as_string()
 
 
 def zoom_filter(layer: Layer, z: int) -> str | None:
@@ -126,7 +132,7 @@ def zoom_filter(layer: Layer, z: int) -> str | None:
 
 
 def layer_query(layer: Layer, tile: TileRequest, max_features: int
-                ) -> tuple[sql.Composed, dict[str, float | int]] | None:
+                ) -> tuple[str, dict[str, float | int]] | None:
     """Statement and parameters for one layer of one tile; None when the zoom is too low."""
     if tile.z < layer.minzoom or tile.z > layer.maxzoom:
         return None
