@@ -84,16 +84,19 @@ class ComponentsImporter(CopyWriter):
             self._generate_ids(conn, prepared.frames[CityComponent])
         return super().write(conn, prepared, batch_id)
 
-    def before_attach(self, model):
-        """Component ids are unique across datasets: refuse ids another dataset holds."""
+    def before_attach(self, model, prepared: Prepared):
+        """Component ids are unique across datasets: refuse ids another dataset holds (the
+        batches this import replaces do not count)."""
+        replacing = list(prepared.extra.get("replacing", []))
 
         def check(conn: psycopg.Connection, staging) -> None:
             t = CityComponent.__table__
             rows = conn.execute(psycopg.sql.SQL(
                 "SELECT s.component_id, b.dataset FROM {} s JOIN {}.{} c USING (component_id) "
-                "JOIN {}.import_batch b ON b.id = c.batch_id LIMIT 5").format(
+                "JOIN {}.import_batch b ON b.id = c.batch_id WHERE c.batch_id <> ALL(%s) "
+                "LIMIT 5").format(
                     staging, psycopg.sql.Identifier(t.schema), psycopg.sql.Identifier(t.name),
-                    psycopg.sql.Identifier(t.schema))).fetchall()
+                    psycopg.sql.Identifier(t.schema)), (replacing,)).fetchall()
             if rows:
                 listed = ", ".join(f"{cid} (in {ds})" for cid, ds in rows)
                 raise ImportFailed(f"component ids already held by another dataset: {listed}")

@@ -115,9 +115,17 @@ def run_import(
             ).fetchone()[0]
             old_ids = [r[0] for r in previous]
             old_bbox = _batches_bbox(conn, importer, old_ids)
+            # plain tables: old rows out first (their unique keys would clash with the new);
+            # partitioned tables: old partitions dropped after the new ones are attached, as
+            # dropping locks the whole table exclusively -- held only until the commit
+            partitioned = [m for m in importer.models if bulk.is_partitioned(m)]
             for model in reversed(importer.models):
-                bulk.delete_batches(conn, model, old_ids)
+                if model not in partitioned:
+                    bulk.delete_batches(conn, model, old_ids)
+            prepared.extra["replacing"] = old_ids
             counts = importer.write(conn, prepared, batch_id)
+            for model in reversed(partitioned):
+                bulk.delete_batches(conn, model, old_ids)
             conn.execute(
                 f"UPDATE {_batch_table()} SET status = 'succeeded', counts = %s, "
                 "finished_at = now() WHERE id = %s",

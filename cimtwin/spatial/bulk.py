@@ -87,7 +87,8 @@ def load_partition(
     its indexes and checks its foreign keys in bulk. ``before_attach(conn, staging)`` may
     check the rows against the other partitions (e.g. ids unique across datasets)."""
     staging = partition_name(model, batch_id)
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                         ).format(
         staging, qualified(model)))
     n = copy_frame(conn, model, frame.assign(batch_id=batch_id), target=staging)
     if before_attach:
