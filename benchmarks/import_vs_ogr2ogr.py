@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cimtwin.db import bootstrap, migrate  # noqa: E402
+from cimtwin.db import bootstrap  # noqa: E402
 from cimtwin.db.engine import sqlalchemy_url  # noqa: E402
 
 CIMTWIN = str(ROOT / ".venv" / "bin" / "cimtwin")
@@ -55,10 +55,7 @@ def main() -> None:
                        check=True)
     url = sqlalchemy_url().set(database="cimtwin_bench")
     url_s = url.render_as_string(hide_password=False)
-    bootstrap.drop_database(url_s)
-    bootstrap.create_database(url_s)
-    bootstrap.create_extensions(url_s)
-    migrate.upgrade(url_s)
+    bootstrap.recreate_database(url_s)
     env = {**os.environ, "CIMTWIN_DATABASE_URL": url_s, "PG_USE_COPY": "YES"}
     u = make_url(url_s)
     pg = f"PG:host={u.host} port={u.port or 5432} user={u.username} dbname={u.database}"

@@ -38,7 +38,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cimtwin.db import bootstrap, migrate  # noqa: E402
+from cimtwin.db import bootstrap  # noqa: E402
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
 from cimtwin.samples.loader import load_sample  # noqa: E402
 from cimtwin.settings import Settings  # noqa: E402
@@ -104,10 +104,7 @@ def prepare_database(url: str, layers: list[str], reuse: bool) -> None:
         subprocess.run([str(CIMTWIN), "samples", "generate", str(DATA), "--scale", "district"],
                        check=True, timeout=3600)
     print(f"creating database {DB_NAME} and loading {DATA.relative_to(ROOT)} ...", flush=True)
-    bootstrap.drop_database(url)
-    bootstrap.create_database(url)
-    bootstrap.create_extensions(url)
-    migrate.upgrade(url)
+    bootstrap.recreate_database(url)
     t0 = time.perf_counter()
 
     def step(kind: str, result: object) -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
-from cimtwin.db import bootstrap, migrate  # noqa: E402
+from cimtwin.db import bootstrap  # noqa: E402
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
 from cimtwin.importers.registry import importer_for  # noqa: E402
 from cimtwin.importers.runner import ImportOptions, run_import  # noqa: E402
@@ -51,10 +51,7 @@ def load(url: str, data: Path, reload: bool) -> None:
         print(f"generating the district sample into {data} ...", flush=True)
         subprocess.run([str(ROOT / ".venv" / "bin" / "cimtwin"), "samples", "generate",
                         str(data), "--scale", "district"], check=True)
-    bootstrap.drop_database(url)
-    bootstrap.create_database(url)
-    bootstrap.create_extensions(url)
-    migrate.upgrade(url)
+    bootstrap.recreate_database(url)
     for kind, files, crs in STEPS:
         t0 = time.perf_counter()
         r = run_import(importer_for(kind), [data / f for f in files],

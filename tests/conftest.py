@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from cimtwin.db import bootstrap, migrate
+from cimtwin.db import bootstrap
 from cimtwin.db.engine import sqlalchemy_url
 from cimtwin.settings import Settings, get_settings
 
@@ -29,11 +29,7 @@ def database_url() -> Iterator[str]:
             returncode=3,
         )
     url = base.set(database=f"cimtwin_test_{os.getpid()}").render_as_string(hide_password=False)
-    bootstrap.drop_database(url)
-    bootstrap.create_database(url)
-    bootstrap.create_extensions(url)
-    migrate.upgrade(url)
-    yield url
+    yield bootstrap.recreate_database(url)
     bootstrap.drop_database(url)
 
 
@@ -66,11 +62,7 @@ def scratch_database(database_url: str) -> Iterator[str]:
     """A separate migrated database for tests that change or break data on purpose."""
     base = sqlalchemy_url(database_url)
     url = base.set(database=f"{base.database}_scratch").render_as_string(hide_password=False)
-    bootstrap.drop_database(url)
-    bootstrap.create_database(url)
-    bootstrap.create_extensions(url)
-    migrate.upgrade(url)
-    yield url
+    yield bootstrap.recreate_database(url)
     bootstrap.drop_database(url)
 
 

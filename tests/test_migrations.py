@@ -32,10 +32,7 @@ def _tables(engine: Engine) -> set[str]:
 def scratch_url(database_url: str):
     """A second, empty database for the down/up round trip (the session one stays intact)."""
     url = sqlalchemy_url(database_url).set(database=f"{sqlalchemy_url(database_url).database}_mig")
-    url_s = url.render_as_string(hide_password=False)
-    bootstrap.drop_database(url_s)
-    bootstrap.create_database(url_s)
-    bootstrap.create_extensions(url_s)
+    url_s = bootstrap.recreate_database(url.render_as_string(hide_password=False), migrated=False)
     yield url_s
     bootstrap.drop_database(url_s)
 

@@ -70,3 +70,16 @@ def create_extensions(url: str | None = None) -> None:
 def postgis_version(url: str | None = None) -> str:
     with psycopg.connect(libpq_dsn(url)) as conn:
         return conn.execute("SELECT postgis_lib_version()").fetchone()[0]
+
+
+def recreate_database(url: str, migrated: bool = True) -> str:
+    """Drop and create the URL's database with its extensions (and the schema at head): the
+    clean slate tests and benchmarks start from. Returns the URL."""
+    from cimtwin.db import migrate
+
+    drop_database(url)
+    create_database(url)
+    create_extensions(url)
+    if migrated:
+        migrate.upgrade(url)
+    return url
