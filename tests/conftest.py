@@ -115,3 +115,22 @@ def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     yield url
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, loaded_sample) -> Iterator:
+    """The app over the session database with the sample loaded (modules may override)."""
+    from fastapi.testclient import TestClient
+
+    from cimtwin.api.app import create_app
+
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def q(engine: Engine, sql: str, **params) -> list:
+    """Rows of a direct SQL query, for comparing API answers with PostGIS."""
+    from sqlalchemy import text
+
+    with engine.connect() as c:
+        return [tuple(r) for r in c.execute(text(sql), params)]

@@ -3,23 +3,14 @@ and volume queries find the metro below ground and nothing of the buildings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from cimtwin.api.app import create_app
-from cimtwin.settings import Settings
+from tests.conftest import q
 
 SLUG = "north-station"
 D = "(SELECT geom FROM cim.district WHERE slug = 'north-station')"
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +18,6 @@ def summary(client: TestClient) -> dict:
     r = client.get(f"/districts/{SLUG}")
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def q(engine: Engine, sql: str, **params) -> list:
-    with engine.connect() as c:
-        return [tuple(r) for r in c.execute(text(sql), params)]
 
 
 def test_district_list(client: TestClient, engine: Engine) -> None:

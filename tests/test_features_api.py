@@ -34,12 +34,6 @@ EPSG4547 = "http://www.opengis.net/def/crs/EPSG/0/4547"
 EPSG4490 = "http://www.opengis.net/def/crs/EPSG/0/4490"
 
 
-@pytest.fixture(scope="module")
-def client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
 def table(layer: Layer) -> str:
     return f'"{layer.schema}"."{layer.table}"'
 

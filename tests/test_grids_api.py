@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from cimtwin.api.app import create_app
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
-from tests.conftest import SAMPLE
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def q(engine: Engine, sql: str, **params) -> list:
-    with engine.connect() as c:
-        return [tuple(r) for r in c.execute(text(sql), params)]
+from tests.conftest import SAMPLE, q
 
 
 def sample_extent(engine: Engine) -> tuple[float, float, float, float]:

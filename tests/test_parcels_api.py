@@ -3,25 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from cimtwin.api.app import create_app
-from cimtwin.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def q(engine: Engine, sql: str, **params) -> list:
-    with engine.connect() as c:
-        return [tuple(r) for r in c.execute(text(sql), params)]
+from tests.conftest import q
 
 
 def test_list_filters_equal_sql(client: TestClient, engine: Engine) -> None:

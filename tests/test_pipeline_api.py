@@ -3,23 +3,13 @@ structure and coordinates, and the 400 / 404 / 422 cases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 import shapely
 from fastapi.testclient import TestClient
 
-from cimtwin.api.app import create_app
 from cimtwin.db.engine import libpq_dsn
-from cimtwin.settings import Settings
 from cimtwin.spatial.crs import transformer
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

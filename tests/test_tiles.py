@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from cimtwin.api.app import create_app
 from cimtwin.settings import Settings
 from cimtwin.tiles.mvt import WEB_MERCATOR
 
@@ -25,12 +24,6 @@ STATION = (114.02389, 22.61194)
 def tile_at(z: int, lon: float = STATION[0], lat: float = STATION[1]) -> tuple[int, int, int]:
     t = WEB_MERCATOR.tile(lon, lat, z)
     return t.z, t.x, t.y
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, loaded_sample):
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def decode(body: bytes) -> dict:
