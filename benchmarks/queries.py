@@ -36,6 +36,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import http_client  # noqa: E402
+from benchmarks.http_client import Connection, HTTPError  # noqa: E402
 from cimtwin.db import bootstrap, migrate  # noqa: E402
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
 
@@ -147,7 +149,7 @@ def endpoints(p: dict[str, list], rng: random.Random) -> list[Endpoint]:
     ]
 
 
-async def pipeline_endpoints(client: httpx.AsyncClient, p: dict[str, list],
+async def pipeline_endpoints(client: Connection, p: dict[str, list],
                              rng: random.Random) -> list[Endpoint]:
     """POST /pipelines/isolation (a water pipe bursts) and /pipelines/trace (downstream from a
     drainage point), when the service answers them (probed once)."""
@@ -161,12 +163,12 @@ async def pipeline_endpoints(client: httpx.AsyncClient, p: dict[str, list],
     found = []
     for name, path, body in cases:
         try:
-            r = await client.post(path, json=body())
-        except httpx.HTTPError as exc:
+            r = await client.request("POST", path, json=body())
+        except HTTPError as exc:
             print(f"  {path}: {exc.__class__.__name__}, left out")
             continue
-        if r.status_code != 200:
-            print(f"  {path}: answered {r.status_code}, left out")
+        if r.status != 200:
+            print(f"  {path}: answered {r.status}, left out")
             continue
 
         def make(path=path, body=body):
@@ -179,7 +181,7 @@ async def pipeline_endpoints(client: httpx.AsyncClient, p: dict[str, list],
 # --- load -----------------------------------------------------------------------------------
 
 
-async def client_loop(client: httpx.AsyncClient, mix: list[Endpoint], weights: list[float],
+async def client_loop(client: Connection, mix: list[Endpoint], weights: list[float],
                       rng: random.Random, deadline: float, record: bool, budget: list[int]
                       ) -> None:
     while time.perf_counter() < deadline and budget[0] > 0:
@@ -188,10 +190,8 @@ async def client_loop(client: httpx.AsyncClient, mix: list[Endpoint], weights: l
         method, url, kw = ep.make()
         t0 = time.perf_counter()
         try:
-            r = await client.request(method, url, **kw)
-            await r.aread()
-            status = r.status_code
-        except httpx.HTTPError:
+            status = (await client.request(method, url, **kw)).status
+        except HTTPError:
             status = 0
         ms = (time.perf_counter() - t0) * 1000
         if not record:
@@ -205,33 +205,39 @@ async def client_loop(client: httpx.AsyncClient, mix: list[Endpoint], weights: l
 
 async def run_load(base: str, p: dict[str, list], args: argparse.Namespace) -> float:
     rng = random.Random(args.seed)
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+    conns = [Connection(base, timeout=30) for _ in range(args.clients)]
+    try:
         mix = endpoints(p, rng)
         if not args.no_pipelines:
-            mix += await pipeline_endpoints(client, p, rng)
+            mix += await pipeline_endpoints(conns[0], p, rng)
         weights = [e.weight for e in mix]
         budget = [MAX_REQUESTS]
         print(f"warming up {args.warmup:.0f} s ...", flush=True)
         end = time.perf_counter() + args.warmup
-        await asyncio.gather(*(client_loop(client, mix, weights, random.Random(i), end, False,
-                                           budget) for i in range(args.clients)))
+        await asyncio.gather(*(client_loop(c, mix, weights, random.Random(i), end, False,
+                                           budget) for i, c in enumerate(conns)))
         if args.baseline:
             print(f"one client, {args.baseline} requests per endpoint (service time, no "
                   "queueing) ...", flush=True)
-            await baseline(client, mix, args.baseline)
+            await baseline(conns[0], mix, args.baseline)
         print(f"{args.clients} clients for {args.seconds:.0f} s ...", flush=True)
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         end = t0 + args.seconds
-        await asyncio.gather(*(client_loop(client, mix, weights,
-                                           random.Random(args.seed + i), end, True, budget)
-                               for i in range(args.clients)))
+        await asyncio.gather(*(client_loop(c, mix, weights, random.Random(args.seed + i), end,
+                                           True, budget) for i, c in enumerate(conns)))
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        for c in conns:
+            await c.close()
     report(mix, wall)
+    print(f"load generator CPU: {cpu:.1f} s in {wall:.1f} s ({cpu / wall * 50:.0f} % of the 2 "
+          "cores)")
     return wall
 
 
-async def baseline(client: httpx.AsyncClient, mix: list[Endpoint], n: int) -> None:
+async def baseline(client: Connection, mix: list[Endpoint], n: int) -> None:
     print(f"{'endpoint':<20} {'p50 ms':>8} {'p99 ms':>8}")
     for e in mix:
         lat = []
@@ -239,7 +245,7 @@ async def baseline(client: httpx.AsyncClient, mix: list[Endpoint], n: int) -> No
             method, url, kw = e.make()
             t0 = time.perf_counter()
             r = await client.request(method, url, **kw)
-            if r.status_code == 200:
+            if r.status == 200:
                 lat.append((time.perf_counter() - t0) * 1000)
         print(f"{e.name:<20} {pct(lat, 0.5):>8.1f} {pct(lat, 0.99):>8.1f}")
 
@@ -337,7 +343,7 @@ def main() -> None:
           flush=True)
     proc = start_server(url, port, args.workers)
     try:
-        asyncio.run(run_load(f"http://127.0.0.1:{port}", params, args))
+        http_client.run(run_load(f"http://127.0.0.1:{port}", params, args))
     finally:
         stop_server(proc)
 
