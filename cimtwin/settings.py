@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     pool_size: int = Field(10, ge=1)
     pool_timeout_s: float = Field(5.0, gt=0, description="wait for a free DB connection")
     tile_cache_mb: int = Field(256, ge=0, description="in-memory tile cache; 0 turns it off")
+    tile_cache_url: str | None = Field(
+        None, description="Redis URL (redis://host:6379/0) of a tile cache shared by all API "
+        "workers and hosts; unset: each process keeps its own in-memory cache")
     tile_max_features: int = Field(50000, ge=1, description="features per layer per tile")
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")

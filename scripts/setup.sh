@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up cimtwin on this machine; safe to run any number of times.
 #   1. .venv/ with cimtwin and its test extras
-#   2. Debian packages: PostGIS, pgRouting, GDAL tools (when run as root; else says what to install)
+#   2. Debian packages: PostGIS, pgRouting, GDAL tools, redis-server (when run as root; else says
+#      what to install)
 #   3. a PostgreSQL server: the one CIMTWIN_DATABASE_URL names, or a private cluster in .pgdata/
 #   4. the database, its extensions (postgis, postgis_sfcgal, pgrouting) and the migrations
 set -euo pipefail
@@ -116,6 +117,11 @@ if [ -n "$need_apt" ]; then
     127.0.0.1|localhost|::1) apt_install $(APT_PACKAGES_FOR "$SERVER_MAJOR") ;;
     *) [ -z "$missing" ] || die "the server at $DB_HOST lacks: $missing; install PostGIS/pgRouting there" ;;
   esac
+fi
+
+# --- Redis: the tests start a private redis-server for the shared tile cache -----------------
+if ! command -v redis-server >/dev/null; then
+  if is_root; then apt_install redis-server; else say "redis-server missing: the Redis tile cache tests will be skipped (apt-get install redis-server)"; fi
 fi
 
 # --- front-end packages (served locally, no CDN) and the browser the map tests drive -------

@@ -19,7 +19,7 @@ def test_healthz_reports_postgis(settings: Settings, engine: Engine) -> None:
     assert body["status"] == "ok"
     assert body["postgis"] == postgis
     assert body["postgresql"].startswith("15") or body["postgresql"][:2].isdigit()
-    assert body["schema_revision"] == "0003"
+    assert body["schema_revision"] == "0004"
     assert body["storage_srid"] == 4547
 
 

@@ -150,6 +150,28 @@ def test_incident_edit_changes_its_tile_and_spares_the_others(
     assert cache.hits == hits + 1  # the unaffected tile is still served from the cache
 
 
+def test_memory_cache_refuses_a_put_across_an_invalidation() -> None:
+    """A tile rendered before a change but put after the change was applied is not kept."""
+    import asyncio
+
+    from cimtwin.tiles.cache import MemoryTileCache, make_entry
+    from cimtwin.tiles.mvt import TileRequest
+
+    async def scenario() -> None:
+        cache = MemoryTileCache(1 << 20)
+        z, x, y = tile_at(16)
+        key = (("incidents",), z, x, y)
+        entry = make_entry(("incidents",), TileRequest(z, x, y), b"tile")
+        token = await cache.token()
+        cache.invalidate({"incident"}, (0.0, 0.0, 1.0, 1.0))  # elsewhere, still in between
+        await cache.put(key, entry, token)
+        assert key not in cache.entries and await cache.get(key) is None
+        await cache.put(key, entry, await cache.token())
+        assert await cache.get(key) is entry and cache.hits == 1
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL ogrinfo not installed")
 def test_gdal_reads_a_composite_tile(client: TestClient, tmp_path: Path) -> None:
     z, x, y = tile_at(16)

@@ -25,7 +25,7 @@ from cimtwin.api import (
 from cimtwin.api.db import make_pool
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
-from cimtwin.tiles.cache import TileCache, listen_for_changes
+from cimtwin.tiles.cache import listen_for_changes, tile_cache_for
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,12 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = make_pool(settings)
         await app.state.pool.open(wait=False)
+        cache = app.state.tile_cache
+        await cache.open()
         listener = None
-        if app.state.tile_cache.enabled:
+        if cache.enabled:
             ready = asyncio.Event()
-            listener = asyncio.create_task(
-                listen_for_changes(libpq_dsn(settings.database_url), app.state.tile_cache, ready)
-            )
+            listener = asyncio.create_task(listen_for_changes(
+                libpq_dsn(settings.database_url), cache, ready, schema=settings.db_schema))
             # serve only once changes can be heard, or a stale tile could be cached for good
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), settings.pool_timeout_s)
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
+            await cache.close()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
+    app.state.tile_cache = tile_cache_for(settings)
     app.include_router(health.router)
     app.include_router(features.router)
     app.include_router(tiles.router)

@@ -1,4 +1,5 @@
-"""``/healthz``: is the database there, which PostGIS, is the schema migrated."""
+"""``/healthz``: is the database there, which PostGIS, is the schema migrated, does the tile
+cache work."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Health(BaseModel):
     postgis: str | None = None
     schema_revision: str | None = None
     storage_srid: int
+    tile_cache: str | None = None
     detail: str | None = None
 
 
@@ -47,13 +49,18 @@ async def healthz(
         body = Health(status="error", version=__version__, storage_srid=settings.storage_srid,
                       detail=f"database: {exc.__class__.__name__}: {exc}".strip())
         return JSONResponse(body.model_dump(), status_code=503)
-    ok = revision is not None
+    # a broken shared tile cache is degraded, not an error: tiles are then served uncached
+    cache, cache_ok = await request.app.state.tile_cache.health()
+    problems = [] if revision is not None else ["schema not migrated: run `cimtwin db upgrade`"]
+    if not cache_ok:
+        problems.append(f"tile cache: {cache}")
     return Health(
-        status="ok" if ok else "degraded",
+        status="degraded" if problems else "ok",
         version=__version__,
         postgresql=pg,
         postgis=postgis,
         schema_revision=revision,
         storage_srid=settings.storage_srid,
-        detail=None if ok else "schema not migrated: run `cimtwin db upgrade`",
+        tile_cache=cache,
+        detail="; ".join(problems) or None,
     )

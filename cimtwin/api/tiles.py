@@ -73,10 +73,11 @@ async def tile(
         raise HTTPException(404, f"tile {z}/{x}/{y} does not exist (x and y < {1 << z})")
     cache: TileCache = request.app.state.tile_cache
     key = (ids, z, x, y)
-    entry = cache.get(key) if cache.enabled else None
+    entry = await cache.get(key) if cache.enabled else None
     if entry is None:
+        token = await cache.token()  # before rendering: put() refuses if a change came between
         entry = make_entry(ids, t, await render_tile(request, ids, t))
-        cache.put(key, entry)
+        await cache.put(key, entry, token)
     headers = {
         "ETag": entry.etag,
         "Cache-Control": f"public, max-age={request.app.state.settings.tile_max_age_s}",

@@ -136,13 +136,14 @@ def run_import(
                     f"UPDATE {_batch_table()} SET status = 'replaced' WHERE id = ANY(%s)",
                     (old_ids,),
                 )
+            # on CHANGE_CHANNEL, numbered from change_seq (tile caches compare that number)
             conn.execute(
-                "SELECT pg_notify(%s, %s)",
-                (CHANGE_CHANNEL, json.dumps({
+                f'SELECT "{ImportBatch.__table__.schema}".notify_change(%s::jsonb)',
+                (json.dumps({
                     "kind": importer.kind, "batch": batch_id,
                     "bbox": _union(prepared.bbox, old_bbox),
                     "tables": [m.__tablename__ for m in importer.models],
-                })),
+                }),),
             )
             conn.commit()
     except psycopg.errors.IntegrityError as exc:

@@ -5,10 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Integer,
+    Sequence,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import Base, json_array, json_object
+from cimtwin.spatial.base import SCHEMA, Base, json_array, json_object
+
+#: numbers every change notification (``notify_change``, migration 0004): a shared tile cache
+#: compares the last number it applied with this to find changes made while nobody listened
+CHANGE_SEQ = Sequence("change_seq", schema=SCHEMA, metadata=Base.metadata)
 
 BATCH_STATUSES = ("running", "succeeded", "failed", "replaced")
 

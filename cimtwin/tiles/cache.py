@@ -1,9 +1,15 @@
-"""In-memory tile cache that forgets exactly the tiles a data change touches.
+"""Tile cache that forgets exactly the tiles a data change touches: the interface, the
+in-memory backend, and the listener that feeds changes to either backend.
 
 Imports and incident edits announce what they changed on the ``cimtwin_change`` channel
-(tables and bounding box in the storage CRS); each API process listens and evicts the cached
-tiles of those tables whose area (with the MVT buffer) meets the box. Time is not a factor:
-an unchanged tile stays valid.
+(tables, bounding box in the storage CRS, and a number from the ``change_seq`` sequence);
+each API process listens and evicts the cached tiles of those tables whose area (with the MVT
+buffer) meets the box. Time is not a factor: an unchanged tile stays valid.
+
+A tile rendered from data read before a change but stored after the change was applied would
+stay stale for good, so a request takes ``token()`` before it renders and ``put`` stores
+nothing when an invalidation happened in between. The Redis backend (shared by all workers) is
+in :mod:`cimtwin.tiles.redis_cache`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,29 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
 from cimtwin.spatial import crs as crs_mod
+from cimtwin.spatial.base import SCHEMA
 from cimtwin.spatial.catalogue import BY_ID
 from cimtwin.tiles.mvt import BUFFER, EXTENT, TileRequest
 
+if TYPE_CHECKING:
+    from cimtwin.settings import Settings
+
 log = logging.getLogger(__name__)
 CHANNEL = "cimtwin_change"
+SEQUENCE = "change_seq"
+LISTENER_NAME = "cimtwin change listener"  # application_name, visible in pg_stat_activity
 
 Key = tuple[tuple[str, ...], int, int, int]
+Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -34,35 +50,139 @@ class CachedTile:
     etag: str
     raw_size: int
     tables: frozenset[str]
-    bounds: tuple[float, float, float, float]  # lon/lat with the buffer
+    bounds: Box  # lon/lat with the buffer
+
+
+@dataclass(frozen=True)
+class Change:
+    """One parsed ``cimtwin_change`` notification; ``bbox`` None means everywhere."""
+
+    tables: frozenset[str]
+    bbox: Box | None
+    seq: int | None
+
+
+@lru_cache(maxsize=1024)
+def layer_tables(layers: tuple[str, ...]) -> frozenset[str]:
+    """Tables a tile of these layers is drawn from (what invalidation matches on)."""
+    return frozenset(BY_ID[layer].table for layer in layers)
+
+
+def tile_bounds(tile: TileRequest) -> Box:
+    """Lon/lat area a tile's content comes from: its bounds widened by the MVT buffer."""
+    w, s, e, n = tile.lonlat_bounds()
+    pad_x, pad_y = (e - w) * BUFFER / EXTENT, (n - s) * BUFFER / EXTENT
+    return w - pad_x, s - pad_y, e + pad_x, n + pad_y
 
 
 def make_entry(layers: tuple[str, ...], tile: TileRequest, body: bytes) -> CachedTile:
-    w, s, e, n = tile.lonlat_bounds()
-    pad_x, pad_y = (e - w) * BUFFER / EXTENT, (n - s) * BUFFER / EXTENT
     return CachedTile(
         body_gz=gzip.compress(body, compresslevel=1, mtime=0),  # 3x faster than 6, ~10% larger
         etag='"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"',
         raw_size=len(body),
-        tables=frozenset(BY_ID[layer].table for layer in layers),
-        bounds=(w - pad_x, s - pad_y, e + pad_x, n + pad_y),
+        tables=layer_tables(layers),
+        bounds=tile_bounds(tile),
     )
 
 
-class TileCache:
-    """LRU by bytes; ``invalidate`` drops the tiles of some tables inside a lon/lat box."""
+def meets(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def tile_range(z: int, bbox: Box) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 of the tiles at ``z`` that may meet ``bbox`` (one tile of slack each side
+    covers the buffer; callers check each candidate with :func:`tile_bounds` exactly)."""
+    n = 1 << z
+
+    def col(lon: float) -> int:
+        return math.floor((lon + 180) / 360 * n)
+
+    def row(lat: float) -> int:
+        lat = max(-85.0511, min(85.0511, lat))
+        return math.floor((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+
+    w, s, e, nn = bbox
+    return (max(0, col(w) - 1), max(0, row(nn) - 1), min(n - 1, col(e) + 1),
+            min(n - 1, row(s) + 1))
+
+
+def parse_change(payload: str) -> Change | None:
+    """A notification's tables, lon/lat box and sequence number; None when malformed."""
+    try:
+        change = json.loads(payload)
+        tables = frozenset(change["tables"])
+        box = change.get("bbox")
+        seq = change.get("seq")
+        seq = int(seq) if seq is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    lonlat = None
+    if box and len(box) == 4 and all(isinstance(v, int | float) for v in box):
+        tr = crs_mod.transformer(crs_mod.storage_srid(), 4326)
+        lonlat = tuple(tr.transform_bounds(*box))
+        if not all(math.isfinite(v) for v in lonlat):
+            lonlat = None  # outside the CRS area: drop the tables' tiles everywhere
+    return Change(tables, lonlat, seq)
+
+
+class TileCache(Protocol):
+    """What the tile route and the change listener need from a cache backend.
+
+    ``token()`` is taken before a tile is rendered and handed to ``put``, which stores nothing
+    when an invalidation happened since: a tile rendered from pre-change rows is never cached
+    after the change was applied.
+    """
+
+    hits: int
+    misses: int
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get(self, key: Key) -> CachedTile | None: ...
+
+    async def token(self) -> Any: ...
+
+    async def put(self, key: Key, entry: CachedTile, token: Any) -> None: ...
+
+    async def apply_change(self, payload: str) -> int: ...
+
+    async def on_listen(self, db_seq: int | None) -> None:
+        """The listener is (re)connected and hears every change from now on; ``db_seq`` is the
+        database's ``change_seq`` value, read after LISTEN."""
+
+    async def on_listener_lost(self) -> None:
+        """Changes may go unheard until the next ``on_listen``."""
+
+    async def health(self) -> tuple[str, bool]:
+        """A one-line description for /healthz and whether the cache works as configured."""
+
+
+class MemoryTileCache:
+    """Per-process LRU by bytes; ``invalidate`` drops the tiles of some tables inside a box."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.entries: OrderedDict[Key, CachedTile] = OrderedDict()
         self.size = 0
         self.hits = self.misses = self.evicted = 0
+        self.generation = 0  # bumped by every invalidation; the put() token
 
     @property
     def enabled(self) -> bool:
         return self.max_bytes > 0
 
-    def get(self, key: Key) -> CachedTile | None:
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.clear()
+
+    async def get(self, key: Key) -> CachedTile | None:
         entry = self.entries.get(key)
         if entry is None:
             self.misses += 1
@@ -71,8 +191,12 @@ class TileCache:
         self.hits += 1
         return entry
 
-    def put(self, key: Key, entry: CachedTile) -> None:
-        if not self.enabled or len(entry.body_gz) > self.max_bytes:
+    async def token(self) -> int:
+        return self.generation
+
+    async def put(self, key: Key, entry: CachedTile, token: int) -> None:
+        if (token != self.generation or not self.enabled
+                or len(entry.body_gz) > self.max_bytes):
             return
         old = self.entries.pop(key, None)
         if old:
@@ -83,56 +207,84 @@ class TileCache:
             _, dropped = self.entries.popitem(last=False)
             self.size -= len(dropped.body_gz)
 
-    def invalidate(self, tables: set[str], bbox: tuple[float, float, float, float] | None) -> int:
+    def invalidate(self, tables: set[str] | frozenset[str], bbox: Box | None) -> int:
         """Forget tiles of ``tables`` meeting ``bbox`` (lon/lat); None means everywhere."""
+        self.generation += 1
         doomed = [
             k for k, v in self.entries.items()
-            if v.tables & tables and (bbox is None or _meets(v.bounds, bbox))
+            if v.tables & tables and (bbox is None or meets(v.bounds, bbox))
         ]
         for k in doomed:
             self.size -= len(self.entries.pop(k).body_gz)
         self.evicted += len(doomed)
         return len(doomed)
 
-    def apply_change(self, payload: str) -> int:
+    def clear(self) -> int:
+        self.generation += 1
+        n = len(self.entries)
+        self.entries.clear()
+        self.size = 0
+        return n
+
+    async def apply_change(self, payload: str) -> int:
         """Handle one ``cimtwin_change`` notification (JSON: tables, bbox in storage CRS)."""
-        try:
-            change = json.loads(payload)
-            tables = set(change["tables"])
-            box = change.get("bbox")
-        except (ValueError, KeyError, TypeError):
+        change = parse_change(payload)
+        if change is None:
             log.warning("ignoring malformed change notification %r; clearing the cache", payload)
-            n = len(self.entries)
-            self.entries.clear()
-            self.size = 0
-            return n
-        lonlat = None
-        if box:
-            tr = crs_mod.transformer(crs_mod.storage_srid(), 4326)
-            lonlat = tr.transform_bounds(*box)
-        return self.invalidate(tables, lonlat)
+            return self.clear()
+        return self.invalidate(change.tables, change.bbox)
+
+    async def on_listen(self, db_seq: int | None) -> None:
+        self.clear()  # tiles cached while nobody listened may be stale
+
+    async def on_listener_lost(self) -> None:
+        self.clear()
+
+    async def health(self) -> tuple[str, bool]:
+        if not self.enabled:
+            return "off", True
+        return f"memory: {len(self.entries)} tiles, {self.size / 2**20:.1f} MiB", True
 
 
-def _meets(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+def tile_cache_for(settings: Settings) -> TileCache:
+    """The configured backend: Redis when ``tile_cache_url`` is set, else in-memory."""
+    if settings.tile_cache_url:
+        from cimtwin.tiles.redis_cache import RedisTileCache
+
+        return RedisTileCache.from_settings(settings)
+    return MemoryTileCache(settings.tile_cache_mb * 1024 * 1024)
 
 
-async def listen_for_changes(dsn: str, cache: TileCache, ready: asyncio.Event | None = None
-                             ) -> None:
+async def _change_seq(conn: psycopg.AsyncConnection, schema: str) -> int | None:
+    """The last number ``change_seq`` handed out (0 if none); None before migration 0004."""
+    try:
+        cur = await conn.execute(
+            f'SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM "{schema}".{SEQUENCE}')
+        row = await cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return int(row[0]) if row else None
+
+
+async def listen_for_changes(dsn: str, cache: TileCache, ready: asyncio.Event | None = None,
+                             schema: str = SCHEMA) -> None:
     """Keep a LISTEN connection open and apply every change to ``cache``; reconnects."""
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                    dsn, autocommit=True, application_name=LISTENER_NAME) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                # read after LISTEN: a change after this read is heard, one before is counted
+                await cache.on_listen(await _change_seq(conn, schema))
                 if ready:
                     ready.set()
                 async for note in conn.notifies():
-                    n = cache.apply_change(note.payload)
+                    n = await cache.apply_change(note.payload)
                     log.info("data change on %s: %d cached tiles dropped", note.payload[:200], n)
         except asyncio.CancelledError:
             raise
         except psycopg.Error as exc:
             log.warning("change listener lost its connection (%s); retrying", exc)
-            # while we cannot hear changes, cached tiles may go stale: drop them all
-            cache.invalidate({t.table for t in BY_ID.values()}, None)
+            # while we cannot hear changes, cached tiles may go stale
+            await cache.on_listener_lost()
             await asyncio.sleep(2)
