@@ -12,6 +12,7 @@ no TLS, no redirects, no proxies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
 import zlib
 from dataclasses import dataclass
@@ -71,10 +72,8 @@ class Connection:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
-            except OSError:
-                pass
         self._reader = self._writer = None
 
     async def request(self, method: str, path: str, *, params: dict | None = None,

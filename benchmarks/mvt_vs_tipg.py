@@ -2,10 +2,11 @@
 
 One run on the district-scale sample. The same tile requests go, one server at a time, to
 tipg (2 uvicorn workers), to cimtwin with its tile cache off and on (2 workers each), and
-straight to PostgreSQL with cimtwin's own per-layer statements over 2 and over N connections
-(no HTTP; the faster is the floor). The HTTP load comes from a lean keep-alive client
+straight to PostgreSQL with cimtwin's own per-layer statements over 2, 4 and N connections
+(no HTTP; the fastest is the floor). The HTTP load comes from a lean keep-alive client
 (benchmarks/http_client.py) so that the client's own CPU, on the same two cores, distorts the
-servers' figures as little as possible. Prints tiles/s, p50, p99 and the largest tile of each, and the ratios.
+servers' figures as little as possible. Prints tiles/s, p50, p99 and the largest tile of each,
+and the ratios.
 
 tipg 1.6.1 answers empty tiles and empty bbox queries for EPSG:4547 and EPSG:3857 tables, so it
 serves ``bench4326.*``: a 2D EPSG:4326 copy of the same rows (same ids and attributes), made in
@@ -353,17 +354,22 @@ async def _http_pass(base: str, paths: list[tuple[TileRequest, str]], concurrenc
 
 
 def http_run(server: str, base: str, wl: Workload, url_of: Callable[[str, TileRequest], str],
-             concurrency: int, limit_s: float) -> Run:
+             concurrency: int, limit_s: float, repeat: int = 1) -> Run:
     warm = [(t, url_of(wl.layer, t)) for t in wl.warmup]
     http_client.run(_http_pass(base, warm, concurrency, limit_s))
     paths = [(t, url_of(wl.layer, t)) for t in wl.requests]
-    wall, cpu, recs, gz = http_client.run(_http_pass(base, paths, concurrency, limit_s))
-    run = Run(server, wl.layer, wall, recs, gz, cpu)
-    run.errors = [r.error for r in recs if r.error]
+    run = Run(server, wl.layer, 0.0, [])
+    for _ in range(repeat):
+        wall, cpu, recs, gz = http_client.run(_http_pass(base, paths, concurrency, limit_s))
+        run.wall += wall
+        run.client_cpu += cpu
+        run.gzip += gz
+        run.recs += recs
+    run.errors = [r.error for r in run.recs if r.error]
     return run
 
 
-def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float) -> Run:
+def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float, repeat: int = 1) -> Run:
     """cimtwin's statements straight to PostgreSQL, ``threads`` connections, no HTTP."""
     layer = BY_ID[wl.layer]
 
@@ -392,7 +398,8 @@ def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float) -> Run:
                     t = time.perf_counter()
                     q = queries[i]
                     try:
-                        row = conn.execute(q[0], q[1], prepare=True).fetchone() if q else None
+                        row = (conn.execute(q[0], q[1], prepare=True, binary=True).fetchone()
+                               if q else None)
                     except psycopg.Error as exc:
                         recs[i] = Rec(tiles[i], (time.perf_counter() - t) * 1000,
                                       error=f"{tiles[i]}: {type(exc).__name__}: {exc}")
@@ -413,11 +420,15 @@ def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float) -> Run:
         return wall, cpu, [r for r in recs if r is not None]
 
     one_pass(wl.warmup)
-    wall, cpu, recs = one_pass(wl.requests)
+    wall = cpu = 0.0
+    recs = []
+    for _ in range(repeat):
+        w, c, r = one_pass(wl.requests)
+        wall, cpu, recs = wall + w, cpu + c, recs + r
     run = Run(f"raw SQL floor ({threads} conns)", wl.layer, wall, recs, client_cpu=cpu)
     run.errors = [r.error for r in recs if r.error]
-    if len(recs) < len(wl.requests):
-        run.errors.append(f"{len(wl.requests) - len(recs)} statements never finished")
+    if len(recs) < repeat * len(wl.requests):
+        run.errors.append(f"{repeat * len(wl.requests) - len(recs)} statements never finished")
     return run
 
 
@@ -583,6 +594,10 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help=f"keep {DB_NAME} when it already holds the data")
     ap.add_argument("--drop", action="store_true", help="drop the scratch database at the end")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="timed passes over the request list per server (the floor too), "
+                         "for steadier figures; cimtwin with its cache on makes one pass, as "
+                         "later ones would be cache hits (default 3)")
     ap.add_argument("--only", default="",
                     help="comma-separated subset of tipg,off,on,floor to run (default: all; "
                          "ratios need tipg, off and floor)")
@@ -592,8 +607,9 @@ def main() -> None:
     layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     if not layers or any(x not in LAYER_CHOICES for x in layers):
         ap.error(f"--layers: choose among {', '.join(LAYER_CHOICES)}")
-    if not 1 <= args.tiles <= 20000 or not 1 <= args.concurrency <= 64:
-        ap.error("--tiles must be 1..20000 and --concurrency 1..64")
+    if not 1 <= args.tiles <= 20000 or not 1 <= args.concurrency <= 64 or \
+            not 1 <= args.repeat <= 20:
+        ap.error("--tiles must be 1..20000, --concurrency 1..64 and --repeat 1..20")
 
     url = sqlalchemy_url().set(database=DB_NAME).render_as_string(hide_password=False)
     dsn = libpq_dsn(url)
@@ -638,7 +654,8 @@ def main() -> None:
             n = check_tile(name, base, tipg_url(wl.layer, hot))
             print(f"  check: {tipg_url(wl.layer, hot)} -> 200, {n:,} bytes", flush=True)
         for wl in workloads if base else []:
-            runs.append(http_run(name, base, wl, tipg_url, args.concurrency, args.time_limit))
+            runs.append(http_run(name, base, wl, tipg_url, args.concurrency, args.time_limit,
+                                 args.repeat))
             print(f"  {wl.layer}: {runs[-1].tps():,.1f} tiles/s", flush=True)
 
     for label, cache in (("cimtwin cache off", "0"), ("cimtwin cache on", None)):
@@ -658,15 +675,15 @@ def main() -> None:
                 print(f"  check: {cimtwin_url(wl.layer, hot)} -> 200, {n:,} bytes", flush=True)
             for wl in workloads:
                 runs.append(http_run(label, base, wl, cimtwin_url, args.concurrency,
-                                     args.time_limit))
+                                     args.time_limit, 1 if cache is None else args.repeat))
                 print(f"  {wl.layer}: {runs[-1].tps():,.1f} tiles/s", flush=True)
 
-    threads = sorted({2, args.concurrency})
+    threads = sorted({2, 4, args.concurrency})
     print("raw SQL floor: cimtwin's layer_query statements over "
-          f"{' and '.join(map(str, threads))} connections (one thread each); the faster counts",
+          f"{' and '.join(map(str, threads))} connections (one thread each); the fastest counts",
           flush=True)
     for wl in workloads if "floor" in only else []:
-        tries = [floor_run(dsn, wl, n, args.time_limit) for n in threads]
+        tries = [floor_run(dsn, wl, n, args.time_limit, args.repeat) for n in threads]
         for r in tries:
             print(f"  {wl.layer}, {r.server}: {r.tps():,.1f} tiles/s", flush=True)
         runs.append(max(tries, key=Run.tps))

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         None, description="Redis URL (redis://host:6379/0) of a tile cache shared by all API "
         "workers and hosts; unset: each process keeps its own in-memory cache")
     tile_max_features: int = Field(50000, ge=1, description="features per layer per tile")
+    tile_db_concurrency: int = Field(
+        2, ge=0, description="tile queries one API process runs at once (PostgreSQL renders "
+        "tiles slower when more statements run than it has cores); 0: up to the pool size")
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
     viewer_dir: str | None = Field(

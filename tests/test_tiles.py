@@ -91,12 +91,15 @@ def test_etag_304_and_gzip(client: TestClient) -> None:
     ("/tiles/nosuchlayer/15/0/0.mvt", 404),
     ("/tiles/pipelines,nosuch/15/0/0.mvt", 404),
     ("/tiles/pipelines/a/0/0.mvt", 422),
+    ("/tiles/pipelines/15/1/x.mvt", 422),
+    ("/tiles/pipelines/15/0/99999999999999999999.mvt", 404),
     ("/tiles/nosuch/tilejson.json", 404),
 ])
 def test_bad_requests_are_4xx_with_a_message(client: TestClient, path: str, status: int) -> None:
     r = client.get(path)
     assert r.status_code == status
-    assert r.json()["detail"]
+    body = r.json()  # the service's one error format
+    assert body["code"] in ("NotFound", "InvalidParameterValue") and body["description"]
 
 
 def test_tilejson(client: TestClient) -> None:
@@ -248,3 +251,22 @@ def test_low_zoom_pipelines_are_a_merged_overview(client: TestClient, engine: En
             "ST_Transform(ST_TileEnvelope(:z, :x, :y), 4547)"), {"z": z, "x": x, "y": y}).all())
     assert groups == {tuple(g) for g in want}
     assert sum(f["properties"]["features"] for f in feats) >= 100
+
+
+def test_tile_route_is_in_the_openapi_document(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    op = doc["paths"]["/tiles/{layers}/{z}/{x}/{y}.mvt"]["get"]
+    assert [p["name"] for p in op["parameters"]][:4] == ["layers", "z", "x", "y"]
+    assert "/tiles/{layers}/tilejson.json" in doc["paths"]
+
+
+def test_closed_reads_need_a_key_for_tiles_too(settings: Settings, loaded_sample) -> None:
+    from cimtwin.api.app import create_app
+
+    closed = settings.model_copy(update={"open_reads": False, "tile_cache_mb": 0})
+    with TestClient(create_app(closed)) as c:
+        r = c.get("/tiles/pipelines/15/26762/14270.mvt")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert "API key" in r.json()["description"]
+        r = c.get("/tiles/pipelines/15/26762/14270.mvt", headers={"X-API-Key": "nonsense"})
+        assert r.status_code == 401 and r.json()["description"] == "unknown API key"

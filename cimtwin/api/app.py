@@ -64,11 +64,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.tile_cache = tile_cache_for(settings)
+    app.state.tile_slots = asyncio.Semaphore(settings.tile_db_concurrency or settings.pool_size)
+    app.state.cache_control = f"public, max-age={settings.tile_max_age_s}"
     app.include_router(health.router)
     app.include_router(features.router)
+    app.router.routes.append(tiles.tile_route)
     app.include_router(tiles.router)
     app.include_router(styles.router)
     for module in (grids, districts, pipelines, parcels, incidents):
         app.include_router(module.router)
     viewer.mount(app, settings)
+    _document_plain_routes(app)
     return app
+
+
+def _document_plain_routes(app: FastAPI) -> None:
+    """Add the plain Starlette routes (the tile endpoint) to the generated OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            generate()["paths"].update(tiles.OPENAPI_PATHS)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -180,11 +180,25 @@ async def require_read(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],
 ) -> Principal | None:
-    """FastAPI dependency for reads: open by configuration, else a viewer key (or higher).
+    """FastAPI dependency for reads: open by configuration, else a viewer key (or higher)."""
+    return await check_read(request, presented_key(bearer, header))
+
+
+def request_key(request: Request) -> str | None:
+    """The key a request carries, read straight from its headers (for plain routes)."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key", "").strip() or None
+
+
+async def check_read(request: Request, key: str | None = None) -> Principal | None:
+    """The read rule, shared by the FastAPI dependency and the plain tile route.
 
     Takes a database connection only when a key has to be looked up, so open reads (every
     map tile) cost nothing here."""
-    key = presented_key(bearer, header)
+    if key is None:
+        key = request_key(request)
     if key is None:
         if reads_open(request):
             return None

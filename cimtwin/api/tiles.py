@@ -4,18 +4,19 @@ their TileJSON, served from PostGIS through the change-aware cache, with ETag an
 from __future__ import annotations
 
 import asyncio
-import gzip
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from psycopg_pool import PoolTimeout
+from starlette.routing import Route
 
-from cimtwin.api.auth import require_read
+from cimtwin.api.auth import ApiRoute, check_read, error_response, require_read
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
-from cimtwin.tiles.cache import TileCache, make_entry
+from cimtwin.tiles.cache import TileCache, gunzip_tile, make_entry
 from cimtwin.tiles.mvt import MAX_ZOOM, TileRequest, layer_query
 
-router = APIRouter(tags=["tiles"], dependencies=[Depends(require_read)])
+router = APIRouter(tags=["tiles"], route_class=ApiRoute, dependencies=[Depends(require_read)])
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_LAYERS_PER_TILE = 16
 
@@ -40,8 +41,9 @@ async def _render_layer(request: Request, layer: Layer, tile: TileRequest) -> by
     if q is None:
         return b""
     statement, params = q
-    async with request.app.state.pool.connection() as conn:
-        cur = await conn.execute(statement, params, prepare=True)
+    async with request.app.state.tile_slots, request.app.state.pool.connection() as conn:
+        # binary: the tile comes back as raw bytes, not hex text that both ends must convert
+        cur = await conn.execute(statement, params, prepare=True, binary=True)
         row = await cur.fetchone()
     return bytes(row[0]) if row and row[0] else b""
 
@@ -52,45 +54,97 @@ async def render_tile(request: Request, ids: tuple[str, ...], tile: TileRequest)
     return b"".join(parts)
 
 
-@router.get(
-    "/tiles/{layers}/{z}/{x}/{y}.mvt",
-    summary="Vector tile of one or more layers (comma-separated)",
-    response_class=Response,
-    responses={200: {"content": {MVT: {}}}, 304: {"description": "not modified"}},
-)
-async def tile(
-    request: Request,
-    layers: Annotated[str, Path(description="layer id, or several comma-separated")],
-    z: Annotated[int, Path(ge=0, le=MAX_ZOOM)],
-    x: Annotated[int, Path(ge=0)],
-    y: Annotated[int, Path(ge=0)],
-    if_none_match: Annotated[str | None, Header()] = None,
-    accept_encoding: Annotated[str | None, Header()] = None,
-) -> Response:
-    ids = parse_layers(layers)
+def _tile_number(name: str, text: str, upper: int | None = None) -> int:
+    if not text.isascii() or not text.isdigit() or (upper is not None and int(text) > upper):
+        limit = f"0..{upper}" if upper is not None else ">= 0"
+        raise HTTPException(422, f"{name} must be an integer {limit}, not {text!r}")
+    return int(text)
+
+
+async def tile(request: Request) -> Response:
+    """``GET /tiles/{layers}/{z}/{x}/{y}.mvt``.
+
+    A plain Starlette endpoint rather than a FastAPI route: it is the hottest path of the
+    service and FastAPI's parameter and dependency machinery cost more CPU per tile than the
+    rest of the Python work together. It validates its own input and answers errors in the
+    service's ``{"code", "description"}`` format; OpenAPI describes it through
+    :data:`OPENAPI_PATHS`."""
+    p = request.path_params
+    try:
+        await check_read(request)
+        ids = parse_layers(p["layers"])
+        z = _tile_number("z", p["z"], MAX_ZOOM)
+        x, y = _tile_number("x", p["x"]), _tile_number("y", p["y"])
+        if x >> z or y >> z:
+            raise HTTPException(404, f"tile {z}/{x}/{y} does not exist (x and y < {1 << z})")
+    except HTTPException as exc:
+        return error_response(exc.status_code, str(exc.detail),
+                              headers=dict(exc.headers or {}) or None)
     t = TileRequest(z, x, y)
-    if not t.valid():
-        raise HTTPException(404, f"tile {z}/{x}/{y} does not exist (x and y < {1 << z})")
     cache: TileCache = request.app.state.tile_cache
     key = (ids, z, x, y)
     entry = await cache.get(key) if cache.enabled else None
     if entry is None:
         token = await cache.token()  # before rendering: put() refuses if a change came between
-        entry = make_entry(ids, t, await render_tile(request, ids, t))
+        try:
+            body = await render_tile(request, ids, t)
+        except psycopg.errors.QueryCanceled:
+            return error_response(503, "the tile took longer than the statement timeout")
+        except PoolTimeout:
+            return error_response(503, "database unavailable: no connection within the pool "
+                                       "timeout")
+        entry = make_entry(ids, t, body)
         await cache.put(key, entry, token)
     headers = {
         "ETag": entry.etag,
-        "Cache-Control": f"public, max-age={request.app.state.settings.tile_max_age_s}",
+        "Cache-Control": request.app.state.cache_control,
         "Vary": "Accept-Encoding",
     }
+    if_none_match = request.headers.get("if-none-match")
     if if_none_match and entry.etag in [v.strip() for v in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
     if entry.raw_size == 0:
         return Response(status_code=204, headers=headers)
-    if accept_encoding and "gzip" in accept_encoding.lower():
+    if "gzip" in request.headers.get("accept-encoding", "").lower():
         headers["Content-Encoding"] = "gzip"
         return Response(entry.body_gz, media_type=MVT, headers=headers)
-    return Response(gzip.decompress(entry.body_gz), media_type=MVT, headers=headers)
+    return Response(gunzip_tile(entry.body_gz), media_type=MVT, headers=headers)
+
+
+TILE_PATH = "/tiles/{layers}/{z}/{x}/{y}.mvt"
+tile_route = Route(TILE_PATH, tile, methods=["GET"], name="tile")
+
+OPENAPI_PATHS = {
+    TILE_PATH: {
+        "get": {
+            "tags": ["tiles"],
+            "summary": "Vector tile of one or more layers (comma-separated)",
+            "operationId": "tile",
+            "parameters": [
+                {"name": "layers", "in": "path", "required": True,
+                 "description": "layer id, or several comma-separated",
+                 "schema": {"type": "string"}},
+                {"name": "z", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ZOOM}},
+                {"name": "x", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "y", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "If-None-Match", "in": "header", "required": False,
+                 "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "the tile (gzip when accepted)",
+                        "content": {MVT: {}}},
+                "204": {"description": "no feature in this tile"},
+                "304": {"description": "not modified"},
+                "401": {"description": "reads need an API key"},
+                "404": {"description": "unknown layer or tile outside the zoom level"},
+                "422": {"description": "z, x or y not an integer in range"},
+            },
+        }
+    }
+}
 
 
 def base_url(request: Request) -> str:

@@ -15,7 +15,6 @@ in :mod:`cimtwin.tiles.redis_cache`.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
+from isal import igzip
 
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SCHEMA
@@ -68,6 +68,18 @@ def layer_tables(layers: tuple[str, ...]) -> frozenset[str]:
     return frozenset(BY_ID[layer].table for layer in layers)
 
 
+def gzip_tile(body: bytes) -> bytes:
+    """gzip for the wire: ISA-L at level 1 takes about a quarter of the CPU of zlib level 1
+    for as small a file (35 % of an MVT's size against 34 %), and compression is the
+    largest single cost of serving an uncached tile after the query itself."""
+    return igzip.compress(body, compresslevel=1, mtime=0) if body else b""
+
+
+def gunzip_tile(body_gz: bytes) -> bytes:
+    """The tile for a client that did not ask for gzip."""
+    return igzip.decompress(body_gz) if body_gz else b""
+
+
 def tile_bounds(tile: TileRequest) -> Box:
     """Lon/lat area a tile's content comes from: its bounds widened by the MVT buffer."""
     w, s, e, n = tile.lonlat_bounds()
@@ -77,7 +89,7 @@ def tile_bounds(tile: TileRequest) -> Box:
 
 def make_entry(layers: tuple[str, ...], tile: TileRequest, body: bytes) -> CachedTile:
     return CachedTile(
-        body_gz=gzip.compress(body, compresslevel=1, mtime=0),  # 3x faster than 6, ~10% larger
+        body_gz=gzip_tile(body),
         etag='"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"',
         raw_size=len(body),
         tables=layer_tables(layers),

@@ -54,7 +54,7 @@ def render(conn: psycopg.Connection, layers: list[Layer], tile: morecantile.Tile
         q = layer_query(layer, req, max_features)
         if q is None:
             continue
-        row = conn.execute(q[0], q[1], prepare=True).fetchone()
+        row = conn.execute(q[0], q[1], prepare=True, binary=True).fetchone()
         if row and row[0]:
             parts.append(bytes(row[0]))
     return b"".join(parts)
