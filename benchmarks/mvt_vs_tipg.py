@@ -598,6 +598,9 @@ def main() -> None:
                     help="timed passes over the request list per server (the floor too), "
                          "for steadier figures; cimtwin with its cache on makes one pass, as "
                          "later ones would be cache hits (default 3)")
+    ap.add_argument("--cimtwin-env", action="append", default=[], metavar="CIMTWIN_X=V",
+                    help="extra setting for the cimtwin servers (repeatable), e.g. "
+                         "CIMTWIN_TILE_DB_CONCURRENCY=1; defaults otherwise")
     ap.add_argument("--only", default="",
                     help="comma-separated subset of tipg,off,on,floor to run (default: all; "
                          "ratios need tipg, off and floor)")
@@ -647,6 +650,12 @@ def main() -> None:
     ready = ["/healthz", *(f"/collections/{COPY_SCHEMA}.{x}" for x in layers)]
     name = f"tipg {TIPG_VERSION} (4326 copy)"
     print(f"starting {name} on port {port} ...", flush=True)
+    extra_env = dict(kv.split("=", 1) for kv in args.cimtwin_env if "=" in kv)
+    if len(extra_env) != len(args.cimtwin_env) or any(
+            not k.startswith("CIMTWIN_") for k in extra_env):
+        ap.error("--cimtwin-env takes CIMTWIN_NAME=VALUE")
+    if extra_env:
+        print("cimtwin settings: " + ", ".join(f"{k}={v}" for k, v in extra_env.items()))
     only = {x.strip() for x in args.only.split(",") if x.strip()} or {"tipg", "off", "on", "floor"}
     with (server(name, tipg_cmd, tipg_env, peer, port, ready, logs / "tipg.log")
           if "tipg" in only else contextlib.nullcontext()) as base:
@@ -662,7 +671,7 @@ def main() -> None:
         if label.split()[-1] not in only:
             continue
         env = {**clean_env(), "CIMTWIN_DATABASE_URL": url,
-               "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES)}
+               "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES), **extra_env}
         if cache is not None:
             env["CIMTWIN_TILE_CACHE_MB"] = cache
         port = free_port()

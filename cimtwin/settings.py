@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         "workers and hosts; unset: each process keeps its own in-memory cache")
     tile_max_features: int = Field(50000, ge=1, description="features per layer per tile")
     tile_db_concurrency: int = Field(
-        2, ge=0, description="tile queries one API process runs at once (PostgreSQL renders "
+        4, ge=0, description="tile queries one API process runs at once (PostgreSQL renders "
         "tiles slower when more statements run than it has cores); 0: up to the pool size")
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")

@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache_control = f"public, max-age={settings.tile_max_age_s}"
     app.include_router(health.router)
     app.include_router(features.router)
-    app.router.routes.append(tiles.tile_route)
+    app.router.routes.insert(0, tiles.tile_route)  # first: the hottest path matches at once
     app.include_router(tiles.router)
     app.include_router(styles.router)
     for module in (grids, districts, pipelines, parcels, incidents):
