@@ -1,6 +1,7 @@
 """cimtwin vector tiles vs tipg 1.6.1 (OGC API Tiles), with the raw PostGIS floor.
 
-One run on the district-scale sample. The same tile requests go, one server at a time, to
+One run on the district-scale sample. The same tile requests go, one server at a time and
+round by round (--repeat passes; all servers stay up, so drift falls on all alike), to
 tipg (2 uvicorn workers), to cimtwin with its tile cache off and on (2 workers each), and
 straight to PostgreSQL with cimtwin's own per-layer statements over 2, 4 and N connections
 (no HTTP; the fastest is the floor). The HTTP load comes from a lean keep-alive client
@@ -354,22 +355,29 @@ async def _http_pass(base: str, paths: list[tuple[TileRequest, str]], concurrenc
 
 
 def http_run(server: str, base: str, wl: Workload, url_of: Callable[[str, TileRequest], str],
-             concurrency: int, limit_s: float, repeat: int = 1) -> Run:
+             concurrency: int, limit_s: float) -> Run:
     warm = [(t, url_of(wl.layer, t)) for t in wl.warmup]
     http_client.run(_http_pass(base, warm, concurrency, limit_s))
     paths = [(t, url_of(wl.layer, t)) for t in wl.requests]
-    run = Run(server, wl.layer, 0.0, [])
-    for _ in range(repeat):
-        wall, cpu, recs, gz = http_client.run(_http_pass(base, paths, concurrency, limit_s))
-        run.wall += wall
-        run.client_cpu += cpu
-        run.gzip += gz
-        run.recs += recs
+    wall, cpu, recs, gz = http_client.run(_http_pass(base, paths, concurrency, limit_s))
+    run = Run(server, wl.layer, wall, recs, gz, cpu)
     run.errors = [r.error for r in run.recs if r.error]
     return run
 
 
-def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float, repeat: int = 1) -> Run:
+def merge_runs(into: Run | None, run: Run) -> Run:
+    """Passes of one server over one workload, added up."""
+    if into is None:
+        return run
+    into.wall += run.wall
+    into.client_cpu += run.client_cpu
+    into.gzip += run.gzip
+    into.recs += run.recs
+    into.errors += run.errors
+    return into
+
+
+def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float) -> Run:
     """cimtwin's statements straight to PostgreSQL, ``threads`` connections, no HTTP."""
     layer = BY_ID[wl.layer]
 
@@ -420,15 +428,11 @@ def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float, repeat: int 
         return wall, cpu, [r for r in recs if r is not None]
 
     one_pass(wl.warmup)
-    wall = cpu = 0.0
-    recs = []
-    for _ in range(repeat):
-        w, c, r = one_pass(wl.requests)
-        wall, cpu, recs = wall + w, cpu + c, recs + r
+    wall, cpu, recs = one_pass(wl.requests)
     run = Run(f"raw SQL floor ({threads} conns)", wl.layer, wall, recs, client_cpu=cpu)
     run.errors = [r.error for r in recs if r.error]
-    if len(recs) < repeat * len(wl.requests):
-        run.errors.append(f"{repeat * len(wl.requests) - len(recs)} statements never finished")
+    if len(recs) < len(wl.requests):
+        run.errors.append(f"{len(wl.requests) - len(recs)} statements never finished")
     return run
 
 
@@ -638,18 +642,6 @@ def main() -> None:
 
     logs = ROOT / "benchmarks" / ".peers" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    runs: list[Run] = []
-
-    tipg_env = {**clean_env(), "DATABASE_URL": pg_url,
-                "TIPG_DB_SCHEMAS": f'["{COPY_SCHEMA}"]',
-                "TIPG_MAX_FEATURES_PER_TILE": str(MAX_FEATURES),
-                "TIPG_TILE_BUFFER": str(BUFFER)}
-    port = free_port()
-    tipg_cmd = [str(peer / "bin" / "uvicorn"), "tipg.main:app", "--workers", "2",
-                "--host", HOST, "--port", str(port)]
-    ready = ["/healthz", *(f"/collections/{COPY_SCHEMA}.{x}" for x in layers)]
-    name = f"tipg {TIPG_VERSION} (4326 copy)"
-    print(f"starting {name} on port {port} ...", flush=True)
     extra_env = dict(kv.split("=", 1) for kv in args.cimtwin_env if "=" in kv)
     if len(extra_env) != len(args.cimtwin_env) or any(
             not k.startswith("CIMTWIN_") for k in extra_env):
@@ -657,45 +649,71 @@ def main() -> None:
     if extra_env:
         print("cimtwin settings: " + ", ".join(f"{k}={v}" for k, v in extra_env.items()))
     only = {x.strip() for x in args.only.split(",") if x.strip()} or {"tipg", "off", "on", "floor"}
-    with (server(name, tipg_cmd, tipg_env, peer, port, ready, logs / "tipg.log")
-          if "tipg" in only else contextlib.nullcontext()) as base:
-        for wl in workloads if base else []:
-            n = check_tile(name, base, tipg_url(wl.layer, hot))
-            print(f"  check: {tipg_url(wl.layer, hot)} -> 200, {n:,} bytes", flush=True)
-        for wl in workloads if base else []:
-            runs.append(http_run(name, base, wl, tipg_url, args.concurrency, args.time_limit,
-                                 args.repeat))
-            print(f"  {wl.layer}: {runs[-1].tps():,.1f} tiles/s", flush=True)
 
-    for label, cache in (("cimtwin cache off", "0"), ("cimtwin cache on", None)):
-        if label.split()[-1] not in only:
-            continue
-        env = {**clean_env(), "CIMTWIN_DATABASE_URL": url,
-               "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES), **extra_env}
-        if cache is not None:
-            env["CIMTWIN_TILE_CACHE_MB"] = cache
-        port = free_port()
-        cmd = [str(CIMTWIN), "serve", "--workers", "2", "--host", HOST, "--port", str(port)]
-        print(f"starting {label} on port {port} ...", flush=True)
-        log = logs / f"cimtwin-cache-{'off' if cache else 'on'}.log"
-        with server(label, cmd, env, ROOT, port, ["/healthz"], log) as base:
+    # every server runs for the whole benchmark and the passes take turns round by round, so
+    # that drift in the machine's speed (other tenants, turbo, page cache) falls on all alike
+    targets: dict[str, tuple[str, Callable[[str, TileRequest], str]]] = {}
+    with contextlib.ExitStack() as stack:
+        if "tipg" in only:
+            port = free_port()
+            name = f"tipg {TIPG_VERSION} (4326 copy)"
+            env = {**clean_env(), "DATABASE_URL": pg_url,
+                   "TIPG_DB_SCHEMAS": f'["{COPY_SCHEMA}"]',
+                   "TIPG_MAX_FEATURES_PER_TILE": str(MAX_FEATURES),
+                   "TIPG_TILE_BUFFER": str(BUFFER)}
+            cmd = [str(peer / "bin" / "uvicorn"), "tipg.main:app", "--workers", "2",
+                   "--host", HOST, "--port", str(port)]
+            ready = ["/healthz", *(f"/collections/{COPY_SCHEMA}.{x}" for x in layers)]
+            print(f"starting {name} on port {port} ...", flush=True)
+            base = stack.enter_context(server(name, cmd, env, peer, port, ready,
+                                              logs / "tipg.log"))
+            targets[name] = (base, tipg_url)
+        for label, cache in (("cimtwin cache off", "0"), ("cimtwin cache on", None)):
+            if label.split()[-1] not in only:
+                continue
+            env = {**clean_env(), "CIMTWIN_DATABASE_URL": url,
+                   "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES), **extra_env}
+            if cache is not None:
+                env["CIMTWIN_TILE_CACHE_MB"] = cache
+            port = free_port()
+            cmd = [str(CIMTWIN), "serve", "--workers", "2", "--host", HOST, "--port", str(port)]
+            print(f"starting {label} on port {port} ...", flush=True)
+            log = logs / f"cimtwin-cache-{'off' if cache else 'on'}.log"
+            targets[label] = (stack.enter_context(server(label, cmd, env, ROOT, port,
+                                                         ["/healthz"], log)), cimtwin_url)
+        for label, (base, url_of) in targets.items():
             for wl in workloads:
-                n = check_tile(label, base, cimtwin_url(wl.layer, hot))
-                print(f"  check: {cimtwin_url(wl.layer, hot)} -> 200, {n:,} bytes", flush=True)
-            for wl in workloads:
-                runs.append(http_run(label, base, wl, cimtwin_url, args.concurrency,
-                                     args.time_limit, 1 if cache is None else args.repeat))
-                print(f"  {wl.layer}: {runs[-1].tps():,.1f} tiles/s", flush=True)
+                n = check_tile(label, base, url_of(wl.layer, hot))
+                print(f"  check {label}: {url_of(wl.layer, hot)} -> 200, {n:,} bytes",
+                      flush=True)
 
-    threads = sorted({2, 4, args.concurrency})
-    print("raw SQL floor: cimtwin's layer_query statements over "
-          f"{' and '.join(map(str, threads))} connections (one thread each); the fastest counts",
-          flush=True)
-    for wl in workloads if "floor" in only else []:
-        tries = [floor_run(dsn, wl, n, args.time_limit, args.repeat) for n in threads]
-        for r in tries:
-            print(f"  {wl.layer}, {r.server}: {r.tps():,.1f} tiles/s", flush=True)
-        runs.append(max(tries, key=Run.tps))
+        threads = sorted({2, 4, args.concurrency}) if "floor" in only else []
+        if threads:
+            print("raw SQL floor: cimtwin's layer_query statements over "
+                  f"{', '.join(map(str, threads))} connections (one thread each); the fastest "
+                  "counts", flush=True)
+        runs: list[Run] = []
+        for wl in workloads:
+            merged: dict[str, Run] = {}
+            for rnd in range(args.repeat):
+                for label, (base, url_of) in targets.items():
+                    if label == "cimtwin cache on" and rnd > 0:
+                        continue  # later passes would be cache hits
+                    merged[label] = merge_runs(merged.get(label), http_run(
+                        label, base, wl, url_of, args.concurrency, args.time_limit))
+                for n in threads:
+                    key = f"floor {n}"
+                    merged[key] = merge_runs(merged.get(key),
+                                             floor_run(dsn, wl, n, args.time_limit))
+                print(f"  {wl.layer} round {rnd + 1}/{args.repeat}: " + ", ".join(
+                    f"{_short(r.server)} {r.tps():,.0f}" for r in merged.values())
+                    + " tiles/s so far", flush=True)
+            floors = [merged.pop(f"floor {n}") for n in threads]
+            for r in floors:
+                print(f"  {wl.layer}, {r.server}: {r.tps():,.1f} tiles/s", flush=True)
+            runs += merged.values()
+            if floors:
+                runs.append(max(floors, key=Run.tps))
 
     order = ["tipg", "cimtwin cache off", "cimtwin cache on", "raw SQL floor"]
     runs.sort(key=lambda r: (layers.index(r.layer),
