@@ -39,7 +39,7 @@ class HTTPError(Exception):
 class Response:
     status: int
     headers: dict[str, str]  # lower-case names
-    body: bytes  # decoded (gunzipped when the server sent gzip)
+    body: bytes  # decoded (gunzipped when the server sent gzip), unless decode=False
     wire: int  # body bytes on the wire
 
     @property
@@ -54,13 +54,14 @@ class Connection:
     """One keep-alive connection; reconnects when the server closed it."""
 
     def __init__(self, base: str, headers: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, decode: bool = True) -> None:
         u = urlsplit(base)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"only http://host:port bases: {base!r}")
         self.host, self.port = u.hostname, u.port or 80
         self.prefix = u.path.rstrip("/")
         self.timeout = timeout
+        self.decode = decode  # False: leave gzip bodies compressed (callers decode later)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._head_tail = f"Host: {self.host}:{self.port}\r\n{extra}"
         self._reader: asyncio.StreamReader | None = None
@@ -128,7 +129,7 @@ class Connection:
         if hdrs.get("connection", "").lower() == "close":
             await self.close()
         body = raw
-        if raw and hdrs.get("content-encoding") == "gzip":
+        if raw and self.decode and hdrs.get("content-encoding") == "gzip":
             body = zlib.decompress(raw, 16 + zlib.MAX_WBITS)
         return Response(status, hdrs, body, len(raw))
 
