@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         "tiles slower when more statements run than it has cores); 0: up to the pool size")
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
+    cors_origins: str = Field(
+        "*", description="web origins whose pages may call the API (comma-separated, '*' for "
+        "any; empty: no CORS headers): map viewers on other hosts load tiles and features")
     viewer_dir: str | None = Field(
         None, description="folder with the map pages and npm packages (default: ./viewer)")
     open_reads: bool = Field(

@@ -37,3 +37,34 @@ def test_openapi_served(settings: Settings) -> None:
         docs = client.get("/docs")
     assert "/healthz" in spec["paths"]
     assert docs.status_code == 200
+
+
+def test_cross_origin_viewers_may_read_tiles_and_send_keys(client: TestClient) -> None:
+    """A map app on another host: simple reads carry Access-Control-Allow-Origin, and the
+    preflight for a write with an API key is allowed."""
+    origin = {"Origin": "http://viewer.example:5173"}
+    r = client.get("/tiles/pipelines/15/26762/14270.mvt", headers=origin)
+    assert r.status_code in (200, 204) and r.headers["access-control-allow-origin"] == "*"
+    assert "etag" in r.headers["access-control-expose-headers"].lower()
+    r = client.get("/collections", headers=origin)
+    assert r.headers["access-control-allow-origin"] == "*"
+    r = client.options("/incidents", headers={
+        **origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status_code == 200
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+
+
+def test_cors_can_be_limited_or_turned_off(settings: Settings, loaded_sample) -> None:
+    origin = "http://viewer.example:5173"
+    only = settings.model_copy(update={"cors_origins": "https://twin.longhua.example"})
+    with TestClient(create_app(only)) as c:
+        r = c.get("/collections", headers={"Origin": origin})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        r = c.get("/collections", headers={"Origin": "https://twin.longhua.example"})
+        assert r.headers["access-control-allow-origin"] == "https://twin.longhua.example"
+    off = settings.model_copy(update={"cors_origins": ""})
+    with TestClient(create_app(off)) as c:
+        r = c.get("/collections", headers={"Origin": origin})
+        assert "access-control-allow-origin" not in r.headers

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from cimtwin import __version__
 from cimtwin.api import (
@@ -74,8 +75,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (grids, districts, pipelines, parcels, incidents):
         app.include_router(module.router)
     viewer.mount(app, settings)
+    _allow_cross_origin(app, settings)
     _document_plain_routes(app)
     return app
+
+
+def _allow_cross_origin(app: FastAPI, settings: Settings) -> None:
+    """CORS for twin viewers served from other hosts (a CesiumJS or MapLibre app, QGIS web
+    clients): they read tiles and features and, with a key, write incidents."""
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match",
+                       "Accept-Crs"],
+        expose_headers=["ETag", "Content-Crs"],
+        max_age=3600,
+    )
 
 
 def _document_plain_routes(app: FastAPI) -> None:
