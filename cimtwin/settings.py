@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     assign_max_rows: int = Field(200_000, ge=1, description="rows per POST /grids/assign")
     assign_max_body_mb: int = Field(64, ge=1, description="body size of POST /grids/assign")
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
+    access_log: bool = Field(True, description="`cimtwin serve` logs every request")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

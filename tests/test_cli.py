@@ -50,3 +50,38 @@ def test_readme_holds_the_two_commands_ci_runs() -> None:
     assert "make run" in readme and "make test" in readme
     assert "make test" in ci
     assert "\nrun:" in makefile and "\ntest:" in makefile
+
+
+@pytest.mark.parametrize("flag, logged", [("--access-log", True), ("--no-access-log", False)])
+def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str,
+                                 logged: bool) -> None:
+    """`cimtwin serve` logs each request unless told not to (a proxy in front logs them)."""
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), flag], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "CIMTWIN_DATABASE_URL": database_url})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the API did not start")
+        assert httpx.get(f"http://127.0.0.1:{port}/collections").status_code == 200
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "Uvicorn running" in out  # the server's own log is there either way
+    assert ('"GET /collections HTTP/1.1" 200' in out) is logged, out[-2000:]

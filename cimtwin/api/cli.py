@@ -12,6 +12,10 @@ def serve(
     port: int = typer.Option(None, help="port (default CIMTWIN_PORT or 8000)"),
     workers: int = typer.Option(1, min=1, help="worker processes"),
     reload: bool = typer.Option(False, help="reload on code change (development)"),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log",
+        help="log every request (default CIMTWIN_ACCESS_LOG or on); off behind a proxy that "
+             "logs them already"),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -24,4 +28,5 @@ def serve(
         port=port or s.port,
         workers=workers,
         reload=reload,
+        access_log=s.access_log if access_log is None else access_log,
     )
