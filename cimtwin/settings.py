@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         True, description="reads need no API key (writes always need one with the right role)")
     assign_max_rows: int = Field(200_000, ge=1, description="rows per POST /grids/assign")
     assign_max_body_mb: int = Field(64, ge=1, description="body size of POST /grids/assign")
+    analysis_concurrency: int = Field(
+        2, ge=1, description="network analyses (isolation, trace, clearance, incident "
+        "context...) one API process runs at once; lookups and tiles never wait for them")
+    analysis_wait_s: float = Field(
+        30, gt=0, description="how long an analysis waits for its turn before a 503")
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
     access_log: bool = Field(True, description="`cimtwin serve` logs every request")
     host: str = "127.0.0.1"

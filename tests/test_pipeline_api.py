@@ -332,3 +332,34 @@ def test_qa(client: TestClient):
     assert "flow_loops" not in js and js["dangling_ends"]["count"] == 0
     problem(client.get("/pipelines/qa", params={"network": "XX"}), 422, "network")
     problem(client.get("/pipelines/qa", params={"max_items": 0}), 422, "max_items")
+
+
+# --- admission control ----------------------------------------------------------------------------
+
+
+def test_analyses_queue_for_their_slots_and_lookups_do_not(settings, sample):
+    """With every analysis slot taken, an analysis waits its turn and then gets a 503 with
+    Retry-After, while lookups and features still answer at once."""
+    from cimtwin.api.app import create_app
+
+    busy = settings.model_copy(update={"analysis_concurrency": 1, "analysis_wait_s": 0.5})
+    with TestClient(create_app(busy)) as c:
+        slots = c.app.state.analysis_slots
+        trace = {"network": "PS", "start": {"segment_id": sample["ys"]},
+                 "direction": "downstream"}
+        assert c.post("/pipelines/trace", json=trace).status_code == 200
+        c.portal.call(slots.acquire)  # someone else's analysis is running
+        try:
+            r = c.post("/pipelines/trace", json=trace)
+            problem(r, 503, "busy with other network analyses")
+            assert r.headers["retry-after"] == "5"
+            problem(c.get("/pipelines/qa", params={"network": "PS"}), 503, "busy")
+            incident = c.get("/incidents", params={"limit": 1}).json()["features"][0]["id"]
+            problem(c.get(f"/incidents/{incident}/context"), 503, "busy")
+            x, y = sample["jp"][1:]
+            lon, lat = lonlat(x, y)
+            assert c.get("/grids/locate", params={"lon": lon, "lat": lat}).status_code == 200
+            assert c.get("/collections/pipelines/items", params={"limit": 1}).status_code == 200
+        finally:
+            c.portal.call(slots.release)
+        assert c.post("/pipelines/trace", json=trace).status_code == 200

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tile_cache = tile_cache_for(settings)
     app.state.tile_slots = asyncio.Semaphore(settings.tile_db_concurrency or settings.pool_size)
+    app.state.analysis_slots = asyncio.Semaphore(settings.analysis_concurrency)
     app.state.cache_control = f"public, max-age={settings.tile_max_age_s}"
     app.include_router(health.router)
     app.include_router(features.router)

@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import ApiRoute, Editor, invalid, require_read
 from cimtwin.api.db import connection
 from cimtwin.api.districts import PointIn, geometry_to_storage
@@ -278,7 +279,7 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
 
 
 @router.get("/incidents/{incident_id}/context", summary="Dispatch context of an incident",
-            dependencies=[Reader])
+            dependencies=[Reader, Depends(analysis_slot)])
 async def context(
     incident_id: IncidentId,
     conn: Conn,

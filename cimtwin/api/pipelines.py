@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import ApiRoute, error_response, require_read
 from cimtwin.api.db import connection
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
@@ -67,6 +68,7 @@ class PipelineRoute(ApiRoute):
 router = APIRouter(tags=["pipelines"], route_class=PipelineRoute,
                    dependencies=[Depends(require_read)])
 Conn = Annotated[AsyncConnection, Depends(connection)]
+Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
 
 MAX_VERTICES = 10_000
 MAX_CLEARANCE_AREA_M2 = 4_000_000.0  # 2 km x 2 km
@@ -339,7 +341,8 @@ def _json(body: Any, media_type: str = JSON) -> Response:
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@router.post("/pipelines/isolation", summary="Valves to close for a burst pipe")
+@router.post("/pipelines/isolation", dependencies=[Analysis],
+             summary="Valves to close for a burst pipe")
 async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     """The valve segment containing the burst pipe: the valves on its boundary, the segments
     and points it holds, and the buildings (residents) they serve. A failed valve merges the
@@ -355,7 +358,8 @@ async def isolation(body: IsolationRequest, conn: Conn) -> Response:
         service_radius_m=body.service_radius_m, max_features=body.max_features))
 
 
-@router.post("/pipelines/trace", summary="Trace up or down the flow, or by connectivity")
+@router.post("/pipelines/trace", dependencies=[Analysis],
+             summary="Trace up or down the flow, or by connectivity")
 async def trace(body: TraceRequest, conn: Conn) -> Response:
     """Gravity networks (PS) follow ``flow_direction``; pressure networks are traced by
     connectivity whatever the direction asked. A GeoJSON FeatureCollection of the segments and
@@ -368,7 +372,8 @@ async def trace(body: TraceRequest, conn: Conn) -> Response:
         stop_at_node_types=body.stop_at_node_types, max_features=body.max_features), GEOJSON)
 
 
-@router.post("/pipelines/clearance-check", summary="GB 50289-2016 clearances")
+@router.post("/pipelines/clearance-check", dependencies=[Analysis],
+             summary="GB 50289-2016 clearances")
 async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
     """Pipe pairs of different networks, and pipes and buildings, closer than GB 50289-2016
     allows, with measured and required distance, the rule's CSV row and its verification
@@ -378,7 +383,8 @@ async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
         max_results=body.max_results))
 
 
-@router.post("/pipelines/excavation-check", summary="What an excavation would hit")
+@router.post("/pipelines/excavation-check", dependencies=[Analysis],
+             summary="What an excavation would hit")
 async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
     """Pipes whose top is above the excavation bottom inside the polygon, and the points
     (chambers) in it, with owner, depth and network: gas and power first, then shallower."""
@@ -386,7 +392,8 @@ async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
                                               max_results=body.max_results))
 
 
-@router.post("/pipelines/cross-section", summary="Pipes crossed by a section line")
+@router.post("/pipelines/cross-section", dependencies=[Analysis],
+             summary="Pipes crossed by a section line")
 async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     """Every pipe the line crosses, with its offset along the line and its centre, top and
     bottom elevations there, and the ground sampled along the line."""
@@ -394,7 +401,8 @@ async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
                                                  max_results=body.max_results))
 
 
-@router.get("/pipelines/qa", summary="Topology QA of a network")
+@router.get("/pipelines/qa", dependencies=[Analysis],
+            summary="Topology QA of a network")
 async def qa(
     conn: Conn,
     network: Annotated[str | None, Query(description="CJJ 61 network code; all when absent")]
@@ -412,7 +420,8 @@ async def qa(
     return _json(await pa.qa_analysis(conn, net, max_items))
 
 
-@router.get("/pipelines/{segment_id}/profile", summary="Longitudinal profile")
+@router.get("/pipelines/{segment_id}/profile", dependencies=[Analysis],
+            summary="Longitudinal profile")
 async def profile(
     conn: Conn,
     segment_id: Annotated[int, Path(ge=1, description="pipeline_segment.id to start at")],
