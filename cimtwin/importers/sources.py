@@ -17,6 +17,8 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 import yaml
 
@@ -163,13 +165,34 @@ def require(found: dict[str, str], needed: list[str], label: str, columns: list[
         )
 
 
+def _floats(series: pd.Series) -> np.ndarray | None:
+    """Arrow's C++ parser for a column whose filled cells are all numbers, else None.
+
+    A survey table has a dozen numeric columns of a few hundred thousand cells; pandas'
+    ``to_numeric`` parses them a cell at a time in Python objects, Arrow ten times faster."""
+    try:
+        arr = pa.array(series, type=pa.string())
+        filled = pc.not_equal(arr, "")
+        values = pc.cast(pc.if_else(filled, arr, None), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    if pc.any(pc.and_(filled, pc.is_nan(values))).as_py():
+        return None  # "nan" typed in a cell: the slow path reports it as not a number
+    return values.to_numpy(zero_copy_only=False)
+
+
 def numbers(series: pd.Series) -> pd.Series:
     """Cells to floats; blanks become NaN, text that is not a number becomes NaN too."""
+    fast = _floats(series)
+    if fast is not None:
+        return pd.Series(fast, index=series.index, name=series.name)
     return pd.to_numeric(series.replace("", np.nan), errors="coerce")
 
 
 def not_numbers(series: pd.Series) -> np.ndarray:
     """Row positions whose cell is filled but is not a number."""
+    if _floats(series) is not None:
+        return np.empty(0, dtype=np.intp)
     filled = series != ""
     bad = filled & pd.to_numeric(series.where(filled, "0"), errors="coerce").isna()
     return np.flatnonzero(bad.to_numpy())
