@@ -228,7 +228,7 @@ class PipelinesImporter(CopyWriter):
         return Prepared(
             format=fmt, source_crs=source_crs, feature_count=len(node_frame) + len(seg_frame),
             frames={PipelineNode: node_frame, PipelineSegment: seg_frame},
-            extra={"shapes": {PipelineNode: shapes}}, bbox=_bbox(node_frame))
+            extra={"shapes": {PipelineNode: shapes}}, bbox=_bbox(shapes))
 
     # -- points ---------------------------------------------------------------------------------
     @staticmethod
@@ -548,8 +548,8 @@ def _valve_state(nodes: pd.DataFrame) -> np.ndarray:
     return np.where(is_valve, np.where(closed, "closed", "open"), None)
 
 
-def _bbox(node_frame: pd.DataFrame):
-    if node_frame.empty:
+def _bbox(node_geoms: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Storage-CRS extent of the written points (the segments run between them)."""
+    if len(node_geoms) == 0:
         return None
-    g = shapely.from_wkb(node_frame["geom"].to_numpy())
-    return tuple(float(v) for v in shapely.total_bounds(g))
+    return tuple(float(v) for v in shapely.total_bounds(node_geoms))

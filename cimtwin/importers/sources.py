@@ -100,7 +100,8 @@ def _cell(v: object) -> str:
 def _clean(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.loc[:, [c for c in frame.columns if str(c).strip()]]
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.apply(lambda s: s.astype(str).str.strip())
+    frame = frame.apply(
+        lambda s: (s if pd.api.types.is_string_dtype(s) else s.astype(str)).str.strip())
     empty = (frame == "").all(axis=1)
     return frame.loc[~empty].reset_index(drop=True)
 
