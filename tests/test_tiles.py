@@ -270,3 +270,18 @@ def test_closed_reads_need_a_key_for_tiles_too(settings: Settings, loaded_sample
         assert "API key" in r.json()["description"]
         r = c.get("/tiles/pipelines/15/26762/14270.mvt", headers={"X-API-Key": "nonsense"})
         assert r.status_code == 401 and r.json()["description"] == "unknown API key"
+
+
+def test_one_tile_query_at_a_time_still_serves_composite_tiles(
+        settings: Settings, client: TestClient, loaded_sample) -> None:
+    """With CIMTWIN_TILE_DB_CONCURRENCY=1 the layers of a composite tile take turns; the tile
+    is the same as with the default limit."""
+    from cimtwin.api.app import create_app
+
+    z, x, y = tile_at(16)
+    path = f"/tiles/pipelines,components,buildings,grids/{z}/{x}/{y}.mvt"
+    one = settings.model_copy(update={"tile_db_concurrency": 1, "tile_cache_mb": 0})
+    with TestClient(create_app(one)) as c:
+        r = c.get(path)
+    assert r.status_code == 200
+    assert r.content == client.get(path).content
