@@ -2,7 +2,8 @@
 
 One run on the district-scale sample. The same tile requests go, one server at a time and
 round by round (--repeat passes; all servers stay up, so drift falls on all alike), to
-tipg (2 uvicorn workers), to cimtwin with its tile cache off and on (2 workers each), and
+tipg (2 uvicorn workers), to cimtwin with its tile cache off, in memory and in Redis (a
+private redis-server, when installed; 2 workers each), and
 straight to PostgreSQL with cimtwin's own per-layer statements over 2, 4 and N connections
 (no HTTP; the fastest is the floor). The HTTP load comes from a lean keep-alive client
 (benchmarks/http_client.py) so that the client's own CPU, on the same two cores, distorts the
@@ -24,6 +25,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -449,6 +451,32 @@ def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float) -> Run:
 # ---------------------------------------------------------------- servers
 
 
+@contextlib.contextmanager
+def private_redis(log: Path) -> Iterator[str]:
+    """A throw-away redis-server on a free loopback port (no persistence), for the shared
+    tile cache pass; its URL."""
+    import redis
+
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", HOST,
+                                 "--save", "", "--appendonly", "no"], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            client = redis.Redis(host=HOST, port=port, socket_timeout=1)
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"redis-server did not start; see {log}")
+                time.sleep(0.1)
+            yield f"redis://{HOST}:{port}/0"
+        finally:
+            stop_process(proc)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -616,8 +644,9 @@ def main() -> None:
                     help="extra setting for the cimtwin servers (repeatable), e.g. "
                          "CIMTWIN_TILE_DB_CONCURRENCY=1; defaults otherwise")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset of tipg,off,on,floor to run (default: all; "
-                         "ratios need tipg, off and floor)")
+                    help="comma-separated subset of tipg,off,on,redis,floor to run (default: "
+                         "all; redis when redis-server is installed; ratios need tipg, off and "
+                         "floor)")
     ap.add_argument("--time-limit", type=float, default=600.0,
                     help="seconds per timed pass; requests not sent by then count as errors")
     args = ap.parse_args()
@@ -658,7 +687,8 @@ def main() -> None:
         ap.error("--cimtwin-env takes CIMTWIN_NAME=VALUE")
     if extra_env:
         print("cimtwin settings: " + ", ".join(f"{k}={v}" for k, v in extra_env.items()))
-    only = {x.strip() for x in args.only.split(",") if x.strip()} or {"tipg", "off", "on", "floor"}
+    only = {x.strip() for x in args.only.split(",") if x.strip()} or {
+        "tipg", "off", "on", "floor", *(["redis"] if shutil.which("redis-server") else [])}
 
     # every server runs for the whole benchmark and the passes take turns round by round, so
     # that drift in the machine's speed (other tenants, turbo, page cache) falls on all alike
@@ -678,17 +708,20 @@ def main() -> None:
             base = stack.enter_context(server(name, cmd, env, peer, port, ready,
                                               logs / "tipg.log"))
             targets[name] = (base, tipg_url)
-        for label, cache in (("cimtwin cache off", "0"), ("cimtwin cache on", None)):
+        configs = [("cimtwin cache off", {"CIMTWIN_TILE_CACHE_MB": "0"}),
+                   ("cimtwin cache on", {})]
+        if "redis" in only:
+            redis_url = stack.enter_context(private_redis(logs / "redis.log"))
+            configs.append(("cimtwin cache redis", {"CIMTWIN_TILE_CACHE_URL": redis_url}))
+        for label, cache_env in configs:
             if label.split()[-1] not in only:
                 continue
             env = {**clean_env(), "CIMTWIN_DATABASE_URL": url,
-                   "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES), **extra_env}
-            if cache is not None:
-                env["CIMTWIN_TILE_CACHE_MB"] = cache
+                   "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES), **extra_env, **cache_env}
             port = free_port()
             cmd = [str(CIMTWIN), "serve", "--workers", "2", "--host", HOST, "--port", str(port)]
             print(f"starting {label} on port {port} ...", flush=True)
-            log = logs / f"cimtwin-cache-{'off' if cache else 'on'}.log"
+            log = logs / f"cimtwin-cache-{label.split()[-1]}.log"
             targets[label] = (stack.enter_context(server(label, cmd, env, ROOT, port,
                                                          ["/healthz"], log)), cimtwin_url)
         for label, (base, url_of) in targets.items():
@@ -707,7 +740,7 @@ def main() -> None:
             merged: dict[str, Run] = {}
             for rnd in range(args.repeat):
                 for label, (base, url_of) in targets.items():
-                    if label == "cimtwin cache on" and rnd > 0:
+                    if label.startswith(("cimtwin cache on", "cimtwin cache redis")) and rnd:
                         continue  # later passes would be cache hits
                     merged[label] = merge_runs(merged.get(label), http_run(
                         label, base, wl, url_of, args.concurrency, args.time_limit))
@@ -725,7 +758,8 @@ def main() -> None:
             if floors:
                 runs.append(max(floors, key=Run.tps))
 
-    order = ["tipg", "cimtwin cache off", "cimtwin cache on", "raw SQL floor"]
+    order = ["tipg", "cimtwin cache off", "cimtwin cache on", "cimtwin cache redis",
+             "raw SQL floor"]
     runs.sort(key=lambda r: (layers.index(r.layer),
                              next(i for i, o in enumerate(order) if r.server.startswith(o))))
     print()
