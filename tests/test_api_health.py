@@ -28,7 +28,7 @@ def test_healthz_503_when_database_is_gone(settings: Settings) -> None:
     with TestClient(create_app(dead)) as client:
         r = client.get("/healthz")
     assert r.status_code == 503
-    assert "database unavailable" in r.json()["detail"]
+    assert "database unavailable" in r.json()["description"]
 
 
 def test_openapi_served(settings: Settings) -> None:
@@ -68,3 +68,13 @@ def test_cors_can_be_limited_or_turned_off(settings: Settings, loaded_sample) ->
     with TestClient(create_app(off)) as c:
         r = c.get("/collections", headers={"Origin": origin})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_every_error_has_the_one_format(client: TestClient) -> None:
+    """Also errors no router catches: unknown paths, styles, static files, bad methods."""
+    for method, path, status in [("GET", "/nosuch", 404), ("GET", "/styles/nosuch.json", 404),
+                                 ("GET", "/map/nosuch.js", 404), ("DELETE", "/healthz", 405)]:
+        r = client.request(method, path)
+        assert r.status_code == status, (path, r.text)
+        body = r.json()
+        assert body["code"] in ("NotFound", "MethodNotAllowed") and body["description"], body
