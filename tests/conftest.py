@@ -83,14 +83,29 @@ def table_fingerprint(url: str) -> dict[str, tuple[int, str]]:
     return out
 
 
+def wait_until_healthy(url: str, timeout_s: float = 30) -> None:
+    """Block until ``url``/healthz answers 200 (an API started in a thread or a process)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the API at {url} did not answer /healthz within {timeout_s:g} s")
+
+
 @pytest.fixture(scope="module")
 def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     """The API on a free loopback port in a background thread, for real HTTP clients."""
     import socket
     import threading
-    import time
 
-    import httpx
     import uvicorn
 
     from cimtwin.api.app import create_app
@@ -103,15 +118,7 @@ def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        raise RuntimeError("the API did not start")
+    wait_until_healthy(url)
     yield url
     server.should_exit = True
     thread.join(10)

@@ -58,9 +58,10 @@ def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str,
     """`cimtwin serve` logs each request unless told not to (a proxy in front logs them)."""
     import os
     import socket
-    import time
 
     import httpx
+
+    from tests.conftest import wait_until_healthy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,15 +71,7 @@ def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str,
         stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "CIMTWIN_DATABASE_URL": database_url})
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the API did not start")
+        wait_until_healthy(f"http://127.0.0.1:{port}", 60)
         assert httpx.get(f"http://127.0.0.1:{port}/collections").status_code == 200
     finally:
         proc.terminate()
