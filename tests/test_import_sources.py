@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyproj import CRS
 
@@ -12,7 +14,13 @@ from cimtwin.errors import UserError
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.pipelines import PipelinesImporter
 from cimtwin.importers.report import Report
-from cimtwin.importers.sources import decode_text, load_mapping, read_tables, resolve_columns
+from cimtwin.importers.sources import (
+    _clean,
+    decode_text,
+    load_mapping,
+    read_tables,
+    resolve_columns,
+)
 from cimtwin.spatial.crs import Similarity4, implausible_coordinates
 
 POINTS = """物探点号,管线类别,管线小类,特征,附属物,X,Y,地面高程,井深,备注
@@ -144,3 +152,24 @@ def test_local_grid_similarity_round_numbers() -> None:
     sim = Similarity4(dx=1000.0, dy=-500.0, rotation_arcsec=3600.0 * 90, scale_ppm=0.0)
     x, y = sim.apply(np.array([10.0]), np.array([0.0]))
     assert x[0] == pytest.approx(1000.0) and y[0] == pytest.approx(-490.0)
+
+
+@pytest.mark.parametrize("text", [
+    # a quoted comma and a quoted line break, blanks, a blank row
+    "点号,特征,备注\nJS1,三通,\"阀, 井\"\nJS2, 弯头 ,\n,,\nJS3,\"多\n行\",x\n",
+    "a,b\n1,2\n3,4",  # no final newline
+    "a,b,c\n1,2\n",  # a short row: pandas' leniency
+    "a,a\n1,2\n",  # duplicate headers: pandas renames
+    "a,b\n1, \"x, y\"\n",  # a space before a quote: pandas' skipinitialspace
+])
+def test_arrow_and_pandas_csv_readers_give_the_same_table(tmp_path: Path, text: str) -> None:
+    """Survey tables go through Arrow's CSV parser when they are plain, else pandas'; the
+    rows the importers see must not depend on which."""
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    got = read_tables(path)[0].frame
+    want = _clean(pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                              skipinitialspace=True))
+    assert list(got.columns) == list(want.columns)
+    assert got.astype(object).fillna("").values.tolist() == \
+        want.astype(object).fillna("").values.tolist()
