@@ -172,7 +172,7 @@ def require_role(role: str) -> Callable[..., Awaitable[Principal]]:
 
 
 def reads_open(request: Request) -> bool:
-    return bool(getattr(request.app.state.settings, "open_reads", True))
+    return request.app.state.settings.open_reads
 
 
 async def require_read(

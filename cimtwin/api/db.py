@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -48,3 +49,7 @@ async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
         raise
     else:
         await cm.__aexit__(None, None, None)
+
+
+#: a route parameter holding the request's pooled connection
+Conn = Annotated[AsyncConnection, Depends(connection)]

@@ -16,11 +16,10 @@ import numpy as np
 import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
-from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.auth import ApiRoute, invalid, require_read
-from cimtwin.api.db import connection
+from cimtwin.api.db import Conn
 from cimtwin.api.geojson import dumps, feature_json, storage_window
 from cimtwin.api.grids import (
     InputCrs,
@@ -30,6 +29,7 @@ from cimtwin.api.grids import (
     summary_cache,
     to_storage,
 )
+from cimtwin.api.inputs import Finite, Position
 from cimtwin.spatial.district_queries import (
     VOLUME_LAYERS,
     clip_to_district,
@@ -42,7 +42,6 @@ from cimtwin.spatial.district_queries import (
 router = APIRouter(tags=["districts"], route_class=ApiRoute,
                    dependencies=[Depends(require_read)])
 
-Conn = Annotated[AsyncConnection, Depends(connection)]
 Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                            description="district slug, e.g. north-station")]
 MAX_VERTICES = 10_000
@@ -51,9 +50,6 @@ MAX_LIST = 200
 DEFAULT_QUERY_LIMIT = 1000
 MAX_QUERY_LIMIT = 10_000
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Position = Annotated[list[Finite], Field(min_length=2, max_length=3,
-                                         description="x, y (lon, lat / east, north), z")]
 
 
 # --- geometry inputs (GeoJSON, any accepted CRS, (x, y) order) -------------------------------

@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
-from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyproj import CRS
 
 from cimtwin.api.auth import ApiRoute, invalid, require_read
-from cimtwin.api.db import connection
+from cimtwin.api.db import Conn
 from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
@@ -48,19 +47,13 @@ from cimtwin.spatial.base import SRID
 
 router = APIRouter(tags=["grids"], route_class=ApiRoute, dependencies=[Depends(require_read)])
 
-Conn = Annotated[AsyncConnection, Depends(connection)]
 GridCode = Annotated[str, Path(pattern=r"^[0-9]{14,15}$",
                                description="work-grid code: 14 or 15 digits")]
 CRS84_HEADER = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
 
-#: defaults for settings that may be added later (read with getattr)
-ASSIGN_MAX_ROWS = 200_000
-ASSIGN_MAX_BODY_MB = 64
-SUMMARY_CACHE_S = 300.0
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -159,10 +152,6 @@ def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray,
     return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
 
 
-def settings_value(request: Request, name: str, default: Any) -> Any:
-    return getattr(request.app.state.settings, name, default)
-
-
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``max_bytes``."""
     length = request.headers.get("content-length")
@@ -198,7 +187,7 @@ def summary_cache(request: Request) -> ImportCache | None:
     """The process's cache of what only imports change (setting ``summary_cache_s``;
     0 turns it off)."""
     return import_cache(request.app.state,
-                        float(settings_value(request, "summary_cache_s", SUMMARY_CACHE_S)))
+                        request.app.state.settings.summary_cache_s)
 
 
 # --- locate ---------------------------------------------------------------------------------
@@ -430,8 +419,8 @@ async def grids_assign(request: Request, options: Annotated[AssignOptions, Query
     ``grid_code`` added (empty outside every grid). Coordinates: ``lon``/``lat`` by default,
     or ``x``/``y`` (storage CRS unless ``crs`` says otherwise), or named by ``x_field`` and
     ``y_field``."""
-    max_rows = int(settings_value(request, "assign_max_rows", ASSIGN_MAX_ROWS))
-    max_bytes = int(settings_value(request, "assign_max_body_mb", ASSIGN_MAX_BODY_MB)) * 2**20
+    settings = request.app.state.settings
+    max_rows, max_bytes = settings.assign_max_rows, settings.assign_max_body_mb * 2**20
     ctype = request.headers.get("content-type", "application/json")
     media = ctype.split(";")[0].strip().lower()
     if media not in ("application/json", "text/csv"):

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import ApiRoute, Editor, invalid, require_read
-from cimtwin.api.db import connection
+from cimtwin.api.db import Conn
 from cimtwin.api.districts import PointIn, geometry_to_storage
 from cimtwin.api.geojson import GEOJSON, dumps, feature_json
 from cimtwin.api.grids import (
@@ -63,7 +63,6 @@ from cimtwin.spatial.incident_queries import (
 )
 
 router = APIRouter(tags=["incidents"], route_class=ApiRoute)
-Conn = Annotated[AsyncConnection, Depends(connection)]
 IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="incident id")]
 Reader = Depends(require_read)
 

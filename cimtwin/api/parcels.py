@@ -13,11 +13,10 @@ import numpy as np
 import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
-from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.auth import ApiRoute, invalid, require_read
-from cimtwin.api.db import connection
+from cimtwin.api.db import Conn
 from cimtwin.api.districts import check_xy, geometry_to_storage
 from cimtwin.api.geojson import GEOJSON, feature_json
 from cimtwin.api.grids import (
@@ -39,7 +38,6 @@ from cimtwin.spatial.parcel_queries import (
 )
 
 router = APIRouter(tags=["parcels"], route_class=ApiRoute, dependencies=[Depends(require_read)])
-Conn = Annotated[AsyncConnection, Depends(connection)]
 LAND_USE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
 MAX_LAND_USES = 20
 

@@ -28,7 +28,6 @@ import shapely.errors
 import shapely.geometry
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from psycopg import AsyncConnection
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,8 +40,9 @@ from pydantic import (
 
 from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import ApiRoute, error_response, require_read
-from cimtwin.api.db import connection
+from cimtwin.api.db import Conn
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
+from cimtwin.api.inputs import Position
 from cimtwin.reference import network_codes
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial import pipeline_analysis as pa
@@ -67,7 +67,6 @@ class PipelineRoute(ApiRoute):
 
 router = APIRouter(tags=["pipelines"], route_class=PipelineRoute,
                    dependencies=[Depends(require_read)])
-Conn = Annotated[AsyncConnection, Depends(connection)]
 Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
 
 MAX_VERTICES = 10_000
@@ -76,9 +75,6 @@ MAX_EXCAVATION_AREA_M2 = 250_000.0
 MAX_SECTION_M = 2_000.0
 MAX_TOLERANCE_M = 100.0
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Position = Annotated[list[Finite], Field(min_length=2, max_length=3,
-                                         description="x, y[, z]: lon, lat or east, north")]
 ValveRef = Annotated[str, StringConstraints(pattern=r"^(valve|node):\d{1,18}$")]
 CRS_HELP = ("CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default), EPSG:4490 "
             f"or EPSG:{SRID} (the storage CRS: easting, northing); always in x, y order")

@@ -27,8 +27,7 @@ from cimtwin.importers.sources import (
     line_numbers,
     list_layers,
     load_mapping,
-    not_numbers,
-    numbers,
+    parse_numbers,
     read_layer,
     read_tables,
     resolve_columns,
@@ -243,14 +242,13 @@ class PipelinesImporter(CopyWriter):
         dup = no.duplicated(keep=False) & (no != "")
         flag(dup, "duplicate-point-no", ERROR,
              [f"point number {v} appears more than once" for v in no[dup]])
+        num = {}
         for col, label in (("x", "X/Y coordinate"), ("y", "X/Y coordinate"),
                            ("ground_elevation", "ground elevation"), ("well_depth", "well depth")):
-            bad = np.zeros(len(p), dtype=bool)
-            bad[not_numbers(p[col])] = True
+            num[col], bad = parse_numbers(p[col])
             flag(bad, "not-a-number", ERROR, [f"{label} {v!r} is not a number" for v in
                                                p[col][bad]])
-        x, y = numbers(p["x"]).to_numpy(), numbers(p["y"]).to_numpy()
-        ground = numbers(p["ground_elevation"]).to_numpy()
+        x, y, ground = num["x"], num["y"], num["ground_elevation"]
         flag((np.isnan(x) | np.isnan(y)) & (p["x"] == "").to_numpy() | (p["y"] == "").to_numpy(),
              "coordinates-missing", ERROR, "no X/Y")
         flag(np.isnan(ground) & (p["ground_elevation"] == "").to_numpy(), "ground-missing",
@@ -283,7 +281,7 @@ class PipelinesImporter(CopyWriter):
             "point_no": no, "network": net, "subtype": sub.where(sub != "", None),
             "feature": p["feature"].where(p["feature"] != "", None),
             "appurtenance": p["appurtenance"].where(p["appurtenance"] != "", None),
-            "ground": ground, "well_depth": numbers(p["well_depth"]).to_numpy(),
+            "ground": ground, "well_depth": num["well_depth"],
             "remark": p["remark"].where(p["remark"] != "", None),
             "ex": ex, "ny": ny, "_file": f, "_row": r, "_dup": dup.to_numpy()})
 
@@ -344,11 +342,9 @@ class PipelinesImporter(CopyWriter):
         num = {}
         for col in ("from_depth", "to_depth", "diameter", "build_year", "voltage",
                     "cable_count", "holes_total", "holes_used"):
-            bad = np.zeros(len(ln), dtype=bool)
-            bad[not_numbers(ln[col])] = True
+            num[col], bad = parse_numbers(ln[col])
             flag(bad, "not-a-number", ERROR, [f"{col} {v!r} is not a number" for v in
                                                ln[col][bad]])
-            num[col] = numbers(ln[col]).to_numpy()
         sec = ln["section"].str.extract(SECTION).astype(float)
         badsec = (ln["section"] != "").to_numpy() & sec[0].isna().to_numpy()
         flag(badsec, "section-format", ERROR,

@@ -211,21 +211,15 @@ def _floats(series: pd.Series) -> np.ndarray | None:
     return values.to_numpy(zero_copy_only=False)
 
 
-def numbers(series: pd.Series) -> pd.Series:
-    """Cells to floats; blanks become NaN, text that is not a number becomes NaN too."""
+def parse_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Cells to floats (blanks and text that is not a number become NaN) and a mask of the
+    cells that are filled but not a number, from one parse."""
     fast = _floats(series)
     if fast is not None:
-        return pd.Series(fast, index=series.index, name=series.name)
-    return pd.to_numeric(series.replace("", np.nan), errors="coerce")
-
-
-def not_numbers(series: pd.Series) -> np.ndarray:
-    """Row positions whose cell is filled but is not a number."""
-    if _floats(series) is not None:
-        return np.empty(0, dtype=np.intp)
-    filled = series != ""
-    bad = filled & pd.to_numeric(series.where(filled, "0"), errors="coerce").isna()
-    return np.flatnonzero(bad.to_numpy())
+        return fast, np.zeros(len(series), dtype=bool)
+    filled = (series != "").to_numpy()
+    values = pd.to_numeric(series.where(filled, np.nan), errors="coerce").to_numpy(float)
+    return values, filled & np.isnan(values)
 
 
 # --- GIS layers --------------------------------------------------------------------------------
