@@ -8,15 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cimtwin import __version__
 from cimtwin.api import (
     districts,
+    errors,
     features,
     grids,
     health,
@@ -27,7 +26,6 @@ from cimtwin.api import (
     tiles,
     viewer,
 )
-from cimtwin.api.auth import describe_errors, error_response
 from cimtwin.api.db import make_pool
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
@@ -81,28 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (grids, districts, pipelines, parcels, incidents):
         app.include_router(module.router)
     viewer.mount(app, settings)
-    _answer_errors_alike(app)
+    errors.install(app)
     _allow_cross_origin(app, settings)
     _document_plain_routes(app)
     return app
-
-
-def _answer_errors_alike(app: FastAPI) -> None:
-    """Every error in the service's one format, ``{"code", "description"}``: also those no
-    router catches (unknown paths, styles, static files, the database pool)."""
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        return error_response(exc.status_code, str(exc.detail),
-                              headers=dict(exc.headers or {}) or None)
-
-    async def invalid(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        text, items = describe_errors(list(exc.errors()))
-        return error_response(422, text, errors=items)
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, invalid)
 
 
 class OriginGatedCORS:

@@ -10,96 +10,29 @@ viewer key. A key that is sent is always checked, also on open reads. Answers: 4
 ``WWW-Authenticate: Bearer``) when no key, an unknown one or a revoked one is sent where one is
 needed; 403 when the key's role is too low.
 
-:class:`ApiRoute` gives the routers of this package one error body, the OGC exception format
-of the features API, ``{"code": ..., "description": ...}``: 422 for invalid input lists each
-problem with where it is, and the headers of an error (``WWW-Authenticate``) are kept.
+Errors, ``WWW-Authenticate`` included, answer in the service's one format
+(:mod:`cimtwin.api.errors`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import psycopg
 from fastapi import Depends, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
-from pydantic import ValidationError
 
 from cimtwin.api.db import connection
-from cimtwin.api.geojson import JSON, dumps
 from cimtwin.spatial.access import ROLES
 from cimtwin.spatial.access_queries import lookup_key, role_allows, touch_key
 
 log = logging.getLogger(__name__)
 
-CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-         405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge",
-         415: "UnsupportedMediaType", 422: "InvalidParameterValue", 503: "ServiceUnavailable"}
 BEARER = {"WWW-Authenticate": "Bearer"}
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-def error_response(status: int, description: str, headers: dict[str, str] | None = None,
-                   **extra: Any) -> Response:
-    body = {"code": CODES.get(status, "HTTPError"), "description": description, **extra}
-    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
-def _where(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("query", "path", "body", "header"):
-        parts = parts[1:] or parts
-    return ".".join(parts) or "request"
-
-
-def describe_errors(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """One readable line and a JSON-safe list from pydantic's error list."""
-    items = []
-    for e in errors[:20]:
-        msg = str(e.get("msg", "invalid"))
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        items.append({"where": _where(e.get("loc", ())), "message": msg,
-                      "type": str(e.get("type", ""))})
-    text = "; ".join(f"{i['where']}: {i['message']}" for i in items) or "invalid request"
-    if len(errors) > 20:
-        text += f"; and {len(errors) - 20} more"
-    return text, items
-
-
-def invalid(description: str) -> HTTPException:
-    """422 with a message that says what is wrong."""
-    return HTTPException(422, description)
-
-
-class ApiRoute(APIRoute):
-    """Routes whose errors come back as ``{"code", "description"}`` with their headers."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (RequestValidationError, ValidationError) as exc:
-                text, items = describe_errors(list(exc.errors()))
-                return error_response(422, text, errors=items)
-            except HTTPException as exc:
-                return error_response(exc.status_code, str(exc.detail),
-                                      headers=dict(exc.headers or {}) or None)
-            except psycopg.errors.QueryCanceled:
-                return error_response(503, "the query took longer than the statement timeout; "
-                                      "narrow it (smaller area, radius or limit)")
-
-        return route
 
 
 # --- keys -----------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cimtwin.api.auth import ApiRoute, invalid, require_read
+from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
+from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import dumps, feature_json, storage_window
 from cimtwin.api.grids import (
     InputCrs,
@@ -39,8 +40,7 @@ from cimtwin.spatial.district_queries import (
     volume_query,
 )
 
-router = APIRouter(tags=["districts"], route_class=ApiRoute,
-                   dependencies=[Depends(require_read)])
+router = APIRouter(tags=["districts"], dependencies=[Depends(require_read)])
 
 Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
                            description="district slug, e.g. north-station")]

@@ -14,15 +14,13 @@ import copy
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from psycopg import AsyncConnection, sql
 
 from cimtwin.api import cql2
@@ -102,30 +100,7 @@ def not_found(description: str) -> ApiError:
     return ApiError(404, "NotFound", description)
 
 
-class OGCRoute(APIRoute):
-    """Routes whose errors come back in the OGC exception format, not FastAPI's."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ApiError as exc:
-                return exc.response()
-            except HTTPException as exc:
-                code = {401: "Unauthorized", 403: "Forbidden",
-                        503: "ServiceUnavailable"}.get(exc.status_code, "HTTPError")
-                response = ApiError(exc.status_code, code, str(exc.detail)).response()
-                for name, value in (exc.headers or {}).items():  # WWW-Authenticate
-                    response.headers[name] = value
-                return response
-
-        return route
-
-
-router = APIRouter(tags=["OGC API - Features"], route_class=OGCRoute,
-                   dependencies=[Depends(require_read)])
+router = APIRouter(tags=["OGC API - Features"], dependencies=[Depends(require_read)])
 
 
 def _json(body: Any, media_type: str = JSON, headers: dict[str, str] | None = None,

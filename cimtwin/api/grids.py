@@ -28,8 +28,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyproj import CRS
 
-from cimtwin.api.auth import ApiRoute, invalid, require_read
+from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
+from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
@@ -45,7 +46,7 @@ from cimtwin.spatial.admin_queries import (
 )
 from cimtwin.spatial.base import SRID
 
-router = APIRouter(tags=["grids"], route_class=ApiRoute, dependencies=[Depends(require_read)])
+router = APIRouter(tags=["grids"], dependencies=[Depends(require_read)])
 
 GridCode = Annotated[str, Path(pattern=r"^[0-9]{14,15}$",
                                description="work-grid code: 14 or 15 digits")]

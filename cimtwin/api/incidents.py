@@ -26,9 +26,10 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.admission import analysis_slot
-from cimtwin.api.auth import ApiRoute, Editor, invalid, require_read
+from cimtwin.api.auth import Editor, require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.districts import PointIn, geometry_to_storage
+from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, dumps, feature_json
 from cimtwin.api.grids import (
     CRS84_HEADER,
@@ -62,7 +63,7 @@ from cimtwin.spatial.incident_queries import (
     update_incident,
 )
 
-router = APIRouter(tags=["incidents"], route_class=ApiRoute)
+router = APIRouter(tags=["incidents"])
 IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="incident id")]
 Reader = Depends(require_read)
 

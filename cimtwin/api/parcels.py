@@ -15,9 +15,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cimtwin.api.auth import ApiRoute, invalid, require_read
+from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.districts import check_xy, geometry_to_storage
+from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, feature_json
 from cimtwin.api.grids import (
     DEFAULT_LIMIT,
@@ -37,7 +38,7 @@ from cimtwin.spatial.parcel_queries import (
     unknown_land_uses,
 )
 
-router = APIRouter(tags=["parcels"], route_class=ApiRoute, dependencies=[Depends(require_read)])
+router = APIRouter(tags=["parcels"], dependencies=[Depends(require_read)])
 LAND_USE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
 MAX_LAND_USES = 20
 

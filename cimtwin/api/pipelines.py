@@ -19,14 +19,13 @@ statement timeout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import shapely
 import shapely.errors
 import shapely.geometry
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import (
     BaseModel,
@@ -39,8 +38,9 @@ from pydantic import (
 )
 
 from cimtwin.api.admission import analysis_slot
-from cimtwin.api.auth import ApiRoute, error_response, require_read
+from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
+from cimtwin.api.errors import error_response
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
 from cimtwin.api.inputs import Position
 from cimtwin.reference import network_codes
@@ -48,25 +48,7 @@ from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial import pipeline_analysis as pa
 from cimtwin.spatial.base import SRID
 
-
-class PipelineRoute(ApiRoute):
-    """The shared error format (see :class:`cimtwin.api.auth.ApiRoute`), plus the analyses'
-    own errors (a point too far from any pipe, an unknown valve, ...)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except pa.AnalysisError as exc:
-                return error_response(exc.status, str(exc))
-
-        return route
-
-
-router = APIRouter(tags=["pipelines"], route_class=PipelineRoute,
-                   dependencies=[Depends(require_read)])
+router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_read)])
 Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
 
 MAX_VERTICES = 10_000

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from psycopg_pool import PoolTimeout
 from starlette.routing import Route
 
-from cimtwin.api.auth import ApiRoute, check_read, error_response, require_read
+from cimtwin.api.auth import check_read, require_read
+from cimtwin.api.errors import error_response
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.cache import TileCache, gunzip_tile, make_entry
 from cimtwin.tiles.mvt import MAX_ZOOM, TileRequest, layer_query
 
-router = APIRouter(tags=["tiles"], route_class=ApiRoute, dependencies=[Depends(require_read)])
+router = APIRouter(tags=["tiles"], dependencies=[Depends(require_read)])
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_LAYERS_PER_TILE = 16
 

@@ -1,0 +1,93 @@
+"""The service's one error format, ``{"code": ..., "description": ...}`` (the OGC API
+exception format), for every router and for what no router catches.
+
+:func:`install` registers app-wide handlers: HTTP errors keep their headers
+(``WWW-Authenticate``, ``Retry-After``); invalid input is a 422 listing each problem with where
+it is; a statement timeout is a 503 that says to narrow the request; the features API's and
+the pipeline analyses' own errors keep their status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cimtwin.api.geojson import JSON, dumps
+
+CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+         405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge",
+         415: "UnsupportedMediaType", 422: "InvalidParameterValue", 503: "ServiceUnavailable"}
+
+
+def error_response(status: int, description: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> Response:
+    body = {"code": CODES.get(status, "HTTPError"), "description": description, **extra}
+    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _where(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "body", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "request"
+
+
+def describe_errors(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """One readable line and a JSON-safe list from pydantic's error list."""
+    items = []
+    for e in errors[:20]:
+        msg = str(e.get("msg", "invalid"))
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        items.append({"where": _where(e.get("loc", ())), "message": msg,
+                      "type": str(e.get("type", ""))})
+    text = "; ".join(f"{i['where']}: {i['message']}" for i in items) or "invalid request"
+    if len(errors) > 20:
+        text += f"; and {len(errors) - 20} more"
+    return text, items
+
+
+def invalid(description: str) -> HTTPException:
+    """422 with a message that says what is wrong."""
+    return HTTPException(422, description)
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` in the one format."""
+    from cimtwin.api.features import ApiError
+    from cimtwin.spatial.pipeline_analysis import AnalysisError
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, str(exc.detail),
+                              headers=dict(exc.headers or {}) or None)
+
+    async def invalid_input(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        text, items = describe_errors(list(exc.errors()))
+        return error_response(422, text, errors=items)
+
+    async def timed_out(request: Request, exc: Exception) -> Response:
+        return error_response(503, "the query took longer than the statement timeout; "
+                                   "narrow it (smaller area, radius or limit)")
+
+    async def ogc_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def analysis_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AnalysisError)
+        return error_response(exc.status, str(exc))
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_input)
+    app.add_exception_handler(ValidationError, invalid_input)
+    app.add_exception_handler(psycopg.errors.QueryCanceled, timed_out)
+    app.add_exception_handler(ApiError, ogc_error)
+    app.add_exception_handler(AnalysisError, analysis_error)
