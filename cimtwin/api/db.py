@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
@@ -34,22 +34,10 @@ def make_pool(settings: Settings) -> AsyncConnectionPool:
 
 
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """FastAPI dependency: one pooled connection for the request (503 when none comes)."""
-    try:
-        cm = request.app.state.pool.connection()
-        conn = await cm.__aenter__()
-    except PoolTimeout as exc:
-        raise HTTPException(
-            503, "database unavailable: no connection within the pool timeout"
-        ) from exc
-    try:
+    """FastAPI dependency: one pooled connection for the request (no connection in time is a
+    503, answered by :mod:`cimtwin.api.errors`)."""
+    async with request.app.state.pool.connection() as conn:
         yield conn
-    except BaseException as exc:
-        await cm.__aexit__(type(exc), exc, exc.__traceback__)
-        raise
-    else:
-        await cm.__aexit__(None, None, None)
-
 
 #: a route parameter holding the request's pooled connection
 Conn = Annotated[AsyncConnection, Depends(connection)]

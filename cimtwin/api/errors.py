@@ -3,7 +3,8 @@ exception format), for every router and for what no router catches.
 
 :func:`install` registers app-wide handlers: HTTP errors keep their headers
 (``WWW-Authenticate``, ``Retry-After``); invalid input is a 422 listing each problem with where
-it is; a statement timeout is a 503 that says to narrow the request; the features API's and
+it is; a statement timeout is a 503 that says to narrow the request, and so is a database
+that gives no connection in time; the features API's and
 the pipeline analyses' own errors keep their status.
 """
 
@@ -15,6 +16,7 @@ import psycopg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -77,6 +79,10 @@ def install(app: FastAPI) -> None:
         return error_response(503, "the query took longer than the statement timeout; "
                                    "narrow it (smaller area, radius or limit)")
 
+    async def no_connection(request: Request, exc: Exception) -> Response:
+        return error_response(503, "database unavailable: no connection within the pool "
+                                   "timeout")
+
     async def ogc_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return exc.response()
@@ -89,5 +95,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_input)
     app.add_exception_handler(ValidationError, invalid_input)
     app.add_exception_handler(psycopg.errors.QueryCanceled, timed_out)
+    app.add_exception_handler(PoolTimeout, no_connection)
     app.add_exception_handler(ApiError, ogc_error)
     app.add_exception_handler(AnalysisError, analysis_error)

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from psycopg_pool import PoolTimeout
 from starlette.routing import Route
 
 from cimtwin.api.auth import check_read, require_read
-from cimtwin.api.errors import error_response
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.cache import TileCache, gunzip_tile, make_entry
@@ -67,34 +64,23 @@ async def tile(request: Request) -> Response:
 
     A plain Starlette endpoint rather than a FastAPI route: it is the hottest path of the
     service and FastAPI's parameter and dependency machinery cost more CPU per tile than the
-    rest of the Python work together. It validates its own input and answers errors in the
-    service's ``{"code", "description"}`` format; OpenAPI describes it through
+    rest of the Python work together. It validates its own input; its errors answer through
+    the app-wide handlers (:mod:`cimtwin.api.errors`); OpenAPI describes it through
     :data:`OPENAPI_PATHS`."""
     p = request.path_params
-    try:
-        await check_read(request)
-        ids = parse_layers(p["layers"])
-        z = _tile_number("z", p["z"], MAX_ZOOM)
-        x, y = _tile_number("x", p["x"]), _tile_number("y", p["y"])
-        if x >> z or y >> z:
-            raise HTTPException(404, f"tile {z}/{x}/{y} does not exist (x and y < {1 << z})")
-    except HTTPException as exc:
-        return error_response(exc.status_code, str(exc.detail),
-                              headers=dict(exc.headers or {}) or None)
+    await check_read(request)
+    ids = parse_layers(p["layers"])
+    z = _tile_number("z", p["z"], MAX_ZOOM)
+    x, y = _tile_number("x", p["x"]), _tile_number("y", p["y"])
+    if x >> z or y >> z:
+        raise HTTPException(404, f"tile {z}/{x}/{y} does not exist (x and y < {1 << z})")
     t = TileRequest(z, x, y)
     cache: TileCache = request.app.state.tile_cache
     key = (ids, z, x, y)
     entry = await cache.get(key) if cache.enabled else None
     if entry is None:
         token = await cache.token()  # before rendering: put() refuses if a change came between
-        try:
-            body = await render_tile(request, ids, t)
-        except psycopg.errors.QueryCanceled:
-            return error_response(503, "the tile took longer than the statement timeout")
-        except PoolTimeout:
-            return error_response(503, "database unavailable: no connection within the pool "
-                                       "timeout")
-        entry = make_entry(ids, t, body)
+        entry = make_entry(ids, t, await render_tile(request, ids, t))
         await cache.put(key, entry, token)
     headers = {
         "ETag": entry.etag,
