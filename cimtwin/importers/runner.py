@@ -23,7 +23,6 @@ from cimtwin.importers.report import Report
 from cimtwin.spatial import bulk
 from cimtwin.spatial.provenance import ImportBatch
 
-CHANGE_CHANNEL = "cimtwin_change"
 SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
 
 

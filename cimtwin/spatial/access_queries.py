@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from cimtwin.spatial.access import ROLES
-from cimtwin.spatial.base import SCHEMA
+from cimtwin.spatial.sql_toolkit import T
 
 KEY_PREFIX = "cim_"
 PREFIX_CHARS = 12
@@ -28,7 +28,7 @@ MAX_KEY_CHARS = 200
 #: last_used_at is written at most this often per key, so reads do not turn into writes
 TOUCH_EVERY_S = 60
 
-TABLE = f'"{SCHEMA}".api_key'
+TABLE = T.api_key
 
 
 @dataclass(frozen=True)

@@ -21,34 +21,13 @@ import shapely
 from psycopg import AsyncConnection, sql
 
 from cimtwin.spatial.admin_grid import GridIndex
-from cimtwin.spatial.base import SCHEMA, SRID
+from cimtwin.spatial.base import SRID
 from cimtwin.spatial.catalogue import BY_ID, Layer
+from cimtwin.spatial.incident import OPEN_STATUSES
+from cimtwin.spatial.sql_toolkit import T, geojson_sql, one, rows
 
-S = f'"{SCHEMA}"'
-OPEN_STATUSES = ("reported", "dispatched", "in_progress")
 #: layers of GET /grids/{code}/features, and how a feature belongs to a grid
 GRID_LAYERS = ("buildings", "components", "parcels", "pipelines", "incidents")
-
-
-def geojson_sql(column: sql.Composable | str) -> sql.Composable:
-    """GeoJSON text of a stored geometry in CRS84 (lon, lat), 7 decimals (about 1 cm)."""
-    col = sql.SQL(column) if isinstance(column, str) else column
-    return sql.SQL("ST_AsGeoJSON(ST_Transform({}, 4326), 7, 0)").format(col)
-
-
-def geojson_text(column: str) -> str:
-    """:func:`geojson_sql` as plain SQL text, for a trusted column expression."""
-    return f"ST_AsGeoJSON(ST_Transform({column}, 4326), 7, 0)"
-
-
-async def rows(conn: AsyncConnection, query: Any, params: Any = None) -> list[tuple]:
-    cur = await conn.execute(query, params)
-    return await cur.fetchall()
-
-
-async def one(conn: AsyncConnection, query: Any, params: Any = None) -> tuple | None:
-    cur = await conn.execute(query, params)
-    return await cur.fetchone()
 
 
 # --- a cache for what only imports change ----------------------------------------------------
@@ -56,7 +35,7 @@ async def one(conn: AsyncConnection, query: Any, params: Any = None) -> tuple | 
 
 IMPORTS_FINGERPRINT_SQL = f"""
 SELECT md5(coalesce(string_agg(id::text || ':' || xmin::text, ',' ORDER BY id), ''))
-FROM {S}.import_batch"""
+FROM {T.import_batch}"""
 
 
 class ImportCache:
@@ -118,9 +97,9 @@ def import_cache(state: Any, max_age_s: float) -> ImportCache | None:
 
 LOCATE_SQL = f"""
 SELECT g.code, g.name, g.officer, g.area_m2, c.code, c.name, s.code, s.name
-FROM {S}.work_grid g
-LEFT JOIN {S}.community c ON c.code = g.community_code
-LEFT JOIN {S}.street s ON s.code = c.street_code
+FROM {T.work_grid} g
+LEFT JOIN {T.community} c ON c.code = g.community_code
+LEFT JOIN {T.street} s ON s.code = c.street_code
 WHERE ST_Intersects(g.geom, ST_SetSRID(ST_MakePoint(%s, %s), {SRID}))
 ORDER BY g.code LIMIT 1
 """
@@ -147,9 +126,9 @@ async def locate(conn: AsyncConnection, x: float, y: float) -> dict[str, Any] | 
 
 GRID_SQL = f"""
 SELECT g.code, g.name, g.officer, g.area_m2, c.code, c.name, s.code, s.name
-FROM {S}.work_grid g
-LEFT JOIN {S}.community c ON c.code = g.community_code
-LEFT JOIN {S}.street s ON s.code = c.street_code
+FROM {T.work_grid} g
+LEFT JOIN {T.community} c ON c.code = g.community_code
+LEFT JOIN {T.street} s ON s.code = c.street_code
 WHERE g.code = %s
 """
 
@@ -165,7 +144,7 @@ async def grid_summary(conn: AsyncConnection, code: str, cache: ImportCache | No
         return None
     out = dict(out)  # the cached dict stays as it is
     inc = await rows(conn, f"""
-        SELECT incident_type, count(*) FROM {S}.incident
+        SELECT incident_type, count(*) FROM {T.incident}
         WHERE grid_code = %s AND status = ANY(%s) GROUP BY 1 ORDER BY 1""",
         (code, list(OPEN_STATUSES)))
     out["open_incidents"] = {
@@ -184,13 +163,13 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
     b = await one(conn, f"""
         SELECT count(*), coalesce(sum(floor_area_m2), 0), coalesce(sum(residents), 0),
                coalesce(sum(ST_Area(footprint)), 0), max(height_m)
-        FROM {S}.building WHERE grid_code = %s""", (code,))
+        FROM {T.building} WHERE grid_code = %s""", (code,))
     out["buildings"] = {"count": b[0], "floor_area_m2": b[1], "footprint_area_m2": b[3],
                         "max_height_m": b[4]}
     out["residents"] = b[2]
     comp = await rows(conn, f"""
         SELECT c.class_code, k.name, k.major_code, k.major_name, count(*)
-        FROM {S}.city_component c LEFT JOIN {S}.component_class k ON k.code = c.class_code
+        FROM {T.city_component} c LEFT JOIN {T.component_class} k ON k.code = c.class_code
         WHERE c.grid_code = %s GROUP BY 1, 2, 3, 4 ORDER BY 1""", (code,))
     out["components"] = {
         "count": sum(r[4] for r in comp),
@@ -199,9 +178,9 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
     }
     pipes = await rows(conn, f"""
         SELECT s.network,
-               (SELECT min(t.network_name) FROM {S}.pipeline_type t WHERE t.network = s.network),
+               (SELECT min(t.network_name) FROM {T.pipeline_type} t WHERE t.network = s.network),
                count(*), sum(ST_Length(ST_Intersection(s.geom, g.geom)))
-        FROM {S}.pipeline_segment s JOIN {S}.work_grid g ON ST_Intersects(s.geom, g.geom)
+        FROM {T.pipeline_segment} s JOIN {T.work_grid} g ON ST_Intersects(s.geom, g.geom)
         WHERE g.code = %s GROUP BY 1 ORDER BY 1""", (code,))
     out["pipelines"] = {
         "length_m": sum(r[3] for r in pipes),
@@ -211,7 +190,7 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
     }
     parcels = await rows(conn, f"""
         SELECT p.land_use, l.name, count(*), sum(p.area_m2)
-        FROM {S}.parcel p LEFT JOIN {S}.land_use_class l ON l.code = p.land_use
+        FROM {T.parcel} p LEFT JOIN {T.land_use_class} l ON l.code = p.land_use
         WHERE p.grid_code = %s GROUP BY 1, 2 ORDER BY 1""", (code,))
     out["parcels"] = {
         "count": sum(r[2] for r in parcels),
@@ -223,13 +202,13 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
 
 
 async def grid_exists(conn: AsyncConnection, code: str) -> bool:
-    return await one(conn, f"SELECT 1 FROM {S}.work_grid WHERE code = %s", (code,)) is not None
+    return await one(conn, f"SELECT 1 FROM {T.work_grid} WHERE code = %s", (code,)) is not None
 
 
 def _grid_condition(layer: Layer) -> sql.Composable:
     if layer.id == "pipelines":
-        return sql.SQL("ST_Intersects(t.geom, (SELECT geom FROM {}.work_grid WHERE code = %s))"
-                       ).format(sql.Identifier(SCHEMA))
+        return sql.SQL(
+            f"ST_Intersects(t.geom, (SELECT geom FROM {T.work_grid} WHERE code = %s))")
     return sql.SQL("t.grid_code = %s")
 
 
@@ -258,9 +237,9 @@ async def grid_features(conn: AsyncConnection, code: str, layer_id: str, limit: 
 
 FINGERPRINT_SQL = f"""
 SELECT md5(concat_ws('|',
-  (SELECT string_agg(code || ':' || xmin::text, ',' ORDER BY code) FROM {S}.work_grid),
-  (SELECT string_agg(code || ':' || xmin::text, ',' ORDER BY code) FROM {S}.community),
-  (SELECT string_agg(code || ':' || xmin::text, ',' ORDER BY code) FROM {S}.street)))
+  (SELECT string_agg(code || ':' || xmin::text, ',' ORDER BY code) FROM {T.work_grid}),
+  (SELECT string_agg(code || ':' || xmin::text, ',' ORDER BY code) FROM {T.community}),
+  (SELECT string_agg(code || ':' || xmin::text, ',' ORDER BY code) FROM {T.street})))
 """
 
 
@@ -291,8 +270,8 @@ def _none(values: pd.Series) -> np.ndarray:
 
 async def _load_lookup(conn: AsyncConnection, fingerprint: str) -> GridLookup:
     grid_rows = await rows(
-        conn, f"SELECT code, community_code, ST_AsBinary(geom) FROM {S}.work_grid")
-    comm_rows = await rows(conn, f"SELECT code, street_code FROM {S}.community")
+        conn, f"SELECT code, community_code, ST_AsBinary(geom) FROM {T.work_grid}")
+    comm_rows = await rows(conn, f"SELECT code, street_code FROM {T.community}")
 
     def build() -> GridIndex:
         return GridIndex([r[0] for r in grid_rows],

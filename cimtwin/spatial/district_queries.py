@@ -20,10 +20,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from cimtwin.spatial.admin_queries import OPEN_STATUSES, ImportCache, geojson_text, one, rows
-from cimtwin.spatial.base import SCHEMA, SRID
-
-S = f'"{SCHEMA}"'
+from cimtwin.spatial.admin_queries import ImportCache
+from cimtwin.spatial.base import SRID
+from cimtwin.spatial.incident import OPEN_STATUSES
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
 
 DEPTH_BANDS: tuple[tuple[str, float, float | None], ...] = (
     ("0-1", 0.0, 1.0), ("1-2", 1.0, 2.0), ("2-3", 2.0, 3.0), ("3-5", 3.0, 5.0),
@@ -58,11 +58,11 @@ def ground_sql(point: str) -> str:
     """SQL for the estimated ground elevation at ``point`` (a storage-CRS point expression)."""
     return f"""coalesce(
       (SELECT avg(n.ground_elevation_m) FROM (
-         SELECT ground_elevation_m FROM {S}.pipeline_node
+         SELECT ground_elevation_m FROM {T.pipeline_node}
          WHERE ground_elevation_m IS NOT NULL AND ST_DWithin(geom, {point}, {GROUND_SEARCH_M})
          ORDER BY geom <-> {point} LIMIT 8) n),
       (SELECT avg(b.base_elevation_m) FROM (
-         SELECT base_elevation_m FROM {S}.building
+         SELECT base_elevation_m FROM {T.building}
          WHERE base_elevation_m IS NOT NULL AND ST_DWithin(footprint, {point}, {GROUND_SEARCH_M})
          ORDER BY footprint <-> {point} LIMIT 4) b))"""
 
@@ -74,7 +74,7 @@ async def list_districts(conn: AsyncConnection) -> list[dict[str, Any]]:
     found = await rows(conn, f"""
         SELECT slug, name, kind, description, ST_Area(geom),
                ST_AsGeoJSON(ST_Transform(ST_Envelope(geom), 4326), 7, 0)::json -> 'coordinates'
-        FROM {S}.district ORDER BY slug LIMIT %s""", (MAX_DISTRICTS,))
+        FROM {T.district} ORDER BY slug LIMIT %s""", (MAX_DISTRICTS,))
     out = []
     for r in found:
         ring = r[5][0] if r[5] else None
@@ -90,10 +90,10 @@ async def list_districts(conn: AsyncConnection) -> list[dict[str, Any]]:
 async def district_row(conn: AsyncConnection, slug: str) -> tuple | None:
     return await one(conn, f"""
         SELECT id, slug, name, kind, description, ST_Area(geom)
-        FROM {S}.district WHERE slug = %s""", (slug,))
+        FROM {T.district} WHERE slug = %s""", (slug,))
 
 
-D = f"(SELECT geom FROM {S}.district WHERE slug = %(slug)s)"
+D = f"(SELECT geom FROM {T.district} WHERE slug = %(slug)s)"
 
 
 async def district_summary(conn: AsyncConnection, slug: str,
@@ -109,7 +109,7 @@ async def district_summary(conn: AsyncConnection, slug: str,
         return None
     out = copy.deepcopy(out)
     inc = await rows(conn, f"""
-        SELECT i.incident_type, count(*) FROM {S}.incident i, {D} d(geom)
+        SELECT i.incident_type, count(*) FROM {T.incident} i, {D} d(geom)
         WHERE ST_Intersects(i.geom, d.geom) AND i.status = ANY(%(open)s)
         GROUP BY 1 ORDER BY 1""", {"slug": slug, "open": list(OPEN_STATUSES)})
     out["above_ground"]["open_incidents"] = {
@@ -131,7 +131,7 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
                min(b.height_m), max(b.height_m), avg(b.height_m),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY b.height_m),
                count(*) FILTER (WHERE b.height_m >= 100)
-        FROM {S}.building b, {D} d(geom)
+        FROM {T.building} b, {D} d(geom)
         WHERE ST_Intersects(b.footprint, d.geom)
           AND ST_Intersects(d.geom, ST_PointOnSurface(b.footprint))""", p)
     above = {"buildings": {
@@ -141,7 +141,7 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
     }}
     comp = await rows(conn, f"""
         SELECT k.major_code, k.major_name, count(*)
-        FROM {S}.city_component c JOIN {S}.component_class k ON k.code = c.class_code,
+        FROM {T.city_component} c JOIN {T.component_class} k ON k.code = c.class_code,
              {D} d(geom)
         WHERE ST_Intersects(c.geom, d.geom) GROUP BY 1, 2 ORDER BY 1""", p)
     above["components"] = {"count": sum(r[2] for r in comp),
@@ -152,8 +152,8 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
           SELECT p.land_use,
                  CASE WHEN ST_CoveredBy(p.geom, d.geom) THEN ST_Area(p.geom)
                       ELSE ST_Area(ST_Intersection(p.geom, d.geom)) END AS a
-          FROM {S}.parcel p, {D} d(geom) WHERE ST_Intersects(p.geom, d.geom)) q
-        LEFT JOIN {S}.land_use_class l ON l.code = q.land_use
+          FROM {T.parcel} p, {D} d(geom) WHERE ST_Intersects(p.geom, d.geom)) q
+        LEFT JOIN {T.land_use_class} l ON l.code = q.land_use
         WHERE q.a > 0 GROUP BY 1, 2 ORDER BY 1""", p)
     above["parcels"] = {"count": sum(r[2] for r in parcels),
                         "area_m2": sum(r[3] for r in parcels),
@@ -167,7 +167,7 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
                sum(area) FROM (
           SELECT u.kind, u.top_elevation_m AS top, u.bottom_elevation_m AS bottom,
                  ST_Area(ST_Intersection(u.footprint, d.geom)) AS area, {ground} AS g
-          FROM {S}.underground_structure u, {D} d(geom)
+          FROM {T.underground_structure} u, {D} d(geom)
           WHERE ST_Intersects(u.footprint, d.geom)) q
         GROUP BY 1 ORDER BY 1""", p)
     below: dict[str, Any] = {"underground_structures": {
@@ -182,10 +182,10 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
           SELECT s.network, {_band_sql()} AS band,
                  CASE WHEN ST_CoveredBy(s.geom, g) THEN ST_Length(s.geom)
                       ELSE ST_Length(ST_Intersection(s.geom, g)) END AS len
-          FROM (SELECT s.*, {TOP_DEPTH} AS d FROM {S}.pipeline_segment s, {D} dd(geom)
+          FROM (SELECT s.*, {TOP_DEPTH} AS d FROM {T.pipeline_segment} s, {D} dd(geom)
                 WHERE ST_Intersects(s.geom, dd.geom)) s, {D} d(g)) q
         GROUP BY 1, 2 ORDER BY 1, 2""", p)
-    names = dict(await rows(conn, f"SELECT network, min(network_name) FROM {S}.pipeline_type "
+    names = dict(await rows(conn, f"SELECT network, min(network_name) FROM {T.pipeline_type} "
                                   "GROUP BY 1"))
     by_net: dict[str, dict[str, Any]] = {}
     order = [b[0] for b in DEPTH_BANDS] + ["unknown"]
@@ -234,7 +234,7 @@ def _volume_sql(layer: str, relative: bool) -> str:
                  'underground_floors', b.underground_floors,
                  'base_elevation_m', b.base_elevation_m, 'grid_code', b.grid_code),
                {lo_abs}, {hi_abs}, {lo_rel}, {hi_rel}, count(*) OVER ()
-        FROM {S}.building b, (SELECT {region} AS r) q
+        FROM {T.building} b, (SELECT {region} AS r) q
         WHERE ST_Intersects(b.footprint, q.r) AND b.height_m IS NOT NULL
           AND {_range_filter(lo, hi)}
         ORDER BY b.id LIMIT %(limit)s"""
@@ -249,7 +249,7 @@ def _volume_sql(layer: str, relative: bool) -> str:
                  'bottom_elevation_m', u.bottom_elevation_m, 'ground_elevation_m', u.g),
                u.bottom_elevation_m, u.top_elevation_m,
                u.bottom_elevation_m - u.g, u.top_elevation_m - u.g, count(*) OVER ()
-        FROM (SELECT u.*, {g} AS g, q.r FROM {S}.underground_structure u,
+        FROM (SELECT u.*, {g} AS g, q.r FROM {T.underground_structure} u,
                      (SELECT {region} AS r) q
               WHERE ST_Intersects(u.footprint, q.r)) u
         WHERE {_range_filter(lo, hi)}
@@ -272,9 +272,9 @@ def _volume_sql(layer: str, relative: bool) -> str:
                  'from_depth_m', s.from_depth_m, 'to_depth_m', s.to_depth_m,
                  'depth_ref', s.depth_ref, 'material', s.material, 'owner', s.owner),
                {lo_abs}, {hi_abs}, {lo_rel}, {hi_rel}, count(*) OVER ()
-        FROM {S}.pipeline_segment s
-        JOIN {S}.pipeline_node fn ON fn.id = s.from_node_id
-        JOIN {S}.pipeline_node tn ON tn.id = s.to_node_id,
+        FROM {T.pipeline_segment} s
+        JOIN {T.pipeline_node} fn ON fn.id = s.from_node_id
+        JOIN {T.pipeline_node} tn ON tn.id = s.to_node_id,
         (SELECT {region} AS r) q
         WHERE ST_Intersects(s.geom, q.r) AND {_range_filter(lo, hi)}
         ORDER BY s.id LIMIT %(limit)s"""
@@ -282,7 +282,7 @@ def _volume_sql(layer: str, relative: bool) -> str:
         # depth at a point: its well, or the deepest pipe bottom that ends there
         bottom = f"""(SELECT max(CASE WHEN s.from_node_id = n.id THEN s.from_depth_m
                                       ELSE s.to_depth_m END - {TOP_OFFSET} + {PIPE_SIZE})
-                      FROM {S}.pipeline_segment s
+                      FROM {T.pipeline_segment} s
                       WHERE s.from_node_id = n.id OR s.to_node_id = n.id)"""
         lo_rel, hi_rel = "(-n.depth)", "0.0"
         lo_abs, hi_abs = "(n.ground - n.depth)", "n.ground"
@@ -296,7 +296,7 @@ def _volume_sql(layer: str, relative: bool) -> str:
                {lo_abs}, {hi_abs}, {lo_rel}, {hi_rel}, count(*) OVER ()
         FROM (SELECT n.*, coalesce(n.ground_elevation_m, ST_Z(n.geom)) AS ground,
                      greatest(coalesce(n.well_depth_m, 0), coalesce({bottom}, 0)) AS depth
-              FROM {S}.pipeline_node n, (SELECT {region} AS r) q
+              FROM {T.pipeline_node} n, (SELECT {region} AS r) q
               WHERE ST_Intersects(n.geom, q.r)) n
         WHERE {_range_filter(lo, hi)}
         ORDER BY n.id LIMIT %(limit)s"""
@@ -307,13 +307,13 @@ async def clip_to_district(conn: AsyncConnection, slug: str, region_wkb: bytes |
                            ) -> tuple[bytes | None, float]:
     """The query area inside the district (WKB, storage CRS) and its area; None when empty."""
     if region_wkb is None:
-        row = await one(conn, f"SELECT ST_AsBinary(geom), ST_Area(geom) FROM {S}.district "
+        row = await one(conn, f"SELECT ST_AsBinary(geom), ST_Area(geom) FROM {T.district} "
                               "WHERE slug = %s", (slug,))
     else:
         row = await one(conn, f"""
             SELECT ST_AsBinary(x), ST_Area(x) FROM (
               SELECT ST_Intersection(d.geom, ST_GeomFromWKB(%s, {SRID})) AS x
-              FROM {S}.district d WHERE d.slug = %s) q""", (region_wkb, slug))
+              FROM {T.district} d WHERE d.slug = %s) q""", (region_wkb, slug))
     if row is None or row[0] is None or not row[1]:
         return None, 0.0
     return bytes(row[0]), float(row[1])

@@ -18,7 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cimtwin.spatial.base import Base, batch_fk, created_at, geom, json_object
 
+#: the life of an incident, in order; the first three are "open" (still being handled)
 INCIDENT_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "closed")
+OPEN_STATUSES = INCIDENT_STATUSES[:3]
 
 
 class Incident(Base):
@@ -26,7 +28,7 @@ class Incident(Base):
     __table_args__ = (
         CheckConstraint("severity BETWEEN 1 AND 4", name="severity"),
         CheckConstraint(
-            "status IN ('reported','dispatched','in_progress','resolved','closed')",
+            "status IN (" + ",".join(f"'{s}'" for s in INCIDENT_STATUSES) + ")",
             name="status",
         ),
     )

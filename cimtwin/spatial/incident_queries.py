@@ -23,9 +23,10 @@ try:
 except ImportError:  # pragma: no cover - then a plain heap Dijkstra does
     coo_matrix = dijkstra = None
 
-from cimtwin.spatial.admin_queries import LOCATE_SQL, geojson_text, one, rows
+from cimtwin.spatial.admin_queries import LOCATE_SQL
 from cimtwin.spatial.base import SCHEMA, SRID
 from cimtwin.spatial.incident import INCIDENT_STATUSES
+from cimtwin.spatial.sql_toolkit import geojson_text, one, rows
 
 S = f'"{SCHEMA}"'
 TRANSITIONS: dict[str, tuple[str, ...]] = {

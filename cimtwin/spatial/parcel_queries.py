@@ -12,10 +12,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from cimtwin.spatial.admin_queries import geojson_text, one, rows
-from cimtwin.spatial.base import SCHEMA, SRID
+from cimtwin.spatial.base import SRID
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
 
-S = f'"{SCHEMA}"'
 #: share of a footprint that must lie in a parcel for the building to count as on it
 MAJORITY = 0.5
 PARCEL_PROPERTIES = ("parcel_code", "land_use", "land_use_name", "area_m2",
@@ -38,11 +37,11 @@ async def list_parcels(conn: AsyncConnection, area_wkb: bytes | None, land_use: 
     found = await rows(conn, f"""
         SELECT p.id, {geojson_text('p.geom')}, p.parcel_code, p.land_use, l.name, p.area_m2,
                p.planned_plot_ratio, p.height_limit_m, p.grid_code
-        FROM {S}.parcel p LEFT JOIN {S}.land_use_class l ON l.code = p.land_use{where}
+        FROM {T.parcel} p LEFT JOIN {T.land_use_class} l ON l.code = p.land_use{where}
         ORDER BY p.id LIMIT %s OFFSET %s""", [*params, limit, offset])
     if offset == 0 and len(found) < limit:
         return found, len(found)
-    total = await one(conn, f"SELECT count(*) FROM {S}.parcel p{where}", params)
+    total = await one(conn, f"SELECT count(*) FROM {T.parcel} p{where}", params)
     return found, total[0]
 
 
@@ -52,7 +51,7 @@ async def unknown_land_uses(conn: AsyncConnection, codes: list[str]) -> list[str
         return []
     found = await rows(conn, f"""
         SELECT c FROM unnest(%s::text[]) c
-        WHERE NOT EXISTS (SELECT 1 FROM {S}.land_use_class l WHERE l.code LIKE c || '%%')""",
+        WHERE NOT EXISTS (SELECT 1 FROM {T.land_use_class} l WHERE l.code LIKE c || '%%')""",
         (codes,))
     return [r[0] for r in found]
 
@@ -60,10 +59,10 @@ async def unknown_land_uses(conn: AsyncConnection, codes: list[str]) -> list[str
 async def find_parcel(conn: AsyncConnection, ref: str) -> int | None:
     """A parcel's id from its id or its parcel code."""
     if ref.isdigit() and len(ref) <= 18:
-        row = await one(conn, f"SELECT id FROM {S}.parcel WHERE id = %s", (int(ref),))
+        row = await one(conn, f"SELECT id FROM {T.parcel} WHERE id = %s", (int(ref),))
         if row:
             return row[0]
-    row = await one(conn, f"SELECT id FROM {S}.parcel WHERE parcel_code = %s", (ref,))
+    row = await one(conn, f"SELECT id FROM {T.parcel} WHERE parcel_code = %s", (ref,))
     return row[0] if row else None
 
 
@@ -72,7 +71,7 @@ async def parcel_report(conn: AsyncConnection, parcel_id: int) -> dict[str, Any]
         SELECT p.id, p.parcel_code, p.land_use, l.name, p.area_m2, ST_Area(p.geom),
                p.planned_plot_ratio, p.height_limit_m, p.grid_code,
                {geojson_text('p.geom')}::json
-        FROM {S}.parcel p LEFT JOIN {S}.land_use_class l ON l.code = p.land_use
+        FROM {T.parcel} p LEFT JOIN {T.land_use_class} l ON l.code = p.land_use
         WHERE p.id = %s""", (parcel_id,))
     if p is None:
         return None
@@ -83,7 +82,7 @@ async def parcel_report(conn: AsyncConnection, parcel_id: int) -> dict[str, Any]
           SELECT b.*, CASE WHEN ST_CoveredBy(b.footprint, p.geom) THEN 1.0
                       ELSE ST_Area(ST_Intersection(b.footprint, p.geom))
                            / NULLIF(ST_Area(b.footprint), 0) END AS share
-          FROM {S}.building b JOIN {S}.parcel p ON ST_Intersects(b.footprint, p.geom)
+          FROM {T.building} b JOIN {T.parcel} p ON ST_Intersects(b.footprint, p.geom)
           WHERE p.id = %s) q
         WHERE share > %s ORDER BY id""", (parcel_id, MAJORITY))
     floor_area = sum(b[6] or 0.0 for b in buildings)
@@ -96,14 +95,14 @@ async def parcel_report(conn: AsyncConnection, parcel_id: int) -> dict[str, Any]
                    and b[4] > limit]
     pipes = await rows(conn, f"""
         SELECT s.network,
-               (SELECT min(t.network_name) FROM {S}.pipeline_type t WHERE t.network = s.network),
+               (SELECT min(t.network_name) FROM {T.pipeline_type} t WHERE t.network = s.network),
                count(*), sum(ST_Length(ST_Intersection(s.geom, p.geom)))
-        FROM {S}.pipeline_segment s JOIN {S}.parcel p ON ST_Intersects(s.geom, p.geom)
+        FROM {T.pipeline_segment} s JOIN {T.parcel} p ON ST_Intersects(s.geom, p.geom)
         WHERE p.id = %s GROUP BY 1 ORDER BY 1""", (parcel_id,))
     comps = await rows(conn, f"""
         SELECT c.class_code, k.name, k.major_name, count(*)
-        FROM {S}.city_component c JOIN {S}.parcel p ON ST_Intersects(c.geom, p.geom)
-        LEFT JOIN {S}.component_class k ON k.code = c.class_code
+        FROM {T.city_component} c JOIN {T.parcel} p ON ST_Intersects(c.geom, p.geom)
+        LEFT JOIN {T.component_class} k ON k.code = c.class_code
         WHERE p.id = %s GROUP BY 1, 2, 3 ORDER BY 1""", (parcel_id,))
     return {
         "parcel": {"id": p[0], "parcel_code": p[1], "land_use": p[2], "land_use_name": p[3],

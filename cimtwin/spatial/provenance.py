@@ -22,6 +22,8 @@ from cimtwin.spatial.base import SCHEMA, Base, json_array, json_object
 #: numbers every change notification (``notify_change``, migration 0004): a shared tile cache
 #: compares the last number it applied with this to find changes made while nobody listened
 CHANGE_SEQ = Sequence("change_seq", schema=SCHEMA, metadata=Base.metadata)
+#: the channel imports and incident edits announce their changes on (``notify_change``)
+CHANGE_CHANNEL = "cimtwin_change"
 
 BATCH_STATUSES = ("running", "succeeded", "failed", "replaced")
 

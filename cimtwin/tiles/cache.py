@@ -30,13 +30,13 @@ from isal import igzip
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SCHEMA
 from cimtwin.spatial.catalogue import BY_ID
+from cimtwin.spatial.provenance import CHANGE_CHANNEL
 from cimtwin.tiles.mvt import BUFFER, EXTENT, TileRequest
 
 if TYPE_CHECKING:
     from cimtwin.settings import Settings
 
 log = logging.getLogger(__name__)
-CHANNEL = "cimtwin_change"
 SEQUENCE = "change_seq"
 LISTENER_NAME = "cimtwin change listener"  # application_name, visible in pg_stat_activity
 
@@ -285,7 +285,7 @@ async def listen_for_changes(dsn: str, cache: TileCache, ready: asyncio.Event | 
         try:
             async with await psycopg.AsyncConnection.connect(
                     dsn, autocommit=True, application_name=LISTENER_NAME) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
+                await conn.execute(f"LISTEN {CHANGE_CHANNEL}")
                 # read after LISTEN: a change after this read is heard, one before is counted
                 await cache.on_listen(await _change_seq(conn, schema))
                 if ready:
