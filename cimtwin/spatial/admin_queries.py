@@ -9,9 +9,6 @@ on its surface, lowest code on shared boundaries); pipes are clipped to the grid
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +20,7 @@ from psycopg import AsyncConnection, sql
 from cimtwin.spatial.admin_grid import GridIndex
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.catalogue import BY_ID, Layer
+from cimtwin.spatial.fingerprint_cache import FingerprintCache
 from cimtwin.spatial.incident import OPEN_STATUSES
 from cimtwin.spatial.sql_toolkit import T, geojson_sql, one, rows
 
@@ -38,48 +36,13 @@ SELECT md5(coalesce(string_agg(id::text || ':' || xmin::text, ',' ORDER BY id), 
 FROM {T.import_batch}"""
 
 
-class ImportCache:
+class ImportCache(FingerprintCache):
     """Answers computed from tables that only imports change (grids, buildings, parcels,
-    pipes, components, structures: every change to them is an import batch), kept per process
-    while the import batches stay as they were (checked with one small query per call) and
-    for at most ``max_age_s`` against edits made outside the service. Least recently used
-    entries go first beyond ``max_entries``."""
+    pipes, components, structures: every change to them is an import batch), kept while the
+    import batches stay as they were and for at most ``max_age_s``."""
 
     def __init__(self, max_age_s: float = 300.0, max_entries: int = 10_000) -> None:
-        self.max_age_s = max_age_s
-        self.max_entries = max_entries
-        self.entries: OrderedDict[Hashable, tuple[str, float, Any]] = OrderedDict()
-        self.locks: dict[Hashable, asyncio.Lock] = {}
-        self.hits = self.misses = 0
-
-    async def get(self, conn: AsyncConnection, key: Hashable,
-                  compute: Callable[[], Awaitable[Any]]) -> Any:
-        fingerprint = (await one(conn, IMPORTS_FINGERPRINT_SQL))[0]
-        found, value = self._fresh(key, fingerprint)
-        if found:
-            return value
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:  # one computation per key at a time; the others wait for it
-            found, value = self._fresh(key, fingerprint)
-            if found:
-                return value
-            self.misses += 1
-            value = await compute()
-            self.entries[key] = (fingerprint, time.monotonic(), value)
-            self.entries.move_to_end(key)
-            while len(self.entries) > self.max_entries:
-                old, _ = self.entries.popitem(last=False)
-                if old in self.locks and not self.locks[old].locked():
-                    del self.locks[old]
-            return value
-
-    def _fresh(self, key: Hashable, fingerprint: str) -> tuple[bool, Any]:
-        entry = self.entries.get(key)
-        if entry and entry[0] == fingerprint and time.monotonic() - entry[1] < self.max_age_s:
-            self.hits += 1
-            self.entries.move_to_end(key)
-            return True, entry[2]
-        return False, None
+        super().__init__(IMPORTS_FINGERPRINT_SQL, max_age_s, max_entries)
 
 
 def import_cache(state: Any, max_age_s: float) -> ImportCache | None:
