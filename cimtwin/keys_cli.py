@@ -51,7 +51,9 @@ def _connect() -> psycopg.Connection:
     from cimtwin.spatial.access_queries import TABLE
 
     regclass = TABLE.replace('"', "")
-    if conn.execute("SELECT to_regclass(%s)", (regclass,)).fetchone()[0] is None:
+    found = conn.execute("SELECT to_regclass(%s)", (regclass,)).fetchone()
+    assert found is not None  # a SELECT without FROM returns one row
+    if found[0] is None:
         conn.close()
         raise UserError(f"the database has no {regclass} table: run `cimtwin db setup` (or "
                         "`cimtwin db upgrade`) first")

@@ -7,18 +7,23 @@ between cities); the loaders below read from there first.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 
-def _open(name: str):
+def _open(name: str) -> TextIO:
     override = os.environ.get("CIMTWIN_REFERENCE_DIR")
     if override and (Path(override) / name).is_file():
         return open(Path(override) / name, encoding="utf-8", newline="")
-    return resources.files(__package__).joinpath(name).open(encoding="utf-8", newline="")
+    # Traversable.open takes no newline argument: wrap the binary stream instead (the csv
+    # module needs newline="")
+    binary = resources.files(__package__).joinpath(name).open("rb")
+    return io.TextIOWrapper(binary, encoding="utf-8", newline="")
 
 
 def read_rows(name: str) -> list[dict[str, str]]:

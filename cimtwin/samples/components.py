@@ -128,7 +128,7 @@ def build_components(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: L
 
     # covers and fixtures exactly on the survey points
     for net in pipes.networks:
-        owner = {}
+        owner: dict[int, str] = {}
         for p in net.pipes:
             owner.setdefault(p.a, p.owner)
             owner.setdefault(p.b, p.owner)
@@ -248,6 +248,7 @@ def _assemble(batches: list[_Batch], terrain: Terrain,
         if n == 0:
             continue
         if b.geoms is None:
+            assert b.x is not None and b.y is not None  # a batch without shapes has points
             geoms.append(shapely.points(np.column_stack([b.x, b.y])))
             elev.append(np.round(terrain.z(b.x, b.y), 2))
         else:

@@ -30,7 +30,7 @@ def plant(point_rows: list[list], line_rows: list[list], components: gpd.GeoData
     rng = substream(seed, "dirty")
     defects: list[dict] = []
     pt_row = {r[P["物探点号"]]: k for k, r in enumerate(point_rows)}
-    uses = Counter()
+    uses: Counter[str] = Counter()
     for r in line_rows:
         uses[r[L["起点点号"]]] += 1
         uses[r[L["终点点号"]]] += 1

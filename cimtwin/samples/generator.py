@@ -228,7 +228,7 @@ def _file_counts(point_rows: list, line_rows: list, admin, parcel: gpd.GeoDataFr
     return out
 
 
-def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, object]]:
+def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, str]]:
     def n(key: str) -> str:
         v = fc[key]
         return ", ".join(f"{k} {c}" for k, c in v.items()) if isinstance(v, dict) else str(v)

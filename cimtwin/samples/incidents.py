@@ -21,7 +21,7 @@ from cimtwin.samples.spec import INCIDENT_EPOCH, STORAGE_EPSG, substream
 from cimtwin.spatial.crs import transformer
 from cimtwin.spatial.incident import INCIDENT_STATUSES
 
-TYPES = {  # type: (weight, severity range, title template)
+TYPES = {  # incident type -> (weight, severity range, title template)
     "pipe_burst": (0.14, (2, 4), "{road}给水管爆管"),
     "gas_leak": (0.07, (3, 4), "{road}燃气管道泄漏"),
     "road_collapse": (0.06, (2, 4), "{road}路面塌陷"),

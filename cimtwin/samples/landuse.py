@@ -17,7 +17,7 @@ import shapely
 
 from cimtwin.reference import land_use_classes
 from cimtwin.samples import names
-from cimtwin.samples.layout import Lattice, Terrain
+from cimtwin.samples.layout import Lattice, Terrain, round_rect
 from cimtwin.samples.spec import (
     COUNTY_CODE,
     HALL_FLOOR_AREA,
@@ -197,7 +197,7 @@ def build_landuse(lat: Lattice, terrain: Terrain, seed: int) -> LandUse:
         geometry=[r[5] for r in p_rows], crs=crs)
     cols = ["bldg_cd", "name", "address", "use", "height_m", "floors", "ug_floors", "base_elev",
             "floor_area", "residents", "build_year", "parcel_cd"]
-    data = {c: [r[n] for r in b_rows] for n, c in enumerate(cols)}
+    data: dict[str, list | np.ndarray] = {c: [r[n] for r in b_rows] for n, c in enumerate(cols)}
     data["residents"] = np.array(
         [np.nan if v is None else v for v in data["residents"]], dtype=float)
     building = gpd.GeoDataFrame(data, geometry=[r[-1] for r in b_rows], crs=crs)
@@ -241,7 +241,7 @@ def _place_buildings(lat: Lattice, rule: UseRule, rect: tuple[float, float, floa
             fp = (x0 + a0, y0 + b0, x0 + a0 + w, y0 + b0 + d)
         else:
             fp = (x0 + b0, y0 + a0, x0 + b0 + d, y0 + a0 + w)
-        fp = tuple(round(v, 3) for v in fp)
+        fp = round_rect(fp)
         storey = round(float(rng.uniform(*rule.storey)), 1)
         floors = int(rng.integers(rule.floors[0], rule.floors[1] + 1))
         floors = max(1, min(floors, int(h_limit // storey)))

@@ -10,6 +10,7 @@ built from the same lattice lines share exact vertices and tile without slivers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -30,6 +31,12 @@ SECONDARY_WIDTHS = (20.0, 22.0, 24.0)
 OUTER_MARGIN = 25.0
 
 
+def round_rect(rect: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A rectangle (x0, y0, x1, y1) with its coordinates rounded to the millimetre."""
+    x0, y0, x1, y1 = rect
+    return round(x0, 3), round(y0, 3), round(x1, 3), round(y1, 3)
+
+
 class Terrain:
     """Smooth ground elevation (1985 datum): ~75 m at the station, falling to the south-west.
 
@@ -44,6 +51,11 @@ class Terrain:
         self.grade = 0.0025
         self.phases = rng.uniform(0.0, 2 * np.pi, size=3)
 
+    @overload
+    def z(self, x: float, y: float) -> float: ...
+    @overload
+    def z(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float: ...
+
     def z(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float:
         """Ground elevation at (easting, northing), unrounded."""
         dx = np.asarray(x, dtype=float) - self.cx
@@ -54,6 +66,11 @@ class Terrain:
         ) + 0.15 * np.sin(2 * np.pi * (dx + dy) / 1900.0 + p[2])
         out = self.z0 + self.grade * (dx + dy) + wave
         return float(out) if np.ndim(out) == 0 else out
+
+    @overload
+    def ground(self, x: float, y: float) -> float: ...
+    @overload
+    def ground(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float: ...
 
     def ground(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray | float:
         """Ground elevation rounded to the centimetre, as every file writes it."""

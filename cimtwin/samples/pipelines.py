@@ -89,7 +89,7 @@ def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
         inc = node_edges[node]
         deg = len(inc)
         appurt = cfg.manhole
-        road = edges[inc[0][0]][0].name
+        road_name = edges[inc[0][0]][0].name
         if deg >= 3:
             feature = "三通" if deg == 3 else "四通"
         elif deg == 2:
@@ -106,7 +106,7 @@ def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
         well = float(rng.uniform(*cfg.well)) if appurt else None
         x, y = pos(node)
         node_idx[node] = net.point(feature, appurt, x, y, terrain, float(rng.uniform(lo, hi)),
-                                   well, road=road)
+                                   well, road=road_name)
         valve_nodes[node] = deg >= 3 and bool(rng.random() < cfg.valve_prob)
 
     for (road, u, v, _), a in zip(edges, attrs, strict=True):

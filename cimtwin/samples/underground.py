@@ -10,7 +10,7 @@ from __future__ import annotations
 import geopandas as gpd
 import shapely
 
-from cimtwin.samples.layout import Lattice, Terrain
+from cimtwin.samples.layout import Lattice, Terrain, round_rect
 from cimtwin.samples.spec import STORAGE_EPSG
 
 BOX_LEN, BOX_WIDTH, BOX_DEPTH = 220.0, 22.0, 17.0
@@ -27,7 +27,7 @@ def build_underground(lat: Lattice, terrain: Terrain) -> gpd.GeoDataFrame:
     def add(code: str, kind: str, name: str, rect: tuple[float, float, float, float],
             top: float, bottom: float) -> None:
         g = terrain.ground((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2)
-        rect = tuple(round(v, 3) for v in rect)
+        rect = round_rect(rect)
         rows.append((code, kind, name, round(g - top, 2), round(g - bottom, 2),
                      shapely.MultiPolygon([shapely.box(*rect)])))
 

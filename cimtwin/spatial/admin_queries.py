@@ -22,7 +22,7 @@ from cimtwin.spatial.base import SRID
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.spatial.fingerprint_cache import FingerprintCache
 from cimtwin.spatial.incident import OPEN_STATUSES
-from cimtwin.spatial.sql_toolkit import T, geojson_sql, one, rows
+from cimtwin.spatial.sql_toolkit import T, geojson_sql, one, one_row, rows
 
 #: layers of GET /grids/{code}/features, and how a feature belongs to a grid
 GRID_LAYERS = ("buildings", "components", "parcels", "pipelines", "incidents")
@@ -123,7 +123,7 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
     if row is None:
         return None
     out = _hierarchy(row)
-    b = await one(conn, f"""
+    b = await one_row(conn, f"""
         SELECT count(*), coalesce(sum(floor_area_m2), 0), coalesce(sum(residents), 0),
                coalesce(sum(ST_Area(footprint)), 0), max(height_m)
         FROM {T.building} WHERE grid_code = %s""", (code,))
@@ -191,7 +191,7 @@ async def grid_features(conn: AsyncConnection, code: str, layer_id: str, limit: 
         matched = len(found)
     else:
         count = sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(table, cond)
-        matched = (await one(conn, count, (code,)))[0]
+        matched = (await one_row(conn, count, (code,)))[0]
     return layer, found, matched
 
 
@@ -253,7 +253,7 @@ async def grid_lookup(state: Any, conn: AsyncConnection) -> GridLookup:
     lock = getattr(state, "grid_lookup_lock", None)
     if lock is None:
         lock = state.grid_lookup_lock = asyncio.Lock()
-    fingerprint = (await one(conn, FINGERPRINT_SQL))[0] or ""
+    fingerprint = (await one_row(conn, FINGERPRINT_SQL))[0] or ""
     current: GridLookup | None = getattr(state, "grid_lookup", None)
     if current is not None and current.fingerprint == fingerprint:
         return current

@@ -7,9 +7,10 @@ in the configured metric storage CRS, with heights as Z where the object has a t
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from geoalchemy2 import Geometry
-from sqlalchemy import BigInteger, DateTime, ForeignKey, MetaData, func, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, MetaData, Table, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -29,6 +30,22 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(schema=SCHEMA, naming_convention=NAMING)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's :class:`~sqlalchemy.Table`.
+
+    SQLAlchemy types ``__table__`` as any ``FromClause`` (a class may be mapped to a join or a
+    subquery); every model of the twin is declared on a table of its own."""
+    return cast(Table, model.__table__)
+
+
+def schema_of(model: type[Base]) -> str:
+    """The schema a model's table is in (every table has one: the metadata's default)."""
+    schema = table_of(model).schema
+    if schema is None:
+        raise TypeError(f"table {table_of(model).name!r} has no schema")
+    return schema
 
 
 def geom(kind: str, srid: int = SRID, nullable: bool = False) -> Mapped:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
-from cimtwin.spatial.base import Base
+from cimtwin.spatial.base import Base, schema_of, table_of
 from cimtwin.spatial.building import Building, UndergroundStructure
 from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.incident import Incident
@@ -58,11 +58,11 @@ class Layer:
 
     @property
     def schema(self) -> str:
-        return self.model.__table__.schema
+        return schema_of(self.model)
 
     def column_type(self, name: str) -> str:
         """'number', 'integer', 'string', 'datetime' or 'object' for TileJSON and JSON Schema."""
-        col = self.model.__table__.columns[name]
+        col = table_of(self.model).columns[name]
         try:
             py = col.type.python_type
         except NotImplementedError:

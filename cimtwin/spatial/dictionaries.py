@@ -10,7 +10,7 @@ from sqlalchemy import Connection, SmallInteger, String, Text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import Base
+from cimtwin.spatial.base import Base, table_of
 
 
 class PipelineType(Base):
@@ -98,7 +98,7 @@ def seed_dictionaries(bind: Connection) -> dict[str, int]:
     """Insert or update every dictionary row (codes in use are never deleted)."""
     counts = {}
     for model, rows in dictionary_rows().items():
-        table = model.__table__
+        table = table_of(model)
         stmt = insert(table).values(rows)
         keys = [c.name for c in table.primary_key.columns]
         stmt = stmt.on_conflict_do_update(

@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from cimtwin.spatial.admin_queries import ImportCache
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.incident import OPEN_STATUSES
-from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
 
 DEPTH_BANDS: tuple[tuple[str, float, float | None], ...] = (
     ("0-1", 0.0, 1.0), ("1-2", 1.0, 2.0), ("2-3", 2.0, 3.0), ("3-5", 3.0, 5.0),
@@ -125,7 +125,7 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
     p = {"slug": slug}
     out: dict[str, Any] = {"slug": head[1], "name": head[2], "kind": head[3],
                            "description": head[4], "area_m2": head[5]}
-    b = await one(conn, f"""
+    b = await one_row(conn, f"""
         SELECT count(*), coalesce(sum(ST_Area(b.footprint)), 0),
                coalesce(sum(b.floor_area_m2), 0), coalesce(sum(b.residents), 0),
                min(b.height_m), max(b.height_m), avg(b.height_m),

@@ -13,7 +13,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from cimtwin.spatial.base import SRID
-from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
 
 #: share of a footprint that must lie in a parcel for the building to count as on it
 MAJORITY = 0.5
@@ -41,7 +41,7 @@ async def list_parcels(conn: AsyncConnection, area_wkb: bytes | None, land_use: 
         ORDER BY p.id LIMIT %s OFFSET %s""", [*params, limit, offset])
     if offset == 0 and len(found) < limit:
         return found, len(found)
-    total = await one(conn, f"SELECT count(*) FROM {T.parcel} p{where}", params)
+    total = await one_row(conn, f"SELECT count(*) FROM {T.parcel} p{where}", params)
     return found, total[0]
 
 

@@ -5,7 +5,8 @@ written one way everywhere.
   schema-qualified, quoted name, and a misspelt table fails when the module is imported,
   not when a request first runs the statement. Identifiers come from the SQLAlchemy metadata
   (the allow-list), never from input.
-* :func:`rows`, :func:`one` and :func:`rows_nojit` run a parameterised statement.
+* :func:`rows`, :func:`one`, :func:`one_row` and :func:`rows_nojit` run a parameterised
+  statement.
 * :func:`geojson_sql` / :func:`geojson_text` turn a stored geometry into CRS84 GeoJSON.
 
 Each table's own SQL fragments (formulas such as a pipe's size) live with its model.
@@ -18,7 +19,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from cimtwin.spatial import model
-from cimtwin.spatial.base import Base
+from cimtwin.spatial.base import Base, schema_of, table_of
 
 
 class _Tables:
@@ -36,14 +37,13 @@ T = _Tables()
 
 def table(model_class: type[Base]) -> str:
     """The quoted, schema-qualified name of a model's table, as SQL text."""
-    t = model_class.__table__
-    return f'"{t.schema}"."{t.name}"'
+    return f'"{schema_of(model_class)}"."{table_of(model_class).name}"'
 
 
 def identifier(model_class: type[Base]) -> sql.Composed:
     """The same name as a :mod:`psycopg.sql` composable, for composed statements."""
-    t = model_class.__table__
-    return sql.SQL("{}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+    return sql.SQL("{}.{}").format(sql.Identifier(schema_of(model_class)),
+                                   sql.Identifier(table_of(model_class).name))
 
 
 async def rows(conn: AsyncConnection, query: Any, params: Any = None) -> list[tuple]:
@@ -56,6 +56,15 @@ async def one(conn: AsyncConnection, query: Any, params: Any = None) -> tuple | 
     """The first row of a parameterised statement, None when there is none."""
     cur = await conn.execute(query, params)
     return await cur.fetchone()
+
+
+async def one_row(conn: AsyncConnection, query: Any, params: Any = None) -> tuple:
+    """The row of a statement that always returns one (an aggregate without GROUP BY, a
+    function call); raises :class:`RuntimeError` when none came, which would be a bug."""
+    row = await one(conn, query, params)
+    if row is None:
+        raise RuntimeError(f"a statement expected to return one row returned none: {query!r}")
+    return row
 
 
 async def rows_nojit(conn: AsyncConnection, query: Any, params: Any = None) -> list[tuple]:

@@ -39,10 +39,10 @@ def _match(getter: list, pairs: dict[Any, str]) -> list:
 
 def expressions() -> dict[str, list]:
     """Colour expressions by placeholder name, built from the dictionaries."""
-    networks = {}
+    networks: dict[str, str] = {}
     for t in reference.pipeline_types():
         networks.setdefault(t.major_code, t.color_hex)
-    land = {}
+    land: dict[str, str] = {}
     for r in reference.read_rows("land_use_gb50137.csv"):
         land.setdefault(r["major_code"], r["color_hex"])
     return {

@@ -54,8 +54,10 @@ def _varint(n: int) -> bytes:
 def _field(num: int, wire: int, payload: bytes | int) -> bytes:
     key = _varint((num << 3) | wire)
     if wire == 0:
-        return key + _varint(payload)  # type: ignore[arg-type]
-    return key + _varint(len(payload)) + payload  # type: ignore[arg-type]
+        assert isinstance(payload, int), "a varint field carries an int"
+        return key + _varint(payload)
+    assert isinstance(payload, bytes), "a length-delimited field carries bytes"
+    return key + _varint(len(payload)) + payload
 
 
 def _zigzag(n: int) -> int:

@@ -128,10 +128,11 @@ def parse_change(payload: str) -> Change | None:
         seq = int(seq) if seq is not None else None
     except (ValueError, KeyError, TypeError):
         return None
-    lonlat = None
+    lonlat: Box | None = None
     if box and len(box) == 4 and all(isinstance(v, int | float) for v in box):
         tr = crs_mod.transformer(crs_mod.storage_srid(), 4326)
-        lonlat = tuple(tr.transform_bounds(*box))
+        west, south, east, north = tr.transform_bounds(*box)
+        lonlat = (west, south, east, north)
         if not all(math.isfinite(v) for v in lonlat):
             lonlat = None  # outside the CRS area: drop the tables' tiles everywhere
     return Change(tables, lonlat, seq)

@@ -67,6 +67,8 @@ def layer_statement(layer: Layer, zoom_filter: str | None) -> str:
     """The MVT statement for one layer; parameters z, x, y, margin, tol, minsize, limit."""
     geom = sql.SQL("s.{}").format(sql.Identifier(layer.geometry_column))
     flat = sql.SQL("ST_Force2D({})").format(geom)
+    shape: sql.Composable
+    size: sql.Composable
     if layer.point_on_surface:
         shape, size = sql.SQL("ST_PointOnSurface({})").format(flat), sql.SQL("")
     elif layer.simplify_px > 0:

@@ -30,6 +30,7 @@ import os
 import re
 import struct
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -178,11 +179,12 @@ class RedisTileCache:
         layers, z, x, y = key
         raw = None
         if await self._ready():
+            assert self.redis is not None  # _ready() is only true with a client
             try:
                 raw = await self.redis.hget(self._hash(layers, z), f"{x}/{y}")
             except RedisError as exc:
                 self._failed(exc)
-        entry = _unpack(raw, layers, z, x, y) if raw else None
+        entry = _unpack(_reply_bytes(raw), layers, z, x, y) if raw else None
         if entry is None:
             self.misses += 1
             return None
@@ -273,15 +275,18 @@ class RedisTileCache:
         smaller set, else the hash's own fields; None when both are too many."""
         x0, y0, x1, y1 = tile_range(z, bbox)
         candidates = max(0, x1 - x0 + 1) * max(0, y1 - y0 + 1)
+        assert self.redis is not None  # called by invalidate(), which has a client
         size = await self.redis.hlen(hkey)
         if size == 0 or candidates == 0:
             return []
         if min(candidates, size) > MAX_FIELDS_CHECKED:
             return None
+        cells: Iterator[tuple[int, ...]]
         if candidates <= size:
             cells = ((x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1))
         else:
-            cells = (tuple(map(int, f.split(b"/"))) for f in await self.redis.hkeys(hkey))
+            cells = (tuple(map(int, _reply_bytes(f).split(b"/")))
+                     for f in await self.redis.hkeys(hkey))
         return [f"{x}/{y}" for x, y in cells if meets(tile_bounds(TileRequest(z, x, y)), bbox)]
 
     async def clear(self) -> int:
@@ -300,6 +305,7 @@ class RedisTileCache:
         return n
 
     async def _drop(self, keys: list[bytes]) -> int:
+        assert self.redis is not None  # called by clear(), which has a client
         pipe = self.redis.pipeline(transaction=False)
         for k in keys:
             pipe.hlen(k)
@@ -332,7 +338,7 @@ class RedisTileCache:
             if db_seq is None or stored is None or int(stored) != db_seq:
                 n = await self.clear()
                 log.info("tile cache: Redis applied change %s, the database is at %s: dropped "
-                         "%d tiles", stored.decode() if stored else None, db_seq, n)
+                         "%d tiles", _reply_bytes(stored).decode() if stored else None, db_seq, n)
                 if db_seq is not None:
                     await self.redis.set(self.seq_key, db_seq)
             self.stale = False
@@ -357,6 +363,13 @@ class RedisTileCache:
         if not self.live:
             return f"redis {self.where}: bypassed until the change listener connects", False
         return f"redis {self.where}", True
+
+
+def _reply_bytes(reply: bytes | str) -> bytes:
+    """A Redis reply as the bytes it is: the client is made without ``decode_responses``
+    (redis-py types replies ``bytes | str`` to cover both settings)."""
+    assert isinstance(reply, bytes), "the Redis client must not decode responses"
+    return reply
 
 
 def _unpack(raw: bytes, layers: tuple[str, ...], z: int, x: int, y: int) -> CachedTile | None:
