@@ -12,8 +12,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from cimtwin.spatial.base import SRID
 from cimtwin.spatial.catalogue import Layer
-from cimtwin.spatial.crs import storage_crs_def
 
 #: seconds an extent is reused before it is read again
 EXTENT_TTL_S = 10.0
@@ -27,7 +27,7 @@ def _extent_sql(layer: Layer) -> sql.Composed:
         " ST_YMax(b) - ST_YMin(b), 1.0) / 32), 4326)) AS e"
         " FROM (SELECT ST_SetSRID(ST_Extent({geom})::geometry, {srid}) AS b FROM {table}) s"
         ") t").format(geom=sql.Identifier(layer.geometry_column),
-                      srid=sql.Literal(storage_crs_def().srid),
+                      srid=sql.Literal(SRID),
                       table=sql.Identifier(layer.schema, layer.table))
 
 
