@@ -18,7 +18,21 @@ import wntr
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
-from cimtwin.spatial import pipeline_analysis as pa
+from cimtwin.spatial.pipelines.clearance import clearance_analysis
+from cimtwin.spatial.pipelines.clearance_rules import (
+    BUILDING,
+    PipeSpec,
+    clearance_rule,
+    clearance_rules,
+    gas_class,
+)
+from cimtwin.spatial.pipelines.graph import NetworkGraph, connected_components, network_graph
+from cimtwin.spatial.pipelines.isolation import isolate, isolation_analysis
+from cimtwin.spatial.pipelines.profile import profile_analysis
+from cimtwin.spatial.pipelines.qa import dangling_ends, qa_analysis
+from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
+from cimtwin.spatial.pipelines.shared import NotFound
+from cimtwin.spatial.pipelines.trace import trace_analysis
 
 NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
 NET3_OPTIONS = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200",
@@ -186,7 +200,7 @@ def test_connected_components_agree_with_networkx():
     rng = np.random.default_rng(7)
     for n, m in ((1, 0), (50, 30), (500, 480), (2000, 1500)):
         u, v = rng.integers(0, n, m), rng.integers(0, n, m)
-        labels = pa.connected_components(n, u, v)
+        labels = connected_components(n, u, v)
         g = nx.Graph()
         g.add_nodes_from(range(n))
         g.add_edges_from(zip(u.tolist(), v.tolist(), strict=True))
@@ -196,51 +210,51 @@ def test_connected_components_agree_with_networkx():
     # a long chain numbered against the grain (the worst case for naive propagation)
     n = 10_001
     order = np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2)[::-1]])
-    labels = pa.connected_components(n, order[:-1], order[1:])
+    labels = connected_components(n, order[:-1], order[1:])
     assert (labels == 0).all()
 
 
 def test_clearance_rows_expand_and_match_as_the_csv_says():
-    rules = pa.clearance_rules()
+    rules = clearance_rules()
     sub_high = [r for r in rules if r.item_a == "给水管线" and r.item_b == "燃气"
                 and r.variant.startswith("次高压")]
     assert {(r.variant, r.value_m) for r in sub_high} == {("次高压B", 1.0), ("次高压A", 1.5)}
     assert not any(r.table == "4.1.7" for r in rules)  # crossing angles are not distances
-    water = pa.PipeSpec("JS", "JP", diameter_mm=300)
-    small = pa.PipeSpec("JS", "JP", diameter_mm=150)
-    sewer = pa.PipeSpec("PS", "WS", diameter_mm=400)
-    m = pa.clearance_rule("horizontal", water, sewer)
+    water = PipeSpec("JS", "JP", diameter_mm=300)
+    small = PipeSpec("JS", "JP", diameter_mm=150)
+    sewer = PipeSpec("PS", "WS", diameter_mm=400)
+    m = clearance_rule("horizontal", water, sewer)
     assert (m.required_m, m.rule.row, m.rule.variant, m.rule.verified) == (1.5, 4, "d>200mm",
                                                                            True)
-    assert pa.clearance_rule("horizontal", sewer, small).required_m == 1.0
-    gas = pa.PipeSpec("RQ", "TR", diameter_mm=200, pressure_class="中压")
-    cable = pa.PipeSpec("DL", "GD", width_mm=800, height_mm=400, burial="GK")
-    m = pa.clearance_rule("horizontal", gas, cable)
+    assert clearance_rule("horizontal", sewer, small).required_m == 1.0
+    gas = PipeSpec("RQ", "TR", diameter_mm=200, pressure_class="中压")
+    cable = PipeSpec("DL", "GD", width_mm=800, height_mm=400, burial="GK")
+    m = clearance_rule("horizontal", gas, cable)
     assert (m.required_m, m.rule.item_a, m.rule.unverified) == (1.0, "燃气(低/中压)", True)
     # '中压' without A/B: both drainage rows apply (1.2 each), and that is said
-    m = pa.clearance_rule("horizontal", sewer, gas)
+    m = clearance_rule("horizontal", sewer, gas)
     assert m.required_m == 1.2 and m.assumptions
-    assert pa.clearance_rule("horizontal", cable, pa.PipeSpec("TX", "XX")) is None
-    assert pa.clearance_rule("vertical", cable, water) is None
-    house = pa.PipeSpec(pa.BUILDING)
-    assert pa.clearance_rule("horizontal", house, sewer).required_m == 2.5
-    assert pa.gas_class("0.3MPa") == "中压A" and pa.gas_class("次高压B") == "次高压B"
-    assert pa.gas_class("低压") == "低压" and pa.gas_class("0.005") == "低压"
+    assert clearance_rule("horizontal", cable, PipeSpec("TX", "XX")) is None
+    assert clearance_rule("vertical", cable, water) is None
+    house = PipeSpec(BUILDING)
+    assert clearance_rule("horizontal", house, sewer).required_m == 2.5
+    assert gas_class("0.3MPa") == "中压A" and gas_class("次高压B") == "次高压B"
+    assert gas_class("低压") == "低压" and gas_class("0.005") == "低压"
 
 
 def test_dangling_ends_of_a_pressure_graph():
     segs = [(1, 1, 2, 10.0, 0, 100), (2, 2, 3, 10.0, 0, 100), (3, 2, 4, 10.0, 0, 100)]
     nodes = [(1, "直线点", None, None, "a", 0, 0), (2, "三通", None, None, "b", 10, 0),
              (3, None, "消防栓", None, "c", 20, 0), (4, "预留口", None, None, "d", 10, 10)]
-    g = pa.NetworkGraph.from_rows("JS", segs, nodes)
-    assert [(int(g.node_id[k]), why) for k, why in pa.dangling_ends(g)] == [(1, "dead end")]
+    g = NetworkGraph.from_rows("JS", segs, nodes)
+    assert [(int(g.node_id[k]), why) for k, why in dangling_ends(g)] == [(1, "dead end")]
 
 
 # --- the tiny networks ----------------------------------------------------------------------------
 
 
 def _iso(scratch, burst: str, failed=()):
-    return arun(scratch["url"], lambda c: pa.isolation_analysis(
+    return arun(scratch["url"], lambda c: isolation_analysis(
         c, segment_id=scratch["js"][burst], failed_valves=list(failed)))
 
 
@@ -282,12 +296,12 @@ def test_a_failed_valve_expands_to_the_next_ring(scratch):
     r = _iso(scratch, "s2", [f"valve:{scratch['L1']}", f"node:{nd['V4']}"])
     assert set(r["isolated_segments"]["ids"]) == {js["s2"], js["s3"], js["s7"], js["s11"]}
     assert r["failed_valves"]["not_on_boundary"] == [f"node:{nd['V4']}"]
-    with pytest.raises(pa.NotFound, match="node:999999"):
+    with pytest.raises(NotFound, match="node:999999"):
         _iso(scratch, "s2", ["node:999999"])
 
 
 def _trace(scratch, network="PS", **kw):
-    return arun(scratch["url"], lambda c: pa.trace_analysis(c, network=network, **kw))
+    return arun(scratch["url"], lambda c: trace_analysis(c, network=network, **kw))
 
 
 def test_gravity_traces_follow_the_flow(scratch):
@@ -329,7 +343,7 @@ def test_pressure_trace_follows_connectivity_and_stops_at_valves(scratch):
 
 def test_qa_of_the_tiny_storm_network(scratch):
     ps, nd = scratch["ps"], scratch["ps_nodes"]
-    report = arun(scratch["url"], lambda c: pa.qa_analysis(c, "PS"))["networks"][0]
+    report = arun(scratch["url"], lambda c: qa_analysis(c, "PS"))["networks"][0]
     # the tree, the loop, the dead end, and the planted crossing pipe (head -> outfall)
     assert report["gravity"] and report["subnetworks"]["count"] == 4
     assert sorted(report["subnetworks"]["sizes"]) == [1, 1, 3, 4]
@@ -346,17 +360,17 @@ def test_qa_of_the_tiny_storm_network(scratch):
 
 def test_profiles_of_the_tiny_networks(scratch):
     ps, js = scratch["ps"], scratch["js"]
-    p = arun(scratch["url"], lambda c: pa.profile_analysis(c, ps["P1"]))
+    p = arun(scratch["url"], lambda c: profile_analysis(c, ps["P1"]))
     assert [s["segment_id"] for s in p["segments"]] == [ps["P1"], ps["P3"], ps["P4"]]
     assert p["stopped"] == "outfall"
     assert p["segments"][2]["bottom_end_m"] == pytest.approx(97.0)  # P4's invert at OUT
     assert p["segments"][1]["chainage_start_m"] == pytest.approx(np.hypot(100, 100), abs=1e-3)
     assert [g["elevation_m"] for g in p["ground_line"]["points"]] == [100.0] * 4
-    p = arun(scratch["url"], lambda c: pa.profile_analysis(c, js["s1"]))
+    p = arun(scratch["url"], lambda c: profile_analysis(c, js["s1"]))
     assert [s["segment_id"] for s in p["segments"]] == [js[f"s{i}"] for i in range(1, 7)]
     assert [s["chainage_start_m"] for s in p["segments"]] == [0, 50, 100, 150, 200, 250]
     assert p["segments"][0]["cover_start_m"] == pytest.approx(1.1)  # ground 100, top 98.9
-    back = arun(scratch["url"], lambda c: pa.profile_analysis(c, js["s6"], reverse=True))
+    back = arun(scratch["url"], lambda c: profile_analysis(c, js["s6"], reverse=True))
     assert [s["segment_id"] for s in back["segments"]] == [js[f"s{i}"] for i in range(6, 0, -1)]
 
 
@@ -370,11 +384,11 @@ def test_the_graph_cache_sees_new_rows(scratch):
         conn.commit()
 
     async def graphs(conn):
-        return await pa.network_graph(conn, "RQ"), await pa.network_graph(conn, "RQ")
+        return await network_graph(conn, "RQ"), await network_graph(conn, "RQ")
 
     first, again = arun(url, graphs)
     assert first is again  # unchanged tables: the cached graph
-    r = arun(url, lambda c: pa.isolation_analysis(c, segment_id=pipes["a"]))
+    r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
     assert set(r["isolated_segments"]["ids"]) == {pipes["a"], pipes["b"]} and not r["valves"]
     with psycopg.connect(libpq_dsn(url)) as conn:
         vid = conn.execute(
@@ -382,10 +396,10 @@ def test_the_graph_cache_sees_new_rows(scratch):
             " SELECT 'tiny-cache', 'C1', s.id, s.from_node_id, ST_StartPoint(s.geom) FROM "
             "cim.pipeline_segment s WHERE s.id = %s RETURNING id", (pipes["b"],)).fetchone()[0]
         conn.commit()
-    r = arun(url, lambda c: pa.isolation_analysis(c, segment_id=pipes["a"]))
+    r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
     assert r["isolated_segments"]["ids"] == [pipes["a"]]
     assert [v["valve"] for v in r["valves"]] == [f"valve:{vid}"]
-    assert arun(url, lambda c: pa.network_graph(c, "RQ")) is not first
+    assert arun(url, lambda c: network_graph(c, "RQ")) is not first
 
 
 # --- Net3 against WNTR ----------------------------------------------------------------------------
@@ -404,9 +418,9 @@ def test_valve_segments_equal_wntr_for_every_net3_pipe(scratch):
                                  "WHERE dataset = 'net3'")
         point = dict(await cur.fetchall())
         by_link = {v: k for k, v in source.items()}
-        g = await pa.network_graph(conn, "JS")
+        g = await network_graph(conn, "JS")
         for pipe in wn.pipe_name_list:
-            iso = pa.isolate(g, g.seg_index(by_link[pipe]))
+            iso = isolate(g, g.seg_index(by_link[pipe]))
             got_links = {source[int(i)] for i in g.seg_id[iso.segments]}
             want = link_seg[pipe]
             assert got_links == set(link_seg.index[link_seg == want]), pipe
@@ -441,7 +455,7 @@ def test_valve_import_names_rows_with_unknown_ids(scratch, tmp_path):
 def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
     ids = scratch["planted"]
     area = shapely.box(X0 + GX - 10, Y0 - 30, X0 + GX + 110, Y0 + 30)
-    r = arun(scratch["url"], lambda c: pa.clearance_analysis(c, area=shapely.to_wkb(area)))
+    r = arun(scratch["url"], lambda c: clearance_analysis(c, area=shapely.to_wkb(area)))
     found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v
              for v in r["violations"]}
     gas, water, storm = ids["gas"], ids["water"], ids["storm"]
@@ -463,7 +477,7 @@ def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
                            "pipe_pairs": 3, "pipe_building_pairs": 0}
     assert r["no_rule"] == []
     # only the telecom network: its crossing and its neighbours are within the rules
-    r = arun(scratch["url"], lambda c: pa.clearance_analysis(c, networks=["TX"]))
+    r = arun(scratch["url"], lambda c: clearance_analysis(c, networks=["TX"]))
     assert r["violations"] == [] and r["counts"]["pipe_pairs"] >= 1
 
 
@@ -503,7 +517,7 @@ def test_burst_on_a_sample_water_main_closes_the_valves_a_walk_finds(loaded_samp
                 if nxt not in seen:
                     seen.add(nxt)
                     queue.append(nxt)
-    r = arun(database_url, lambda c: pa.isolation_analysis(c, segment_id=burst))
+    r = arun(database_url, lambda c: isolation_analysis(c, segment_id=burst))
     assert set(r["isolated_segments"]["ids"]) == seen
     assert {v["id"] for v in r["valves"]} == closing and len(closing) >= 2
     assert all(v["kind"] == "valve_point" for v in r["valves"])
@@ -542,7 +556,7 @@ def test_upstream_trace_on_a_storm_pipe_returns_exactly_what_flows_into_it(loade
             if sid not in want:
                 want.add(sid)
                 queue.append(sid)
-    r = arun(database_url, lambda c: pa.trace_analysis(c, network="PS", segment_id=start,
+    r = arun(database_url, lambda c: trace_analysis(c, network="PS", segment_id=start,
                                                        direction="upstream"))
     got = set(r["segment_ids"])
     assert got == want and len(got) > 20
@@ -589,7 +603,7 @@ def test_excavation_check_orders_gas_and_power_first_then_shallower(loaded_sampl
         area = shapely.box(x - 25, y - 25, x + 25, y + 25)
         truth = _pipe_top_depths(conn, area)
     depth = 1.2
-    r = arun(database_url, lambda c: pa.excavation_analysis(c, area=shapely.to_wkb(area),
+    r = arun(database_url, lambda c: excavation_analysis(c, area=shapely.to_wkb(area),
                                                             depth_m=depth))
     pipes = r["pipes"]
     got = {p["segment_id"] for p in pipes}
@@ -623,7 +637,7 @@ def test_cross_section_offsets_match_line_locate_point(loaded_sample, database_u
         zs = {r[0]: shapely.from_wkb(bytes(r[1])) for r in conn.execute(
             "SELECT id, ST_AsBinary(geom) FROM cim.pipeline_segment WHERE id = ANY(%s)",
             (list(expect),))}
-    r = arun(database_url, lambda c: pa.cross_section_analysis(
+    r = arun(database_url, lambda c: cross_section_analysis(
         c, line=shapely.to_wkb(section), length_m=section.length))
     got = {p["segment_id"]: p for p in r["pipes"]}
     assert set(got) == set(expect) and sid in got and len(got) >= 4
