@@ -18,6 +18,7 @@ import wntr
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
+from cimtwin.spatial.district_queries import volume_query
 from cimtwin.spatial.pipelines.clearance import clearance_analysis
 from cimtwin.spatial.pipelines.clearance_rules import (
     BUILDING,
@@ -166,11 +167,17 @@ def scratch(scratch_database: str, tmp_path_factory) -> dict:
         ids["ps_nodes"], ids["ps"] = add_network(conn, "tiny-ps", "PS", "YS", TINY_PS_NODES,
                                                  TINY_PS_PIPES)
         ids["planted"] = plant_clearance_problems(conn)
+        _, ids["culvert"] = add_network(conn, "tiny-culvert", "RL", "RS", {
+            "U1": (CX, 0, 100.0, None, None), "U2": (CX + 100, 0, 100.0, None, None)},
+            {"culvert": ("U1", "U2", 98.0, 98.0, CULVERT_DIAMETER_MM, 0, "centre",
+                         {"width_mm": 1200.0, "height_mm": 1000.0})})
         conn.commit()
     return ids
 
 
 GX = 2000.0  # the planted clearance problems, away from the other tiny networks
+CX = 4000.0  # a pipe with both a diameter and a section (1200 x 1000), level at 98.0
+CULVERT_DIAMETER_MM = 600.0
 
 
 def plant_clearance_problems(conn: psycopg.Connection) -> dict[str, int]:
@@ -479,6 +486,31 @@ def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
     # only the telecom network: its crossing and its neighbours are within the rules
     r = arun(scratch["url"], lambda c: clearance_analysis(c, networks=["TX"]))
     assert r["violations"] == [] and r["counts"]["pipe_pairs"] >= 1
+
+
+def test_a_pipe_has_one_size_in_district_queries_and_in_analyses(scratch):
+    """Diameter and section both given: the size is the diameter (the importer's rule), in a
+    district volume query (pipe top and bottom) as in a cross section."""
+    sid = scratch["culvert"]["culvert"]
+    region = shapely.box(X0 + CX - 5, Y0 - 5, X0 + CX + 105, Y0 + 5)
+    section = shapely.LineString([(X0 + CX + 50, Y0 - 5), (X0 + CX + 50, Y0 + 5)])
+
+    async def both(conn):
+        volume = await volume_query(conn, shapely.to_wkb(region), ["pipelines"], -1e4, 1e4,
+                                    relative=False, limit=100)
+        cut = await cross_section_analysis(conn, line=shapely.to_wkb(section),
+                                           length_m=section.length)
+        return volume["pipelines"]["rows"], cut["pipes"]
+
+    volume_rows, section_pipes = arun(scratch["url"], both)
+    (row,) = [r for r in volume_rows if r[0] == sid]
+    (cut,) = [p for p in section_pipes if p["segment_id"] == sid]
+    half = CULVERT_DIAMETER_MM / 2000.0
+    assert cut["centre_elevation_m"] == pytest.approx(98.0, abs=1e-6)
+    assert cut["top_elevation_m"] - cut["centre_elevation_m"] == pytest.approx(half, abs=1e-6)
+    bottom, top = row[3], row[4]
+    assert top - 98.0 == pytest.approx(half, abs=1e-6)
+    assert 98.0 - bottom == pytest.approx(half, abs=1e-6)
 
 
 # --- on the sample --------------------------------------------------------------------------------

@@ -13,7 +13,12 @@ from psycopg import AsyncConnection
 
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.building import Building
-from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment, PipelineValve
+from cimtwin.spatial.pipeline_network import (
+    PipelineNode,
+    PipelineSegment,
+    PipelineValve,
+    pipe_size_mm_sql,
+)
 from cimtwin.spatial.provenance import ImportBatch
 
 
@@ -44,9 +49,9 @@ async def fetch_all_nojit(conn: AsyncConnection, query: str, params: Any = None)
 
 
 #: horizontal and vertical half sizes of a pipe (m): round pipes by diameter, sections by width
-#: and height; outer walls are taken at the nominal size (wall thickness is not surveyed)
+#: and height (the pipe's size, :func:`pipe_size_mm_sql`); outer walls are taken at the nominal
+#: size (wall thickness is not surveyed)
 HALF_W = "coalesce({t}.diameter_mm, {t}.width_mm, 0) / 2000.0"
-HALF_H = "coalesce({t}.diameter_mm, {t}.height_mm, 0) / 2000.0"
 LONLAT = "ST_AsGeoJSON(ST_Transform({g}, 4326), 7)"
 
 
@@ -55,7 +60,7 @@ def half_w(t: str) -> str:
 
 
 def half_h(t: str) -> str:
-    return HALF_H.format(t=t)
+    return f"coalesce({pipe_size_mm_sql(t)}, 0) / 2000.0"
 
 
 def lonlat(g: str) -> str:
