@@ -137,6 +137,8 @@ async def clearance_analysis(
     pipe_reach = max(max_rule_value("horizontal", False), max_rule_value("vertical", False))
     params["search"] = pipe_reach + 2 * max_half + 0.001
     violations: list[dict[str, Any]] = []
+    # pairs by (type, item, item): compared with a rule, and left out for want of one
+    compared: dict[tuple[str, str, str], int] = {}
     no_rule: dict[tuple[str, str, str], int] = {}
     checked = {"pipe_pairs": 0, "pipe_building_pairs": 0}
     rows = await fetch_all_nojit(conn, clearance_pairs_sql(has_area, has_nets), params)
@@ -166,9 +168,10 @@ async def clearance_analysis(
             where = wkb_lonlat(closest)
             extra = {"centre_distance_m": rounded(d)}
         match = _rule_for(kind, p, q)
+        key = (kind, *sorted((p.item_name, q.item_name)))
+        tally = no_rule if match is None else compared
+        tally[key] = tally.get(key, 0) + 1
         if match is None:
-            key = (kind, *sorted((p.item_name, q.item_name)))
-            no_rule[key] = no_rule.get(key, 0) + 1
             continue
         if measured < match.required_m - 1e-6:
             violations.append({
@@ -189,9 +192,10 @@ async def clearance_analysis(
             b_id, code, name, d, aw, closest = r[10:16]
             checked["pipe_building_pairs"] += 1
             match = _rule_for("horizontal", p, house)
+            key = ("horizontal", *sorted((p.item_name, BUILDING_ITEM)))
+            tally = no_rule if match is None else compared
+            tally[key] = tally.get(key, 0) + 1
             if match is None:
-                key = ("horizontal", *sorted((p.item_name, BUILDING_ITEM)))
-                no_rule[key] = no_rule.get(key, 0) + 1
                 continue
             measured = d - aw
             if measured < match.required_m - 1e-6:
@@ -226,6 +230,8 @@ async def clearance_analysis(
                    "horizontal": sum(v["type"] == "horizontal" for v in violations),
                    "vertical": sum(v["type"] == "vertical" for v in violations),
                    "by_rule_status": by_status, **checked},
+        "checked": [{"type": k[0], "item_a": k[1], "item_b": k[2], "pairs": n}
+                    for k, n in sorted(compared.items())],
         "no_rule": [{"type": k[0], "item_a": k[1], "item_b": k[2], "pairs": n,
                      "note": "the shipped GB 50289 table has no row for this pair: not checked"}
                     for k, n in sorted(no_rule.items())],
