@@ -167,6 +167,7 @@ def scratch(scratch_database: str, tmp_path_factory) -> dict:
         ids["ps_nodes"], ids["ps"] = add_network(conn, "tiny-ps", "PS", "YS", TINY_PS_NODES,
                                                  TINY_PS_PIPES)
         ids["planted"] = plant_clearance_problems(conn)
+        ids["same_nodes"], ids["same"] = plant_same_network_pipes(conn)
         _, ids["culvert"] = add_network(conn, "tiny-culvert", "RL", "RS", {
             "U1": (CX, 0, 100.0, None, None), "U2": (CX + 100, 0, 100.0, None, None)},
             {"culvert": ("U1", "U2", 98.0, 98.0, CULVERT_DIAMETER_MM, 0, "centre",
@@ -198,6 +199,36 @@ def plant_clearance_problems(conn: psycopg.Connection) -> dict[str, int]:
         {"storm": ("K1", "K2", storm_centre + 0.05, storm_centre - 0.05, 300.0, 1, "centre",
                    {})})  # level with storm_centre where it crosses the gas pipe
     return {**gas, **water, **tx, **storm}
+
+
+SX = 6000.0  # water pipes of one network meeting each other, away from the rest
+WATER_VERTICAL_M = 0.15  # GB 50289 table 4.1.14 row 给水管线 - 给水管线
+
+
+def plant_same_network_pipes(conn: psycopg.Connection) -> tuple[dict, dict]:
+    """A DN600 main (SS) M1 - T - M2 at centre 98.5; a DN200 branch (JP) joined to it at T on
+    the same level; a DN200 distribution pipe (JP) crossing the main between T and M2 with
+    0.10 m between the walls; two DN200 distribution pipes side by side 1.5 m apart."""
+    main_half, pipe_half, gap = 0.3, 0.1, 0.10
+    jp = {"subtype": "JP"}
+    return add_network(conn, "tiny-same", "JS", "SS", {
+        "M1": (SX, 0, 100.0, None, None), "T": (SX + 50, 0, 100.0, "三通", None),
+        "M2": (SX + 100, 0, 100.0, None, None), "B": (SX + 50, 40, 100.0, None, None),
+        "C1": (SX + 80, -20, 100.0, None, None), "C2": (SX + 80, 20, 100.0, None, None),
+        "P1": (SX, 30, 100.0, None, None), "P2": (SX + 30, 30, 100.0, None, None),
+        "Q1": (SX, 31.5, 100.0, None, None), "Q2": (SX + 30, 31.5, 100.0, None, None)}, {
+        "main1": ("M1", "T", 98.5, 98.5, 600.0, 0, "centre", {}),
+        "main2": ("T", "M2", 98.5, 98.5, 600.0, 0, "centre", {}),
+        "branch": ("T", "B", 98.5, 98.5, 200.0, 0, "centre", jp),
+        "over": ("C1", "C2", *[98.5 + main_half + gap + pipe_half] * 2, 200.0, 0, "centre",
+                 jp),
+        "side1": ("P1", "P2", 98.5, 98.5, 200.0, 0, "centre", jp),
+        "side2": ("Q1", "Q2", 98.5, 98.5, 200.0, 0, "centre", jp)})
+
+
+def _same_network_check(scratch) -> dict:
+    area = shapely.box(X0 + SX - 10, Y0 - 30, X0 + SX + 110, Y0 + 50)
+    return arun(scratch["url"], lambda c: clearance_analysis(c, area=shapely.to_wkb(area)))
 
 
 # --- pure functions -------------------------------------------------------------------------------
@@ -511,6 +542,36 @@ def test_a_pipe_has_one_size_in_district_queries_and_in_analyses(scratch):
     bottom, top = row[3], row[4]
     assert top - 98.0 == pytest.approx(half, abs=1e-6)
     assert 98.0 - bottom == pytest.approx(half, abs=1e-6)
+
+
+def test_same_network_crossings_are_checked_and_joined_pipes_are_not(scratch):
+    """A distribution pipe over a main of the same network is a crossing (issue 9, defect
+    6); a branch joined to the main at a node is not, though it meets it on the same level."""
+    same = scratch["same"]
+    r = _same_network_check(scratch)
+    found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v
+             for v in r["violations"]}
+    assert set(found) == {("vertical", *sorted((same["over"], same["main2"])))}
+    v = found[("vertical", *sorted((same["over"], same["main2"])))]
+    assert v["measured_m"] == pytest.approx(0.10, abs=1e-6)
+    assert v["required_m"] == WATER_VERTICAL_M and v["rule"]["csv_row"] == 54
+    assert {v["a"]["subtype"], v["b"]["subtype"]} == {"JP", "SS"}
+    assert r["checked"] == [{"type": "vertical", "item_a": "给水管线", "item_b": "给水管线",
+                             "pairs": 1}]
+    joined = {same["branch"], same["main1"], same["main2"]}
+    assert not any({v["a"]["segment_id"], v["b"]["segment_id"]} <= joined
+                   for v in r["violations"])
+
+
+def test_same_network_pairs_without_a_rule_are_listed(scratch):
+    """Two distribution pipes side by side: GB 50289 has no horizontal row for water next to
+    water, so the pair is listed under no_rule, not passed over in silence."""
+    r = _same_network_check(scratch)
+    assert r["no_rule"] == [{
+        "type": "horizontal", "item_a": "给水管线", "item_b": "给水管线", "pairs": 1,
+        "note": "the shipped GB 50289 table has no row for this pair: not checked"}]
+    # one crossing and the side-by-side pair; nothing of the joined branch
+    assert r["counts"]["pipe_pairs"] == 2
 
 
 # --- on the sample --------------------------------------------------------------------------------

@@ -358,9 +358,10 @@ async def trace(body: TraceRequest, conn: Conn) -> Response:
 @router.post("/pipelines/clearance-check", dependencies=[Analysis],
              summary="GB 50289-2016 clearances")
 async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
-    """Pipe pairs of different networks, and pipes and buildings, closer than GB 50289-2016
-    allows, with measured and required distance, the rule's CSV row and its verification
-    status (UNVERIFIED rows are flagged). Pairs the table has no row for are listed apart."""
+    """Pipe pairs (of one network too, unless joined at a node), and pipes and buildings,
+    closer than GB 50289-2016 allows, with measured and required distance, the rule's CSV row
+    and its verification status (UNVERIFIED rows are flagged). Pairs the table has no row for
+    are listed apart."""
     return _json(await clearance_analysis(
         conn, area=body._wkb, networks=body.networks, buildings=body.buildings,
         max_results=body.max_results))
