@@ -29,7 +29,9 @@ from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
 from cimtwin.importers.registry import importer_for  # noqa: E402
 from cimtwin.importers.runner import ImportOptions, run_import  # noqa: E402
 from cimtwin.settings import Settings  # noqa: E402
-from cimtwin.spatial import pipeline_analysis as pa  # noqa: E402
+from cimtwin.spatial.pipelines.graph import clear_graph_cache, network_graph  # noqa: E402
+from cimtwin.spatial.pipelines.isolation import isolate  # noqa: E402
+from cimtwin.spatial.pipelines.trace import trace  # noqa: E402
 
 DATABASE = "cimtwin_pipeline_bench"
 STEPS = (("grids", ("gpkg/admin.gpkg",), None),
@@ -71,28 +73,28 @@ async def in_process(url: str, runs: int, rng: np.random.Generator) -> dict[str,
     async with await psycopg.AsyncConnection.connect(libpq_dsn(url), autocommit=True) as conn:
         picks = {}
         for net in ("JS", "PS"):
-            pa.clear_graph_cache()
+            clear_graph_cache()
             t0 = time.perf_counter()
-            g = await pa.network_graph(conn, net)
+            g = await network_graph(conn, net)
             build = time.perf_counter() - t0
             t0 = time.perf_counter()
-            await pa.network_graph(conn, net)
+            await network_graph(conn, net)
             print(f"{net}: {len(g.seg_id)} segments, {len(g.node_id)} nodes, {len(g.valves)} "
                   f"valve incidences: graph built in {build:.2f} s; cached lookup "
                   f"{(time.perf_counter() - t0) * 1000:.1f} ms")
             picks[net] = rng.choice(g.seg_id, runs, replace=False).tolist()
-        g = await pa.network_graph(conn, "JS")
+        g = await network_graph(conn, "JS")
         times = []
         for sid in picks["JS"]:
             t0 = time.perf_counter()
-            pa.isolate(g, g.seg_index(sid))
+            isolate(g, g.seg_index(sid))
             times.append(time.perf_counter() - t0)
         print(f"isolate() on the cached JS graph     {pct(times)}")
-        g = await pa.network_graph(conn, "PS")
+        g = await network_graph(conn, "PS")
         times = []
         for sid in picks["PS"]:
             t0 = time.perf_counter()
-            pa.trace(g, start_segment=g.seg_index(sid), direction="upstream")
+            trace(g, start_segment=g.seg_index(sid), direction="upstream")
             times.append(time.perf_counter() - t0)
         print(f"trace() upstream on the cached PS graph {pct(times)}")
         return picks

@@ -18,7 +18,22 @@ import wntr
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
-from cimtwin.spatial import pipeline_analysis as pa
+from cimtwin.spatial.district_queries import volume_query
+from cimtwin.spatial.pipelines.clearance import clearance_analysis
+from cimtwin.spatial.pipelines.clearance_rules import (
+    BUILDING,
+    PipeSpec,
+    clearance_rule,
+    clearance_rules,
+    gas_class,
+)
+from cimtwin.spatial.pipelines.graph import NetworkGraph, connected_components, network_graph
+from cimtwin.spatial.pipelines.isolation import isolate, isolation_analysis
+from cimtwin.spatial.pipelines.profile import profile_analysis
+from cimtwin.spatial.pipelines.qa import dangling_ends, qa_analysis
+from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
+from cimtwin.spatial.pipelines.shared import NotFound
+from cimtwin.spatial.pipelines.trace import trace_analysis
 
 NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
 NET3_OPTIONS = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200",
@@ -152,11 +167,18 @@ def scratch(scratch_database: str, tmp_path_factory) -> dict:
         ids["ps_nodes"], ids["ps"] = add_network(conn, "tiny-ps", "PS", "YS", TINY_PS_NODES,
                                                  TINY_PS_PIPES)
         ids["planted"] = plant_clearance_problems(conn)
+        ids["same_nodes"], ids["same"] = plant_same_network_pipes(conn)
+        _, ids["culvert"] = add_network(conn, "tiny-culvert", "RL", "RS", {
+            "U1": (CX, 0, 100.0, None, None), "U2": (CX + 100, 0, 100.0, None, None)},
+            {"culvert": ("U1", "U2", 98.0, 98.0, CULVERT_DIAMETER_MM, 0, "centre",
+                         {"width_mm": 1200.0, "height_mm": 1000.0})})
         conn.commit()
     return ids
 
 
 GX = 2000.0  # the planted clearance problems, away from the other tiny networks
+CX = 4000.0  # a pipe with both a diameter and a section (1200 x 1000), level at 98.0
+CULVERT_DIAMETER_MM = 600.0
 
 
 def plant_clearance_problems(conn: psycopg.Connection) -> dict[str, int]:
@@ -179,6 +201,36 @@ def plant_clearance_problems(conn: psycopg.Connection) -> dict[str, int]:
     return {**gas, **water, **tx, **storm}
 
 
+SX = 6000.0  # water pipes of one network meeting each other, away from the rest
+WATER_VERTICAL_M = 0.15  # GB 50289 table 4.1.14 row 给水管线 - 给水管线
+
+
+def plant_same_network_pipes(conn: psycopg.Connection) -> tuple[dict, dict]:
+    """A DN600 main (SS) M1 - T - M2 at centre 98.5; a DN200 branch (JP) joined to it at T on
+    the same level; a DN200 distribution pipe (JP) crossing the main between T and M2 with
+    0.10 m between the walls; two DN200 distribution pipes side by side 1.5 m apart."""
+    main_half, pipe_half, gap = 0.3, 0.1, 0.10
+    jp = {"subtype": "JP"}
+    return add_network(conn, "tiny-same", "JS", "SS", {
+        "M1": (SX, 0, 100.0, None, None), "T": (SX + 50, 0, 100.0, "三通", None),
+        "M2": (SX + 100, 0, 100.0, None, None), "B": (SX + 50, 40, 100.0, None, None),
+        "C1": (SX + 80, -20, 100.0, None, None), "C2": (SX + 80, 20, 100.0, None, None),
+        "P1": (SX, 30, 100.0, None, None), "P2": (SX + 30, 30, 100.0, None, None),
+        "Q1": (SX, 31.5, 100.0, None, None), "Q2": (SX + 30, 31.5, 100.0, None, None)}, {
+        "main1": ("M1", "T", 98.5, 98.5, 600.0, 0, "centre", {}),
+        "main2": ("T", "M2", 98.5, 98.5, 600.0, 0, "centre", {}),
+        "branch": ("T", "B", 98.5, 98.5, 200.0, 0, "centre", jp),
+        "over": ("C1", "C2", *[98.5 + main_half + gap + pipe_half] * 2, 200.0, 0, "centre",
+                 jp),
+        "side1": ("P1", "P2", 98.5, 98.5, 200.0, 0, "centre", jp),
+        "side2": ("Q1", "Q2", 98.5, 98.5, 200.0, 0, "centre", jp)})
+
+
+def _same_network_check(scratch) -> dict:
+    area = shapely.box(X0 + SX - 10, Y0 - 30, X0 + SX + 110, Y0 + 50)
+    return arun(scratch["url"], lambda c: clearance_analysis(c, area=shapely.to_wkb(area)))
+
+
 # --- pure functions -------------------------------------------------------------------------------
 
 
@@ -186,7 +238,7 @@ def test_connected_components_agree_with_networkx():
     rng = np.random.default_rng(7)
     for n, m in ((1, 0), (50, 30), (500, 480), (2000, 1500)):
         u, v = rng.integers(0, n, m), rng.integers(0, n, m)
-        labels = pa.connected_components(n, u, v)
+        labels = connected_components(n, u, v)
         g = nx.Graph()
         g.add_nodes_from(range(n))
         g.add_edges_from(zip(u.tolist(), v.tolist(), strict=True))
@@ -196,51 +248,51 @@ def test_connected_components_agree_with_networkx():
     # a long chain numbered against the grain (the worst case for naive propagation)
     n = 10_001
     order = np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2)[::-1]])
-    labels = pa.connected_components(n, order[:-1], order[1:])
+    labels = connected_components(n, order[:-1], order[1:])
     assert (labels == 0).all()
 
 
 def test_clearance_rows_expand_and_match_as_the_csv_says():
-    rules = pa.clearance_rules()
+    rules = clearance_rules()
     sub_high = [r for r in rules if r.item_a == "给水管线" and r.item_b == "燃气"
                 and r.variant.startswith("次高压")]
     assert {(r.variant, r.value_m) for r in sub_high} == {("次高压B", 1.0), ("次高压A", 1.5)}
     assert not any(r.table == "4.1.7" for r in rules)  # crossing angles are not distances
-    water = pa.PipeSpec("JS", "JP", diameter_mm=300)
-    small = pa.PipeSpec("JS", "JP", diameter_mm=150)
-    sewer = pa.PipeSpec("PS", "WS", diameter_mm=400)
-    m = pa.clearance_rule("horizontal", water, sewer)
+    water = PipeSpec("JS", "JP", diameter_mm=300)
+    small = PipeSpec("JS", "JP", diameter_mm=150)
+    sewer = PipeSpec("PS", "WS", diameter_mm=400)
+    m = clearance_rule("horizontal", water, sewer)
     assert (m.required_m, m.rule.row, m.rule.variant, m.rule.verified) == (1.5, 4, "d>200mm",
                                                                            True)
-    assert pa.clearance_rule("horizontal", sewer, small).required_m == 1.0
-    gas = pa.PipeSpec("RQ", "TR", diameter_mm=200, pressure_class="中压")
-    cable = pa.PipeSpec("DL", "GD", width_mm=800, height_mm=400, burial="GK")
-    m = pa.clearance_rule("horizontal", gas, cable)
+    assert clearance_rule("horizontal", sewer, small).required_m == 1.0
+    gas = PipeSpec("RQ", "TR", diameter_mm=200, pressure_class="中压")
+    cable = PipeSpec("DL", "GD", width_mm=800, height_mm=400, burial="GK")
+    m = clearance_rule("horizontal", gas, cable)
     assert (m.required_m, m.rule.item_a, m.rule.unverified) == (1.0, "燃气(低/中压)", True)
     # '中压' without A/B: both drainage rows apply (1.2 each), and that is said
-    m = pa.clearance_rule("horizontal", sewer, gas)
+    m = clearance_rule("horizontal", sewer, gas)
     assert m.required_m == 1.2 and m.assumptions
-    assert pa.clearance_rule("horizontal", cable, pa.PipeSpec("TX", "XX")) is None
-    assert pa.clearance_rule("vertical", cable, water) is None
-    house = pa.PipeSpec(pa.BUILDING)
-    assert pa.clearance_rule("horizontal", house, sewer).required_m == 2.5
-    assert pa.gas_class("0.3MPa") == "中压A" and pa.gas_class("次高压B") == "次高压B"
-    assert pa.gas_class("低压") == "低压" and pa.gas_class("0.005") == "低压"
+    assert clearance_rule("horizontal", cable, PipeSpec("TX", "XX")) is None
+    assert clearance_rule("vertical", cable, water) is None
+    house = PipeSpec(BUILDING)
+    assert clearance_rule("horizontal", house, sewer).required_m == 2.5
+    assert gas_class("0.3MPa") == "中压A" and gas_class("次高压B") == "次高压B"
+    assert gas_class("低压") == "低压" and gas_class("0.005") == "低压"
 
 
 def test_dangling_ends_of_a_pressure_graph():
     segs = [(1, 1, 2, 10.0, 0, 100), (2, 2, 3, 10.0, 0, 100), (3, 2, 4, 10.0, 0, 100)]
     nodes = [(1, "直线点", None, None, "a", 0, 0), (2, "三通", None, None, "b", 10, 0),
              (3, None, "消防栓", None, "c", 20, 0), (4, "预留口", None, None, "d", 10, 10)]
-    g = pa.NetworkGraph.from_rows("JS", segs, nodes)
-    assert [(int(g.node_id[k]), why) for k, why in pa.dangling_ends(g)] == [(1, "dead end")]
+    g = NetworkGraph.from_rows("JS", segs, nodes)
+    assert [(int(g.node_id[k]), why) for k, why in dangling_ends(g)] == [(1, "dead end")]
 
 
 # --- the tiny networks ----------------------------------------------------------------------------
 
 
 def _iso(scratch, burst: str, failed=()):
-    return arun(scratch["url"], lambda c: pa.isolation_analysis(
+    return arun(scratch["url"], lambda c: isolation_analysis(
         c, segment_id=scratch["js"][burst], failed_valves=list(failed)))
 
 
@@ -282,12 +334,12 @@ def test_a_failed_valve_expands_to_the_next_ring(scratch):
     r = _iso(scratch, "s2", [f"valve:{scratch['L1']}", f"node:{nd['V4']}"])
     assert set(r["isolated_segments"]["ids"]) == {js["s2"], js["s3"], js["s7"], js["s11"]}
     assert r["failed_valves"]["not_on_boundary"] == [f"node:{nd['V4']}"]
-    with pytest.raises(pa.NotFound, match="node:999999"):
+    with pytest.raises(NotFound, match="node:999999"):
         _iso(scratch, "s2", ["node:999999"])
 
 
 def _trace(scratch, network="PS", **kw):
-    return arun(scratch["url"], lambda c: pa.trace_analysis(c, network=network, **kw))
+    return arun(scratch["url"], lambda c: trace_analysis(c, network=network, **kw))
 
 
 def test_gravity_traces_follow_the_flow(scratch):
@@ -329,7 +381,7 @@ def test_pressure_trace_follows_connectivity_and_stops_at_valves(scratch):
 
 def test_qa_of_the_tiny_storm_network(scratch):
     ps, nd = scratch["ps"], scratch["ps_nodes"]
-    report = arun(scratch["url"], lambda c: pa.qa_analysis(c, "PS"))["networks"][0]
+    report = arun(scratch["url"], lambda c: qa_analysis(c, "PS"))["networks"][0]
     # the tree, the loop, the dead end, and the planted crossing pipe (head -> outfall)
     assert report["gravity"] and report["subnetworks"]["count"] == 4
     assert sorted(report["subnetworks"]["sizes"]) == [1, 1, 3, 4]
@@ -346,17 +398,17 @@ def test_qa_of_the_tiny_storm_network(scratch):
 
 def test_profiles_of_the_tiny_networks(scratch):
     ps, js = scratch["ps"], scratch["js"]
-    p = arun(scratch["url"], lambda c: pa.profile_analysis(c, ps["P1"]))
+    p = arun(scratch["url"], lambda c: profile_analysis(c, ps["P1"]))
     assert [s["segment_id"] for s in p["segments"]] == [ps["P1"], ps["P3"], ps["P4"]]
     assert p["stopped"] == "outfall"
     assert p["segments"][2]["bottom_end_m"] == pytest.approx(97.0)  # P4's invert at OUT
     assert p["segments"][1]["chainage_start_m"] == pytest.approx(np.hypot(100, 100), abs=1e-3)
     assert [g["elevation_m"] for g in p["ground_line"]["points"]] == [100.0] * 4
-    p = arun(scratch["url"], lambda c: pa.profile_analysis(c, js["s1"]))
+    p = arun(scratch["url"], lambda c: profile_analysis(c, js["s1"]))
     assert [s["segment_id"] for s in p["segments"]] == [js[f"s{i}"] for i in range(1, 7)]
     assert [s["chainage_start_m"] for s in p["segments"]] == [0, 50, 100, 150, 200, 250]
     assert p["segments"][0]["cover_start_m"] == pytest.approx(1.1)  # ground 100, top 98.9
-    back = arun(scratch["url"], lambda c: pa.profile_analysis(c, js["s6"], reverse=True))
+    back = arun(scratch["url"], lambda c: profile_analysis(c, js["s6"], reverse=True))
     assert [s["segment_id"] for s in back["segments"]] == [js[f"s{i}"] for i in range(6, 0, -1)]
 
 
@@ -370,11 +422,11 @@ def test_the_graph_cache_sees_new_rows(scratch):
         conn.commit()
 
     async def graphs(conn):
-        return await pa.network_graph(conn, "RQ"), await pa.network_graph(conn, "RQ")
+        return await network_graph(conn, "RQ"), await network_graph(conn, "RQ")
 
     first, again = arun(url, graphs)
     assert first is again  # unchanged tables: the cached graph
-    r = arun(url, lambda c: pa.isolation_analysis(c, segment_id=pipes["a"]))
+    r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
     assert set(r["isolated_segments"]["ids"]) == {pipes["a"], pipes["b"]} and not r["valves"]
     with psycopg.connect(libpq_dsn(url)) as conn:
         vid = conn.execute(
@@ -382,10 +434,10 @@ def test_the_graph_cache_sees_new_rows(scratch):
             " SELECT 'tiny-cache', 'C1', s.id, s.from_node_id, ST_StartPoint(s.geom) FROM "
             "cim.pipeline_segment s WHERE s.id = %s RETURNING id", (pipes["b"],)).fetchone()[0]
         conn.commit()
-    r = arun(url, lambda c: pa.isolation_analysis(c, segment_id=pipes["a"]))
+    r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
     assert r["isolated_segments"]["ids"] == [pipes["a"]]
     assert [v["valve"] for v in r["valves"]] == [f"valve:{vid}"]
-    assert arun(url, lambda c: pa.network_graph(c, "RQ")) is not first
+    assert arun(url, lambda c: network_graph(c, "RQ")) is not first
 
 
 # --- Net3 against WNTR ----------------------------------------------------------------------------
@@ -404,9 +456,9 @@ def test_valve_segments_equal_wntr_for_every_net3_pipe(scratch):
                                  "WHERE dataset = 'net3'")
         point = dict(await cur.fetchall())
         by_link = {v: k for k, v in source.items()}
-        g = await pa.network_graph(conn, "JS")
+        g = await network_graph(conn, "JS")
         for pipe in wn.pipe_name_list:
-            iso = pa.isolate(g, g.seg_index(by_link[pipe]))
+            iso = isolate(g, g.seg_index(by_link[pipe]))
             got_links = {source[int(i)] for i in g.seg_id[iso.segments]}
             want = link_seg[pipe]
             assert got_links == set(link_seg.index[link_seg == want]), pipe
@@ -441,7 +493,7 @@ def test_valve_import_names_rows_with_unknown_ids(scratch, tmp_path):
 def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
     ids = scratch["planted"]
     area = shapely.box(X0 + GX - 10, Y0 - 30, X0 + GX + 110, Y0 + 30)
-    r = arun(scratch["url"], lambda c: pa.clearance_analysis(c, area=shapely.to_wkb(area)))
+    r = arun(scratch["url"], lambda c: clearance_analysis(c, area=shapely.to_wkb(area)))
     found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v
              for v in r["violations"]}
     gas, water, storm = ids["gas"], ids["water"], ids["storm"]
@@ -463,8 +515,63 @@ def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
                            "pipe_pairs": 3, "pipe_building_pairs": 0}
     assert r["no_rule"] == []
     # only the telecom network: its crossing and its neighbours are within the rules
-    r = arun(scratch["url"], lambda c: pa.clearance_analysis(c, networks=["TX"]))
+    r = arun(scratch["url"], lambda c: clearance_analysis(c, networks=["TX"]))
     assert r["violations"] == [] and r["counts"]["pipe_pairs"] >= 1
+
+
+def test_a_pipe_has_one_size_in_district_queries_and_in_analyses(scratch):
+    """Diameter and section both given: the size is the diameter (the importer's rule), in a
+    district volume query (pipe top and bottom) as in a cross section."""
+    sid = scratch["culvert"]["culvert"]
+    region = shapely.box(X0 + CX - 5, Y0 - 5, X0 + CX + 105, Y0 + 5)
+    section = shapely.LineString([(X0 + CX + 50, Y0 - 5), (X0 + CX + 50, Y0 + 5)])
+
+    async def both(conn):
+        volume = await volume_query(conn, shapely.to_wkb(region), ["pipelines"], -1e4, 1e4,
+                                    relative=False, limit=100)
+        cut = await cross_section_analysis(conn, line=shapely.to_wkb(section),
+                                           length_m=section.length)
+        return volume["pipelines"]["rows"], cut["pipes"]
+
+    volume_rows, section_pipes = arun(scratch["url"], both)
+    (row,) = [r for r in volume_rows if r[0] == sid]
+    (cut,) = [p for p in section_pipes if p["segment_id"] == sid]
+    half = CULVERT_DIAMETER_MM / 2000.0
+    assert cut["centre_elevation_m"] == pytest.approx(98.0, abs=1e-6)
+    assert cut["top_elevation_m"] - cut["centre_elevation_m"] == pytest.approx(half, abs=1e-6)
+    bottom, top = row[3], row[4]
+    assert top - 98.0 == pytest.approx(half, abs=1e-6)
+    assert 98.0 - bottom == pytest.approx(half, abs=1e-6)
+
+
+def test_same_network_crossings_are_checked_and_joined_pipes_are_not(scratch):
+    """A distribution pipe over a main of the same network is a crossing (issue 9, defect
+    6); a branch joined to the main at a node is not, though it meets it on the same level."""
+    same = scratch["same"]
+    r = _same_network_check(scratch)
+    found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v
+             for v in r["violations"]}
+    assert set(found) == {("vertical", *sorted((same["over"], same["main2"])))}
+    v = found[("vertical", *sorted((same["over"], same["main2"])))]
+    assert v["measured_m"] == pytest.approx(0.10, abs=1e-6)
+    assert v["required_m"] == WATER_VERTICAL_M and v["rule"]["csv_row"] == 54
+    assert {v["a"]["subtype"], v["b"]["subtype"]} == {"JP", "SS"}
+    assert r["checked"] == [{"type": "vertical", "item_a": "给水管线", "item_b": "给水管线",
+                             "pairs": 1}]
+    joined = {same["branch"], same["main1"], same["main2"]}
+    assert not any({v["a"]["segment_id"], v["b"]["segment_id"]} <= joined
+                   for v in r["violations"])
+
+
+def test_same_network_pairs_without_a_rule_are_listed(scratch):
+    """Two distribution pipes side by side: GB 50289 has no horizontal row for water next to
+    water, so the pair is listed under no_rule, not passed over in silence."""
+    r = _same_network_check(scratch)
+    assert r["no_rule"] == [{
+        "type": "horizontal", "item_a": "给水管线", "item_b": "给水管线", "pairs": 1,
+        "note": "the shipped GB 50289 table has no row for this pair: not checked"}]
+    # one crossing and the side-by-side pair; nothing of the joined branch
+    assert r["counts"]["pipe_pairs"] == 2
 
 
 # --- on the sample --------------------------------------------------------------------------------
@@ -503,7 +610,7 @@ def test_burst_on_a_sample_water_main_closes_the_valves_a_walk_finds(loaded_samp
                 if nxt not in seen:
                     seen.add(nxt)
                     queue.append(nxt)
-    r = arun(database_url, lambda c: pa.isolation_analysis(c, segment_id=burst))
+    r = arun(database_url, lambda c: isolation_analysis(c, segment_id=burst))
     assert set(r["isolated_segments"]["ids"]) == seen
     assert {v["id"] for v in r["valves"]} == closing and len(closing) >= 2
     assert all(v["kind"] == "valve_point" for v in r["valves"])
@@ -542,7 +649,7 @@ def test_upstream_trace_on_a_storm_pipe_returns_exactly_what_flows_into_it(loade
             if sid not in want:
                 want.add(sid)
                 queue.append(sid)
-    r = arun(database_url, lambda c: pa.trace_analysis(c, network="PS", segment_id=start,
+    r = arun(database_url, lambda c: trace_analysis(c, network="PS", segment_id=start,
                                                        direction="upstream"))
     got = set(r["segment_ids"])
     assert got == want and len(got) > 20
@@ -589,7 +696,7 @@ def test_excavation_check_orders_gas_and_power_first_then_shallower(loaded_sampl
         area = shapely.box(x - 25, y - 25, x + 25, y + 25)
         truth = _pipe_top_depths(conn, area)
     depth = 1.2
-    r = arun(database_url, lambda c: pa.excavation_analysis(c, area=shapely.to_wkb(area),
+    r = arun(database_url, lambda c: excavation_analysis(c, area=shapely.to_wkb(area),
                                                             depth_m=depth))
     pipes = r["pipes"]
     got = {p["segment_id"] for p in pipes}
@@ -623,7 +730,7 @@ def test_cross_section_offsets_match_line_locate_point(loaded_sample, database_u
         zs = {r[0]: shapely.from_wkb(bytes(r[1])) for r in conn.execute(
             "SELECT id, ST_AsBinary(geom) FROM cim.pipeline_segment WHERE id = ANY(%s)",
             (list(expect),))}
-    r = arun(database_url, lambda c: pa.cross_section_analysis(
+    r = arun(database_url, lambda c: cross_section_analysis(
         c, line=shapely.to_wkb(section), length_m=section.length))
     got = {p["segment_id"]: p for p in r["pipes"]}
     assert set(got) == set(expect) and sid in got and len(got) >= 4

@@ -3,9 +3,11 @@ structure and coordinates, and the 400 / 404 / 422 cases."""
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import pytest
 import shapely
+import shapely.ops
 from fastapi.testclient import TestClient
 
 from cimtwin.db.engine import libpq_dsn
@@ -235,6 +237,84 @@ def test_clearance_check_errors(client: TestClient, sample):
         "type": "Point", "coordinates": lonlat(x, y)}}), 422, "area.type")
     problem(client.post("/pipelines/clearance-check", json={"networks": ["ZZ"]}), 422,
             "network code")
+
+
+VERTICAL_WATER_M = 0.15  # GB 50289 table 4.1.14: 给水管线 over/under 给水管线
+WATER_ITEM = "给水管线"
+
+
+def water_crossings_oracle(database_url: str) -> dict[tuple[int, int], tuple[float, tuple]]:
+    """Water pipe pairs (not reclaimed water) that meet in plan without sharing a node, with
+    their vertical clear distance, recomputed with shapely: outlines meet when the 2D centre
+    line distance is below the sum of the half widths; the clear distance is the elevation
+    difference of the centre lines at the crossing (the closest points when the centre lines
+    do not meet) minus both half heights (diameter, else section height).
+
+    Returns {(id, id): (clear distance m, (subtype, subtype, x, y))}."""
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
+        pipes = conn.execute(
+            "SELECT id, subtype, from_node_id, to_node_id, coalesce(diameter_mm, width_mm, 0), "
+            "coalesce(diameter_mm, height_mm, 0), ST_AsBinary(geom) FROM cim.pipeline_segment "
+            "WHERE network = 'JS' AND coalesce(subtype, '') <> 'ZS' AND link_type = 'pipe' "
+            "ORDER BY id").fetchall()
+    lines = [shapely.from_wkb(bytes(p[6])) for p in pipes]
+    flat = shapely.force_2d(lines)
+
+    def z_at(k: int, point: shapely.Point) -> float:
+        coords = np.asarray(lines[k].coords)
+        along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(coords[:, :2], axis=0).T))])
+        return float(np.interp(flat[k].project(point), along, coords[:, 2]))
+
+    widest = max(p[4] for p in pipes) / 1000.0
+    found = {}
+    near_i, near_j = shapely.STRtree(flat).query(flat, predicate="dwithin", distance=widest)
+    for i, j in zip(near_i.tolist(), near_j.tolist(), strict=True):
+        a, b = pipes[i], pipes[j]
+        if a[0] >= b[0] or {a[2], a[3]} & {b[2], b[3]}:
+            continue
+        if flat[i].distance(flat[j]) >= (a[4] + b[4]) / 2000.0:
+            continue
+        if flat[i].intersects(flat[j]):
+            cut = flat[i].intersection(flat[j])
+            points = [(p, p) for p in shapely.get_parts(shapely.extract_unique_points(cut))]
+        else:
+            points = [tuple(shapely.ops.nearest_points(flat[i], flat[j]))]
+        dz, pa = min(((abs(z_at(i, pa) - z_at(j, pb)), pa) for pa, pb in points),
+                     key=lambda t: t[0])
+        found[(a[0], b[0])] = (dz - (a[5] + b[5]) / 2000.0, (a[1], b[1], pa.x, pa.y))
+    return found
+
+
+def test_clearance_check_compares_water_mains_with_distribution_pipes(client: TestClient,
+                                                                       database_url):
+    """Same-network crossings are checked (issue 9, defect 6): on the sample, distribution
+    pipes (JP) crossing transmission mains (SS) without a junction, against the oracle."""
+    oracle = water_crossings_oracle(database_url)
+    r = client.post("/pipelines/clearance-check", json={
+        "networks": ["JS"], "buildings": False, "max_results": 10_000})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body["truncated"]
+    checked = {(c["type"], c["item_a"], c["item_b"]): c["pairs"] for c in body["checked"]}
+    assert checked[("vertical", WATER_ITEM, WATER_ITEM)] == len(oracle)
+    got = {tuple(sorted((v["a"]["segment_id"], v["b"]["segment_id"]))): v
+           for v in body["violations"]
+           if v["type"] == "vertical" and v["a"]["network"] == v["b"]["network"] == "JS"}
+    expected = {k: c for k, (c, _) in oracle.items() if c < VERTICAL_WATER_M - 1e-6}
+    assert set(got) == set(expected)
+    for k, clear in expected.items():
+        v = got[k]
+        assert v["measured_m"] == pytest.approx(clear, abs=2e-3)
+        assert v["required_m"] == VERTICAL_WATER_M and v["rule"]["csv_row"] == 54
+        assert v["rule"]["item_a"] == v["rule"]["item_b"] == WATER_ITEM
+    jp_ss = {k for k, (_, (sa, sb, _, _)) in oracle.items() if {sa, sb} == {"JP", "SS"}}
+    assert jp_ss and jp_ss & set(expected)
+    # the issue's example: the crossing near E 502955, N 2501160 is one of them
+    (near,) = [k for k, (_, (_, _, x, y)) in oracle.items()
+               if np.hypot(x - 502955, y - 2501160) < 2.0]
+    assert near in jp_ss and near in got
+    assert got[near]["measured_m"] == pytest.approx(oracle[near][0], abs=2e-3)
+    assert oracle[near][0] < 0  # the pipes' outlines overlap: they would have to touch
 
 
 def test_excavation_check(client: TestClient, sample):

@@ -63,7 +63,7 @@ def invalid(description: str) -> HTTPException:
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one format."""
     from cimtwin.api.features import ApiError
-    from cimtwin.spatial.pipeline_analysis import AnalysisError
+    from cimtwin.spatial.pipelines.shared import AnalysisError
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -1,5 +1,5 @@
 """Pipeline analyses over HTTP (JSON / GeoJSON); the work is in
-:mod:`cimtwin.spatial.pipeline_analysis`.
+:mod:`cimtwin.spatial.pipelines` (one module per analysis).
 
     POST /pipelines/isolation          valves to close for a burst pipe, what they cut off
     POST /pipelines/trace              upstream / downstream / connected trace
@@ -45,8 +45,13 @@ from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage
 from cimtwin.api.inputs import Position
 from cimtwin.reference import network_codes
 from cimtwin.spatial import crs as crs_mod
-from cimtwin.spatial import pipeline_analysis as pa
 from cimtwin.spatial.base import SRID
+from cimtwin.spatial.pipelines.clearance import clearance_analysis
+from cimtwin.spatial.pipelines.isolation import SERVICE_RADIUS_M, isolation_analysis
+from cimtwin.spatial.pipelines.profile import profile_analysis
+from cimtwin.spatial.pipelines.qa import qa_analysis
+from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
+from cimtwin.spatial.pipelines.trace import trace_analysis
 
 router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_read)])
 Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
@@ -182,7 +187,7 @@ class IsolationRequest(Body):
         default_factory=list, max_length=1000,
         description="valves that cannot be closed: valve:<pipeline_valve id> or "
                     "node:<survey valve point id>; the isolation grows to the next ring")
-    service_radius_m: float = Field(pa.SERVICE_RADIUS_M, gt=0, le=500,
+    service_radius_m: float = Field(SERVICE_RADIUS_M, gt=0, le=500,
                                     description="buildings are served by the nearest pipe "
                                                 "within this distance")
     max_features: int = Field(2000, ge=0, le=20_000,
@@ -330,7 +335,7 @@ async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     appurtenance containing 阀; closing one cuts every pipe that meets it off it). A building is
     served by the nearest pipe of the same network within ``service_radius_m`` of its footprint
     (transmission / raw-water mains excluded)."""
-    return _json(await pa.isolation_analysis(
+    return _json(await isolation_analysis(
         conn, segment_id=body.segment_id, point=body._xy, tolerance_m=body.tolerance_m,
         network=body.network, dataset=body.dataset, failed_valves=body.failed_valves,
         service_radius_m=body.service_radius_m, max_features=body.max_features))
@@ -343,7 +348,7 @@ async def trace(body: TraceRequest, conn: Conn) -> Response:
     connectivity whatever the direction asked. A GeoJSON FeatureCollection of the segments and
     points reached (each with its network distance from the start) plus totals."""
     st = body.start
-    return _json(await pa.trace_analysis(
+    return _json(await trace_analysis(
         conn, network=body.network, segment_id=st.segment_id, node_id=st.node_id,
         point=body._xy, tolerance_m=body.tolerance_m, direction=body.direction,
         max_distance_m=body.max_distance_m, stop_at_valves=body.stop_at_valves,
@@ -353,10 +358,11 @@ async def trace(body: TraceRequest, conn: Conn) -> Response:
 @router.post("/pipelines/clearance-check", dependencies=[Analysis],
              summary="GB 50289-2016 clearances")
 async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
-    """Pipe pairs of different networks, and pipes and buildings, closer than GB 50289-2016
-    allows, with measured and required distance, the rule's CSV row and its verification
-    status (UNVERIFIED rows are flagged). Pairs the table has no row for are listed apart."""
-    return _json(await pa.clearance_analysis(
+    """Pipe pairs (of one network too, unless joined at a node), and pipes and buildings,
+    closer than GB 50289-2016 allows, with measured and required distance, the rule's CSV row
+    and its verification status (UNVERIFIED rows are flagged). Pairs the table has no row for
+    are listed apart."""
+    return _json(await clearance_analysis(
         conn, area=body._wkb, networks=body.networks, buildings=body.buildings,
         max_results=body.max_results))
 
@@ -366,7 +372,7 @@ async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
 async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
     """Pipes whose top is above the excavation bottom inside the polygon, and the points
     (chambers) in it, with owner, depth and network: gas and power first, then shallower."""
-    return _json(await pa.excavation_analysis(conn, area=body._wkb, depth_m=body.depth,
+    return _json(await excavation_analysis(conn, area=body._wkb, depth_m=body.depth,
                                               max_results=body.max_results))
 
 
@@ -375,7 +381,7 @@ async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
 async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     """Every pipe the line crosses, with its offset along the line and its centre, top and
     bottom elevations there, and the ground sampled along the line."""
-    return _json(await pa.cross_section_analysis(conn, line=body._wkb, length_m=body._length,
+    return _json(await cross_section_analysis(conn, line=body._wkb, length_m=body._length,
                                                  max_results=body.max_results))
 
 
@@ -395,7 +401,7 @@ async def qa(
     except ValueError as exc:
         return error_response(422, f"network: {exc}",
                               errors=[{"where": "network", "message": str(exc)}])
-    return _json(await pa.qa_analysis(conn, net, max_items))
+    return _json(await qa_analysis(conn, net, max_items))
 
 
 @router.get("/pipelines/{segment_id}/profile", dependencies=[Analysis],
@@ -410,5 +416,5 @@ async def profile(
     """Chainage, pipe centre/top/bottom elevations and the ground line along a chain of pipes:
     with the flow in gravity networks (the largest pipe at a junction), straight through in
     pressure networks."""
-    return _json(await pa.profile_analysis(conn, segment_id, reverse=reverse,
+    return _json(await profile_analysis(conn, segment_id, reverse=reverse,
                                            max_segments=max_segments))

@@ -23,6 +23,7 @@ from psycopg import AsyncConnection
 from cimtwin.spatial.admin_queries import ImportCache
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.incident import OPEN_STATUSES
+from cimtwin.spatial.pipeline_network import pipe_size_mm_sql
 from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
 
 DEPTH_BANDS: tuple[tuple[str, float, float | None], ...] = (
@@ -33,8 +34,8 @@ VOLUME_LAYERS = ("buildings", "underground", "pipelines", "pipeline_points")
 GROUND_SEARCH_M = 300.0
 MAX_DISTRICTS = 200
 
-#: size of a pipe's section in metres (diameter, or height of a rectangular section)
-PIPE_SIZE = "(coalesce(s.height_mm, s.diameter_mm, 0) / 1000.0)"
+#: size of a pipe in metres (diameter, else height of its section), 0 when unknown
+PIPE_SIZE = f"(coalesce({pipe_size_mm_sql('s')}, 0) / 1000.0)"
 #: metres from the depth reference up to the pipe top
 TOP_OFFSET = (f"(CASE s.depth_ref WHEN 'centre' THEN {PIPE_SIZE} / 2 "
               f"WHEN 'invert' THEN {PIPE_SIZE} ELSE 0 END)")

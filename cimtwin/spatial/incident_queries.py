@@ -417,17 +417,18 @@ async def _walk(conn: AsyncConnection, x: float, y: float, burst: dict[str, Any]
 
 async def analysis_isolation(conn: AsyncConnection, burst: dict[str, Any]
                              ) -> Isolation | None:
-    """The isolation of pipe ``burst`` by :func:`cimtwin.spatial.pipeline_analysis.isolate`
+    """The isolation of pipe ``burst`` by :func:`cimtwin.spatial.pipelines.isolation.isolate`
     (valve segments of the whole water network, same answer as WNTR's); None when that
     module is not there or does not know the pipe (then :func:`simple_isolation` answers)."""
     try:
-        from cimtwin.spatial import pipeline_analysis as pa
+        from cimtwin.spatial.pipelines.graph import network_graph
+        from cimtwin.spatial.pipelines.isolation import isolate
 
-        graph = await pa.network_graph(conn, WATER)
+        graph = await network_graph(conn, WATER)
         k = graph.seg_index(burst["id"])
         if k is None:
             return None
-        iso = pa.isolate(graph, k)
+        iso = isolate(graph, k)
         valves = []
         for v in iso.valves:
             kind, _, ref_id = v.ref.partition(":")

@@ -23,6 +23,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
 
 
+def pipe_size_mm_sql(alias: str) -> str:
+    """SQL for the size (mm) of the pipe row ``alias``: its diameter when surveyed, else the
+    height of its section (the importers' ``size_mm``; NULL when neither is known).
+
+    One definition, so that a pipe with both a diameter and a section (a culvert) has the
+    same size in every query that places its top or bottom."""
+    if not alias.isidentifier():
+        raise ValueError(f"not a table alias: {alias!r}")
+    return f"coalesce({alias}.diameter_mm, {alias}.height_mm)"
+
+
 class PipelineNode(Base):
     """A survey point (物探点): feature point or appurtenance (valve, hydrant, manhole)."""
 
