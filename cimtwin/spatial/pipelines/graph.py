@@ -13,16 +13,14 @@ are built with the graph and kept with it.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from psycopg import AsyncConnection
 
+from cimtwin.spatial.fingerprint_cache import FingerprintCache
 from cimtwin.spatial.pipelines.shared import (
     BATCH,
     NODE,
@@ -96,7 +94,6 @@ class NetworkGraph:
     node_appurtenance: list[str]
     node_point_no: list[str]
     valves: list[Valve]
-    built_at: float = field(default_factory=time.monotonic)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -289,26 +286,12 @@ SELECT v.id, v.segment_id, v.node_id, v.state, v.valve_no
 FROM {VALVE} v JOIN {SEG} s ON s.id = v.segment_id WHERE s.network = %s
 """
 
-_cache: OrderedDict[tuple, tuple[tuple, NetworkGraph]] = OrderedDict()
-_cache_lock = threading.Lock()
+#: this process's graphs, one per (server, database, network)
+GRAPHS = FingerprintCache(FINGERPRINT_SQL, GRAPH_MAX_AGE_S, MAX_CACHED_GRAPHS)
 
 
 def clear_graph_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
-
-
-_build_locks: dict[tuple, asyncio.Lock] = {}
-
-
-def _cached(key: tuple, fingerprint: tuple) -> NetworkGraph | None:
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit and hit[0] == fingerprint and \
-                time.monotonic() - hit[1].built_at < GRAPH_MAX_AGE_S:
-            _cache.move_to_end(key)
-            return hit[1]
-    return None
+    GRAPHS.clear()
 
 
 def _build_graph(network: str, segments, nodes, valves) -> NetworkGraph:
@@ -325,20 +308,10 @@ async def network_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
     """
     info = conn.info
     key = (info.host, info.port, info.dbname, network)
-    fingerprint = tuple((await fetch_all(conn, FINGERPRINT_SQL))[0])
-    graph = _cached(key, fingerprint)
-    if graph is not None:
-        return graph
-    lock = _build_locks.setdefault((id(asyncio.get_running_loop()), key), asyncio.Lock())
-    async with lock:
-        graph = _cached(key, fingerprint)
-        if graph is not None:
-            return graph
-        return await _load_graph(conn, key, fingerprint, network)
+    return await GRAPHS.get(conn, key, lambda: _load_graph(conn, network))
 
 
-async def _load_graph(conn: AsyncConnection, key: tuple, fingerprint: tuple,
-                      network: str) -> NetworkGraph:
+async def _load_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
     segments = await fetch_all(conn, GRAPH_SEGMENTS_SQL, (network,))
     nodes = await fetch_all(conn, GRAPH_NODES_SQL, (network,))
     known = {r[0] for r in nodes}
@@ -346,10 +319,4 @@ async def _load_graph(conn: AsyncConnection, key: tuple, fingerprint: tuple,
     if missing:  # pipes ending on a point filed under another network
         nodes += await fetch_all(conn, GRAPH_NODES_BY_ID_SQL, (missing,))
     valves = await fetch_all(conn, GRAPH_VALVES_SQL, (network,))
-    graph = await asyncio.to_thread(_build_graph, network, segments, nodes, valves)
-    with _cache_lock:
-        _cache[key] = (fingerprint, graph)
-        _cache.move_to_end(key)
-        while len(_cache) > MAX_CACHED_GRAPHS:
-            _cache.popitem(last=False)
-    return graph
+    return await asyncio.to_thread(_build_graph, network, segments, nodes, valves)
