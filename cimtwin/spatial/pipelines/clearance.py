@@ -79,6 +79,7 @@ WHERE {_scope('a', area, networks)} AND b.link_type = 'pipe'
   AND a.from_node_id NOT IN (b.from_node_id, b.to_node_id)
   AND a.to_node_id NOT IN (b.from_node_id, b.to_node_id)
   AND NOT ({_scope('b', area, networks)} AND b.id < a.id)
+ORDER BY a.id, b.id  -- the same pairs every time when the candidate cap is reached
 LIMIT %(limit)s
 """
 
@@ -90,14 +91,8 @@ SELECT a.id, {_PIPE_COLS.format(t='a')}, b.id, b.building_code, b.name,
        ST_AsBinary(ST_ClosestPoint(ST_Force2D(a.geom), b.footprint))
 FROM {SEG} a JOIN {BUILDINGS} b ON ST_DWithin(a.geom, b.footprint, %(search)s)
 WHERE {_scope('a', area, networks)}
+ORDER BY a.id, b.id
 LIMIT %(limit)s
-"""
-
-
-def clearance_max_half_sql(area: bool, networks: bool) -> str:
-    return f"""
-SELECT coalesce(max(GREATEST({half_w('a')}, {half_h('a')})), 0) FROM {SEG} a
-WHERE {_scope('a', area, networks)}
 """
 
 
