@@ -11,20 +11,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cimtwin.errors import UserError
-from cimtwin.importers.registry import importer_for
-from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
+from cimtwin.importers.registry import importer_for, kinds
 
 console = Console(stderr=True)
 
-
-class Kind(enum.StrEnum):
-    pipelines = "pipelines"
-    components = "components"
-    grids = "grids"
-    parcels = "parcels"
-    buildings = "buildings"
-    incidents = "incidents"
-    valves = "valves"
+#: the choices of KIND, from the importer registry
+Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
 
 
 def import_command(
@@ -55,6 +47,8 @@ def import_command(
     Re-importing a dataset replaces its rows. Errors name the file, row or feature, and rule.
     """
     import getpass
+
+    from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 
     options = ImportOptions(
         crs=crs, network=network, mapping=mapping, dry_run=dry_run, strict=strict,
