@@ -89,8 +89,11 @@ def main() -> None:
         app()
     except UserError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        # one line whatever the terminal width; the message is text, not markup
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}",
+                                                   highlight=False)
         sys.exit(2)
 
 

@@ -19,6 +19,16 @@ console = Console(stderr=True)
 Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
 
 
+def check_paths(paths: list[Path]) -> None:
+    """Each path is a file: a folder or a missing name is refused before anything is read."""
+    for p in paths:
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder; give the files in it (e.g. {p}/*.gpkg, "
+                            f"{p}/*.shp, {p}/*.csv)")
+        if not p.exists():
+            raise UserError(f"{p}: no such file")
+
+
 def import_command(
     kind: Kind = typer.Argument(..., help="what the files hold"),
     paths: list[Path] = typer.Argument(..., help="files: GIS layers, CSV/XLSX tables, .inp"),
@@ -50,6 +60,11 @@ def import_command(
 
     from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 
+    check_paths(paths)
+    if not dry_run:  # refuse a database that cannot take the import before reading the files
+        from cimtwin.db.connect import require_set_up
+
+        require_set_up()
     options = ImportOptions(
         crs=crs, network=network, mapping=mapping, dry_run=dry_run, strict=strict,
         replace=replace, dataset=dataset, local_transform=local_transform,
