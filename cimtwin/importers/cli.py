@@ -48,6 +48,9 @@ def import_command(
     local_transform: str = typer.Option(None, "--local-transform", help="4-parameter "
                                         "similarity from a local grid: dx,dy,rot_arcsec,"
                                         "scale_ppm (applied before --crs)"),
+    from_gcj02: bool = typer.Option(False, "--from-gcj02", help="incidents: positions are "
+                                    "GCJ-02 longitude/latitude from a Chinese web map (Amap/"
+                                    "高德 ...); convert them to WGS 84"),
     report: Path = typer.Option(None, "--report", help="write the validation report here "
                                 "(.json or .csv)"),
     by: str = typer.Option(None, "--by", help="who runs the import (recorded)"),
@@ -68,6 +71,7 @@ def import_command(
     options = ImportOptions(
         crs=crs, network=network, mapping=mapping, dry_run=dry_run, strict=strict,
         replace=replace, dataset=dataset, local_transform=local_transform,
+        from_gcj02=from_gcj02,
         imported_by=by or getpass.getuser(),
     )
     importer = importer_for(kind.value)
