@@ -121,3 +121,44 @@ def test_the_import_command_takes_from_gcj02(tmp_path: Path) -> None:
     assert plain.exit_code == converted.exit_code == 0, plain.output + converted.output
     assert "gcj02-suspected" in plain.output
     assert "gcj02-suspected" not in converted.output and "features valid" in converted.output
+
+
+@pytest.fixture(scope="module")
+def district_db(database_url: str):
+    """A database holding the sample's components: the features incidents sit at."""
+    import os
+
+    from cimtwin.db import bootstrap
+    from cimtwin.db.engine import sqlalchemy_url
+    from cimtwin.importers.registry import importer_for
+    from cimtwin.importers.runner import run_import
+
+    url = sqlalchemy_url(database_url).set(database=f"cimtwin_gcj_{os.getpid()}")
+    url = bootstrap.recreate_database(url.render_as_string(hide_password=False))
+    run_import(importer_for("components"), [SAMPLE / "gpkg" / "components.gpkg"],
+               ImportOptions(dataset="gcj-components"), url)
+    yield url
+    bootstrap.drop_database(url)
+
+
+def test_unlabelled_web_map_positions_are_caught_by_their_offset_from_features(
+    district_db: str, tmp_path: Path,
+) -> None:
+    """A GCJ-02 file that does not say so: its points sit the offset away from the
+    district's components, and on them once read as GCJ-02."""
+    from cimtwin.importers.registry import importer_for
+    from cimtwin.importers.runner import run_import
+
+    path, _ = _web_map_copy(tmp_path, "none")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    for f in doc["features"]:  # other incidents than the sample's (ids are unique)
+        f["id"] += "-web"
+        f["properties"]["external_id"] += "-web"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    shifted = run_import(importer_for("incidents"), [path], ImportOptions(dataset="web"),
+                         district_db)
+    found = [p.message for p in shifted.report.problems if p.rule == "gcj02-suspected"]
+    assert len(found) == 1 and "--from-gcj02" in found[0], shifted.report.problems
+    true = run_import(importer_for("incidents"), [SAMPLE / "incidents.geojson"],
+                      ImportOptions(dataset="true"), district_db)
+    assert [p for p in true.report.problems if p.rule == "gcj02-suspected"] == []
