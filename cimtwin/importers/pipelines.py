@@ -228,7 +228,7 @@ class PipelinesImporter(CopyWriter):
         if options.network:
             for df in (points, lines):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
-        elif (points["network"] == "").all():
+        elif len(points) and (points["network"] == "").all():
             raise UserError(_NO_NETWORK.format(files=", ".join(points["_file"].unique())))
         nodes = self._check_points(points, src, options, report)
         segs = self._check_lines(lines, nodes, report, survey=fmt != "epanet")

@@ -115,6 +115,7 @@ def read_tables(
 
 
 HEADER_SEARCH_ROWS = 10
+HEADER_MIN_HITS = 2
 
 
 def known_headers(mapping: dict[str, dict[str, list[str]]]) -> set[str]:
@@ -125,8 +126,9 @@ def known_headers(mapping: dict[str, dict[str, list[str]]]) -> set[str]:
 
 def header_row(rows: list[tuple], known: set[str]) -> int | None:
     """The 0-based row holding the header: of the first rows, the one with the most known
-    column names; without any, the first non-empty row (None: the sheet is empty)."""
-    best, best_hits, first = None, 0, None
+    column names (two at least: a data cell may equal one); else the first non-empty row
+    (None: the sheet is empty)."""
+    best, best_hits, first = None, HEADER_MIN_HITS - 1, None
     for i, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
         cells = [str(v) for v in row if v is not None and str(v).strip()]
         if not cells:
