@@ -1,41 +1,86 @@
-"""The ``cimtwin`` command: one entry point, a sub-command per job."""
+"""The ``cimtwin`` command: one entry point, a sub-command per job.
+
+Sub-commands are imported only when run (or asked for their own ``--help``): listing them
+must not load pandas, GeoPandas or GDAL, which take seconds to import.
+"""
 
 from __future__ import annotations
 
 import sys
+from importlib import import_module
 
+import click
 import typer
-from rich.console import Console
+from typer.core import TyperGroup
 
 from cimtwin.errors import UserError
 
+#: name -> ("module:attribute" of a Typer app or a command function, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("cimtwin.api.cli:serve", "Serve the API (OpenAPI docs at /docs)."),
+    "import": ("cimtwin.importers.cli:import_command",
+               "Validate files and load them into the twin in one transaction (all or "
+               "nothing)."),
+    "db": ("cimtwin.db.cli:app", "Database: set-up and migrations."),
+    "samples": ("cimtwin.samples.cli:app",
+                "Synthetic sample data sets (Shenzhen North Station district)."),
+    "tiles": ("cimtwin.tiles.cli:app", "Vector tiles: static export."),
+    "keys": ("cimtwin.keys_cli:app", "API keys: create, list and revoke the keys that writes "
+             "need (roles viewer < editor < importer < admin)."),
+}
+
+
+def load_command(name: str) -> click.Command:
+    """The click command behind sub-command ``name``, importing its module now."""
+    module, _, attr = COMMANDS[name][0].partition(":")
+    obj = getattr(import_module(module), attr)
+    parent = typer.Typer()
+    parent.callback()(lambda: None)  # a group, so that a one-command app stays a group
+    if isinstance(obj, typer.Typer):
+        parent.add_typer(obj, name=name)
+    else:
+        parent.command(name)(obj)
+    return typer.main.get_command(parent).commands[name]
+
+class LazyGroup(TyperGroup):
+    """Lists the sub-commands from :data:`COMMANDS` and imports one only when it runs."""
+
+    _listing = False
+    _loaded: dict[str, click.Command]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:  # the overview needs names and one-line help only
+            return click.Command(cmd_name, help=COMMANDS[cmd_name][1])
+        loaded = self.__dict__.setdefault("_loaded", {})
+        if cmd_name not in loaded:
+            loaded[cmd_name] = load_command(cmd_name)
+        return loaded[cmd_name]
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 app = typer.Typer(
     name="cimtwin",
-    help="cimtwin: CIM / digital-twin spatial data service on PostGIS.",
+    cls=LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True)
 
 
-def _mount() -> None:
-    from cimtwin.api.cli import serve
-    from cimtwin.db.cli import app as db_app
-    from cimtwin.importers.cli import import_command
-    from cimtwin.keys_cli import app as keys_app
-    from cimtwin.samples.cli import app as samples_app
-    from cimtwin.tiles.cli import app as tiles_app
-
-    app.add_typer(db_app, name="db")
-    app.add_typer(samples_app, name="samples")
-    app.add_typer(tiles_app, name="tiles")
-    app.add_typer(keys_app, name="keys")
-    app.command("serve")(serve)
-    app.command("import")(import_command)
-
-
-_mount()
+@app.callback()
+def cimtwin() -> None:
+    """cimtwin: CIM / digital-twin spatial data service on PostGIS."""
 
 
 def main() -> None:
@@ -43,7 +88,12 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        from rich.console import Console
+        from rich.markup import escape
+
+        # one line whatever the terminal width; the message is text, not markup
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}",
+                                                   highlight=False)
         sys.exit(2)
 
 

@@ -19,17 +19,65 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.parametrize(
-    "args",
-    [(), ("db",), ("db", "setup"), ("db", "upgrade"), ("db", "downgrade"), ("db", "status"),
-     ("samples",), ("samples", "generate"), ("samples", "load"), ("serve",), ("import",),
-     ("tiles",), ("tiles", "export-mvt"), ("keys",), ("keys", "create"), ("keys", "list"),
-     ("keys", "revoke")],
-)
+HELP_ARGS = [
+    (), ("db",), ("db", "setup"), ("db", "upgrade"), ("db", "downgrade"), ("db", "status"),
+    ("samples",), ("samples", "generate"), ("samples", "load"), ("serve",), ("import",),
+    ("tiles",), ("tiles", "export-mvt"), ("keys",), ("keys", "create"), ("keys", "list"),
+    ("keys", "revoke"),
+]
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    """The CLI run in this process (click's test runner): no interpreter start-up per test."""
+    from typer.testing import CliRunner
+
+    from cimtwin.cli import app
+
+    return CliRunner().invoke(app, list(args), env=env, prog_name="cimtwin")
+
+
+@pytest.mark.parametrize("args", HELP_ARGS)
 def test_help_everywhere(args: tuple[str, ...]) -> None:
-    r = run(*args, "--help")
+    r = invoke(*args, "--help")
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+
+
+def test_help_of_the_real_entry_point() -> None:
+    """One subprocess for the installed entry point; the rest run in-process."""
+    r = run("--help")
     assert r.returncode == 0, r.stderr
-    assert "Usage:" in r.stdout
+    assert "Usage:" in r.stdout and "import" in r.stdout
+
+
+def test_command_overview_matches_each_command_s_own_help() -> None:
+    """The overview's one-line help is kept without importing the commands: it must say what
+    each command's own help says."""
+    from cimtwin.cli import COMMANDS, load_command
+
+    for name, (_, short) in COMMANDS.items():
+        own = load_command(name)
+        first = (own.help or "").strip().split("\n\n")[0].replace("\n", " ")
+        assert first == short, name
+
+
+def test_the_cli_loads_no_heavy_library_to_list_or_check_status() -> None:
+    """`cimtwin --help`, `import --help` and `db ...` start fast: pandas, GeoPandas, shapely
+    and pyarrow are imported only by the commands that read or write data."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "import cimtwin.cli as c\n"
+        "for args in (['--help'], ['import', '--help'], ['db', '--help'],"
+        " ['db', 'status', '--help']):\n"
+        "    r = CliRunner().invoke(c.app, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('pandas', 'geopandas', 'shapely', 'pyarrow', 'pyogrio')"
+        " if m in sys.modules]\n"
+        "print(heavy)\n"
+        "sys.exit(1 if heavy else 0)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_unreachable_database_is_a_clear_error() -> None:
@@ -78,3 +126,18 @@ def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str,
         out, _ = proc.communicate(timeout=30)
     assert "Uvicorn running" in out  # the server's own log is there either way
     assert ('"GET /collections HTTP/1.1" 200' in out) is logged, out[-2000:]
+
+
+def test_import_kinds_come_from_the_one_registry() -> None:
+    """A new import kind is one registry line: the CLI's choices are the registry's kinds and
+    every registered class declares the kind it is registered under."""
+    from cimtwin.importers.cli import Kind
+    from cimtwin.importers.registry import IMPORTERS, importer_for
+
+    assert [k.value for k in Kind] == list(IMPORTERS)
+    for kind in IMPORTERS:
+        assert importer_for(kind).kind == kind
+    with pytest.raises(ValueError, match="unknown import kind 'bogus'"):
+        importer_for("bogus")
+    r = invoke("import", "bogus", "x.csv")
+    assert r.exit_code == 2 and "bogus" in r.output

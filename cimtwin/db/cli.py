@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from cimtwin.db import bootstrap, migrate
+from cimtwin.db import bootstrap, connect, migrate
 from cimtwin.db.engine import sqlalchemy_url
 from cimtwin.errors import UserError
 
@@ -14,9 +14,21 @@ out = Console()
 
 
 def _require_server() -> None:
-    if not bootstrap.server_reachable():
-        url = sqlalchemy_url().render_as_string(hide_password=True)
-        raise UserError(f"no PostgreSQL answers at {url} (set CIMTWIN_DATABASE_URL)")
+    """The server answers and the role may log in (to the maintenance database)."""
+    admin = sqlalchemy_url().set(database="postgres").render_as_string(hide_password=False)
+    with connect.connect(admin):
+        pass
+
+
+def _require_postgis() -> None:
+    """Migrations need PostGIS in the database; without it they fail half-way."""
+    with connect.connect() as conn:
+        if not connect.has_postgis(conn):
+            name = sqlalchemy_url().database
+            raise UserError(
+                f'database "{name}" at {connect.shown_url()} has no PostGIS extension: '
+                f"{connect.SETUP_HINT} (creates the extensions), or CREATE EXTENSION postgis "
+                "in it as a superuser")
 
 
 @app.command()
@@ -36,7 +48,7 @@ def setup() -> None:
 @app.command()
 def upgrade(revision: str = typer.Argument("head", help="target revision")) -> None:
     """Apply migrations up to REVISION against CIMTWIN_DATABASE_URL."""
-    _require_server()
+    _require_postgis()
     migrate.upgrade(revision=revision)
 
 
@@ -45,12 +57,20 @@ def downgrade(
     revision: str = typer.Argument(..., help="target revision, 'base' drops all"),
 ) -> None:
     """Revert migrations down to REVISION."""
-    _require_server()
+    with connect.connect():
+        pass
     migrate.downgrade(revision=revision)
 
 
 @app.command()
 def status() -> None:
     """Show the current migration revision."""
-    _require_server()
-    migrate.current()
+    from cimtwin.settings import get_settings
+
+    with connect.connect() as conn:
+        revision = connect.schema_revision(conn, get_settings().db_schema)
+    if revision is None:
+        raise connect.not_set_up()
+    heads = migrate.heads()
+    out.print(f"{revision} (head)" if revision in heads else
+              f"{revision} (head is {', '.join(heads)}: run `cimtwin db upgrade`)")

@@ -6,15 +6,29 @@ from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
+from cimtwin.errors import UserError
 from cimtwin.settings import get_settings
+
+EXAMPLE_URL = "postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE"
 
 
 def sqlalchemy_url(url: str | None = None) -> URL:
-    """The configured URL with the psycopg 3 driver, whatever the user wrote."""
-    u = make_url(url or get_settings().database_url)
+    """The configured URL with the psycopg 3 driver, whatever the user wrote.
+
+    A URL that does not parse, or names another database system, is the user's to fix: the
+    error names the setting (CIMTWIN_DATABASE_URL when it came from there)."""
+    setting = "CIMTWIN_DATABASE_URL" if url is None else "the database URL"
+    raw = url or get_settings().database_url
+    try:
+        u = make_url(raw)
+    except ArgumentError:
+        raise UserError(f"{setting} {raw!r} is not a URL: write it as "
+                        f"{EXAMPLE_URL}") from None
     if u.get_backend_name() not in ("postgresql", "postgres"):
-        raise ValueError(f"not a PostgreSQL URL: {u.render_as_string(hide_password=True)}")
+        raise UserError(f"{setting} {u.render_as_string(hide_password=True)!r} is not a "
+                        f"PostgreSQL URL: write it as {EXAMPLE_URL}")
     return u.set(drivername="postgresql+psycopg")
 
 

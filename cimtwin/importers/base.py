@@ -23,6 +23,7 @@ class ImportOptions:
     replace: bool = False  # re-import even when the files are unchanged
     dataset: str | None = None  # replace key; default from kind and file name
     local_transform: str | None = None  # 4-parameter similarity "dx,dy,rot_arcsec,scale_ppm"
+    from_gcj02: bool = False  # lon/lat from a Chinese web map (GCJ-02): convert to WGS 84
     imported_by: str = "cimtwin"
 
 

@@ -11,20 +11,22 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cimtwin.errors import UserError
-from cimtwin.importers.registry import importer_for
-from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
+from cimtwin.importers.registry import importer_for, kinds
 
 console = Console(stderr=True)
 
+#: the choices of KIND, from the importer registry
+Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
 
-class Kind(enum.StrEnum):
-    pipelines = "pipelines"
-    components = "components"
-    grids = "grids"
-    parcels = "parcels"
-    buildings = "buildings"
-    incidents = "incidents"
-    valves = "valves"
+
+def check_paths(paths: list[Path]) -> None:
+    """Each path is a file: a folder or a missing name is refused before anything is read."""
+    for p in paths:
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder; give the files in it (e.g. {p}/*.gpkg, "
+                            f"{p}/*.shp, {p}/*.csv)")
+        if not p.exists():
+            raise UserError(f"{p}: no such file")
 
 
 def import_command(
@@ -46,6 +48,9 @@ def import_command(
     local_transform: str = typer.Option(None, "--local-transform", help="4-parameter "
                                         "similarity from a local grid: dx,dy,rot_arcsec,"
                                         "scale_ppm (applied before --crs)"),
+    from_gcj02: bool = typer.Option(False, "--from-gcj02", help="incidents: positions are "
+                                    "GCJ-02 longitude/latitude from a Chinese web map (Amap/"
+                                    "高德 ...); convert them to WGS 84"),
     report: Path = typer.Option(None, "--report", help="write the validation report here "
                                 "(.json or .csv)"),
     by: str = typer.Option(None, "--by", help="who runs the import (recorded)"),
@@ -56,9 +61,17 @@ def import_command(
     """
     import getpass
 
+    from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
+
+    check_paths(paths)
+    if not dry_run:  # refuse a database that cannot take the import before reading the files
+        from cimtwin.db.connect import require_set_up
+
+        require_set_up()
     options = ImportOptions(
         crs=crs, network=network, mapping=mapping, dry_run=dry_run, strict=strict,
         replace=replace, dataset=dataset, local_transform=local_transform,
+        from_gcj02=from_gcj02,
         imported_by=by or getpass.getuser(),
     )
     importer = importer_for(kind.value)

@@ -13,7 +13,7 @@ from pyproj import CRS
 from cimtwin.errors import UserError
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.report import ERROR, WARNING, Report
-from cimtwin.importers.sources import Layer
+from cimtwin.importers.sources import Layer, note_encoding
 from cimtwin.spatial import crs as crs_mod
 
 
@@ -156,6 +156,7 @@ def prepare_layer(
 ) -> tuple[np.ndarray, CRS]:
     """The layer's geometries checked and in the storage CRS, plus the source CRS."""
     src = source_crs(layer.crs, options, layer.label)
+    note_encoding(layer, report)
     ids = FeatureLabels(np.asarray(layer.frame.index), None) if ids is None else ids
     geoms = np.asarray(layer.frame.geometry.values, dtype=object)
     geoms = check_geometries(geoms, allowed, report, layer.label, ids, options.strict)

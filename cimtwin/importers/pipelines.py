@@ -27,6 +27,7 @@ from cimtwin.importers.sources import (
     line_numbers,
     list_layers,
     load_mapping,
+    note_encoding,
     parse_numbers,
     read_layer,
     read_tables,
@@ -77,7 +78,7 @@ def _table_frames(paths, options, report):
     mapping = load_mapping(options.mapping)
     points, lines = [], []
     for path in paths:
-        for table in read_tables(path):
+        for table in read_tables(path, mapping):
             cols = list(table.frame.columns)
             pmap = resolve_columns(cols, "pipeline_points", mapping)
             lmap = resolve_columns(cols, "pipeline_lines", mapping)
@@ -106,6 +107,7 @@ def _layer_frames(paths, options, report):
     for path in paths:
         for name in list_layers(path):
             layer = read_layer(path, name)
+            note_encoding(layer, report)
             geoms = np.asarray(layer.frame.geometry.values, dtype=object)
             cols = [c for c in layer.frame.columns if c != "geometry"]
             kinds = set(shapely.get_type_id(geoms[~shapely.is_missing(geoms)]))
@@ -177,6 +179,11 @@ def _as_strings(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
     return df
 
 
+_NO_NETWORK = ("{files}: no network code (管线类别 column, or it is empty): pass --network "
+               "CODE for a file of one network (JS water, PS drainage, RQ gas, RL heat, DL "
+               "power, TX telecom ...)")
+
+
 # --- the importer -----------------------------------------------------------------------------
 class PipelinesImporter(CopyWriter):
     kind = "pipelines"
@@ -221,6 +228,8 @@ class PipelinesImporter(CopyWriter):
         if options.network:
             for df in (points, lines):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
+        elif len(points) and (points["network"] == "").all():
+            raise UserError(_NO_NETWORK.format(files=", ".join(points["_file"].unique())))
         nodes = self._check_points(points, src, options, report)
         segs = self._check_lines(lines, nodes, report, survey=fmt != "epanet")
         node_frame, seg_frame, shapes = self._geometry(nodes, segs)

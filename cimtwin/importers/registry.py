@@ -1,37 +1,41 @@
-"""Which importer handles which kind of data."""
+"""Which importer handles which kind of data: the one place a new import kind is added.
+
+Each kind names its class as ``"module:Class"``, imported only when that kind is used, so the
+command line can list the kinds (its choices come from here) without loading pandas or GDAL.
+"""
 
 from __future__ import annotations
 
-from cimtwin.importers.base import Importer
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cimtwin.importers.base import Importer
+
+IMPORTERS: dict[str, str] = {
+    "pipelines": "cimtwin.importers.pipelines:PipelinesImporter",
+    "components": "cimtwin.importers.components:ComponentsImporter",
+    "grids": "cimtwin.importers.grids:GridsImporter",
+    "parcels": "cimtwin.importers.parcels:ParcelsImporter",
+    "buildings": "cimtwin.importers.buildings:BuildingsImporter",
+    "incidents": "cimtwin.importers.incidents:IncidentsImporter",
+    "valves": "cimtwin.importers.valves:ValvesImporter",
+}
+
+
+def kinds() -> list[str]:
+    """The import kinds, in the order the command line lists them."""
+    return list(IMPORTERS)
 
 
 def importer_for(kind: str) -> Importer:
-    if kind == "grids":
-        from cimtwin.importers.grids import GridsImporter
-
-        return GridsImporter()
-    if kind == "parcels":
-        from cimtwin.importers.parcels import ParcelsImporter
-
-        return ParcelsImporter()
-    if kind == "buildings":
-        from cimtwin.importers.buildings import BuildingsImporter
-
-        return BuildingsImporter()
-    if kind == "components":
-        from cimtwin.importers.components import ComponentsImporter
-
-        return ComponentsImporter()
-    if kind == "incidents":
-        from cimtwin.importers.incidents import IncidentsImporter
-
-        return IncidentsImporter()
-    if kind == "pipelines":
-        from cimtwin.importers.pipelines import PipelinesImporter
-
-        return PipelinesImporter()
-    if kind == "valves":
-        from cimtwin.importers.valves import ValvesImporter
-
-        return ValvesImporter()
-    raise ValueError(f"unknown import kind {kind!r}")
+    """A fresh importer for ``kind``; its class is imported on first use."""
+    try:
+        target = IMPORTERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown import kind {kind!r} (one of {', '.join(IMPORTERS)})") from None
+    module, _, name = target.partition(":")
+    cls = getattr(import_module(module), name)
+    if cls.kind != kind:
+        raise RuntimeError(f"{target} declares kind {cls.kind!r}, registered as {kind!r}")
+    return cls()

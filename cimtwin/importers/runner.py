@@ -100,6 +100,7 @@ def run_import(
                 conn.rollback()
                 result.status, result.batch_id = "unchanged", previous[-1][0]
                 return result
+            bulk.lock_partition_swaps(conn, importer.models)  # before the batch row's lock
             batch_id = conn.execute(
                 f"INSERT INTO {_batch_table()} (kind, dataset, source_files, sha256, format, "
                 "source_crs, vertical_datum, feature_count, error_count, warning_count, counts, "

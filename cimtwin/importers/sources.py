@@ -59,9 +59,17 @@ def decode_text(path: Path) -> tuple[str, str]:
     raise UserError(f"{path}: neither UTF-8 nor GBK/GB18030 text")
 
 
-def read_tables(path: Path) -> list[Table]:
-    """All tables in a CSV (one) or XLSX (one per non-empty sheet), cells as strings."""
+def read_tables(
+    path: Path, mapping: dict[str, dict[str, list[str]]] | None = None,
+) -> list[Table]:
+    """All tables in a CSV (one) or XLSX (one per non-empty sheet), cells as strings.
+
+    A sheet's header is the row among its first :data:`HEADER_SEARCH_ROWS` that holds the
+    most known column names (``mapping``'s aliases, the shipped ones by default): surveyors'
+    workbooks often carry a title row, or a blank row, above it."""
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt", ".xlsx", ".xlsm") and path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty (0 bytes); export the table again")
     if suffix in (".csv", ".txt"):
         text, enc = decode_text(path)
         frame = _arrow_csv(text)
@@ -69,6 +77,9 @@ def read_tables(path: Path) -> list[Table]:
             try:
                 frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
                                     skipinitialspace=True)
+            except pd.errors.EmptyDataError:
+                raise UserError(f"{path}: holds no table (no header line); export the table "
+                                "again") from None
             except pd.errors.ParserError as exc:
                 raise UserError(f"{path}: not a readable CSV table ({exc})") from exc
         return [Table(path, None, _clean(frame), enc)]
@@ -79,20 +90,54 @@ def read_tables(path: Path) -> list[Table]:
             wb = load_workbook(path, read_only=True, data_only=True)
         except Exception as exc:  # openpyxl raises many kinds for a broken file
             raise UserError(f"{path}: not a readable XLSX workbook ({exc})") from exc
+        known = known_headers(mapping or default_mapping())
         out = []
         for ws in wb.worksheets:
-            rows = ws.iter_rows(values_only=True)
-            header = next(rows, None)
-            if not header or all(h is None for h in header):
+            rows = list(ws.iter_rows(values_only=True))
+            at = header_row(rows, known)
+            if at is None:
                 continue
-            data = [["" if v is None else _cell(v) for v in r] for r in rows]
-            names = ["" if h is None else str(h) for h in header]
+            width = len(rows[at])
+            data = [["" if v is None else _cell(v) for v in (r + (None,) * width)[:width]]
+                    for r in rows[at + 1:]]
+            names = ["" if h is None else str(h) for h in rows[at]]
             frame = pd.DataFrame(data, columns=names, dtype=str) if data else pd.DataFrame(
                 columns=names, dtype=str)
-            out.append(Table(path, ws.title, _clean(frame), None))
+            frame = _clean(frame)
+            frame.index = frame.index + at  # line numbers count the rows above the header
+            out.append(Table(path, ws.title, frame, None))
         wb.close()
         return out
+    if suffix == ".xls":
+        raise UserError(f"{path}: old Excel .xls workbooks are not read; save it as XLSX "
+                        "(or CSV) and import that")
     raise UserError(f"{path}: unsupported table format {suffix!r} (CSV or XLSX expected)")
+
+
+HEADER_SEARCH_ROWS = 10
+HEADER_MIN_HITS = 2
+
+
+def known_headers(mapping: dict[str, dict[str, list[str]]]) -> set[str]:
+    """Every alias of every field, normalised as :func:`resolve_columns` compares them."""
+    return {_norm(a) for fields in mapping.values() for aliases in fields.values()
+            for a in aliases}
+
+
+def header_row(rows: list[tuple], known: set[str]) -> int | None:
+    """The 0-based row holding the header: of the first rows, the one with the most known
+    column names (two at least: a data cell may equal one); else the first non-empty row
+    (None: the sheet is empty)."""
+    best, best_hits, first = None, HEADER_MIN_HITS - 1, None
+    for i, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        cells = [str(v) for v in row if v is not None and str(v).strip()]
+        if not cells:
+            continue
+        first = i if first is None else first
+        hits = sum(_norm(c) in known for c in cells)
+        if hits > best_hits:
+            best, best_hits = i, hits
+    return best if best is not None else first
 
 
 def _arrow_csv(text: str) -> pd.DataFrame | None:
@@ -229,6 +274,7 @@ class Layer:
     name: str
     frame: gpd.GeoDataFrame  # index = feature id as the file numbers it
     crs: str | None  # as declared by the file (None: no CRS)
+    encoding_note: str | None = None  # how the text encoding was found, when it was guessed
 
     @property
     def label(self) -> str:
@@ -236,7 +282,67 @@ class Layer:
             self.path.name)
 
 
+TABLE_ONLY_SUFFIXES = TABLE_SUFFIXES | {".xls"}
+#: DBF language driver ids (header byte 29) of the Chinese code pages (936: GBK)
+DBF_LANGUAGE_DRIVERS = {0x4D: "GBK", 0x7A: "GBK"}
+#: tried in this order on a DBF's records when neither a .cpg nor the header says
+DBF_TRIAL_ENCODINGS = ("UTF-8", "GBK", "GB18030")
+
+
+def check_vector_file(path: Path) -> None:
+    """Refuse what GDAL would misread or fail on with a message of its own: an empty file,
+    a table handed to a GIS import, a Shapefile without its attribute table."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty (0 bytes); export the layer again")
+    if path.suffix.lower() == ".xls":
+        raise UserError(f"{path}: old Excel .xls workbooks are not read; save it as XLSX "
+                        "(or CSV) and import that")
+    if path.suffix.lower() == ".shp" and _sidecar(path, ".dbf") is None:
+        raise UserError(f"{path}: no {path.stem}.dbf beside it (the Shapefile's attribute "
+                        "table); deliver the .shp with its .dbf, .shx and .prj")
+
+
+def _sidecar(path: Path, suffix: str) -> Path | None:
+    for s in (suffix, suffix.upper()):
+        if path.with_suffix(s).exists():
+            return path.with_suffix(s)
+    return None
+
+
+def dbf_encoding(path: Path) -> tuple[str | None, str | None]:
+    """The text encoding of a Shapefile with no .cpg, and a note saying how it was found.
+
+    GDAL reads such a DBF as ISO-8859-1 unless its language driver byte names a code page,
+    which turns GBK or UTF-8 text into garbage (or into invalid UTF-8 that Arrow refuses).
+    The byte is tried first, then a strict decode of the records in UTF-8, GBK, GB18030.
+    (None, None): GDAL's own reading is right (a .cpg, or plain ASCII text)."""
+    dbf = _sidecar(path, ".dbf")
+    if path.suffix.lower() != ".shp" or dbf is None or _sidecar(path, ".cpg") is not None:
+        return None, None
+    raw = dbf.read_bytes()
+    if len(raw) < 32:
+        return None, None
+    ldid = raw[29]
+    if ldid in DBF_LANGUAGE_DRIVERS:
+        enc = DBF_LANGUAGE_DRIVERS[ldid]
+        return enc, (f"no .cpg; text read as {enc} (DBF language driver byte 0x{ldid:02X})")
+    header_len = int.from_bytes(raw[8:10], "little")
+    records = raw[header_len:]
+    if records.isascii():
+        return None, None
+    for enc in DBF_TRIAL_ENCODINGS:
+        try:
+            records.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        return enc, (f"no .cpg and no code page in the DBF header; text decodes as {enc}, "
+                     f"read as {enc} (add {path.stem}.cpg naming the encoding to be sure)")
+    raise UserError(f"{dbf}: the text is neither UTF-8 nor GBK/GB18030; add {path.stem}.cpg "
+                    "naming its encoding (e.g. a file holding 'GBK')")
+
+
 def list_layers(path: Path) -> list[str]:
+    check_vector_file(path)
     try:
         return [str(r[0]) for r in pyogrio.list_layers(path)]
     except Exception as exc:  # GDAL's errors vary by driver
@@ -244,14 +350,30 @@ def list_layers(path: Path) -> list[str]:
 
 
 def read_layer(path: Path, layer: str | None = None) -> Layer:
+    """One layer with its geometries; a file without geometries (a CSV or spreadsheet read by
+    GDAL as a plain table) is refused."""
+    check_vector_file(path)
+    encoding, note = dbf_encoding(path)
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True)
-        info = pyogrio.read_info(path, layer=layer)
+        frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True,
+                                       encoding=encoding)
+        info = pyogrio.read_info(path, layer=layer, encoding=encoding)
     except Exception as exc:
         raise UserError(f"{path}: cannot read layer {layer or '(first)'} ({exc})") from exc
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
+        what = "a table" if path.suffix.lower() in TABLE_ONLY_SUFFIXES else "a layer"
+        raise UserError(f"{path}: {what} without geometries; this import reads GIS layers "
+                        "(GeoPackage, Shapefile, GeoJSON ...) with point, line or polygon "
+                        "geometries")
     crs = info.get("crs")
     name = layer or (list_layers(path)[0] if path.suffix.lower() == ".gpkg" else path.stem)
-    return Layer(path, name, frame, crs)
+    return Layer(path, name, frame, crs, note)
+
+
+def note_encoding(layer: Layer, report) -> None:
+    """Say in the report which text encoding a layer was read in, when it was guessed."""
+    if layer.encoding_note:
+        report.warning(layer.label, None, "text-encoding-guessed", layer.encoding_note)
 
 
 def canonical_frame(

@@ -83,6 +83,19 @@ def is_partitioned(model: type[Base]) -> bool:
     return bool(model.__table__.dialect_options["postgresql"].get("partition_by"))
 
 
+def lock_partition_swaps(conn: psycopg.Connection, models: Sequence[type[Base]]) -> None:
+    """Serialise imports that attach or drop partitions, for the rest of the transaction.
+
+    Attaching a partition locks the parent table and then import_batch (to add the partition's
+    foreign key), while each import already holds a lock on import_batch from inserting its
+    batch row: two such imports took those locks in opposite orders and deadlocked. Taken
+    before the batch row is inserted, this lock puts them in one order. Imports of plain
+    tables do not take it; they still run alongside."""
+    if any(is_partitioned(m) for m in models):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cimtwin'), hashtext(%s))",
+                     ("partition-swap",))
+
+
 def partition_name(model: type[Base], batch_id: int) -> sql.Composed:
     t = model.__table__
     return sql.SQL("{}.{}").format(sql.Identifier(f"{t.schema}_part"),

@@ -17,8 +17,9 @@ import psycopg
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
-from cimtwin.db.engine import libpq_dsn
+from cimtwin.db.connect import connect, not_set_up, schema_revision
 from cimtwin.errors import UserError
+from cimtwin.settings import get_settings
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.mvt import WEB_MERCATOR, TileRequest, layer_query
@@ -76,7 +77,9 @@ def export(
     if suffix not in (".pmtiles", ".mbtiles"):
         raise UserError(f"{out}: the output must end in .pmtiles or .mbtiles")
     layers = [BY_ID[i] for i in layer_ids]
-    with psycopg.connect(libpq_dsn(database_url)) as conn:
+    with connect(database_url) as conn:
+        if schema_revision(conn, get_settings().db_schema) is None:
+            raise not_set_up(database_url)
         bounds = data_bounds(conn, layers)
         if bounds is None:
             raise UserError(f"layers {', '.join(layer_ids)} hold no data")
