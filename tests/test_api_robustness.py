@@ -5,9 +5,10 @@ Runs on a scratch copy of the North Station sample: it writes incidents, and odd
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import psycopg
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from cimtwin.api import incidents as incidents_api
 from cimtwin.api.app import create_app
+from cimtwin.api.geojson import rfc3339
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
 from cimtwin.spatial.access_queries import create_key
@@ -145,6 +147,13 @@ def test_reads_survive_timestamps_python_cannot_hold(client: TestClient, db: str
     for fid in odd_rows.values():
         paths += [f"/incidents/{fid}", f"/incidents/{fid}/context",
                   f"/collections/incidents/items/{fid}"]
+    (lon, lat), = q(db, "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) p "
+                        "FROM cim.incident WHERE id = %s) s", (odd_rows["bc"],))
+    z = 16
+    x = int((lon + 180) / 360 * 2**z)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
+    r = client.get(f"/tiles/incidents/{z}/{x}/{y}.mvt")
+    assert r.status_code == 200 and r.content, r.text
     for path in paths:
         r = client.get(path)
         assert r.status_code == 200, (path, r.text)
@@ -171,6 +180,14 @@ def test_patch_repairs_an_odd_row(client: TestClient, editor: dict, db: str,
     assert r.json()["properties"]["reported_at"] == "2024-05-01T00:00:00Z"
     (stored,), = q(db, "SELECT reported_at FROM cim.incident WHERE id = %s", (fid,))
     assert stored == datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def test_timestamps_near_the_ends_of_python_s_range_serialise() -> None:
+    late = datetime(9999, 12, 31, 20, tzinfo=timezone(timedelta(hours=-5)))
+    assert rfc3339(late) == "9999-12-31T20:00:00-05:00"
+    assert rfc3339(datetime(2024, 5, 1, 8, tzinfo=timezone(timedelta(hours=8)))) \
+        == "2024-05-01T00:00:00Z"
+    assert rfc3339("0001-12-31 10:00:00+00 BC") == "0001-12-31 10:00:00+00 BC"
 
 
 @pytest.mark.parametrize("value", [

@@ -106,23 +106,25 @@ DB_ROUTES = ["/collections", "/collections/buildings/items", "/incidents", "/hea
 def test_refused_connections_answer_503_at_once(capsys: pytest.CaptureFixture) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     with TestClient(create_app(settings_for(dead))) as client:
-        took = {}
-        for path in DB_ROUTES * 2:
+        took: list[float] = []
+        for path in DB_ROUTES * 5:
             r, s = timed_get(client, path)
             if path == "/healthz":
                 assert r.status_code == 503 and "database unavailable" in r.text, r.text
             else:
                 assert_503(r)
                 assert r.headers.get("retry-after"), r.headers
-            took[path] = max(took.get(path, 0.0), s)
+            took.append(s)
+    took.sort()
     with capsys.disabled():
-        print("\n503 latency with the database refusing, worst per route (ms): "
-              + ", ".join(f"{p} {1000 * s:.1f}" for p, s in took.items()))
-    assert max(took.values()) < FAST_S, took
+        print(f"\n503 latency with the database refusing connections ({len(took)} requests):"
+              f" median {1000 * took[len(took) // 2]:.1f} ms, max {1000 * took[-1]:.1f} ms"
+              f" (pool timeout {POOL_TIMEOUT_S:g} s)")
+    assert took[-1] < FAST_S, took
 
 
-def test_the_pool_recovers_when_the_database_comes_back(database_url: str,
-                                                        loaded_sample) -> None:
+def test_the_pool_recovers_when_the_database_comes_back(
+        database_url: str, loaded_sample, capsys: pytest.CaptureFixture) -> None:
     url = make_url(database_url)
     port = free_port()
     forwarder = Forwarder(port, (url.host or "127.0.0.1", url.port or 5432))
@@ -133,7 +135,8 @@ def test_the_pool_recovers_when_the_database_comes_back(database_url: str,
             assert_503(r)
             assert s < FAST_S
             forwarder.start()
-            deadline, answers = time.monotonic() + 20, []
+            back = time.monotonic()
+            deadline, answers = back + 20, []
             while time.monotonic() < deadline:
                 r, s = timed_get(client, "/collections/buildings/items?limit=1")
                 answers.append(r.status_code)
@@ -143,6 +146,9 @@ def test_the_pool_recovers_when_the_database_comes_back(database_url: str,
                 assert s < FAST_S, s
                 time.sleep(0.1)
             assert answers[-1] == 200, answers
+            with capsys.disabled():
+                print(f"\nserved again {time.monotonic() - back:.2f} s after the database "
+                      f"came back ({len(answers) - 1} fast 503s meanwhile)")
             for path in ("/incidents", "/tiles/buildings/15/26762/14270.mvt", "/healthz"):
                 assert client.get(path).status_code in (200, 204), path
     finally:

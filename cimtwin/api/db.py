@@ -68,6 +68,7 @@ class ApiPool(AsyncConnectionPool):
                 pool.unavailable = None
                 return conn
 
+        Connection.__qualname__ = "ApiPool.Connection"
         super().__init__(conninfo, connection_class=Connection, **kwargs)
 
     def _attempt_failed(self, exc: psycopg.OperationalError) -> None:

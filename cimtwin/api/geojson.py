@@ -286,7 +286,10 @@ def rfc3339(value: datetime | str) -> str:
         return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:  # 9999-12-31T20:00-05:00 is in the year 10000 in UTC
+        return value.isoformat()
 
 
 def json_default(value: Any) -> Any:
