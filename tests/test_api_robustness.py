@@ -325,8 +325,17 @@ def test_concurrent_reports_with_one_external_id(live_server: str, editor: dict,
             assert_error(r, 409, "SENSOR-42:alarm")
     assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'SENSOR-42:alarm'") \
         == [(1,)]
-    # and a PATCH that takes a used external_id is a 409 too, however it races
-    other = httpx.post(f"{live_server}/incidents", json=body(), headers=editor).json()["id"]
-    r = httpx.patch(f"{live_server}/incidents/{other}",
-                    json={"external_id": "SENSOR-42:alarm"}, headers=editor)
-    assert_error(r, 409, "SENSOR-42:alarm")
+    # ten PATCHes giving ten incidents one new external_id at once: one 200, nine 409
+    ids = [httpx.post(f"{live_server}/incidents", json=body(), headers=editor).json()["id"]
+           for _ in range(10)]
+    pending = list(ids)
+    answers = concurrently(10, lambda http: http.patch(
+        f"{live_server}/incidents/{pending.pop()}", json={"external_id": "SENSOR-43:alarm"},
+        headers=editor))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200] + [409] * 9, [(r.status_code, r.text[:200]) for r in answers]
+    for r in answers:
+        if r.status_code == 409:
+            assert_error(r, 409, "SENSOR-43:alarm")
+    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'SENSOR-43:alarm'") \
+        == [(1,)]

@@ -180,7 +180,7 @@ def outage_client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
 LOST_ROUTES = [
     ("GET", "/tiles/buildings/15/26762/14270.mvt", None),
     ("GET", "/collections/buildings/items?limit=5", None),
-    ("GET", "/collections/pipelines", None),
+    ("GET", "/grids/locate?lon=114.0291&lat=22.609", None),
     ("GET", "/incidents", None),
     ("GET", "/pipelines/qa", None),
 ]
