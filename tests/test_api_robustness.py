@@ -198,6 +198,15 @@ def test_items_datetime_outside_the_range_is_400(client: TestClient, value: str)
     assert_error(r, 400, "datetime")
 
 
+@pytest.mark.parametrize("params", [
+    {"since": "0001-01-01T00:00:00+14:00"}, {"until": "9999-12-31T23:59:59-14:00"},
+    {"since": "2024-01-01T00:00:00Z", "until": "9999-12-31T12:00:00Z"}])
+def test_incident_list_period_outside_the_range_is_422(client: TestClient, params: dict
+                                                       ) -> None:
+    r = client.get("/incidents", params=params)
+    assert_error(r, 422, next(iter(params)) if len(params) == 1 else "until", "range")
+
+
 def test_items_datetime_inside_the_range_still_filters(client: TestClient) -> None:
     for value in ("2000-01-01/..", "../9999-12-30", "0001-01-02T00:00:00Z/.."):
         r = client.get("/collections/incidents/items", params={"datetime": value})

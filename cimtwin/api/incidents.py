@@ -199,12 +199,9 @@ async def _unique_external_id(conn: AsyncConnection, external_id: str | None,
         raise _external_id_used(external_id)
 
 
-def _taken_by_race(exc: psycopg.errors.UniqueViolation, external_id: str | None
-                   ) -> HTTPException:
-    """A unique violation on external_id: a concurrent request took it first."""
-    if external_id is None or "external_id" not in (exc.diag.constraint_name or ""):
-        raise exc
-    return _external_id_used(external_id)
+def _on_external_id(exc: psycopg.errors.UniqueViolation) -> bool:
+    """A unique violation of the external_id: a concurrent request took it first."""
+    return "external_id" in (exc.diag.constraint_name or "")
 
 
 @router.post("/incidents", summary="Report an incident (editor)", status_code=201,
@@ -219,7 +216,9 @@ async def create(body: IncidentCreate, conn: Conn, _: Editor) -> Response:
             new_id = await create_incident(conn, values, *xy)
             row = await get_incident(conn, new_id)
     except psycopg.errors.UniqueViolation as exc:
-        raise _taken_by_race(exc, body.external_id) from None
+        if not _on_external_id(exc):
+            raise
+        raise _external_id_used(body.external_id) from None
     return _feature_response(row, 201, {"Location": f"/incidents/{new_id}"})
 
 
@@ -309,7 +308,9 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
     except TransitionError as exc:
         raise HTTPException(409, str(exc)) from None
     except psycopg.errors.UniqueViolation as exc:
-        raise _taken_by_race(exc, changes.get("external_id")) from None
+        if not _on_external_id(exc):
+            raise
+        raise _external_id_used(changes.get("external_id")) from None
     if done is None:
         raise HTTPException(404, f"no incident {incident_id}")
     return _feature_response(await get_incident(conn, incident_id))
