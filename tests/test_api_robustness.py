@@ -5,6 +5,7 @@ Runs on a scratch copy of the North Station sample: it writes incidents, and odd
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterator
@@ -248,6 +249,40 @@ def test_nul_in_incident_attributes_and_patch_is_422(client: TestClient, editor:
     fid = client.post("/incidents", json=body(), headers=editor).json()["id"]
     r = client.patch(f"/incidents/{fid}", json={"title": "x\u0000"}, headers=editor)
     assert_error(r, 422, "title", "NUL")
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity"])
+def test_attributes_with_numbers_json_cannot_hold_are_422(client: TestClient, editor: dict,
+                                                          db: str, number: str) -> None:
+    before = incident_count(db)
+    raw = json.dumps(body(attributes={"depth": 0})).replace('"depth": 0', f'"depth": {number}')
+    r = client.post("/incidents", content=raw,
+                    headers={**editor, "Content-Type": "application/json"})
+    assert_error(r, 422, "attributes", "finite")
+    assert incident_count(db) == before
+
+
+def test_database_errors_answer_in_the_json_format(settings: Settings) -> None:
+    """The app-wide nets under every route, the plain tile route included: a value PostgreSQL
+    refuses is a 422, a connection lost mid-query a 503 with Retry-After; never the
+    plain-text 500."""
+    app = create_app(settings)
+    raised = {"/data": psycopg.errors.InvalidTextRepresentation("invalid input syntax"),
+              "/lost": psycopg.errors.AdminShutdown("terminating connection"),
+              "/closed": psycopg.InterfaceError("the connection is closed"),
+              "/broken": psycopg.OperationalError("server closed the connection")}
+
+    async def fail(request):
+        raise raised[request.url.path]
+
+    for path in raised:
+        app.router.add_route(path, fail)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert_error(c.get("/data"), 422, "invalid input syntax")
+        for path in ("/lost", "/closed", "/broken"):
+            r = c.get(path)
+            assert_error(r, 503, "database unavailable", "lost")
+            assert r.headers["retry-after"]
 
 
 @pytest.mark.parametrize("path, params, name", [

@@ -134,8 +134,13 @@ class IncidentFields(BaseModel):
     @field_validator("attributes")
     @classmethod
     def small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value, ensure_ascii=False).encode()) > \
-                MAX_ATTRIBUTES_BYTES:
+        if value is None:
+            return None
+        try:  # NaN and 1e400 (infinity) are no JSON PostgreSQL takes
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise ValueError("numbers must be finite (no NaN, Infinity or 1e400)") from None
+        if len(text.encode()) > MAX_ATTRIBUTES_BYTES:
             raise ValueError(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
         return value
 
