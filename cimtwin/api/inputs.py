@@ -57,7 +57,8 @@ async def no_nul_characters(request: Request) -> None:
     character, before any of them reaches PostgreSQL (which refuses NUL in text).
 
     Bodies are looked at only when the route takes a JSON model (FastAPI has read them
-    already); routes that stream their own body (``/grids/assign``) check what they store."""
+    already, so this costs no second read); ``/grids/assign`` streams its own body and stores
+    none of it."""
     bad = [k for k, v in request.path_params.items() if "\x00" in str(v)]
     if b"%00" in request.scope.get("query_string", b""):
         bad += [k for k, v in request.query_params.multi_items() if "\x00" in k + v]
