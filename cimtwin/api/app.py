@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,6 +27,7 @@ from cimtwin.api import (
     viewer,
 )
 from cimtwin.api.db import make_pool
+from cimtwin.api.inputs import no_nul_characters
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
 from cimtwin.tiles.cache import listen_for_changes, tile_cache_for
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="CIM / digital-twin spatial data service: grids, buildings, pipelines, "
         "components, parcels and incidents on PostGIS.",
         lifespan=lifespan,
+        dependencies=[Depends(no_nul_characters)],
     )
     app.state.settings = settings
     app.state.tile_cache = tile_cache_for(settings)

@@ -3,9 +3,11 @@ exception format), for every router and for what no router catches.
 
 :func:`install` registers app-wide handlers: HTTP errors keep their headers
 (``WWW-Authenticate``, ``Retry-After``); invalid input is a 422 listing each problem with where
-it is; a statement timeout is a 503 that says to narrow the request, and so is a database
-that gives no connection in time; the features API's and
-the pipeline analyses' own errors keep their status.
+it is; a statement timeout is a 503 that says to narrow the request; a database that gives no
+connection in time, refuses connections or loses one mid-query is a 503 with ``Retry-After``
+(never the plain-text 500 of an unhandled error); a value PostgreSQL refuses (class 22, data
+exception) is a 422; the features API's and the pipeline analyses' own errors keep their
+status.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cimtwin.api.db import DatabaseUnavailable
 from cimtwin.api.geojson import JSON, dumps
+
+#: seconds a client should wait before retrying while the database is away
+RETRY_AFTER = {"Retry-After": "5"}
 
 CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
          405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge",
@@ -80,8 +86,20 @@ def install(app: FastAPI) -> None:
                                    "narrow it (smaller area, radius or limit)")
 
     async def no_connection(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, DatabaseUnavailable):
+            return error_response(503, f"database unavailable: {exc}", headers=RETRY_AFTER)
         return error_response(503, "database unavailable: no connection within the pool "
-                                   "timeout")
+                                   "timeout", headers=RETRY_AFTER)
+
+    async def connection_lost(request: Request, exc: Exception) -> Response:
+        # AdminShutdown, CrashShutdown, "server closed the connection unexpectedly" ...
+        return error_response(503, "database unavailable: the connection to the database was "
+                                   f"lost ({type(exc).__name__}); retry", headers=RETRY_AFTER)
+
+    async def bad_value(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, psycopg.DataError)
+        message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+        return error_response(422, f"invalid value: {message[:300]}")
 
     async def ogc_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -96,5 +114,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, invalid_input)
     app.add_exception_handler(psycopg.errors.QueryCanceled, timed_out)
     app.add_exception_handler(PoolTimeout, no_connection)
+    app.add_exception_handler(psycopg.OperationalError, connection_lost)
+    app.add_exception_handler(psycopg.InterfaceError, connection_lost)
+    app.add_exception_handler(psycopg.DataError, bad_value)
     app.add_exception_handler(ApiError, ogc_error)
     app.add_exception_handler(AnalysisError, analysis_error)

@@ -43,6 +43,7 @@ from cimtwin.api.geojson import (
     storage_crs_def,
     supported_crs,
 )
+from cimtwin.api.inputs import shown
 from cimtwin.spatial.catalogue import COLLECTIONS, Layer, get_collection
 
 SCHEMA_JSON = "application/schema+json"
@@ -304,9 +305,8 @@ async def _collection(request: Request, conn: AsyncConnection, layer: Layer) -> 
 
 
 @router.get("/collections", summary="Feature collections")
-async def collections(
-    request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
-) -> Response:
+async def collections(request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
+                      ) -> Response:
     _check_params(request, ("f",))
     base = _base(request)
     return _json({
@@ -398,7 +398,7 @@ _INT = re.compile(r"[+-]?\d{1,20}")
 
 def _uint(name: str, text: str) -> int:
     if not _UINT.fullmatch(text.strip()):
-        raise bad_request(f"{name}: {text!r} is not a non-negative integer")
+        raise bad_request(f"{name}: {shown(text)} is not a non-negative integer")
     return int(text)
 
 
@@ -407,20 +407,20 @@ def _typed_value(layer: Layer, prop: str, text: str) -> Any:
     kind = layer.column_type(prop)
     if kind == "integer":
         if not _INT.fullmatch(text.strip()):
-            raise bad_request(f"{prop}: {text!r} is not an integer")
+            raise bad_request(f"{prop}: {shown(text)} is not an integer")
         return int(text)
     if kind == "number":
         try:
             value = float(text)
         except ValueError:
-            raise bad_request(f"{prop}: {text!r} is not a number") from None
+            raise bad_request(f"{prop}: {shown(text)} is not a number") from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise bad_request(f"{prop}: {text!r} is not a finite number")
+            raise bad_request(f"{prop}: {shown(text)} is not a finite number")
         return value
     if kind == "datetime":
         value = cql2.parse_timestamp(text)
         if value is None:
-            raise bad_request(f"{prop}: {text!r} is not an RFC 3339 date-time")
+            raise bad_request(f"{prop}: {shown(text)} is not an RFC 3339 date-time")
         return value
     if kind == "object":
         raise bad_request(f"{prop}: this property cannot be filtered by value")
@@ -662,14 +662,14 @@ async def item(
     fid: Any = feature_id
     if layer.column_type(layer.id_column) == "integer":
         if not _INT.fullmatch(feature_id) or abs(int(feature_id)) >= 2**63:
-            raise not_found(f"feature {feature_id!r} does not exist in {layer.id!r} "
+            raise not_found(f"feature {shown(feature_id)} does not exist in {layer.id!r} "
                             "(ids of this collection are integers)")
         fid = int(feature_id)
     query = sql.SQL("{} WHERE {} = {}").format(
         _select(layer, crs), sql.Identifier(layer.id_column), sql.Placeholder())
     rows = await _fetch(conn, query, [fid])
     if not rows:
-        raise not_found(f"feature {feature_id!r} does not exist in {layer.id!r}")
+        raise not_found(f"feature {shown(feature_id)} does not exist in {layer.id!r}")
     base = f"{_base(request)}collections/{layer.id}"
     feature = feature_json(rows[0][0], rows[0][1],
                            dict(zip(layer.properties, rows[0][2:], strict=True)))

@@ -221,6 +221,12 @@ class TimeRange:
     end_inclusive: bool = True
 
 
+#: the instants a ``datetime`` filter may name: a day inside what Python's datetime holds, so
+#: that no time-zone offset (up to 14 h) and no whole-day end pushes a bound out of its range
+FILTER_MIN = datetime(1, 1, 2, tzinfo=UTC)
+FILTER_MAX = datetime(9999, 12, 31, tzinfo=UTC)
+
+
 def _instant(text: str, what: str) -> tuple[datetime, datetime, bool]:
     """(start, end, end inclusive) of an RFC 3339 date-time or a full date (one whole day)."""
     t = text.strip()
@@ -230,18 +236,28 @@ def _instant(text: str, what: str) -> tuple[datetime, datetime, bool]:
         except ValueError:
             raise ValueError(f"{what}: {text!r} is not an RFC 3339 date or date-time") from None
         start = datetime(d.year, d.month, d.day, tzinfo=UTC)
-        return start, start + timedelta(days=1), False
-    if "T" not in t.upper():
-        raise ValueError(f"{what}: {text!r} is not an RFC 3339 date-time "
-                         "(e.g. 2024-05-01T08:00:00Z)")
-    try:
-        dt = datetime.fromisoformat(t[:-1] + "+00:00" if t[-1:] in "zZ" else t)
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not an RFC 3339 date-time "
-                         "(e.g. 2024-05-01T08:00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt, dt, True
+        if start >= FILTER_MAX:  # the day would end past what a datetime holds
+            raise _outside(text, what)
+        end, inclusive = start + timedelta(days=1), False
+    else:
+        if "T" not in t.upper() or len(t) > 40:
+            raise ValueError(f"{what}: {text[:40]!r} is not an RFC 3339 date-time "
+                             "(e.g. 2024-05-01T08:00:00Z)")
+        try:
+            dt = datetime.fromisoformat(t[:-1] + "+00:00" if t[-1:] in "zZ" else t)
+        except ValueError:
+            raise ValueError(f"{what}: {text!r} is not an RFC 3339 date-time "
+                             "(e.g. 2024-05-01T08:00:00Z)") from None
+        start = end = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        inclusive = True
+    if start < FILTER_MIN or end > FILTER_MAX:
+        raise _outside(text, what)
+    return start, end, inclusive
+
+
+def _outside(text: str, what: str) -> ValueError:
+    return ValueError(f"{what}: {text!r} is outside the range this API filters on, "
+                      f"{rfc3339(FILTER_MIN)} to {rfc3339(FILTER_MAX)}")
 
 
 def parse_datetime(text: str) -> TimeRange:
@@ -263,10 +279,17 @@ def parse_datetime(text: str) -> TimeRange:
     return TimeRange(start, end, inclusive)
 
 
-def rfc3339(value: datetime) -> str:
+def rfc3339(value: datetime | str) -> str:
+    """RFC 3339 in UTC; text is a stored value Python cannot hold, shown as PostgreSQL wrote
+    it (see :func:`cimtwin.api.db.lenient_loader`)."""
+    if isinstance(value, str):
+        return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:  # 9999-12-31T20:00-05:00 is in the year 10000 in UTC
+        return value.isoformat()
 
 
 def json_default(value: Any) -> Any:

@@ -13,6 +13,7 @@ and GeoJSON feature collections.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import json
 import math
@@ -385,7 +386,7 @@ def _assign_csv(lookup: GridLookup, body: bytes, charset: str, query: AssignOpti
     try:
         frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False,
                             encoding=charset, nrows=max_rows + 1)
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise invalid(f"CSV is not {charset}: say the encoding in the Content-Type, e.g. "
                       "'text/csv; charset=gbk'") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, LookupError) as exc:
@@ -407,6 +408,47 @@ def _assign_csv(lookup: GridLookup, body: bytes, charset: str, query: AssignOpti
                     headers={"X-Rows-Outside-Grids": str(outside), "X-Coordinate-Crs": crs.label})
 
 
+#: a CSV charset must read ASCII as ASCII: punycode, idna, the UTF-7 and escape codecs and
+#: the bytes-to-bytes ones (base64, zlib ...) do not; UTF-16 and UTF-32 are text all the same
+ASCII_PROBE = 'id,lon,lat\r\n"a b";-.:0123456789\t'
+NOT_FOR_CSV = ("idna", "punycode", "utf-7", "unicode-escape", "raw-unicode-escape", "undefined")
+
+
+def body_charset(content_type: str, media: str) -> str:
+    """The Python codec for the ``charset`` of a body's Content-Type (default UTF-8, with or
+    without a BOM); 415 naming a charset that is unknown or cannot hold a CSV; JSON is
+    UTF-8 only (RFC 8259)."""
+    given = None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            given = value.strip().strip('"').strip()
+    if given is None:
+        return "utf-8-sig"
+    refused = HTTPException(415, f"charset {given[:40]!r} is not supported for {media}: send "
+                            + ("utf-8" if media == "application/json" else
+                               "utf-8, gbk, gb18030, big5, utf-16 or another text encoding"))
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,40}", given):
+        raise refused
+    try:
+        info = codecs.lookup(given)
+    except LookupError:
+        raise refused from None
+    name = info.name.replace("_", "-")
+    if name in ("utf-8", "utf-8-sig"):
+        return "utf-8-sig"
+    if media == "application/json" or name in NOT_FOR_CSV:
+        raise refused
+    if not name.startswith(("utf-16", "utf-32")):
+        try:
+            ascii_ok = ASCII_PROBE.encode(info.name) == ASCII_PROBE.encode("ascii")
+        except (LookupError, UnicodeError, TypeError):
+            ascii_ok = False
+        if not ascii_ok:
+            raise refused
+    return info.name
+
+
 @router.post(
     "/grids/assign", summary="进格入块: street, community and grid codes for many positions",
     openapi_extra=ASSIGN_OPENAPI,
@@ -426,11 +468,7 @@ async def grids_assign(request: Request, options: Annotated[AssignOptions, Query
     media = ctype.split(";")[0].strip().lower()
     if media not in ("application/json", "text/csv"):
         raise HTTPException(415, f"Content-Type {media!r}: send application/json or text/csv")
-    charset = "utf-8-sig"
-    if m := re.search(r"charset=\"?([A-Za-z0-9_-]{1,32})", ctype):
-        charset = m.group(1).lower()
-        if charset in ("utf-8", "utf8"):
-            charset = "utf-8-sig"
+    charset = body_charset(ctype, media)
     body = await read_body(request, max_bytes)
     if not body.strip():
         raise invalid("empty body: send JSON rows or a CSV with a header line")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import psycopg
 import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
@@ -30,7 +31,7 @@ from cimtwin.api.auth import Editor, require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.districts import PointIn, geometry_to_storage
 from cimtwin.api.errors import invalid
-from cimtwin.api.geojson import GEOJSON, dumps, feature_json
+from cimtwin.api.geojson import FILTER_MAX, FILTER_MIN, GEOJSON, dumps, feature_json, rfc3339
 from cimtwin.api.grids import (
     CRS84_HEADER,
     DEFAULT_LIMIT,
@@ -74,11 +75,27 @@ MAX_RADIUS_M = 2000.0
 MAX_LISTED = 200
 Status = Literal["reported", "dispatched", "in_progress", "resolved", "closed"]
 assert set(Status.__args__) == set(INCIDENT_STATUSES)  # type: ignore[attr-defined]
+#: the earliest report time taken; the latest is a day from now (clocks and time zones off)
+REPORTED_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+REPORTED_AHEAD = timedelta(days=1)
 
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
+    return value
+
+
+def sane_report_time(value: datetime | None) -> datetime | None:
+    """A report time from 1900 to a day ahead: anything else is a typo or a broken clock, and
+    would be stored as something no reader can show (year 1 BC from 0001-01-01+14:00)."""
+    value = _utc(value)
+    if value is None:
+        return None
+    latest = datetime.now(UTC) + REPORTED_AHEAD
+    if not REPORTED_MIN <= value <= latest:
+        raise ValueError(f"must be between {REPORTED_MIN:%Y-%m-%dT%H:%M:%SZ} and 1 day into "
+                         f"the future ({latest:%Y-%m-%dT%H:%M:%SZ}), not {value.isoformat()}")
     return value
 
 
@@ -99,6 +116,13 @@ class IncidentFields(BaseModel):
     external_id: str | None = Field(None, min_length=1, max_length=64,
                                     pattern=r"^[A-Za-z0-9_.:/-]+$")
     attributes: dict[str, Any] | None = Field(None, description="free JSON object (16 KB)")
+    reported_at: datetime | None = Field(
+        None, description="RFC 3339, from 1900 to a day ahead; default (on create) now")
+
+    @field_validator("reported_at")
+    @classmethod
+    def sane_time(cls, value: datetime | None) -> datetime | None:
+        return sane_report_time(value)
 
     @field_validator("title")
     @classmethod
@@ -110,8 +134,13 @@ class IncidentFields(BaseModel):
     @field_validator("attributes")
     @classmethod
     def small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value, ensure_ascii=False).encode()) > \
-                MAX_ATTRIBUTES_BYTES:
+        if value is None:
+            return None
+        try:  # NaN and 1e400 (infinity) are no JSON PostgreSQL takes
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise ValueError("numbers must be finite (no NaN, Infinity or 1e400)") from None
+        if len(text.encode()) > MAX_ATTRIBUTES_BYTES:
             raise ValueError(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
         return value
 
@@ -132,15 +161,6 @@ class IncidentCreate(IncidentFields):
     severity: int = Field(..., ge=1, le=4, description="1 low .. 4 critical")
     title: str = Field(..., min_length=1, max_length=200)
     geometry: PointIn = Field(..., description="GeoJSON Point in crs, (x, y) order")
-    reported_at: datetime | None = Field(None, description="RFC 3339; default now")
-
-    @field_validator("reported_at")
-    @classmethod
-    def not_future(cls, value: datetime | None) -> datetime | None:
-        value = _utc(value)
-        if value is not None and (value - datetime.now(UTC)).total_seconds() > 300:
-            raise ValueError("is in the future")
-        return value
 
 
 class IncidentPatch(IncidentFields):
@@ -152,7 +172,8 @@ class IncidentPatch(IncidentFields):
         if not changed:
             raise ValueError("nothing to change: give at least one of "
                              f"{', '.join(f for f in type(self).model_fields if f != 'crs')}")
-        for name in ("incident_type", "severity", "title", "status", "geometry"):
+        for name in ("incident_type", "severity", "title", "status", "geometry",
+                     "reported_at"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -170,22 +191,39 @@ def _feature_response(row: tuple, status: int = 200, headers: dict[str, str] | N
                     headers={"Content-Crs": CRS84_HEADER, **(headers or {})})
 
 
+def _external_id_used(external_id: str | None) -> HTTPException:
+    return HTTPException(409, f"external_id {external_id!r} is already used by another "
+                              "incident")
+
+
 async def _unique_external_id(conn: AsyncConnection, external_id: str | None,
                               other_than: int | None = None) -> None:
+    """409 before writing when the external_id is taken (the unique constraint decides
+    races: see :func:`create`)."""
     if external_id and await external_id_taken(conn, external_id, other_than):
-        raise HTTPException(409, f"external_id {external_id!r} is already used by another "
-                                 "incident")
+        raise _external_id_used(external_id)
+
+
+def _on_external_id(exc: psycopg.errors.UniqueViolation) -> bool:
+    """A unique violation of the external_id: a concurrent request took it first."""
+    return "external_id" in (exc.diag.constraint_name or "")
 
 
 @router.post("/incidents", summary="Report an incident (editor)", status_code=201,
              responses={201: {"content": {GEOJSON: {}}}})
 async def create(body: IncidentCreate, conn: Conn, _: Editor) -> Response:
+    """Insert and read back in one transaction: nothing is stored that is not answered."""
     xy = body.storage_xy()
     await _unique_external_id(conn, body.external_id)
     values = body.model_dump(exclude={"geometry", "crs"})
-    values["reported_at"] = _utc(body.reported_at)
-    new_id = await create_incident(conn, values, *xy)
-    row = await get_incident(conn, new_id)
+    try:
+        async with conn.transaction():
+            new_id = await create_incident(conn, values, *xy)
+            row = await get_incident(conn, new_id)
+    except psycopg.errors.UniqueViolation as exc:
+        if not _on_external_id(exc):
+            raise
+        raise _external_id_used(body.external_id) from None
     return _feature_response(row, 201, {"Location": f"/incidents/{new_id}"})
 
 
@@ -229,6 +267,10 @@ class IncidentQuery(BBoxQuery):
     @model_validator(mode="after")
     def period(self) -> IncidentQuery:
         self.since, self.until = _utc(self.since), _utc(self.until)
+        for name, value in (("since", self.since), ("until", self.until)):
+            if value is not None and not FILTER_MIN <= value <= FILTER_MAX:
+                raise ValueError(f"{name}: outside the range this API filters on, "
+                                 f"{rfc3339(FILTER_MIN)} to {rfc3339(FILTER_MAX)}")
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be before until")
         return self
@@ -270,6 +312,10 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
         done = await update_incident(conn, incident_id, changes, xy)
     except TransitionError as exc:
         raise HTTPException(409, str(exc)) from None
+    except psycopg.errors.UniqueViolation as exc:
+        if not _on_external_id(exc):
+            raise
+        raise _external_id_used(changes.get("external_id")) from None
     if done is None:
         raise HTTPException(404, f"no incident {incident_id}")
     return _feature_response(await get_incident(conn, incident_id))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.routing import Route
 
 from cimtwin.api.auth import check_read, require_read
+from cimtwin.api.inputs import shown
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.cache import TileCache, gunzip_tile, make_entry
@@ -52,10 +53,18 @@ async def render_tile(request: Request, ids: tuple[str, ...], tile: TileRequest)
     return b"".join(parts)
 
 
+#: digits read of a tile number (x and y < 2**MAX_ZOOM need 8): longer is a 422, shorter but
+#: too large a 404 for a tile that does not exist
+MAX_TILE_DIGITS = 32
+
+
 def _tile_number(name: str, text: str, upper: int | None = None) -> int:
-    if not text.isascii() or not text.isdigit() or (upper is not None and int(text) > upper):
+    """A tile z, x or y; 422 otherwise (checked for length first: ``int()`` of thousands of
+    digits costs time and raises)."""
+    if (len(text) > MAX_TILE_DIGITS or not text.isascii() or not text.isdigit()
+            or (upper is not None and int(text) > upper)):
         limit = f"0..{upper}" if upper is not None else ">= 0"
-        raise HTTPException(422, f"{name} must be an integer {limit}, not {text!r}")
+        raise HTTPException(422, f"{name} must be an integer {limit}, not {shown(text)}")
     return int(text)
 
 

@@ -146,7 +146,7 @@ async def list_incidents(conn: AsyncConnection, f: IncidentFilter) -> tuple[list
 
 
 EDITABLE = ("incident_type", "severity", "status", "title", "description", "elevation_m",
-            "attributes", "external_id")
+            "attributes", "external_id", "reported_at")
 
 
 async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict[str, Any],
