@@ -20,7 +20,9 @@ import shapely
 
 from cimtwin.errors import UserError
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
+from cimtwin.importers.layers import coordinates_to_storage
 from cimtwin.importers.layers import source_crs as layer_source_crs
+from cimtwin.importers.pipeline_geometry import centre_lines, inner_vertices, vertices_to_storage
 from cimtwin.importers.report import ERROR, WARNING, Report
 from cimtwin.importers.sources import (
     TABLE_SUFFIXES,
@@ -126,20 +128,12 @@ def _layer_frames(paths, options, report):
                 lmap = resolve_columns(cols, "pipeline_lines", mapping)
                 df = pd.DataFrame({f: layer.frame[c].astype("string").fillna("").to_numpy()
                                    for f, c in lmap.items()})
-                df["vertices"] = [_inner_vertices(g) for g in geoms]
+                df["vertices"] = [inner_vertices(g) for g in geoms]
                 lines.append(df.assign(_file=label, _row=ids, _crs=len(crs_seen) - 1))
             else:
                 report.warning(label, None, "layer-skipped",
                                "layer holds neither points nor lines; skipped")
     return points, lines, crs_seen
-
-
-def _inner_vertices(g) -> list[tuple[float, float]]:
-    if g is None or g.is_empty:
-        return []
-    parts = shapely.get_parts(g)
-    coords = np.concatenate([shapely.get_coordinates(p) for p in parts])
-    return [tuple(c) for c in coords[1:-1]]
 
 
 def _epanet_frames(paths, options, report):
@@ -222,6 +216,10 @@ class PipelinesImporter(CopyWriter):
             for df in (points, lines):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
         nodes = self._check_points(points, src, options, report)
+        if "vertices" in lines:  # bent lines: inner vertices the same way as the points
+            lines["vertices"] = vertices_to_storage(
+                lines["vertices"].tolist(), src, options,
+                _flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()))
         segs = self._check_lines(lines, nodes, report, survey=fmt != "epanet")
         node_frame, seg_frame, shapes = self._geometry(nodes, segs)
         return Prepared(
@@ -262,15 +260,9 @@ class PipelinesImporter(CopyWriter):
              [f"subtype {s!r} is not a CJJ 61 subtype of {n}" for s, n in
               zip(sub[badsub], net[badsub], strict=True)])
         finite = np.isfinite(x) & np.isfinite(y)
-        if options.local_transform:
-            sim = crs_mod.Similarity4.parse(options.local_transform)
-            x, y = sim.apply(x, y)
-        for rule, mask, message in crs_mod.implausible_coordinates(x, y, src):
+        ex, ny, problems = coordinates_to_storage(x, y, src, options)
+        for rule, mask, message in problems:
             flag(mask, rule, ERROR, message)
-        ex, ny = np.full(len(p), np.nan), np.full(len(p), np.nan)
-        tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
-                                 crs_mod.storage_srid())
-        ex[finite], ny[finite] = tr.transform(x[finite], y[finite])
         # two point numbers at one position and height in one network (duplicate X/Y/H)
         key = pd.DataFrame({"n": net, "x": np.round(ex, 3), "y": np.round(ny, 3),
                             "h": np.round(ground, 2)})
@@ -312,7 +304,7 @@ class PipelinesImporter(CopyWriter):
         ib_i = np.where(ok, ib, 0).astype(int)
         ex, ny = nodes["ex"].to_numpy(), nodes["ny"].to_numpy()
         length2d = np.hypot(ex[ib_i] - ex[ia_i], ny[ib_i] - ny[ia_i])
-        has_vertices = ln["vertices"].map(bool).to_numpy() if "vertices" in ln else np.zeros(
+        has_vertices = ln["vertices"].map(len).to_numpy() > 0 if "vertices" in ln else np.zeros(
             len(ln), bool)
         zero = ok & (length2d < 0.001) & ~has_vertices
         flag(zero, "line-zero-length", ERROR,
@@ -473,7 +465,7 @@ class PipelinesImporter(CopyWriter):
         ref_a, ref_b = gr[fa] - np.nan_to_num(da), gr[fb] - np.nan_to_num(db)
         centre_shift = np.where(gravity, h / 2, -h / 2)
         za, zb = ref_a + centre_shift, ref_b + centre_shift
-        line_geoms, lengths = _centre_lines(ex, ny, fa, fb, np.round(za, 4), np.round(zb, 4),
+        line_geoms, lengths = centre_lines(ex, ny, fa, fb, np.round(za, 4), np.round(zb, 4),
                                             s["vertices"].to_numpy())
         seg_frame = pd.DataFrame({
             "_from": nodes["point_no"].to_numpy()[fa], "_to": nodes["point_no"].to_numpy()[fb],
@@ -510,31 +502,6 @@ class PipelinesImporter(CopyWriter):
                             {PipelineNode: node_out, PipelineSegment: seg_out},
                             prepared.extra, prepared.bbox)
         return super().write(conn, prepared, batch_id)
-
-
-def _centre_lines(ex, ny, fa, fb, za, zb, vertices) -> tuple[np.ndarray, np.ndarray]:
-    """3D lines from each segment's end nodes (and inner vertices, when the source has them),
-    Z interpolated along the 2D length; and their 3D lengths. Straight segments, the usual case
-    for survey tables, are built in one vectorised call."""
-    n = len(fa)
-    lines = np.empty(n, dtype=object)
-    lengths = np.empty(n)
-    bent = np.array([bool(v) for v in vertices], dtype=bool) if n else np.zeros(0, bool)
-    straight = ~bent
-    if straight.any():
-        a = np.column_stack([ex[fa[straight]], ny[fa[straight]], za[straight]])
-        b = np.column_stack([ex[fb[straight]], ny[fb[straight]], zb[straight]])
-        lines[straight] = shapely.linestrings(np.stack([a, b], axis=1))
-        lengths[straight] = np.linalg.norm(b - a, axis=1)
-    for k in np.flatnonzero(bent):
-        i, j = fa[k], fb[k]
-        xy = np.asarray([(ex[i], ny[i]), *vertices[k], (ex[j], ny[j])], dtype=float)
-        d = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
-        z = np.round(za[k] + (zb[k] - za[k]) * (d / d[-1] if d[-1] > 0 else d), 4)
-        coords = np.column_stack([xy, z])
-        lines[k] = shapely.LineString(coords)
-        lengths[k] = np.sum(np.linalg.norm(np.diff(coords, axis=0), axis=1))
-    return lines, lengths
 
 
 def _valve_state(nodes: pd.DataFrame) -> np.ndarray:
