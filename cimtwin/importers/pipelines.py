@@ -215,7 +215,7 @@ class PipelinesImporter(CopyWriter):
         if options.network:
             for df in (points, lines):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
-        nodes = self._check_points(points, src, options, report)
+        nodes = self._check_points(points, src, options, report, _device_ends(lines))
         if "vertices" in lines:  # bent lines: inner vertices the same way as the points
             lines["vertices"] = vertices_to_storage(
                 lines["vertices"].tolist(), src, options,
@@ -229,7 +229,8 @@ class PipelinesImporter(CopyWriter):
 
     # -- points ---------------------------------------------------------------------------------
     @staticmethod
-    def _check_points(p: pd.DataFrame, src, options: ImportOptions, report: Report):
+    def _check_points(p: pd.DataFrame, src, options: ImportOptions, report: Report,
+                      device_ends: frozenset[frozenset[str]] = frozenset()):
         types = {t.minor_code: t.major_code for t in pipeline_types()}
         networks = set(types.values())
         f, r = p["_file"].to_numpy(), p["_row"].to_numpy()
@@ -267,6 +268,11 @@ class PipelinesImporter(CopyWriter):
         key = pd.DataFrame({"n": net, "x": np.round(ex, 3), "y": np.round(ny, 3),
                             "h": np.round(ground, 2)})
         same = key.duplicated(keep=False).to_numpy() & finite & ~dup.to_numpy()
+        if device_ends and same.any():  # a model's pump or valve: its two ends at one place
+            key = key.reset_index(drop=True)
+            for rows in key[same].groupby(list(key.columns)).groups.values():
+                if frozenset(no.to_numpy()[rows]) in device_ends:
+                    same[rows] = False
         flag(same, "duplicate-position", WARNING,
              [f"point {v} shares its X/Y/H with another point" for v in no[same]])
         return pd.DataFrame({
@@ -306,18 +312,20 @@ class PipelinesImporter(CopyWriter):
         length2d = np.hypot(ex[ib_i] - ex[ia_i], ny[ib_i] - ny[ia_i])
         has_vertices = ln["vertices"].map(len).to_numpy() > 0 if "vertices" in ln else np.zeros(
             len(ln), bool)
-        zero = ok & (length2d < 0.001) & ~has_vertices
+        lt = ln["link_type"] if "link_type" in ln else pd.Series("pipe", index=ln.index)
+        # a pump or valve of a model is a device at one place: its two nodes may coincide
+        device = lt.isin(["pump", "valve"]).to_numpy()
+        zero = ok & (length2d < 0.001) & ~has_vertices & ~device
         flag(zero, "line-zero-length", ERROR,
              [f"points {x} and {y} are at the same position" for x, y in
               zip(a[zero], b[zero], strict=True)])
-        # duplicate or reversed duplicate segments (pumps/valves in parallel are legitimate)
-        lt = ln["link_type"] if "link_type" in ln else pd.Series("pipe", index=ln.index)
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        pair = pd.DataFrame({"lo": lo, "hi": hi, "t": lt.to_numpy()})
-        dupseg = pair.duplicated(keep="first").to_numpy() & ok & (lt == "pipe").to_numpy()
-        flag(dupseg, "duplicate-segment", ERROR,
-             [f"segment {x}-{y} is listed twice (or reversed)" for x, y in
-              zip(a[dupseg], b[dupseg], strict=True)])
+        if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
+            # links (twin mains, pumps side by side) are separate links with their own ids
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            dupseg = pd.DataFrame({"lo": lo, "hi": hi}).duplicated(keep="first").to_numpy() & ok
+            flag(dupseg, "duplicate-segment", ERROR,
+                 [f"segment {x}-{y} is listed twice (or reversed)" for x, y in
+                  zip(a[dupseg], b[dupseg], strict=True)])
         net = ln["network"].str.upper()
         netpt = nodes["network"].to_numpy()
         net = net.mask(net == "", pd.Series(netpt[ia_i], index=ln.index).where(ok, ""))
@@ -502,6 +510,15 @@ class PipelinesImporter(CopyWriter):
                             {PipelineNode: node_out, PipelineSegment: seg_out},
                             prepared.extra, prepared.bbox)
         return super().write(conn, prepared, batch_id)
+
+
+def _device_ends(lines: pd.DataFrame) -> frozenset[frozenset[str]]:
+    """The end-point pairs of pumps and valves (model links), which may share a position."""
+    if "link_type" not in lines:
+        return frozenset()
+    dev = lines[lines["link_type"].isin(["pump", "valve"])]
+    return frozenset(frozenset(pair) for pair in zip(dev["from_point"], dev["to_point"],
+                                                     strict=True))
 
 
 def _valve_state(nodes: pd.DataFrame) -> np.ndarray:
