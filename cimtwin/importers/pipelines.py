@@ -474,7 +474,7 @@ class PipelinesImporter(CopyWriter):
         centre_shift = np.where(gravity, h / 2, -h / 2)
         za, zb = ref_a + centre_shift, ref_b + centre_shift
         line_geoms, lengths = centre_lines(ex, ny, fa, fb, np.round(za, 4), np.round(zb, 4),
-                                            s["vertices"].to_numpy())
+                                           s["vertices"].to_numpy())
         seg_frame = pd.DataFrame({
             "_from": nodes["point_no"].to_numpy()[fa], "_to": nodes["point_no"].to_numpy()[fb],
             "network": s["network"], "subtype": s["subtype"], "from_depth_m": da,
