@@ -78,13 +78,24 @@ def test_empty_files_of_other_kinds_are_refused_too(scratch_database: str, tmp_p
     run_import(importer_for("components"), [Path(__file__).parents[1] / "data_samples" /
                                             "north_station" / "gpkg" / "components.gpkg"],
                ImportOptions(dataset="comp-keep"), scratch_database)
+    incidents = tmp_path / "incidents.geojson"  # no features, and so no columns either
+    incidents.write_text('{"type": "FeatureCollection", "features": []}', encoding="utf-8")
     before = table_fingerprint(scratch_database)
     for kind, path, dataset in (("valves", valves, "keep-me"),
-                                ("components", components, "comp-keep")):
+                                ("components", components, "comp-keep"),
+                                ("incidents", incidents, "no-incidents")):
         with pytest.raises(UserError, match=rf"{kind}: no rows in {path.name}"):
             run_import(importer_for(kind), [path], ImportOptions(dataset=dataset),
                        scratch_database)
     assert table_fingerprint(scratch_database) == before
+    for kind, path, dataset in (("components", components, "comp-keep"),
+                                ("incidents", incidents, "no-incidents")):
+        r = run_import(importer_for(kind), [path], ImportOptions(
+            dataset=dataset, allow_empty=True, replace=True), scratch_database)
+        assert r.status == "succeeded", kind
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        assert conn.execute("SELECT count(*) FROM cim.city_component c JOIN cim.import_batch b "
+                            "ON b.id = c.batch_id WHERE b.dataset = 'comp-keep'").fetchone()[0] == 0
 
 
 def test_cli_refuses_an_empty_file_unless_allow_empty(scratch_database: str, tmp_path: Path):
