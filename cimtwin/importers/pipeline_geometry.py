@@ -70,7 +70,8 @@ def centre_lines(
         i, j = fa[k], fb[k]
         xy = np.asarray([(ex[i], ny[i]), *vertices[k], (ex[j], ny[j])], dtype=float)
         d = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
-        z = np.round(za[k] + (zb[k] - za[k]) * (d / d[-1] if 0 < d[-1] < np.inf else 0 * d), 4)
+        share = d / d[-1] if 0 < d[-1] < np.inf else np.zeros_like(d)  # along the plan length
+        z = np.round(za[k] + (zb[k] - za[k]) * share, 4)
         coords = np.column_stack([xy, z])
         lines[k] = shapely.LineString(coords)
         lengths[k] = np.sum(np.linalg.norm(np.diff(coords, axis=0), axis=1))
