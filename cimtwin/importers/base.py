@@ -20,10 +20,11 @@ class ImportOptions:
     mapping: Path | None = None  # extra column-name aliases (YAML)
     dry_run: bool = False
     strict: bool = False  # warnings fail the import too
-    replace: bool = False  # re-import even when the files are unchanged
+    replace: bool = False  # re-import unchanged files; replace a dataset from other files
     dataset: str | None = None  # replace key; default from kind and file name
     local_transform: str | None = None  # 4-parameter similarity "dx,dy,rot_arcsec,scale_ppm"
     from_gcj02: bool = False  # lon/lat from a Chinese web map (GCJ-02): convert to WGS 84
+    allow_empty: bool = False  # an import without features may empty the dataset
     imported_by: str = "cimtwin"
 
 

@@ -42,9 +42,12 @@ def import_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate only, write nothing"),
     strict: bool = typer.Option(False, "--strict", help="warnings fail the import too"),
     replace: bool = typer.Option(False, "--replace", help="re-import even when the files are "
-                                 "unchanged since the last import of the dataset"),
+                                 "unchanged since the last import of the dataset, or replace "
+                                 "a dataset last imported from other files"),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="accept files without rows "
+                                     "(the dataset is emptied); refused by default"),
     dataset: str = typer.Option(None, "--dataset", help="dataset name (replace key); default "
-                                "KIND:folder/file"),
+                                "KIND:/absolute/folder/file of the first file"),
     local_transform: str = typer.Option(None, "--local-transform", help="4-parameter "
                                         "similarity from a local grid: dx,dy,rot_arcsec,"
                                         "scale_ppm (applied before --crs)"),
@@ -72,6 +75,7 @@ def import_command(
         crs=crs, network=network, mapping=mapping, dry_run=dry_run, strict=strict,
         replace=replace, dataset=dataset, local_transform=local_transform,
         from_gcj02=from_gcj02,
+        allow_empty=allow_empty,
         imported_by=by or getpass.getuser(),
     )
     importer = importer_for(kind.value)

@@ -31,37 +31,43 @@ def source_crs(layer_crs: str | None, options: ImportOptions, label: str) -> CRS
     return CRS.from_user_input(layer_crs)
 
 
+def coordinates_to_storage(
+    x: np.ndarray, y: np.ndarray, src: CRS, options: ImportOptions
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, np.ndarray, str]]]:
+    """Source coordinates into the storage CRS, the one path for nodes, vertices and features:
+    ``--local-transform`` first, then the plausibility checks against ``src`` (rule, offending
+    mask, message), then the CRS transform. Coordinates that are not finite stay NaN."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if options.local_transform:
+        x, y = crs_mod.Similarity4.parse(options.local_transform).apply(x, y)
+    problems = crs_mod.implausible_coordinates(x, y, src)
+    if src.to_epsg() == crs_mod.storage_srid():
+        return x, y, problems
+    ex, ny = np.full(len(x), np.nan), np.full(len(y), np.nan)
+    finite = np.isfinite(x) & np.isfinite(y)
+    tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
+                             crs_mod.storage_srid())
+    ex[finite], ny[finite] = tr.transform(x[finite], y[finite])
+    return ex, ny, problems
+
+
 def to_storage(
     geoms: np.ndarray, src: CRS, options: ImportOptions, report: Report, label: str,
     ids: np.ndarray,
 ) -> np.ndarray:
-    """Check coordinates against ``src`` and transform into the storage CRS (vectorised)."""
+    """Check every vertex against ``src`` and transform it into the storage CRS (vectorised);
+    a feature with any implausible vertex is reported once per rule."""
     geoms = np.asarray(geoms, dtype=object)
-    sim = crs_mod.Similarity4.parse(options.local_transform) if options.local_transform else None
-    # one vertex per feature is enough to catch CRS mistakes
-    coords, owner = shapely.get_coordinates(geoms, return_index=True)
-    features, first = np.unique(owner, return_index=True)
-    rx, ry = coords[first, 0], coords[first, 1]
-    if sim is not None:
-        rx, ry = sim.apply(rx, ry)
-    for rule, mask, message in crs_mod.implausible_coordinates(rx, ry, src):
-        report.add_many(label, ids[features[mask]], rule, ERROR, message)
-    if sim is None and src.to_epsg() == crs_mod.storage_srid():
-        return geoms  # already in the storage CRS
-    tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
-                             crs_mod.storage_srid())
-
-    def _xform(xyz: np.ndarray) -> np.ndarray:
-        x, y = xyz[:, 0], xyz[:, 1]
-        if sim is not None:
-            x, y = sim.apply(x, y)
-        xs, ys = tr.transform(x, y)
-        out = xyz.copy()
-        out[:, 0], out[:, 1] = xs, ys
-        return out
-
     has_z = bool(shapely.has_z(geoms).any()) if len(geoms) else False
-    return shapely.transform(geoms, _xform, include_z=has_z)
+    coords, owner = shapely.get_coordinates(geoms, include_z=has_z, return_index=True)
+    ex, ny, problems = coordinates_to_storage(coords[:, 0], coords[:, 1], src, options)
+    for rule, mask, message in problems:
+        report.add_many(label, ids[np.unique(owner[mask])], rule, ERROR, message)
+    if not options.local_transform and src.to_epsg() == crs_mod.storage_srid():
+        return geoms  # already in the storage CRS
+    out = coords.copy()
+    out[:, 0], out[:, 1] = ex, ny
+    return shapely.transform(geoms, lambda _: out, include_z=has_z)
 
 
 def check_geometries(

@@ -20,7 +20,9 @@ import shapely
 
 from cimtwin.errors import UserError
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
+from cimtwin.importers.layers import coordinates_to_storage
 from cimtwin.importers.layers import source_crs as layer_source_crs
+from cimtwin.importers.pipeline_geometry import centre_lines, inner_vertices, vertices_to_storage
 from cimtwin.importers.report import ERROR, WARNING, Report
 from cimtwin.importers.sources import (
     TABLE_SUFFIXES,
@@ -128,20 +130,12 @@ def _layer_frames(paths, options, report):
                 lmap = resolve_columns(cols, "pipeline_lines", mapping)
                 df = pd.DataFrame({f: layer.frame[c].astype("string").fillna("").to_numpy()
                                    for f, c in lmap.items()})
-                df["vertices"] = [_inner_vertices(g) for g in geoms]
+                df["vertices"] = [inner_vertices(g) for g in geoms]
                 lines.append(df.assign(_file=label, _row=ids, _crs=len(crs_seen) - 1))
             else:
                 report.warning(label, None, "layer-skipped",
                                "layer holds neither points nor lines; skipped")
     return points, lines, crs_seen
-
-
-def _inner_vertices(g) -> list[tuple[float, float]]:
-    if g is None or g.is_empty:
-        return []
-    parts = shapely.get_parts(g)
-    coords = np.concatenate([shapely.get_coordinates(p) for p in parts])
-    return [tuple(c) for c in coords[1:-1]]
 
 
 def _epanet_frames(paths, options, report):
@@ -230,7 +224,11 @@ class PipelinesImporter(CopyWriter):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
         elif len(points) and (points["network"] == "").all():
             raise UserError(_NO_NETWORK.format(files=", ".join(points["_file"].unique())))
-        nodes = self._check_points(points, src, options, report)
+        nodes = self._check_points(points, src, options, report, _device_ends(lines))
+        if "vertices" in lines:  # bent lines: inner vertices the same way as the points
+            lines["vertices"] = vertices_to_storage(
+                lines["vertices"].tolist(), src, options,
+                _flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()))
         segs = self._check_lines(lines, nodes, report, survey=fmt != "epanet")
         node_frame, seg_frame, shapes = self._geometry(nodes, segs)
         return Prepared(
@@ -240,7 +238,8 @@ class PipelinesImporter(CopyWriter):
 
     # -- points ---------------------------------------------------------------------------------
     @staticmethod
-    def _check_points(p: pd.DataFrame, src, options: ImportOptions, report: Report):
+    def _check_points(p: pd.DataFrame, src, options: ImportOptions, report: Report,
+                      device_ends: frozenset[frozenset[str]] = frozenset()):
         types = {t.minor_code: t.major_code for t in pipeline_types()}
         networks = set(types.values())
         f, r = p["_file"].to_numpy(), p["_row"].to_numpy()
@@ -271,19 +270,18 @@ class PipelinesImporter(CopyWriter):
              [f"subtype {s!r} is not a CJJ 61 subtype of {n}" for s, n in
               zip(sub[badsub], net[badsub], strict=True)])
         finite = np.isfinite(x) & np.isfinite(y)
-        if options.local_transform:
-            sim = crs_mod.Similarity4.parse(options.local_transform)
-            x, y = sim.apply(x, y)
-        for rule, mask, message in crs_mod.implausible_coordinates(x, y, src):
+        ex, ny, problems = coordinates_to_storage(x, y, src, options)
+        for rule, mask, message in problems:
             flag(mask, rule, ERROR, message)
-        ex, ny = np.full(len(p), np.nan), np.full(len(p), np.nan)
-        tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
-                                 crs_mod.storage_srid())
-        ex[finite], ny[finite] = tr.transform(x[finite], y[finite])
         # two point numbers at one position and height in one network (duplicate X/Y/H)
         key = pd.DataFrame({"n": net, "x": np.round(ex, 3), "y": np.round(ny, 3),
                             "h": np.round(ground, 2)})
         same = key.duplicated(keep=False).to_numpy() & finite & ~dup.to_numpy()
+        if device_ends and same.any():  # a model's pump or valve: its two ends at one place
+            key = key.reset_index(drop=True)
+            for rows in key[same].groupby(list(key.columns)).groups.values():
+                if frozenset(no.to_numpy()[rows]) in device_ends:
+                    same[rows] = False
         flag(same, "duplicate-position", WARNING,
              [f"point {v} shares its X/Y/H with another point" for v in no[same]])
         return pd.DataFrame({
@@ -321,20 +319,22 @@ class PipelinesImporter(CopyWriter):
         ib_i = np.where(ok, ib, 0).astype(int)
         ex, ny = nodes["ex"].to_numpy(), nodes["ny"].to_numpy()
         length2d = np.hypot(ex[ib_i] - ex[ia_i], ny[ib_i] - ny[ia_i])
-        has_vertices = ln["vertices"].map(bool).to_numpy() if "vertices" in ln else np.zeros(
+        has_vertices = ln["vertices"].map(len).to_numpy() > 0 if "vertices" in ln else np.zeros(
             len(ln), bool)
-        zero = ok & (length2d < 0.001) & ~has_vertices
+        lt = ln["link_type"] if "link_type" in ln else pd.Series("pipe", index=ln.index)
+        # a pump or valve of a model is a device at one place: its two nodes may coincide
+        device = lt.isin(["pump", "valve"]).to_numpy()
+        zero = ok & (length2d < 0.001) & ~has_vertices & ~device
         flag(zero, "line-zero-length", ERROR,
              [f"points {x} and {y} are at the same position" for x, y in
               zip(a[zero], b[zero], strict=True)])
-        # duplicate or reversed duplicate segments (pumps/valves in parallel are legitimate)
-        lt = ln["link_type"] if "link_type" in ln else pd.Series("pipe", index=ln.index)
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        pair = pd.DataFrame({"lo": lo, "hi": hi, "t": lt.to_numpy()})
-        dupseg = pair.duplicated(keep="first").to_numpy() & ok & (lt == "pipe").to_numpy()
-        flag(dupseg, "duplicate-segment", ERROR,
-             [f"segment {x}-{y} is listed twice (or reversed)" for x, y in
-              zip(a[dupseg], b[dupseg], strict=True)])
+        if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
+            # links (twin mains, pumps side by side) are separate links with their own ids
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            dupseg = pd.DataFrame({"lo": lo, "hi": hi}).duplicated(keep="first").to_numpy() & ok
+            flag(dupseg, "duplicate-segment", ERROR,
+                 [f"segment {x}-{y} is listed twice (or reversed)" for x, y in
+                  zip(a[dupseg], b[dupseg], strict=True)])
         net = ln["network"].str.upper()
         netpt = nodes["network"].to_numpy()
         net = net.mask(net == "", pd.Series(netpt[ia_i], index=ln.index).where(ok, ""))
@@ -482,8 +482,8 @@ class PipelinesImporter(CopyWriter):
         ref_a, ref_b = gr[fa] - np.nan_to_num(da), gr[fb] - np.nan_to_num(db)
         centre_shift = np.where(gravity, h / 2, -h / 2)
         za, zb = ref_a + centre_shift, ref_b + centre_shift
-        line_geoms, lengths = _centre_lines(ex, ny, fa, fb, np.round(za, 4), np.round(zb, 4),
-                                            s["vertices"].to_numpy())
+        line_geoms, lengths = centre_lines(ex, ny, fa, fb, np.round(za, 4), np.round(zb, 4),
+                                           s["vertices"].to_numpy())
         seg_frame = pd.DataFrame({
             "_from": nodes["point_no"].to_numpy()[fa], "_to": nodes["point_no"].to_numpy()[fb],
             "network": s["network"], "subtype": s["subtype"], "from_depth_m": da,
@@ -521,29 +521,13 @@ class PipelinesImporter(CopyWriter):
         return super().write(conn, prepared, batch_id)
 
 
-def _centre_lines(ex, ny, fa, fb, za, zb, vertices) -> tuple[np.ndarray, np.ndarray]:
-    """3D lines from each segment's end nodes (and inner vertices, when the source has them),
-    Z interpolated along the 2D length; and their 3D lengths. Straight segments, the usual case
-    for survey tables, are built in one vectorised call."""
-    n = len(fa)
-    lines = np.empty(n, dtype=object)
-    lengths = np.empty(n)
-    bent = np.array([bool(v) for v in vertices], dtype=bool) if n else np.zeros(0, bool)
-    straight = ~bent
-    if straight.any():
-        a = np.column_stack([ex[fa[straight]], ny[fa[straight]], za[straight]])
-        b = np.column_stack([ex[fb[straight]], ny[fb[straight]], zb[straight]])
-        lines[straight] = shapely.linestrings(np.stack([a, b], axis=1))
-        lengths[straight] = np.linalg.norm(b - a, axis=1)
-    for k in np.flatnonzero(bent):
-        i, j = fa[k], fb[k]
-        xy = np.asarray([(ex[i], ny[i]), *vertices[k], (ex[j], ny[j])], dtype=float)
-        d = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
-        z = np.round(za[k] + (zb[k] - za[k]) * (d / d[-1] if d[-1] > 0 else d), 4)
-        coords = np.column_stack([xy, z])
-        lines[k] = shapely.LineString(coords)
-        lengths[k] = np.sum(np.linalg.norm(np.diff(coords, axis=0), axis=1))
-    return lines, lengths
+def _device_ends(lines: pd.DataFrame) -> frozenset[frozenset[str]]:
+    """The end-point pairs of pumps and valves (model links), which may share a position."""
+    if "link_type" not in lines:
+        return frozenset()
+    dev = lines[lines["link_type"].isin(["pump", "valve"])]
+    return frozenset(frozenset(pair) for pair in zip(dev["from_point"], dev["to_point"],
+                                                     strict=True))
 
 
 def _valve_state(nodes: pd.DataFrame) -> np.ndarray:

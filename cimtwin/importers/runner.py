@@ -61,7 +61,21 @@ def files_sha256(paths: list[Path]) -> str:
 
 
 def default_dataset(kind: str, paths: list[Path]) -> str:
-    return f"{kind}:{paths[0].parent.name}/{paths[0].stem}"
+    """``KIND:/absolute/folder/stem`` of the first file: the same file name in two folders
+    (or run from two working directories) names two datasets, not one. A name longer than the
+    column keeps its end and gets a hash of the whole path in front, so it stays unique."""
+    path = paths[0].resolve()
+    name = f"{kind}:{path.parent}/{path.stem}"
+    limit = ImportBatch.__table__.c.dataset.type.length
+    if len(name) <= limit:
+        return name
+    prefix = f"{kind}:~{hashlib.sha256(str(path).encode()).hexdigest()[:12]}~"
+    return prefix + name[len(prefix) - limit:]
+
+
+def source_paths(paths: list[Path]) -> list[str]:
+    """The files as recorded in ``import_batch.source_files``: absolute, symlinks resolved."""
+    return [str(p.resolve()) for p in paths]
 
 
 def run_import(
@@ -83,23 +97,35 @@ def run_import(
         why = f"{n_err} error(s)" + (f", {n_warn} warning(s) under --strict" if options.strict
                                       else "")
         raise ImportFailed(f"{importer.kind} import refused: {why}; nothing was written", report)
+    if prepared.feature_count == 0 and not options.allow_empty:
+        # a header-only export would otherwise replace the dataset with nothing
+        raise ImportFailed(
+            f"{importer.kind}: no rows in {', '.join(p.name for p in paths)}; nothing was "
+            f"written (pass --allow-empty to empty dataset {dataset!r} on purpose)")
     if options.dry_run:
         return result
 
     sha = files_sha256(paths)
+    sources = source_paths(paths)
     try:
         with psycopg.connect(libpq_dsn(database_url),
                              application_name=f"cimtwin-import {importer.kind}") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (dataset,))
             previous = conn.execute(
-                f"SELECT id, sha256 FROM {_batch_table()} WHERE kind = %s AND dataset = %s "
-                "AND status = 'succeeded' ORDER BY id",
+                f"SELECT id, sha256, source_files FROM {_batch_table()} WHERE kind = %s "
+                "AND dataset = %s AND status = 'succeeded' ORDER BY id",
                 (importer.kind, dataset),
             ).fetchall()
             if previous and previous[-1][1] == sha and not options.replace:
                 conn.rollback()
                 result.status, result.batch_id = "unchanged", previous[-1][0]
                 return result
+            if previous and not options.replace and sorted(previous[-1][2]) != sorted(sources):
+                raise ImportFailed(
+                    f"{importer.kind} dataset {dataset!r} was imported from "
+                    f"{', '.join(previous[-1][2])}, not from {', '.join(sources)}; nothing "
+                    "was written (pass --replace to replace it with these files, or --dataset "
+                    "NAME to import them as another dataset)")
             bulk.lock_partition_swaps(conn, importer.models)  # before the batch row's lock
             batch_id = conn.execute(
                 f"INSERT INTO {_batch_table()} (kind, dataset, source_files, sha256, format, "
@@ -107,7 +133,7 @@ def run_import(
                 "options, status, imported_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, "
                 "'{}', %s, 'running', %s) RETURNING id",
                 (
-                    importer.kind, dataset, Jsonb([str(p) for p in paths]), sha,
+                    importer.kind, dataset, Jsonb(sources), sha,
                     prepared.format, prepared.source_crs, prepared.extra.get("vertical_datum"),
                     prepared.feature_count, len(report.warnings),
                     Jsonb(_options_record(options)), options.imported_by or getpass.getuser(),

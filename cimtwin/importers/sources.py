@@ -383,6 +383,9 @@ def canonical_frame(
     """The attribute columns renamed to cimtwin's field names (geometry left out)."""
     columns = [c for c in frame.columns if c != "geometry"]
     found = resolve_columns(columns, section, mapping)
+    if frame.empty:  # no features, often no columns either: "no rows" is the runner's to say
+        return pd.DataFrame({f: pd.Series(dtype=object) for f in [*found, *needed]},
+                            index=frame.index)
     require(found, needed, label, columns)
     out = pd.DataFrame({f: frame[c].to_numpy() for f, c in found.items()}, index=frame.index)
     return out

@@ -100,7 +100,8 @@ def generate_cmd(
 @app.command("load")
 def load_cmd(
     folder: Path = typer.Argument(..., help="a folder written by `cimtwin samples generate`"),
-    replace: bool = typer.Option(False, "--replace", help="load again even if unchanged"),
+    replace: bool = typer.Option(False, "--replace", help="load again even if unchanged, or "
+                                 "over a sample of the same name from another folder"),
 ) -> None:
     """Import every layer of a sample folder into CIMTWIN_DATABASE_URL (grids first)."""
     import time

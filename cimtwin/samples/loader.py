@@ -27,7 +27,9 @@ def load_sample(
     folder: Path, database_url: str | None = None, replace: bool = False,
     on_step: Callable[[str, ImportResult], None] | None = None,
 ) -> list[ImportResult]:
-    """Import every layer of a sample folder; each layer is its own all-or-nothing dataset."""
+    """Import every layer of a sample folder; each layer is its own all-or-nothing dataset,
+    ``sample:FOLDER-NAME:KIND``. A sample folder of the same name elsewhere holds other files,
+    so it replaces those datasets only with ``replace``."""
     if not (folder / "manifest.json").exists():
         raise UserError(f"{folder}: not a sample folder (no manifest.json); "
                         "run `cimtwin samples generate` first")
