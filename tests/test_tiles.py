@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from cimtwin.settings import Settings
+from cimtwin.spatial.base import SCHEMA
 from cimtwin.tiles.mvt import WEB_MERCATOR
+from tests.conftest import q
 
 STATION = (114.02389, 22.61194)
 
@@ -111,6 +113,34 @@ def test_tilejson(client: TestClient) -> None:
     assert tj["vector_layers"][0]["fields"]["diameter_mm"] == "Number"
     w, s, e, n = tj["bounds"]
     assert w < STATION[0] < e and s < STATION[1] < n
+
+
+def test_tilejson_bounds_cover_the_collections_extents(client: TestClient,
+                                                       engine: Engine) -> None:
+    """TileJSON and /collections give one extent, and it covers every vertex of the data (a
+    box transformed by its corners only cuts off the curved edges of a Gauss-Krüger box)."""
+    layers = ["pipelines", "parcels", "grids"]
+    tj = client.get(f"/tiles/{','.join(layers)}/tilejson.json").json()
+    boxes = [client.get(f"/collections/{layer}").json()["extent"]["spatial"]["bbox"][0]
+             for layer in layers]
+    union = [min(b[0] for b in boxes), min(b[1] for b in boxes),
+             max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    assert tj["bounds"] == pytest.approx(union, abs=2e-7)
+    # oracle: every stored vertex, transformed one by one with pyproj
+    import numpy as np
+    import shapely
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(4547, 4326, always_xy=True)
+    for layer, table, col in (("pipelines", "pipeline_segment", "geom"),
+                              ("parcels", "parcel", "geom"), ("grids", "work_grid", "geom")):
+        wkb = [bytes(r[0]) for r in
+               q(engine, f'SELECT ST_AsBinary({col}) FROM "{SCHEMA}".{table}')]
+        xy = shapely.get_coordinates(shapely.from_wkb(wkb))
+        lon, lat = tr.transform(xy[:, 0], xy[:, 1])
+        w, s, e, n = tj["bounds"]
+        assert (w <= np.min(lon) and np.max(lon) <= e and s <= np.min(lat)
+                and np.max(lat) <= n), layer
 
 
 def _wait_for(pred, timeout: float = 5.0) -> bool:

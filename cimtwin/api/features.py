@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from cimtwin.api.geojson import (
 )
 from cimtwin.api.inputs import shown
 from cimtwin.spatial.catalogue import COLLECTIONS, Layer, get_collection
+from cimtwin.spatial.layer_extent import extent_cache, layer_extent, rounded_outward
 
 SCHEMA_JSON = "application/schema+json"
 OPENAPI_30 = "application/vnd.oai.openapi+json;version=3.0"
@@ -53,7 +53,6 @@ OPENAPI_31 = "application/vnd.oai.openapi+json;version=3.1"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 MAX_OFFSET = 2**62
-EXTENT_TTL_S = 60.0
 
 CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -232,53 +231,20 @@ def _crs_list() -> list[str]:
 
 async def _extent(request: Request, conn: AsyncConnection, layer: Layer) -> dict[str, Any]:
     """Spatial extent in CRS84 (and temporal where the layer has time), cached briefly."""
-    state = request.app.state
-    cache: dict[str, tuple[float, dict[str, Any]]] | None = getattr(
-        state, "features_extent_cache", None)
-    if cache is None:
-        cache = {}
-        state.features_extent_cache = cache
-    now = time.monotonic()
-    hit = cache.get(layer.id)
-    if hit and hit[0] > now:
-        return hit[1]
-    table = sql.Identifier(layer.schema, layer.table)
-    geom = sql.Identifier(layer.geometry_column)
-    srid = sql.Literal(storage_crs_def().srid)
-    # densify the storage-CRS box before transforming it so its curved edges are covered
-    query = sql.SQL(
-        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
-        " SELECT ST_Envelope(ST_Transform(ST_Segmentize(b, GREATEST(ST_XMax(b) - ST_XMin(b),"
-        " ST_YMax(b) - ST_YMin(b), 1.0) / 32), 4326)) AS e"
-        " FROM (SELECT ST_SetSRID(ST_Extent({geom})::geometry, {srid}) AS b FROM {table}) s"
-        ") t").format(geom=geom, srid=srid, table=table)
-    row = await (await conn.execute(query)).fetchone()
+    found = await layer_extent(conn, layer, extent_cache(request.app.state))
     extent: dict[str, Any] = {}
-    if row and row[0] is not None:
-        x0, y0, x1, y1 = (float(v) for v in row)
+    if found.lonlat is not None:
         extent["spatial"] = {
-            "bbox": [[_floor7(x0), _floor7(y0), _ceil7(x1), _ceil7(y1)]],
+            "bbox": [rounded_outward(found.lonlat)],
             "crs": default_crs().uri,
         }
-    if layer.temporal:
-        col = sql.Identifier(layer.temporal)
-        row = await (await conn.execute(
-            sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(c=col, t=table))).fetchone()
-        lo, hi = (row or (None, None))
+    if found.interval is not None:
+        lo, hi = found.interval
         extent["temporal"] = {
             "interval": [[rfc3339(lo) if lo else None, rfc3339(hi) if hi else None]],
             "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
         }
-    cache[layer.id] = (now + EXTENT_TTL_S, extent)
     return extent
-
-
-def _floor7(v: float) -> float:
-    return float(f"{v - 5e-8:.7f}")
-
-
-def _ceil7(v: float) -> float:
-    return float(f"{v + 5e-8:.7f}")
 
 
 async def _collection(request: Request, conn: AsyncConnection, layer: Layer) -> dict[str, Any]:

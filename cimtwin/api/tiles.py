@@ -10,8 +10,8 @@ from starlette.routing import Route
 
 from cimtwin.api.auth import check_read, require_read
 from cimtwin.api.inputs import shown
-from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
+from cimtwin.spatial.layer_extent import extent_cache, layer_extent, rounded_outward
 from cimtwin.tiles.cache import TileCache, gunzip_tile, make_entry
 from cimtwin.tiles.mvt import MAX_ZOOM, TileRequest, layer_query
 
@@ -183,20 +183,13 @@ def _tilejson_type(kind: str) -> str:
 
 
 async def _bounds(request: Request, layers: list[Layer]) -> list[float]:
-    """Extent of the layers' data in lon/lat (the whole CRS area when empty)."""
-    boxes = []
+    """Extent of the layers' data in lon/lat, as their collections give it (the whole Web
+    Mercator area when they are empty)."""
+    cache = extent_cache(request.app.state)
     async with request.app.state.pool.connection() as conn:
-        for layer in layers:
-            cur = await conn.execute(
-                f'SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT '
-                f'ST_Extent("{layer.geometry_column}")::geometry AS e FROM '
-                f'"{layer.schema}"."{layer.table}") s')
-            row = await cur.fetchone()
-            if row and row[0] is not None:
-                boxes.append(row)
+        boxes = [e.lonlat for layer in layers
+                 if (e := await layer_extent(conn, layer, cache)).lonlat is not None]
     if not boxes:
         return [-180.0, -85.0511, 180.0, 85.0511]
-    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-           max(b[3] for b in boxes))
-    w, s, e, n = crs_mod.transformer(crs_mod.storage_srid(), 4326).transform_bounds(*box)
-    return [round(w, 6), round(s, 6), round(e, 6), round(n, 6)]
+    return rounded_outward((min(b[0] for b in boxes), min(b[1] for b in boxes),
+                            max(b[2] for b in boxes), max(b[3] for b in boxes)))
