@@ -40,12 +40,11 @@ from cimtwin.api.grids import (
     feature_collection,
 )
 from cimtwin.api.parcels import BBoxQuery
-from cimtwin.spatial.incident import INCIDENT_STATUSES
+from cimtwin.spatial.incident import INCIDENT_STATUSES, TRANSITIONS
 from cimtwin.spatial.incident_queries import (
     BURST_SNAP_M,
     COLUMNS,
     SNAP_M,
-    TRANSITIONS,
     WATER,
     IncidentFilter,
     TransitionError,

@@ -27,7 +27,7 @@ from cimtwin.spatial import bulk
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.building import Building
 from cimtwin.spatial.city_component import CityComponent
-from cimtwin.spatial.incident import INCIDENT_STATUSES, Incident
+from cimtwin.spatial.incident import FIRST_STATUS, INCIDENT_STATUSES, Incident
 from cimtwin.spatial.pipeline_network import PipelineNode
 
 GCJ02_NAMES = re.compile(r"gcj[-_ ]?0?2|amap|autonavi|高德|火星", re.IGNORECASE)
@@ -78,7 +78,7 @@ class IncidentsImporter(CopyWriter):
         report.add_many(label, ids[bad], "severity", ERROR,
                         [f"severity {v!r} is not 1-4 or low/medium/high/critical"
                          for v in sev_raw[bad]])
-        status = attrs["status"].fillna("reported")
+        status = attrs["status"].fillna(FIRST_STATUS)
         bad = ~status.isin(INCIDENT_STATUSES).to_numpy()
         report.add_many(label, ids[bad], "status", ERROR,
                         [f"status {v!r} is not one of {', '.join(INCIDENT_STATUSES)}"

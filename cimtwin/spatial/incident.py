@@ -21,6 +21,18 @@ from cimtwin.spatial.base import Base, batch_fk, created_at, geom, json_object
 #: the life of an incident, in order; the first three are "open" (still being handled)
 INCIDENT_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "closed")
 OPEN_STATUSES = INCIDENT_STATUSES[:3]
+FIRST_STATUS = INCIDENT_STATUSES[0]
+#: the workflow: one step at a time; the only way back is reopening a resolved incident
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "reported": ("dispatched",),
+    "dispatched": ("in_progress",),
+    "in_progress": ("resolved",),
+    "resolved": ("closed", "in_progress"),
+    "closed": (),
+}
+WORKFLOW_TEXT = ("reported -> dispatched -> in_progress -> resolved -> closed; "
+                 "resolved -> in_progress reopens")
+assert tuple(TRANSITIONS) == INCIDENT_STATUSES
 
 
 class Incident(Base):
@@ -37,7 +49,7 @@ class Incident(Base):
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     incident_type: Mapped[str] = mapped_column(String(32), index=True)  # pipe_burst, fire ...
     severity: Mapped[int] = mapped_column(SmallInteger)  # 1 low .. 4 critical
-    status: Mapped[str] = mapped_column(String(16), default="reported", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=FIRST_STATUS, index=True)
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -24,19 +24,9 @@ except ImportError:  # pragma: no cover - then a plain heap Dijkstra does
     coo_matrix = dijkstra = None
 
 from cimtwin.spatial.admin_queries import LOCATE_SQL
-from cimtwin.spatial.base import SCHEMA, SRID
-from cimtwin.spatial.incident import INCIDENT_STATUSES
-from cimtwin.spatial.sql_toolkit import geojson_text, one, rows
-
-S = f'"{SCHEMA}"'
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "reported": ("dispatched",),
-    "dispatched": ("in_progress",),
-    "in_progress": ("resolved",),
-    "resolved": ("closed", "in_progress"),
-    "closed": (),
-}
-assert set(TRANSITIONS) == set(INCIDENT_STATUSES)
+from cimtwin.spatial.base import SRID
+from cimtwin.spatial.incident import FIRST_STATUS, TRANSITIONS, WORKFLOW_TEXT
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
 
 HYDRANT = "消防栓"
 VALVE = "阀门"
@@ -52,7 +42,7 @@ ISOLATION_MAX_SEGMENTS = 20_000
 COLUMNS = ("external_id", "incident_type", "severity", "status", "title", "description",
            "reported_at", "updated_at", "elevation_m", "grid_code", "attributes")
 SELECT = (f"SELECT i.id, {geojson_text('i.geom')}, " + ", ".join(f"i.{c}" for c in COLUMNS)
-          + f", ST_X(i.geom), ST_Y(i.geom) FROM {S}.incident i")
+          + f", ST_X(i.geom), ST_Y(i.geom) FROM {T.incident} i")
 POINT = f"ST_SetSRID(ST_MakePoint(%(x)s, %(y)s), {SRID})"
 
 
@@ -67,8 +57,7 @@ def check_transition(old: str, new: str) -> None:
     if new not in allowed:
         nxt = " or ".join(allowed) if allowed else "nothing (closed is final)"
         raise TransitionError(f"status cannot go from {old!r} to {new!r}; from {old!r} it may "
-                              f"go to {nxt} (reported -> dispatched -> in_progress -> "
-                              "resolved -> closed; resolved -> in_progress reopens)")
+                              f"go to {nxt} ({WORKFLOW_TEXT})")
 
 
 async def grid_at(conn: AsyncConnection, x: float, y: float) -> str | None:
@@ -86,19 +75,19 @@ async def create_incident(conn: AsyncConnection, values: dict[str, Any], x: floa
 
     grid = await grid_at(conn, x, y)
     row = await one(conn, f"""
-        INSERT INTO {S}.incident (external_id, incident_type, severity, status, title,
+        INSERT INTO {T.incident} (external_id, incident_type, severity, status, title,
             description, reported_at, updated_at, elevation_m, grid_code, attributes, geom)
-        VALUES (%(external_id)s, %(incident_type)s, %(severity)s, 'reported', %(title)s,
+        VALUES (%(external_id)s, %(incident_type)s, %(severity)s, %(status)s, %(title)s,
             %(description)s, coalesce(%(reported_at)s, now()), now(), %(elevation_m)s,
             %(grid)s, %(attributes)s, {POINT})
-        RETURNING id""", {**values, "grid": grid, "x": x, "y": y,
+        RETURNING id""", {**values, "grid": grid, "x": x, "y": y, "status": FIRST_STATUS,
                           "attributes": Jsonb(values.get("attributes") or {})})
     return row[0]
 
 
 async def external_id_taken(conn: AsyncConnection, external_id: str,
                             other_than: int | None = None) -> bool:
-    row = await one(conn, f"SELECT id FROM {S}.incident WHERE external_id = %s",
+    row = await one(conn, f"SELECT id FROM {T.incident} WHERE external_id = %s",
                     (external_id,))
     return row is not None and row[0] != other_than
 
@@ -141,7 +130,7 @@ async def list_incidents(conn: AsyncConnection, f: IncidentFilter) -> tuple[list
                        "LIMIT %s OFFSET %s", [*params, f.limit, f.offset])
     if f.offset == 0 and len(found) < f.limit:
         return found, len(found)
-    total = await one(conn, f"SELECT count(*) FROM {S}.incident i{where}", params)
+    total = await one(conn, f"SELECT count(*) FROM {T.incident} i{where}", params)
     return found, total[0]
 
 
@@ -158,7 +147,7 @@ async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict
     from psycopg.types.json import Jsonb
 
     async with conn.transaction():
-        row = await one(conn, f"SELECT status, grid_code FROM {S}.incident WHERE id = %s "
+        row = await one(conn, f"SELECT status, grid_code FROM {T.incident} WHERE id = %s "
                               "FOR UPDATE", (incident_id,))
         if row is None:
             return None
@@ -175,7 +164,7 @@ async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict
             grid = await grid_at(conn, *xy)
             sets += [f"geom = {POINT}", "grid_code = %(grid)s"]
             params.update(x=xy[0], y=xy[1], grid=grid)
-        await conn.execute(f"UPDATE {S}.incident SET {', '.join(sets)} WHERE id = %(id)s",
+        await conn.execute(f"UPDATE {T.incident} SET {', '.join(sets)} WHERE id = %(id)s",
                            params)
     return {"old_status": old_status, "grid_code": grid}
 
@@ -191,8 +180,8 @@ async def responsible_grid(conn: AsyncConnection, grid_code: str | None, x: floa
         return None
     row = await one(conn, f"""
         SELECT g.code, g.name, g.officer, c.code, c.name, s.code, s.name
-        FROM {S}.work_grid g LEFT JOIN {S}.community c ON c.code = g.community_code
-        LEFT JOIN {S}.street s ON s.code = c.street_code WHERE g.code = %s""", (code,))
+        FROM {T.work_grid} g LEFT JOIN {T.community} c ON c.code = g.community_code
+        LEFT JOIN {T.street} s ON s.code = c.street_code WHERE g.code = %s""", (code,))
     if row is None:
         return {"code": code, "name": None, "officer": None, "community": None, "street": None}
     return {"code": row[0], "name": row[1], "officer": row[2],
@@ -207,7 +196,7 @@ async def nearest_segment(conn: AsyncConnection, x: float, y: float, network: st
         SELECT s.id, s.dataset, s.from_node_id, s.to_node_id, s.length_m,
                ST_Distance(s.geom, {POINT}),
                ST_LineLocatePoint(ST_Force2D(s.geom), {POINT}), s.diameter_mm, s.subtype
-        FROM {S}.pipeline_segment s
+        FROM {T.pipeline_segment} s
         WHERE s.network = %(net)s AND ST_DWithin(s.geom, {POINT}, %(within)s)
         ORDER BY s.geom <-> {POINT}, s.id LIMIT 1""",
         {"x": x, "y": y, "net": network, "within": within})
@@ -270,7 +259,7 @@ async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, cou
     candidates = await rows(conn, f"""
         SELECT n.id, n.point_no, n.dataset, ST_Distance(n.geom, {POINT}), ST_X(n.geom),
                ST_Y(n.geom), {geojson_text('n.geom')}::json
-        FROM {S}.pipeline_node n
+        FROM {T.pipeline_node} n
         WHERE n.appurtenance = %(h)s AND ST_DWithin(n.geom, {POINT}, %(r)s)""", p)
     if water is False:
         water = await nearest_segment(conn, x, y, WATER, min(SNAP_M, radius))
@@ -279,7 +268,7 @@ async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, cou
     along: dict[int, float] = {}
     if snap is not None and candidates:
         edges = await rows(conn, f"""
-            SELECT s.from_node_id, s.to_node_id, s.length_m FROM {S}.pipeline_segment s
+            SELECT s.from_node_id, s.to_node_id, s.length_m FROM {T.pipeline_segment} s
             WHERE s.network = %(net)s AND s.dataset = %(ds)s
               AND ST_DWithin(s.geom, {POINT}, %(r)s)""", {**p, "ds": snap["dataset"]})
         along = network_distances([tuple(e) for e in edges], snap,
@@ -351,16 +340,16 @@ async def _walk(conn: AsyncConnection, x: float, y: float, burst: dict[str, Any]
     segs = await rows(conn, f"""
         SELECT s.id, s.from_node_id, s.to_node_id, s.length_m, s.link_type,
                ST_DFullyWithin(s.geom, {POINT}, %(reach)s)
-        FROM {S}.pipeline_segment s
+        FROM {T.pipeline_segment} s
         WHERE s.network = %(net)s AND s.dataset = %(ds)s
           AND ST_DWithin(s.geom, {POINT}, %(reach)s)""", p)
     valve_nodes = {r[0]: r[1:] for r in await rows(conn, f"""
-        SELECT n.id, n.point_no, n.valve_state FROM {S}.pipeline_node n
+        SELECT n.id, n.point_no, n.valve_state FROM {T.pipeline_node} n
         WHERE n.network = %(net)s AND n.dataset = %(ds)s AND n.appurtenance = %(v)s
           AND ST_DWithin(n.geom, {POINT}, %(reach)s)""", {**p, "v": VALVE})}
     seg_valves = {(r[1], r[2]): (r[0], r[3], r[4]) for r in await rows(conn, f"""
         SELECT v.id, v.segment_id, v.node_id, v.valve_no, v.state
-        FROM {S}.pipeline_valve v JOIN {S}.pipeline_segment s ON s.id = v.segment_id
+        FROM {T.pipeline_valve} v JOIN {T.pipeline_segment} s ON s.id = v.segment_id
         WHERE s.network = %(net)s AND s.dataset = %(ds)s
           AND ST_DWithin(s.geom, {POINT}, %(reach)s)""", p)}
     info = {r[0]: r for r in segs}
@@ -452,7 +441,7 @@ async def describe_valves(conn: AsyncConnection, valves: list[dict[str, Any]], x
         return
     where = {r[0]: r[1:] for r in await rows(conn, f"""
         SELECT n.id, n.point_no, ST_Distance(n.geom, {POINT}), {geojson_text('n.geom')}::json
-        FROM {S}.pipeline_node n WHERE n.id = ANY(%(ids)s)""", {"x": x, "y": y, "ids": nodes})}
+        FROM {T.pipeline_node} n WHERE n.id = ANY(%(ids)s)""", {"x": x, "y": y, "ids": nodes})}
     for v in valves:
         hit = where.get(v.get("node_id"))
         if hit:
@@ -473,7 +462,7 @@ async def pipes_within(conn: AsyncConnection, x: float, y: float, radius: float,
                  row_number() OVER (PARTITION BY s.network
                                     ORDER BY ST_Distance(s.geom, {POINT}), s.id) AS k,
                  count(*) OVER (PARTITION BY s.network) AS n
-          FROM {S}.pipeline_segment s
+          FROM {T.pipeline_segment} s
           WHERE s.network = ANY(%(nets)s) AND ST_DWithin(s.geom, {POINT}, %(r)s)) q
         WHERE k <= %(cap)s ORDER BY network, k""",
         {"x": x, "y": y, "nets": list(networks), "r": radius, "cap": cap})
@@ -499,11 +488,11 @@ async def buildings_within(conn: AsyncConnection, x: float, y: float, radius: fl
     total = await one(conn, f"""
         SELECT count(*), coalesce(sum(residents), 0), count(residents),
                coalesce(sum(floor_area_m2), 0)
-        FROM {S}.building WHERE ST_DWithin(footprint, {POINT}, %(r)s)""", p)
+        FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)""", p)
     found = await rows(conn, f"""
         SELECT id, building_code, name, use, height_m, floors, residents,
                ST_Distance(footprint, {POINT}) AS d
-        FROM {S}.building WHERE ST_DWithin(footprint, {POINT}, %(r)s)
+        FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)
         ORDER BY d, id LIMIT %(cap)s""", p)
     keys = ("id", "building_code", "name", "use", "height_m", "floors", "residents")
     return {"count": total[0], "residents": total[1], "with_residents": total[2],
