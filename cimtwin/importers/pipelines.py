@@ -39,7 +39,7 @@ from cimtwin.reference import attribute_codes, pipeline_types
 from cimtwin.spatial import bulk
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment
-from cimtwin.spatial.provenance import ImportBatch
+from cimtwin.spatial.provenance import batch_dataset
 
 GRAVITY_NETWORKS = frozenset({"PS"})
 #: plausible burial depth (m) per network: outside is a warning; outside HARD_DEPTH an error
@@ -503,10 +503,7 @@ class PipelinesImporter(CopyWriter):
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
-        t = ImportBatch.__table__
-        dataset = conn.execute(
-            f'SELECT dataset FROM "{t.schema}"."{t.name}" WHERE id = %s',
-            (batch_id,)).fetchone()[0]
+        dataset = batch_dataset(conn, batch_id)
         nodes = prepared.frames[PipelineNode]
         segs = prepared.frames[PipelineSegment]
         ids = bulk.reserve_ids(conn, PipelineNode, len(nodes))
@@ -534,11 +531,14 @@ def _valve_state(nodes: pd.DataFrame) -> np.ndarray:
     """Valves are open unless the survey remark says closed (关闭/常闭)."""
     is_valve = nodes["appurtenance"].fillna("").str.contains("阀").to_numpy()
     closed = nodes["remark"].fillna("").str.contains("关闭|常闭|closed", case=False).to_numpy()
-    return np.where(is_valve, np.where(closed, "closed", "open"), None)
+    state = np.where(closed, "closed", "open").astype(object)
+    state[~is_valve] = None
+    return state
 
 
 def _bbox(node_geoms: np.ndarray) -> tuple[float, float, float, float] | None:
     """Storage-CRS extent of the written points (the segments run between them)."""
     if len(node_geoms) == 0:
         return None
-    return tuple(float(v) for v in shapely.total_bounds(node_geoms))
+    x0, y0, x1, y1 = (float(v) for v in shapely.total_bounds(node_geoms))
+    return x0, y0, x1, y1

@@ -21,7 +21,9 @@ from cimtwin.errors import UserError
 from cimtwin.importers.base import Importer, ImportOptions, Prepared
 from cimtwin.importers.report import Report
 from cimtwin.spatial import bulk
-from cimtwin.spatial.provenance import ImportBatch
+from cimtwin.spatial.base import SCHEMA
+from cimtwin.spatial.provenance import DATASET_CHARS
+from cimtwin.spatial.sql_toolkit import T
 
 SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
 
@@ -66,7 +68,7 @@ def default_dataset(kind: str, paths: list[Path]) -> str:
     column keeps its end and gets a hash of the whole path in front, so it stays unique."""
     path = paths[0].resolve()
     name = f"{kind}:{path.parent}/{path.stem}"
-    limit = ImportBatch.__table__.c.dataset.type.length
+    limit = DATASET_CHARS
     if len(name) <= limit:
         return name
     prefix = f"{kind}:~{hashlib.sha256(str(path).encode()).hexdigest()[:12]}~"
@@ -112,7 +114,7 @@ def run_import(
                              application_name=f"cimtwin-import {importer.kind}") as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (dataset,))
             previous = conn.execute(
-                f"SELECT id, sha256, source_files FROM {_batch_table()} WHERE kind = %s "
+                f"SELECT id, sha256, source_files FROM {T.import_batch} WHERE kind = %s "
                 "AND dataset = %s AND status = 'succeeded' ORDER BY id",
                 (importer.kind, dataset),
             ).fetchall()
@@ -127,8 +129,8 @@ def run_import(
                     "was written (pass --replace to replace it with these files, or --dataset "
                     "NAME to import them as another dataset)")
             bulk.lock_partition_swaps(conn, importer.models)  # before the batch row's lock
-            batch_id = conn.execute(
-                f"INSERT INTO {_batch_table()} (kind, dataset, source_files, sha256, format, "
+            batch_row = conn.execute(
+                f"INSERT INTO {T.import_batch} (kind, dataset, source_files, sha256, format, "
                 "source_crs, vertical_datum, feature_count, error_count, warning_count, counts, "
                 "options, status, imported_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, "
                 "'{}', %s, 'running', %s) RETURNING id",
@@ -138,7 +140,9 @@ def run_import(
                     prepared.feature_count, len(report.warnings),
                     Jsonb(_options_record(options)), options.imported_by or getpass.getuser(),
                 ),
-            ).fetchone()[0]
+            ).fetchone()
+            assert batch_row is not None  # INSERT ... RETURNING gives the row
+            batch_id = batch_row[0]
             old_ids = [r[0] for r in previous]
             old_bbox = _batches_bbox(conn, importer, old_ids)
             # plain tables: old rows out first (their unique keys would clash with the new);
@@ -153,18 +157,18 @@ def run_import(
             for model in reversed(partitioned):
                 bulk.delete_batches(conn, model, old_ids)
             conn.execute(
-                f"UPDATE {_batch_table()} SET status = 'succeeded', counts = %s, "
+                f"UPDATE {T.import_batch} SET status = 'succeeded', counts = %s, "
                 "finished_at = now() WHERE id = %s",
                 (Jsonb(counts), batch_id),
             )
             if old_ids:
                 conn.execute(
-                    f"UPDATE {_batch_table()} SET status = 'replaced' WHERE id = ANY(%s)",
+                    f"UPDATE {T.import_batch} SET status = 'replaced' WHERE id = ANY(%s)",
                     (old_ids,),
                 )
             # on CHANGE_CHANNEL, numbered from change_seq (tile caches compare that number)
             conn.execute(
-                f'SELECT "{ImportBatch.__table__.schema}".notify_change(%s::jsonb)',
+                f'SELECT "{SCHEMA}".notify_change(%s::jsonb)',
                 (json.dumps({
                     "kind": importer.kind, "batch": batch_id,
                     "bbox": _union(prepared.bbox, old_bbox),
@@ -184,9 +188,6 @@ def run_import(
     return result
 
 
-def _batch_table() -> str:
-    t = ImportBatch.__table__
-    return f'"{t.schema}"."{t.name}"'
 
 
 def _options_record(options: ImportOptions) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -26,6 +27,8 @@ CHANGE_SEQ = Sequence("change_seq", schema=SCHEMA, metadata=Base.metadata)
 CHANGE_CHANNEL = "cimtwin_change"
 
 BATCH_STATUSES = ("running", "succeeded", "failed", "replaced")
+#: longest dataset name the table holds
+DATASET_CHARS = 200
 
 
 class ImportBatch(Base):
@@ -40,7 +43,8 @@ class ImportBatch(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)  # pipelines, components, grids ...
-    dataset: Mapped[str] = mapped_column(String(200), index=True)  # replace key for re-imports
+    # the replace key for re-imports
+    dataset: Mapped[str] = mapped_column(String(DATASET_CHARS), index=True)
     source_files: Mapped[list[str]] = json_array()
     sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the files, in order
     format: Mapped[str] = mapped_column(String(64))
@@ -67,3 +71,12 @@ class TwinMetadata(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+def batch_dataset(conn: psycopg.Connection, batch_id: int) -> str:
+    """The dataset an import batch writes (importers tag their rows with it)."""
+    row = conn.execute(f'SELECT dataset FROM "{SCHEMA}"."{ImportBatch.__tablename__}" '
+                       "WHERE id = %s", (batch_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no import batch {batch_id}")
+    return row[0]
