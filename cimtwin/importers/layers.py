@@ -47,7 +47,7 @@ def coordinates_to_storage(
     finite = np.isfinite(x) & np.isfinite(y)
     tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
                              crs_mod.storage_srid())
-    ex[finite], ny[finite] = tr.transform(x[finite], y[finite])
+    ex[finite], ny[finite] = crs_mod.transform_arrays(tr, x[finite], y[finite])
     return ex, ny, problems
 
 

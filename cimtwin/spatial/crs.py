@@ -35,9 +35,20 @@ def transformer(src: str | int, dst: str | int) -> Transformer:
     return Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
 
 
+def transform_arrays(tr: Transformer, x: np.ndarray, y: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``tr.transform`` on coordinate arrays. pyproj tries its one-point path first, which turns
+    a one-element array into a float (deprecated in numpy): pass that one point as floats."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size == 1:
+        a, b = tr.transform(float(x.reshape(-1)[0]), float(y.reshape(-1)[0]))
+        return np.full(x.shape, a), np.full(y.shape, b)
+    return tr.transform(x, y)
+
+
 def to_storage(x: np.ndarray, y: np.ndarray, src: str | int) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised transform of coordinates in ``src`` into the storage CRS."""
-    return transformer(src, storage_srid()).transform(np.asarray(x), np.asarray(y))
+    return transform_arrays(transformer(src, storage_srid()), x, y)
 
 
 def lonlat_to_storage(lon: float, lat: float) -> tuple[float, float]:
