@@ -67,6 +67,25 @@ def test_a_header_only_table_is_refused_and_the_dataset_kept(scratch_database: s
     assert rows_of(scratch_database, "keep-me") == (0, 0)
 
 
+def test_one_header_only_table_among_full_ones_is_refused(scratch_database: str,
+                                                          tmp_path: Path):
+    """A full point table with a header-only line table would drop the dataset's pipes."""
+    run_import(PIPES, survey(tmp_path / "d"), ImportOptions(crs=CRS, dataset="half"),
+               scratch_database)
+    pts, lns = survey(tmp_path / "d", y0=503000)
+    lns.write_text(LINES, encoding="utf-8")  # the line table lost its rows
+    before = table_fingerprint(scratch_database)
+    with pytest.raises(UserError, match="1 error") as failed:
+        run_import(PIPES, [pts, lns], ImportOptions(crs=CRS, dataset="half"), scratch_database)
+    problems = failed.value.report.errors
+    assert [(p.file, p.rule) for p in problems] == [("clean_lines.csv", "no-rows")]
+    assert "--allow-empty" in problems[0].message
+    assert table_fingerprint(scratch_database) == before
+    r = run_import(PIPES, [pts, lns], ImportOptions(crs=CRS, dataset="half", allow_empty=True),
+                   scratch_database)
+    assert rows_of(scratch_database, "half") == (2, 0) and r.status == "succeeded"
+
+
 def test_empty_files_of_other_kinds_are_refused_too(scratch_database: str, tmp_path: Path):
     import geopandas as gpd
 

@@ -78,13 +78,14 @@ def _flagger(report: Report, files: np.ndarray, rows: np.ndarray):
 def _table_frames(paths, options, report):
     """Point and line rows from CJJ 61 tables (CSV/XLSX): canonical columns, x = easting."""
     mapping = load_mapping(options.mapping)
-    points, lines = [], []
+    points, lines, seen = [], [], []
     for path in paths:
         for table in read_tables(path, mapping):
             cols = list(table.frame.columns)
             pmap = resolve_columns(cols, "pipeline_points", mapping)
             lmap = resolve_columns(cols, "pipeline_lines", mapping)
             rows = line_numbers(table.frame.index)
+            seen.append((table.label, table.frame.empty))
             if {"from_point", "to_point"} <= lmap.keys():
                 df = pd.DataFrame({f: table.frame[c] for f, c in lmap.items()})
                 lines.append(df.assign(_file=table.label, _row=rows))
@@ -99,17 +100,31 @@ def _table_frames(paths, options, report):
                     f"{table.label}: neither a point table (物探点号, X, Y ...) nor a line "
                     f"table (起点点号, 终点点号 ...); headers: {', '.join(cols)}; "
                     "pass --mapping FILE to name your columns")
+    _refuse_some_empty(seen, options, report)
     return points, lines
+
+
+def _refuse_some_empty(seen: list[tuple[str, bool]], options: ImportOptions,
+                       report: Report) -> None:
+    """One empty table or layer among full ones would silently drop the dataset's points or
+    pipes (all empty is refused by the runner, for every kind)."""
+    if options.allow_empty or all(empty for _, empty in seen):
+        return
+    for label, empty in seen:
+        if empty:
+            report.error(label, None, "no-rows", f"no rows in {label} (a header only); pass "
+                         "--allow-empty if the dataset is meant to lose what it held")
 
 
 def _layer_frames(paths, options, report):
     """Point and line rows from GIS layers: positions from the geometries."""
     mapping = load_mapping(options.mapping)
-    points, lines, crs_seen = [], [], []
+    points, lines, crs_seen, seen = [], [], [], []
     for path in paths:
         for name in list_layers(path):
             layer = read_layer(path, name)
             note_encoding(layer, report)
+            seen.append((layer.label, layer.frame.empty))
             geoms = np.asarray(layer.frame.geometry.values, dtype=object)
             cols = [c for c in layer.frame.columns if c != "geometry"]
             kinds = set(shapely.get_type_id(geoms[~shapely.is_missing(geoms)]))
@@ -135,6 +150,7 @@ def _layer_frames(paths, options, report):
             else:
                 report.warning(label, None, "layer-skipped",
                                "layer holds neither points nor lines; skipped")
+    _refuse_some_empty(seen, options, report)
     return points, lines, crs_seen
 
 
