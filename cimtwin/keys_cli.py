@@ -5,6 +5,8 @@ A key is printed once, when it is made; the database keeps only its SHA-256.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 
 import psycopg
@@ -37,27 +39,14 @@ def keys() -> None:
     """API keys: create, list and revoke the keys that writes need."""
 
 
-def _connect() -> psycopg.Connection:
-    from cimtwin.db.engine import libpq_dsn, sqlalchemy_url
-    from cimtwin.settings import get_settings
+@contextmanager
+def _connect() -> Iterator[psycopg.Connection]:
+    """A connection to a database that is set up; failures as one line (db/connect.py)."""
+    from cimtwin.db.connect import connect, require_set_up
 
-    url = get_settings().database_url
-    try:
-        conn = psycopg.connect(libpq_dsn(url), connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        shown = sqlalchemy_url(url).render_as_string(hide_password=True)
-        raise UserError(f"no PostgreSQL answers at {shown} (set CIMTWIN_DATABASE_URL): "
-                        f"{str(exc).strip().splitlines()[0]}") from None
-    from cimtwin.spatial.access_queries import TABLE
-
-    regclass = TABLE.replace('"', "")
-    found = conn.execute("SELECT to_regclass(%s)", (regclass,)).fetchone()
-    assert found is not None  # a SELECT without FROM returns one row
-    if found[0] is None:
-        conn.close()
-        raise UserError(f"the database has no {regclass} table: run `cimtwin db setup` (or "
-                        "`cimtwin db upgrade`) first")
-    return conn
+    require_set_up()
+    with connect() as conn:
+        yield conn
 
 
 @app.command("create")

@@ -86,6 +86,8 @@ CASES = {
     "shapefile-without-dbf": (["import", "components", "{files}/nodbf.shp"], "ok",
                               ["nodbf.shp", ".dbf"]),
     "role-does-not-exist": (["db", "status"], "role", [f'role "{ROLE}" does not exist']),
+    "keys-role-does-not-exist": (["keys", "list"], "role", [f'role "{ROLE}" does not exist']),
+    "keys-never-set-up": (["keys", "list"], "bare", [BARE, "db setup"]),
 }
 
 
