@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import sys
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from cimtwin.errors import UserError
+
+if TYPE_CHECKING:
+    # Typer vendors its own Click (typer._click), and TyperGroup's methods take its classes;
+    # the separately installed ``click`` package is a different one. Typer exports no public
+    # aliases for these, so they are imported for annotations only.
+    from typer._click import Command, Context, HelpFormatter
 
 #: name -> ("module:attribute" of a Typer app or a command function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_command(name: str) -> click.Command:
+def load_command(name: str) -> Command:
     """The click command behind sub-command ``name``, importing its module now."""
     module, _, attr = COMMANDS[name][0].partition(":")
     obj = getattr(import_module(module), attr)
@@ -40,28 +46,28 @@ def load_command(name: str) -> click.Command:
         parent.add_typer(obj, name=name)
     else:
         parent.command(name)(obj)
-    return typer.main.get_command(parent).commands[name]
+    return typer.main.get_group(parent).commands[name]
 
 class LazyGroup(TyperGroup):
     """Lists the sub-commands from :data:`COMMANDS` and imports one only when it runs."""
 
     _listing = False
-    _loaded: dict[str, click.Command]
+    _loaded: dict[str, Command]
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in COMMANDS:
             return None
         if self._listing:  # the overview needs names and one-line help only
-            return click.Command(cmd_name, help=COMMANDS[cmd_name][1])
+            return TyperCommand(cmd_name, help=COMMANDS[cmd_name][1])
         loaded = self.__dict__.setdefault("_loaded", {})
         if cmd_name not in loaded:
             loaded[cmd_name] = load_command(cmd_name)
         return loaded[cmd_name]
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)

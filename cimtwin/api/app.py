@@ -94,7 +94,8 @@ class OriginGatedCORS:
     middleware costs a quarter of the per-request time of a bare route (parsing every header
     to find none); a scan of the raw header names costs next to nothing."""
 
-    def __init__(self, app: ASGIApp, **options: Any) -> None:
+    # ``app`` positional-only, as Starlette passes it (an option could not be named app)
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         self.app = app
         self.cors = CORSMiddleware(app, **options)
 
@@ -126,9 +127,11 @@ def _document_plain_routes(app: FastAPI) -> None:
     """Add the plain Starlette routes (the tile endpoint) to the generated OpenAPI document."""
     generate = app.openapi
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            generate()["paths"].update(tiles.OPENAPI_PATHS)
-        return app.openapi_schema
+    def openapi() -> dict[str, Any]:
+        schema = app.openapi_schema
+        if schema is None:
+            schema = generate()  # also kept as app.openapi_schema
+            schema["paths"].update(tiles.OPENAPI_PATHS)
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -711,6 +711,7 @@ class _Compiler:
 
     def is_null(self, node: IsNull) -> sql.Composable:
         prop = self.require_property(node.expr, "IS NULL")
+        col: sql.Composable
         if prop.name in self.ctx.geometry_names:
             col = sql.Identifier(self.ctx.geometry_column)
         else:

@@ -152,8 +152,9 @@ def lenient_loader(type_name: str) -> type[Loader]:
     BC or 10000, infinity) comes back as PostgreSQL's text: one odd row written behind the
     API's back must not make every read of its table fail."""
     oid = psycopg.postgres.types[type_name].oid
-    fast = psycopg.adapters.get_loader(oid, Format.TEXT)
-    assert fast is not None
+    found = psycopg.adapters.get_loader(oid, Format.TEXT)
+    assert found is not None  # psycopg has a text loader for every built-in type
+    fast: type[psycopg.abc.Loader] = found  # narrowed once, for the class below
 
     class Lenient(Loader):
         def __init__(self, oid: int, context: Any = None) -> None:

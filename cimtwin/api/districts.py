@@ -249,6 +249,7 @@ def _area(body: VolumeQuery) -> bytes | None:
     if body.bbox is not None:
         geom, what = shapely.box(*body.bbox), "bbox"
     else:
+        assert body.geometry is not None  # one of the two, checked above
         geom = shapely.geometry.shape(body.geometry.model_dump())
         what = "geometry"
     try:

@@ -12,6 +12,7 @@ status.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -46,7 +47,9 @@ def _where(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "request"
 
 
-def describe_errors(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+def describe_errors(
+    errors: Sequence[Mapping[str, Any]],
+) -> tuple[str, list[dict[str, Any]]]:
     """One readable line and a JSON-safe list from pydantic's error list."""
     items = []
     for e in errors[:20]:

@@ -262,6 +262,8 @@ def _outside(text: str, what: str) -> ValueError:
 
 def parse_datetime(text: str) -> TimeRange:
     """``datetime``: an instant, or an interval ``start/end`` with ``..`` (or empty) for open."""
+    start: datetime | None
+    end: datetime | None
     if "/" not in text:
         start, end, inclusive = _instant(text, "datetime")
         return TimeRange(start, end, inclusive)

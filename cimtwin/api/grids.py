@@ -220,7 +220,7 @@ class LocateQuery(BaseModel):
         if not any(geo) and not any(xy):
             raise ValueError("a position is needed: lon and lat, or x and y "
                              f"(EPSG:{SRID} easting and northing)")
-        if all(xy):
+        if self.x is not None and self.y is not None:
             x0, y0, x1, y1 = storage_bounds()
             if not (x0 <= self.x <= x1 and y0 <= self.y <= y1):
                 hint = ""
@@ -236,9 +236,12 @@ class LocateQuery(BaseModel):
 @router.get("/grids/locate", summary="Street, community and work grid at a position")
 async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Response:
     if query.lon is not None:
+        assert query.lat is not None  # LocateQuery.one_pair: lon and lat go together
         x, y = crs_mod.lonlat_to_storage(query.lon, query.lat)
         lon, lat = query.lon, query.lat
     else:
+        # LocateQuery.one_pair: without lon and lat, x and y are there
+        assert query.x is not None and query.y is not None
         x, y = query.x, query.y
         lon, lat = crs_mod.storage_to_lonlat(x, y)
     where = (f"lon={query.lon}, lat={query.lat}" if query.lon is not None
@@ -330,7 +333,7 @@ def _fields(columns: list[str] | set[str], x_field: str | None, y_field: str | N
     crs = crs_or_422(crs_text) if crs_text else None
     if (x_field is None) != (y_field is None):
         raise invalid("x_field and y_field go together")
-    if x_field is None:
+    if x_field is None or y_field is None:  # both are, by the check above
         if crs is not None:
             x_field, y_field = ("lon", "lat") if crs.geographic else ("x", "y")
         elif "lon" in columns and "lat" in columns:

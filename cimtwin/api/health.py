@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from cimtwin import __version__
 from cimtwin.api.db import connection
+from cimtwin.spatial.sql_toolkit import one, one_row
 
 router = APIRouter(tags=["service"])
 
@@ -34,16 +35,15 @@ async def healthz(
     settings = request.app.state.settings
     schema = settings.db_schema
     try:
-        cur = await conn.execute(
+        pg, postgis, migrated = await one_row(
+            conn,
             "SELECT current_setting('server_version'), postgis_lib_version(),"
             " to_regclass(%s) IS NOT NULL",
             (f"{schema}.alembic_version",),
         )
-        pg, postgis, migrated = await cur.fetchone()
         revision = None
         if migrated:
-            cur = await conn.execute(f'SELECT version_num FROM "{schema}".alembic_version')
-            row = await cur.fetchone()
+            row = await one(conn, f'SELECT version_num FROM "{schema}".alembic_version')
             revision = row[0] if row else None
     except Error as exc:
         body = Health(status="error", version=__version__, storage_srid=settings.storage_srid,

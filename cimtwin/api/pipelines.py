@@ -19,7 +19,7 @@ statement timeout.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import numpy as np
 import shapely
@@ -67,6 +67,10 @@ CRS_HELP = ("CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default
             f"or EPSG:{SRID} (the storage CRS: easting, northing); always in x, y order")
 
 
+@overload
+def _network(value: str) -> str: ...
+@overload
+def _network(value: None) -> None: ...
 def _network(value: str | None) -> str | None:
     if value is None:
         return None
@@ -280,7 +284,7 @@ class ExcavationRequest(Body):
     polygon: PolygonIn
     depth: float = Field(gt=0, le=50, description="excavation depth below ground (m)")
     max_results: int = Field(5000, ge=1, le=20_000)
-    _wkb: bytes | None = PrivateAttr(None)
+    _wkb: bytes = PrivateAttr(b"")  # set by _area
 
     @model_validator(mode="after")
     def _area(self) -> ExcavationRequest:
@@ -300,7 +304,7 @@ class CrossSectionRequest(Body):
     line: Annotated[list[Position], Field(min_length=2, max_length=2)] | LineIn = Field(
         description="two positions, or a GeoJSON LineString with two positions")
     max_results: int = Field(2000, ge=1, le=10_000)
-    _wkb: bytes | None = PrivateAttr(None)
+    _wkb: bytes = PrivateAttr(b"")  # set by _line, as _length
     _length: float = PrivateAttr(0.0)
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from cimtwin.db.connect import one_row_sync
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url
 from cimtwin.errors import UserError
 
@@ -37,10 +38,13 @@ def create_database(url: str | None = None) -> bool:
 
 def drop_database(url: str) -> None:
     u = sqlalchemy_url(url)
+    name = u.database
+    if not name:
+        raise UserError("the database URL names no database")
     admin = libpq_dsn(str(u.set(database="postgres")))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(u.database))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
 
 
@@ -69,7 +73,7 @@ def create_extensions(url: str | None = None) -> None:
 
 def postgis_version(url: str | None = None) -> str:
     with psycopg.connect(libpq_dsn(url)) as conn:
-        return conn.execute("SELECT postgis_lib_version()").fetchone()[0]
+        return one_row_sync(conn, "SELECT postgis_lib_version()")[0]
 
 
 def recreate_database(url: str, migrated: bool = True) -> str:

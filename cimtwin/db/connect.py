@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 
@@ -65,9 +66,19 @@ def connect(url: str | None = None, **kwargs) -> Iterator[psycopg.Connection]:
         raise explain(exc, url) from None
 
 
+def one_row_sync(conn: psycopg.Connection, query: Any, params: Any = None) -> tuple:
+    """:func:`cimtwin.spatial.sql_toolkit.one_row` on a synchronous connection: the row of a
+    statement that always returns one (an aggregate without GROUP BY, a function call); raises
+    :class:`RuntimeError` when none came, which would be a bug."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"a statement expected to return one row returned none: {query!r}")
+    return row
+
+
 def schema_revision(conn: psycopg.Connection, schema: str) -> str | None:
     """The migration revision the database is at, or None when it was never migrated."""
-    table = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{VERSION_TABLE}',)).fetchone()[0]
+    table = one_row_sync(conn, "SELECT to_regclass(%s)", (f'"{schema}".{VERSION_TABLE}',))[0]
     if table is None:
         return None
     row = conn.execute(f'SELECT version_num FROM "{schema}".{VERSION_TABLE}').fetchone()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 import psycopg
 
 from cimtwin.importers.report import Report
-from cimtwin.spatial.base import Base
+from cimtwin.spatial.base import Base, table_of
 
 
 @dataclass
@@ -45,9 +45,15 @@ class Progress(Protocol):
 
 
 class Importer(Protocol):
-    kind: str
-    #: tables this importer writes, parents first (deleted in reverse order on replace)
-    models: tuple[type[Base], ...]
+    # read-only members: an importer declares them as class attributes of narrower types,
+    # e.g. ``models = (PipelineValve,)``
+    @property
+    def kind(self) -> str:
+        """The import kind this importer is registered under."""
+
+    @property
+    def models(self) -> tuple[type[Base], ...]:
+        """Tables this importer writes, parents first (deleted in reverse order on replace)."""
 
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
         """Read and validate; add every problem to ``report``; touch no database table."""
@@ -64,7 +70,7 @@ class CopyWriter:
     in ``prepared.extra['shapes'][model]``.
     """
 
-    models: tuple[type[Base], ...]
+    models: ClassVar[tuple[type[Base], ...]]
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         from cimtwin.spatial import bulk
@@ -78,7 +84,7 @@ class CopyWriter:
             if df is None:
                 continue
             df = df.assign(batch_id=batch_id)
-            if "grid_code" in model.__table__.columns and model in shapes:
+            if "grid_code" in table_of(model).columns and model in shapes:
                 grids = grids or GridIndex.load(conn)
                 df["grid_code"] = grids.assign(shapes[model])
                 counts[f"{model.__tablename__}_outside_grids"] = int(df["grid_code"].isna().sum())

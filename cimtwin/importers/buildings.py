@@ -23,6 +23,7 @@ from cimtwin.importers.report import ERROR, WARNING, Report
 from cimtwin.importers.sources import canonical_frame, list_layers, load_mapping, read_layer
 from cimtwin.importers.sources import text_column as txt
 from cimtwin.spatial import bulk
+from cimtwin.spatial.base import Base
 from cimtwin.spatial.building import Building, UndergroundStructure
 
 #: storey heights outside this range are reported (m); halls and stations are taller
@@ -72,8 +73,8 @@ class BuildingsImporter(CopyWriter):
         ).astype(float)
         frame["geom"] = bulk.geometry_hex(mg)
         frame = frame.rename(columns={"geom": "footprint"})
-        frames = {Building: frame}
-        shapes = {Building: mg}
+        frames: dict[type[Base], pd.DataFrame] = {Building: frame}
+        shapes: dict[type[Base], np.ndarray] = {Building: mg}
         boxes = [mg]
         # underground structures ride along in the same GeoPackage
         if "underground_structure" in list_layers(paths[0]):

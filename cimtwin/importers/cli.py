@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,7 +17,11 @@ from cimtwin.importers.registry import importer_for, kinds
 console = Console(stderr=True)
 
 #: the choices of KIND, from the importer registry
-Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
+if TYPE_CHECKING:
+    # mypy cannot see members made at run time; to it, KIND is a string enum
+    class Kind(enum.StrEnum): ...
+else:
+    Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
 
 
 def check_paths(paths: list[Path]) -> None:

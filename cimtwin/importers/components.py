@@ -17,6 +17,8 @@ from cimtwin.reference import component_classes
 from cimtwin.settings import get_settings
 from cimtwin.spatial import bulk
 from cimtwin.spatial.city_component import CityComponent
+from cimtwin.spatial.provenance import ImportBatch
+from cimtwin.spatial.sql_toolkit import identifier, table
 
 ID_PATTERN = r"\d{16}"
 
@@ -90,13 +92,12 @@ class ComponentsImporter(CopyWriter):
         replacing = list(prepared.extra.get("replacing", []))
 
         def check(conn: psycopg.Connection, staging) -> None:
-            t = CityComponent.__table__
             rows = conn.execute(psycopg.sql.SQL(
-                "SELECT s.component_id, b.dataset FROM {} s JOIN {}.{} c USING (component_id) "
-                "JOIN {}.import_batch b ON b.id = c.batch_id WHERE c.batch_id <> ALL(%s) "
+                "SELECT s.component_id, b.dataset FROM {} s JOIN {} c USING (component_id) "
+                "JOIN {} b ON b.id = c.batch_id WHERE c.batch_id <> ALL(%s) "
                 "LIMIT 5").format(
-                    staging, psycopg.sql.Identifier(t.schema), psycopg.sql.Identifier(t.name),
-                    psycopg.sql.Identifier(t.schema)), (replacing,)).fetchall()
+                    staging, identifier(CityComponent), identifier(ImportBatch)),
+                (replacing,)).fetchall()
             if rows:
                 listed = ", ".join(f"{cid} (in {ds})" for cid, ds in rows)
                 raise ImportFailed(f"component ids already held by another dataset: {listed}")
@@ -107,10 +108,9 @@ class ComponentsImporter(CopyWriter):
     def _generate_ids(conn: psycopg.Connection, frame: pd.DataFrame) -> None:
         """Ids for components delivered without one: the next free sequence per class."""
         county = get_settings().county_code
-        t = CityComponent.__table__
-        taken = dict(conn.execute(
-            f'SELECT substr(component_id, 7, 4), max(substr(component_id, 11, 6)::int) '
-            f'FROM "{t.schema}"."{t.name}" WHERE component_id LIKE %s GROUP BY 1',
+        taken: dict[str, int] = dict(conn.execute(
+            f"SELECT substr(component_id, 7, 4), max(substr(component_id, 11, 6)::int) "
+            f"FROM {table(CityComponent)} WHERE component_id LIKE %s GROUP BY 1",
             (county + "%",)).fetchall())
         ids = frame["component_id"]
         have = ids.dropna()

@@ -3,7 +3,9 @@ or refuse invalid geometries, and turn geometries into EWKB for COPY."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +55,7 @@ def coordinates_to_storage(
 
 def to_storage(
     geoms: np.ndarray, src: CRS, options: ImportOptions, report: Report, label: str,
-    ids: np.ndarray,
+    ids: FeatureLabels,
 ) -> np.ndarray:
     """Check every vertex against ``src`` and transform it into the storage CRS (vectorised);
     a feature with any implausible vertex is reported once per rule."""
@@ -71,8 +73,8 @@ def to_storage(
 
 
 def check_geometries(
-    geoms: np.ndarray, allowed: tuple[str, ...], report: Report, label: str, ids: np.ndarray,
-    strict: bool,
+    geoms: np.ndarray, allowed: tuple[str, ...], report: Report, label: str,
+    ids: FeatureLabels, strict: bool,
 ) -> np.ndarray:
     """Missing/empty/wrong-type geometries are errors; invalid polygons are repaired with a
     warning (an error under --strict). Returns the repaired array."""
@@ -90,7 +92,8 @@ def check_geometries(
         report.add_many(label, ids[wrong], "geometry-type", ERROR,
                         [f"{t} where {'/'.join(allowed)} is expected" for t in type_names[wrong]])
     ok = ~missing & ~wrong
-    invalid = ok & ~shapely.is_valid(np.where(ok, geoms, None))
+    # None as a 0-d object array: numpy's stubs do not take a bare None as an array
+    invalid = ok & ~shapely.is_valid(np.where(ok, geoms, np.array(None, dtype=object)))
     if invalid.any():
         reasons = shapely.is_valid_reason(geoms[invalid])
         sev = ERROR if strict else WARNING
@@ -125,7 +128,10 @@ def bbox(geoms: np.ndarray) -> tuple[float, float, float, float] | None:
     if len(geoms) == 0:
         return None
     b = shapely.total_bounds(np.asarray(geoms, dtype=object))
-    return None if not np.isfinite(b).all() else tuple(float(v) for v in b)
+    if not np.isfinite(b).all():
+        return None
+    x0, y0, x1, y1 = (float(v) for v in b)
+    return x0, y0, x1, y1
 
 
 class FeatureLabels:
@@ -139,10 +145,10 @@ class FeatureLabels:
     def __len__(self) -> int:
         return len(self.fids)
 
-    def __getitem__(self, index) -> FeatureLabels:
+    def __getitem__(self, index: Any) -> FeatureLabels:
         return FeatureLabels(self.fids[index], None if self.keys is None else self.keys[index])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         if self.keys is None:
             yield from (str(f) for f in self.fids)
             return
@@ -158,7 +164,7 @@ def feature_ids(layer: Layer, keys: pd.Series | None = None) -> FeatureLabels:
 
 def prepare_layer(
     layer: Layer, allowed: tuple[str, ...], options: ImportOptions, report: Report,
-    ids: np.ndarray | None = None,
+    ids: FeatureLabels | None = None,
 ) -> tuple[np.ndarray, CRS]:
     """The layer's geometries checked and in the storage CRS, plus the source CRS."""
     src = source_crs(layer.crs, options, layer.label)
@@ -178,7 +184,7 @@ def single_layer(
     paths: list[Path], section: str, allowed: tuple[str, ...], needed: list[str],
     options: ImportOptions, report: Report, layer_name: str | None = None,
     key: str | None = None,
-) -> tuple[Layer, pd.DataFrame, np.ndarray, CRS, np.ndarray]:
+) -> tuple[Layer, pd.DataFrame, np.ndarray, CRS, FeatureLabels]:
     """Read one layer, map its columns, check and transform its geometries; also returns the
     feature labels problems are reported under (FID and the ``key`` column's value)."""
     from cimtwin.importers.sources import canonical_frame, list_layers, load_mapping, read_layer
@@ -199,7 +205,7 @@ def single_layer(
     return layer, attrs, geoms, src, ids
 
 
-def check_unique(attrs: pd.DataFrame, col: str, label: str, ids: np.ndarray,
+def check_unique(attrs: pd.DataFrame, col: str, label: str, ids: FeatureLabels,
                  report: Report) -> None:
     """Blank or repeated identifiers are errors: they are the stable feature ids."""
     blank = attrs[col].isna().to_numpy()
@@ -210,7 +216,7 @@ def check_unique(attrs: pd.DataFrame, col: str, label: str, ids: np.ndarray,
 
 
 def numeric_column(
-    attrs: pd.DataFrame, col: str, label: str, ids: np.ndarray, report: Report,
+    attrs: pd.DataFrame, col: str, label: str, ids: FeatureLabels, report: Report,
     low: float | None = None, high: float | None = None, severity: str = ERROR,
 ) -> pd.Series:
     """A column as floats; text that is not a number is an error, values out of range

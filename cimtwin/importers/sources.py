@@ -218,10 +218,10 @@ def resolve_columns(
     columns: list[str], section: str, mapping: dict[str, dict[str, list[str]]]
 ) -> dict[str, str]:
     """Canonical field -> the column that holds it (fields with no column are left out)."""
-    by_norm = {}
+    by_norm: dict[str, str] = {}
     for c in columns:
         by_norm.setdefault(_norm(c), c)
-    out = {}
+    out: dict[str, str] = {}
     for fld, aliases in mapping.get(section, {}).items():
         for a in aliases:
             col = by_norm.get(_norm(a))

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from cimtwin.db.connect import one_row_sync
 from cimtwin.errors import UserError
 from cimtwin.importers.base import ImportOptions, Prepared
 from cimtwin.importers.report import ERROR, Report
@@ -38,6 +39,7 @@ from cimtwin.importers.sources import (
 from cimtwin.spatial import bulk
 from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment, PipelineValve
 from cimtwin.spatial.provenance import ImportBatch
+from cimtwin.spatial.sql_toolkit import table
 
 #: column aliases (a user's --mapping section ``valves`` is tried first)
 ALIASES = {
@@ -135,9 +137,9 @@ class ValvesImporter:
                         extra={"network_dataset": nds, "report": report})
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
-        t = ImportBatch.__table__
-        dataset = conn.execute(f'SELECT dataset FROM "{t.schema}"."{t.name}" WHERE id = %s',
-                               (batch_id,)).fetchone()[0]
+        # the runner inserted the batch row in this transaction
+        dataset = one_row_sync(conn, f"SELECT dataset FROM {table(ImportBatch)} WHERE id = %s",
+                               (batch_id,))[0]
         nds = prepared.extra["network_dataset"]
         report: Report = prepared.extra["report"]
         df = prepared.frames[PipelineValve]
@@ -152,8 +154,8 @@ class ValvesImporter:
             if source:
                 links[source] = (sid, a, b)
             by_ends[(a_no, b_no)] = by_ends[(b_no, a_no)] = (sid, a, b)
-        nodes = dict(conn.execute(f"SELECT point_no, id FROM {node} WHERE dataset = %s",
-                                  (nds,)).fetchall())
+        nodes: dict[str, int] = dict(conn.execute(
+            f"SELECT point_no, id FROM {node} WHERE dataset = %s", (nds,)).fetchall())
         if not links and not by_ends and not nodes:
             raise ImportFailed(f"valves: there is no pipelines dataset {nds!r} to put the "
                                "valves on; import the network first (or name it with "

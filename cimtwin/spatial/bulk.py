@@ -20,24 +20,23 @@ import shapely
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from cimtwin.spatial.base import SRID, Base
+from cimtwin.db.connect import one_row_sync
+from cimtwin.spatial.base import SRID, Base, schema_of, table_of
+from cimtwin.spatial.sql_toolkit import identifier
 
 CHUNK_ROWS = 50_000
 
 
 def qualified(model: type[Base]) -> sql.Composed:
-    t = model.__table__
-    return sql.SQL("{}.{}").format(sql.Identifier(t.schema), sql.Identifier(t.name))
+    return identifier(model)
 
 
 def reserve_ids(conn: psycopg.Connection, model: type[Base], n: int) -> np.ndarray:
     """Take ``n`` ids from the table's sequence, so children can reference rows before COPY."""
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    t = model.__table__
-    seq = conn.execute(
-        "SELECT pg_get_serial_sequence(%s, 'id')", (f"{t.schema}.{t.name}",)
-    ).fetchone()[0]
+    seq = one_row_sync(conn, "SELECT pg_get_serial_sequence(%s, 'id')",
+                       (f"{schema_of(model)}.{table_of(model).name}",))[0]
     rows = conn.execute(
         "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n)
     ).fetchall()
@@ -80,7 +79,7 @@ def csv_chunk(chunk: pd.DataFrame) -> bytes:
 
 def is_partitioned(model: type[Base]) -> bool:
     """Tables stored one partition per import batch."""
-    return bool(model.__table__.dialect_options["postgresql"].get("partition_by"))
+    return bool(table_of(model).dialect_options["postgresql"].get("partition_by"))
 
 
 def lock_partition_swaps(conn: psycopg.Connection, models: Sequence[type[Base]]) -> None:
@@ -97,9 +96,8 @@ def lock_partition_swaps(conn: psycopg.Connection, models: Sequence[type[Base]])
 
 
 def partition_name(model: type[Base], batch_id: int) -> sql.Composed:
-    t = model.__table__
-    return sql.SQL("{}.{}").format(sql.Identifier(f"{t.schema}_part"),
-                                   sql.Identifier(f"{t.name}_b{int(batch_id)}"))
+    return sql.SQL("{}.{}").format(sql.Identifier(f"{schema_of(model)}_part"),
+                                   sql.Identifier(f"{table_of(model).name}_b{int(batch_id)}"))
 
 
 def load_partition(
@@ -130,7 +128,7 @@ def copy_frame(
     A writer thread sends each chunk while the next one is formatted, so the client's work
     overlaps the server's parsing and indexing.
     """
-    table = model.__table__
+    table = table_of(model)
     allowed = {c.name: c for c in table.columns}
     unknown = [c for c in frame.columns if c not in allowed]
     if unknown:

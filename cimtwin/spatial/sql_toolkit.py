@@ -6,7 +6,8 @@ written one way everywhere.
   not when a request first runs the statement. Identifiers come from the SQLAlchemy metadata
   (the allow-list), never from input.
 * :func:`rows`, :func:`one`, :func:`one_row` and :func:`rows_nojit` run a parameterised
-  statement.
+  statement (:func:`cimtwin.db.connect.one_row_sync` is ``one_row`` on a synchronous
+  connection).
 * :func:`geojson_sql` / :func:`geojson_text` turn a stored geometry into CRS84 GeoJSON.
 
 Each table's own SQL fragments (formulas such as a pipe's size) live with its model.

@@ -24,8 +24,11 @@ from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.mvt import WEB_MERCATOR, TileRequest, layer_query
 
+#: data extent: west, south, east, north in degrees (EPSG:4326, longitude first)
+Bounds = tuple[float, float, float, float]
 
-def data_bounds(conn: psycopg.Connection, layers: list[Layer]) -> tuple[float, ...] | None:
+
+def data_bounds(conn: psycopg.Connection, layers: list[Layer]) -> Bounds | None:
     boxes = []
     for layer in layers:
         row = conn.execute(psycopg.sql.SQL(
@@ -43,7 +46,7 @@ def data_bounds(conn: psycopg.Connection, layers: list[Layer]) -> tuple[float, .
     return crs_mod.transformer(crs_mod.storage_srid(), 4326).transform_bounds(*box)
 
 
-def tile_list(bounds: tuple[float, ...], minzoom: int, maxzoom: int) -> list[morecantile.Tile]:
+def tile_list(bounds: Bounds, minzoom: int, maxzoom: int) -> list[morecantile.Tile]:
     return list(WEB_MERCATOR.tiles(*bounds, zooms=list(range(minzoom, maxzoom + 1))))
 
 

@@ -106,6 +106,12 @@ def _pipe_json(seg_id: int, p: PipeSpec, owner: str | None, dataset: str | None)
             "dataset": dataset}
 
 
+def _pair_key(kind: str, item_a: str, item_b: str) -> tuple[str, str, str]:
+    """A pair's tally key: its type and both items, in sorted order."""
+    lo, hi = sorted((item_a, item_b))
+    return kind, lo, hi
+
+
 @lru_cache(maxsize=4096)
 def _rule_for(kind: str, p: PipeSpec, q: PipeSpec) -> RuleMatch | None:
     return clearance_rule(kind, p, q)
@@ -139,6 +145,7 @@ async def clearance_analysis(
         b_id, q, b_owner, b_ds = r[10], spec_from(r[11:18]), r[18], r[19]
         d, aw, ah, bw, bh, crosses, zs, closest, z_close = r[20:29]
         checked["pipe_pairs"] += 1
+        where: list[float] | None
         if crosses and zs:
             kind = "vertical"
             best = min(zs, key=lambda z: abs(z[0] - z[1]))
@@ -159,7 +166,7 @@ async def clearance_analysis(
             where = wkb_lonlat(closest)
             extra = {"centre_distance_m": rounded(d)}
         match = _rule_for(kind, p, q)
-        key = (kind, *sorted((p.item_name, q.item_name)))
+        key = _pair_key(kind, p.item_name, q.item_name)
         tally = no_rule if match is None else compared
         tally[key] = tally.get(key, 0) + 1
         if match is None:
@@ -183,7 +190,7 @@ async def clearance_analysis(
             b_id, code, name, d, aw, closest = r[10:16]
             checked["pipe_building_pairs"] += 1
             match = _rule_for("horizontal", p, house)
-            key = ("horizontal", *sorted((p.item_name, BUILDING_ITEM)))
+            key = _pair_key("horizontal", p.item_name, BUILDING_ITEM)
             tally = no_rule if match is None else compared
             tally[key] = tally.get(key, 0) + 1
             if match is None:

@@ -191,6 +191,8 @@ def variant_matches(label: str, p: PipeSpec, category: str) -> tuple[bool, str |
     """Does the pipe fall under the variant? (match, assumption made when data is missing)."""
     if category == "diameter":
         m = DIAMETER_LABEL.match(label)
+        if m is None:
+            raise ValueError(f"{label!r} is not a diameter variant such as 'd<=300mm'")
         op, limit = m.group(1), float(m.group(2))
         size = p.size_mm
         if size is None:

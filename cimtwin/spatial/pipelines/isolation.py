@@ -170,7 +170,8 @@ async def served_buildings(
 
 
 def _valve_split(refs: Iterable[str]) -> tuple[list[int], list[int]]:
-    layer, points = [], []
+    layer: list[int] = []
+    points: list[int] = []
     for r in refs:
         kind, _, num = r.partition(":")
         (layer if kind == "valve" else points).append(int(num))
@@ -219,7 +220,7 @@ async def isolation_analysis(
     length = float(g.seg_len[iso.segments].sum())
     buildings = await served_buildings(conn, net, seg_ids, service_radius_m)
     where = await valve_features(conn, iso.valves, g)
-    valves = []
+    valves: list[dict[str, Any]] = []
     for v in iso.valves:
         kind, _, num = v.ref.partition(":")
         valves.append({
@@ -231,12 +232,13 @@ async def isolation_analysis(
             "point": where.get(v.ref)})
     shown = seg_ids[:max_features]
     features = await segment_features(conn, shown, {i: {"role": "isolated"} for i in shown})
-    for v in valves:
-        if v["point"]:
-            props = {k: x for k, x in v.items() if k not in ("point", "kind")}
-            features.append({"type": "Feature", "id": v["valve"],
-                             "geometry": {"type": "Point", "coordinates": v["point"]},
-                             "properties": {"kind": "valve", "valve_kind": v["kind"], **props}})
+    for valve in valves:
+        if valve["point"]:
+            props = {k: x for k, x in valve.items() if k not in ("point", "kind")}
+            features.append({"type": "Feature", "id": valve["valve"],
+                             "geometry": {"type": "Point", "coordinates": valve["point"]},
+                             "properties": {"kind": "valve", "valve_kind": valve["kind"],
+                                            **props}})
     residents = sum(b["residents"] or 0 for b in buildings)
     return {
         "network": net,

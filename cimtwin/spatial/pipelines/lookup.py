@@ -92,7 +92,8 @@ async def nearest_segment(
     dataset: str | None = None,
 ) -> tuple[int, str, str, float] | None:
     """The pipe nearest to (x, y) in the storage CRS: (id, network, dataset, distance m)."""
-    where, params = [], {"x": x, "y": y}
+    where: list[str] = []
+    params: dict[str, float | str] = {"x": x, "y": y}
     if network:
         where.append("s.network = %(network)s")
         params["network"] = network

@@ -122,7 +122,9 @@ async def profile_analysis(
     ids = [int(g.seg_id[x]) for x, _ in chain]
     rows = {r[0]: r for r in await fetch_all(conn, PROFILE_SEGMENTS_SQL, (ids,))}
     chainage = 0.0
-    out, ground, geoms = [], [], []
+    out: list[dict[str, Any]] = []
+    ground: list[dict[str, Any]] = []
+    geoms: list[dict[str, Any]] = []
     for (_, fwd), sid in zip(chain, ids, strict=True):
         r = rows[sid]
         (net, sub, dia, wid, hei, mat, ref, flow, l2d, za, zb, h, na, nb, ga, gb, pa, pb,

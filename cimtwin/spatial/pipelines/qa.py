@@ -206,9 +206,9 @@ async def _qa_network(conn: AsyncConnection, g: NetworkGraph, max_items: int) ->
     if g.directed:
         loops = []
         for group in directed_cycles(g):
-            members = set(group)
+            in_loop = set(group)
             segs = [int(g.seg_id[s]) for s in np.flatnonzero(g.seg_flow != 0).tolist()
-                    if g.upstream_node(s) in members and g.downstream_node(s) in members]
+                    if g.upstream_node(s) in in_loop and g.downstream_node(s) in in_loop]
             loops.append({"node_ids": g.node_id[group].tolist(), "segment_ids": segs})
         slopes = await reversed_slopes(conn, g.network)
         out["flow_loops"] = {"count": len(loops), "items": loops[:max_items]}
