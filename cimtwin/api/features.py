@@ -384,10 +384,10 @@ def _typed_value(layer: Layer, prop: str, text: str) -> Any:
             raise bad_request(f"{prop}: {shown(text)} is not a finite number")
         return value
     if kind == "datetime":
-        value = cql2.parse_timestamp(text)
-        if value is None:
+        moment = cql2.parse_timestamp(text)
+        if moment is None:
             raise bad_request(f"{prop}: {shown(text)} is not an RFC 3339 date-time")
-        return value
+        return moment
     if kind == "object":
         raise bad_request(f"{prop}: this property cannot be filtered by value")
     return text
@@ -519,7 +519,7 @@ def _select(layer: Layer, crs: CrsDef) -> sql.Composable:
         sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table))
 
 
-async def _fetch(conn: AsyncConnection, query: sql.Composable, params: list[Any]) -> list[Any]:
+async def _fetch(conn: AsyncConnection, query: sql.Composed, params: list[Any]) -> list[Any]:
     try:
         cur = await conn.execute(query, params)
         return await cur.fetchall()

@@ -145,12 +145,7 @@ def _rows(mask: np.ndarray, what: str) -> str:
 def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray, np.ndarray]:
     if crs.is_storage:
         return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    tr = crs_mod.transformer(crs.source, SRID)
-    if x.size == 1:  # pyproj takes one-element arrays for scalars (a numpy deprecation)
-        sx, sy = tr.transform(float(x.ravel()[0]), float(y.ravel()[0]))
-        return np.full(x.shape, sx), np.full(y.shape, sy)
-    sx, sy = tr.transform(x, y)
+    sx, sy = crs_mod.transform_arrays(crs_mod.transformer(crs.source, SRID), x, y)
     return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
 
 

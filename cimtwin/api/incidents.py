@@ -213,6 +213,8 @@ def _on_external_id(exc: psycopg.errors.UniqueViolation) -> bool:
 async def create(body: IncidentCreate, conn: Conn, _: Editor) -> Response:
     """Insert and read back in one transaction: nothing is stored that is not answered."""
     xy = body.storage_xy()
+    if xy is None:
+        raise invalid("geometry: an incident needs a position")
     await _unique_external_id(conn, body.external_id)
     values = body.model_dump(exclude={"geometry", "crs"})
     try:
@@ -223,6 +225,7 @@ async def create(body: IncidentCreate, conn: Conn, _: Editor) -> Response:
         if not _on_external_id(exc):
             raise
         raise _external_id_used(body.external_id) from None
+    assert row is not None  # read back in the transaction that wrote it
     return _feature_response(row, 201, {"Location": f"/incidents/{new_id}"})
 
 
@@ -315,9 +318,10 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
         if not _on_external_id(exc):
             raise
         raise _external_id_used(changes.get("external_id")) from None
-    if done is None:
+    row = await get_incident(conn, incident_id) if done is not None else None
+    if row is None:
         raise HTTPException(404, f"no incident {incident_id}")
-    return _feature_response(await get_incident(conn, incident_id))
+    return _feature_response(row)
 
 
 # --- context --------------------------------------------------------------------------------

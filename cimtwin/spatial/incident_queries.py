@@ -12,7 +12,7 @@ import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from psycopg import AsyncConnection
@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - then a plain heap Dijkstra does
 from cimtwin.spatial.admin_queries import LOCATE_SQL
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.incident import FIRST_STATUS, TRANSITIONS, WORKFLOW_TEXT
-from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
 
 HYDRANT = "消防栓"
 VALVE = "阀门"
@@ -82,6 +82,7 @@ async def create_incident(conn: AsyncConnection, values: dict[str, Any], x: floa
             %(grid)s, %(attributes)s, {POINT})
         RETURNING id""", {**values, "grid": grid, "x": x, "y": y, "status": FIRST_STATUS,
                           "attributes": Jsonb(values.get("attributes") or {})})
+    assert row is not None  # INSERT ... RETURNING gives the row
     return row[0]
 
 
@@ -130,7 +131,7 @@ async def list_incidents(conn: AsyncConnection, f: IncidentFilter) -> tuple[list
                        "LIMIT %s OFFSET %s", [*params, f.limit, f.offset])
     if f.offset == 0 and len(found) < f.limit:
         return found, len(found)
-    total = await one(conn, f"SELECT count(*) FROM {T.incident} i{where}", params)
+    total = await one_row(conn, f"SELECT count(*) FROM {T.incident} i{where}", params)
     return found, total[0]
 
 
@@ -154,7 +155,8 @@ async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict
         old_status, grid = row
         if "status" in changes:
             check_transition(old_status, changes["status"])
-        sets, params = ["updated_at = now()"], {"id": incident_id}
+        sets: list[str] = ["updated_at = now()"]
+        params: dict[str, Any] = {"id": incident_id}
         for name in EDITABLE:
             if name in changes:
                 value = changes[name]
@@ -250,7 +252,7 @@ def _heap_dijkstra(edges: list[tuple[int, int, float]], seeds: dict[int, float],
 
 
 async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, count: int,
-                   water: dict[str, Any] | None | bool = False) -> dict[str, Any]:
+                   water: dict[str, Any] | None | Literal[False] = False) -> dict[str, Any]:
     """The nearest hydrants within ``radius``: along the water network from the nearest water
     pipe when the incident is within :data:`SNAP_M` of one, else in a straight line.
 
@@ -278,7 +280,7 @@ async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, cou
     for c in candidates:
         item = {"id": c[0], "point_no": c[1], "straight_line_m": round(c[3], 2),
                 "geometry": c[6]}
-        if method == "network":
+        if snap is not None and method == "network":
             if c[0] not in along:
                 continue
             item["network_m"] = round(along[c[0]], 2)
@@ -290,7 +292,7 @@ async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, cou
     items.sort(key=lambda i: (i["distance_m"], i["id"]))
     out: dict[str, Any] = {"method": method, "radius_m": radius, "items": items[:count],
                            "found": len(items)}
-    if method == "network":
+    if snap is not None and method == "network":
         out["explanation"] = (
             f"distance = {snap['offset_m']:.1f} m from the incident to water pipe "
             f"{snap['id']}, then along the water network (Dijkstra over pipe lengths); "
@@ -314,7 +316,7 @@ class Isolation:
 
 
 async def simple_isolation(conn: AsyncConnection, x: float, y: float,
-                           water: dict[str, Any] | None | bool = False) -> Isolation | None:
+                           water: dict[str, Any] | None | Literal[False] = False) -> Isolation | None:
     """Valves to close to isolate the water pipe nearest (x, y), found by walking the water
     network from that pipe until valves stop the walk: valve points (附属物 阀门) close every
     pipe that meets them, valves on pipes (pipeline_valve) close their pipe at their node,
@@ -468,7 +470,8 @@ async def pipes_within(conn: AsyncConnection, x: float, y: float, radius: float,
         {"x": x, "y": y, "nets": list(networks), "r": radius, "cap": cap})
     keys = ("id", "subtype", "diameter_mm", "width_mm", "height_mm", "pressure_class",
             "voltage_kv", "from_depth_m", "to_depth_m", "material", "owner", "road")
-    out = {net: {"network": net, "count": 0, "truncated": False, "nearest_m": None,
+    out: dict[str, dict[str, Any]] = {
+        net: {"network": net, "count": 0, "truncated": False, "nearest_m": None,
                  "items": []} for net in networks}
     for r in found:
         entry = out[r[0]]
@@ -485,7 +488,7 @@ async def pipes_within(conn: AsyncConnection, x: float, y: float, radius: float,
 async def buildings_within(conn: AsyncConnection, x: float, y: float, radius: float, cap: int
                            ) -> dict[str, Any]:
     p = {"x": x, "y": y, "r": radius, "cap": cap}
-    total = await one(conn, f"""
+    total = await one_row(conn, f"""
         SELECT count(*), coalesce(sum(residents), 0), count(residents),
                coalesce(sum(floor_area_m2), 0)
         FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)""", p)
