@@ -8,10 +8,12 @@ setup:
 run:
 	bash scripts/run.sh
 
-# The tests (what CI runs): set up, lint, the full suite against the real PostGIS.
-test: setup
-	.venv/bin/ruff check .
+# The tests (what CI runs): set up, the code checks, the full suite against the real PostGIS.
+test: setup lint
 	.venv/bin/pytest -m "not slow"
 
+# Code checks: formatting, lint, types (also the pre-commit hooks).
 lint:
+	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
+	.venv/bin/mypy

@@ -53,8 +53,13 @@ class Response:
 class Connection:
     """One keep-alive connection; reconnects when the server closed it."""
 
-    def __init__(self, base: str, headers: dict[str, str] | None = None,
-                 timeout: float = 60.0, decode: bool = True) -> None:
+    def __init__(
+        self,
+        base: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        decode: bool = True,
+    ) -> None:
         u = urlsplit(base)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"only http://host:port bases: {base!r}")
@@ -77,9 +82,15 @@ class Connection:
                 await self._writer.wait_closed()
         self._reader = self._writer = None
 
-    async def request(self, method: str, path: str, *, params: dict | None = None,
-                      json: object = None, headers: dict[str, str] | None = None
-                      ) -> Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         target = self.prefix + path + ("?" + urlencode(params) if params else "")
         body = b"" if json is None else jsonlib.dumps(json).encode()
         head = f"{method} {target} HTTP/1.1\r\n{self._head_tail}"

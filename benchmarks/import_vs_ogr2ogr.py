@@ -51,8 +51,9 @@ def main() -> None:
         sys.exit("ogr2ogr not found: run scripts/setup.sh (installs gdal-bin)")
     if not (args.data / "manifest.json").exists():
         print(f"generating the district sample into {args.data} ...", flush=True)
-        subprocess.run([CIMTWIN, "samples", "generate", str(args.data), "--scale", "district"],
-                       check=True)
+        subprocess.run(
+            [CIMTWIN, "samples", "generate", str(args.data), "--scale", "district"], check=True
+        )
     url = sqlalchemy_url().set(database="cimtwin_bench")
     url_s = url.render_as_string(hide_password=False)
     bootstrap.recreate_database(url_s)
@@ -70,17 +71,62 @@ def main() -> None:
     n_lines = sum(1 for _ in lines.open(encoding="utf-8")) - 1
 
     cases = [
-        ("components", n_comp,
-         [CIMTWIN, "import", "components", str(comp)],
-         [["ogr2ogr", "-f", "PostgreSQL", pg, str(comp), "-nln", "public.ogr_components",
-           "-overwrite", "-lco", "GEOMETRY_NAME=geom"]]),
-        ("pipelines", n_pts + n_lines,
-         [CIMTWIN, "import", "pipelines", str(points), str(lines), "--crs", "EPSG:4547"],
-         [["ogr2ogr", "-f", "PostgreSQL", pg, str(points), "-nln", "public.ogr_points",
-           "-overwrite", "-oo", "X_POSSIBLE_NAMES=Y", "-oo", "Y_POSSIBLE_NAMES=X",
-           "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4547", "-lco", "GEOMETRY_NAME=geom"],
-          ["ogr2ogr", "-f", "PostgreSQL", pg, str(lines), "-nln", "public.ogr_lines",
-           "-overwrite"]]),
+        (
+            "components",
+            n_comp,
+            [CIMTWIN, "import", "components", str(comp)],
+            [
+                [
+                    "ogr2ogr",
+                    "-f",
+                    "PostgreSQL",
+                    pg,
+                    str(comp),
+                    "-nln",
+                    "public.ogr_components",
+                    "-overwrite",
+                    "-lco",
+                    "GEOMETRY_NAME=geom",
+                ]
+            ],
+        ),
+        (
+            "pipelines",
+            n_pts + n_lines,
+            [CIMTWIN, "import", "pipelines", str(points), str(lines), "--crs", "EPSG:4547"],
+            [
+                [
+                    "ogr2ogr",
+                    "-f",
+                    "PostgreSQL",
+                    pg,
+                    str(points),
+                    "-nln",
+                    "public.ogr_points",
+                    "-overwrite",
+                    "-oo",
+                    "X_POSSIBLE_NAMES=Y",
+                    "-oo",
+                    "Y_POSSIBLE_NAMES=X",
+                    "-oo",
+                    "KEEP_GEOM_COLUMNS=NO",
+                    "-a_srs",
+                    "EPSG:4547",
+                    "-lco",
+                    "GEOMETRY_NAME=geom",
+                ],
+                [
+                    "ogr2ogr",
+                    "-f",
+                    "PostgreSQL",
+                    pg,
+                    str(lines),
+                    "-nln",
+                    "public.ogr_lines",
+                    "-overwrite",
+                ],
+            ],
+        ),
     ]
     rows = []
     for name, n, ours, theirs in cases:
@@ -88,11 +134,15 @@ def main() -> None:
         t_cim, rss = run(ours, env)
         rows.append((name, n, t_cim, t_ogr, rss))
     print()
-    print(f"{'dataset':<12}{'features':>10}{'cimtwin s':>11}{'cimtwin f/s':>13}"
-          f"{'ogr2ogr s':>11}{'ogr2ogr f/s':>13}{'ratio':>7}{'peak MiB':>10}")
+    print(
+        f"{'dataset':<12}{'features':>10}{'cimtwin s':>11}{'cimtwin f/s':>13}"
+        f"{'ogr2ogr s':>11}{'ogr2ogr f/s':>13}{'ratio':>7}{'peak MiB':>10}"
+    )
     for name, n, t_cim, t_ogr, rss in rows:
-        print(f"{name:<12}{n:>10,}{t_cim:>11.1f}{n / t_cim:>13,.0f}{t_ogr:>11.1f}"
-              f"{n / t_ogr:>13,.0f}{t_ogr / t_cim:>7.2f}{rss:>10,.0f}")
+        print(
+            f"{name:<12}{n:>10,}{t_cim:>11.1f}{n / t_cim:>13,.0f}{t_ogr:>11.1f}"
+            f"{n / t_ogr:>13,.0f}{t_ogr / t_cim:>7.2f}{rss:>10,.0f}"
+        )
     print("ratio = cimtwin features/s over ogr2ogr features/s (>= 1.0: cimtwin as fast or faster)")
     if not args.keep:
         bootstrap.drop_database(url_s)

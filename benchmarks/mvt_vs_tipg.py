@@ -95,7 +95,9 @@ def source_counts(dsn: str, layers: list[str]) -> dict[str, int] | None:
                     return None
                 counts[layer_id] = conn.execute(
                     sql.SQL("SELECT count(*) FROM {}").format(
-                        sql.Identifier(layer.schema, layer.table))).fetchone()[0]
+                        sql.Identifier(layer.schema, layer.table)
+                    )
+                ).fetchone()[0]
             return counts
     except psycopg.OperationalError:
         return None
@@ -105,21 +107,29 @@ def prepare_database(url: str, layers: list[str], reuse: bool) -> None:
     dsn = libpq_dsn(url)
     counts = source_counts(dsn, layers) if reuse else None
     if counts and all(counts.values()):
-        print(f"reusing database {DB_NAME}: "
-              + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
+        print(
+            f"reusing database {DB_NAME}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
+            flush=True,
+        )
         return
     if not (DATA / "manifest.json").exists():
         print(f"generating the district sample into {DATA} ...", flush=True)
-        subprocess.run([str(CIMTWIN), "samples", "generate", str(DATA), "--scale", "district"],
-                       check=True, timeout=3600)
+        subprocess.run(
+            [str(CIMTWIN), "samples", "generate", str(DATA), "--scale", "district"],
+            check=True,
+            timeout=3600,
+        )
     print(f"creating database {DB_NAME} and loading {DATA.relative_to(ROOT)} ...", flush=True)
     bootstrap.recreate_database(url)
     t0 = time.perf_counter()
 
     def step(kind: str, result: object) -> None:
         counts = getattr(result, "counts", {})
-        print(f"  {kind:<11} {getattr(result, 'status', '?'):<10} "
-              + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
+        print(
+            f"  {kind:<11} {getattr(result, 'status', '?'):<10} "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
+            flush=True,
+        )
 
     load_sample(DATA, url, on_step=step)
     print(f"  loaded in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -128,10 +138,14 @@ def prepare_database(url: str, layers: list[str], reuse: bool) -> None:
 def copy_geometry_type(conn: psycopg.Connection, layer_id: str) -> str:
     """The copy's column type: the single 2D type of the rows, or Geometry when they mix."""
     layer = BY_ID[layer_id]
-    kinds = [r[0] for r in conn.execute(
-        sql.SQL("SELECT DISTINCT ST_GeometryType(ST_Force2D({g})) FROM {t}").format(
-            g=sql.Identifier(layer.geometry_column),
-            t=sql.Identifier(layer.schema, layer.table)))]
+    kinds = [
+        r[0]
+        for r in conn.execute(
+            sql.SQL("SELECT DISTINCT ST_GeometryType(ST_Force2D({g})) FROM {t}").format(
+                g=sql.Identifier(layer.geometry_column), t=sql.Identifier(layer.schema, layer.table)
+            )
+        )
+    ]
     return kinds[0].removeprefix("ST_") if len(kinds) == 1 else "Geometry"
 
 
@@ -139,8 +153,7 @@ def build_4326_copy(dsn: str, layers: list[str]) -> dict[str, str]:
     """``bench4326.<layer>``: same ids, the layer's properties, 2D EPSG:4326 geometry."""
     kinds = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-            sql.Identifier(COPY_SCHEMA)))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(COPY_SCHEMA)))
         for layer_id in layers:
             layer = BY_ID[layer_id]
             src = sql.Identifier(layer.schema, layer.table)
@@ -148,8 +161,9 @@ def build_4326_copy(dsn: str, layers: list[str]) -> dict[str, str]:
             kind = copy_geometry_type(conn, layer_id)
             kinds[layer_id] = kind
             n_src = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(src)).fetchone()[0]
-            have = conn.execute("SELECT to_regclass(%s)", (f"{COPY_SCHEMA}.{layer_id}",)
-                                ).fetchone()[0]
+            have = conn.execute(
+                "SELECT to_regclass(%s)", (f"{COPY_SCHEMA}.{layer_id}",)
+            ).fetchone()[0]
             if have is not None:
                 n_dst = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(dst)).fetchone()[0]
                 if n_dst == n_src:
@@ -157,22 +171,35 @@ def build_4326_copy(dsn: str, layers: list[str]) -> dict[str, str]:
                     continue
             t0 = time.perf_counter()
             cols = sql.SQL(", ").join(
-                sql.Identifier(c) for c in (layer.id_column, *layer.tile_fields))
+                sql.Identifier(c) for c in (layer.id_column, *layer.tile_fields)
+            )
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(dst))
-            conn.execute(sql.SQL(
-                "CREATE TABLE {dst} AS SELECT {cols},"
-                " ST_Force2D(ST_Transform({g}, 4326))::geometry({kind}, 4326) AS geom"
-                " FROM {src}").format(
-                    dst=dst, cols=cols, g=sql.Identifier(layer.geometry_column),
-                    kind=sql.SQL(kind), src=src))
-            conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
-                dst, sql.Identifier(layer.id_column)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {dst} AS SELECT {cols},"
+                    " ST_Force2D(ST_Transform({g}, 4326))::geometry({kind}, 4326) AS geom"
+                    " FROM {src}"
+                ).format(
+                    dst=dst,
+                    cols=cols,
+                    g=sql.Identifier(layer.geometry_column),
+                    kind=sql.SQL(kind),
+                    src=src,
+                )
+            )
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    dst, sql.Identifier(layer.id_column)
+                )
+            )
             conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (geom)").format(dst))
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(dst))
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(src))
-            print(f"  {COPY_SCHEMA}.{layer_id}: {n_src:,} rows, geometry({kind},4326), "
-                  f"primary key, GiST index, analyzed ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+            print(
+                f"  {COPY_SCHEMA}.{layer_id}: {n_src:,} rows, geometry({kind},4326), "
+                f"primary key, GiST index, analyzed ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
     return kinds
 
 
@@ -181,26 +208,32 @@ def prewarm(dsn: str, layers: list[str]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for layer_id in layers:
             layer = BY_ID[layer_id]
-            for table, g in ((sql.Identifier(layer.schema, layer.table),
-                              sql.Identifier(layer.geometry_column)),
-                             (sql.Identifier(COPY_SCHEMA, layer_id), sql.Identifier("geom"))):
-                conn.execute(sql.SQL("SELECT count(*), sum(ST_NPoints({})) FROM {}").format(
-                    g, table))
+            for table, g in (
+                (sql.Identifier(layer.schema, layer.table), sql.Identifier(layer.geometry_column)),
+                (sql.Identifier(COPY_SCHEMA, layer_id), sql.Identifier("geom")),
+            ):
+                conn.execute(
+                    sql.SQL("SELECT count(*), sum(ST_NPoints({})) FROM {}").format(g, table)
+                )
 
 
 # ---------------------------------------------------------------- workload
 
 
-def tiles_with_data(conn: psycopg.Connection, layer_id: str, z: int,
-                    bbox: tuple[float, float, float, float]) -> list[TileRequest]:
+def tiles_with_data(
+    conn: psycopg.Connection, layer_id: str, z: int, bbox: tuple[float, float, float, float]
+) -> list[TileRequest]:
     """Tiles of zoom ``z`` over ``bbox`` (lon/lat) that meet at least one row of the layer."""
     cover = list(WEB_MERCATOR.tiles(*bbox, [z]))
-    rows = conn.execute(sql.SQL(
-        "SELECT c.x, c.y FROM unnest(%(xs)s::int[], %(ys)s::int[]) AS c(x, y)"
-        " WHERE EXISTS (SELECT 1 FROM {t} s"
-        "  WHERE s.geom && ST_Transform(ST_TileEnvelope(%(z)s, c.x, c.y), 4326))"
-        " ORDER BY c.y, c.x").format(t=sql.Identifier(COPY_SCHEMA, layer_id)),
-        {"xs": [t.x for t in cover], "ys": [t.y for t in cover], "z": z}).fetchall()
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT c.x, c.y FROM unnest(%(xs)s::int[], %(ys)s::int[]) AS c(x, y)"
+            " WHERE EXISTS (SELECT 1 FROM {t} s"
+            "  WHERE s.geom && ST_Transform(ST_TileEnvelope(%(z)s, c.x, c.y), 4326))"
+            " ORDER BY c.y, c.x"
+        ).format(t=sql.Identifier(COPY_SCHEMA, layer_id)),
+        {"xs": [t.x for t in cover], "ys": [t.y for t in cover], "z": z},
+    ).fetchall()
     return [TileRequest(z, x, y) for x, y in rows]
 
 
@@ -236,10 +269,12 @@ def build_workload(dsn: str, layer_id: str, n: int, hot: TileRequest) -> Workloa
     low = max(MIN_ZOOM, BY_ID[layer_id].minzoom)
     pools: dict[int, list[TileRequest]] = {}
     with psycopg.connect(dsn) as conn:
-        bbox = conn.execute(sql.SQL(
-            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
-            " FROM (SELECT ST_Extent(geom)::geometry AS e FROM {}) s").format(
-                sql.Identifier(COPY_SCHEMA, layer_id))).fetchone()
+        bbox = conn.execute(
+            sql.SQL(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+                " FROM (SELECT ST_Extent(geom)::geometry AS e FROM {}) s"
+            ).format(sql.Identifier(COPY_SCHEMA, layer_id))
+        ).fetchone()
 
         def pool(z: int) -> list[TileRequest]:
             if z not in pools:
@@ -251,8 +286,9 @@ def build_workload(dsn: str, layer_id: str, n: int, hot: TileRequest) -> Workloa
         for z in main[:2]:
             chosen += pool(z)
         rest = main[2:]
-        for z, q in zip(rest, split_evenly(n - len(chosen), [len(pool(z)) for z in rest]),
-                        strict=True):
+        for z, q in zip(
+            rest, split_evenly(n - len(chosen), [len(pool(z)) for z in rest]), strict=True
+        ):
             chosen += rng.sample(pool(z), q)
         for z in OVERFLOW_ZOOMS:
             need = n - len(chosen)
@@ -318,14 +354,17 @@ class Run:
         return max(self.done, key=lambda r: r.size, default=None)
 
 
-async def _http_pass(base: str, paths: list[tuple[TileRequest, str]], concurrency: int,
-                     limit_s: float) -> tuple[float, float, list[Rec], int]:
+async def _http_pass(
+    base: str, paths: list[tuple[TileRequest, str]], concurrency: int, limit_s: float
+) -> tuple[float, float, list[Rec], int]:
     recs: list[Rec | None] = [None] * len(paths)
     gz = 0
     # bodies stay compressed while timed: the client's gunzip would only take CPU from the
     # servers on these two cores; sizes are worked out after the pass
-    conns = [Connection(base, headers={"Accept-Encoding": "gzip"}, decode=False)
-             for _ in range(concurrency)]
+    conns = [
+        Connection(base, headers={"Accept-Encoding": "gzip"}, decode=False)
+        for _ in range(concurrency)
+    ]
     bodies: dict[int, bytes] = {}
     todo = iter(range(len(paths)))
     cpu0 = time.process_time()
@@ -350,8 +389,7 @@ async def _http_pass(base: str, paths: list[tuple[TileRequest, str]], concurrenc
             gz += gzipped
             if gzipped:
                 bodies[i] = r.body
-            err = None if r.status in (200, 204) else (
-                f"{path}: HTTP {r.status} {r.body[:200]!r}")
+            err = None if r.status in (200, 204) else (f"{path}: HTTP {r.status} {r.body[:200]!r}")
             recs[i] = Rec(tile, ms, r.status, len(r.body), r.wire, err)
 
     try:
@@ -366,8 +404,14 @@ async def _http_pass(base: str, paths: list[tuple[TileRequest, str]], concurrenc
     return wall, cpu, [r for r in recs if r is not None], gz
 
 
-def http_run(server: str, base: str, wl: Workload, url_of: Callable[[str, TileRequest], str],
-             concurrency: int, limit_s: float) -> Run:
+def http_run(
+    server: str,
+    base: str,
+    wl: Workload,
+    url_of: Callable[[str, TileRequest], str],
+    concurrency: int,
+    limit_s: float,
+) -> Run:
     warm = [(t, url_of(wl.layer, t)) for t in wl.warmup]
     http_client.run(_http_pass(base, warm, concurrency, limit_s))
     paths = [(t, url_of(wl.layer, t)) for t in wl.requests]
@@ -418,11 +462,17 @@ def floor_run(dsn: str, wl: Workload, threads: int, limit_s: float) -> Run:
                     t = time.perf_counter()
                     q = queries[i]
                     try:
-                        row = (conn.execute(q[0], q[1], prepare=True, binary=True).fetchone()
-                               if q else None)
+                        row = (
+                            conn.execute(q[0], q[1], prepare=True, binary=True).fetchone()
+                            if q
+                            else None
+                        )
                     except psycopg.Error as exc:
-                        recs[i] = Rec(tiles[i], (time.perf_counter() - t) * 1000,
-                                      error=f"{tiles[i]}: {type(exc).__name__}: {exc}")
+                        recs[i] = Rec(
+                            tiles[i],
+                            (time.perf_counter() - t) * 1000,
+                            error=f"{tiles[i]}: {type(exc).__name__}: {exc}",
+                        )
                         continue
                     size = len(row[0]) if row and row[0] else 0
                     recs[i] = Rec(tiles[i], (time.perf_counter() - t) * 1000, 200, size, size)
@@ -459,9 +509,22 @@ def private_redis(log: Path) -> Iterator[str]:
 
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", HOST,
-                                 "--save", "", "--appendonly", "no"], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             client = redis.Redis(host=HOST, port=port, socket_timeout=1)
             deadline = time.monotonic() + 20
@@ -485,31 +548,54 @@ def free_port() -> int:
 
 def clean_env() -> dict[str, str]:
     """The environment without any earlier CIMTWIN_/TIPG_/database settings or proxies."""
-    drop = ("CIMTWIN_", "TIPG_", "POSTGRES_", "DATABASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
-            "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    drop = (
+        "CIMTWIN_",
+        "TIPG_",
+        "POSTGRES_",
+        "DATABASE_URL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    )
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
 @contextlib.contextmanager
-def server(name: str, cmd: list[str], env: dict[str, str], cwd: Path, port: int,
-           ready_paths: list[str], log: Path, timeout_s: float = 90.0) -> Iterator[str]:
+def server(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    port: int,
+    ready_paths: list[str],
+    log: Path,
+    timeout_s: float = 90.0,
+) -> Iterator[str]:
     """Start one server in its own session, wait until ``ready_paths`` answer 200, yield its
     base URL; then terminate it (SIGKILL to its process group after a grace period)."""
     base = f"http://{HOST}:{port}"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + timeout_s
             pending = list(ready_paths)
             with httpx.Client(base_url=base, timeout=5.0, trust_env=False) as client:
                 while pending:
                     if proc.poll() is not None:
-                        raise SystemExit(f"{name} exited with {proc.returncode}:\n"
-                                         + log.read_text(errors="replace")[-3000:])
+                        raise SystemExit(
+                            f"{name} exited with {proc.returncode}:\n"
+                            + log.read_text(errors="replace")[-3000:]
+                        )
                     if time.monotonic() > deadline:
-                        raise SystemExit(f"{name} not ready after {timeout_s:.0f} s:\n"
-                                         + log.read_text(errors="replace")[-3000:])
+                        raise SystemExit(
+                            f"{name} not ready after {timeout_s:.0f} s:\n"
+                            + log.read_text(errors="replace")[-3000:]
+                        )
                     with contextlib.suppress(httpx.HTTPError):
                         if client.get(pending[0]).status_code == 200:
                             pending.pop(0)
@@ -539,8 +625,12 @@ def stop_process(proc: subprocess.Popen) -> None:
 def tipg_version(python: Path) -> str | None:
     if not python.exists():
         return None
-    r = subprocess.run([str(python), "-c", "import tipg; print(tipg.__version__)"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(python), "-c", "import tipg; print(tipg.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return r.stdout.strip() if r.returncode == 0 else None
 
 
@@ -550,17 +640,29 @@ def ensure_tipg() -> Path:
     if tipg_version(python) == TIPG_VERSION:
         return PEER_VENV
     print(f"installing tipg {TIPG_VERSION} into {PEER_VENV.relative_to(ROOT)} ...", flush=True)
-    steps = [[sys.executable, "-m", "venv", "--clear", str(PEER_VENV)],
-             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              "-r", str(PEER_REQUIREMENTS)]]
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(PEER_VENV)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(PEER_REQUIREMENTS),
+        ],
+    ]
     for cmd in steps:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:
             sys.exit(f"tipg install timed out: {' '.join(cmd)}")
         if r.returncode != 0:
-            sys.exit(f"tipg install failed ({r.returncode}): {' '.join(cmd)}\n"
-                     f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+            sys.exit(
+                f"tipg install failed ({r.returncode}): {' '.join(cmd)}\n"
+                f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+            )
     got = tipg_version(python)
     if got != TIPG_VERSION:
         sys.exit(f"tipg install gave version {got!r}, expected {TIPG_VERSION}")
@@ -584,8 +686,10 @@ def check_tile(name: str, base: str, path: str) -> int:
     with httpx.Client(base_url=base, timeout=60.0, trust_env=False) as client:
         r = client.get(path, headers={"Accept-Encoding": "gzip"})
     if r.status_code != 200 or not r.content:
-        sys.exit(f"{name}: {path} answered {r.status_code} with {len(r.content)} bytes; "
-                 f"expected 200 with a non-empty tile:\n{r.text[:1000]}")
+        sys.exit(
+            f"{name}: {path} answered {r.status_code} with {len(r.content)} bytes; "
+            f"expected 200 with a non-empty tile:\n{r.text[:1000]}"
+        )
     return len(r.content)
 
 
@@ -597,12 +701,16 @@ def kb(n: float) -> str:
 
 
 def print_table(runs: list[Run]) -> None:
-    print(f"{'server':<26}{'layer':<12}{'requests':>9}{'tiles/s':>9}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'max tile KB':>13}{'errors':>8}")
+    print(
+        f"{'server':<26}{'layer':<12}{'requests':>9}{'tiles/s':>9}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'max tile KB':>13}{'errors':>8}"
+    )
     for r in runs:
         big = r.biggest()
-        print(f"{r.server:<26}{r.layer:<12}{len(r.recs):>9,}{r.tps():>9,.1f}{r.pct(0.5):>9.1f}"
-              f"{r.pct(0.99):>9.1f}{kb(big.size if big else 0):>13}{len(r.errors):>8}")
+        print(
+            f"{r.server:<26}{r.layer:<12}{len(r.recs):>9,}{r.tps():>9,.1f}{r.pct(0.5):>9.1f}"
+            f"{r.pct(0.99):>9.1f}{kb(big.size if big else 0):>13}{len(r.errors):>8}"
+        )
 
 
 def print_zooms(layer: str, runs: list[Run]) -> None:
@@ -631,42 +739,71 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=2000, help="distinct tiles per layer")
     ap.add_argument("--concurrency", type=int, default=8, help="HTTP requests in flight")
-    ap.add_argument("--layers", default=",".join(LAYER_CHOICES),
-                    help=f"comma-separated, among {', '.join(LAYER_CHOICES)}")
-    ap.add_argument("--reuse", action="store_true",
-                    help=f"keep {DB_NAME} when it already holds the data")
+    ap.add_argument(
+        "--layers",
+        default=",".join(LAYER_CHOICES),
+        help=f"comma-separated, among {', '.join(LAYER_CHOICES)}",
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help=f"keep {DB_NAME} when it already holds the data"
+    )
     ap.add_argument("--drop", action="store_true", help="drop the scratch database at the end")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="timed passes over the request list per server (the floor too), "
-                         "for steadier figures; cimtwin with its cache on makes one pass, as "
-                         "later ones would be cache hits (default 3)")
-    ap.add_argument("--cimtwin-env", action="append", default=[], metavar="CIMTWIN_X=V",
-                    help="extra setting for the cimtwin servers (repeatable), e.g. "
-                         "CIMTWIN_TILE_DB_CONCURRENCY=1; defaults otherwise")
-    ap.add_argument("--only", default="",
-                    help="comma-separated subset of tipg,off,on,redis,floor to run (default: "
-                         "all; redis when redis-server is installed; ratios need tipg, off and "
-                         "floor)")
-    ap.add_argument("--time-limit", type=float, default=600.0,
-                    help="seconds per timed pass; requests not sent by then count as errors")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed passes over the request list per server (the floor too), "
+        "for steadier figures; cimtwin with its cache on makes one pass, as "
+        "later ones would be cache hits (default 3)",
+    )
+    ap.add_argument(
+        "--cimtwin-env",
+        action="append",
+        default=[],
+        metavar="CIMTWIN_X=V",
+        help="extra setting for the cimtwin servers (repeatable), e.g. "
+        "CIMTWIN_TILE_DB_CONCURRENCY=1; defaults otherwise",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset of tipg,off,on,redis,floor to run (default: "
+        "all; redis when redis-server is installed; ratios need tipg, off and "
+        "floor)",
+    )
+    ap.add_argument(
+        "--time-limit",
+        type=float,
+        default=600.0,
+        help="seconds per timed pass; requests not sent by then count as errors",
+    )
     args = ap.parse_args()
     layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     if not layers or any(x not in LAYER_CHOICES for x in layers):
         ap.error(f"--layers: choose among {', '.join(LAYER_CHOICES)}")
-    if not 1 <= args.tiles <= 20000 or not 1 <= args.concurrency <= 64 or \
-            not 1 <= args.repeat <= 20:
+    if (
+        not 1 <= args.tiles <= 20000
+        or not 1 <= args.concurrency <= 64
+        or not 1 <= args.repeat <= 20
+    ):
         ap.error("--tiles must be 1..20000, --concurrency 1..64 and --repeat 1..20")
 
     url = sqlalchemy_url().set(database=DB_NAME).render_as_string(hide_password=False)
     dsn = libpq_dsn(url)
-    pg_url = sqlalchemy_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=False)
+    pg_url = sqlalchemy_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     peer = ensure_tipg()
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(peer)], cwd=ROOT,
-                             capture_output=True, timeout=30).returncode == 0
+    ignored = (
+        subprocess.run(
+            ["git", "check-ignore", "-q", str(peer)], cwd=ROOT, capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
     prepare_database(url, layers, args.reuse)
-    print(f"EPSG:4326 copy for tipg (tipg {TIPG_VERSION} answers empty tiles and empty bbox "
-          f"queries for EPSG:4547 and EPSG:3857 tables): schema {COPY_SCHEMA}", flush=True)
+    print(
+        f"EPSG:4326 copy for tipg (tipg {TIPG_VERSION} answers empty tiles and empty bbox "
+        f"queries for EPSG:4547 and EPSG:3857 tables): schema {COPY_SCHEMA}",
+        flush=True,
+    )
     kinds = build_4326_copy(dsn, layers)
     prewarm(dsn, layers)
 
@@ -675,20 +812,29 @@ def main() -> None:
     workloads = [build_workload(dsn, layer, args.tiles, hot) for layer in layers]
     for wl in workloads:
         zooms = ", ".join(f"z{z}: {n}" for z, n in wl.by_zoom.items())
-        print(f"workload {wl.layer}: {len(wl.tiles):,} distinct tiles ({zooms}) + hot tile "
-              f"{hot.z}/{hot.x}/{hot.y} every {HOT_EVERY}th request = {len(wl.requests):,} "
-              f"requests; warm-up {len(wl.warmup)} other tiles", flush=True)
+        print(
+            f"workload {wl.layer}: {len(wl.tiles):,} distinct tiles ({zooms}) + hot tile "
+            f"{hot.z}/{hot.x}/{hot.y} every {HOT_EVERY}th request = {len(wl.requests):,} "
+            f"requests; warm-up {len(wl.warmup)} other tiles",
+            flush=True,
+        )
 
     logs = ROOT / "benchmarks" / ".peers" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     extra_env = dict(kv.split("=", 1) for kv in args.cimtwin_env if "=" in kv)
     if len(extra_env) != len(args.cimtwin_env) or any(
-            not k.startswith("CIMTWIN_") for k in extra_env):
+        not k.startswith("CIMTWIN_") for k in extra_env
+    ):
         ap.error("--cimtwin-env takes CIMTWIN_NAME=VALUE")
     if extra_env:
         print("cimtwin settings: " + ", ".join(f"{k}={v}" for k, v in extra_env.items()))
     only = {x.strip() for x in args.only.split(",") if x.strip()} or {
-        "tipg", "off", "on", "floor", *(["redis"] if shutil.which("redis-server") else [])}
+        "tipg",
+        "off",
+        "on",
+        "floor",
+        *(["redis"] if shutil.which("redis-server") else []),
+    }
 
     # every server runs for the whole benchmark and the passes take turns round by round, so
     # that drift in the machine's speed (other tenants, turbo, page cache) falls on all alike
@@ -697,44 +843,62 @@ def main() -> None:
         if "tipg" in only:
             port = free_port()
             name = f"tipg {TIPG_VERSION} (4326 copy)"
-            env = {**clean_env(), "DATABASE_URL": pg_url,
-                   "TIPG_DB_SCHEMAS": f'["{COPY_SCHEMA}"]',
-                   "TIPG_MAX_FEATURES_PER_TILE": str(MAX_FEATURES),
-                   "TIPG_TILE_BUFFER": str(BUFFER)}
-            cmd = [str(peer / "bin" / "uvicorn"), "tipg.main:app", "--workers", "2",
-                   "--host", HOST, "--port", str(port)]
+            env = {
+                **clean_env(),
+                "DATABASE_URL": pg_url,
+                "TIPG_DB_SCHEMAS": f'["{COPY_SCHEMA}"]',
+                "TIPG_MAX_FEATURES_PER_TILE": str(MAX_FEATURES),
+                "TIPG_TILE_BUFFER": str(BUFFER),
+            }
+            cmd = [
+                str(peer / "bin" / "uvicorn"),
+                "tipg.main:app",
+                "--workers",
+                "2",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+            ]
             ready = ["/healthz", *(f"/collections/{COPY_SCHEMA}.{x}" for x in layers)]
             print(f"starting {name} on port {port} ...", flush=True)
-            base = stack.enter_context(server(name, cmd, env, peer, port, ready,
-                                              logs / "tipg.log"))
+            base = stack.enter_context(server(name, cmd, env, peer, port, ready, logs / "tipg.log"))
             targets[name] = (base, tipg_url)
-        configs = [("cimtwin cache off", {"CIMTWIN_TILE_CACHE_MB": "0"}),
-                   ("cimtwin cache on", {})]
+        configs = [("cimtwin cache off", {"CIMTWIN_TILE_CACHE_MB": "0"}), ("cimtwin cache on", {})]
         if "redis" in only:
             redis_url = stack.enter_context(private_redis(logs / "redis.log"))
             configs.append(("cimtwin cache redis", {"CIMTWIN_TILE_CACHE_URL": redis_url}))
         for label, cache_env in configs:
             if label.split()[-1] not in only:
                 continue
-            env = {**clean_env(), "CIMTWIN_DATABASE_URL": url,
-                   "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES), **extra_env, **cache_env}
+            env = {
+                **clean_env(),
+                "CIMTWIN_DATABASE_URL": url,
+                "CIMTWIN_TILE_MAX_FEATURES": str(MAX_FEATURES),
+                **extra_env,
+                **cache_env,
+            }
             port = free_port()
             cmd = [str(CIMTWIN), "serve", "--workers", "2", "--host", HOST, "--port", str(port)]
             print(f"starting {label} on port {port} ...", flush=True)
             log = logs / f"cimtwin-cache-{label.split()[-1]}.log"
-            targets[label] = (stack.enter_context(server(label, cmd, env, ROOT, port,
-                                                         ["/healthz"], log)), cimtwin_url)
+            targets[label] = (
+                stack.enter_context(server(label, cmd, env, ROOT, port, ["/healthz"], log)),
+                cimtwin_url,
+            )
         for label, (base, url_of) in targets.items():
             for wl in workloads:
                 n = check_tile(label, base, url_of(wl.layer, hot))
-                print(f"  check {label}: {url_of(wl.layer, hot)} -> 200, {n:,} bytes",
-                      flush=True)
+                print(f"  check {label}: {url_of(wl.layer, hot)} -> 200, {n:,} bytes", flush=True)
 
         threads = sorted({2, 4, args.concurrency}) if "floor" in only else []
         if threads:
-            print("raw SQL floor: cimtwin's layer_query statements over "
-                  f"{', '.join(map(str, threads))} connections (one thread each); the fastest "
-                  "counts", flush=True)
+            print(
+                "raw SQL floor: cimtwin's layer_query statements over "
+                f"{', '.join(map(str, threads))} connections (one thread each); the fastest "
+                "counts",
+                flush=True,
+            )
         runs: list[Run] = []
         for wl in workloads:
             merged: dict[str, Run] = {}
@@ -742,15 +906,21 @@ def main() -> None:
                 for label, (base, url_of) in targets.items():
                     if label.startswith(("cimtwin cache on", "cimtwin cache redis")) and rnd:
                         continue  # later passes would be cache hits
-                    merged[label] = merge_runs(merged.get(label), http_run(
-                        label, base, wl, url_of, args.concurrency, args.time_limit))
+                    merged[label] = merge_runs(
+                        merged.get(label),
+                        http_run(label, base, wl, url_of, args.concurrency, args.time_limit),
+                    )
                 for n in threads:
                     key = f"floor {n}"
-                    merged[key] = merge_runs(merged.get(key),
-                                             floor_run(dsn, wl, n, args.time_limit))
-                print(f"  {wl.layer} round {rnd + 1}/{args.repeat}: " + ", ".join(
-                    f"{_short(r.server)} {r.tps():,.0f}" for r in merged.values())
-                    + " tiles/s so far", flush=True)
+                    merged[key] = merge_runs(
+                        merged.get(key), floor_run(dsn, wl, n, args.time_limit)
+                    )
+                print(
+                    f"  {wl.layer} round {rnd + 1}/{args.repeat}: "
+                    + ", ".join(f"{_short(r.server)} {r.tps():,.0f}" for r in merged.values())
+                    + " tiles/s so far",
+                    flush=True,
+                )
             floors = [merged.pop(f"floor {n}") for n in threads]
             for r in floors:
                 print(f"  {wl.layer}, {r.server}: {r.tps():,.1f} tiles/s", flush=True)
@@ -758,16 +928,27 @@ def main() -> None:
             if floors:
                 runs.append(max(floors, key=Run.tps))
 
-    order = ["tipg", "cimtwin cache off", "cimtwin cache on", "cimtwin cache redis",
-             "raw SQL floor"]
-    runs.sort(key=lambda r: (layers.index(r.layer),
-                             next(i for i, o in enumerate(order) if r.server.startswith(o))))
+    order = [
+        "tipg",
+        "cimtwin cache off",
+        "cimtwin cache on",
+        "cimtwin cache redis",
+        "raw SQL floor",
+    ]
+    runs.sort(
+        key=lambda r: (
+            layers.index(r.layer),
+            next(i for i, o in enumerate(order) if r.server.startswith(o)),
+        )
+    )
     print()
-    print(f"tipg serves {COPY_SCHEMA}.* (EPSG:4326, 2D copy of the same rows: "
-          + ", ".join(f"{k} geometry({v},4326)" for k, v in kinds.items())
-          + f"); cimtwin serves cim.* (EPSG:4547). max features per tile {MAX_FEATURES:,} "
-          f"and tile buffer {BUFFER} px on both; {args.concurrency} requests in flight, "
-          "Accept-Encoding: gzip; 2 workers each.")
+    print(
+        f"tipg serves {COPY_SCHEMA}.* (EPSG:4326, 2D copy of the same rows: "
+        + ", ".join(f"{k} geometry({v},4326)" for k, v in kinds.items())
+        + f"); cimtwin serves cim.* (EPSG:4547). max features per tile {MAX_FEATURES:,} "
+        f"and tile buffer {BUFFER} px on both; {args.concurrency} requests in flight, "
+        "Accept-Encoding: gzip; 2 workers each."
+    )
     print_table(runs)
     print()
 
@@ -780,12 +961,15 @@ def main() -> None:
 
     for layer in [*layers, None]:
         what = layer or "all layers"
-        t_tipg, t_off, t_floor = (tps(find(p, layer)) for p in
-                                  ("tipg", "cimtwin cache off", "raw SQL floor"))
+        t_tipg, t_off, t_floor = (
+            tps(find(p, layer)) for p in ("tipg", "cimtwin cache off", "raw SQL floor")
+        )
         ratio = t_off / t_tipg if t_tipg else float("nan")
         over = (t_floor / t_off - 1) * 100 if t_off else float("nan")
-        print(f"{what:<11} cimtwin uncached / tipg = {ratio:5.2f} (target >= 1.5)   "
-              f"cimtwin overhead over the floor = {over:5.1f} % (target <= 25 %)")
+        print(
+            f"{what:<11} cimtwin uncached / tipg = {ratio:5.2f} (target >= 1.5)   "
+            f"cimtwin overhead over the floor = {over:5.1f} % (target <= 25 %)"
+        )
     print()
 
     for prefix in ("cimtwin cache off", "tipg"):
@@ -793,15 +977,19 @@ def main() -> None:
             b = r.biggest()
             if b:
                 big = sum(1 for x in r.done if x.size > BIG_TILE_KB * 1024)
-                print(f"largest {_short(r.server)} {r.layer} tile: {b.tile.z}/{b.tile.x}/"
-                      f"{b.tile.y} {kb(b.size)} KB ({kb(b.wire)} KB gzip); tiles > "
-                      f"{BIG_TILE_KB} KB: {big}")
+                print(
+                    f"largest {_short(r.server)} {r.layer} tile: {b.tile.z}/{b.tile.x}/"
+                    f"{b.tile.y} {kb(b.size)} KB ({kb(b.wire)} KB gzip); tiles > "
+                    f"{BIG_TILE_KB} KB: {big}"
+                )
     off = [x for r in find("cimtwin cache off", None) for x in r.done]
     top = max(off, key=lambda x: x.size, default=None)
     if top:
         verdict = "ok" if top.size <= BIG_TILE_KB * 1024 else "OVER TARGET"
-        print(f"largest cimtwin tile in the list: {top.tile.z}/{top.tile.x}/{top.tile.y} "
-              f"{kb(top.size)} KB (target: none > {BIG_TILE_KB} KB: {verdict})")
+        print(
+            f"largest cimtwin tile in the list: {top.tile.z}/{top.tile.x}/{top.tile.y} "
+            f"{kb(top.size)} KB (target: none > {BIG_TILE_KB} KB: {verdict})"
+        )
     print()
 
     for wl in workloads:
@@ -813,23 +1001,29 @@ def main() -> None:
             non_empty = sum(1 for x in r.done if x.size > 0)
             mb = sum(x.wire for x in r.done) / 2**20
             gz = f", gzip {r.gzip}/{non_empty}" if not r.server.startswith("raw") else ""
-            notes.append(f"{_short(r.server)}: {non_empty:,} non-empty, {mb:,.1f} MB received{gz}, "
-                         f"client CPU {r.client_cpu:.1f} s in {r.wall:.1f} s")
+            notes.append(
+                f"{_short(r.server)}: {non_empty:,} non-empty, {mb:,.1f} MB received{gz}, "
+                f"client CPU {r.client_cpu:.1f} s in {r.wall:.1f} s"
+            )
         print(f"  {wl.layer}: " + "; ".join(notes))
-        off_run = next((r for r in by_server.values()
-                        if r.server.startswith("cimtwin cache off")), None)
-        floor = next((r for r in by_server.values() if r.server.startswith("raw SQL floor")),
-                     None)
+        off_run = next(
+            (r for r in by_server.values() if r.server.startswith("cimtwin cache off")), None
+        )
+        floor = next((r for r in by_server.values() if r.server.startswith("raw SQL floor")), None)
         if off_run is None or floor is None:
             continue
         sizes = {x.tile: x.size for x in floor.done}
         same = sum(1 for x in off_run.done if sizes.get(x.tile) == x.size)
-        print(f"  {wl.layer}: cimtwin tile sizes equal to the floor's for {same:,}/"
-              f"{len(off_run.done):,} requests")
-    print("the floor has no HTTP, no gzip and no client: the overhead includes all three "
-          "(the client shares the 2 cores with the servers); its p50/p99 are at the statements "
-          f"in flight named above, the servers' at {args.concurrency} requests in flight "
-          "(queueing included)")
+        print(
+            f"  {wl.layer}: cimtwin tile sizes equal to the floor's for {same:,}/"
+            f"{len(off_run.done):,} requests"
+        )
+    print(
+        "the floor has no HTTP, no gzip and no client: the overhead includes all three "
+        "(the client shares the 2 cores with the servers); its p50/p99 are at the statements "
+        f"in flight named above, the servers' at {args.concurrency} requests in flight "
+        "(queueing included)"
+    )
 
     errors = [e for r in runs for e in r.errors]
     print(f"errors: {len(errors)}")
@@ -837,8 +1031,10 @@ def main() -> None:
         for e in r.errors[:10]:
             print(f"  {r.server} {r.layer}: {e}")
     if not ignored:
-        print(f"note: {peer.relative_to(ROOT)} is not git-ignored; add benchmarks/.peers/ to "
-              ".gitignore")
+        print(
+            f"note: {peer.relative_to(ROOT)} is not git-ignored; add benchmarks/.peers/ to "
+            ".gitignore"
+        )
     if args.drop:
         bootstrap.drop_database(url)
         print(f"dropped {DB_NAME}")

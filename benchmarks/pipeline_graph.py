@@ -34,9 +34,11 @@ from cimtwin.spatial.pipelines.isolation import isolate  # noqa: E402
 from cimtwin.spatial.pipelines.trace import trace  # noqa: E402
 
 DATABASE = "cimtwin_pipeline_bench"
-STEPS = (("grids", ("gpkg/admin.gpkg",), None),
-         ("buildings", ("gpkg/buildings.gpkg",), None),
-         ("pipelines", ("pipelines/points.csv", "pipelines/lines.csv"), "EPSG:4547"))
+STEPS = (
+    ("grids", ("gpkg/admin.gpkg",), None),
+    ("buildings", ("gpkg/buildings.gpkg",), None),
+    ("pipelines", ("pipelines/points.csv", "pipelines/lines.csv"), "EPSG:4547"),
+)
 
 
 def load(url: str, data: Path, reload: bool) -> None:
@@ -51,13 +53,26 @@ def load(url: str, data: Path, reload: bool) -> None:
             pass
     if not (data / "manifest.json").exists():
         print(f"generating the district sample into {data} ...", flush=True)
-        subprocess.run([str(ROOT / ".venv" / "bin" / "cimtwin"), "samples", "generate",
-                        str(data), "--scale", "district"], check=True)
+        subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "cimtwin"),
+                "samples",
+                "generate",
+                str(data),
+                "--scale",
+                "district",
+            ],
+            check=True,
+        )
     bootstrap.recreate_database(url)
     for kind, files, crs in STEPS:
         t0 = time.perf_counter()
-        r = run_import(importer_for(kind), [data / f for f in files],
-                       ImportOptions(crs=crs, dataset=f"district:{kind}"), url)
+        r = run_import(
+            importer_for(kind),
+            [data / f for f in files],
+            ImportOptions(crs=crs, dataset=f"district:{kind}"),
+            url,
+        )
         print(f"loaded {kind}: {r.counts} in {time.perf_counter() - t0:.1f} s", flush=True)
     with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
@@ -65,8 +80,10 @@ def load(url: str, data: Path, reload: bool) -> None:
 
 def pct(values: list[float]) -> str:
     ms = np.asarray(values) * 1000
-    return (f"p50 {np.percentile(ms, 50):7.2f} ms  p99 {np.percentile(ms, 99):7.2f} ms  "
-            f"mean {statistics.fmean(ms):7.2f} ms  (n={len(ms)})")
+    return (
+        f"p50 {np.percentile(ms, 50):7.2f} ms  p99 {np.percentile(ms, 99):7.2f} ms  "
+        f"mean {statistics.fmean(ms):7.2f} ms  (n={len(ms)})"
+    )
 
 
 async def in_process(url: str, runs: int, rng: np.random.Generator) -> dict[str, list[int]]:
@@ -79,9 +96,11 @@ async def in_process(url: str, runs: int, rng: np.random.Generator) -> dict[str,
             build = time.perf_counter() - t0
             t0 = time.perf_counter()
             await network_graph(conn, net)
-            print(f"{net}: {len(g.seg_id)} segments, {len(g.node_id)} nodes, {len(g.valves)} "
-                  f"valve incidences: graph built in {build:.2f} s; cached lookup "
-                  f"{(time.perf_counter() - t0) * 1000:.1f} ms")
+            print(
+                f"{net}: {len(g.seg_id)} segments, {len(g.node_id)} nodes, {len(g.valves)} "
+                f"valve incidences: graph built in {build:.2f} s; cached lookup "
+                f"{(time.perf_counter() - t0) * 1000:.1f} ms"
+            )
             picks[net] = rng.choice(g.seg_id, runs, replace=False).tolist()
         g = await network_graph(conn, "JS")
         times = []
@@ -109,14 +128,32 @@ def over_http(url: str, picks: dict[str, list[int]]) -> None:
     with TestClient(create_app(settings)) as client:
         client.post("/pipelines/isolation", json={"segment_id": picks["JS"][0]})  # warm
         for name, path, bodies in (
-            ("POST /pipelines/isolation", "/pipelines/isolation",
-             [{"segment_id": s} for s in picks["JS"]]),
-            ("POST /pipelines/trace upstream", "/pipelines/trace",
-             [{"network": "PS", "start": {"segment_id": s}, "direction": "upstream"}
-              for s in picks["PS"]]),
-            ("POST /pipelines/trace connected 500 m", "/pipelines/trace",
-             [{"network": "JS", "start": {"segment_id": s}, "direction": "connected",
-               "max_distance_m": 500} for s in picks["JS"]]),
+            (
+                "POST /pipelines/isolation",
+                "/pipelines/isolation",
+                [{"segment_id": s} for s in picks["JS"]],
+            ),
+            (
+                "POST /pipelines/trace upstream",
+                "/pipelines/trace",
+                [
+                    {"network": "PS", "start": {"segment_id": s}, "direction": "upstream"}
+                    for s in picks["PS"]
+                ],
+            ),
+            (
+                "POST /pipelines/trace connected 500 m",
+                "/pipelines/trace",
+                [
+                    {
+                        "network": "JS",
+                        "start": {"segment_id": s},
+                        "direction": "connected",
+                        "max_distance_m": 500,
+                    }
+                    for s in picks["JS"]
+                ],
+            ),
         ):
             times, sizes = [], []
             for body in bodies:

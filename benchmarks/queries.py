@@ -71,12 +71,17 @@ def prepare_database(url: str, data: Path, load: bool) -> None:
         return
     if not (data / "manifest.json").exists():
         print(f"generating the district sample into {data} ...", flush=True)
-        subprocess.run([CIMTWIN, "samples", "generate", str(data), "--scale", "district"],
-                       check=True)
+        subprocess.run(
+            [CIMTWIN, "samples", "generate", str(data), "--scale", "district"], check=True
+        )
     print(f"loading {data} into {DB_NAME} (unchanged layers are skipped) ...", flush=True)
     t0 = time.perf_counter()
-    subprocess.run([CIMTWIN, "samples", "load", str(data)], check=True,
-                   env={**os.environ, "CIMTWIN_DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [CIMTWIN, "samples", "load", str(data)],
+        check=True,
+        env={**os.environ, "CIMTWIN_DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+    )
     print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -136,29 +141,53 @@ def endpoints(p: dict[str, list], rng: random.Random) -> list[Endpoint]:
 
     return [
         Endpoint("grid locate", LOOKUP, 2, locate),
-        Endpoint("grid summary", LOOKUP, 2,
-                 lambda: ("GET", f"/grids/{rng.choice(p['grids'])}", {})),
-        Endpoint("district summary", LOOKUP, 1,
-                 lambda: ("GET", f"/districts/{rng.choice(p['districts'])}", {})),
-        Endpoint("parcel report", LOOKUP, 2,
-                 lambda: ("GET", f"/parcels/{rng.choice(p['parcels'])}/report", {})),
+        Endpoint(
+            "grid summary", LOOKUP, 2, lambda: ("GET", f"/grids/{rng.choice(p['grids'])}", {})
+        ),
+        Endpoint(
+            "district summary",
+            LOOKUP,
+            1,
+            lambda: ("GET", f"/districts/{rng.choice(p['districts'])}", {}),
+        ),
+        Endpoint(
+            "parcel report",
+            LOOKUP,
+            2,
+            lambda: ("GET", f"/parcels/{rng.choice(p['parcels'])}/report", {}),
+        ),
         Endpoint("features items", LOOKUP, 2, features),
         Endpoint("tile", LOOKUP, 2, tile),
-        Endpoint("incident context", ANALYSIS, 1,
-                 lambda: ("GET", f"/incidents/{rng.choice(p['incidents'])}/context", {})),
+        Endpoint(
+            "incident context",
+            ANALYSIS,
+            1,
+            lambda: ("GET", f"/incidents/{rng.choice(p['incidents'])}/context", {}),
+        ),
     ]
 
 
-async def pipeline_endpoints(client: Connection, p: dict[str, list],
-                             rng: random.Random) -> list[Endpoint]:
+async def pipeline_endpoints(
+    client: Connection, p: dict[str, list], rng: random.Random
+) -> list[Endpoint]:
     """POST /pipelines/isolation (a water pipe bursts) and /pipelines/trace (downstream from a
     drainage point), when the service answers them (probed once)."""
     cases = [
-        ("pipeline isolation", "/pipelines/isolation",
-         lambda: {"segment_id": rng.choice(p["segments"]), "max_features": 100}),
-        ("pipeline trace", "/pipelines/trace",
-         lambda: {"network": "PS", "start": {"node_id": rng.choice(p["drain_nodes"])},
-                  "direction": "downstream", "max_features": 100}),
+        (
+            "pipeline isolation",
+            "/pipelines/isolation",
+            lambda: {"segment_id": rng.choice(p["segments"]), "max_features": 100},
+        ),
+        (
+            "pipeline trace",
+            "/pipelines/trace",
+            lambda: {
+                "network": "PS",
+                "start": {"node_id": rng.choice(p["drain_nodes"])},
+                "direction": "downstream",
+                "max_features": 100,
+            },
+        ),
     ]
     found = []
     for name, path, body in cases:
@@ -181,9 +210,15 @@ async def pipeline_endpoints(client: Connection, p: dict[str, list],
 # --- load -----------------------------------------------------------------------------------
 
 
-async def client_loop(client: Connection, mix: list[Endpoint], weights: list[float],
-                      rng: random.Random, deadline: float, record: bool, budget: list[int]
-                      ) -> None:
+async def client_loop(
+    client: Connection,
+    mix: list[Endpoint],
+    weights: list[float],
+    rng: random.Random,
+    deadline: float,
+    record: bool,
+    budget: list[int],
+) -> None:
     while time.perf_counter() < deadline and budget[0] > 0:
         budget[0] -= 1
         ep = rng.choices(mix, weights)[0]
@@ -214,26 +249,38 @@ async def run_load(base: str, p: dict[str, list], args: argparse.Namespace) -> f
         budget = [MAX_REQUESTS]
         print(f"warming up {args.warmup:.0f} s ...", flush=True)
         end = time.perf_counter() + args.warmup
-        await asyncio.gather(*(client_loop(c, mix, weights, random.Random(i), end, False,
-                                           budget) for i, c in enumerate(conns)))
+        await asyncio.gather(
+            *(
+                client_loop(c, mix, weights, random.Random(i), end, False, budget)
+                for i, c in enumerate(conns)
+            )
+        )
         if args.baseline:
-            print(f"one client, {args.baseline} requests per endpoint (service time, no "
-                  "queueing) ...", flush=True)
+            print(
+                f"one client, {args.baseline} requests per endpoint (service time, no "
+                "queueing) ...",
+                flush=True,
+            )
             await baseline(conns[0], mix, args.baseline)
         print(f"{args.clients} clients for {args.seconds:.0f} s ...", flush=True)
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         end = t0 + args.seconds
-        await asyncio.gather(*(client_loop(c, mix, weights, random.Random(args.seed + i), end,
-                                           True, budget) for i, c in enumerate(conns)))
+        await asyncio.gather(
+            *(
+                client_loop(c, mix, weights, random.Random(args.seed + i), end, True, budget)
+                for i, c in enumerate(conns)
+            )
+        )
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
     finally:
         for c in conns:
             await c.close()
     report(mix, wall)
-    print(f"load generator CPU: {cpu:.1f} s in {wall:.1f} s ({cpu / wall * 50:.0f} % of the 2 "
-          "cores)")
+    print(
+        f"load generator CPU: {cpu:.1f} s in {wall:.1f} s ({cpu / wall * 50:.0f} % of the 2 cores)"
+    )
     return wall
 
 
@@ -259,8 +306,10 @@ def pct(values: list[float], q: float) -> float:
 
 def report(mix: list[Endpoint], wall: float) -> None:
     total = sum(len(e.latencies) + e.errors for e in mix)
-    print(f"\n{'endpoint':<20} {'class':<17} {'requests':>8} {'errors':>6} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'max ms':>8} {'req/s':>7}  target")
+    print(
+        f"\n{'endpoint':<20} {'class':<17} {'requests':>8} {'errors':>6} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'req/s':>7}  target"
+    )
     failed = []
     for e in mix:
         n = len(e.latencies)
@@ -269,9 +318,11 @@ def report(mix: list[Endpoint], wall: float) -> None:
         ok = n > 0 and p99 < target and e.errors == 0
         if not ok:
             failed.append(e.name)
-        print(f"{e.name:<20} {e.kind:<17} {n:>8} {e.errors:>6} {p50:>8.1f} {p99:>8.1f} "
-              f"{max(e.latencies, default=float('nan')):>8.1f} {n / wall:>7.1f}  "
-              f"p99 < {target:.0f} ms {'ok' if ok else 'MISSED'}")
+        print(
+            f"{e.name:<20} {e.kind:<17} {n:>8} {e.errors:>6} {p50:>8.1f} {p99:>8.1f} "
+            f"{max(e.latencies, default=float('nan')):>8.1f} {n / wall:>7.1f}  "
+            f"p99 < {target:.0f} ms {'ok' if ok else 'MISSED'}"
+        )
         if e.errors:
             print(f"{'':<20} statuses: {dict(e.statuses)}")
     print(f"\ntotal {total} requests in {wall:.1f} s: {total / wall:.1f} requests/s")
@@ -289,9 +340,13 @@ def free_port() -> int:
 
 def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "CIMTWIN_DATABASE_URL": url}
-    proc = subprocess.Popen([CIMTWIN, "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [CIMTWIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -321,26 +376,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="measured run (default 60)")
     ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured run before it")
-    ap.add_argument("--baseline", type=int, default=30,
-                    help="requests per endpoint from one client first (0: none)")
+    ap.add_argument(
+        "--baseline",
+        type=int,
+        default=30,
+        help="requests per endpoint from one client first (0: none)",
+    )
     ap.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
     ap.add_argument("--workers", type=int, default=2, help="API worker processes (default 2)")
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data" / "district")
-    ap.add_argument("--no-load", action="store_true",
-                    help="use what the database holds (skip `cimtwin samples load`)")
-    ap.add_argument("--no-pipelines", action="store_true",
-                    help="leave the /pipelines/isolation and /pipelines/trace endpoints out")
+    ap.add_argument(
+        "--no-load",
+        action="store_true",
+        help="use what the database holds (skip `cimtwin samples load`)",
+    )
+    ap.add_argument(
+        "--no-pipelines",
+        action="store_true",
+        help="leave the /pipelines/isolation and /pipelines/trace endpoints out",
+    )
     ap.add_argument("--seed", type=int, default=20261123)
     args = ap.parse_args()
-    if not (0 < args.seconds <= 3600 and 0 < args.clients <= 200 and 0 <= args.warmup <= 600
-            and 0 <= args.baseline <= 10_000):
+    if not (
+        0 < args.seconds <= 3600
+        and 0 < args.clients <= 200
+        and 0 <= args.warmup <= 600
+        and 0 <= args.baseline <= 10_000
+    ):
         sys.exit("--seconds 1..3600, --clients 1..200, --warmup 0..600, --baseline 0..10000")
     url = sqlalchemy_url().set(database=DB_NAME).render_as_string(hide_password=False)
     prepare_database(url, args.data, not args.no_load)
     params = pick_parameters(url, args.seed)
     port = free_port()
-    print(f"starting `cimtwin serve --workers {args.workers}` on 127.0.0.1:{port} ...",
-          flush=True)
+    print(f"starting `cimtwin serve --workers {args.workers}` on 127.0.0.1:{port} ...", flush=True)
     proc = start_server(url, port, args.workers)
     try:
         http_client.run(run_load(f"http://127.0.0.1:{port}", params, args))

@@ -54,8 +54,11 @@ def main() -> None:
                         big, where = len(body), f"{t.z}/{t.x}/{t.y}"
                 worst = max(worst, big / 1024)
                 flag = "  OVER" if big / 1024 > LIMIT_KB else ""
-                print(f"{layer.id:<16}{z:>3}{len(tiles):>7}{big / 1024:>9.1f}{slow * 1000:>8.0f}"
-                      f"  {where}{flag}", flush=True)
+                print(
+                    f"{layer.id:<16}{z:>3}{len(tiles):>7}{big / 1024:>9.1f}{slow * 1000:>8.0f}"
+                    f"  {where}{flag}",
+                    flush=True,
+                )
     print(f"largest tile: {worst:.1f} KB (target <= {LIMIT_KB} KB)")
 
 

@@ -24,15 +24,21 @@ if TYPE_CHECKING:
 #: name -> ("module:attribute" of a Typer app or a command function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("cimtwin.api.cli:serve", "Serve the API (OpenAPI docs at /docs)."),
-    "import": ("cimtwin.importers.cli:import_command",
-               "Validate files and load them into the twin in one transaction (all or "
-               "nothing)."),
+    "import": (
+        "cimtwin.importers.cli:import_command",
+        "Validate files and load them into the twin in one transaction (all or nothing).",
+    ),
     "db": ("cimtwin.db.cli:app", "Database: set-up and migrations."),
-    "samples": ("cimtwin.samples.cli:app",
-                "Synthetic sample data sets (Shenzhen North Station district)."),
+    "samples": (
+        "cimtwin.samples.cli:app",
+        "Synthetic sample data sets (Shenzhen North Station district).",
+    ),
     "tiles": ("cimtwin.tiles.cli:app", "Vector tiles: static export."),
-    "keys": ("cimtwin.keys_cli:app", "API keys: create, list and revoke the keys that writes "
-             "need (roles viewer < editor < importer < admin)."),
+    "keys": (
+        "cimtwin.keys_cli:app",
+        "API keys: create, list and revoke the keys that writes "
+        "need (roles viewer < editor < importer < admin).",
+    ),
 }
 
 
@@ -47,6 +53,7 @@ def load_command(name: str) -> Command:
     else:
         parent.command(name)(obj)
     return typer.main.get_group(parent).commands[name]
+
 
 class LazyGroup(TyperGroup):
     """Lists the sub-commands from :data:`COMMANDS` and imports one only when it runs."""
@@ -98,8 +105,9 @@ def main() -> None:
         from rich.markup import escape
 
         # one line whatever the terminal width; the message is text, not markup
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}",
-                                                   highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False
+        )
         sys.exit(2)
 
 

@@ -19,7 +19,7 @@ from cimtwin.spatial.access import ROLES
 
 app = typer.Typer(
     help="API keys: create, list and revoke the keys that writes need "
-         f"(roles {' < '.join(ROLES)}).",
+    f"(roles {' < '.join(ROLES)}).",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -51,10 +51,18 @@ def _connect() -> Iterator[psycopg.Connection]:
 
 @app.command("create")
 def create(
-    name: str = typer.Argument(..., help="who or what the key is for, e.g. dispatch-desk "
-                               "(letters, digits, _ . @ : -; unique, never reused)"),
-    role: Role = typer.Option(..., "--role", "-r", help="viewer < editor < importer < admin; "
-                              "a role may do what the lower ones may", case_sensitive=False),
+    name: str = typer.Argument(
+        ...,
+        help="who or what the key is for, e.g. dispatch-desk "
+        "(letters, digits, _ . @ : -; unique, never reused)",
+    ),
+    role: Role = typer.Option(
+        ...,
+        "--role",
+        "-r",
+        help="viewer < editor < importer < admin; a role may do what the lower ones may",
+        case_sensitive=False,
+    ),
 ) -> None:
     """Create a key and print it once: store it now, it cannot be shown again."""
     from cimtwin.spatial.access_queries import create_key
@@ -64,9 +72,11 @@ def create(
             key, record = create_key(conn, name, role.value)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    err.print(f"created key [bold]{record.name}[/] with role [bold]{record.role}[/] "
-              f"(prefix {record.prefix}). It is shown once; send it as "
-              "'Authorization: Bearer <key>' or 'X-API-Key: <key>':")
+    err.print(
+        f"created key [bold]{record.name}[/] with role [bold]{record.role}[/] "
+        f"(prefix {record.prefix}). It is shown once; send it as "
+        "'Authorization: Bearer <key>' or 'X-API-Key: <key>':"
+    )
     # the key alone on stdout, so that scripts can capture it
     print(key)
 
@@ -82,10 +92,17 @@ def list_cmd() -> None:
         out.print("no API keys (create one with `cimtwin keys create NAME --role ROLE`)")
         return
     header = ("name", "role", "prefix", "created", "last used", "status")
-    lines = [(r.name, r.role, r.prefix + "...", f"{r.created_at:%Y-%m-%d %H:%M}",
-              f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never",
-              "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d %H:%M}")
-             for r in records]
+    lines = [
+        (
+            r.name,
+            r.role,
+            r.prefix + "...",
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never",
+            "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d %H:%M}",
+        )
+        for r in records
+    ]
     if not out.is_terminal:  # for scripts: tab-separated, one key a line
         for line in (header, *lines):
             print("\t".join(line))

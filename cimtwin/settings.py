@@ -30,28 +30,41 @@ class Settings(BaseSettings):
     pool_timeout_s: float = Field(5.0, gt=0, description="wait for a free DB connection")
     tile_cache_mb: int = Field(256, ge=0, description="in-memory tile cache; 0 turns it off")
     tile_cache_url: str | None = Field(
-        None, description="Redis URL (redis://host:6379/0) of a tile cache shared by all API "
-        "workers and hosts; unset: each process keeps its own in-memory cache")
+        None,
+        description="Redis URL (redis://host:6379/0) of a tile cache shared by all API "
+        "workers and hosts; unset: each process keeps its own in-memory cache",
+    )
     tile_max_features: int = Field(50000, ge=1, description="features per layer per tile")
     tile_db_concurrency: int = Field(
-        4, ge=0, description="tile queries one API process runs at once (PostgreSQL renders "
-        "tiles slower when more statements run than it has cores); 0: up to the pool size")
+        4,
+        ge=0,
+        description="tile queries one API process runs at once (PostgreSQL renders "
+        "tiles slower when more statements run than it has cores); 0: up to the pool size",
+    )
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
     cors_origins: str = Field(
-        "*", description="web origins whose pages may call the API (comma-separated, '*' for "
-        "any; empty: no CORS headers): map viewers on other hosts load tiles and features")
+        "*",
+        description="web origins whose pages may call the API (comma-separated, '*' for "
+        "any; empty: no CORS headers): map viewers on other hosts load tiles and features",
+    )
     viewer_dir: str | None = Field(
-        None, description="folder with the map pages and npm packages (default: ./viewer)")
+        None, description="folder with the map pages and npm packages (default: ./viewer)"
+    )
     open_reads: bool = Field(
-        True, description="reads need no API key (writes always need one with the right role)")
+        True, description="reads need no API key (writes always need one with the right role)"
+    )
     assign_max_rows: int = Field(200_000, ge=1, description="rows per POST /grids/assign")
     assign_max_body_mb: int = Field(64, ge=1, description="body size of POST /grids/assign")
     analysis_concurrency: int = Field(
-        2, ge=1, description="network analyses (isolation, trace, clearance, incident "
-        "context...) one API process runs at once; lookups and tiles never wait for them")
+        2,
+        ge=1,
+        description="network analyses (isolation, trace, clearance, incident "
+        "context...) one API process runs at once; lookups and tiles never wait for them",
+    )
     analysis_wait_s: float = Field(
-        30, gt=0, description="how long an analysis waits for its turn before a 503")
+        30, gt=0, description="how long an analysis waits for its turn before a 503"
+    )
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
     access_log: bool = Field(True, description="`cimtwin serve` logs every request")
     host: str = "127.0.0.1"

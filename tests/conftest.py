@@ -77,8 +77,9 @@ def table_fingerprint(url: str) -> dict[str, tuple[int, str]]:
     with psycopg.connect(libpq_dsn(url)) as conn:
         for table in Base.metadata.sorted_tables:
             row = conn.execute(
-                f'SELECT count(*), md5(coalesce(string_agg(md5(t::text), \'\' ORDER BY '
-                f'md5(t::text)), \'\')) FROM "{SCHEMA}"."{table.name}" t').fetchone()
+                f"SELECT count(*), md5(coalesce(string_agg(md5(t::text), '' ORDER BY "
+                f'md5(t::text)), \'\')) FROM "{SCHEMA}"."{table.name}" t'
+            ).fetchone()
             out[table.name] = (row[0], row[1])
     return out
 
@@ -113,8 +114,9 @@ def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -48,9 +48,14 @@ def test_cross_origin_viewers_may_read_tiles_and_send_keys(client: TestClient) -
     assert "etag" in r.headers["access-control-expose-headers"].lower()
     r = client.get("/collections", headers=origin)
     assert r.headers["access-control-allow-origin"] == "*"
-    r = client.options("/incidents", headers={
-        **origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    r = client.options(
+        "/incidents",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert r.status_code == 200
     assert "POST" in r.headers["access-control-allow-methods"]
     assert "authorization" in r.headers["access-control-allow-headers"].lower()
@@ -72,8 +77,12 @@ def test_cors_can_be_limited_or_turned_off(settings: Settings, loaded_sample) ->
 
 def test_every_error_has_the_one_format(client: TestClient) -> None:
     """Also errors no router catches: unknown paths, styles, static files, bad methods."""
-    for method, path, status in [("GET", "/nosuch", 404), ("GET", "/styles/nosuch.json", 404),
-                                 ("GET", "/map/nosuch.js", 404), ("DELETE", "/healthz", 405)]:
+    for method, path, status in [
+        ("GET", "/nosuch", 404),
+        ("GET", "/styles/nosuch.json", 404),
+        ("GET", "/map/nosuch.js", 404),
+        ("DELETE", "/healthz", 405),
+    ]:
         r = client.request(method, path)
         assert r.status_code == status, (path, r.text)
         body = r.json()

@@ -64,8 +64,13 @@ def incident_count(db: str) -> int:
 
 
 def body(**extra) -> dict:
-    return {"incident_type": "fire", "severity": 2, "title": "robustness", "geometry": POINT,
-            **extra}
+    return {
+        "incident_type": "fire",
+        "severity": 2,
+        "title": "robustness",
+        "geometry": POINT,
+        **extra,
+    }
 
 
 def assert_error(r: httpx.Response, status: int | tuple[int, ...], *words: str) -> dict:
@@ -83,11 +88,19 @@ def assert_error(r: httpx.Response, status: int | tuple[int, ...], *words: str) 
 # --- time ranges at the edge ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("when", [
-    "0001-01-01T00:00:00+14:00", "1899-12-31T23:59:59Z", "0001-01-01T00:00:00Z",
-    "9999-12-31T23:59:59-14:00", "future"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "1899-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-14:00",
+        "future",
+    ],
+)
 def test_reported_at_outside_the_sane_range_is_refused_and_not_stored(
-        client: TestClient, editor: dict, db: str, when: str) -> None:
+    client: TestClient, editor: dict, db: str, when: str
+) -> None:
     if when == "future":
         when = (datetime.now(UTC) + timedelta(days=1, minutes=5)).isoformat()
     before = incident_count(db)
@@ -97,16 +110,16 @@ def test_reported_at_outside_the_sane_range_is_refused_and_not_stored(
 
 
 def test_reported_at_range_edges_are_accepted(client: TestClient, editor: dict) -> None:
-    for when in ("1900-01-01T00:00:00Z",
-                 (datetime.now(UTC) + timedelta(hours=23)).isoformat()):
+    for when in ("1900-01-01T00:00:00Z", (datetime.now(UTC) + timedelta(hours=23)).isoformat()):
         r = client.post("/incidents", json=body(reported_at=when), headers=editor)
         assert r.status_code == 201, r.text
         got = datetime.fromisoformat(r.json()["properties"]["reported_at"])
         assert got == datetime.fromisoformat(when)
 
 
-def test_a_failing_read_back_leaves_no_row(client: TestClient, editor: dict, db: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_read_back_leaves_no_row(
+    client: TestClient, editor: dict, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Insert and read-back are one transaction: a failure after the insert stores nothing."""
 
     async def broken(*args, **kwargs):
@@ -117,8 +130,7 @@ def test_a_failing_read_back_leaves_no_row(client: TestClient, editor: dict, db:
     with pytest.raises(RuntimeError, match="read-back failed"):
         client.post("/incidents", json=body(external_id="ROLLED-BACK"), headers=editor)
     assert incident_count(db) == before
-    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'ROLLED-BACK'") \
-        == [(0,)]
+    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'ROLLED-BACK'") == [(0,)]
 
 
 @pytest.fixture(scope="module")
@@ -126,30 +138,50 @@ def odd_rows(db: str) -> dict[str, int]:
     """Rows written behind the API's back with timestamps Python's datetime cannot hold:
     1 BC (what '0001-01-01T00:00:00+14:00' is in UTC), infinity and the year 20000."""
     out = {}
-    for name, stamp in (("bc", "0001-01-01 00:00:00+14"), ("infinity", "infinity"),
-                        ("far", "20000-01-01 00:00:00+00")):
-        out[name] = q(db, """
+    for name, stamp in (
+        ("bc", "0001-01-01 00:00:00+14"),
+        ("infinity", "infinity"),
+        ("far", "20000-01-01 00:00:00+00"),
+    ):
+        out[name] = q(
+            db,
+            """
             INSERT INTO cim.incident (incident_type, severity, status, title, reported_at,
                 updated_at, grid_code, attributes, geom)
             SELECT 'fire', 2, 'reported', %s, %s::timestamptz, %s::timestamptz, g.code, '{}',
                 ST_PointOnSurface(g.geom)
             FROM cim.work_grid g ORDER BY g.code LIMIT 1 RETURNING id""",
-            (f"odd {name}", stamp, stamp))[0][0]
+            (f"odd {name}", stamp, stamp),
+        )[0][0]
     return out
 
 
-def test_reads_survive_timestamps_python_cannot_hold(client: TestClient, db: str,
-                                                     odd_rows: dict[str, int]) -> None:
-    (grid,), = q(db, "SELECT grid_code FROM cim.incident WHERE id = %s", (odd_rows["bc"],))
-    paths = ["/collections", "/collections/incidents", "/collections/incidents/items",
-             "/collections/incidents/items?datetime=2000-01-01T00:00:00Z/..",
-             "/incidents", "/incidents?status=reported&limit=500",
-             f"/grids/{grid}/features?layer=incidents", f"/grids/{grid}"]
+def test_reads_survive_timestamps_python_cannot_hold(
+    client: TestClient, db: str, odd_rows: dict[str, int]
+) -> None:
+    ((grid,),) = q(db, "SELECT grid_code FROM cim.incident WHERE id = %s", (odd_rows["bc"],))
+    paths = [
+        "/collections",
+        "/collections/incidents",
+        "/collections/incidents/items",
+        "/collections/incidents/items?datetime=2000-01-01T00:00:00Z/..",
+        "/incidents",
+        "/incidents?status=reported&limit=500",
+        f"/grids/{grid}/features?layer=incidents",
+        f"/grids/{grid}",
+    ]
     for fid in odd_rows.values():
-        paths += [f"/incidents/{fid}", f"/incidents/{fid}/context",
-                  f"/collections/incidents/items/{fid}"]
-    (lon, lat), = q(db, "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) p "
-                        "FROM cim.incident WHERE id = %s) s", (odd_rows["bc"],))
+        paths += [
+            f"/incidents/{fid}",
+            f"/incidents/{fid}/context",
+            f"/collections/incidents/items/{fid}",
+        ]
+    ((lon, lat),) = q(
+        db,
+        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) p "
+        "FROM cim.incident WHERE id = %s) s",
+        (odd_rows["bc"],),
+    )
     z = 16
     x = int((lon + 180) / 360 * 2**z)
     y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
@@ -169,41 +201,60 @@ def test_reads_survive_timestamps_python_cannot_hold(client: TestClient, db: str
     assert lo.endswith("BC") and hi == "infinity", temporal
 
 
-def test_patch_repairs_an_odd_row(client: TestClient, editor: dict, db: str,
-                                  odd_rows: dict[str, int]) -> None:
+def test_patch_repairs_an_odd_row(
+    client: TestClient, editor: dict, db: str, odd_rows: dict[str, int]
+) -> None:
     fid = odd_rows["far"]
-    r = client.patch(f"/incidents/{fid}", json={"reported_at": "0001-01-01T00:00:00Z"},
-                     headers=editor)
+    r = client.patch(
+        f"/incidents/{fid}", json={"reported_at": "0001-01-01T00:00:00Z"}, headers=editor
+    )
     assert_error(r, 422, "reported_at", "1900-01-01")
-    r = client.patch(f"/incidents/{fid}", json={"reported_at": "2024-05-01T08:00:00+08:00"},
-                     headers=editor)
+    r = client.patch(
+        f"/incidents/{fid}", json={"reported_at": "2024-05-01T08:00:00+08:00"}, headers=editor
+    )
     assert r.status_code == 200, r.text
     assert r.json()["properties"]["reported_at"] == "2024-05-01T00:00:00Z"
-    (stored,), = q(db, "SELECT reported_at FROM cim.incident WHERE id = %s", (fid,))
+    ((stored,),) = q(db, "SELECT reported_at FROM cim.incident WHERE id = %s", (fid,))
     assert stored == datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def test_timestamps_near_the_ends_of_python_s_range_serialise() -> None:
     late = datetime(9999, 12, 31, 20, tzinfo=timezone(timedelta(hours=-5)))
     assert rfc3339(late) == "9999-12-31T20:00:00-05:00"
-    assert rfc3339(datetime(2024, 5, 1, 8, tzinfo=timezone(timedelta(hours=8)))) \
+    assert (
+        rfc3339(datetime(2024, 5, 1, 8, tzinfo=timezone(timedelta(hours=8))))
         == "2024-05-01T00:00:00Z"
+    )
     assert rfc3339("0001-12-31 10:00:00+00 BC") == "0001-12-31 10:00:00+00 BC"
 
 
-@pytest.mark.parametrize("value", [
-    "9999-12-31", "../9999-12-31", "9999-12-31/..", "0000-01-01", "0001-01-01",
-    "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "2024-01-01/9999-12-31"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31",
+        "../9999-12-31",
+        "9999-12-31/..",
+        "0000-01-01",
+        "0001-01-01",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00+14:00",
+        "2024-01-01/9999-12-31",
+    ],
+)
 def test_items_datetime_outside_the_range_is_400(client: TestClient, value: str) -> None:
     r = client.get("/collections/incidents/items", params={"datetime": value})
     assert_error(r, 400, "datetime")
 
 
-@pytest.mark.parametrize("params", [
-    {"since": "0001-01-01T00:00:00+14:00"}, {"until": "9999-12-31T23:59:59-14:00"},
-    {"since": "2024-01-01T00:00:00Z", "until": "9999-12-31T12:00:00Z"}])
-def test_incident_list_period_outside_the_range_is_422(client: TestClient, params: dict
-                                                       ) -> None:
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-12-31T23:59:59-14:00"},
+        {"since": "2024-01-01T00:00:00Z", "until": "9999-12-31T12:00:00Z"},
+    ],
+)
+def test_incident_list_period_outside_the_range_is_422(client: TestClient, params: dict) -> None:
     r = client.get("/incidents", params=params)
     assert_error(r, 422, next(iter(params)) if len(params) == 1 else "until", "range")
 
@@ -217,30 +268,39 @@ def test_items_datetime_inside_the_range_still_filters(client: TestClient) -> No
 # --- numbers, NUL characters, charsets -----------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [
-    "/tiles/buildings/3/{n}/0.mvt", "/tiles/buildings/{n}/0/0.mvt",
-    "/tiles/buildings/3/0/{n}.mvt", "/tiles/buildings,grids/{n}/{n}/{n}.mvt",
-    "/incidents/{n}", "/collections/incidents/items/{n}",
-    "/collections/buildings/items?limit={n}", "/collections/buildings/items?offset={n}",
-    "/fonts/Noto%20Sans%20Regular/{n}-{n}.pbf"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tiles/buildings/3/{n}/0.mvt",
+        "/tiles/buildings/{n}/0/0.mvt",
+        "/tiles/buildings/3/0/{n}.mvt",
+        "/tiles/buildings,grids/{n}/{n}/{n}.mvt",
+        "/incidents/{n}",
+        "/collections/incidents/items/{n}",
+        "/collections/buildings/items?limit={n}",
+        "/collections/buildings/items?offset={n}",
+        "/fonts/Noto%20Sans%20Regular/{n}-{n}.pbf",
+    ],
+)
 def test_5000_digit_numbers_are_4xx(client: TestClient, path: str) -> None:
     r = client.get(path.format(n="7" * 5000))
     err = assert_error(r, (400, 404, 422))
     assert len(err["description"]) < 1000, "the error should not echo 5000 digits back"
 
 
-@pytest.mark.parametrize("field", ["title", "description", "external_id", "incident_type",
-                                   "crs"])
-def test_nul_in_incident_text_is_422_naming_the_field(client: TestClient, editor: dict,
-                                                      db: str, field: str) -> None:
+@pytest.mark.parametrize("field", ["title", "description", "external_id", "incident_type", "crs"])
+def test_nul_in_incident_text_is_422_naming_the_field(
+    client: TestClient, editor: dict, db: str, field: str
+) -> None:
     before = incident_count(db)
     r = client.post("/incidents", json=body(**{field: "ab\u0000cd"}), headers=editor)
     assert_error(r, 422, field, "NUL")
     assert incident_count(db) == before
 
 
-def test_nul_in_incident_attributes_and_patch_is_422(client: TestClient, editor: dict,
-                                                     db: str) -> None:
+def test_nul_in_incident_attributes_and_patch_is_422(
+    client: TestClient, editor: dict, db: str
+) -> None:
     before = incident_count(db)
     for attributes in ({"note": "a\u0000"}, {"k\u0000": 1}, {"deep": [{"x": ["\u0000"]}]}):
         r = client.post("/incidents", json=body(attributes=attributes), headers=editor)
@@ -252,12 +312,14 @@ def test_nul_in_incident_attributes_and_patch_is_422(client: TestClient, editor:
 
 
 @pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity"])
-def test_attributes_with_numbers_json_cannot_hold_are_422(client: TestClient, editor: dict,
-                                                          db: str, number: str) -> None:
+def test_attributes_with_numbers_json_cannot_hold_are_422(
+    client: TestClient, editor: dict, db: str, number: str
+) -> None:
     before = incident_count(db)
     raw = json.dumps(body(attributes={"depth": 0})).replace('"depth": 0', f'"depth": {number}')
-    r = client.post("/incidents", content=raw,
-                    headers={**editor, "Content-Type": "application/json"})
+    r = client.post(
+        "/incidents", content=raw, headers={**editor, "Content-Type": "application/json"}
+    )
     assert_error(r, 422, "attributes", "finite")
     assert incident_count(db) == before
 
@@ -267,10 +329,12 @@ def test_database_errors_answer_in_the_json_format(settings: Settings) -> None:
     refuses is a 422, a connection lost mid-query a 503 with Retry-After; never the
     plain-text 500."""
     app = create_app(settings)
-    raised = {"/data": psycopg.errors.InvalidTextRepresentation("invalid input syntax"),
-              "/lost": psycopg.errors.AdminShutdown("terminating connection"),
-              "/closed": psycopg.InterfaceError("the connection is closed"),
-              "/broken": psycopg.OperationalError("server closed the connection")}
+    raised = {
+        "/data": psycopg.errors.InvalidTextRepresentation("invalid input syntax"),
+        "/lost": psycopg.errors.AdminShutdown("terminating connection"),
+        "/closed": psycopg.InterfaceError("the connection is closed"),
+        "/broken": psycopg.OperationalError("server closed the connection"),
+    }
 
     async def fail(request):
         raise raised[request.url.path]
@@ -285,33 +349,47 @@ def test_database_errors_answer_in_the_json_format(settings: Settings) -> None:
             assert r.headers["retry-after"]
 
 
-@pytest.mark.parametrize("path, params, name", [
-    ("/collections/buildings/items", {"filter": "name = 'a\u0000'"}, "filter"),
-    ("/collections/buildings/items", {"name": "a\u0000"}, "name"),
-    ("/incidents", {"type": "fire\u0000"}, "type"),
-    ("/incidents", {"status": "\u0000"}, "status"),
-    ("/grids/locate", {"lon": "114.02\u0000", "lat": "22.6"}, "lon"),
-    ("/parcels", {"land_use": "R\u0000"}, "land_use"),
-    ("/grids/4403090010010%001", {}, "code"),
-    ("/districts/north%00station", {}, "slug"),
-])
+@pytest.mark.parametrize(
+    "path, params, name",
+    [
+        ("/collections/buildings/items", {"filter": "name = 'a\u0000'"}, "filter"),
+        ("/collections/buildings/items", {"name": "a\u0000"}, "name"),
+        ("/incidents", {"type": "fire\u0000"}, "type"),
+        ("/incidents", {"status": "\u0000"}, "status"),
+        ("/grids/locate", {"lon": "114.02\u0000", "lat": "22.6"}, "lon"),
+        ("/parcels", {"land_use": "R\u0000"}, "land_use"),
+        ("/grids/4403090010010%001", {}, "code"),
+        ("/districts/north%00station", {}, "slug"),
+    ],
+)
 def test_nul_in_query_and_path_parameters_is_4xx_naming_them(
-        client: TestClient, path: str, params: dict, name: str) -> None:
+    client: TestClient, path: str, params: dict, name: str
+) -> None:
     r = client.get(path, params=params)
     assert_error(r, (400, 404, 422), name, "NUL")
 
 
 def test_nul_in_pipeline_dataset_is_422(client: TestClient, db: str) -> None:
-    (seg,), = q(db, "SELECT id FROM cim.pipeline_segment WHERE network = 'JS' ORDER BY id "
-                    "LIMIT 1")
+    ((seg,),) = q(
+        db, "SELECT id FROM cim.pipeline_segment WHERE network = 'JS' ORDER BY id LIMIT 1"
+    )
     r = client.post("/pipelines/isolation", json={"segment_id": seg, "dataset": "a\u0000"})
     assert_error(r, 422, "dataset", "NUL")
 
 
-@pytest.mark.parametrize("ctype", [
-    "text/csv; charset=punycode", "text/csv; charset=idna", "text/csv; charset=base64",
-    "text/csv; charset=rot13", "text/csv; charset=nosuchcharset",
-    "text/csv; charset=\"utf-8\x7f\"", "text/csv; charset=", "application/json; charset=gbk"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "text/csv; charset=punycode",
+        "text/csv; charset=idna",
+        "text/csv; charset=base64",
+        "text/csv; charset=rot13",
+        "text/csv; charset=nosuchcharset",
+        'text/csv; charset="utf-8\x7f"',
+        "text/csv; charset=",
+        "application/json; charset=gbk",
+    ],
+)
 def test_unsupported_charsets_are_refused_naming_them(client: TestClient, ctype: str) -> None:
     csv = "id,lon,lat\n1,114.0291,22.6090\n"
     data = csv if ctype.startswith("text/csv") else '{"rows": [{"lon": 114.02, "lat": 22.6}]}'
@@ -323,10 +401,13 @@ def test_unsupported_charsets_are_refused_naming_them(client: TestClient, ctype:
 
 def test_supported_charsets_still_work(client: TestClient) -> None:
     csv = "id,名称,lon,lat\n1,北站,114.0291,22.6090\n"
-    for charset in ("utf-8", "gbk", "GB18030", "utf-16", "\"utf-8\""):
+    for charset in ("utf-8", "gbk", "GB18030", "utf-16", '"utf-8"'):
         enc = charset.strip('"')
-        r = client.post("/grids/assign", content=csv.encode(enc),
-                        headers={"Content-Type": f"text/csv; charset={charset}"})
+        r = client.post(
+            "/grids/assign",
+            content=csv.encode(enc),
+            headers={"Content-Type": f"text/csv; charset={charset}"},
+        )
         assert r.status_code == 200, (charset, r.text)
         assert "北站" in r.text
 
@@ -355,31 +436,43 @@ def concurrently(n: int, send) -> list[httpx.Response]:
     return answers
 
 
-def test_concurrent_reports_with_one_external_id(live_server: str, editor: dict, db: str
-                                                 ) -> None:
+def test_concurrent_reports_with_one_external_id(live_server: str, editor: dict, db: str) -> None:
     """Ten clients report the same sensor alarm at once: one 201, nine 409 naming it."""
     for _ in range(3):  # a warm pool, so that the ten really run side by side
         concurrently(10, lambda http: http.get(f"{live_server}/collections/buildings/items"))
-    answers = concurrently(10, lambda http: http.post(
-        f"{live_server}/incidents", json=body(external_id="SENSOR-42:alarm"), headers=editor))
+    answers = concurrently(
+        10,
+        lambda http: http.post(
+            f"{live_server}/incidents", json=body(external_id="SENSOR-42:alarm"), headers=editor
+        ),
+    )
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [201] + [409] * 9, [(r.status_code, r.text[:200]) for r in answers]
     for r in answers:
         if r.status_code == 409:
             assert_error(r, 409, "SENSOR-42:alarm")
-    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'SENSOR-42:alarm'") \
-        == [(1,)]
+    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'SENSOR-42:alarm'") == [
+        (1,)
+    ]
     # ten PATCHes giving ten incidents one new external_id at once: one 200, nine 409
-    ids = [httpx.post(f"{live_server}/incidents", json=body(), headers=editor).json()["id"]
-           for _ in range(10)]
+    ids = [
+        httpx.post(f"{live_server}/incidents", json=body(), headers=editor).json()["id"]
+        for _ in range(10)
+    ]
     pending = list(ids)
-    answers = concurrently(10, lambda http: http.patch(
-        f"{live_server}/incidents/{pending.pop()}", json={"external_id": "SENSOR-43:alarm"},
-        headers=editor))
+    answers = concurrently(
+        10,
+        lambda http: http.patch(
+            f"{live_server}/incidents/{pending.pop()}",
+            json={"external_id": "SENSOR-43:alarm"},
+            headers=editor,
+        ),
+    )
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [200] + [409] * 9, [(r.status_code, r.text[:200]) for r in answers]
     for r in answers:
         if r.status_code == 409:
             assert_error(r, 409, "SENSOR-43:alarm")
-    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'SENSOR-43:alarm'") \
-        == [(1,)]
+    assert q(db, "SELECT count(*) FROM cim.incident WHERE external_id = 'SENSOR-43:alarm'") == [
+        (1,)
+    ]

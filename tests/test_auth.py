@@ -19,23 +19,34 @@ from cimtwin.settings import Settings
 from cimtwin.spatial.access_queries import create_key, key_hash, revoke_key
 
 KEYS = [sys.executable, "-m", "cimtwin.cli", "keys"]
-INCIDENT = {"incident_type": "fire", "severity": 2, "title": "auth test",
-            "geometry": {"type": "Point", "coordinates": [114.02, 22.61]}}
+INCIDENT = {
+    "incident_type": "fire",
+    "severity": 2,
+    "title": "auth test",
+    "geometry": {"type": "Point", "coordinates": [114.02, 22.61]},
+}
 
 
 ClosedReads = Settings  # open_reads is a setting
 
 
 def keys_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KEYS, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "CIMTWIN_DATABASE_URL": url})
+    return subprocess.run(
+        [*KEYS, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CIMTWIN_DATABASE_URL": url},
+    )
 
 
 @pytest.fixture(scope="module")
 def keys(scratch_database: str) -> dict[str, str]:
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        out = {role: create_key(conn, f"auth-{role}", role)[0]
-               for role in ("viewer", "editor", "importer", "admin")}
+        out = {
+            role: create_key(conn, f"auth-{role}", role)[0]
+            for role in ("viewer", "editor", "importer", "admin")
+        }
         out["revoked"] = create_key(conn, "auth-revoked", "admin")[0]
         revoke_key(conn, "auth-revoked")
     return out
@@ -61,9 +72,11 @@ def test_no_key_is_401_with_bearer_challenge(client: TestClient) -> None:
 
 
 def test_unknown_and_revoked_keys_are_401(client: TestClient, keys: dict) -> None:
-    for headers, words in ((bearer("cim_not-a-key"), "unknown API key"),
-                           ({"X-API-Key": "x" * 500}, "unknown API key"),
-                           (bearer(keys["revoked"]), "revoked")):
+    for headers, words in (
+        (bearer("cim_not-a-key"), "unknown API key"),
+        ({"X-API-Key": "x" * 500}, "unknown API key"),
+        (bearer(keys["revoked"]), "revoked"),
+    ):
         r = client.post("/incidents", json=INCIDENT, headers=headers)
         assert r.status_code == 401, r.text
         assert words in r.json()["description"]
@@ -77,8 +90,7 @@ def test_role_too_low_is_403(client: TestClient, keys: dict) -> None:
     assert "needs role 'editor' or higher" in r.json()["description"]
 
 
-def test_right_or_higher_role_writes(client: TestClient, keys: dict,
-                                     scratch_database: str) -> None:
+def test_right_or_higher_role_writes(client: TestClient, keys: dict, scratch_database: str) -> None:
     made = []
     for role in ("editor", "importer", "admin"):
         r = client.post("/incidents", json=INCIDENT, headers=bearer(keys[role]))
@@ -86,16 +98,26 @@ def test_right_or_higher_role_writes(client: TestClient, keys: dict,
         made.append(r.json()["id"])
     r = client.post("/incidents", json=INCIDENT, headers={"X-API-Key": keys["editor"]})
     assert r.status_code == 201
-    r = client.patch(f"/incidents/{made[0]}", json={"status": "dispatched"},
-                     headers={"X-API-Key": keys["editor"]})
+    r = client.patch(
+        f"/incidents/{made[0]}",
+        json={"status": "dispatched"},
+        headers={"X-API-Key": keys["editor"]},
+    )
     assert r.status_code == 200 and r.json()["properties"]["status"] == "dispatched"
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        used = conn.execute("SELECT name, last_used_at IS NOT NULL FROM cim.api_key "
-                            "ORDER BY name").fetchall()
-        stored = conn.execute("SELECT key_hash, prefix FROM cim.api_key WHERE name = "
-                              "'auth-editor'").fetchone()
-    assert dict(used) == {"auth-admin": True, "auth-editor": True, "auth-importer": True,
-                          "auth-revoked": False, "auth-viewer": True}
+        used = conn.execute(
+            "SELECT name, last_used_at IS NOT NULL FROM cim.api_key ORDER BY name"
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT key_hash, prefix FROM cim.api_key WHERE name = 'auth-editor'"
+        ).fetchone()
+    assert dict(used) == {
+        "auth-admin": True,
+        "auth-editor": True,
+        "auth-importer": True,
+        "auth-revoked": False,
+        "auth-viewer": True,
+    }
     # only the hash and a short prefix are stored
     assert stored == (key_hash(keys["editor"]), keys["editor"][:12])
 
@@ -111,9 +133,16 @@ def test_reads_open_by_default(client: TestClient, keys: dict) -> None:
 def test_reads_closed_by_setting(scratch_database: str, keys: dict) -> None:
     closed = ClosedReads(database_url=scratch_database, open_reads=False)
     with TestClient(create_app(closed)) as c:
-        for url in ("/incidents", "/grids/locate?lon=114.02&lat=22.61", "/districts",
-                    "/parcels", "/grids/44030900200101", "/collections/grids/items",
-                    "/tiles/grids/14/13381/7133.mvt", "/pipelines/qa?network=JS"):
+        for url in (
+            "/incidents",
+            "/grids/locate?lon=114.02&lat=22.61",
+            "/districts",
+            "/parcels",
+            "/grids/44030900200101",
+            "/collections/grids/items",
+            "/tiles/grids/14/13381/7133.mvt",
+            "/pipelines/qa?network=JS",
+        ):
             r = c.get(url)
             assert r.status_code == 401, url
             assert r.headers["www-authenticate"] == "Bearer"
@@ -122,8 +151,9 @@ def test_reads_closed_by_setting(scratch_database: str, keys: dict) -> None:
         assert c.get("/incidents", headers=bearer(keys["viewer"])).status_code == 200
         r = c.get("/collections/grids/items", headers=bearer(keys["viewer"]))
         assert r.status_code == 200
-        assert c.get("/tiles/grids/14/13381/7133.mvt",
-                     headers=bearer(keys["viewer"])).status_code in (200, 204)
+        assert c.get(
+            "/tiles/grids/14/13381/7133.mvt", headers=bearer(keys["viewer"])
+        ).status_code in (200, 204)
         assert c.get("/healthz").status_code == 200  # the probe stays open
         assert c.get("/districts", headers=bearer(keys["admin"])).status_code == 200
         assert c.get("/incidents", headers=bearer(keys["revoked"])).status_code == 401

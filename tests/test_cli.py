@@ -14,15 +14,31 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     import os
 
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=120,
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
 
 HELP_ARGS = [
-    (), ("db",), ("db", "setup"), ("db", "upgrade"), ("db", "downgrade"), ("db", "status"),
-    ("samples",), ("samples", "generate"), ("samples", "load"), ("serve",), ("import",),
-    ("tiles",), ("tiles", "export-mvt"), ("keys",), ("keys", "create"), ("keys", "list"),
+    (),
+    ("db",),
+    ("db", "setup"),
+    ("db", "upgrade"),
+    ("db", "downgrade"),
+    ("db", "status"),
+    ("samples",),
+    ("samples", "generate"),
+    ("samples", "load"),
+    ("serve",),
+    ("import",),
+    ("tiles",),
+    ("tiles", "export-mvt"),
+    ("keys",),
+    ("keys", "create"),
+    ("keys", "list"),
     ("keys", "revoke"),
 ]
 
@@ -75,7 +91,8 @@ def test_the_cli_loads_no_heavy_library_to_list_or_check_status() -> None:
         "heavy = [m for m in ('pandas', 'geopandas', 'shapely', 'pyarrow', 'pyogrio')"
         " if m in sys.modules]\n"
         "print(heavy)\n"
-        "sys.exit(1 if heavy else 0)\n")
+        "sys.exit(1 if heavy else 0)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -101,8 +118,7 @@ def test_readme_holds_the_two_commands_ci_runs() -> None:
 
 
 @pytest.mark.parametrize("flag, logged", [("--access-log", True), ("--no-access-log", False)])
-def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str,
-                                 logged: bool) -> None:
+def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str, logged: bool) -> None:
     """`cimtwin serve` logs each request unless told not to (a proxy in front logs them)."""
     import os
     import socket
@@ -115,9 +131,12 @@ def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port), flag], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "CIMTWIN_DATABASE_URL": database_url})
+        [*CLI, "serve", "--port", str(port), flag],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CIMTWIN_DATABASE_URL": database_url},
+    )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", 60)
         assert httpx.get(f"http://127.0.0.1:{port}/collections").status_code == 200

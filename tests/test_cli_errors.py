@@ -42,8 +42,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("cli_errors")
     (d / "folder").mkdir()
     (d / "empty.csv").write_bytes(b"")
-    (d / "components.csv").write_text("comp_id,class_cd,name\n4403090101000001,0101,x\n",
-                                      encoding="utf-8")
+    (d / "components.csv").write_text(
+        "comp_id,class_cd,name\n4403090101000001,0101,x\n", encoding="utf-8"
+    )
     (d / "parcels.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504)
     for s in (".shp", ".shx", ".prj"):
         shutil.copy(SAMPLE / "shp" / f"component{s}", d / f"nodbf{s}")
@@ -52,9 +53,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cimtwin.cli", *args], capture_output=True, text=True,
-        timeout=120, cwd=ROOT, env={**os.environ, "CIMTWIN_DATABASE_URL": url,
-                                    "COLUMNS": "80"})
+        [sys.executable, "-m", "cimtwin.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "CIMTWIN_DATABASE_URL": url, "COLUMNS": "80"},
+    )
 
 
 GPKG = str(SAMPLE / "gpkg" / "components.gpkg")
@@ -62,29 +67,58 @@ CASES = {
     # id: (args, which database URL, text the message must hold)
     "upgrade-without-postgis": (["db", "upgrade"], "bare", [BARE, "PostGIS", "db setup"]),
     "import-never-set-up": (["import", "components", GPKG], "bare", [BARE, "db setup"]),
-    "import-missing-database": (["import", "components", GPKG], "absent",
-                                [f'"{ABSENT}" does not exist', "db setup"]),
-    "folder-not-file": (["import", "components", "{files}/folder"], "ok",
-                        ["folder", "is a folder"]),
+    "import-missing-database": (
+        ["import", "components", GPKG],
+        "absent",
+        [f'"{ABSENT}" does not exist', "db setup"],
+    ),
+    "folder-not-file": (
+        ["import", "components", "{files}/folder"],
+        "ok",
+        ["folder", "is a folder"],
+    ),
     "url-not-a-url": (["db", "status"], "not a url", ["CIMTWIN_DATABASE_URL", "not a url"]),
-    "url-mysql": (["db", "status"], "mysql://u@localhost/db",
-                  ["CIMTWIN_DATABASE_URL", "postgresql://"]),
-    "downgrade-unknown-revision": (["db", "downgrade", "nosuchrev"], "ok",
-                                   ["nosuchrev", "revision"]),
-    "csv-to-components": (["import", "components", "{files}/components.csv", "--crs",
-                           "EPSG:4547"], "ok", ["components.csv", "geometr"]),
-    "xls-to-parcels": (["import", "parcels", "{files}/parcels.xls"], "ok",
-                       ["parcels.xls", "XLSX"]),
-    "status-missing-database": (["db", "status"], "absent",
-                                [f'"{ABSENT}" does not exist', "db setup"]),
-    "tiles-database-down": (["tiles", "export-mvt", "--layers", "components", "--out",
-                             "{files}/x.pmtiles"], "down", ["no PostgreSQL answers", ":1/"]),
-    "tiles-never-set-up": (["tiles", "export-mvt", "--layers", "components", "--out",
-                            "{files}/x.pmtiles"], "bare", [BARE, "db setup"]),
-    "zero-byte-csv": (["import", "pipelines", "{files}/empty.csv", "--crs", "EPSG:4547"],
-                      "ok", ["empty.csv", "empty"]),
-    "shapefile-without-dbf": (["import", "components", "{files}/nodbf.shp"], "ok",
-                              ["nodbf.shp", ".dbf"]),
+    "url-mysql": (
+        ["db", "status"],
+        "mysql://u@localhost/db",
+        ["CIMTWIN_DATABASE_URL", "postgresql://"],
+    ),
+    "downgrade-unknown-revision": (
+        ["db", "downgrade", "nosuchrev"],
+        "ok",
+        ["nosuchrev", "revision"],
+    ),
+    "csv-to-components": (
+        ["import", "components", "{files}/components.csv", "--crs", "EPSG:4547"],
+        "ok",
+        ["components.csv", "geometr"],
+    ),
+    "xls-to-parcels": (["import", "parcels", "{files}/parcels.xls"], "ok", ["parcels.xls", "XLSX"]),
+    "status-missing-database": (
+        ["db", "status"],
+        "absent",
+        [f'"{ABSENT}" does not exist', "db setup"],
+    ),
+    "tiles-database-down": (
+        ["tiles", "export-mvt", "--layers", "components", "--out", "{files}/x.pmtiles"],
+        "down",
+        ["no PostgreSQL answers", ":1/"],
+    ),
+    "tiles-never-set-up": (
+        ["tiles", "export-mvt", "--layers", "components", "--out", "{files}/x.pmtiles"],
+        "bare",
+        [BARE, "db setup"],
+    ),
+    "zero-byte-csv": (
+        ["import", "pipelines", "{files}/empty.csv", "--crs", "EPSG:4547"],
+        "ok",
+        ["empty.csv", "empty"],
+    ),
+    "shapefile-without-dbf": (
+        ["import", "components", "{files}/nodbf.shp"],
+        "ok",
+        ["nodbf.shp", ".dbf"],
+    ),
     "role-does-not-exist": (["db", "status"], "role", [f'role "{ROLE}" does not exist']),
     "keys-role-does-not-exist": (["keys", "list"], "role", [f'role "{ROLE}" does not exist']),
     "keys-never-set-up": (["keys", "list"], "bare", [BARE, "db setup"]),
@@ -92,12 +126,17 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_mistake_is_one_line_exit_2_no_traceback(case: str, database_url: str, bare_db: str,
-                                                 files: Path) -> None:
+def test_mistake_is_one_line_exit_2_no_traceback(
+    case: str, database_url: str, bare_db: str, files: Path
+) -> None:
     args, which, expected = CASES[case]
-    url = {"bare": bare_db, "absent": _url(database_url, ABSENT), "ok": database_url,
-           "down": _url(database_url, port=1), "role": _url(database_url, username=ROLE)
-           }.get(which, which)
+    url = {
+        "bare": bare_db,
+        "absent": _url(database_url, ABSENT),
+        "ok": database_url,
+        "down": _url(database_url, port=1),
+        "role": _url(database_url, username=ROLE),
+    }.get(which, which)
     r = cli([a.format(files=files) for a in args], url)
     out = r.stdout + r.stderr
     assert "Traceback" not in out, out
@@ -113,9 +152,13 @@ def test_failed_upgrade_leaves_nothing_behind(bare_db: str) -> None:
     """`db upgrade` without PostGIS creates no schema, so `db status` still says why."""
     cli(["db", "upgrade"], bare_db)
     with psycopg.connect(libpq_dsn(bare_db)) as conn:
-        schemas = [r[0] for r in conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' "
-            "AND nspname NOT IN ('public', 'information_schema')")]
+        schemas = [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' "
+                "AND nspname NOT IN ('public', 'information_schema')"
+            )
+        ]
     assert schemas == []
     r = cli(["db", "status"], bare_db)
     assert r.returncode == 2 and "not set up" in r.stderr and "db setup" in r.stderr, r.stderr

@@ -76,13 +76,13 @@ def test_keywords_are_case_insensitive_and_chains_stay_flat() -> None:
 def test_between_consumes_its_own_and() -> None:
     tree = parse("x BETWEEN 1 AND 5 AND y = 2")
     assert isinstance(tree, And) and len(tree.items) == 2
-    assert tree.items[0] == Between(Property("x", 1), Literal("number", 1, 11),
-                                    Literal("number", 5, 17), False, 3)
+    assert tree.items[0] == Between(
+        Property("x", 1), Literal("number", 1, 11), Literal("number", 5, 17), False, 3
+    )
 
 
 def test_predicates_and_negations() -> None:
-    assert parse("n NOT LIKE 'J%'") == Like(Property("n", 1), Literal("string", "J%", 12),
-                                            True, 7)
+    assert parse("n NOT LIKE 'J%'") == Like(Property("n", 1), Literal("string", "J%", 12), True, 7)
     tree = parse("n NOT IN ('JS', 'PS')")
     assert isinstance(tree, In) and tree.negated and [i.value for i in tree.items] == ["JS", "PS"]
     assert parse("n IS NOT NULL") == IsNull(Property("n", 1), True, 3)
@@ -118,27 +118,31 @@ def test_spatial_literals() -> None:
 # --- errors with positions ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "position", "words"), [
-    ("network = ", 11, "end of filter"),
-    ("network == 'JS'", 10, "'='"),
-    ("network = 'JS", 11, "unterminated string"),
-    ("network = 'JS' AND", 19, "end of filter"),
-    ("network = 'JS' diameter_mm = 1", 16, "AND, OR"),
-    ("(network = 'JS'", 16, "')'"),
-    ("network != 'JS'", 9, "<>"),
-    ("network", 8, "comparison operator"),
-    ("foo(1) = 2", 1, "unknown function 'foo'"),
-    ("AND = 1", 1, "property name or a literal"),
-    ("network IN ('JS' 'PS')", 18, "IN list"),
-    ("t > DATE('2026-13-01')", 10, "not a YYYY-MM-DD date"),
-    ("t > TIMESTAMP('yesterday')", 15, "RFC 3339"),
-    ("S_INTERSECTS(geom, POINT(1))", 27, "a number"),
-    ("S_INTERSECTS(geom, POLYGON((0 0, 1 0, 1 1, 0 1)))", 1, None),
-    ("S_INTERSECTS(geom, BBOX(1, 2, 3))", 20, "4 (or 6) numbers"),
-    ("network = 'x'; DROP TABLE cim.pipeline_segment", 14, "unexpected character ';'"),
-])
-def test_syntax_errors_name_the_token_and_position(text: str, position: int,
-                                                   words: str | None) -> None:
+@pytest.mark.parametrize(
+    ("text", "position", "words"),
+    [
+        ("network = ", 11, "end of filter"),
+        ("network == 'JS'", 10, "'='"),
+        ("network = 'JS", 11, "unterminated string"),
+        ("network = 'JS' AND", 19, "end of filter"),
+        ("network = 'JS' diameter_mm = 1", 16, "AND, OR"),
+        ("(network = 'JS'", 16, "')'"),
+        ("network != 'JS'", 9, "<>"),
+        ("network", 8, "comparison operator"),
+        ("foo(1) = 2", 1, "unknown function 'foo'"),
+        ("AND = 1", 1, "property name or a literal"),
+        ("network IN ('JS' 'PS')", 18, "IN list"),
+        ("t > DATE('2026-13-01')", 10, "not a YYYY-MM-DD date"),
+        ("t > TIMESTAMP('yesterday')", 15, "RFC 3339"),
+        ("S_INTERSECTS(geom, POINT(1))", 27, "a number"),
+        ("S_INTERSECTS(geom, POLYGON((0 0, 1 0, 1 1, 0 1)))", 1, None),
+        ("S_INTERSECTS(geom, BBOX(1, 2, 3))", 20, "4 (or 6) numbers"),
+        ("network = 'x'; DROP TABLE cim.pipeline_segment", 14, "unexpected character ';'"),
+    ],
+)
+def test_syntax_errors_name_the_token_and_position(
+    text: str, position: int, words: str | None
+) -> None:
     with pytest.raises(CQL2Error) as info:
         parse(text)
     exc = info.value
@@ -173,21 +177,29 @@ def test_comparison_compiles_to_identifiers_and_parameters() -> None:
 
 
 def test_advanced_operators_compile() -> None:
-    text, params = render("network IN ('JS', 'PS') AND NOT diameter_mm BETWEEN 100 AND 200 "
-                          "OR material LIKE 'Q%' OR owner IS NULL")
-    assert text == ('((("network" IN (%s, %s)) AND (NOT ("diameter_mm" BETWEEN %s AND %s))) '
-                    'OR ("material" LIKE %s) OR ("owner" IS NULL))')
+    text, params = render(
+        "network IN ('JS', 'PS') AND NOT diameter_mm BETWEEN 100 AND 200 "
+        "OR material LIKE 'Q%' OR owner IS NULL"
+    )
+    assert text == (
+        '((("network" IN (%s, %s)) AND (NOT ("diameter_mm" BETWEEN %s AND %s))) '
+        'OR ("material" LIKE %s) OR ("owner" IS NULL))'
+    )
     assert params == ["JS", "PS", 100, 200, "Q%"]
     assert render("material NOT LIKE 'Q%'")[0] == '("material" NOT LIKE %s)'
-    assert render("build_year NOT BETWEEN 1990 AND 2000")[0] == \
-        '("build_year" NOT BETWEEN %s AND %s)'
+    assert (
+        render("build_year NOT BETWEEN 1990 AND 2000")[0] == '("build_year" NOT BETWEEN %s AND %s)'
+    )
     assert render("network NOT IN ('JS')") == ('("network" NOT IN (%s))', ["JS"])
     assert render("300 <= diameter_mm")[0] == '(%s <= "diameter_mm")'
 
 
 def test_datetime_comparisons_take_timestamps_dates_and_iso_strings() -> None:
-    text, params = render("reported_at >= DATE('2026-10-23') AND "
-                          "reported_at < TIMESTAMP('2026-10-24T12:00:00+08:00')", INC_CTX)
+    text, params = render(
+        "reported_at >= DATE('2026-10-23') AND "
+        "reported_at < TIMESTAMP('2026-10-24T12:00:00+08:00')",
+        INC_CTX,
+    )
     assert text == '(("reported_at" >= %s) AND ("reported_at" < %s))'
     assert params[0] == datetime(2026, 10, 23, tzinfo=UTC)
     assert params[1] == datetime(2026, 10, 24, 4, tzinfo=UTC)
@@ -212,7 +224,7 @@ def test_unknown_properties_are_rejected_with_their_position() -> None:
 
 def test_injection_looking_input_never_reaches_sql() -> None:
     # a property "named" like SQL is just an unknown property
-    exc = error('"1=1 OR name" = \'x\'')
+    exc = error("\"1=1 OR name\" = 'x'")
     assert "unknown property '1=1 OR name'" in str(exc) and exc.position == 1
     exc = error('"network"" OR 1=1 --" = \'x\'')
     assert "unknown property 'network\" OR 1=1 --'" in str(exc)
@@ -258,8 +270,9 @@ def test_filter_crs_axis_order_and_storage_crs() -> None:
     lat_lon = FilterContext(CTX.properties, "geom", parse_crs("EPSG:4490", "filter-crs"))
     _, params = to_sql("S_INTERSECTS(geom, BBOX(22.6, 114.0, 22.7, 114.1))", lat_lon)
     assert params[0] == "POLYGON((114 22.6,114.1 22.6,114.1 22.7,114 22.7,114 22.6))"
-    storage = FilterContext(CTX.properties, "geom",
-                            parse_crs("http://www.opengis.net/def/crs/EPSG/0/4547", "x"))
+    storage = FilterContext(
+        CTX.properties, "geom", parse_crs("http://www.opengis.net/def/crs/EPSG/0/4547", "x")
+    )
     text, params = to_sql("S_INTERSECTS(geom, POINT(2500967.859 502131.609))", storage)
     assert text.as_string() == 'ST_Intersects("geom", ST_GeomFromText(%s, 4547))'
     assert params == ["POINT(502131.609 2500967.859)"]  # (northing, easting) -> x, y
@@ -267,11 +280,11 @@ def test_filter_crs_axis_order_and_storage_crs() -> None:
 
 def test_spatial_errors() -> None:
     assert "is not the geometry" in str(error("S_INTERSECTS(network, POINT(1 2))"))
-    assert "needs the geometry property" in str(
-        error("S_INTERSECTS(POINT(1 2), POINT(1 2))"))
+    assert "needs the geometry property" in str(error("S_INTERSECTS(POINT(1 2), POINT(1 2))"))
     assert "latitude outside" in str(error("S_INTERSECTS(geom, POINT(114 95))"))
     assert "Self-intersection" in str(
-        error("S_INTERSECTS(geom, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))"))
+        error("S_INTERSECTS(geom, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))")
+    )
     assert "not closed" in str(error("S_INTERSECTS(geom, POLYGON((0 0, 1 0, 1 1, 0 1)))"))
     assert "lower corner" in str(error("S_INTERSECTS(geom, BBOX(2, 2, 1, 1))"))
     assert "empty geometries" in str(error("S_INTERSECTS(geom, POINT EMPTY)"))

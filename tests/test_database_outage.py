@@ -98,9 +98,15 @@ def timed_get(client: TestClient, path: str):
     return r, time.perf_counter() - t0
 
 
-DB_ROUTES = ["/collections", "/collections/buildings/items", "/incidents", "/healthz",
-             "/tiles/buildings/15/26762/14270.mvt", "/tiles/buildings/tilejson.json",
-             "/grids/locate?lon=114.0291&lat=22.609"]
+DB_ROUTES = [
+    "/collections",
+    "/collections/buildings/items",
+    "/incidents",
+    "/healthz",
+    "/tiles/buildings/15/26762/14270.mvt",
+    "/tiles/buildings/tilejson.json",
+    "/grids/locate?lon=114.0291&lat=22.609",
+]
 
 
 def test_refused_connections_answer_503_at_once(capsys: pytest.CaptureFixture) -> None:
@@ -117,14 +123,17 @@ def test_refused_connections_answer_503_at_once(capsys: pytest.CaptureFixture) -
             took.append(s)
     took.sort()
     with capsys.disabled():
-        print(f"\n503 latency with the database refusing connections ({len(took)} requests):"
-              f" median {1000 * took[len(took) // 2]:.1f} ms, max {1000 * took[-1]:.1f} ms"
-              f" (pool timeout {POOL_TIMEOUT_S:g} s)")
+        print(
+            f"\n503 latency with the database refusing connections ({len(took)} requests):"
+            f" median {1000 * took[len(took) // 2]:.1f} ms, max {1000 * took[-1]:.1f} ms"
+            f" (pool timeout {POOL_TIMEOUT_S:g} s)"
+        )
     assert took[-1] < FAST_S, took
 
 
 def test_the_pool_recovers_when_the_database_comes_back(
-        database_url: str, loaded_sample, capsys: pytest.CaptureFixture) -> None:
+    database_url: str, loaded_sample, capsys: pytest.CaptureFixture
+) -> None:
     url = make_url(database_url)
     port = free_port()
     forwarder = Forwarder(port, (url.host or "127.0.0.1", url.port or 5432))
@@ -147,8 +156,10 @@ def test_the_pool_recovers_when_the_database_comes_back(
                 time.sleep(0.1)
             assert answers[-1] == 200, answers
             with capsys.disabled():
-                print(f"\nserved again {time.monotonic() - back:.2f} s after the database "
-                      f"came back ({len(answers) - 1} fast 503s meanwhile)")
+                print(
+                    f"\nserved again {time.monotonic() - back:.2f} s after the database "
+                    f"came back ({len(answers) - 1} fast 503s meanwhile)"
+                )
             for path in ("/incidents", "/tiles/buildings/15/26762/14270.mvt", "/healthz"):
                 assert client.get(path).status_code in (200, 204), path
     finally:
@@ -163,17 +174,21 @@ def terminate_backends(database_url: str) -> int:
     name = make_url(database_url).database
     assert name and name.startswith("cimtwin_test_"), name
     with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
-        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = %s AND pid <> pg_backend_pid() "
-                            "AND application_name = 'cimtwin-api'", (name,)).fetchall()
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() "
+            "AND application_name = 'cimtwin-api'",
+            (name,),
+        ).fetchall()
     return len(rows)
 
 
 @pytest.fixture
 def outage_client(settings: Settings, loaded_sample) -> Iterator[TestClient]:
     # no tile cache: every tile request reaches the database
-    with TestClient(create_app(settings.model_copy(update={"tile_cache_mb": 0})),
-                    raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(settings.model_copy(update={"tile_cache_mb": 0})), raise_server_exceptions=False
+    ) as c:
         yield c
 
 
@@ -187,9 +202,9 @@ LOST_ROUTES = [
 
 
 @pytest.mark.parametrize("method, path, body", LOST_ROUTES)
-def test_lost_connections_answer_json_503_then_recover(outage_client: TestClient,
-                                                       database_url: str, method: str,
-                                                       path: str, body) -> None:
+def test_lost_connections_answer_json_503_then_recover(
+    outage_client: TestClient, database_url: str, method: str, path: str, body
+) -> None:
     client = outage_client
     # a warm pool: several connections that are all about to die
     for _ in range(3):
@@ -204,8 +219,9 @@ def test_lost_connections_answer_json_503_then_recover(outage_client: TestClient
         assert r.status_code in (200, 204), r.text
 
 
-def test_every_route_answers_json_when_its_connection_breaks(outage_client: TestClient,
-                                                             database_url: str) -> None:
+def test_every_route_answers_json_when_its_connection_breaks(
+    outage_client: TestClient, database_url: str
+) -> None:
     """A connection dying between the pool's hand-out and the query (no sweep can help):
     every route answers the JSON 503, never the plain-text 500."""
     client = outage_client

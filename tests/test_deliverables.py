@@ -28,8 +28,10 @@ def _rows(text: str) -> list[list[str]]:
 def _titled_workbook(path: Path, points: str = POINTS, lines: str = LINES) -> Path:
     """Points and lines in two sheets, each under a title row and a blank row."""
     wb = Workbook()
-    for ws, title, text in ((wb.active, "管线点成果表", points), (wb.create_sheet(), "管线段成果表",
-                                                                     lines)):
+    for ws, title, text in (
+        (wb.active, "管线点成果表", points),
+        (wb.create_sheet(), "管线段成果表", lines),
+    ):
         ws.title = title
         ws.append([f"深圳市龙华区北站片区{title}（2024年）"])
         ws.append([])
@@ -66,7 +68,8 @@ def _shapefile_without_cpg(tmp: Path, encoding: str) -> Path:
 
 @pytest.mark.parametrize("encoding", ["GBK", "UTF-8"])
 def test_shapefile_without_cpg_is_read_in_its_encoding_and_says_which(
-    tmp_path: Path, encoding: str,
+    tmp_path: Path,
+    encoding: str,
 ) -> None:
     """No .cpg: GDAL reads the DBF as ISO-8859-1 (GBK names became garbage, then a pyarrow
     traceback). The encoding is detected, used, and named in the report."""
@@ -96,10 +99,11 @@ def test_dbf_language_driver_byte_names_the_code_page(tmp_path: Path) -> None:
 
 def test_tables_of_one_network_without_network_column_name_the_option(tmp_path: Path) -> None:
     """No 管线类别 column: one error naming --network, not one 'network ''' per row."""
+
     def drop_network(text: str) -> str:
         rows = _rows(text)
         i = rows[0].index("管线类别")
-        return "".join(",".join(r[:i] + r[i + 1:]) + "\n" for r in rows)
+        return "".join(",".join(r[:i] + r[i + 1 :]) + "\n" for r in rows)
 
     water_p = "\n".join(ln for ln in POINTS.splitlines() if not ln.startswith("YS")) + "\n"
     water_l = "\n".join(ln for ln in LINES.splitlines() if not ln.startswith("YS")) + "\n"
@@ -108,29 +112,65 @@ def test_tables_of_one_network_without_network_column_name_the_option(tmp_path: 
         PipelinesImporter().prepare(paths, ImportOptions(crs="EPSG:4547"), Report())
     assert "points.csv" in str(info.value) and str(info.value).count("--network") == 1
     report = Report()
-    prep = PipelinesImporter().prepare(paths, ImportOptions(crs="EPSG:4547", network="js"),
-                                       report)
+    prep = PipelinesImporter().prepare(paths, ImportOptions(crs="EPSG:4547", network="js"), report)
     assert report.problems == [] and prep.feature_count == 3 + 2
 
 
-@pytest.mark.parametrize("section, headers, want", [
-    ("components", ["BJBM", "BJXLDM", "BJMC", "ZGBM", "QSDW", "YHDW", "BJZT"],
-     ["component_id", "class_code", "name", "dept_authority", "dept_owner",
-      "dept_maintainer", "status"]),
-    ("work_grid", ["WGBM", "WGMC", "SQDM", "WGY"], ["code", "name", "community_code",
-                                                     "officer"]),
-    ("parcels", ["DKBH", "YDXZ", "RJL", "XG"], ["parcel_code", "land_use",
-                                                 "planned_plot_ratio", "height_limit_m"]),
-    ("buildings", ["JZBM", "JZMC", "JZGD", "CS"], ["building_code", "name", "height_m",
-                                                   "floors"]),
-    ("pipeline_points", ["WTDH", "GXLB", "GXXL", "TZ", "FSW", "DMGC"],
-     ["point_no", "network", "subtype", "feature", "appurtenance", "ground_elevation"]),
-    ("pipeline_lines", ["QDDH", "ZDDH", "QDMS", "ZDMS", "GJ", "CZ", "MSFS", "QSDW"],
-     ["from_point", "to_point", "from_depth", "to_depth", "diameter", "material", "burial",
-      "owner"]),
-])
-def test_pinyin_abbreviations_are_default_aliases(section: str, headers: list[str],
-                                                   want: list[str]) -> None:
+@pytest.mark.parametrize(
+    "section, headers, want",
+    [
+        (
+            "components",
+            ["BJBM", "BJXLDM", "BJMC", "ZGBM", "QSDW", "YHDW", "BJZT"],
+            [
+                "component_id",
+                "class_code",
+                "name",
+                "dept_authority",
+                "dept_owner",
+                "dept_maintainer",
+                "status",
+            ],
+        ),
+        (
+            "work_grid",
+            ["WGBM", "WGMC", "SQDM", "WGY"],
+            ["code", "name", "community_code", "officer"],
+        ),
+        (
+            "parcels",
+            ["DKBH", "YDXZ", "RJL", "XG"],
+            ["parcel_code", "land_use", "planned_plot_ratio", "height_limit_m"],
+        ),
+        (
+            "buildings",
+            ["JZBM", "JZMC", "JZGD", "CS"],
+            ["building_code", "name", "height_m", "floors"],
+        ),
+        (
+            "pipeline_points",
+            ["WTDH", "GXLB", "GXXL", "TZ", "FSW", "DMGC"],
+            ["point_no", "network", "subtype", "feature", "appurtenance", "ground_elevation"],
+        ),
+        (
+            "pipeline_lines",
+            ["QDDH", "ZDDH", "QDMS", "ZDMS", "GJ", "CZ", "MSFS", "QSDW"],
+            [
+                "from_point",
+                "to_point",
+                "from_depth",
+                "to_depth",
+                "diameter",
+                "material",
+                "burial",
+                "owner",
+            ],
+        ),
+    ],
+)
+def test_pinyin_abbreviations_are_default_aliases(
+    section: str, headers: list[str], want: list[str]
+) -> None:
     found = resolve_columns([h.lower() for h in headers], section, load_mapping(None))
     assert [found.get(f) for f in want] == [h.lower() for h in headers]
 
@@ -143,15 +183,25 @@ def test_one_burial_depth_column_serves_both_ends() -> None:
 
 
 def test_pipeline_tables_with_pinyin_headers_load(tmp_path: Path) -> None:
-    pinyin = {"物探点号": "WTDH", "管线类别": "GXLB", "管线小类": "GXXL", "起点点号": "QDDH",
-              "终点点号": "ZDDH", "起点埋深": "QDMS", "终点埋深": "ZDMS", "管径": "GJ",
-              "材质": "CZ", "地面高程": "DMGC"}
+    pinyin = {
+        "物探点号": "WTDH",
+        "管线类别": "GXLB",
+        "管线小类": "GXXL",
+        "起点点号": "QDDH",
+        "终点点号": "ZDDH",
+        "起点埋深": "QDMS",
+        "终点埋深": "ZDMS",
+        "管径": "GJ",
+        "材质": "CZ",
+        "地面高程": "DMGC",
+    }
 
     def rename(text: str) -> str:
         head, _, rest = text.partition("\n")
         return ",".join(pinyin.get(h, h) for h in head.split(",")) + "\n" + rest
 
     report = Report()
-    prep = PipelinesImporter().prepare(write(tmp_path, rename(POINTS), rename(LINES)),
-                                       ImportOptions(crs="EPSG:4547"), report)
+    prep = PipelinesImporter().prepare(
+        write(tmp_path, rename(POINTS), rename(LINES)), ImportOptions(crs="EPSG:4547"), report
+    )
     assert report.problems == [] and prep.feature_count == 8

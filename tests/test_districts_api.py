@@ -35,10 +35,13 @@ def test_district_list(client: TestClient, engine: Engine) -> None:
 
 def test_buildings_above_ground_equal_sql(summary: dict, engine: Engine) -> None:
     # a building is in the district when the point on its footprint's surface is
-    n, area, floor, hmin, hmax, havg, residents = q(engine, f"""
+    n, area, floor, hmin, hmax, havg, residents = q(
+        engine,
+        f"""
         SELECT count(*), sum(ST_Area(footprint)), sum(floor_area_m2), min(height_m),
                max(height_m), avg(height_m), sum(residents)
-        FROM cim.building WHERE ST_Within(ST_PointOnSurface(footprint), {D})""")[0]
+        FROM cim.building WHERE ST_Within(ST_PointOnSurface(footprint), {D})""",
+    )[0]
     b = summary["above_ground"]["buildings"]
     assert b["count"] == n > 0
     assert b["footprint_area_m2"] == pytest.approx(area)
@@ -50,38 +53,54 @@ def test_buildings_above_ground_equal_sql(summary: dict, engine: Engine) -> None
 
 def test_components_parcels_incidents_equal_sql(summary: dict, engine: Engine) -> None:
     above = summary["above_ground"]
-    comps = q(engine, f"""
+    comps = q(
+        engine,
+        f"""
         SELECT substr(class_code, 1, 2), count(*) FROM cim.city_component
-        WHERE ST_Intersects(geom, {D}) GROUP BY 1 ORDER BY 1""")
+        WHERE ST_Intersects(geom, {D}) GROUP BY 1 ORDER BY 1""",
+    )
     assert [(c["code"], c["count"]) for c in above["components"]["by_major_class"]] == comps
-    parcels = q(engine, f"""
+    parcels = q(
+        engine,
+        f"""
         SELECT land_use, sum(ST_Area(ST_Intersection(geom, {D}))) FROM cim.parcel
-        WHERE ST_Area(ST_Intersection(geom, {D})) > 0 GROUP BY 1 ORDER BY 1""")
+        WHERE ST_Area(ST_Intersection(geom, {D})) > 0 GROUP BY 1 ORDER BY 1""",
+    )
     got = [(p["code"], p["area_m2"]) for p in above["parcels"]["by_land_use"]]
     assert [g[0] for g in got] == [p[0] for p in parcels]
     for (_, a), (_, b) in zip(got, parcels, strict=True):
         assert a == pytest.approx(b, rel=1e-9)
-    incidents = q(engine, f"""
+    incidents = q(
+        engine,
+        f"""
         SELECT incident_type, count(*) FROM cim.incident
         WHERE ST_Within(geom, {D}) AND status IN ('reported', 'dispatched', 'in_progress')
-        GROUP BY 1 ORDER BY 1""")
+        GROUP BY 1 ORDER BY 1""",
+    )
     got = [(i["type"], i["count"]) for i in above["open_incidents"]["by_type"]]
     assert got == incidents
 
 
 def test_below_ground_equal_sql(summary: dict, engine: Engine) -> None:
     below = summary["below_ground"]
-    ug = q(engine, f"""
+    ug = q(
+        engine,
+        f"""
         SELECT kind, count(*), max(top_elevation_m), min(bottom_elevation_m)
         FROM cim.underground_structure WHERE ST_Intersects(footprint, {D})
-        GROUP BY 1 ORDER BY 1""")
-    got = [(k["kind"], k["count"], k["top_elevation_m"], k["bottom_elevation_m"])
-           for k in below["underground_structures"]["by_kind"]]
+        GROUP BY 1 ORDER BY 1""",
+    )
+    got = [
+        (k["kind"], k["count"], k["top_elevation_m"], k["bottom_elevation_m"])
+        for k in below["underground_structures"]["by_kind"]
+    ]
     assert got == ug and "metro_tunnel" in [g[0] for g in got]
     for k in below["underground_structures"]["by_kind"]:
         assert 0 < k["depth_m"]["top"] < k["depth_m"]["bottom"] < 40
     # depth band of a pipe: the shallower end's depth to the pipe top
-    pipes = q(engine, f"""
+    pipes = q(
+        engine,
+        f"""
         WITH p AS (
           SELECT network, ST_Length(ST_Intersection(geom, {D})) AS len,
                  least(from_depth_m, to_depth_m) - CASE depth_ref
@@ -92,30 +111,46 @@ def test_below_ground_equal_sql(summary: dict, engine: Engine) -> None:
         SELECT network, CASE WHEN top < 1 THEN '0-1' WHEN top < 2 THEN '1-2'
                              WHEN top < 3 THEN '2-3' WHEN top < 5 THEN '3-5' ELSE '>5' END,
                count(*), sum(len)
-        FROM p GROUP BY 1, 2 ORDER BY 1, 2""")
-    got = sorted((n["network"], d["band"], d["segments"], d["length_m"])
-                 for n in below["pipelines"]["by_network"] for d in n["by_depth"])
+        FROM p GROUP BY 1, 2 ORDER BY 1, 2""",
+    )
+    got = sorted(
+        (n["network"], d["band"], d["segments"], d["length_m"])
+        for n in below["pipelines"]["by_network"]
+        for d in n["by_depth"]
+    )
     assert [g[:3] for g in got] == [p[:3] for p in pipes]
     for g, p in zip(got, pipes, strict=True):
         assert g[3] == pytest.approx(p[3])
     assert {n["network"] for n in below["pipelines"]["by_network"]} == {
-        "DL", "JS", "PS", "RQ", "TX"}
+        "DL",
+        "JS",
+        "PS",
+        "RQ",
+        "TX",
+    }
 
 
 def query(client: TestClient, body: dict, slug: str = SLUG):
     return client.post(f"/districts/{slug}/query", json=body)
 
 
-def test_volume_below_ground_finds_the_metro_not_buildings(client: TestClient,
-                                                          engine: Engine) -> None:
+def test_volume_below_ground_finds_the_metro_not_buildings(
+    client: TestClient, engine: Engine
+) -> None:
     r = query(client, {"elevation": {"from": -25, "to": -5, "reference": "ground"}})
     assert r.status_code == 200, r.text
     layers = r.json()["layers"]
     kinds = {f["properties"]["kind"] for f in layers["underground"]["features"]}
     assert "metro_tunnel" in kinds
     codes = {f["properties"]["code"] for f in layers["underground"]["features"]}
-    tunnels = {c for (c,) in q(engine, f"""SELECT code FROM cim.underground_structure
-        WHERE kind = 'metro_tunnel' AND ST_Intersects(footprint, {D})""")}
+    tunnels = {
+        c
+        for (c,) in q(
+            engine,
+            f"""SELECT code FROM cim.underground_structure
+        WHERE kind = 'metro_tunnel' AND ST_Intersects(footprint, {D})""",
+        )
+    }
     assert tunnels and tunnels <= codes
     assert layers["buildings"]["numberMatched"] == 0 and layers["buildings"]["features"] == []
     for f in layers["underground"]["features"]:
@@ -125,50 +160,85 @@ def test_volume_below_ground_finds_the_metro_not_buildings(client: TestClient,
     assert layers["pipelines"]["numberMatched"] == 0
 
 
-def test_volume_above_ground_finds_buildings_not_the_metro(client: TestClient,
-                                                          engine: Engine) -> None:
-    r = query(client, {"elevation": {"from": 50, "to": 80}, "layers": ["buildings",
-                                                                      "underground"]})
+def test_volume_above_ground_finds_buildings_not_the_metro(
+    client: TestClient, engine: Engine
+) -> None:
+    r = query(client, {"elevation": {"from": 50, "to": 80}, "layers": ["buildings", "underground"]})
     layers = r.json()["layers"]
     assert set(layers) == {"buildings", "underground"}
     assert layers["underground"]["numberMatched"] == 0
-    (n,) = q(engine, f"""SELECT count(*) FROM cim.building
-                         WHERE ST_Intersects(footprint, {D}) AND height_m > 50""")[0]
+    (n,) = q(
+        engine,
+        f"""SELECT count(*) FROM cim.building
+                         WHERE ST_Intersects(footprint, {D}) AND height_m > 50""",
+    )[0]
     assert layers["buildings"]["numberMatched"] == n > 0
 
 
 def test_volume_absolute_in_a_box_equals_sql(client: TestClient, engine: Engine) -> None:
-    x0, y0, x1, y1 = q(engine, f"""
+    x0, y0, x1, y1 = q(
+        engine,
+        f"""
         SELECT ST_XMin(e), ST_YMin(e), ST_XMin(e) + (ST_XMax(e) - ST_XMin(e)) / 2,
-               ST_YMax(e) FROM (SELECT ST_Envelope({D}) e) s""")[0]
+               ST_YMax(e) FROM (SELECT ST_Envelope({D}) e) s""",
+    )[0]
     box = f"ST_Intersection({D}, ST_MakeEnvelope({x0}, {y0}, {x1}, {y1}, 4547))"
-    body = {"bbox": [x0, y0, x1, y1], "crs": "EPSG:4547", "limit": 10_000,
-            "elevation": {"from": 55, "to": 60, "reference": "absolute"}}
+    body = {
+        "bbox": [x0, y0, x1, y1],
+        "crs": "EPSG:4547",
+        "limit": 10_000,
+        "elevation": {"from": 55, "to": 60, "reference": "absolute"},
+    }
     r = query(client, body)
     assert r.status_code == 200, r.text
     layers = r.json()["layers"]
-    ug = [c for (c,) in q(engine, f"""SELECT id FROM cim.underground_structure
+    ug = [
+        c
+        for (c,) in q(
+            engine,
+            f"""SELECT id FROM cim.underground_structure
         WHERE ST_Intersects(footprint, {box}) AND bottom_elevation_m < 60
-          AND top_elevation_m > 55 ORDER BY id""")]
+          AND top_elevation_m > 55 ORDER BY id""",
+        )
+    ]
     assert [f["id"] for f in layers["underground"]["features"]] == ug
-    bld = [c for (c,) in q(engine, f"""SELECT id FROM cim.building
+    bld = [
+        c
+        for (c,) in q(
+            engine,
+            f"""SELECT id FROM cim.building
         WHERE ST_Intersects(footprint, {box}) AND base_elevation_m < 60
-          AND base_elevation_m + height_m > 55 ORDER BY id""")]
+          AND base_elevation_m + height_m > 55 ORDER BY id""",
+        )
+    ]
     assert [f["id"] for f in layers["buildings"]["features"]] == bld
     body["elevation"] = {"from": 70, "to": 71, "reference": "absolute"}
-    pipes = [c for (c,) in q(engine, f"""
+    pipes = [
+        c
+        for (c,) in q(
+            engine,
+            f"""
         SELECT id FROM cim.pipeline_segment WHERE ST_Intersects(geom, {box})
           AND ST_ZMin(geom) - coalesce(height_mm, diameter_mm) / 2000.0 < 71
-          AND ST_ZMax(geom) + coalesce(height_mm, diameter_mm) / 2000.0 > 70 ORDER BY id""")]
+          AND ST_ZMax(geom) + coalesce(height_mm, diameter_mm) / 2000.0 > 70 ORDER BY id""",
+        )
+    ]
     got = query(client, body).json()["layers"]["pipelines"]
     assert [f["id"] for f in got["features"]] == pipes and pipes
 
 
 def test_volume_query_validation(client: TestClient) -> None:
-    ring = [[114.02, 22.605], [114.03, 22.605], [114.03, 22.612], [114.02, 22.612],
-            [114.02, 22.605]]
-    good = {"geometry": {"type": "Polygon", "coordinates": [ring]},
-            "elevation": {"from": -5, "to": 0}}
+    ring = [
+        [114.02, 22.605],
+        [114.03, 22.605],
+        [114.03, 22.612],
+        [114.02, 22.612],
+        [114.02, 22.605],
+    ]
+    good = {
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "elevation": {"from": -5, "to": 0},
+    }
     r = query(client, good)
     assert r.status_code == 200 and r.json()["area_m2"] > 0
     cases = [
@@ -177,15 +247,39 @@ def test_volume_query_validation(client: TestClient) -> None:
         ({**good, "layers": ["sewers"]}, "layers"),
         ({**good, "limit": 10_001}, "limit"),
         ({**good, "geometry": {"type": "Polygon", "coordinates": [ring[:3]]}}, "4 positions"),
-        ({**good, "geometry": {"type": "Polygon", "coordinates": [ring[:-1]]}},
-         "end where it starts"),
+        (
+            {**good, "geometry": {"type": "Polygon", "coordinates": [ring[:-1]]}},
+            "end where it starts",
+        ),
         ({**good, "geometry": {"type": "LineString", "coordinates": ring}}, "geometry"),
-        ({**good, "geometry": {"type": "Polygon", "coordinates": [[
-            [114.02, 22.605], [114.03, 22.612], [114.03, 22.605], [114.02, 22.612],
-            [114.02, 22.605]]]}}, "not a valid geometry"),
-        ({**good, "geometry": {"type": "Polygon", "coordinates": [[[200, 22], [201, 22],
-                                                                   [201, 23], [200, 22]]]}},
-         "longitude"),
+        (
+            {
+                **good,
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [
+                            [114.02, 22.605],
+                            [114.03, 22.612],
+                            [114.03, 22.605],
+                            [114.02, 22.612],
+                            [114.02, 22.605],
+                        ]
+                    ],
+                },
+            },
+            "not a valid geometry",
+        ),
+        (
+            {
+                **good,
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[200, 22], [201, 22], [201, 23], [200, 22]]],
+                },
+            },
+            "longitude",
+        ),
         ({**good, "crs": "EPSG:4547"}, "look like lon/lat"),
         ({**good, "bbox": [1, 2, 3, 4]}, "not both"),
         ({"elevation": {"from": -5, "to": 0}, "bbox": [114.03, 22.6, 114.02, 22.61]}, "minx"),

@@ -60,13 +60,15 @@ def all_ids(client: TestClient, url: str, **params) -> list:
 def grid_window(engine: Engine, fraction: float = 0.4) -> tuple[float, float, float, float]:
     """A lon/lat box over the middle of the sample area."""
     with engine.connect() as c:
-        x0, y0, x1, y1 = c.execute(text(
-            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
-            f"ST_Transform(ST_SetSRID(ST_Extent(geom)::geometry, 4547), 4326) e "
-            f"FROM {table(BY_ID['grids'])}) s")).one()
+        x0, y0, x1, y1 = c.execute(
+            text(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
+                f"ST_Transform(ST_SetSRID(ST_Extent(geom)::geometry, 4547), 4326) e "
+                f"FROM {table(BY_ID['grids'])}) s"
+            )
+        ).one()
     cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * fraction, (y1 - y0) * fraction
-    return (round(cx - w / 2, 6), round(cy - h / 2, 6), round(cx + w / 2, 6),
-            round(cy + h / 2, 6))
+    return (round(cx - w / 2, 6), round(cy - h / 2, 6), round(cx + w / 2, 6), round(cy + h / 2, 6))
 
 
 # --- landing page, conformance, collections -------------------------------------------------
@@ -86,25 +88,31 @@ def test_landing_page_links_are_absolute(client: TestClient) -> None:
 
 def test_conformance_and_openapi_30(client: TestClient) -> None:
     classes = client.get("/conformance").json()["conformsTo"]
-    for c in ("ogcapi-features-1/1.0/conf/core", "ogcapi-features-1/1.0/conf/geojson",
-              "ogcapi-features-1/1.0/conf/oas30", "ogcapi-features-2/1.0/conf/crs",
-              "ogcapi-features-3/1.0/conf/filter", "ogcapi-features-3/1.0/conf/features-filter",
-              "cql2/1.0/conf/cql2-text", "cql2/1.0/conf/basic-cql2",
-              "cql2/1.0/conf/basic-spatial-functions"):
+    for c in (
+        "ogcapi-features-1/1.0/conf/core",
+        "ogcapi-features-1/1.0/conf/geojson",
+        "ogcapi-features-1/1.0/conf/oas30",
+        "ogcapi-features-2/1.0/conf/crs",
+        "ogcapi-features-3/1.0/conf/filter",
+        "ogcapi-features-3/1.0/conf/features-filter",
+        "cql2/1.0/conf/cql2-text",
+        "cql2/1.0/conf/basic-cql2",
+        "cql2/1.0/conf/basic-spatial-functions",
+    ):
         assert f"http://www.opengis.net/spec/{c}" in classes
     r = client.get("/api")
     assert r.status_code == 200 and "version=3.0" in r.headers["content-type"]
     doc = r.json()
     assert doc["openapi"].startswith("3.0")
     assert '{"type": "null"}' not in json.dumps(doc)
-    params = {p["name"]: p for p in doc["paths"]["/collections/{collectionId}/items"]["get"]
-              ["parameters"]}
+    params = {
+        p["name"]: p for p in doc["paths"]["/collections/{collectionId}/items"]["get"]["parameters"]
+    }
     assert {"limit", "bbox", "datetime", "crs", "filter", "collectionId"} <= set(params)
     assert params["limit"]["schema"]["maximum"] == 10_000
 
 
-def test_collections_list_the_catalogue_with_extents(client: TestClient, engine: Engine
-                                                     ) -> None:
+def test_collections_list_the_catalogue_with_extents(client: TestClient, engine: Engine) -> None:
     r = client.get("/collections")
     assert r.status_code == 200
     cols = {c["id"]: c for c in r.json()["collections"]}
@@ -118,20 +126,26 @@ def test_collections_list_the_catalogue_with_extents(client: TestClient, engine:
         assert rels["self"] == f"http://testserver/collections/{layer.id}"
         # the advertised bbox holds every feature, and is tight (within ~1 m)
         with engine.connect() as conn:
-            true = conn.execute(text(
-                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
-                f"ST_Extent(ST_Transform({layer.geometry_column}, 4326)) e "
-                f"FROM {table(layer)}) s")).one()
+            true = conn.execute(
+                text(
+                    "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
+                    f"ST_Extent(ST_Transform({layer.geometry_column}, 4326)) e "
+                    f"FROM {table(layer)}) s"
+                )
+            ).one()
         (bbox,) = c["extent"]["spatial"]["bbox"]
         assert bbox[0] <= true[0] and bbox[1] <= true[1]
         assert bbox[2] >= true[2] and bbox[3] >= true[3]
         assert all(abs(a - b) < 1e-5 for a, b in zip(bbox, true, strict=True))
         assert ("temporal" in c["extent"]) == (layer.temporal is not None)
     with engine.connect() as conn:
-        lo, hi = conn.execute(text(
-            f"SELECT to_char(min(reported_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'),"
-            f" to_char(max(reported_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
-            f"FROM {table(BY_ID['incidents'])}")).one()
+        lo, hi = conn.execute(
+            text(
+                f"SELECT to_char(min(reported_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'),"
+                f" to_char(max(reported_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+                f"FROM {table(BY_ID['incidents'])}"
+            )
+        ).one()
     assert cols["incidents"]["extent"]["temporal"]["interval"] == [[lo + "Z", hi + "Z"]]
     one = client.get("/collections/grids").json()
     assert one["id"] == "grids" and one["extent"] == cols["grids"]["extent"]
@@ -148,16 +162,14 @@ def test_queryables_are_the_catalogue_properties(client: TestClient) -> None:
     assert props["network"]["type"] == "string"
     assert props["geometry"]["format"] == "geometry-linestring"
     inc = client.get("/collections/incidents/queryables").json()["properties"]
-    assert inc["reported_at"] == {"title": "reported_at", "type": "string",
-                                  "format": "date-time"}
+    assert inc["reported_at"] == {"title": "reported_at", "type": "string", "format": "date-time"}
 
 
 # --- items ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=[layer.id for layer in LAYERS])
-def test_number_matched_is_the_row_count(client: TestClient, engine: Engine,
-                                         layer: Layer) -> None:
+def test_number_matched_is_the_row_count(client: TestClient, engine: Engine, layer: Layer) -> None:
     with engine.connect() as c:
         count = c.execute(text(f"SELECT count(*) FROM {table(layer)}")).scalar()
     r = client.get(f"/collections/{layer.id}/items", params={"limit": 5})
@@ -202,32 +214,42 @@ def test_paging_visits_every_component_once(client: TestClient, engine: Engine) 
 
 def test_next_links_keep_the_filters(client: TestClient, engine: Engine) -> None:
     ids = all_ids(client, "/collections/pipelines/items", network="JS")
-    r = client.get("/collections/pipelines/items",
-                   params={"network": "JS", "limit": 100, "offset": 100})
+    r = client.get(
+        "/collections/pipelines/items", params={"network": "JS", "limit": 100, "offset": 100}
+    )
     nxt = next(link["href"] for link in r.json()["links"] if link["rel"] == "next")
     q = parse_qs(urlsplit(nxt).query)
     assert q == {"network": ["JS"], "limit": ["100"], "offset": ["200"]}
     prev = next(link["href"] for link in r.json()["links"] if link["rel"] == "prev")
     assert parse_qs(urlsplit(prev).query)["offset"] == ["0"]
-    assert sorted(ids) == sorted(sql_ids(
-        engine, f"SELECT id FROM {table(BY_ID['pipelines'])} WHERE network = 'JS'"))
+    assert sorted(ids) == sorted(
+        sql_ids(engine, f"SELECT id FROM {table(BY_ID['pipelines'])} WHERE network = 'JS'")
+    )
 
 
 @pytest.mark.parametrize("collection", ["components", "buildings"])
-def test_bbox_in_crs84_matches_postgis(client: TestClient, engine: Engine,
-                                       collection: str) -> None:
+def test_bbox_in_crs84_matches_postgis(client: TestClient, engine: Engine, collection: str) -> None:
     layer = BY_ID[collection]
     x0, y0, x1, y1 = grid_window(engine)
     expected = sql_ids(
-        engine, f"SELECT {layer.id_column} FROM {table(layer)} WHERE ST_Intersects("
+        engine,
+        f"SELECT {layer.id_column} FROM {table(layer)} WHERE ST_Intersects("
         f"ST_Transform({layer.geometry_column}, 4326), ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))",
-        x0=x0, y0=y0, x1=x1, y1=y1)
+        x0=x0,
+        y0=y0,
+        x1=x1,
+        y1=y1,
+    )
     got = all_ids(client, f"/collections/{collection}/items", bbox=f"{x0},{y0},{x1},{y1}")
     assert 0 < len(got) < sql_ids(engine, f"SELECT count(*) FROM {table(layer)}")[0]
     assert sorted(got) == sorted(expected)
     # the same box in EPSG:4490 is written latitude first
-    lat_first = all_ids(client, f"/collections/{collection}/items",
-                        bbox=f"{y0},{x0},{y1},{x1}", **{"bbox-crs": "EPSG:4490"})
+    lat_first = all_ids(
+        client,
+        f"/collections/{collection}/items",
+        bbox=f"{y0},{x0},{y1},{x1}",
+        **{"bbox-crs": "EPSG:4490"},
+    )
     assert sorted(lat_first) == sorted(expected)
 
 
@@ -236,12 +258,14 @@ def test_world_bbox_returns_everything(client: TestClient, engine: Engine) -> No
     for collection in ("grids", "components"):
         layer = BY_ID[collection]
         count = sql_ids(engine, f"SELECT count(*) FROM {table(layer)}")[0]
-        r = client.get(f"/collections/{collection}/items",
-                       params={"bbox": "-180,-90,180,90", "limit": 1})
+        r = client.get(
+            f"/collections/{collection}/items", params={"bbox": "-180,-90,180,90", "limit": 1}
+        )
         assert r.status_code == 200 and r.json()["numberMatched"] == count
-        r = client.get(f"/collections/{collection}/items",
-                       params={"filter": "S_INTERSECTS(geom, BBOX(-180,-90,180,90))",
-                               "limit": 1})
+        r = client.get(
+            f"/collections/{collection}/items",
+            params={"filter": "S_INTERSECTS(geom, BBOX(-180,-90,180,90))", "limit": 1},
+        )
         assert r.status_code == 200 and r.json()["numberMatched"] == count
     r = client.get("/collections/grids/items", params={"bbox": "0,0,10,10"})
     assert r.status_code == 200 and r.json()["numberMatched"] == 0
@@ -250,14 +274,28 @@ def test_world_bbox_returns_everything(client: TestClient, engine: Engine) -> No
 def test_bbox_in_storage_crs_is_northing_first(client: TestClient, engine: Engine) -> None:
     layer = BY_ID["components"]
     with engine.connect() as c:
-        x0, y0, x1, y1 = c.execute(text(
-            f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
-            f"ST_Extent(geom) e FROM {table(layer)}) s")).one()
+        x0, y0, x1, y1 = c.execute(
+            text(
+                f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
+                f"ST_Extent(geom) e FROM {table(layer)}) s"
+            )
+        ).one()
     x0, x1 = x0 + (x1 - x0) / 3, x1 - (x1 - x0) / 3
-    expected = sql_ids(engine, f"SELECT id FROM {table(layer)} WHERE ST_Intersects(geom, "
-                       "ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4547))", x0=x0, y0=y0, x1=x1, y1=y1)
-    got = all_ids(client, "/collections/components/items", bbox=f"{y0},{x0},{y1},{x1}",
-                  **{"bbox-crs": EPSG4547})
+    expected = sql_ids(
+        engine,
+        f"SELECT id FROM {table(layer)} WHERE ST_Intersects(geom, "
+        "ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4547))",
+        x0=x0,
+        y0=y0,
+        x1=x1,
+        y1=y1,
+    )
+    got = all_ids(
+        client,
+        "/collections/components/items",
+        bbox=f"{y0},{x0},{y1},{x1}",
+        **{"bbox-crs": EPSG4547},
+    )
     assert sorted(got) == sorted(expected) and got
 
 
@@ -268,8 +306,11 @@ def test_bbox_predicate_can_use_the_spatial_index(database_url: str, loaded_samp
     expr, params = literal_geometry_sql(bbox_wkt(x0, y0, x1, y1), (x0, y0, x1, y1), crs)
     layer = BY_ID["components"]
     query = psql.SQL("EXPLAIN SELECT {} FROM {} WHERE ST_Intersects({}, {})").format(
-        psql.Identifier(layer.id_column), psql.Identifier(layer.schema, layer.table),
-        psql.Identifier(layer.geometry_column), expr)
+        psql.Identifier(layer.id_column),
+        psql.Identifier(layer.schema, layer.table),
+        psql.Identifier(layer.geometry_column),
+        expr,
+    )
     with psycopg.connect(libpq_dsn(database_url)) as conn:
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.execute(query, params))
@@ -278,16 +319,20 @@ def test_bbox_predicate_can_use_the_spatial_index(database_url: str, loaded_samp
     assert "Seq Scan" not in plan, plan
 
 
-def test_output_crs_epsg4547_gives_the_stored_coordinates(client: TestClient,
-                                                          engine: Engine) -> None:
+def test_output_crs_epsg4547_gives_the_stored_coordinates(
+    client: TestClient, engine: Engine
+) -> None:
     layer = BY_ID["pipeline_points"]
-    r = client.get("/collections/pipeline_points/items", params={"crs": "EPSG:4547",
-                                                                  "limit": 200})
+    r = client.get("/collections/pipeline_points/items", params={"crs": "EPSG:4547", "limit": 200})
     assert r.status_code == 200
     assert r.headers["content-crs"] == f"<{EPSG4547}>"
     with engine.connect() as c:
-        stored = {row[0]: row[1:] for row in c.execute(text(
-            f"SELECT id, ST_X(geom), ST_Y(geom), ST_Z(geom) FROM {table(layer)}"))}
+        stored = {
+            row[0]: row[1:]
+            for row in c.execute(
+                text(f"SELECT id, ST_X(geom), ST_Y(geom), ST_Z(geom) FROM {table(layer)}")
+            )
+        }
     feats = r.json()["features"]
     assert len(feats) == 200
     for f in feats:
@@ -317,41 +362,72 @@ def test_3d_geometries_keep_z(client: TestClient) -> None:
 def test_property_filters_are_typed(client: TestClient, engine: Engine) -> None:
     t = table(BY_ID["pipelines"])
     got = all_ids(client, "/collections/pipelines/items", network="JS", diameter_mm="300")
-    assert sorted(got) == sorted(sql_ids(
-        engine, f"SELECT id FROM {t} WHERE network = 'JS' AND diameter_mm = 300")) and got
+    assert (
+        sorted(got)
+        == sorted(sql_ids(engine, f"SELECT id FROM {t} WHERE network = 'JS' AND diameter_mm = 300"))
+        and got
+    )
     # 300.0 and 300 are the same number
-    assert sorted(all_ids(client, "/collections/pipelines/items", diameter_mm="300.0")) == \
-        sorted(sql_ids(engine, f"SELECT id FROM {t} WHERE diameter_mm = 300"))
+    assert sorted(all_ids(client, "/collections/pipelines/items", diameter_mm="300.0")) == sorted(
+        sql_ids(engine, f"SELECT id FROM {t} WHERE diameter_mm = 300")
+    )
     # a repeated property means any of the values
     r = client.get("/collections/pipelines/items?network=JS&network=PS&limit=1")
-    assert r.json()["numberMatched"] == sql_ids(
-        engine, f"SELECT count(*) FROM {t} WHERE network IN ('JS', 'PS')")[0]
+    assert (
+        r.json()["numberMatched"]
+        == sql_ids(engine, f"SELECT count(*) FROM {t} WHERE network IN ('JS', 'PS')")[0]
+    )
     year = sql_ids(engine, f"SELECT build_year FROM {t} WHERE build_year IS NOT NULL LIMIT 1")[0]
     r = client.get("/collections/pipelines/items", params={"build_year": str(year), "limit": 1})
-    assert r.json()["numberMatched"] == sql_ids(
-        engine, f"SELECT count(*) FROM {t} WHERE build_year = :y", y=year)[0]
+    assert (
+        r.json()["numberMatched"]
+        == sql_ids(engine, f"SELECT count(*) FROM {t} WHERE build_year = :y", y=year)[0]
+    )
 
 
-@pytest.mark.parametrize(("collection", "cql", "where"), [
-    ("pipelines", "network = 'JS' AND diameter_mm >= 300",
-     "network = 'JS' AND diameter_mm >= 300"),
-    ("pipelines", "network IN ('RQ', 'DL') OR NOT (diameter_mm BETWEEN 200 AND 600)",
-     "network IN ('RQ', 'DL') OR NOT (diameter_mm BETWEEN 200 AND 600)"),
-    ("pipelines", "diameter_mm NOT BETWEEN 200 AND 600 AND material NOT IN ('QM')",
-     "diameter_mm NOT BETWEEN 200 AND 600 AND material NOT IN ('QM')"),
-    ("buildings", "name LIKE '%大厦%' AND height_m > 20 OR floors IS NULL",
-     "name LIKE '%大厦%' AND height_m > 20 OR floors IS NULL"),
-    ("incidents", "reported_at >= TIMESTAMP('2026-11-01T00:00:00Z') AND severity >= 3",
-     "reported_at >= '2026-11-01T00:00:00Z' AND severity >= 3"),
-    ("grids", "community_code = '440309002001' AND area_m2 < 50000",
-     "community_code = '440309002001' AND area_m2 < 50000"),
-])
-def test_cql2_filters_match_sql(client: TestClient, engine: Engine, collection: str,
-                                cql: str, where: str) -> None:
+@pytest.mark.parametrize(
+    ("collection", "cql", "where"),
+    [
+        (
+            "pipelines",
+            "network = 'JS' AND diameter_mm >= 300",
+            "network = 'JS' AND diameter_mm >= 300",
+        ),
+        (
+            "pipelines",
+            "network IN ('RQ', 'DL') OR NOT (diameter_mm BETWEEN 200 AND 600)",
+            "network IN ('RQ', 'DL') OR NOT (diameter_mm BETWEEN 200 AND 600)",
+        ),
+        (
+            "pipelines",
+            "diameter_mm NOT BETWEEN 200 AND 600 AND material NOT IN ('QM')",
+            "diameter_mm NOT BETWEEN 200 AND 600 AND material NOT IN ('QM')",
+        ),
+        (
+            "buildings",
+            "name LIKE '%大厦%' AND height_m > 20 OR floors IS NULL",
+            "name LIKE '%大厦%' AND height_m > 20 OR floors IS NULL",
+        ),
+        (
+            "incidents",
+            "reported_at >= TIMESTAMP('2026-11-01T00:00:00Z') AND severity >= 3",
+            "reported_at >= '2026-11-01T00:00:00Z' AND severity >= 3",
+        ),
+        (
+            "grids",
+            "community_code = '440309002001' AND area_m2 < 50000",
+            "community_code = '440309002001' AND area_m2 < 50000",
+        ),
+    ],
+)
+def test_cql2_filters_match_sql(
+    client: TestClient, engine: Engine, collection: str, cql: str, where: str
+) -> None:
     layer = BY_ID[collection]
     expected = sql_ids(engine, f"SELECT {layer.id_column} FROM {table(layer)} WHERE {where}")
-    got = all_ids(client, f"/collections/{collection}/items", filter=cql,
-                  **{"filter-lang": "cql2-text"})
+    got = all_ids(
+        client, f"/collections/{collection}/items", filter=cql, **{"filter-lang": "cql2-text"}
+    )
     assert sorted(got) == sorted(expected)
 
 
@@ -362,42 +438,63 @@ def test_cql2_s_intersects_polygon_matches_postgis(client: TestClient, engine: E
     for collection in ("components", "pipelines"):
         layer = BY_ID[collection]
         expected = sql_ids(
-            engine, f"SELECT id FROM {table(layer)} WHERE ST_Intersects("
-            f"ST_Transform(geom, 4326), ST_GeomFromText(:wkt, 4326))", wkt=poly)
-        got = all_ids(client, f"/collections/{collection}/items",
-                      filter=f"S_INTERSECTS(geom, {poly}) ")
+            engine,
+            f"SELECT id FROM {table(layer)} WHERE ST_Intersects("
+            f"ST_Transform(geom, 4326), ST_GeomFromText(:wkt, 4326))",
+            wkt=poly,
+        )
+        got = all_ids(
+            client, f"/collections/{collection}/items", filter=f"S_INTERSECTS(geom, {poly}) "
+        )
         assert sorted(got) == sorted(expected) and got
     # with a filter-crs the literal is in that CRS (EPSG:4490: latitude first)
     flipped = f"POLYGON(({y0} {x0}, {y0} {x1}, {y1} {mx}, {y0} {x0}))"
-    got = all_ids(client, "/collections/components/items",
-                  filter=f"S_INTERSECTS(geometry, {flipped})", **{"filter-crs": EPSG4490})
+    got = all_ids(
+        client,
+        "/collections/components/items",
+        filter=f"S_INTERSECTS(geometry, {flipped})",
+        **{"filter-crs": EPSG4490},
+    )
     comp = BY_ID["components"]
-    assert sorted(got) == sorted(sql_ids(
-        engine, f"SELECT id FROM {table(comp)} WHERE ST_Intersects("
-        f"ST_Transform(geom, 4326), ST_GeomFromText(:wkt, 4326))", wkt=poly))
+    assert sorted(got) == sorted(
+        sql_ids(
+            engine,
+            f"SELECT id FROM {table(comp)} WHERE ST_Intersects("
+            f"ST_Transform(geom, 4326), ST_GeomFromText(:wkt, 4326))",
+            wkt=poly,
+        )
+    )
 
 
 def test_datetime_parameter(client: TestClient, engine: Engine) -> None:
     t = table(BY_ID["incidents"])
-    got = all_ids(client, "/collections/incidents/items",
-                  datetime="2026-11-01T00:00:00Z/..")
-    assert sorted(got) == sorted(sql_ids(
-        engine, f"SELECT id FROM {t} WHERE reported_at >= '2026-11-01T00:00:00Z'")) and got
+    got = all_ids(client, "/collections/incidents/items", datetime="2026-11-01T00:00:00Z/..")
+    assert (
+        sorted(got)
+        == sorted(
+            sql_ids(engine, f"SELECT id FROM {t} WHERE reported_at >= '2026-11-01T00:00:00Z'")
+        )
+        and got
+    )
     got = all_ids(client, "/collections/incidents/items", datetime="../2026-10-31")
-    assert sorted(got) == sorted(sql_ids(
-        engine, f"SELECT id FROM {t} WHERE reported_at < '2026-11-01T00:00:00Z'"))
+    assert sorted(got) == sorted(
+        sql_ids(engine, f"SELECT id FROM {t} WHERE reported_at < '2026-11-01T00:00:00Z'")
+    )
     one = sql_ids(engine, f"SELECT reported_at FROM {t} ORDER BY id LIMIT 1")[0]
     got = all_ids(client, "/collections/incidents/items", datetime=one.isoformat())
-    assert sorted(got) == sorted(sql_ids(engine, f"SELECT id FROM {t} WHERE reported_at = :t",
-                                         t=one))
+    assert sorted(got) == sorted(
+        sql_ids(engine, f"SELECT id FROM {t} WHERE reported_at = :t", t=one)
+    )
 
 
 def test_sortby(client: TestClient, engine: Engine) -> None:
     t = table(BY_ID["buildings"])
-    r = client.get("/collections/buildings/items", params={"sortby": "-height_m,name",
-                                                           "limit": 10_000})
+    r = client.get(
+        "/collections/buildings/items", params={"sortby": "-height_m,name", "limit": 10_000}
+    )
     assert [f["id"] for f in r.json()["features"]] == sql_ids(
-        engine, f"SELECT id FROM {t} ORDER BY height_m DESC, name ASC, id ASC")
+        engine, f"SELECT id FROM {t} ORDER BY height_m DESC, name ASC, id ASC"
+    )
 
 
 def test_single_feature(client: TestClient, engine: Engine) -> None:
@@ -421,50 +518,60 @@ def test_single_feature(client: TestClient, engine: Engine) -> None:
     assert client.get(f"/collections/buildings/items/{bid}?limit=3").status_code == 400
 
 
-@pytest.mark.parametrize(("url", "status", "words"), [
-    ("/collections/nope", 404, "collection 'nope' does not exist"),
-    ("/collections/nope/items", 404, "does not exist"),
-    ("/collections/nope/queryables", 404, "does not exist"),
-    ("/collections/nope/items/1", 404, "does not exist"),
-    ("/collections/grids/items?limit=100001", 400, "limit: 100001 exceeds the maximum"),
-    ("/collections/grids/items?limit=10001", 400, "maximum of 10000"),
-    ("/collections/grids/items?limit=0", 400, "limit"),
-    ("/collections/grids/items?limit=ten", 400, "limit: 'ten'"),
-    ("/collections/grids/items?offset=-1", 400, "offset"),
-    ("/collections/grids/items?limit=5&limit=6", 400, "more than once: limit"),
-    ("/collections/grids/items?bbox=1,2,3", 400, "bbox: expected 4"),
-    ("/collections/grids/items?bbox=a,b,c,d", 400, "bbox"),
-    ("/collections/grids/items?bbox=114.1,22.6,114.0,22.7", 400, "bbox: each lower corner"),
-    ("/collections/grids/items?bbox=114,22,115,95", 400, "latitude outside"),
-    ("/collections/grids/items?bbox=1,2,3,nan", 400, "finite"),
-    ("/collections/grids/items?bbox=1,2,3,4&bbox-crs=EPSG:3857", 400, "bbox-crs: unsupported"),
-    ("/collections/grids/items?bbox-crs=EPSG:4490", 400, "without bbox"),
-    ("/collections/grids/items?filter=name%20%3D", 400, "filter: expected a property name"),
-    ("/collections/grids/items?filter=name%20%3D%20'x'%3B%20DROP%20TABLE%20cim.work_grid", 400,
-     "unexpected character ';' at position 11"),
-    ("/collections/grids/items?filter=nosuch%20%3D%201", 400, "unknown property 'nosuch'"),
-    ("/collections/grids/items?filter=%221%3D1%20OR%20name%22%20%3D%20'x'", 400,
-     "unknown property '1=1 OR name'"),
-    ("/collections/grids/items?filter=area_m2%20%3D%20'big'", 400, "is a number"),
-    ("/collections/grids/items?filter=name%3D'x'&filter-lang=cql2-json", 400, "filter-lang"),
-    ("/collections/grids/items?filter-crs=EPSG:4490", 400, "without filter"),
-    ("/collections/grids/items?nosuch=1", 400, "unknown query parameter(s) 'nosuch'"),
-    ("/collections/grids/items?crs=EPSG:3857", 400, "crs: unsupported CRS 'EPSG:3857'"),
-    ("/collections/grids/items?crs=nonsense", 400, "crs: unsupported CRS"),
-    ("/collections/grids/items?f=html", 400, "f: unsupported format"),
-    ("/collections/grids/items?datetime=2026-01-01T00:00:00Z", 400, "no temporal property"),
-    ("/collections/incidents/items?datetime=yesterday", 400, "datetime"),
-    ("/collections/incidents/items?datetime=2026-12-01/2026-01-01", 400, "start is after"),
-    ("/collections/incidents/items?datetime=../..", 400, "bounded end"),
-    ("/collections/grids/items?sortby=nosuch", 400, "sortby: unknown property"),
-    ("/collections/grids/items?sortby=name,", 400, "sortby: empty"),
-    ("/collections/pipelines/items?build_year=abc", 400, "build_year: 'abc' is not an integer"),
-    ("/collections/pipelines/items?diameter_mm=inf", 400, "finite"),
-    ("/collections/incidents/items?reported_at=soon", 400, "reported_at"),
-    ("/collections?nosuch=1", 400, "unknown query parameter"),
-])
-def test_bad_requests_are_4xx_with_ogc_exceptions(client: TestClient, url: str, status: int,
-                                                  words: str) -> None:
+@pytest.mark.parametrize(
+    ("url", "status", "words"),
+    [
+        ("/collections/nope", 404, "collection 'nope' does not exist"),
+        ("/collections/nope/items", 404, "does not exist"),
+        ("/collections/nope/queryables", 404, "does not exist"),
+        ("/collections/nope/items/1", 404, "does not exist"),
+        ("/collections/grids/items?limit=100001", 400, "limit: 100001 exceeds the maximum"),
+        ("/collections/grids/items?limit=10001", 400, "maximum of 10000"),
+        ("/collections/grids/items?limit=0", 400, "limit"),
+        ("/collections/grids/items?limit=ten", 400, "limit: 'ten'"),
+        ("/collections/grids/items?offset=-1", 400, "offset"),
+        ("/collections/grids/items?limit=5&limit=6", 400, "more than once: limit"),
+        ("/collections/grids/items?bbox=1,2,3", 400, "bbox: expected 4"),
+        ("/collections/grids/items?bbox=a,b,c,d", 400, "bbox"),
+        ("/collections/grids/items?bbox=114.1,22.6,114.0,22.7", 400, "bbox: each lower corner"),
+        ("/collections/grids/items?bbox=114,22,115,95", 400, "latitude outside"),
+        ("/collections/grids/items?bbox=1,2,3,nan", 400, "finite"),
+        ("/collections/grids/items?bbox=1,2,3,4&bbox-crs=EPSG:3857", 400, "bbox-crs: unsupported"),
+        ("/collections/grids/items?bbox-crs=EPSG:4490", 400, "without bbox"),
+        ("/collections/grids/items?filter=name%20%3D", 400, "filter: expected a property name"),
+        (
+            "/collections/grids/items?filter=name%20%3D%20'x'%3B%20DROP%20TABLE%20cim.work_grid",
+            400,
+            "unexpected character ';' at position 11",
+        ),
+        ("/collections/grids/items?filter=nosuch%20%3D%201", 400, "unknown property 'nosuch'"),
+        (
+            "/collections/grids/items?filter=%221%3D1%20OR%20name%22%20%3D%20'x'",
+            400,
+            "unknown property '1=1 OR name'",
+        ),
+        ("/collections/grids/items?filter=area_m2%20%3D%20'big'", 400, "is a number"),
+        ("/collections/grids/items?filter=name%3D'x'&filter-lang=cql2-json", 400, "filter-lang"),
+        ("/collections/grids/items?filter-crs=EPSG:4490", 400, "without filter"),
+        ("/collections/grids/items?nosuch=1", 400, "unknown query parameter(s) 'nosuch'"),
+        ("/collections/grids/items?crs=EPSG:3857", 400, "crs: unsupported CRS 'EPSG:3857'"),
+        ("/collections/grids/items?crs=nonsense", 400, "crs: unsupported CRS"),
+        ("/collections/grids/items?f=html", 400, "f: unsupported format"),
+        ("/collections/grids/items?datetime=2026-01-01T00:00:00Z", 400, "no temporal property"),
+        ("/collections/incidents/items?datetime=yesterday", 400, "datetime"),
+        ("/collections/incidents/items?datetime=2026-12-01/2026-01-01", 400, "start is after"),
+        ("/collections/incidents/items?datetime=../..", 400, "bounded end"),
+        ("/collections/grids/items?sortby=nosuch", 400, "sortby: unknown property"),
+        ("/collections/grids/items?sortby=name,", 400, "sortby: empty"),
+        ("/collections/pipelines/items?build_year=abc", 400, "build_year: 'abc' is not an integer"),
+        ("/collections/pipelines/items?diameter_mm=inf", 400, "finite"),
+        ("/collections/incidents/items?reported_at=soon", 400, "reported_at"),
+        ("/collections?nosuch=1", 400, "unknown query parameter"),
+    ],
+)
+def test_bad_requests_are_4xx_with_ogc_exceptions(
+    client: TestClient, url: str, status: int, words: str
+) -> None:
     r = client.get(url)
     assert r.status_code == status, r.text
     body = r.json()
@@ -476,9 +583,11 @@ def test_bad_requests_are_4xx_with_ogc_exceptions(client: TestClient, url: str, 
 def test_injection_attempts_leave_the_tables_alone(client: TestClient, engine: Engine) -> None:
     t = table(BY_ID["grids"])
     before = sql_ids(engine, f"SELECT count(*) FROM {t}")[0]
-    for cql in ("name = 'x''; DROP TABLE cim.work_grid; --'",
-                "name = 'x' OR 1 = 1",
-                "name LIKE '%'' OR ''1''=''1'"):
+    for cql in (
+        "name = 'x''; DROP TABLE cim.work_grid; --'",
+        "name = 'x' OR 1 = 1",
+        "name LIKE '%'' OR ''1''=''1'",
+    ):
         r = client.get("/collections/grids/items", params={"filter": cql, "limit": 1})
         assert r.status_code == 200, r.text
     assert r.json()["numberMatched"] == 0  # the whole text is one LIKE pattern
@@ -493,8 +602,10 @@ def test_injection_attempts_leave_the_tables_alone(client: TestClient, engine: E
 
 OGRINFO = shutil.which("ogrinfo")
 OGR2OGR = shutil.which("ogr2ogr")
-gdal = pytest.mark.skipif(OGRINFO is None or OGR2OGR is None,
-                          reason="GDAL command-line tools (ogrinfo, ogr2ogr) are not installed")
+gdal = pytest.mark.skipif(
+    OGRINFO is None or OGR2OGR is None,
+    reason="GDAL command-line tools (ogrinfo, ogr2ogr) are not installed",
+)
 
 
 @pytest.fixture(scope="module")
@@ -503,8 +614,9 @@ def server(settings: Settings, loaded_sample) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, name="features-api", daemon=True)
     thread.start()
@@ -534,8 +646,11 @@ def run(*args: str) -> str:
 @gdal
 def test_ogrinfo_lists_every_collection(server: str, engine: Engine) -> None:
     out = run("ogrinfo", "-ro", "-so", f"OAPIF:{server}")
-    names = [line.split(": ", 1)[1].split(" ", 1)[0] for line in out.splitlines()
-             if line[:1].isdigit() and ": " in line]
+    names = [
+        line.split(": ", 1)[1].split(" ", 1)[0]
+        for line in out.splitlines()
+        if line[:1].isdigit() and ": " in line
+    ]
     assert names == [layer.id for layer in LAYERS]
     out = run("ogrinfo", "-ro", "-so", f"OAPIF:{server}", "grids")
     count = sql_ids(engine, f"SELECT count(*) FROM {table(BY_ID['grids'])}")[0]
@@ -557,8 +672,16 @@ def test_ogr2ogr_copies_the_grids(server: str, engine: Engine, tmp_path: Path) -
 @gdal
 def test_ogr2ogr_follows_next_links(server: str, engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "components.geojson"
-    run("ogr2ogr", "-oo", "PAGE_SIZE=1000", "-f", "GeoJSON", str(out), f"OAPIF:{server}",
-        "components")
+    run(
+        "ogr2ogr",
+        "-oo",
+        "PAGE_SIZE=1000",
+        "-f",
+        "GeoJSON",
+        str(out),
+        f"OAPIF:{server}",
+        "components",
+    )
     feats = json.loads(out.read_text())["features"]
     expected = sql_ids(engine, f"SELECT component_id FROM {table(BY_ID['components'])}")
     assert len(expected) > 1000  # more than one page

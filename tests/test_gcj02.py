@@ -26,13 +26,13 @@ PUBLISHED = [
 
 def metres(lon_a, lat_a, lon_b, lat_b) -> np.ndarray:
     lat = np.radians(np.asarray(lat_a))
-    return np.hypot((np.asarray(lon_a) - lon_b) * 111_320 * np.cos(lat),
-                    (np.asarray(lat_a) - lat_b) * 110_574)
+    return np.hypot(
+        (np.asarray(lon_a) - lon_b) * 111_320 * np.cos(lat), (np.asarray(lat_a) - lat_b) * 110_574
+    )
 
 
 @pytest.mark.parametrize("w_lat, w_lon, g_lat, g_lon", PUBLISHED)
-def test_published_pairs_both_ways(w_lat: float, w_lon: float, g_lat: float,
-                                   g_lon: float) -> None:
+def test_published_pairs_both_ways(w_lat: float, w_lon: float, g_lat: float, g_lon: float) -> None:
     lon, lat = gcj02.from_wgs84(np.array([w_lon]), np.array([w_lat]))
     assert lon[0] == pytest.approx(g_lon, abs=1e-9) and lat[0] == pytest.approx(g_lat, abs=1e-9)
     lon, lat = gcj02.to_wgs84(np.array([g_lon]), np.array([g_lat]))
@@ -74,7 +74,8 @@ def _web_map_copy(tmp: Path, where: str) -> tuple[Path, np.ndarray]:
 
 @pytest.mark.parametrize("where", ["member", "property"])
 def test_incidents_said_to_be_gcj02_are_warned_about_with_the_offset(
-    tmp_path: Path, where: str,
+    tmp_path: Path,
+    where: str,
 ) -> None:
     path, _ = _web_map_copy(tmp_path, where)
     report = Report()
@@ -116,8 +117,9 @@ def test_the_import_command_takes_from_gcj02(tmp_path: Path) -> None:
 
     path, _ = _web_map_copy(tmp_path, "member")
     plain = CliRunner().invoke(app, ["import", "incidents", str(path), "--dry-run"])
-    converted = CliRunner().invoke(app, ["import", "incidents", str(path), "--dry-run",
-                                         "--from-gcj02"])
+    converted = CliRunner().invoke(
+        app, ["import", "incidents", str(path), "--dry-run", "--from-gcj02"]
+    )
     assert plain.exit_code == converted.exit_code == 0, plain.output + converted.output
     assert "gcj02-suspected" in plain.output
     assert "gcj02-suspected" not in converted.output and "features valid" in converted.output
@@ -135,14 +137,19 @@ def district_db(database_url: str):
 
     url = sqlalchemy_url(database_url).set(database=f"cimtwin_gcj_{os.getpid()}")
     url = bootstrap.recreate_database(url.render_as_string(hide_password=False))
-    run_import(importer_for("components"), [SAMPLE / "gpkg" / "components.gpkg"],
-               ImportOptions(dataset="gcj-components"), url)
+    run_import(
+        importer_for("components"),
+        [SAMPLE / "gpkg" / "components.gpkg"],
+        ImportOptions(dataset="gcj-components"),
+        url,
+    )
     yield url
     bootstrap.drop_database(url)
 
 
 def test_unlabelled_web_map_positions_are_caught_by_their_offset_from_features(
-    district_db: str, tmp_path: Path,
+    district_db: str,
+    tmp_path: Path,
 ) -> None:
     """A GCJ-02 file that does not say so: its points sit the offset away from the
     district's components, and on them once read as GCJ-02."""
@@ -155,10 +162,15 @@ def test_unlabelled_web_map_positions_are_caught_by_their_offset_from_features(
         f["id"] += "-web"
         f["properties"]["external_id"] += "-web"
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    shifted = run_import(importer_for("incidents"), [path], ImportOptions(dataset="web"),
-                         district_db)
+    shifted = run_import(
+        importer_for("incidents"), [path], ImportOptions(dataset="web"), district_db
+    )
     found = [p.message for p in shifted.report.problems if p.rule == "gcj02-suspected"]
     assert len(found) == 1 and "--from-gcj02" in found[0], shifted.report.problems
-    true = run_import(importer_for("incidents"), [SAMPLE / "incidents.geojson"],
-                      ImportOptions(dataset="true"), district_db)
+    true = run_import(
+        importer_for("incidents"),
+        [SAMPLE / "incidents.geojson"],
+        ImportOptions(dataset="true"),
+        district_db,
+    )
     assert [p for p in true.report.problems if p.rule == "gcj02-suspected"] == []

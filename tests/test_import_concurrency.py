@@ -23,8 +23,7 @@ ROUNDS = 3
 def concurrent_db(database_url: str) -> Iterator[str]:
     """A database of its own: no component ids from other tests' datasets."""
     base = sqlalchemy_url(database_url)
-    url = base.set(database=f"cimtwin_conc_{os.getpid()}").render_as_string(
-        hide_password=False)
+    url = base.set(database=f"cimtwin_conc_{os.getpid()}").render_as_string(hide_password=False)
     yield bootstrap.recreate_database(url)
     bootstrap.drop_database(url)
 
@@ -62,7 +61,8 @@ def _import_together(files: list[Path], url: str) -> tuple[dict, list]:
 
 
 def test_two_component_imports_into_different_datasets_both_succeed(
-    concurrent_db: str, tmp_path: Path,
+    concurrent_db: str,
+    tmp_path: Path,
 ) -> None:
     """Both imports create and attach a partition of city_component and insert their batch
     row; taken in different orders, those locks deadlocked PostgreSQL every time. Rounds
@@ -72,5 +72,4 @@ def test_two_component_imports_into_different_datasets_both_succeed(
         results, errors = _import_together(files, concurrent_db)
         assert errors == [], f"attempt {attempt + 1}: {errors}"
         assert [results[i].status for i in range(2)] == ["succeeded", "succeeded"]
-        assert results[0].counts["city_component"] + results[1].counts["city_component"] \
-            == 5452
+        assert results[0].counts["city_component"] + results[1].counts["city_component"] == 5452

@@ -96,8 +96,9 @@ def test_survey_defects_are_each_reported_with_file_and_line(tmp_path: Path) -> 
     found = rules(report)
     assert found["duplicate-point-no"] == ["points.csv:4", "points.csv:7"]
     assert found["network-unknown"] == ["points.csv:8"]
-    assert found["line-end-unknown"] == ["lines.csv:5"] or "lines.csv:5" in found[
-        "line-end-unknown"]
+    assert (
+        found["line-end-unknown"] == ["lines.csv:5"] or "lines.csv:5" in found["line-end-unknown"]
+    )
     assert found["line-self-loop"] == ["lines.csv:6"]
     assert "lines.csv:7" in found["duplicate-segment"]
     assert found["gravity-uphill"] == ["lines.csv:8"]
@@ -124,21 +125,24 @@ def test_swapped_axes_and_lonlat_are_caught(tmp_path: Path) -> None:
 
 def test_english_headers_through_a_mapping_file(tmp_path: Path) -> None:
     header_p = "pt,net,sub,feat,att,N,E,GL,WD,rem"
-    header_l = ("s,e,net,sub,sd,ed,dia,sec,mat,bur,own,yr,pr,fl,v,cc,ht,hu,rd,st")
-    points = header_p + POINTS[POINTS.index("\n"):]
-    lines = header_l + LINES[LINES.index("\n"):]
+    header_l = "s,e,net,sub,sd,ed,dia,sec,mat,bur,own,yr,pr,fl,v,cc,ht,hu,rd,st"
+    points = header_p + POINTS[POINTS.index("\n") :]
+    lines = header_l + LINES[LINES.index("\n") :]
     mapping = tmp_path / "map.yaml"
     mapping.write_text(
         "pipeline_points: {point_no: [pt], network: [net], subtype: [sub], feature: [feat],\n"
         "  appurtenance: [att], x: [N], y: [E], ground_elevation: [GL], well_depth: [WD]}\n"
         "pipeline_lines: {from_point: [s], to_point: [e], network: [net], subtype: [sub],\n"
         "  from_depth: [sd], to_depth: [ed], diameter: [dia], section: [sec], material: [mat],\n"
-        "  burial: [bur], owner: [own], flow: [fl], status: [st]}\n", encoding="utf-8")
+        "  burial: [bur], owner: [own], flow: [fl], status: [st]}\n",
+        encoding="utf-8",
+    )
     report, prep = prepare(write(tmp_path, points, lines), mapping=mapping)
     assert report.problems == []
     assert prep.feature_count == 8
     assert resolve_columns(["物探点号(编号)"], "pipeline_points", load_mapping(None)) == {
-        "point_no": "物探点号(编号)"}
+        "point_no": "物探点号(编号)"
+    }
 
 
 def test_unknown_headers_say_which_were_found(tmp_path: Path) -> None:
@@ -154,22 +158,28 @@ def test_local_grid_similarity_round_numbers() -> None:
     assert x[0] == pytest.approx(1000.0) and y[0] == pytest.approx(-490.0)
 
 
-@pytest.mark.parametrize("text", [
-    # a quoted comma and a quoted line break, blanks, a blank row
-    "点号,特征,备注\nJS1,三通,\"阀, 井\"\nJS2, 弯头 ,\n,,\nJS3,\"多\n行\",x\n",
-    "a,b\n1,2\n3,4",  # no final newline
-    "a,b,c\n1,2\n",  # a short row: pandas' leniency
-    "a,a\n1,2\n",  # duplicate headers: pandas renames
-    "a,b\n1, \"x, y\"\n",  # a space before a quote: pandas' skipinitialspace
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a quoted comma and a quoted line break, blanks, a blank row
+        '点号,特征,备注\nJS1,三通,"阀, 井"\nJS2, 弯头 ,\n,,\nJS3,"多\n行",x\n',
+        "a,b\n1,2\n3,4",  # no final newline
+        "a,b,c\n1,2\n",  # a short row: pandas' leniency
+        "a,a\n1,2\n",  # duplicate headers: pandas renames
+        'a,b\n1, "x, y"\n',  # a space before a quote: pandas' skipinitialspace
+    ],
+)
 def test_arrow_and_pandas_csv_readers_give_the_same_table(tmp_path: Path, text: str) -> None:
     """Survey tables go through Arrow's CSV parser when they are plain, else pandas'; the
     rows the importers see must not depend on which."""
     path = tmp_path / "t.csv"
     path.write_text(text, encoding="utf-8")
     got = read_tables(path)[0].frame
-    want = _clean(pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                              skipinitialspace=True))
+    want = _clean(
+        pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    )
     assert list(got.columns) == list(want.columns)
-    assert got.astype(object).fillna("").values.tolist() == \
-        want.astype(object).fillna("").values.tolist()
+    assert (
+        got.astype(object).fillna("").values.tolist()
+        == want.astype(object).fillna("").values.tolist()
+    )

@@ -41,8 +41,7 @@ def test_sample_loads_without_errors_and_counts_match_files(loaded_sample, engin
         "community": pyogrio.read_info(SAMPLE / "gpkg/admin.gpkg", layer="community")["features"],
         "street": pyogrio.read_info(SAMPLE / "gpkg/admin.gpkg", layer="street")["features"],
         "parcel": pyogrio.read_info(SAMPLE / "gpkg/parcels.gpkg")["features"],
-        "building": pyogrio.read_info(SAMPLE / "gpkg/buildings.gpkg", layer="building")[
-            "features"],
+        "building": pyogrio.read_info(SAMPLE / "gpkg/buildings.gpkg", layer="building")["features"],
         "city_component": pyogrio.read_info(SAMPLE / "gpkg/components.gpkg")["features"],
         "pipeline_node": csv_rows(SAMPLE / "pipelines/points.csv"),
         "pipeline_segment": csv_rows(SAMPLE / "pipelines/lines.csv"),
@@ -50,84 +49,125 @@ def test_sample_loads_without_errors_and_counts_match_files(loaded_sample, engin
     }
     with engine.connect() as c:
         for table, n in expect.items():
-            got = c.execute(text(
-                f"SELECT count(*) FROM cim.{table} t JOIN cim.import_batch b ON b.id = t.batch_id"
-                " WHERE b.dataset LIKE 'sample:north_station:%'")).scalar()
+            got = c.execute(
+                text(
+                    f"SELECT count(*) FROM cim.{table} t JOIN cim.import_batch b ON b.id = "
+                    "t.batch_id"
+                    " WHERE b.dataset LIKE 'sample:north_station:%'"
+                )
+            ).scalar()
             assert got == n > 0, table
         # every component and building got its work grid at import time (进格入块)
-        assert c.execute(text("SELECT count(*) FROM cim.city_component WHERE grid_code IS NULL"
-                              )).scalar() == 0
+        assert (
+            c.execute(
+                text("SELECT count(*) FROM cim.city_component WHERE grid_code IS NULL")
+            ).scalar()
+            == 0
+        )
         # provenance: file hash, CRS and counts recorded
-        rows = c.execute(text("SELECT kind, sha256, source_crs, counts FROM cim.import_batch "
-                              "WHERE dataset LIKE 'sample:north_station:%'")).all()
+        rows = c.execute(
+            text(
+                "SELECT kind, sha256, source_crs, counts FROM cim.import_batch "
+                "WHERE dataset LIKE 'sample:north_station:%'"
+            )
+        ).all()
     assert {r.kind for r in rows} == {k for k, _, _ in SAMPLE_STEPS}
     assert all(len(r.sha256) == 64 and r.source_crs for r in rows)
 
 
 def test_pipes_are_3d_with_topology(loaded_sample, engine: Engine):
     with engine.connect() as c:
-        bad_ends = c.execute(text(
-            "SELECT count(*) FROM cim.pipeline_segment s JOIN cim.pipeline_node a ON "
-            "a.id = s.from_node_id JOIN cim.pipeline_node b ON b.id = s.to_node_id WHERE "
-            "ST_Distance(ST_StartPoint(s.geom), a.geom) > 0.001 OR "
-            "ST_Distance(ST_EndPoint(s.geom), b.geom) > 0.001")).scalar()
-        below = c.execute(text(
-            "SELECT bool_and(ST_ZMax(s.geom) < a.ground_elevation_m) FROM cim.pipeline_segment s"
-            " JOIN cim.pipeline_node a ON a.id = s.from_node_id")).scalar()
-        uphill = c.execute(text(
-            "SELECT count(*) FROM cim.pipeline_segment WHERE network = 'PS' AND "
-            "flow_direction * (to_elevation_m - from_elevation_m) > 0.005")).scalar()
+        bad_ends = c.execute(
+            text(
+                "SELECT count(*) FROM cim.pipeline_segment s JOIN cim.pipeline_node a ON "
+                "a.id = s.from_node_id JOIN cim.pipeline_node b ON b.id = s.to_node_id WHERE "
+                "ST_Distance(ST_StartPoint(s.geom), a.geom) > 0.001 OR "
+                "ST_Distance(ST_EndPoint(s.geom), b.geom) > 0.001"
+            )
+        ).scalar()
+        below = c.execute(
+            text(
+                "SELECT bool_and(ST_ZMax(s.geom) < a.ground_elevation_m) FROM "
+                "cim.pipeline_segment s"
+                " JOIN cim.pipeline_node a ON a.id = s.from_node_id"
+            )
+        ).scalar()
+        uphill = c.execute(
+            text(
+                "SELECT count(*) FROM cim.pipeline_segment WHERE network = 'PS' AND "
+                "flow_direction * (to_elevation_m - from_elevation_m) > 0.005"
+            )
+        ).scalar()
     assert bad_ends == 0
     assert below  # every pipe lies below the ground at its start
     assert uphill == 0
 
 
-def test_reimport_replaces_instead_of_duplicating(loaded_sample, engine: Engine,
-                                                  database_url: str):
+def test_reimport_replaces_instead_of_duplicating(loaded_sample, engine: Engine, database_url: str):
     paths = [SAMPLE / "incidents.geojson"]
     opts = ImportOptions(dataset="sample:north_station:incidents")
     again = run_import(importer_for("incidents"), paths, opts, database_url)
     assert again.status == "unchanged"
-    forced = run_import(importer_for("incidents"), paths,
-                        ImportOptions(dataset="sample:north_station:incidents", replace=True),
-                        database_url)
+    forced = run_import(
+        importer_for("incidents"),
+        paths,
+        ImportOptions(dataset="sample:north_station:incidents", replace=True),
+        database_url,
+    )
     assert forced.status == "succeeded"
     with engine.connect() as c:
         n = c.execute(text("SELECT count(*) FROM cim.incident")).scalar()
-        statuses = dict(c.execute(text(
-            "SELECT id, status FROM cim.import_batch WHERE dataset = "
-            "'sample:north_station:incidents'")).all())
+        statuses = dict(
+            c.execute(
+                text(
+                    "SELECT id, status FROM cim.import_batch WHERE dataset = "
+                    "'sample:north_station:incidents'"
+                )
+            ).all()
+        )
     assert n == forced.counts["incident"] == 40
     assert statuses[forced.batch_id] == "succeeded"
     assert list(statuses.values()).count("replaced") >= 1
 
 
-def test_gbk_and_xlsx_tables_import_the_same_rows(loaded_sample, engine: Engine,
-                                                  database_url: str):
+def test_gbk_and_xlsx_tables_import_the_same_rows(loaded_sample, engine: Engine, database_url: str):
     p = SAMPLE / "pipelines"
-    variants = {"gbk": [p / "points_gbk.csv", p / "lines_gbk.csv"],
-                "xlsx": [p / "pipelines.xlsx"]}
+    variants = {"gbk": [p / "points_gbk.csv", p / "lines_gbk.csv"], "xlsx": [p / "pipelines.xlsx"]}
     for name, paths in variants.items():
-        r = run_import(importer_for("pipelines"), paths,
-                       ImportOptions(crs="EPSG:4547", dataset=f"variant-{name}"), database_url)
+        r = run_import(
+            importer_for("pipelines"),
+            paths,
+            ImportOptions(crs="EPSG:4547", dataset=f"variant-{name}"),
+            database_url,
+        )
         assert r.report.errors == []
-    cols = ("point_no, network, subtype, feature, appurtenance, ground_elevation_m, "
-            "well_depth_m, ST_AsEWKT(geom)")
-    seg = ("network, subtype, from_depth_m, to_depth_m, diameter_mm, width_mm, height_mm, "
-           "material, burial, owner, build_year, pressure_class, flow_direction, status, road, "
-           "ST_AsEWKT(geom)")
+    cols = (
+        "point_no, network, subtype, feature, appurtenance, ground_elevation_m, "
+        "well_depth_m, ST_AsEWKT(geom)"
+    )
+    seg = (
+        "network, subtype, from_depth_m, to_depth_m, diameter_mm, width_mm, height_mm, "
+        "material, burial, owner, build_year, pressure_class, flow_direction, status, road, "
+        "ST_AsEWKT(geom)"
+    )
     with engine.connect() as c:
         for name in variants:
             for table, what in (("pipeline_node", cols), ("pipeline_segment", seg)):
-                diff = c.execute(text(
-                    f"SELECT count(*) FROM ((SELECT {what} FROM cim.{table} WHERE dataset = "
-                    f"'sample:north_station:pipelines' EXCEPT SELECT {what} FROM cim.{table} "
-                    f"WHERE dataset = :d) UNION ALL (SELECT {what} FROM cim.{table} WHERE "
-                    f"dataset = :d EXCEPT SELECT {what} FROM cim.{table} WHERE dataset = "
-                    "'sample:north_station:pipelines')) x"), {"d": f"variant-{name}"}).scalar()
+                diff = c.execute(
+                    text(
+                        f"SELECT count(*) FROM ((SELECT {what} FROM cim.{table} WHERE dataset = "
+                        f"'sample:north_station:pipelines' EXCEPT SELECT {what} FROM cim.{table} "
+                        f"WHERE dataset = :d) UNION ALL (SELECT {what} FROM cim.{table} WHERE "
+                        f"dataset = :d EXCEPT SELECT {what} FROM cim.{table} WHERE dataset = "
+                        "'sample:north_station:pipelines')) x"
+                    ),
+                    {"d": f"variant-{name}"},
+                ).scalar()
                 assert diff == 0, (name, table)
-            n = c.execute(text("SELECT count(*) FROM cim.pipeline_segment WHERE dataset = :d"),
-                          {"d": f"variant-{name}"}).scalar()
+            n = c.execute(
+                text("SELECT count(*) FROM cim.pipeline_segment WHERE dataset = :d"),
+                {"d": f"variant-{name}"},
+            ).scalar()
             assert n == csv_rows(p / "lines.csv")
         c.execute(text("DELETE FROM cim.pipeline_node WHERE dataset LIKE 'variant-%'"))
         c.commit()
@@ -161,8 +201,12 @@ def dirty_attempts(scratch_database: str):
     for kind, files, crs in SAMPLE_STEPS:
         before = table_fingerprint(scratch_database)
         try:
-            result = run_import(importer_for(kind), [DIRTY / f for f in files],
-                                ImportOptions(crs=crs, strict=True), scratch_database)
+            result = run_import(
+                importer_for(kind),
+                [DIRTY / f for f in files],
+                ImportOptions(crs=crs, strict=True),
+                scratch_database,
+            )
             outcome = ("succeeded", result.report)
         except ImportFailed as exc:
             outcome = ("failed", exc.report)
@@ -172,9 +216,12 @@ def dirty_attempts(scratch_database: str):
 
 def test_every_planted_defect_is_reported_with_file_and_row(dirty_attempts):
     defects = json.loads((DIRTY / "defects.json").read_text(encoding="utf-8"))["defects"]
-    by_file = {"pipelines/points.csv": "pipelines", "pipelines/lines.csv": "pipelines",
-               "gpkg/components.gpkg#component": "components",
-               "gpkg/parcels.gpkg#parcel": "parcels"}
+    by_file = {
+        "pipelines/points.csv": "pipelines",
+        "pipelines/lines.csv": "pipelines",
+        "gpkg/components.gpkg#component": "components",
+        "gpkg/parcels.gpkg#parcel": "parcels",
+    }
     checked = 0
     for d in defects:
         if d["rule"] == "missing_crs":
@@ -182,16 +229,19 @@ def test_every_planted_defect_is_reported_with_file_and_row(dirty_attempts):
         kind = by_file[d["file"]]
         status, report, _, _ = dirty_attempts[kind]
         assert status == "failed", d
-        found = [p for rule in DEFECT_RULES[d["rule"]] for p in _problems_by_rule(report).get(
-            rule, [])]
+        found = [
+            p for rule in DEFECT_RULES[d["rule"]] for p in _problems_by_rule(report).get(rule, [])
+        ]
         fname = Path(d["file"].split("#")[0]).name
         if "rows" in d:  # table rows: the line a surveyor sees (header = line 1)
             want = {str(r + 1) for r in d["rows"]}
             got = {p.row for p in found if p.file == fname}
             assert want <= got, (d, [(p.file, p.row) for p in found])
         else:
-            assert any(p.file.split(":")[0] == fname and d["feature"] in p.row
-                       for p in found), (d, found)
+            assert any(p.file.split(":")[0] == fname and d["feature"] in p.row for p in found), (
+                d,
+                found,
+            )
         checked += 1
     assert checked == len(defects) - 1
 
@@ -201,27 +251,42 @@ def test_failed_imports_leave_the_database_unchanged(dirty_attempts):
         if status == "failed":
             assert after == before, kind
     assert {k for k, v in dirty_attempts.items() if v[0] == "failed"} >= {
-        "pipelines", "components", "parcels"}
+        "pipelines",
+        "components",
+        "parcels",
+    }
 
 
 def test_a_file_without_crs_is_refused(scratch_database: str):
     with pytest.raises(UserError, match=r"component_nocrs\.shp.*no CRS"):
-        run_import(importer_for("components"), [DIRTY / "shp/component_nocrs.shp"],
-                   ImportOptions(), scratch_database)
+        run_import(
+            importer_for("components"),
+            [DIRTY / "shp/component_nocrs.shp"],
+            ImportOptions(),
+            scratch_database,
+        )
     # with --crs it reads, and then stops at the unknown class code
     with pytest.raises(ImportFailed):
-        run_import(importer_for("components"), [DIRTY / "shp/component_nocrs.shp"],
-                   ImportOptions(crs="EPSG:4547"), scratch_database)
+        run_import(
+            importer_for("components"),
+            [DIRTY / "shp/component_nocrs.shp"],
+            ImportOptions(crs="EPSG:4547"),
+            scratch_database,
+        )
 
 
 def test_dirty_pipelines_in_gbk_and_xlsx_report_the_same_defects(scratch_database: str):
     p = DIRTY / "pipelines"
     seen = []
-    for paths in ([p / "points.csv", p / "lines.csv"], [p / "points_gbk.csv", p / "lines_gbk.csv"],
-                  [p / "pipelines.xlsx"]):
+    for paths in (
+        [p / "points.csv", p / "lines.csv"],
+        [p / "points_gbk.csv", p / "lines_gbk.csv"],
+        [p / "pipelines.xlsx"],
+    ):
         with pytest.raises(ImportFailed) as exc:
-            run_import(importer_for("pipelines"), paths, ImportOptions(crs="EPSG:4547"),
-                       scratch_database)
+            run_import(
+                importer_for("pipelines"), paths, ImportOptions(crs="EPSG:4547"), scratch_database
+            )
         seen.append(sorted((pr.rule, pr.row) for pr in exc.value.report.errors))
     assert seen[0] == seen[1] == seen[2]
 
@@ -234,9 +299,14 @@ def _big_components(path: Path, n: int) -> None:
     import geopandas as gpd
 
     gpd.GeoDataFrame(
-        {"comp_id": [f"4403090118{i:06d}" for i in range(n)], "class_cd": ["0118"] * n,
-         "name": ["路灯"] * n, "status": ["完好"] * n},
-        geometry=shapely.points(x, y), crs="EPSG:4547",
+        {
+            "comp_id": [f"4403090118{i:06d}" for i in range(n)],
+            "class_cd": ["0118"] * n,
+            "name": ["路灯"] * n,
+            "status": ["完好"] * n,
+        },
+        geometry=shapely.points(x, y),
+        crs="EPSG:4547",
     ).to_file(path, driver="GPKG", engine="pyogrio")
 
 
@@ -245,16 +315,29 @@ def test_a_killed_import_leaves_no_partial_rows(scratch_database: str, tmp_path:
     _big_components(big, 400_000)
     before = table_fingerprint(scratch_database)
     env = {**os.environ, "CIMTWIN_DATABASE_URL": scratch_database}
-    proc = subprocess.Popen([sys.executable, "-m", "cimtwin.cli", "import", "components",
-                             str(big), "--dataset", "kill-test"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cimtwin.cli",
+            "import",
+            "components",
+            str(big),
+            "--dataset",
+            "kill-test",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     copying = False
     with psycopg.connect(libpq_dsn(scratch_database), autocommit=True) as conn:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                "'cimtwin-import components' AND query ILIKE 'COPY%city_component%'").fetchone()
+                "'cimtwin-import components' AND query ILIKE 'COPY%city_component%'"
+            ).fetchone()
             if row[0]:
                 copying = True
                 break
@@ -265,9 +348,13 @@ def test_a_killed_import_leaves_no_partial_rows(scratch_database: str, tmp_path:
         proc.wait(30)
         # the server notices the dead client and rolls its transaction back
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and conn.execute(
+        while (
+            time.monotonic() < deadline
+            and conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
-                "'cimtwin-import%'").fetchone()[0]:
+                "'cimtwin-import%'"
+            ).fetchone()[0]
+        ):
             time.sleep(0.1)
     assert proc.returncode == -signal.SIGKILL
     assert table_fingerprint(scratch_database) == before
@@ -279,10 +366,12 @@ def test_two_datasets_import_at_once(scratch_database: str):
 
     def go(name: str) -> None:
         try:
-            results[name] = run_import(importer_for("pipelines"), [p / "points.csv",
-                                                                   p / "lines.csv"],
-                                       ImportOptions(crs="EPSG:4547", dataset=name),
-                                       scratch_database)
+            results[name] = run_import(
+                importer_for("pipelines"),
+                [p / "points.csv", p / "lines.csv"],
+                ImportOptions(crs="EPSG:4547", dataset=name),
+                scratch_database,
+            )
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -301,16 +390,24 @@ def test_epanet_net3_imports_as_many_nodes_and_links_as_wntr_reads(scratch_datab
 
     net3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
     wn = wntr.network.WaterNetworkModel(str(net3))
-    r = run_import(importer_for("pipelines"), [net3],
-                   ImportOptions(crs="EPSG:4547", local_transform="500000,2500000,0,-695200",
-                                 dataset="net3-counts"), scratch_database)
+    r = run_import(
+        importer_for("pipelines"),
+        [net3],
+        ImportOptions(
+            crs="EPSG:4547", local_transform="500000,2500000,0,-695200", dataset="net3-counts"
+        ),
+        scratch_database,
+    )
     assert r.report.errors == []
     assert r.counts["pipeline_node"] == wn.num_nodes
     assert r.counts["pipeline_segment"] == wn.num_links
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        kinds = dict(conn.execute(
-            "SELECT link_type, count(*) FROM cim.pipeline_segment WHERE dataset = "
-            "'net3-counts' GROUP BY 1").fetchall())
+        kinds = dict(
+            conn.execute(
+                "SELECT link_type, count(*) FROM cim.pipeline_segment WHERE dataset = "
+                "'net3-counts' GROUP BY 1"
+            ).fetchall()
+        )
     assert kinds.get("pipe", 0) == wn.num_pipes
     assert kinds.get("pump", 0) == wn.num_pumps
     assert kinds.get("valve", 0) == wn.num_valves
@@ -321,22 +418,33 @@ def test_components_replace_their_partition_and_ids_stay_unique(scratch_database
     dataset delivering the same 16-digit ids is refused, naming the ids and their dataset."""
     comp = [SAMPLE / "gpkg/components.gpkg"]
     name = "sample:north_station:components"  # may already be loaded by earlier tests
-    first = run_import(importer_for("components"), comp,
-                       ImportOptions(dataset=name, replace=True), scratch_database)
-    again = run_import(importer_for("components"), comp,
-                       ImportOptions(dataset=name, replace=True), scratch_database)
+    first = run_import(
+        importer_for("components"),
+        comp,
+        ImportOptions(dataset=name, replace=True),
+        scratch_database,
+    )
+    again = run_import(
+        importer_for("components"),
+        comp,
+        ImportOptions(dataset=name, replace=True),
+        scratch_database,
+    )
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
         parts = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'city_component'"
         ).fetchall()
-        n = conn.execute("SELECT count(*) FROM cim.city_component WHERE batch_id IN (%s, %s)",
-                         (first.batch_id, again.batch_id)).fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM cim.city_component WHERE batch_id IN (%s, %s)",
+            (first.batch_id, again.batch_id),
+        ).fetchone()[0]
     assert (f"city_component_b{again.batch_id}",) in parts
     assert (f"city_component_b{first.batch_id}",) not in parts
     assert n == again.counts["city_component"] == 5452
     before = table_fingerprint(scratch_database)
     with pytest.raises(ImportFailed, match=r"already held by another dataset: \d{16} \(in sample"):
-        run_import(importer_for("components"), comp, ImportOptions(dataset="comp-b"),
-                   scratch_database)
+        run_import(
+            importer_for("components"), comp, ImportOptions(dataset="comp-b"), scratch_database
+        )
     assert table_fingerprint(scratch_database) == before

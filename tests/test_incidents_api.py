@@ -32,8 +32,9 @@ def db(scratch_database: str) -> str:
 @pytest.fixture(scope="module")
 def keys(db: str) -> dict[str, str]:
     with psycopg.connect(libpq_dsn(db)) as conn:
-        return {role: create_key(conn, f"incidents-{role}", role)[0]
-                for role in ("viewer", "editor")}
+        return {
+            role: create_key(conn, f"incidents-{role}", role)[0] for role in ("viewer", "editor")
+        }
 
 
 @pytest.fixture(scope="module")
@@ -54,29 +55,49 @@ def q(db: str, sql: str, params=None) -> list[tuple]:
 
 def lonlat(db: str, point_sql: str) -> list[float]:
     """lon/lat (CGCS2000) of a storage-CRS point expression, made by PostGIS."""
-    (x, y), = q(db, f"SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform({point_sql}, 4490) p) s")
+    ((x, y),) = q(db, f"SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform({point_sql}, 4490) p) s")
     return [x, y]
 
 
-def report(client: TestClient, editor: dict, coords: list[float], kind: str = "fire",
-           **extra) -> dict:
-    body = {"incident_type": kind, "severity": 3, "title": f"test {kind}",
-            "geometry": {"type": "Point", "coordinates": coords}, **extra}
+def report(
+    client: TestClient, editor: dict, coords: list[float], kind: str = "fire", **extra
+) -> dict:
+    body = {
+        "incident_type": kind,
+        "severity": 3,
+        "title": f"test {kind}",
+        "geometry": {"type": "Point", "coordinates": coords},
+        **extra,
+    }
     r = client.post("/incidents", json=body, headers=editor)
     assert r.status_code == 201, r.text
     return r.json()
 
 
-def test_create_assigns_the_grid_and_reads_back(client: TestClient, editor: dict, db: str
-                                                ) -> None:
-    code, px, py = q(db, """SELECT code, ST_X(ST_PointOnSurface(geom)),
+def test_create_assigns_the_grid_and_reads_back(client: TestClient, editor: dict, db: str) -> None:
+    code, px, py = q(
+        db,
+        """SELECT code, ST_X(ST_PointOnSurface(geom)),
                             ST_Y(ST_PointOnSurface(geom)) FROM cim.work_grid
-                            ORDER BY code OFFSET 10 LIMIT 1""")[0]
+                            ORDER BY code OFFSET 10 LIMIT 1""",
+    )[0]
     coords = lonlat(db, f"ST_SetSRID(ST_MakePoint({px}, {py}), 4547)")
-    f = report(client, editor, coords, "manhole_cover_missing", description="井盖丢失",
-               external_id="T-0001", attributes={"road": "民治大道"}, elevation_m=74.2)
-    (expected,) = q(db, """SELECT code FROM cim.work_grid WHERE ST_Contains(geom,
-        ST_Transform(ST_SetSRID(ST_MakePoint(%s, %s), 4490), 4547))""", coords)[0]
+    f = report(
+        client,
+        editor,
+        coords,
+        "manhole_cover_missing",
+        description="井盖丢失",
+        external_id="T-0001",
+        attributes={"road": "民治大道"},
+        elevation_m=74.2,
+    )
+    (expected,) = q(
+        db,
+        """SELECT code FROM cim.work_grid WHERE ST_Contains(geom,
+        ST_Transform(ST_SetSRID(ST_MakePoint(%s, %s), 4490), 4547))""",
+        coords,
+    )[0]
     assert f["properties"]["grid_code"] == expected == code
     assert f["properties"]["status"] == "reported"
     assert f["properties"]["next_statuses"] == ["dispatched"]
@@ -84,18 +105,31 @@ def test_create_assigns_the_grid_and_reads_back(client: TestClient, editor: dict
     assert got["properties"]["attributes"] == {"road": "民治大道"}
     assert got["properties"]["description"] == "井盖丢失"
     assert got["geometry"]["coordinates"] == pytest.approx(coords, abs=1e-7)
-    (status, grid, ext), = q(db, "SELECT status, grid_code, external_id FROM cim.incident "
-                                 "WHERE id = %s", (f["id"],))
+    ((status, grid, ext),) = q(
+        db, "SELECT status, grid_code, external_id FROM cim.incident WHERE id = %s", (f["id"],)
+    )
     assert (status, grid, ext) == ("reported", code, "T-0001")
-    r = client.post("/incidents", headers=editor, json={
-        "incident_type": "fire", "severity": 2, "title": "again", "external_id": "T-0001",
-        "geometry": {"type": "Point", "coordinates": coords}})
+    r = client.post(
+        "/incidents",
+        headers=editor,
+        json={
+            "incident_type": "fire",
+            "severity": 2,
+            "title": "again",
+            "external_id": "T-0001",
+            "geometry": {"type": "Point", "coordinates": coords},
+        },
+    )
     assert r.status_code == 409
 
 
 def test_create_validation(client: TestClient, editor: dict) -> None:
-    base = {"incident_type": "fire", "severity": 2, "title": "x",
-            "geometry": {"type": "Point", "coordinates": [114.02, 22.61]}}
+    base = {
+        "incident_type": "fire",
+        "severity": 2,
+        "title": "x",
+        "geometry": {"type": "Point", "coordinates": [114.02, 22.61]},
+    }
     future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     for change, words in (
         ({"severity": 5}, "severity"),
@@ -103,8 +137,10 @@ def test_create_validation(client: TestClient, editor: dict) -> None:
         ({"title": "  "}, "blank"),
         ({"geometry": {"type": "Point", "coordinates": [214.0, 22.6]}}, "longitude"),
         ({"geometry": {"type": "Polygon", "coordinates": [[[0, 0]]]}}, "geometry"),
-        ({"geometry": {"type": "Point", "coordinates": [114.02, 22.61]}, "crs": "EPSG:4547"},
-         "look like lon/lat"),
+        (
+            {"geometry": {"type": "Point", "coordinates": [114.02, 22.61]}, "crs": "EPSG:4547"},
+            "look like lon/lat",
+        ),
         ({"reported_at": future}, "future"),
         ({"status": "closed"}, "status"),
         ({"attributes": {"blob": "x" * 20_000}}, "16384"),
@@ -139,52 +175,85 @@ def test_status_workflow_and_move(client: TestClient, editor: dict, db: str) -> 
     code, body = patch({"status": "in_progress"})
     assert code == 409 and "closed is final" in body["description"]
     # moving reassigns the grid
-    px, py, code_b = q(db, """SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)),
-                              code FROM cim.work_grid ORDER BY code DESC LIMIT 1""")[0]
+    px, py, code_b = q(
+        db,
+        """SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)),
+                              code FROM cim.work_grid ORDER BY code DESC LIMIT 1""",
+    )[0]
     coords = lonlat(db, f"ST_SetSRID(ST_MakePoint({px}, {py}), 4547)")
-    code, body = patch({"geometry": {"type": "Point", "coordinates": coords},
-                        "description": None})
+    code, body = patch({"geometry": {"type": "Point", "coordinates": coords}, "description": None})
     assert code == 200 and body["properties"]["grid_code"] == code_b
-    (grid,), = q(db, "SELECT grid_code FROM cim.incident WHERE id = %s", (f["id"],))
+    ((grid,),) = q(db, "SELECT grid_code FROM cim.incident WHERE id = %s", (f["id"],))
     assert grid == code_b
-    code, body = patch({"geometry": {"type": "Point", "coordinates": [px, py]},
-                        "crs": "EPSG:4547"})
+    code, body = patch({"geometry": {"type": "Point", "coordinates": [px, py]}, "crs": "EPSG:4547"})
     assert code == 200 and body["properties"]["grid_code"] == code_b
-    for bad in ({}, {"crs": "EPSG:4547"}, {"status": None}, {"status": "open"},
-                {"severity": 0}, {"id": 3}):
+    for bad in (
+        {},
+        {"crs": "EPSG:4547"},
+        {"status": None},
+        {"status": "open"},
+        {"severity": 0},
+        {"id": 3},
+    ):
         assert client.patch(url, json=bad, headers=editor).status_code == 422, bad
-    assert client.patch("/incidents/999999", json={"severity": 1},
-                        headers=editor).status_code == 404
+    assert (
+        client.patch("/incidents/999999", json={"severity": 1}, headers=editor).status_code == 404
+    )
 
 
 def test_list_filters_equal_sql(client: TestClient, db: str) -> None:
     r = client.get("/incidents", params={"limit": 10_000})
     assert r.status_code == 200
     body = r.json()
-    (n,), = q(db, "SELECT count(*) FROM cim.incident")
+    ((n,),) = q(db, "SELECT count(*) FROM cim.incident")
     assert body["numberMatched"] == n == len(body["features"])
     times = [f["properties"]["reported_at"] for f in body["features"]]
     assert times == sorted(times, reverse=True)
     since = "2026-10-25T00:00:00Z"
-    ids = sorted(i for (i,) in q(db, """
+    ids = sorted(
+        i
+        for (i,) in q(
+            db,
+            """
         SELECT id FROM cim.incident WHERE status IN ('reported', 'dispatched')
           AND incident_type IN ('gas_leak', 'waterlogging', 'fire')
-          AND reported_at >= %s""", (since,)))
-    r = client.get("/incidents", params={"status": "reported,dispatched",
-                                         "type": "gas_leak,waterlogging,fire", "since": since})
+          AND reported_at >= %s""",
+            (since,),
+        )
+    )
+    r = client.get(
+        "/incidents",
+        params={
+            "status": "reported,dispatched",
+            "type": "gas_leak,waterlogging,fire",
+            "since": since,
+        },
+    )
     assert sorted(f["id"] for f in r.json()["features"]) == ids and ids
     box = (114.02, 22.605, 114.03, 22.612)
-    ids = sorted(i for (i,) in q(db, """
+    ids = sorted(
+        i
+        for (i,) in q(
+            db,
+            """
         SELECT id FROM cim.incident WHERE ST_Intersects(geom, ST_Transform(
-          ST_MakeEnvelope(%s, %s, %s, %s, 4326), 4547)) AND reported_at < '2026-11-01'""", box))
-    r = client.get("/incidents", params={"bbox": ",".join(map(str, box)),
-                                         "until": "2026-11-01T00:00:00+00:00"})
+          ST_MakeEnvelope(%s, %s, %s, %s, 4326), 4547)) AND reported_at < '2026-11-01'""",
+            box,
+        )
+    )
+    r = client.get(
+        "/incidents", params={"bbox": ",".join(map(str, box)), "until": "2026-11-01T00:00:00+00:00"}
+    )
     assert sorted(f["id"] for f in r.json()["features"]) == ids and ids
     r = client.get("/incidents", params={"limit": 3, "offset": 2})
     assert len(r.json()["features"]) == 3 and r.json()["numberMatched"] == n
-    for params in ({"status": "open"}, {"type": "Gas Leak"}, {"limit": 10_001},
-                   {"since": "yesterday"}, {"since": "2026-11-02T00:00:00Z",
-                                            "until": "2026-11-01T00:00:00Z"}):
+    for params in (
+        {"status": "open"},
+        {"type": "Gas Leak"},
+        {"limit": 10_001},
+        {"since": "yesterday"},
+        {"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
+    ):
         assert client.get("/incidents", params=params).status_code == 422, params
     assert client.get("/incidents/999999").status_code == 404
     assert client.get("/incidents/abc").status_code == 422
@@ -195,22 +264,29 @@ def test_list_filters_equal_sql(client: TestClient, db: str) -> None:
 
 def water_graph(db: str, seg_id: int) -> tuple[nx.Graph, dict[int, str]]:
     g = nx.Graph()
-    for a, b, w in q(db, """SELECT from_node_id, to_node_id, length_m FROM cim.pipeline_segment
-                            WHERE network = 'JS'"""):
+    for a, b, w in q(
+        db,
+        """SELECT from_node_id, to_node_id, length_m FROM cim.pipeline_segment
+                            WHERE network = 'JS'""",
+    ):
         g.add_edge(a, b, weight=w)
-    hydrants = dict(q(db, "SELECT id, point_no FROM cim.pipeline_node "
-                          "WHERE appurtenance = '消防栓'"))
+    hydrants = dict(
+        q(db, "SELECT id, point_no FROM cim.pipeline_node WHERE appurtenance = '消防栓'")
+    )
     return g, hydrants
 
 
 def test_context_on_a_water_pipe(client: TestClient, editor: dict, db: str) -> None:
     # an incident in the middle of a water main next to a hydrant branch
-    seg, a, b, length, hx, hy = q(db, """
+    seg, a, b, length, hx, hy = q(
+        db,
+        """
         SELECT s.id, s.from_node_id, s.to_node_id, s.length_m,
                ST_X(ST_LineInterpolatePoint(ST_Force2D(s.geom), 0.5)),
                ST_Y(ST_LineInterpolatePoint(ST_Force2D(s.geom), 0.5))
         FROM cim.pipeline_segment s WHERE s.network = 'JS' AND s.length_m > 20
-        ORDER BY s.id LIMIT 1""")[0]
+        ORDER BY s.id LIMIT 1""",
+    )[0]
     coords = lonlat(db, f"ST_SetSRID(ST_MakePoint({hx}, {hy}), 4547)")
     f = report(client, editor, coords, "fire")
     radius = 400
@@ -234,44 +310,63 @@ def test_context_on_a_water_pipe(client: TestClient, editor: dict, db: str) -> N
     assert [i["id"] for i in items] == [n for _, n in ranked[:8]]
     assert dist == pytest.approx([d for d, _ in ranked[:8]], abs=0.05)
     # grid for dispatch, with its officer
-    (grid, officer), = q(db, """SELECT g.code, g.officer FROM cim.work_grid g WHERE
+    ((grid, officer),) = q(
+        db,
+        """SELECT g.code, g.officer FROM cim.work_grid g WHERE
         ST_Intersects(g.geom, ST_Transform(ST_SetSRID(ST_MakePoint(%s, %s), 4490), 4547))
-        ORDER BY g.code LIMIT 1""", coords)
+        ORDER BY g.code LIMIT 1""",
+        coords,
+    )
     assert ctx["grid"]["code"] == grid and ctx["grid"]["officer"] == officer
     assert "isolation" not in ctx  # a fire, not a pipe burst
 
 
-def test_context_pipes_and_buildings_equal_sql(client: TestClient, editor: dict, db: str
-                                               ) -> None:
+def test_context_pipes_and_buildings_equal_sql(client: TestClient, editor: dict, db: str) -> None:
     # away from water pipes: straight-line hydrant distances
-    bx, by = q(db, """
+    bx, by = q(
+        db,
+        """
         SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(footprint) p FROM cim.building
           ORDER BY id) b
         WHERE NOT EXISTS (SELECT 1 FROM cim.pipeline_segment s WHERE s.network = 'JS'
-                          AND ST_DWithin(s.geom, b.p, 60)) LIMIT 1""")[0]
+                          AND ST_DWithin(s.geom, b.p, 60)) LIMIT 1""",
+    )[0]
     coords = lonlat(db, f"ST_SetSRID(ST_MakePoint({bx}, {by}), 4547)")
     f = report(client, editor, coords, "gas_leak")
     pt = "ST_Transform(ST_SetSRID(ST_MakePoint(%s, %s), 4490), 4547)"
     for radius in (150, 600):
-        ctx = client.get(f"/incidents/{f['id']}/context", params={"radius": radius,
-                                                                  "max_items": 200}).json()
+        ctx = client.get(
+            f"/incidents/{f['id']}/context", params={"radius": radius, "max_items": 200}
+        ).json()
         h = ctx["hydrants"]
         assert h["method"] == "straight_line"
-        ranked = q(db, f"""SELECT id, ST_Distance(geom, {pt}) d FROM cim.pipeline_node
+        ranked = q(
+            db,
+            f"""SELECT id, ST_Distance(geom, {pt}) d FROM cim.pipeline_node
             WHERE appurtenance = '消防栓' AND ST_DWithin(geom, {pt}, %s) ORDER BY d, id
-            LIMIT 5""", [*coords, *coords, radius])
+            LIMIT 5""",
+            [*coords, *coords, radius],
+        )
         assert [i["id"] for i in h["items"]] == [r[0] for r in ranked]
         for key, net in (("gas_pipes", "RQ"), ("power_cables", "DL")):
-            expected = q(db, f"""SELECT id, ST_Distance(geom, {pt}) d FROM cim.pipeline_segment
+            expected = q(
+                db,
+                f"""SELECT id, ST_Distance(geom, {pt}) d FROM cim.pipeline_segment
                 WHERE network = %s AND ST_DWithin(geom, {pt}, %s) ORDER BY d, id""",
-                         [*coords, net, *coords, radius])
+                [*coords, net, *coords, radius],
+            )
             got = ctx[key]
             assert [i["id"] for i in got["items"]] == [e[0] for e in expected], key
             assert [i["distance_m"] for i in got["items"]] == pytest.approx(
-                [e[1] for e in expected], abs=0.01)
+                [e[1] for e in expected], abs=0.01
+            )
             assert got["count"] == len(expected) and not got["truncated"]
-        (n, residents), = q(db, f"""SELECT count(*), coalesce(sum(residents), 0)
-            FROM cim.building WHERE ST_DWithin(footprint, {pt}, %s)""", [*coords, radius])
+        ((n, residents),) = q(
+            db,
+            f"""SELECT count(*), coalesce(sum(residents), 0)
+            FROM cim.building WHERE ST_DWithin(footprint, {pt}, %s)""",
+            [*coords, radius],
+        )
         assert ctx["buildings"]["count"] == n and ctx["buildings"]["residents"] == residents
     assert ctx["gas_pipes"]["count"] > 0 and ctx["power_cables"]["count"] > 0
     for params in ({"radius": 0}, {"radius": 2001}, {"radius": "far"}, {"hydrants": 51}):
@@ -283,10 +378,15 @@ def test_context_pipes_and_buildings_equal_sql(client: TestClient, editor: dict,
 def test_pipe_burst_valves_to_close(client: TestClient, editor: dict, db: str) -> None:
     """A pipe between a valve and a junction whose other arms all end at valves: closing that
     valve and those arms' valves isolates it (worked out here from the rows)."""
-    segs = q(db, "SELECT id, from_node_id, to_node_id FROM cim.pipeline_segment "
-                 "WHERE network = 'JS'")
-    valves = {i for (i,) in q(db, "SELECT id FROM cim.pipeline_node WHERE appurtenance = "
-                                  "'阀门' AND network = 'JS'")}
+    segs = q(
+        db, "SELECT id, from_node_id, to_node_id FROM cim.pipeline_segment WHERE network = 'JS'"
+    )
+    valves = {
+        i
+        for (i,) in q(
+            db, "SELECT id FROM cim.pipeline_node WHERE appurtenance = '阀门' AND network = 'JS'"
+        )
+    }
     at: dict[int, list[tuple[int, int]]] = {}
     for sid, a, b in segs:
         at.setdefault(a, []).append((sid, b))
@@ -302,11 +402,15 @@ def test_pipe_burst_valves_to_close(client: TestClient, editor: dict, db: str) -
             break
     assert case is not None, "the sample has valves on every arm of its junctions"
     sid, expected_valves, expected_pipes = case
-    (x, y), = q(db, "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint("
-                    "ST_Force2D(geom), 0.5) p FROM cim.pipeline_segment WHERE id = %s) s",
-                (sid,))
-    f = report(client, editor, lonlat(db, f"ST_SetSRID(ST_MakePoint({x}, {y}), 4547)"),
-               "pipe_burst")
+    ((x, y),) = q(
+        db,
+        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint("
+        "ST_Force2D(geom), 0.5) p FROM cim.pipeline_segment WHERE id = %s) s",
+        (sid,),
+    )
+    f = report(
+        client, editor, lonlat(db, f"ST_SetSRID(ST_MakePoint({x}, {y}), 4547)"), "pipe_burst"
+    )
     ctx = client.get(f"/incidents/{f['id']}/context").json()
     iso = ctx["isolation"]
     assert iso["burst_segment"]["id"] == sid and iso["complete"]

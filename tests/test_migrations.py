@@ -11,19 +11,39 @@ from cimtwin.db.engine import sqlalchemy_url
 from cimtwin.spatial.model import SCHEMA, SRID, Base
 
 EXPECTED_TABLES = {
-    "street", "community", "work_grid", "district", "parcel", "building",
-    "building_representation", "bim_element", "oblique_mesh_tile", "underground_structure",
-    "pipeline_node", "pipeline_segment", "city_component", "incident", "import_batch",
-    "twin_metadata", "pipeline_type", "code_dictionary", "component_class", "land_use_class",
-    "api_key", "pipeline_valve",
+    "street",
+    "community",
+    "work_grid",
+    "district",
+    "parcel",
+    "building",
+    "building_representation",
+    "bim_element",
+    "oblique_mesh_tile",
+    "underground_structure",
+    "pipeline_node",
+    "pipeline_segment",
+    "city_component",
+    "incident",
+    "import_batch",
+    "twin_metadata",
+    "pipeline_type",
+    "code_dictionary",
+    "component_class",
+    "land_use_class",
+    "api_key",
+    "pipeline_valve",
 }
 
 
 def _tables(engine: Engine) -> set[str]:
     with engine.connect() as c:
         rows = c.execute(
-            text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tablename <> "
-                 "'alembic_version'"), {"s": SCHEMA}
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = :s AND tablename <> "
+                "'alembic_version'"
+            ),
+            {"s": SCHEMA},
         )
         return {r[0] for r in rows}
 
@@ -77,17 +97,25 @@ def test_models_match_migrations(engine: Engine) -> None:
 def test_every_geometry_is_indexed_in_storage_crs(engine: Engine) -> None:
     with engine.connect() as c:
         cols = c.execute(
-            text("SELECT f_table_name, f_geometry_column, srid, coord_dimension, type "
-                 "FROM geometry_columns WHERE f_table_schema = :s"), {"s": SCHEMA}
+            text(
+                "SELECT f_table_name, f_geometry_column, srid, coord_dimension, type "
+                "FROM geometry_columns WHERE f_table_schema = :s"
+            ),
+            {"s": SCHEMA},
         ).all()
         gist = {
             (r[0], r[1])
-            for r in c.execute(text(
-                "SELECT t.relname, a.attname FROM pg_index x "
-                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
-                "JOIN pg_am am ON am.oid = i.relam JOIN pg_namespace n ON n.oid = t.relnamespace "
-                "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey) "
-                "WHERE n.nspname = :s AND am.amname = 'gist'"), {"s": SCHEMA})
+            for r in c.execute(
+                text(
+                    "SELECT t.relname, a.attname FROM pg_index x "
+                    "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                    "JOIN pg_am am ON am.oid = i.relam JOIN pg_namespace n ON n.oid = "
+                    "t.relnamespace "
+                    "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey) "
+                    "WHERE n.nspname = :s AND am.amname = 'gist'"
+                ),
+                {"s": SCHEMA},
+            )
         }
     assert len(cols) >= 12
     dims = {(t, g): (srid, dim, typ) for t, g, srid, dim, typ in cols}
@@ -102,10 +130,20 @@ def test_every_geometry_is_indexed_in_storage_crs(engine: Engine) -> None:
 
 def test_every_table_has_a_primary_key(engine: Engine) -> None:
     with engine.connect() as c:
-        no_pk = c.execute(text(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = :s AND c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_constraint "
-            "k WHERE k.conrelid = c.oid AND k.contype = 'p')"), {"s": SCHEMA}).scalars().all()
+        no_pk = (
+            c.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM "
+                    "pg_constraint "
+                    "k WHERE k.conrelid = c.oid AND k.contype = 'p')"
+                ),
+                {"s": SCHEMA},
+            )
+            .scalars()
+            .all()
+        )
     assert no_pk == []
 
 
@@ -113,10 +151,12 @@ def test_metadata_and_dictionaries_seeded(engine: Engine) -> None:
     with engine.connect() as c:
         meta = dict(c.execute(text(f"SELECT key, value FROM {SCHEMA}.twin_metadata")).all())
         classes = c.execute(text(f"SELECT count(*) FROM {SCHEMA}.component_class")).scalar()
-        water = c.execute(text(
-            f"SELECT color_hex FROM {SCHEMA}.pipeline_type WHERE code = 'JP'")).scalar()
-        materials = c.execute(text(
-            f"SELECT count(*) FROM {SCHEMA}.code_dictionary WHERE dict = 'material'")).scalar()
+        water = c.execute(
+            text(f"SELECT color_hex FROM {SCHEMA}.pipeline_type WHERE code = 'JP'")
+        ).scalar()
+        materials = c.execute(
+            text(f"SELECT count(*) FROM {SCHEMA}.code_dictionary WHERE dict = 'material'")
+        ).scalar()
     assert meta["storage_srid"] == str(SRID)
     assert meta["vertical_datum"] == "EPSG:5737"
     assert classes == len(reference.component_classes()) > 100
@@ -127,40 +167,69 @@ def test_metadata_and_dictionaries_seeded(engine: Engine) -> None:
 def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
     """A PointZ/LineStringZ pipe keeps its heights; a segment cannot start and end at one node."""
     with engine.begin() as c:
-        ids = c.execute(text(
-            f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, subtype, geom) "
-            "VALUES "
-            f"('t', 'JS1', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502456, 2501564, 80.5), {SRID})),"
-            f"('t', 'JS2', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502500, 2501564, 80.1), {SRID})) "
-            "RETURNING id")).scalars().all()
-        seg = c.execute(text(
-            f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, subtype, from_node_id, "
-            "to_node_id, depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', 'JP', "
-            f":a, :b, 'top', 0, 44, ST_SetSRID(ST_MakeLine(ST_MakePoint(502456, 2501564, 79.3),"
-            f" ST_MakePoint(502500, 2501564, 78.9)), {SRID})) RETURNING ST_3DLength(geom), "
-            "ST_ZMin(geom)"), {"a": ids[0], "b": ids[1]}).one()
+        ids = (
+            c.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, "
+                    "subtype, geom) "
+                    "VALUES "
+                    "('t', 'JS1', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502456, 2501564, "
+                    f"80.5), {SRID})),"
+                    "('t', 'JS2', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502500, 2501564, "
+                    f"80.1), {SRID})) "
+                    "RETURNING id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        seg = c.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, subtype, from_node_id, "
+                "to_node_id, depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', 'JP', "
+                f":a, :b, 'top', 0, 44, ST_SetSRID(ST_MakeLine(ST_MakePoint(502456, 2501564, 79.3),"
+                f" ST_MakePoint(502500, 2501564, 78.9)), {SRID})) RETURNING ST_3DLength(geom), "
+                "ST_ZMin(geom)"
+            ),
+            {"a": ids[0], "b": ids[1]},
+        ).one()
         assert seg[0] == pytest.approx((44**2 + 0.4**2) ** 0.5)
         assert seg[1] == pytest.approx(78.9)
         c.rollback()
     with pytest.raises(Exception, match="not_a_loop"), engine.begin() as c:
-        nid = c.execute(text(
-            f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, geom) VALUES "
-            f"('t', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID})) RETURNING id")).scalar()
-        c.execute(text(
-            f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, from_node_id, to_node_id, "
-            f"depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', :n, :n, 'top', 0, 0, "
-            f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"), {"n": nid})
+        nid = c.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, geom) VALUES "
+                f"('t', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID})) RETURNING id"
+            )
+        ).scalar()
+        c.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, from_node_id, "
+                "to_node_id, "
+                "depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', :n, :n, "
+                "'top', 0, 0, "
+                f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"
+            ),
+            {"n": nid},
+        )
 
 
 def test_db_setup_is_idempotent(database_url: str, engine: Engine) -> None:
     """Running the set-up steps again changes nothing (no duplicate seeds, same revision)."""
+
     def snapshot() -> tuple:
         with engine.connect() as c:
             rev = c.execute(text(f"SELECT version_num FROM {SCHEMA}.alembic_version")).scalar()
             counts = tuple(
                 c.execute(text(f"SELECT count(*) FROM {SCHEMA}.{t}")).scalar()
-                for t in ("pipeline_type", "code_dictionary", "component_class", "land_use_class",
-                          "twin_metadata")
+                for t in (
+                    "pipeline_type",
+                    "code_dictionary",
+                    "component_class",
+                    "land_use_class",
+                    "twin_metadata",
+                )
             )
         return rev, counts
 

@@ -36,8 +36,7 @@ from cimtwin.spatial.pipelines.shared import NotFound
 from cimtwin.spatial.pipelines.trace import trace_analysis
 
 NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
-NET3_OPTIONS = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200",
-                    dataset="net3")
+NET3_OPTIONS = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200", dataset="net3")
 SCHEMA = "cim"
 X0, Y0 = 520_000.0, 2_520_000.0  # the tiny networks, well away from the sample and Net3
 
@@ -46,8 +45,7 @@ def arun(url: str, fn):
     """Run ``fn(conn)`` on an async autocommit connection to ``url``."""
 
     async def main():
-        async with await psycopg.AsyncConnection.connect(libpq_dsn(url),
-                                                         autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(libpq_dsn(url), autocommit=True) as conn:
             return await fn(conn)
 
     return asyncio.run(main())
@@ -56,8 +54,14 @@ def arun(url: str, fn):
 # --- building tiny networks by hand ---------------------------------------------------------------
 
 
-def add_network(conn: psycopg.Connection, dataset: str, network: str, subtype: str,
-                nodes: dict[str, tuple], pipes: dict[str, tuple]) -> tuple[dict, dict]:
+def add_network(
+    conn: psycopg.Connection,
+    dataset: str,
+    network: str,
+    subtype: str,
+    nodes: dict[str, tuple],
+    pipes: dict[str, tuple],
+) -> tuple[dict, dict]:
     """nodes: name -> (x, y, ground, feature, appurtenance); pipes: name -> (from, to,
     centre z at from, centre z at to, diameter mm, flow, depth_ref, extra columns).
     Returns (node ids, segment ids) by name."""
@@ -67,26 +71,50 @@ def add_network(conn: psycopg.Connection, dataset: str, network: str, subtype: s
             f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, subtype, feature,"
             " appurtenance, ground_elevation_m, valve_state, geom) VALUES (%s, %s, %s, %s, %s, "
             "%s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s, %s), 4547)) RETURNING id",
-            (dataset, name, network, subtype, feature, app, ground,
-             "open" if app and "阀" in app else None, X0 + x, Y0 + y, ground)).fetchone()[0]
+            (
+                dataset,
+                name,
+                network,
+                subtype,
+                feature,
+                app,
+                ground,
+                "open" if app and "阀" in app else None,
+                X0 + x,
+                Y0 + y,
+                ground,
+            ),
+        ).fetchone()[0]
     for name, (a, b, za, zb, dia, flow, ref, extra) in pipes.items():
         xa, ya = nodes[a][:2]
         xb, yb = nodes[b][:2]
         h = dia / 2000.0
         shift = {"top": h, "invert": -h, "centre": 0.0}[ref]
-        cols = {"dataset": dataset, "network": network, "subtype": subtype,
-                "from_node_id": nid[a], "to_node_id": nid[b], "diameter_mm": dia,
-                "flow_direction": flow, "depth_ref": ref, "from_elevation_m": za + shift,
-                "to_elevation_m": zb + shift, "from_depth_m": nodes[a][2] - za - shift,
-                "to_depth_m": nodes[b][2] - zb - shift,
-                "length_m": float(np.hypot(xb - xa, yb - ya)), "source_id": name, **extra}
+        cols = {
+            "dataset": dataset,
+            "network": network,
+            "subtype": subtype,
+            "from_node_id": nid[a],
+            "to_node_id": nid[b],
+            "diameter_mm": dia,
+            "flow_direction": flow,
+            "depth_ref": ref,
+            "from_elevation_m": za + shift,
+            "to_elevation_m": zb + shift,
+            "from_depth_m": nodes[a][2] - za - shift,
+            "to_depth_m": nodes[b][2] - zb - shift,
+            "length_m": float(np.hypot(xb - xa, yb - ya)),
+            "source_id": name,
+            **extra,
+        }
         names = ", ".join(cols)
         marks = ", ".join(["%s"] * len(cols))
         sid[name] = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_segment ({names}, geom) VALUES ({marks}, "
             "ST_SetSRID(ST_MakeLine(ST_MakePoint(%s, %s, %s), ST_MakePoint(%s, %s, %s)), 4547))"
             " RETURNING id",
-            (*cols.values(), X0 + xa, Y0 + ya, za, X0 + xb, Y0 + yb, zb)).fetchone()[0]
+            (*cols.values(), X0 + xa, Y0 + ya, za, X0 + xb, Y0 + yb, zb),
+        ).fetchone()[0]
     return nid, sid
 
 
@@ -97,31 +125,45 @@ def pressure_pipe(a, b, dia=200.0, **extra):
 #: tiny water network; V* are survey valve points, L1 (added below) a valve-layer valve on J1-E
 #: next to J1.   A -V1- J1 -V2- J2 -V4- B,   J1 -V3- C - D - J2,   J1 - E (hydrant)
 TINY_JS_NODES = {
-    "A": (0, 0, 100.0, "直线点", None), "V1": (50, 0, 100.0, None, "阀门"),
-    "J1": (100, 0, 100.0, "三通", None), "V2": (150, 0, 100.0, None, "阀门"),
-    "J2": (200, 0, 100.0, "三通", None), "V4": (250, 0, 100.0, None, "阀门"),
-    "B": (300, 0, 100.0, "预留口", None), "V3": (100, 50, 100.0, None, "阀门"),
-    "C": (100, 100, 100.0, "弯头", None), "D": (200, 100, 100.0, "弯头", None),
+    "A": (0, 0, 100.0, "直线点", None),
+    "V1": (50, 0, 100.0, None, "阀门"),
+    "J1": (100, 0, 100.0, "三通", None),
+    "V2": (150, 0, 100.0, None, "阀门"),
+    "J2": (200, 0, 100.0, "三通", None),
+    "V4": (250, 0, 100.0, None, "阀门"),
+    "B": (300, 0, 100.0, "预留口", None),
+    "V3": (100, 50, 100.0, None, "阀门"),
+    "C": (100, 100, 100.0, "弯头", None),
+    "D": (200, 100, 100.0, "弯头", None),
     "E": (100, -60, 100.0, None, "消防栓"),
 }
 TINY_JS_PIPES = {
-    "s1": pressure_pipe("A", "V1"), "s2": pressure_pipe("V1", "J1"),
-    "s3": pressure_pipe("J1", "V2"), "s4": pressure_pipe("V2", "J2"),
-    "s5": pressure_pipe("J2", "V4"), "s6": pressure_pipe("V4", "B"),
-    "s7": pressure_pipe("J1", "V3"), "s8": pressure_pipe("V3", "C"),
-    "s9": pressure_pipe("C", "D"), "s10": pressure_pipe("D", "J2"),
+    "s1": pressure_pipe("A", "V1"),
+    "s2": pressure_pipe("V1", "J1"),
+    "s3": pressure_pipe("J1", "V2"),
+    "s4": pressure_pipe("V2", "J2"),
+    "s5": pressure_pipe("J2", "V4"),
+    "s6": pressure_pipe("V4", "B"),
+    "s7": pressure_pipe("J1", "V3"),
+    "s8": pressure_pipe("V3", "C"),
+    "s9": pressure_pipe("C", "D"),
+    "s10": pressure_pipe("D", "J2"),
     "s11": pressure_pipe("J1", "E", 100.0),
 }
 
 #: tiny storm network (offset 1 km east): H1 -> M1 <- H2 (written M1->H2 with flow -1),
 #: M1 -> M2 -> OUT; a flow loop X1 -> X2 -> X3 -> X1; Y1 -> Y2 flows into a dead end
 TINY_PS_NODES = {
-    "H1": (1000, 100, 100.0, None, "雨水井"), "H2": (1000, -100, 100.0, None, "雨水井"),
-    "M1": (1100, 0, 100.0, "三通", "雨水井"), "M2": (1200, 0, 100.0, None, "雨水井"),
+    "H1": (1000, 100, 100.0, None, "雨水井"),
+    "H2": (1000, -100, 100.0, None, "雨水井"),
+    "M1": (1100, 0, 100.0, "三通", "雨水井"),
+    "M2": (1200, 0, 100.0, None, "雨水井"),
     "OUT": (1300, 0, 100.0, None, "出水口"),
-    "X1": (1000, 300, 100.0, None, "雨水井"), "X2": (1100, 300, 100.0, None, "雨水井"),
+    "X1": (1000, 300, 100.0, None, "雨水井"),
+    "X2": (1100, 300, 100.0, None, "雨水井"),
     "X3": (1050, 400, 100.0, None, "雨水井"),
-    "Y1": (1000, 600, 100.0, None, "雨水井"), "Y2": (1100, 600, 100.0, None, "雨水井"),
+    "Y1": (1000, 600, 100.0, None, "雨水井"),
+    "Y2": (1100, 600, 100.0, None, "雨水井"),
 }
 
 
@@ -147,31 +189,51 @@ TINY_PS_PIPES = {
 def scratch(scratch_database: str, tmp_path_factory) -> dict:
     """Net3 with a WNTR valve layer, the tiny networks and a planted clearance problem."""
     ids: dict = {"url": scratch_database}
-    ids["net3"] = run_import(importer_for("pipelines"), [NET3], ImportOptions(**NET3_OPTIONS),
-                             scratch_database)
+    ids["net3"] = run_import(
+        importer_for("pipelines"), [NET3], ImportOptions(**NET3_OPTIONS), scratch_database
+    )
     wn = wntr.network.WaterNetworkModel(str(NET3))
     layer = wntr.network.layer.generate_valve_layer(wn, "strategic", 2, seed=123)
     csv_path = tmp_path_factory.mktemp("valves") / "net3_valves.csv"
     layer.to_csv(csv_path)
-    ids["valves"] = run_import(importer_for("valves"), [csv_path],
-                               ImportOptions(dataset="net3"), scratch_database)
+    ids["valves"] = run_import(
+        importer_for("valves"), [csv_path], ImportOptions(dataset="net3"), scratch_database
+    )
     ids["wn"], ids["layer"] = wn, layer
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        ids["js_nodes"], ids["js"] = add_network(conn, "tiny-js", "JS", "JP", TINY_JS_NODES,
-                                                 TINY_JS_PIPES)
+        ids["js_nodes"], ids["js"] = add_network(
+            conn, "tiny-js", "JS", "JP", TINY_JS_NODES, TINY_JS_PIPES
+        )
         ids["L1"] = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, segment_id, node_id, "
             "geom) SELECT 'tiny-js', 'L1', s.id, s.from_node_id, ST_LineInterpolatePoint("
             "s.geom, 0.1) FROM cim.pipeline_segment s WHERE s.id = %s RETURNING id",
-            (ids["js"]["s11"],)).fetchone()[0]
-        ids["ps_nodes"], ids["ps"] = add_network(conn, "tiny-ps", "PS", "YS", TINY_PS_NODES,
-                                                 TINY_PS_PIPES)
+            (ids["js"]["s11"],),
+        ).fetchone()[0]
+        ids["ps_nodes"], ids["ps"] = add_network(
+            conn, "tiny-ps", "PS", "YS", TINY_PS_NODES, TINY_PS_PIPES
+        )
         ids["planted"] = plant_clearance_problems(conn)
         ids["same_nodes"], ids["same"] = plant_same_network_pipes(conn)
-        _, ids["culvert"] = add_network(conn, "tiny-culvert", "RL", "RS", {
-            "U1": (CX, 0, 100.0, None, None), "U2": (CX + 100, 0, 100.0, None, None)},
-            {"culvert": ("U1", "U2", 98.0, 98.0, CULVERT_DIAMETER_MM, 0, "centre",
-                         {"width_mm": 1200.0, "height_mm": 1000.0})})
+        _, ids["culvert"] = add_network(
+            conn,
+            "tiny-culvert",
+            "RL",
+            "RS",
+            {"U1": (CX, 0, 100.0, None, None), "U2": (CX + 100, 0, 100.0, None, None)},
+            {
+                "culvert": (
+                    "U1",
+                    "U2",
+                    98.0,
+                    98.0,
+                    CULVERT_DIAMETER_MM,
+                    0,
+                    "centre",
+                    {"width_mm": 1200.0, "height_mm": 1000.0},
+                )
+            },
+        )
         conn.commit()
     return ids
 
@@ -184,20 +246,45 @@ CULVERT_DIAMETER_MM = 600.0
 def plant_clearance_problems(conn: psycopg.Connection) -> dict[str, int]:
     """A gas pipe with a water pipe 0.20 m from it (walls) and a storm pipe crossing 0.10 m
     under it; a telecom duct 3 m away that the storm pipe crosses within the rules."""
-    _, gas = add_network(conn, "tiny-rq", "RQ", "TR", {  # DN200 中压, centre 98.9
-        "G1": (GX, 0, 100.0, None, None), "G2": (GX + 100, 0, 100.0, None, None)},
-        {"gas": ("G1", "G2", 98.9, 98.9, 200.0, 0, "top", {"pressure_class": "中压"})})
-    _, water = add_network(conn, "tiny-planted", "JS", "JP", {  # DN100, centres 0.35 m apart
-        "W1": (GX + 60, 0.35, 100.0, None, None), "W2": (GX + 90, 0.35, 100.0, None, None)},
-        {"water": ("W1", "W2", 98.9, 98.9, 100.0, 0, "top", {})})
-    _, tx = add_network(conn, "tiny-tx", "TX", "XX", {
-        "T1": (GX, -3, 100.0, None, None), "T2": (GX + 100, -3, 100.0, None, None)},
-        {"tx": ("T1", "T2", 99.0, 99.0, 200.0, 0, "top", {"burial": "GK"})})
+    _, gas = add_network(
+        conn,
+        "tiny-rq",
+        "RQ",
+        "TR",
+        {  # DN200 中压, centre 98.9
+            "G1": (GX, 0, 100.0, None, None),
+            "G2": (GX + 100, 0, 100.0, None, None),
+        },
+        {"gas": ("G1", "G2", 98.9, 98.9, 200.0, 0, "top", {"pressure_class": "中压"})},
+    )
+    _, water = add_network(
+        conn,
+        "tiny-planted",
+        "JS",
+        "JP",
+        {  # DN100, centres 0.35 m apart
+            "W1": (GX + 60, 0.35, 100.0, None, None),
+            "W2": (GX + 90, 0.35, 100.0, None, None),
+        },
+        {"water": ("W1", "W2", 98.9, 98.9, 100.0, 0, "top", {})},
+    )
+    _, tx = add_network(
+        conn,
+        "tiny-tx",
+        "TX",
+        "XX",
+        {"T1": (GX, -3, 100.0, None, None), "T2": (GX + 100, -3, 100.0, None, None)},
+        {"tx": ("T1", "T2", 99.0, 99.0, 200.0, 0, "top", {"burial": "GK"})},
+    )
     storm_centre = 98.9 - 0.1 - 0.10 - 0.15  # gas bottom - gap - storm radius
-    _, storm = add_network(conn, "tiny-cross", "PS", "YS", {
-        "K1": (GX + 50, 20, 100.0, None, "雨水井"), "K2": (GX + 50, -20, 100.0, None, "出水口")},
-        {"storm": ("K1", "K2", storm_centre + 0.05, storm_centre - 0.05, 300.0, 1, "centre",
-                   {})})  # level with storm_centre where it crosses the gas pipe
+    _, storm = add_network(
+        conn,
+        "tiny-cross",
+        "PS",
+        "YS",
+        {"K1": (GX + 50, 20, 100.0, None, "雨水井"), "K2": (GX + 50, -20, 100.0, None, "出水口")},
+        {"storm": ("K1", "K2", storm_centre + 0.05, storm_centre - 0.05, 300.0, 1, "centre", {})},
+    )  # level with storm_centre where it crosses the gas pipe
     return {**gas, **water, **tx, **storm}
 
 
@@ -211,19 +298,32 @@ def plant_same_network_pipes(conn: psycopg.Connection) -> tuple[dict, dict]:
     0.10 m between the walls; two DN200 distribution pipes side by side 1.5 m apart."""
     main_half, pipe_half, gap = 0.3, 0.1, 0.10
     jp = {"subtype": "JP"}
-    return add_network(conn, "tiny-same", "JS", "SS", {
-        "M1": (SX, 0, 100.0, None, None), "T": (SX + 50, 0, 100.0, "三通", None),
-        "M2": (SX + 100, 0, 100.0, None, None), "B": (SX + 50, 40, 100.0, None, None),
-        "C1": (SX + 80, -20, 100.0, None, None), "C2": (SX + 80, 20, 100.0, None, None),
-        "P1": (SX, 30, 100.0, None, None), "P2": (SX + 30, 30, 100.0, None, None),
-        "Q1": (SX, 31.5, 100.0, None, None), "Q2": (SX + 30, 31.5, 100.0, None, None)}, {
-        "main1": ("M1", "T", 98.5, 98.5, 600.0, 0, "centre", {}),
-        "main2": ("T", "M2", 98.5, 98.5, 600.0, 0, "centre", {}),
-        "branch": ("T", "B", 98.5, 98.5, 200.0, 0, "centre", jp),
-        "over": ("C1", "C2", *[98.5 + main_half + gap + pipe_half] * 2, 200.0, 0, "centre",
-                 jp),
-        "side1": ("P1", "P2", 98.5, 98.5, 200.0, 0, "centre", jp),
-        "side2": ("Q1", "Q2", 98.5, 98.5, 200.0, 0, "centre", jp)})
+    return add_network(
+        conn,
+        "tiny-same",
+        "JS",
+        "SS",
+        {
+            "M1": (SX, 0, 100.0, None, None),
+            "T": (SX + 50, 0, 100.0, "三通", None),
+            "M2": (SX + 100, 0, 100.0, None, None),
+            "B": (SX + 50, 40, 100.0, None, None),
+            "C1": (SX + 80, -20, 100.0, None, None),
+            "C2": (SX + 80, 20, 100.0, None, None),
+            "P1": (SX, 30, 100.0, None, None),
+            "P2": (SX + 30, 30, 100.0, None, None),
+            "Q1": (SX, 31.5, 100.0, None, None),
+            "Q2": (SX + 30, 31.5, 100.0, None, None),
+        },
+        {
+            "main1": ("M1", "T", 98.5, 98.5, 600.0, 0, "centre", {}),
+            "main2": ("T", "M2", 98.5, 98.5, 600.0, 0, "centre", {}),
+            "branch": ("T", "B", 98.5, 98.5, 200.0, 0, "centre", jp),
+            "over": ("C1", "C2", *[98.5 + main_half + gap + pipe_half] * 2, 200.0, 0, "centre", jp),
+            "side1": ("P1", "P2", 98.5, 98.5, 200.0, 0, "centre", jp),
+            "side2": ("Q1", "Q2", 98.5, 98.5, 200.0, 0, "centre", jp),
+        },
+    )
 
 
 def _same_network_check(scratch) -> dict:
@@ -254,16 +354,18 @@ def test_connected_components_agree_with_networkx():
 
 def test_clearance_rows_expand_and_match_as_the_csv_says():
     rules = clearance_rules()
-    sub_high = [r for r in rules if r.item_a == "给水管线" and r.item_b == "燃气"
-                and r.variant.startswith("次高压")]
+    sub_high = [
+        r
+        for r in rules
+        if r.item_a == "给水管线" and r.item_b == "燃气" and r.variant.startswith("次高压")
+    ]
     assert {(r.variant, r.value_m) for r in sub_high} == {("次高压B", 1.0), ("次高压A", 1.5)}
     assert not any(r.table == "4.1.7" for r in rules)  # crossing angles are not distances
     water = PipeSpec("JS", "JP", diameter_mm=300)
     small = PipeSpec("JS", "JP", diameter_mm=150)
     sewer = PipeSpec("PS", "WS", diameter_mm=400)
     m = clearance_rule("horizontal", water, sewer)
-    assert (m.required_m, m.rule.row, m.rule.variant, m.rule.verified) == (1.5, 4, "d>200mm",
-                                                                           True)
+    assert (m.required_m, m.rule.row, m.rule.variant, m.rule.verified) == (1.5, 4, "d>200mm", True)
     assert clearance_rule("horizontal", sewer, small).required_m == 1.0
     gas = PipeSpec("RQ", "TR", diameter_mm=200, pressure_class="中压")
     cable = PipeSpec("DL", "GD", width_mm=800, height_mm=400, burial="GK")
@@ -282,8 +384,12 @@ def test_clearance_rows_expand_and_match_as_the_csv_says():
 
 def test_dangling_ends_of_a_pressure_graph():
     segs = [(1, 1, 2, 10.0, 0, 100), (2, 2, 3, 10.0, 0, 100), (3, 2, 4, 10.0, 0, 100)]
-    nodes = [(1, "直线点", None, None, "a", 0, 0), (2, "三通", None, None, "b", 10, 0),
-             (3, None, "消防栓", None, "c", 20, 0), (4, "预留口", None, None, "d", 10, 10)]
+    nodes = [
+        (1, "直线点", None, None, "a", 0, 0),
+        (2, "三通", None, None, "b", 10, 0),
+        (3, None, "消防栓", None, "c", 20, 0),
+        (4, "预留口", None, None, "d", 10, 10),
+    ]
     g = NetworkGraph.from_rows("JS", segs, nodes)
     assert [(int(g.node_id[k]), why) for k, why in dangling_ends(g)] == [(1, "dead end")]
 
@@ -292,8 +398,12 @@ def test_dangling_ends_of_a_pressure_graph():
 
 
 def _iso(scratch, burst: str, failed=()):
-    return arun(scratch["url"], lambda c: isolation_analysis(
-        c, segment_id=scratch["js"][burst], failed_valves=list(failed)))
+    return arun(
+        scratch["url"],
+        lambda c: isolation_analysis(
+            c, segment_id=scratch["js"][burst], failed_valves=list(failed)
+        ),
+    )
 
 
 def test_isolation_on_the_tiny_network(scratch):
@@ -302,14 +412,23 @@ def test_isolation_on_the_tiny_network(scratch):
     assert set(r["isolated_segments"]["ids"]) == {js["s2"], js["s3"], js["s7"]}
     assert set(r["affected_nodes"]["ids"]) == {nd["J1"]}
     valves = {v["valve"]: v for v in r["valves"]}
-    assert set(valves) == {f"node:{nd['V1']}", f"node:{nd['V2']}", f"node:{nd['V3']}",
-                           f"valve:{scratch['L1']}"}
+    assert set(valves) == {
+        f"node:{nd['V1']}",
+        f"node:{nd['V2']}",
+        f"node:{nd['V3']}",
+        f"valve:{scratch['L1']}",
+    }
     assert valves[f"node:{nd['V1']}"]["segment_ids"] == [js["s2"]]
     assert valves[f"valve:{scratch['L1']}"]["segment_ids"] == [js["s11"]]
     assert all(v["ring"] == 0 and v["action"] == "close" for v in r["valves"])
-    length = sum(np.hypot(*np.subtract(TINY_JS_NODES[TINY_JS_PIPES[s][1]][:2],
-                                       TINY_JS_NODES[TINY_JS_PIPES[s][0]][:2]))
-                 for s in ("s2", "s3", "s7"))
+    length = sum(
+        np.hypot(
+            *np.subtract(
+                TINY_JS_NODES[TINY_JS_PIPES[s][1]][:2], TINY_JS_NODES[TINY_JS_PIPES[s][0]][:2]
+            )
+        )
+        for s in ("s2", "s3", "s7")
+    )
     assert r["isolated_segments"]["length_m"] == pytest.approx(length)
     # the hydrant branch has its own valve segment
     r = _iso(scratch, "s11")
@@ -320,12 +439,17 @@ def test_isolation_on_the_tiny_network(scratch):
 def test_a_failed_valve_expands_to_the_next_ring(scratch):
     js, nd = scratch["js"], scratch["js_nodes"]
     r = _iso(scratch, "s2", [f"node:{nd['V3']}"])
-    assert set(r["isolated_segments"]["ids"]) == {js[s] for s in ("s2", "s3", "s7", "s8", "s9",
-                                                                  "s10", "s4", "s5")}
+    assert set(r["isolated_segments"]["ids"]) == {
+        js[s] for s in ("s2", "s3", "s7", "s8", "s9", "s10", "s4", "s5")
+    }
     assert set(r["affected_nodes"]["ids"]) == {nd[k] for k in ("J1", "V3", "C", "D", "J2")}
     rings = {v["valve"]: v["ring"] for v in r["valves"]}
-    assert rings == {f"node:{nd['V1']}": 0, f"node:{nd['V2']}": 0,
-                     f"valve:{scratch['L1']}": 0, f"node:{nd['V4']}": 1}
+    assert rings == {
+        f"node:{nd['V1']}": 0,
+        f"node:{nd['V2']}": 0,
+        f"valve:{scratch['L1']}": 0,
+        f"node:{nd['V4']}": 1,
+    }
     v2 = next(v for v in r["valves"] if v["valve"] == f"node:{nd['V2']}")
     assert v2["segment_ids"] == sorted([js["s3"], js["s4"]])  # both sides are now inside
     assert r["failed_valves"] == {"used": [f"node:{nd['V3']}"], "not_on_boundary": []}
@@ -359,8 +483,7 @@ def test_gravity_traces_follow_the_flow(scratch):
     assert near["totals"]["partial_segments"] == 2
     assert near["totals"]["length_m"] == pytest.approx(100 + 50 + 50)
     assert set(near["node_ids"]) == {nd["M1"]}
-    stop = _trace(scratch, segment_id=ps["P1"], direction="downstream",
-                  stop_at_node_types=["三通"])
+    stop = _trace(scratch, segment_id=ps["P1"], direction="downstream", stop_at_node_types=["三通"])
     assert stop["segment_ids"] == [ps["P1"]]
     assert stop["stops"] == [{"reason": "node type", "node_id": nd["M1"], "kind": "三通 雨水井"}]
     geo = {f["id"] for f in down["features"]}
@@ -374,7 +497,11 @@ def test_pressure_trace_follows_connectivity_and_stops_at_valves(scratch):
     assert set(r["segment_ids"]) == {js["s2"], js["s3"], js["s7"]}
     assert set(r["node_ids"]) == {nd[k] for k in ("J1", "V1", "V2", "V3")}
     assert {s.get("valve") for s in r["stops"]} == {
-        f"node:{nd['V1']}", f"node:{nd['V2']}", f"node:{nd['V3']}", f"valve:{scratch['L1']}"}
+        f"node:{nd['V1']}",
+        f"node:{nd['V2']}",
+        f"node:{nd['V3']}",
+        f"valve:{scratch['L1']}",
+    }
     r = _trace(scratch, "JS", segment_id=js["s2"], direction="connected")
     assert set(r["segment_ids"]) == set(js.values())
 
@@ -386,7 +513,8 @@ def test_qa_of_the_tiny_storm_network(scratch):
     assert report["gravity"] and report["subnetworks"]["count"] == 4
     assert sorted(report["subnetworks"]["sizes"]) == [1, 1, 3, 4]
     assert [(d["node_id"], d["reason"]) for d in report["dangling_ends"]["items"]] == [
-        (nd["Y2"], "pipe flows into a dead end (no outfall)")]
+        (nd["Y2"], "pipe flows into a dead end (no outfall)")
+    ]
     loops = report["flow_loops"]["items"]
     assert len(loops) == 1
     assert set(loops[0]["node_ids"]) == {nd["X1"], nd["X2"], nd["X3"]}
@@ -415,10 +543,18 @@ def test_profiles_of_the_tiny_networks(scratch):
 def test_the_graph_cache_sees_new_rows(scratch):
     url = scratch["url"]
     with psycopg.connect(libpq_dsn(url)) as conn:
-        _, pipes = add_network(conn, "tiny-cache", "RQ", "TR", {
-            "N1": (5000, 0, 100.0, None, None), "N2": (5100, 0, 100.0, None, None),
-            "N3": (5200, 0, 100.0, None, None)},
-            {"a": pressure_pipe("N1", "N2"), "b": pressure_pipe("N2", "N3")})
+        _, pipes = add_network(
+            conn,
+            "tiny-cache",
+            "RQ",
+            "TR",
+            {
+                "N1": (5000, 0, 100.0, None, None),
+                "N2": (5100, 0, 100.0, None, None),
+                "N3": (5200, 0, 100.0, None, None),
+            },
+            {"a": pressure_pipe("N1", "N2"), "b": pressure_pipe("N2", "N3")},
+        )
         conn.commit()
 
     async def graphs(conn):
@@ -432,7 +568,9 @@ def test_the_graph_cache_sees_new_rows(scratch):
         vid = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, segment_id, node_id, geom)"
             " SELECT 'tiny-cache', 'C1', s.id, s.from_node_id, ST_StartPoint(s.geom) FROM "
-            "cim.pipeline_segment s WHERE s.id = %s RETURNING id", (pipes["b"],)).fetchone()[0]
+            "cim.pipeline_segment s WHERE s.id = %s RETURNING id",
+            (pipes["b"],),
+        ).fetchone()[0]
         conn.commit()
     r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
     assert r["isolated_segments"]["ids"] == [pipes["a"]]
@@ -449,11 +587,13 @@ def test_valve_segments_equal_wntr_for_every_net3_pipe(scratch):
     node_seg, link_seg, _ = wntr.metrics.topographic.valve_segments(wn.to_graph(), layer)
 
     async def check(conn):
-        cur = await conn.execute("SELECT id, source_id FROM cim.pipeline_segment "
-                                 "WHERE dataset = 'net3'")
+        cur = await conn.execute(
+            "SELECT id, source_id FROM cim.pipeline_segment WHERE dataset = 'net3'"
+        )
         source = dict(await cur.fetchall())
-        cur = await conn.execute("SELECT id, point_no FROM cim.pipeline_node "
-                                 "WHERE dataset = 'net3'")
+        cur = await conn.execute(
+            "SELECT id, point_no FROM cim.pipeline_node WHERE dataset = 'net3'"
+        )
         point = dict(await cur.fetchall())
         by_link = {v: k for k, v in source.items()}
         g = await network_graph(conn, "JS")
@@ -471,8 +611,9 @@ def test_valve_segments_equal_wntr_for_every_net3_pipe(scratch):
 
 def test_valve_import_names_rows_with_unknown_ids(scratch, tmp_path):
     bad = tmp_path / "bad_valves.csv"
-    bad.write_text(",link,node\n0,10,10\n1,no-such-link,10\n2,10,no-such-node\n3,101,60\n",
-                   encoding="utf-8")
+    bad.write_text(
+        ",link,node\n0,10,10\n1,no-such-link,10\n2,10,no-such-node\n3,101,60\n", encoding="utf-8"
+    )
     url = scratch["url"]
     with psycopg.connect(libpq_dsn(url)) as conn:
         before = conn.execute("SELECT count(*) FROM cim.pipeline_valve").fetchone()[0]
@@ -494,11 +635,12 @@ def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
     ids = scratch["planted"]
     area = shapely.box(X0 + GX - 10, Y0 - 30, X0 + GX + 110, Y0 + 30)
     r = arun(scratch["url"], lambda c: clearance_analysis(c, area=shapely.to_wkb(area)))
-    found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v
-             for v in r["violations"]}
+    found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v for v in r["violations"]}
     gas, water, storm = ids["gas"], ids["water"], ids["storm"]
-    assert set(found) == {("horizontal", *sorted((gas, water))),
-                          ("vertical", *sorted((gas, storm)))}
+    assert set(found) == {
+        ("horizontal", *sorted((gas, water))),
+        ("vertical", *sorted((gas, storm))),
+    }
     h = found[("horizontal", *sorted((gas, water)))]
     assert h["measured_m"] == pytest.approx(0.35 - 0.1 - 0.05, abs=1e-6)
     assert h["centre_distance_m"] == pytest.approx(0.35, abs=1e-6)
@@ -510,9 +652,14 @@ def test_clearance_check_finds_the_planted_violations_and_nothing_else(scratch):
     assert v["required_m"] == 0.15 and v["rule"]["verified"] is True
     assert v["rule"]["table"] == "4.1.14" and v["rule"]["unverified"] is False
     # gas-water, gas-storm and storm-telecom (0.20 m under the duct; 0.15 m asked) were checked
-    assert r["counts"] == {"violations": 2, "horizontal": 1, "vertical": 1,
-                           "by_rule_status": {"verified": 1, "unverified": 1},
-                           "pipe_pairs": 3, "pipe_building_pairs": 0}
+    assert r["counts"] == {
+        "violations": 2,
+        "horizontal": 1,
+        "vertical": 1,
+        "by_rule_status": {"verified": 1, "unverified": 1},
+        "pipe_pairs": 3,
+        "pipe_building_pairs": 0,
+    }
     assert r["no_rule"] == []
     # only the telecom network: its crossing and its neighbours are within the rules
     r = arun(scratch["url"], lambda c: clearance_analysis(c, networks=["TX"]))
@@ -527,10 +674,12 @@ def test_a_pipe_has_one_size_in_district_queries_and_in_analyses(scratch):
     section = shapely.LineString([(X0 + CX + 50, Y0 - 5), (X0 + CX + 50, Y0 + 5)])
 
     async def both(conn):
-        volume = await volume_query(conn, shapely.to_wkb(region), ["pipelines"], -1e4, 1e4,
-                                    relative=False, limit=100)
-        cut = await cross_section_analysis(conn, line=shapely.to_wkb(section),
-                                           length_m=section.length)
+        volume = await volume_query(
+            conn, shapely.to_wkb(region), ["pipelines"], -1e4, 1e4, relative=False, limit=100
+        )
+        cut = await cross_section_analysis(
+            conn, line=shapely.to_wkb(section), length_m=section.length
+        )
         return volume["pipelines"]["rows"], cut["pipes"]
 
     volume_rows, section_pipes = arun(scratch["url"], both)
@@ -549,27 +698,32 @@ def test_same_network_crossings_are_checked_and_joined_pipes_are_not(scratch):
     6); a branch joined to the main at a node is not, though it meets it on the same level."""
     same = scratch["same"]
     r = _same_network_check(scratch)
-    found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v
-             for v in r["violations"]}
+    found = {(v["type"], v["a"]["segment_id"], v["b"]["segment_id"]): v for v in r["violations"]}
     assert set(found) == {("vertical", *sorted((same["over"], same["main2"])))}
     v = found[("vertical", *sorted((same["over"], same["main2"])))]
     assert v["measured_m"] == pytest.approx(0.10, abs=1e-6)
     assert v["required_m"] == WATER_VERTICAL_M and v["rule"]["csv_row"] == 54
     assert {v["a"]["subtype"], v["b"]["subtype"]} == {"JP", "SS"}
-    assert r["checked"] == [{"type": "vertical", "item_a": "给水管线", "item_b": "给水管线",
-                             "pairs": 1}]
+    assert r["checked"] == [
+        {"type": "vertical", "item_a": "给水管线", "item_b": "给水管线", "pairs": 1}
+    ]
     joined = {same["branch"], same["main1"], same["main2"]}
-    assert not any({v["a"]["segment_id"], v["b"]["segment_id"]} <= joined
-                   for v in r["violations"])
+    assert not any({v["a"]["segment_id"], v["b"]["segment_id"]} <= joined for v in r["violations"])
 
 
 def test_same_network_pairs_without_a_rule_are_listed(scratch):
     """Two distribution pipes side by side: GB 50289 has no horizontal row for water next to
     water, so the pair is listed under no_rule, not passed over in silence."""
     r = _same_network_check(scratch)
-    assert r["no_rule"] == [{
-        "type": "horizontal", "item_a": "给水管线", "item_b": "给水管线", "pairs": 1,
-        "note": "the shipped GB 50289 table has no row for this pair: not checked"}]
+    assert r["no_rule"] == [
+        {
+            "type": "horizontal",
+            "item_a": "给水管线",
+            "item_b": "给水管线",
+            "pairs": 1,
+            "note": "the shipped GB 50289 table has no row for this pair: not checked",
+        }
+    ]
     # one crossing and the side-by-side pair; nothing of the joined branch
     assert r["counts"]["pipe_pairs"] == 2
 
@@ -578,22 +732,29 @@ def test_same_network_pairs_without_a_rule_are_listed(scratch):
 
 
 def _raw_network(conn: psycopg.Connection, network: str):
-    segs = conn.execute("SELECT id, from_node_id, to_node_id, flow_direction FROM "
-                        "cim.pipeline_segment WHERE network = %s", (network,)).fetchall()
-    valves = {r[0] for r in conn.execute(
-        "SELECT id FROM cim.pipeline_node WHERE network = %s AND appurtenance LIKE '%%阀%%'",
-        (network,))}
+    segs = conn.execute(
+        "SELECT id, from_node_id, to_node_id, flow_direction FROM "
+        "cim.pipeline_segment WHERE network = %s",
+        (network,),
+    ).fetchall()
+    valves = {
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM cim.pipeline_node WHERE network = %s AND appurtenance LIKE '%%阀%%'",
+            (network,),
+        )
+    }
     return segs, valves
 
 
-def test_burst_on_a_sample_water_main_closes_the_valves_a_walk_finds(loaded_sample,
-                                                                      database_url):
+def test_burst_on_a_sample_water_main_closes_the_valves_a_walk_finds(loaded_sample, database_url):
     with psycopg.connect(libpq_dsn(database_url)) as conn:
         segs, valve_nodes = _raw_network(conn, "JS")
         burst = conn.execute(
             "SELECT s.id FROM cim.pipeline_segment s JOIN cim.pipeline_node n ON n.id = "
             "s.from_node_id WHERE s.subtype = 'JP' AND n.feature = '三通' ORDER BY s.id "
-            "LIMIT 1").fetchone()[0]
+            "LIMIT 1"
+        ).fetchone()[0]
     at_node = defaultdict(list)
     for sid, a, b, _ in segs:
         at_node[a].append(sid)
@@ -621,14 +782,16 @@ def test_burst_on_a_sample_water_main_closes_the_valves_a_walk_finds(loaded_samp
             "s.subtype NOT IN ('SS', 'JY') ORDER BY ST_Distance(s.geom, b.footprint), s.id "
             "LIMIT 1), b.residents FROM cim.building b WHERE EXISTS (SELECT 1 FROM "
             "cim.pipeline_segment s WHERE s.network = 'JS' AND s.subtype NOT IN ('SS', 'JY') "
-            "AND ST_DWithin(s.geom, b.footprint, 100))").fetchall()
+            "AND ST_DWithin(s.geom, b.footprint, 100))"
+        ).fetchall()
     served = {b: res for b, s, res in nearest if s in seen}
     assert {b["building_id"] for b in r["customers"]["items"]} == set(served)
     assert r["customers"]["residents"] == sum(v or 0 for v in served.values())
 
 
-def test_upstream_trace_on_a_storm_pipe_returns_exactly_what_flows_into_it(loaded_sample,
-                                                                           database_url):
+def test_upstream_trace_on_a_storm_pipe_returns_exactly_what_flows_into_it(
+    loaded_sample, database_url
+):
     with psycopg.connect(libpq_dsn(database_url)) as conn:
         start = conn.execute(
             "SELECT s.id FROM cim.pipeline_segment s JOIN cim.pipeline_node n ON n.id = "
@@ -649,8 +812,10 @@ def test_upstream_trace_on_a_storm_pipe_returns_exactly_what_flows_into_it(loade
             if sid not in want:
                 want.add(sid)
                 queue.append(sid)
-    r = arun(database_url, lambda c: trace_analysis(c, network="PS", segment_id=start,
-                                                       direction="upstream"))
+    r = arun(
+        database_url,
+        lambda c: trace_analysis(c, network="PS", segment_id=start, direction="upstream"),
+    )
     got = set(r["segment_ids"])
     assert got == want and len(got) > 20
     # and from each of them the flow leads to the start
@@ -673,7 +838,8 @@ def _pipe_top_depths(conn, area: shapely.Polygon, ids=None):
         "na.ground_elevation_m, nb.ground_elevation_m, s.network FROM cim.pipeline_segment s "
         "JOIN cim.pipeline_node na ON na.id = s.from_node_id JOIN cim.pipeline_node nb ON "
         "nb.id = s.to_node_id WHERE ST_Intersects(s.geom, ST_GeomFromWKB(%s, 4547))",
-        (shapely.to_wkb(area),)).fetchall()
+        (shapely.to_wkb(area),),
+    ).fetchall()
     out = {}
     for sid, wkb, h, ga, gb, net in rows:
         line = shapely.from_wkb(bytes(wkb))
@@ -688,16 +854,18 @@ def _pipe_top_depths(conn, area: shapely.Polygon, ids=None):
     return out
 
 
-def test_excavation_check_orders_gas_and_power_first_then_shallower(loaded_sample,
-                                                                    database_url):
+def test_excavation_check_orders_gas_and_power_first_then_shallower(loaded_sample, database_url):
     with psycopg.connect(libpq_dsn(database_url)) as conn:
-        x, y = conn.execute("SELECT ST_X(geom), ST_Y(geom) FROM cim.pipeline_node WHERE "
-                            "network = 'RQ' AND feature = '四通' ORDER BY id LIMIT 1").fetchone()
+        x, y = conn.execute(
+            "SELECT ST_X(geom), ST_Y(geom) FROM cim.pipeline_node WHERE "
+            "network = 'RQ' AND feature = '四通' ORDER BY id LIMIT 1"
+        ).fetchone()
         area = shapely.box(x - 25, y - 25, x + 25, y + 25)
         truth = _pipe_top_depths(conn, area)
     depth = 1.2
-    r = arun(database_url, lambda c: excavation_analysis(c, area=shapely.to_wkb(area),
-                                                            depth_m=depth))
+    r = arun(
+        database_url, lambda c: excavation_analysis(c, area=shapely.to_wkb(area), depth_m=depth)
+    )
     pipes = r["pipes"]
     got = {p["segment_id"] for p in pipes}
     assert {sid for sid, (d, _) in truth.items() if d < depth - 0.01} <= got
@@ -717,21 +885,33 @@ def test_cross_section_offsets_match_line_locate_point(loaded_sample, database_u
         # across the road of a straight water main: 60 m perpendicular through its middle
         sid, wkb = conn.execute(
             "SELECT id, ST_AsBinary(geom) FROM cim.pipeline_segment WHERE subtype = 'JP' AND "
-            "length_m > 40 ORDER BY id LIMIT 1").fetchone()
+            "length_m > 40 ORDER BY id LIMIT 1"
+        ).fetchone()
         main = shapely.force_2d(shapely.from_wkb(bytes(wkb)))
         mid = main.interpolate(0.5, normalized=True)
         dx, dy = np.subtract(main.coords[-1], main.coords[0]) / main.length
-        section = shapely.LineString([(mid.x + 30 * dy, mid.y - 30 * dx),
-                                      (mid.x - 30 * dy, mid.y + 30 * dx)])
-        expect = dict(conn.execute(
-            "SELECT s.id, ST_LineLocatePoint(l.g, ST_Intersection(ST_Force2D(s.geom), l.g)) "
-            "* ST_Length(l.g) FROM cim.pipeline_segment s, (SELECT ST_GeomFromWKB(%s, 4547) "
-            "AS g) l WHERE ST_Intersects(s.geom, l.g)", (shapely.to_wkb(section),)).fetchall())
-        zs = {r[0]: shapely.from_wkb(bytes(r[1])) for r in conn.execute(
-            "SELECT id, ST_AsBinary(geom) FROM cim.pipeline_segment WHERE id = ANY(%s)",
-            (list(expect),))}
-    r = arun(database_url, lambda c: cross_section_analysis(
-        c, line=shapely.to_wkb(section), length_m=section.length))
+        section = shapely.LineString(
+            [(mid.x + 30 * dy, mid.y - 30 * dx), (mid.x - 30 * dy, mid.y + 30 * dx)]
+        )
+        expect = dict(
+            conn.execute(
+                "SELECT s.id, ST_LineLocatePoint(l.g, ST_Intersection(ST_Force2D(s.geom), l.g)) "
+                "* ST_Length(l.g) FROM cim.pipeline_segment s, (SELECT ST_GeomFromWKB(%s, 4547) "
+                "AS g) l WHERE ST_Intersects(s.geom, l.g)",
+                (shapely.to_wkb(section),),
+            ).fetchall()
+        )
+        zs = {
+            r[0]: shapely.from_wkb(bytes(r[1]))
+            for r in conn.execute(
+                "SELECT id, ST_AsBinary(geom) FROM cim.pipeline_segment WHERE id = ANY(%s)",
+                (list(expect),),
+            )
+        }
+    r = arun(
+        database_url,
+        lambda c: cross_section_analysis(c, line=shapely.to_wkb(section), length_m=section.length),
+    )
     got = {p["segment_id"]: p for p in r["pipes"]}
     assert set(got) == set(expect) and sid in got and len(got) >= 4
     offsets = [p["offset_m"] for p in r["pipes"]]
@@ -745,8 +925,9 @@ def test_cross_section_offsets_match_line_locate_point(loaded_sample, database_u
         d2 = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(coords[:, :2], axis=0).T))])
         z = float(np.interp(f * d2[-1], d2, coords[:, 2]))
         assert got[k]["centre_elevation_m"] == pytest.approx(z, abs=1e-3)
-        assert got[k]["top_elevation_m"] > got[k]["centre_elevation_m"] > got[k][
-            "bottom_elevation_m"]
+        assert (
+            got[k]["top_elevation_m"] > got[k]["centre_elevation_m"] > got[k]["bottom_elevation_m"]
+        )
         assert 0 < got[k]["depth_m"] < 8
     samples = r["ground"]["samples"]
     assert len(samples) == 31 and samples[-1]["offset_m"] == pytest.approx(section.length)

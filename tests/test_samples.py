@@ -35,17 +35,30 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "data_samples"
 REGEN = "cimtwin samples generate data_samples/north_station (and --dirty into _dirty)"
 GRAVITY = ("YS", "WS")
-DEPTHS = {"JP": (1.0, 1.5), "SS": (1.0, 1.5), "TR": (0.8, 1.2), "GD": (0.7, 1.0),
-          "XX": (0.7, 1.0), "YS": (1.5, 5.0), "WS": (1.5, 5.0)}
+DEPTHS = {
+    "JP": (1.0, 1.5),
+    "SS": (1.0, 1.5),
+    "TR": (0.8, 1.2),
+    "GD": (0.7, 1.0),
+    "XX": (0.7, 1.0),
+    "YS": (1.5, 5.0),
+    "WS": (1.5, 5.0),
+}
 FEATURES = {"", "直线点", "三通", "四通", "弯头", "变径", "预留口", "出地"}
 APPURTENANCES = {"", "阀门", "消防栓", "检修井", "雨水井", "污水井", "出水口", "电力井", "通信井"}
-COVER_OF = {"0101": ("阀门", ("JP", "SS")), "0111": ("阀门", ("TR",)),
-            "0103": ("雨水井", ("YS",)), "0102": ("污水井", ("WS",)),
-            "0105": ("电力井", ("GD",)), "0107": ("通信井", ("XX",)),
-            "0113": ("消防栓", ("JP",))}
+COVER_OF = {
+    "0101": ("阀门", ("JP", "SS")),
+    "0111": ("阀门", ("TR",)),
+    "0103": ("雨水井", ("YS",)),
+    "0102": ("污水井", ("WS",)),
+    "0105": ("电力井", ("GD",)),
+    "0107": ("通信井", ("XX",)),
+    "0113": ("消防栓", ("JP",)),
+}
 
 
 # ---------------------------------------------------------------- fixtures and readers
+
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -62,8 +75,9 @@ def dirty(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def files(d: Path) -> dict[str, bytes]:
-    return {p.relative_to(d).as_posix(): p.read_bytes()
-            for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
+    }
 
 
 def differing(a: Path, b: Path) -> list[str]:
@@ -121,6 +135,7 @@ def read(path: str | Path, layer: str | None = None):
 
 # ---------------------------------------------------------------- determinism
 
+
 def test_same_seed_gives_identical_bytes(sample: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     generate(again, "sample", DEFAULT_SEED)
@@ -165,9 +180,12 @@ def stale(fresh: Path, committed: Path) -> list[str]:
                 continue  # compared through the .shp
             for name, _ in pyogrio.list_layers(a):
                 fa, fb = read(a, name), read(b, name)
-                if not (fa.drop(columns="geometry").equals(fb.drop(columns="geometry"))
-                        and shapely.equals_exact(fa.geometry.values, fb.geometry.values,
-                                                 tolerance=0).all()):
+                if not (
+                    fa.drop(columns="geometry").equals(fb.drop(columns="geometry"))
+                    and shapely.equals_exact(
+                        fa.geometry.values, fb.geometry.values, tolerance=0
+                    ).all()
+                ):
                     out.append(f"{rel}:{name}")
         elif a.name == "manifest.json":
             ma, mb = (json.loads(x.read_text(encoding="utf-8")) for x in (a, b))
@@ -204,19 +222,24 @@ def test_manifest_hashes_and_counts(sample: Path) -> None:
     import hashlib
 
     manifest = json.loads((sample / "manifest.json").read_text(encoding="utf-8"))
-    on_disk = sorted(p.relative_to(sample).as_posix() for p in sample.rglob("*")
-                     if p.is_file() and p.name != "manifest.json")
+    on_disk = sorted(
+        p.relative_to(sample).as_posix()
+        for p in sample.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    )
     assert sorted(manifest["files"]) == on_disk
     for rel, info in manifest["files"].items():
         data = (sample / rel).read_bytes()
         assert hashlib.sha256(data).hexdigest() == info["sha256"]
         assert len(data) == info["bytes"]
     assert manifest["files"]["pipelines/points.csv"]["count"] == len(
-        read_csv(sample / "pipelines/points.csv"))
+        read_csv(sample / "pipelines/points.csv")
+    )
     assert manifest["crs"] == "EPSG:4547" and manifest["seed"] == DEFAULT_SEED
 
 
 # ---------------------------------------------------------------- GIS layers
+
 
 def test_every_geometry_valid_and_in_epsg4547(sample: Path) -> None:
     seen = 0
@@ -247,19 +270,45 @@ def test_field_names_fit_shapefiles(sample: Path) -> None:
         ("admin.gpkg", "district"): ["slug", "name", "kind", "descr"],
         ("parcels.gpkg", "parcel"): ["parcel_cd", "land_use", "area_m2", "far_plan", "h_limit"],
         ("buildings.gpkg", "building"): [
-            "bldg_cd", "name", "address", "use", "height_m", "floors", "ug_floors", "base_elev",
-            "floor_area", "residents", "build_year", "parcel_cd"],
-        ("buildings.gpkg", "underground_structure"): ["code", "kind", "name", "top_elev",
-                                                      "bot_elev"],
-        ("components.gpkg", "component"): ["comp_id", "class_cd", "name", "dept_auth",
-                                           "dept_own", "dept_mnt", "status", "elev"],
+            "bldg_cd",
+            "name",
+            "address",
+            "use",
+            "height_m",
+            "floors",
+            "ug_floors",
+            "base_elev",
+            "floor_area",
+            "residents",
+            "build_year",
+            "parcel_cd",
+        ],
+        ("buildings.gpkg", "underground_structure"): [
+            "code",
+            "kind",
+            "name",
+            "top_elev",
+            "bot_elev",
+        ],
+        ("components.gpkg", "component"): [
+            "comp_id",
+            "class_cd",
+            "name",
+            "dept_auth",
+            "dept_own",
+            "dept_mnt",
+            "status",
+            "elev",
+        ],
     }
     for (f, layer), cols in expected.items():
         df = read(sample / "gpkg" / f, layer)
         assert list(df.columns[:-1]) == cols
         assert all(len(c) <= 10 for c in cols)
-    assert list(read(sample / "shp/building.shp").columns[:-1]) == expected[
-        ("buildings.gpkg", "building")]
+    assert (
+        list(read(sample / "shp/building.shp").columns[:-1])
+        == expected[("buildings.gpkg", "building")]
+    )
 
 
 def test_codes_in_dictionaries(sample: Path, survey: Survey) -> None:
@@ -294,6 +343,7 @@ def test_component_ids(sample: Path) -> None:
 
 
 # ---------------------------------------------------------------- pipeline tables
+
 
 def test_point_numbers_unique_and_line_ends_exist(survey: Survey) -> None:
     nos = [p["物探点号"] for p in survey.points]
@@ -386,8 +436,11 @@ def test_gravity_networks_are_trees_growing_downstream(survey: Survey) -> None:
                 assert survey.by_no[down]["附属物"] == "出水口"
                 outfalls += 1
         assert outfalls >= 1
-        assert any(survey.by_no[n]["附属物"] == "出水口" for n in survey.by_no
-                   if survey.by_no[n]["管线小类"] == minor)
+        assert any(
+            survey.by_no[n]["附属物"] == "出水口"
+            for n in survey.by_no
+            if survey.by_no[n]["管线小类"] == minor
+        )
     assert any(ln["断面"] == "2000X1500" for ln in survey.lines if ln["管线小类"] == "YS")
 
 
@@ -444,6 +497,7 @@ def test_gbk_csv_and_xlsx_hold_the_same_rows(sample: Path) -> None:
 
 # ---------------------------------------------------------------- admin, parcels, buildings
 
+
 def test_grid_hierarchy_nests_and_tiles(sample: Path) -> None:
     admin = sample / "gpkg/admin.gpkg"
     street, comm, grid = (read(admin, n) for n in ("street", "community", "work_grid"))
@@ -453,8 +507,9 @@ def test_grid_hierarchy_nests_and_tiles(sample: Path) -> None:
     assert all(len(c) == 12 for c in comm["code"]) and all(len(c) == 14 for c in grid["code"])
     cgeom = dict(zip(comm["code"], comm.geometry, strict=True))
     sgeom = dict(zip(street["code"], street.geometry, strict=True))
-    for code, cc, g, area in zip(grid["code"], grid["comm_cd"], grid.geometry, grid["area_m2"],
-                                 strict=True):
+    for code, cc, g, area in zip(
+        grid["code"], grid["comm_cd"], grid.geometry, grid["area_m2"], strict=True
+    ):
         assert code.startswith(cc)
         assert cgeom[cc].covers(g)
         assert abs(g.area - area) < 0.01
@@ -475,8 +530,7 @@ def test_buildings_inside_parcels_without_overlap(sample: Path) -> None:
     b = read(sample / "gpkg/buildings.gpkg", "building")
     p = read(sample / "gpkg/parcels.gpkg", "parcel")
     assert 180 <= len(b) <= 320 and b["bldg_cd"].is_unique
-    parcels = {c: (g, h) for c, g, h in zip(p["parcel_cd"], p.geometry, p["h_limit"],
-                                            strict=True)}
+    parcels = {c: (g, h) for c, g, h in zip(p["parcel_cd"], p.geometry, p["h_limit"], strict=True)}
     for _, row in b.iterrows():
         geom, h_limit = parcels[row["parcel_cd"]]
         assert geom.covers(row.geometry), row["bldg_cd"]
@@ -527,12 +581,14 @@ def test_station_hall_and_metro(sample: Path) -> None:
 def test_no_pipes_under_the_hall(sample: Path, survey: Survey) -> None:
     b = read(sample / "gpkg/buildings.gpkg", "building")
     hall = b[b["name"] == "深圳北站"].geometry.iloc[0]
-    lines = shapely.linestrings([[survey.xy(ln["起点点号"]), survey.xy(ln["终点点号"])]
-                                 for ln in survey.lines])
+    lines = shapely.linestrings(
+        [[survey.xy(ln["起点点号"]), survey.xy(ln["终点点号"])] for ln in survey.lines]
+    )
     assert not shapely.intersects(lines, hall).any()
 
 
 # ---------------------------------------------------------------- components, incidents
+
 
 def test_manhole_covers_sit_on_their_manholes(sample: Path, survey: Survey) -> None:
     comps = read(sample / "gpkg/components.gpkg", "component")
@@ -540,10 +596,14 @@ def test_manhole_covers_sit_on_their_manholes(sample: Path, survey: Survey) -> N
     cx, cy = shapely.get_x(pts.geometry.values), shapely.get_y(pts.geometry.values)
     for cls, (appurt, minors) in COVER_OF.items():
         mask = (pts["class_cd"] == cls).to_numpy()
-        covers = sorted(zip(np.round(cx[mask], 3).tolist(), np.round(cy[mask], 3).tolist(),
-                            strict=True))
-        wells = sorted((float(p["Y"]), float(p["X"])) for p in survey.points
-                       if p["附属物"] == appurt and p["管线小类"] in minors)
+        covers = sorted(
+            zip(np.round(cx[mask], 3).tolist(), np.round(cy[mask], 3).tolist(), strict=True)
+        )
+        wells = sorted(
+            (float(p["Y"]), float(p["X"]))
+            for p in survey.points
+            if p["附属物"] == appurt and p["管线小类"] in minors
+        )
         assert covers == wells, cls
 
 
@@ -553,8 +613,13 @@ def test_incidents_geojson(sample: Path, survey: Survey) -> None:
     feats = doc["features"]
     assert 30 <= len(feats) <= 50
     to_grid = transformer("OGC:CRS84", 4547)
-    water = shapely.MultiLineString([[survey.xy(ln["起点点号"]), survey.xy(ln["终点点号"])]
-                                     for ln in survey.lines if ln["管线类别"] == "JS"])
+    water = shapely.MultiLineString(
+        [
+            [survey.xy(ln["起点点号"]), survey.xy(ln["终点点号"])]
+            for ln in survey.lines
+            if ln["管线类别"] == "JS"
+        ]
+    )
     bursts_on_main = 0
     ids = set()
     for f in feats:
@@ -574,13 +639,21 @@ def test_incidents_geojson(sample: Path, survey: Survey) -> None:
 
 # ---------------------------------------------------------------- dirty sample
 
+
 def test_dirty_sample_defects_are_listed_and_present(dirty: Path) -> None:
     defects = json.loads((dirty / "defects.json").read_text(encoding="utf-8"))["defects"]
     by_rule = {d["rule"]: d for d in defects}
     assert set(by_rule) == {
-        "duplicate_point_no", "line_end_missing", "gravity_uphill", "unknown_component_class",
-        "invalid_geometry", "missing_crs", "line_start_equals_end", "depth_out_of_range",
-        "unknown_material"}
+        "duplicate_point_no",
+        "line_end_missing",
+        "gravity_uphill",
+        "unknown_component_class",
+        "invalid_geometry",
+        "missing_crs",
+        "line_start_equals_end",
+        "depth_out_of_range",
+        "unknown_material",
+    }
     readme = (dirty / "README.md").read_text(encoding="utf-8")
     assert all(d["id"] in readme and d["rule"] in readme for d in defects)
     s = Survey(dirty)
@@ -594,10 +667,14 @@ def test_dirty_sample_defects_are_listed_and_present(dirty: Path) -> None:
     def rows_where(pred) -> list[int]:
         return [k + 1 for k, ln in enumerate(s.lines) if pred(ln)]
 
-    assert rows_where(lambda ln: ln["终点点号"] not in s.by_no or ln["起点点号"] not in s.by_no
-                      ) == by_rule["line_end_missing"]["rows"]
-    assert rows_where(lambda ln: ln["起点点号"] == ln["终点点号"]) == by_rule[
-        "line_start_equals_end"]["rows"]
+    assert (
+        rows_where(lambda ln: ln["终点点号"] not in s.by_no or ln["起点点号"] not in s.by_no)
+        == by_rule["line_end_missing"]["rows"]
+    )
+    assert (
+        rows_where(lambda ln: ln["起点点号"] == ln["终点点号"])
+        == by_rule["line_start_equals_end"]["rows"]
+    )
 
     def uphill(ln: dict) -> bool:
         if ln["管线小类"] not in GRAVITY or ln["终点点号"] not in s.by_no:
@@ -613,8 +690,7 @@ def test_dirty_sample_defects_are_listed_and_present(dirty: Path) -> None:
 
     assert rows_where(out_of_range) == by_rule["depth_out_of_range"]["rows"]
     materials = set(attribute_codes("material").values())
-    assert rows_where(lambda ln: ln["材质"] not in materials) == by_rule["unknown_material"][
-        "rows"]
+    assert rows_where(lambda ln: ln["材质"] not in materials) == by_rule["unknown_material"]["rows"]
     # the GBK copy and the workbook carry the same defects
     assert read_csv(dirty / "pipelines/lines_gbk.csv", "gbk") == s.lines
 
@@ -635,6 +711,7 @@ def test_dirty_sample_defects_are_listed_and_present(dirty: Path) -> None:
 
 
 # ---------------------------------------------------------------- CLI and errors
+
 
 def test_unwritable_out_dir_is_a_user_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
@@ -668,6 +745,7 @@ def test_cli_generate_prints_summary(tmp_path: Path, dirty: Path) -> None:
 
 
 # ---------------------------------------------------------------- district scale
+
 
 @pytest.mark.slow
 def test_district_scale(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from cimtwin.tiles.redis_cache import RETRY_AFTER_S, RedisTileCache
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
-    REDIS_SERVER is None, reason="redis-server not installed (scripts/setup.sh installs it)")
+    REDIS_SERVER is None, reason="redis-server not installed (scripts/setup.sh installs it)"
+)
 
 STATION = (114.02389, 22.61194)
 
@@ -47,9 +48,22 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(REDIS_SERVER), "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--bind", "127.0.0.1", "--dir", str(self.workdir)],
-            stdout=(self.workdir / "redis.log").open("ab"), stderr=subprocess.STDOUT)
+            [
+                str(REDIS_SERVER),
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=(self.workdir / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -106,17 +120,23 @@ def db_seq(engine: Engine) -> int:
 
 def open_incident(engine: Engine) -> tuple[int, tuple[int, int, int]]:
     with engine.connect() as c:
-        iid, lon, lat = c.execute(text(
-            "SELECT id, ST_X(ST_Transform(geom, 4326)), ST_Y(ST_Transform(geom, 4326)) "
-            "FROM cim.incident WHERE status NOT IN ('resolved','closed') ORDER BY id LIMIT 1"
-        )).one()
+        iid, lon, lat = c.execute(
+            text(
+                "SELECT id, ST_X(ST_Transform(geom, 4326)), ST_Y(ST_Transform(geom, 4326)) "
+                "FROM cim.incident WHERE status NOT IN ('resolved','closed') ORDER BY id LIMIT 1"
+            )
+        ).one()
     return iid, tile_at(16, lon, lat)
 
 
 def flip_severity(engine: Engine, iid: int) -> int:
     with engine.begin() as c:
-        return c.execute(text("UPDATE cim.incident SET severity = 5 - severity WHERE id = :i "
-                              "RETURNING severity"), {"i": iid}).scalar()
+        return c.execute(
+            text(
+                "UPDATE cim.incident SET severity = 5 - severity WHERE id = :i RETURNING severity"
+            ),
+            {"i": iid},
+        ).scalar()
 
 
 def severity_in(body: bytes, iid: int) -> int:
@@ -130,8 +150,9 @@ def cache_of(client: TestClient) -> RedisTileCache:
     return cache
 
 
-def test_two_workers_share_one_cache(shared: Settings, redis_server: RedisServer,
-                                     database_url: str) -> None:
+def test_two_workers_share_one_cache(
+    shared: Settings, redis_server: RedisServer, database_url: str
+) -> None:
     z, x, y = tile_at(16)
     url = f"/tiles/pipelines,components/{z}/{x}/{y}.mvt"
     r = redis_server.client()
@@ -195,14 +216,31 @@ def test_import_notification_drops_only_the_imported_tables(
             assert a.get(f"/tiles/{layers}/{z}/{x}/{y}.mvt").status_code in (200, 204)
         w, s, e, n = TileRequest(z, x, y).lonlat_bounds()
         with engine.begin() as c:
-            box = c.execute(text(
-                "SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM (SELECT ST_Transform("
-                "ST_MakeEnvelope(:w, :s, :e, :n, 4326), 4547) AS b) t"),
-                {"w": w + (e - w) / 3, "s": s + (n - s) / 3, "e": e - (e - w) / 3,
-                 "n": n - (n - s) / 3}).one()
-            seq = c.execute(text("SELECT cim.notify_change(CAST(:p AS jsonb))"), {"p": json.dumps(
-                {"kind": "pipelines", "tables": ["pipeline_segment", "pipeline_node"],
-                 "bbox": list(box)})}).scalar()
+            box = c.execute(
+                text(
+                    "SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM (SELECT "
+                    "ST_Transform("
+                    "ST_MakeEnvelope(:w, :s, :e, :n, 4326), 4547) AS b) t"
+                ),
+                {
+                    "w": w + (e - w) / 3,
+                    "s": s + (n - s) / 3,
+                    "e": e - (e - w) / 3,
+                    "n": n - (n - s) / 3,
+                },
+            ).one()
+            seq = c.execute(
+                text("SELECT cim.notify_change(CAST(:p AS jsonb))"),
+                {
+                    "p": json.dumps(
+                        {
+                            "kind": "pipelines",
+                            "tables": ["pipeline_segment", "pipeline_node"],
+                            "bbox": list(box),
+                        }
+                    )
+                },
+            ).scalar()
         assert wait_for(lambda: (ca.applied_seq or 0) >= seq)
         field = f"{x}/{y}"
         assert not r.hexists(f"{ca.prefix}:t:{z}:pipelines", field)
@@ -281,10 +319,13 @@ def test_changes_made_while_nobody_listened_drop_the_namespace(
         assert r.keys(tiles)
         cache = cache_of(a)
         with engine.begin() as c:
-            killed = c.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
-                "application_name = :n AND datname = current_database()"),
-                {"n": LISTENER_NAME}).scalar()
+            killed = c.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                    "application_name = :n AND datname = current_database()"
+                ),
+                {"n": LISTENER_NAME},
+            ).scalar()
         assert killed == 1
         assert wait_for(lambda: not cache.live)
         severity = flip_severity(engine, iid)
@@ -295,8 +336,9 @@ def test_changes_made_while_nobody_listened_drop_the_namespace(
 
 
 @pytest.fixture()
-def own_redis(tmp_path: Path, settings: Settings, loaded_sample
-              ) -> Iterator[tuple[RedisServer, Settings]]:
+def own_redis(
+    tmp_path: Path, settings: Settings, loaded_sample
+) -> Iterator[tuple[RedisServer, Settings]]:
     """A Redis of the test's own, which the test may pause or stop."""
     server = RedisServer(tmp_path)
     server.start()
@@ -310,8 +352,10 @@ def test_tiles_served_while_redis_is_stopped(own_redis: tuple[RedisServer, Setti
     url = f"/tiles/pipelines/{z}/{x}/{y}.mvt"
     with TestClient(create_app(s)) as a:
         first = a.get(url)
-        assert first.status_code == 200 and server.client().hlen(
-            f"{cache_of(a).prefix}:t:{z}:pipelines") == 1
+        assert (
+            first.status_code == 200
+            and server.client().hlen(f"{cache_of(a).prefix}:t:{z}:pipelines") == 1
+        )
         server.stop()
         again = a.get(url)
         assert again.status_code == 200 and again.content == first.content

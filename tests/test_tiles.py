@@ -32,12 +32,14 @@ def decode(body: bytes) -> dict:
     return mapbox_vector_tile.decode(body)
 
 
-def test_composite_tile_holds_every_layer_with_stable_ids(client: TestClient,
-                                                          engine: Engine) -> None:
+def test_composite_tile_holds_every_layer_with_stable_ids(
+    client: TestClient, engine: Engine
+) -> None:
     z, x, y = tile_at(16)
     r = client.get(f"/tiles/pipelines,components,buildings,grids/{z}/{x}/{y}.mvt")
     assert r.status_code == 200 and r.headers["content-type"] == (
-        "application/vnd.mapbox-vector-tile")
+        "application/vnd.mapbox-vector-tile"
+    )
     layers = decode(r.content)
     assert set(layers) == {"pipelines", "components", "buildings", "grids"}
     pipes = layers["pipelines"]["features"]
@@ -61,9 +63,14 @@ def test_tile_matches_postgis_count(client: TestClient, engine: Engine) -> None:
     body = client.get(f"/tiles/components/{z}/{x}/{y}.mvt").content
     got = len(decode(body)["components"]["features"])
     with engine.connect() as c:
-        want = c.execute(text(
-            "SELECT count(*) FROM cim.city_component WHERE ST_Intersects(ST_Transform(geom, 3857),"
-            " ST_TileEnvelope(:z, :x, :y))"), {"z": z, "x": x, "y": y}).scalar()
+        want = c.execute(
+            text(
+                "SELECT count(*) FROM cim.city_component WHERE "
+                "ST_Intersects(ST_Transform(geom, 3857),"
+                " ST_TileEnvelope(:z, :x, :y))"
+            ),
+            {"z": z, "x": x, "y": y},
+        ).scalar()
     assert want > 0 and got >= want  # the buffer may add a few from just outside
 
 
@@ -85,18 +92,21 @@ def test_etag_304_and_gzip(client: TestClient) -> None:
     assert gzip.decompress(gzip.compress(raw.content)) == raw.content and decode(raw.content)
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/tiles/pipelines/15/99999/1.mvt", 404),
-    ("/tiles/pipelines/25/0/0.mvt", 422),
-    ("/tiles/pipelines/-1/0/0.mvt", 422),
-    ("/tiles/pipelines/3/8/0.mvt", 404),
-    ("/tiles/nosuchlayer/15/0/0.mvt", 404),
-    ("/tiles/pipelines,nosuch/15/0/0.mvt", 404),
-    ("/tiles/pipelines/a/0/0.mvt", 422),
-    ("/tiles/pipelines/15/1/x.mvt", 422),
-    ("/tiles/pipelines/15/0/99999999999999999999.mvt", 404),
-    ("/tiles/nosuch/tilejson.json", 404),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/tiles/pipelines/15/99999/1.mvt", 404),
+        ("/tiles/pipelines/25/0/0.mvt", 422),
+        ("/tiles/pipelines/-1/0/0.mvt", 422),
+        ("/tiles/pipelines/3/8/0.mvt", 404),
+        ("/tiles/nosuchlayer/15/0/0.mvt", 404),
+        ("/tiles/pipelines,nosuch/15/0/0.mvt", 404),
+        ("/tiles/pipelines/a/0/0.mvt", 422),
+        ("/tiles/pipelines/15/1/x.mvt", 422),
+        ("/tiles/pipelines/15/0/99999999999999999999.mvt", 404),
+        ("/tiles/nosuch/tilejson.json", 404),
+    ],
+)
 def test_bad_requests_are_4xx_with_a_message(client: TestClient, path: str, status: int) -> None:
     r = client.get(path)
     assert r.status_code == status
@@ -115,16 +125,21 @@ def test_tilejson(client: TestClient) -> None:
     assert w < STATION[0] < e and s < STATION[1] < n
 
 
-def test_tilejson_bounds_cover_the_collections_extents(client: TestClient,
-                                                       engine: Engine) -> None:
+def test_tilejson_bounds_cover_the_collections_extents(client: TestClient, engine: Engine) -> None:
     """TileJSON and /collections give one extent, and it covers every vertex of the data (a
     box transformed by its corners only cuts off the curved edges of a Gauss-Krüger box)."""
     layers = ["pipelines", "parcels", "grids"]
     tj = client.get(f"/tiles/{','.join(layers)}/tilejson.json").json()
-    boxes = [client.get(f"/collections/{layer}").json()["extent"]["spatial"]["bbox"][0]
-             for layer in layers]
-    union = [min(b[0] for b in boxes), min(b[1] for b in boxes),
-             max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    boxes = [
+        client.get(f"/collections/{layer}").json()["extent"]["spatial"]["bbox"][0]
+        for layer in layers
+    ]
+    union = [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
     assert tj["bounds"] == pytest.approx(union, abs=2e-7)
     # oracle: every stored vertex, transformed one by one with pyproj
     import numpy as np
@@ -132,15 +147,18 @@ def test_tilejson_bounds_cover_the_collections_extents(client: TestClient,
     from pyproj import Transformer
 
     tr = Transformer.from_crs(4547, 4326, always_xy=True)
-    for layer, table, col in (("pipelines", "pipeline_segment", "geom"),
-                              ("parcels", "parcel", "geom"), ("grids", "work_grid", "geom")):
-        wkb = [bytes(r[0]) for r in
-               q(engine, f'SELECT ST_AsBinary({col}) FROM "{SCHEMA}".{table}')]
+    for layer, table, col in (
+        ("pipelines", "pipeline_segment", "geom"),
+        ("parcels", "parcel", "geom"),
+        ("grids", "work_grid", "geom"),
+    ):
+        wkb = [bytes(r[0]) for r in q(engine, f'SELECT ST_AsBinary({col}) FROM "{SCHEMA}".{table}')]
         xy = shapely.get_coordinates(shapely.from_wkb(wkb))
         lon, lat = tr.transform(xy[:, 0], xy[:, 1])
         w, s, e, n = tj["bounds"]
-        assert (w <= np.min(lon) and np.max(lon) <= e and s <= np.min(lat)
-                and np.max(lat) <= n), layer
+        assert w <= np.min(lon) and np.max(lon) <= e and s <= np.min(lat) and np.max(lat) <= n, (
+            layer
+        )
 
 
 def _wait_for(pred, timeout: float = 5.0) -> bool:
@@ -157,10 +175,12 @@ def test_incident_edit_changes_its_tile_and_spares_the_others(
 ) -> None:
     cache = client.app.state.tile_cache
     with engine.connect() as c:
-        iid, lon, lat = c.execute(text(
-            "SELECT id, ST_X(ST_Transform(geom, 4326)), ST_Y(ST_Transform(geom, 4326)) "
-            "FROM cim.incident WHERE status NOT IN ('resolved','closed') ORDER BY id LIMIT 1"
-        )).one()
+        iid, lon, lat = c.execute(
+            text(
+                "SELECT id, ST_X(ST_Transform(geom, 4326)), ST_Y(ST_Transform(geom, 4326)) "
+                "FROM cim.incident WHERE status NOT IN ('resolved','closed') ORDER BY id LIMIT 1"
+            )
+        ).one()
     z, x, y = tile_at(16, lon, lat)
     here = f"/tiles/incidents/{z}/{x}/{y}.mvt"
     far = f"/tiles/incidents/{z}/{x + 3}/{y + 3}.mvt"
@@ -170,8 +190,13 @@ def test_incident_edit_changes_its_tile_and_spares_the_others(
     client.get(far)
     assert cache.hits == hits + 1  # cached
     with engine.begin() as c:
-        c.execute(text("UPDATE cim.incident SET severity = 5 - severity, status = 'in_progress' "
-                       "WHERE id = :i"), {"i": iid})
+        c.execute(
+            text(
+                "UPDATE cim.incident SET severity = 5 - severity, status = 'in_progress' "
+                "WHERE id = :i"
+            ),
+            {"i": iid},
+        )
     key_here = (("incidents",), z, x, y)
     assert _wait_for(lambda: key_here not in cache.entries)
     after = client.get(here).content
@@ -213,18 +238,26 @@ def test_gdal_reads_a_composite_tile(client: TestClient, tmp_path: Path) -> None
     f.write_bytes(body)
     out = subprocess.run(
         ["ogrinfo", "-ro", "-so", "-oo", f"Z={z}", "-oo", f"X={x}", "-oo", f"Y={y}", str(f)],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     listed = re.findall(r"^\d+: (\w+)", out.stdout, flags=re.M)
     assert listed == ["pipelines", "components", "buildings"], out.stdout
-    counts = subprocess.run(["ogrinfo", "-ro", "-al", "-so", "-oo", f"Z={z}", "-oo", f"X={x}",
-                             "-oo", f"Y={y}", str(f)], capture_output=True, text=True, timeout=60)
+    counts = subprocess.run(
+        ["ogrinfo", "-ro", "-al", "-so", "-oo", f"Z={z}", "-oo", f"X={x}", "-oo", f"Y={y}", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     n = [int(v) for v in re.findall(r"Feature Count: (\d+)", counts.stdout)]
     assert len(n) == 3 and all(v > 0 for v in n), counts.stdout
 
 
-def test_static_export_pmtiles_and_mbtiles(settings: Settings, loaded_sample, tmp_path: Path,
-                                           engine: Engine) -> None:
+def test_static_export_pmtiles_and_mbtiles(
+    settings: Settings, loaded_sample, tmp_path: Path, engine: Engine
+) -> None:
     import pyogrio
     from pmtiles.reader import MmapSource, Reader
 
@@ -247,8 +280,9 @@ def test_static_export_pmtiles_and_mbtiles(settings: Settings, loaded_sample, tm
     mb = tmp_path / "twin.mbtiles"
     export(["components"], 15, 15, mb, settings.database_url)
     if shutil.which("ogrinfo"):
-        out = subprocess.run(["ogrinfo", "-ro", "-al", "-so", str(mb)], capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            ["ogrinfo", "-ro", "-al", "-so", str(mb)], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0 and "components" in out.stdout
         n = sum(int(v) for v in re.findall(r"Feature Count: (\d+)", out.stdout))
         with engine.connect() as c:
@@ -271,14 +305,19 @@ def test_export_refuses_bad_arguments(settings: Settings, tmp_path: Path) -> Non
 def test_low_zoom_pipelines_are_a_merged_overview(client: TestClient, engine: Engine) -> None:
     """Below z15 pipes are merged per network and subtype: few features, every network kept."""
     z, x, y = tile_at(14)
-    feats = decode(client.get(f"/tiles/pipelines/{z}/{x}/{y}.mvt").content)["pipelines"][
-        "features"]
+    feats = decode(client.get(f"/tiles/pipelines/{z}/{x}/{y}.mvt").content)["pipelines"]["features"]
     groups = {(f["properties"]["network"], f["properties"]["subtype"]) for f in feats}
     assert len(feats) == len(groups)  # one merged feature per group
     with engine.connect() as c:
-        want = set(c.execute(text(
-            "SELECT DISTINCT network, subtype FROM cim.pipeline_segment WHERE geom && "
-            "ST_Transform(ST_TileEnvelope(:z, :x, :y), 4547)"), {"z": z, "x": x, "y": y}).all())
+        want = set(
+            c.execute(
+                text(
+                    "SELECT DISTINCT network, subtype FROM cim.pipeline_segment WHERE geom && "
+                    "ST_Transform(ST_TileEnvelope(:z, :x, :y), 4547)"
+                ),
+                {"z": z, "x": x, "y": y},
+            ).all()
+        )
     assert groups == {tuple(g) for g in want}
     assert sum(f["properties"]["features"] for f in feats) >= 100
 
@@ -303,7 +342,8 @@ def test_closed_reads_need_a_key_for_tiles_too(settings: Settings, loaded_sample
 
 
 def test_one_tile_query_at_a_time_still_serves_composite_tiles(
-        settings: Settings, client: TestClient, loaded_sample) -> None:
+    settings: Settings, client: TestClient, loaded_sample
+) -> None:
     """With CIMTWIN_TILE_DB_CONCURRENCY=1 the layers of a composite tile take turns; the tile
     is the same as with the default limit."""
     from cimtwin.api.app import create_app

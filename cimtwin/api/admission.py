@@ -23,8 +23,10 @@ async def analysis_slot(request: Request) -> AsyncIterator[None]:
         await asyncio.wait_for(slots.acquire(), wait)
     except TimeoutError:
         raise HTTPException(
-            503, f"busy with other network analyses (waited {wait:g} s); retry shortly",
-            headers={"Retry-After": "5"}) from None
+            503,
+            f"busy with other network analyses (waited {wait:g} s); retry shortly",
+            headers={"Retry-After": "5"},
+        ) from None
     try:
         yield
     finally:

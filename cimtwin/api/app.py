@@ -45,8 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = None
         if cache.enabled:
             ready = asyncio.Event()
-            listener = asyncio.create_task(listen_for_changes(
-                libpq_dsn(settings.database_url), cache, ready, schema=settings.db_schema))
+            listener = asyncio.create_task(
+                listen_for_changes(
+                    libpq_dsn(settings.database_url), cache, ready, schema=settings.db_schema
+                )
+            )
             # serve only once changes can be heard, or a stale tile could be cached for good
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), settings.pool_timeout_s)
@@ -116,8 +119,7 @@ def _allow_cross_origin(app: FastAPI, settings: Settings) -> None:
         OriginGatedCORS,
         allow_origins=origins,
         allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match",
-                       "Accept-Crs"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match", "Accept-Crs"],
         expose_headers=["ETag", "Content-Crs"],
         max_age=3600,
     )

@@ -64,8 +64,9 @@ async def authenticate(conn: AsyncConnection, key: str) -> Principal:
     if record is None:
         raise HTTPException(401, "unknown API key", headers=BEARER)
     if not record.active:
-        raise HTTPException(401, f"API key {record.name!r} ({record.prefix}...) was revoked",
-                            headers=BEARER)
+        raise HTTPException(
+            401, f"API key {record.name!r} ({record.prefix}...) was revoked", headers=BEARER
+        )
     try:
         await touch_key(conn, record)
     except psycopg.Error as exc:  # bookkeeping only: never fail a request on it
@@ -76,8 +77,10 @@ async def authenticate(conn: AsyncConnection, key: str) -> Principal:
 def _authorise(principal: Principal, role: str, action: str) -> Principal:
     if not role_allows(principal.role, role):
         raise HTTPException(
-            403, f"API key {principal.name!r} has role {principal.role!r}; {action} needs "
-                 f"role {role!r} or higher ({' < '.join(ROLES)})")
+            403,
+            f"API key {principal.name!r} has role {principal.role!r}; {action} needs "
+            f"role {role!r} or higher ({' < '.join(ROLES)})",
+        )
     return principal
 
 
@@ -96,8 +99,11 @@ def require_role(role: str) -> Callable[..., Awaitable[Principal]]:
         action = f"{request.method} {request.url.path}"
         if key is None:
             raise HTTPException(
-                401, f"{action} needs an API key with role {role!r} or higher: send it as "
-                     "'Authorization: Bearer <key>' or 'X-API-Key: <key>'", headers=BEARER)
+                401,
+                f"{action} needs an API key with role {role!r} or higher: send it as "
+                "'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers=BEARER,
+            )
         return _authorise(await authenticate(conn, key), role, action)
 
     dependency.__name__ = f"require_{role}"
@@ -136,8 +142,11 @@ async def check_read(request: Request, key: str | None = None) -> Principal | No
         if reads_open(request):
             return None
         raise HTTPException(
-            401, "reads need an API key on this service (open_reads is off): send it as "
-                 "'Authorization: Bearer <key>' or 'X-API-Key: <key>'", headers=BEARER)
+            401,
+            "reads need an API key on this service (open_reads is off): send it as "
+            "'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers=BEARER,
+        )
     async with request.app.state.pool.connection() as conn:
         principal = await authenticate(conn, key)
     return _authorise(principal, "viewer", f"{request.method} {request.url.path}")

@@ -13,9 +13,11 @@ def serve(
     workers: int = typer.Option(1, min=1, help="worker processes"),
     reload: bool = typer.Option(False, help="reload on code change (development)"),
     access_log: bool | None = typer.Option(
-        None, "--access-log/--no-access-log",
+        None,
+        "--access-log/--no-access-log",
         help="log every request (default CIMTWIN_ACCESS_LOG or on); off behind a proxy that "
-             "logs them already"),
+        "logs them already",
+    ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs)."""
     import uvicorn

@@ -77,7 +77,7 @@ def tokenize(text: str) -> list[Token]:
             while True:
                 if j >= n:
                     what = "string literal" if c == "'" else "quoted property name"
-                    raise CQL2Error(f"unterminated {what} starting with {text[i:i + 12]!r}", pos)
+                    raise CQL2Error(f"unterminated {what} starting with {text[i : i + 12]!r}", pos)
                 if text[j] == c:
                     if j + 1 < n and text[j + 1] == c:
                         buf.append(c)
@@ -89,7 +89,7 @@ def tokenize(text: str) -> list[Token]:
             value = "".join(buf)
             if c == '"' and not value:
                 raise CQL2Error("empty quoted property name", pos)
-            tokens.append(Token("STR" if c == "'" else "QIDENT", value, pos, text[i:j + 1]))
+            tokens.append(Token("STR" if c == "'" else "QIDENT", value, pos, text[i : j + 1]))
             i = j + 1
             continue
         if c in _PUNCT:
@@ -207,14 +207,41 @@ class Spatial:
 
 
 SPATIAL_FUNCTIONS = {
-    "S_INTERSECTS": "ST_Intersects", "S_DISJOINT": "ST_Disjoint", "S_WITHIN": "ST_Within",
-    "S_CONTAINS": "ST_Contains", "S_TOUCHES": "ST_Touches", "S_OVERLAPS": "ST_Overlaps",
-    "S_CROSSES": "ST_Crosses", "S_EQUALS": "ST_Equals",
+    "S_INTERSECTS": "ST_Intersects",
+    "S_DISJOINT": "ST_Disjoint",
+    "S_WITHIN": "ST_Within",
+    "S_CONTAINS": "ST_Contains",
+    "S_TOUCHES": "ST_Touches",
+    "S_OVERLAPS": "ST_Overlaps",
+    "S_CROSSES": "ST_Crosses",
+    "S_EQUALS": "ST_Equals",
 }
-GEOMETRY_TYPES = ("POINT", "LINESTRING", "POLYGON", "MULTIPOINT", "MULTILINESTRING",
-                  "MULTIPOLYGON", "GEOMETRYCOLLECTION", "BBOX")
-KEYWORDS = {"AND", "OR", "NOT", "LIKE", "BETWEEN", "IN", "IS", "NULL", "TRUE", "FALSE",
-            "TIMESTAMP", "DATE", *SPATIAL_FUNCTIONS, *GEOMETRY_TYPES}
+GEOMETRY_TYPES = (
+    "POINT",
+    "LINESTRING",
+    "POLYGON",
+    "MULTIPOINT",
+    "MULTILINESTRING",
+    "MULTIPOLYGON",
+    "GEOMETRYCOLLECTION",
+    "BBOX",
+)
+KEYWORDS = {
+    "AND",
+    "OR",
+    "NOT",
+    "LIKE",
+    "BETWEEN",
+    "IN",
+    "IS",
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "TIMESTAMP",
+    "DATE",
+    *SPATIAL_FUNCTIONS,
+    *GEOMETRY_TYPES,
+}
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -348,8 +375,7 @@ class _Parser:
             return IsNull(left, neg, tok.pos)
         if isinstance(left, Literal) and left.kind == "boolean":
             return left
-        raise self.error("a comparison operator, LIKE, BETWEEN, IN or IS after "
-                         f"{_describe(left)}")
+        raise self.error(f"a comparison operator, LIKE, BETWEEN, IN or IS after {_describe(left)}")
 
     def scalar(self) -> Any:
         tok = self.advance()
@@ -404,8 +430,10 @@ class _Parser:
         if tok.kind == "QIDENT" or (tok.kind == "IDENT" and self.kw(tok) not in KEYWORDS):
             self.advance()
             return Property(tok.value, tok.pos)
-        raise self.error("a geometry property or a geometry literal (POINT, LINESTRING, "
-                         "POLYGON, MULTI..., GEOMETRYCOLLECTION, BBOX)")
+        raise self.error(
+            "a geometry property or a geometry literal (POINT, LINESTRING, "
+            "POLYGON, MULTI..., GEOMETRYCOLLECTION, BBOX)"
+        )
 
     # WKT
     def geometry(self) -> GeometryLiteral:
@@ -479,8 +507,9 @@ class _Parser:
         rings = self.parenthesised(lambda: self.coord_list(4))
         for ring in rings:
             if ring[0] != ring[-1]:
-                raise CQL2Error("polygon ring is not closed (first and last points differ)",
-                                self.peek().pos)
+                raise CQL2Error(
+                    "polygon ring is not closed (first and last points differ)", self.peek().pos
+                )
         return rings
 
     def coord_list(self, minimum: int) -> list:
@@ -568,8 +597,11 @@ class _Compiler:
     # operands
     def prop_family(self, node: Property) -> str:
         if node.name in self.ctx.geometry_names:
-            raise CQL2Error(f"the geometry {node.name!r} can only be used in spatial functions "
-                            "such as S_INTERSECTS", node.pos)
+            raise CQL2Error(
+                f"the geometry {node.name!r} can only be used in spatial functions "
+                "such as S_INTERSECTS",
+                node.pos,
+            )
         kind = self.ctx.properties.get(node.name)
         if kind is None:
             allowed = ", ".join(sorted(self.ctx.properties))
@@ -585,8 +617,9 @@ class _Compiler:
     def literal_for(self, lit: Any, family: str, prop: Property) -> sql.Composable:
         """Bind a literal compared with a property of ``family`` (type-checked)."""
         if not isinstance(lit, Literal):
-            raise CQL2Error(f"expected a literal to compare with {prop.name!r}",
-                            getattr(lit, "pos", None))
+            raise CQL2Error(
+                f"expected a literal to compare with {prop.name!r}", getattr(lit, "pos", None)
+            )
         value = self.coerce(lit, family, prop.name)
         return self.bind(value)
 
@@ -606,10 +639,16 @@ class _Compiler:
                 value = parse_timestamp(lit.value)
                 if value is not None:
                     return value
-        want = {"number": "a number", "string": "a 'quoted string'",
-                "datetime": "TIMESTAMP('...') or DATE('...')"}[family]
-        raise CQL2Error(f"property {name!r} is a {family}: compare it with {want}, "
-                        f"not the {lit.kind} literal {lit.value!r}", lit.pos)
+        want = {
+            "number": "a number",
+            "string": "a 'quoted string'",
+            "datetime": "TIMESTAMP('...') or DATE('...')",
+        }[family]
+        raise CQL2Error(
+            f"property {name!r} is a {family}: compare it with {want}, "
+            f"not the {lit.kind} literal {lit.value!r}",
+            lit.pos,
+        )
 
     # nodes
     def compile(self, node: Any) -> sql.Composable:
@@ -620,8 +659,9 @@ class _Compiler:
             return sql.SQL("(NOT {})").format(self.compile(node.item))
         if isinstance(node, Literal):
             if node.kind != "boolean":
-                raise CQL2Error(f"the {node.kind} literal {node.value!r} is not a condition",
-                                node.pos)
+                raise CQL2Error(
+                    f"the {node.kind} literal {node.value!r} is not a condition", node.pos
+                )
             return sql.SQL("TRUE" if node.value else "FALSE")
         if isinstance(node, Comparison):
             return self.comparison(node)
@@ -643,8 +683,9 @@ class _Compiler:
         if isinstance(a, Property) and isinstance(b, Property):
             fa, fb = self.prop_family(a), self.prop_family(b)
             if fa != fb:
-                raise CQL2Error(f"cannot compare {a.name!r} ({fa}) with {b.name!r} ({fb})",
-                                node.pos)
+                raise CQL2Error(
+                    f"cannot compare {a.name!r} ({fa}) with {b.name!r} ({fb})", node.pos
+                )
             return sql.SQL("({} {} {})").format(self.column(a), op, self.column(b))
         if isinstance(a, Property):
             fam = self.prop_family(a)
@@ -668,18 +709,29 @@ class _Compiler:
 
         (ka, va), (kb, vb) = norm(a), norm(b)
         if ka != kb:
-            raise CQL2Error(f"cannot compare the {a.kind} literal {a.value!r} with the "
-                            f"{b.kind} literal {b.value!r}", node.pos)
+            raise CQL2Error(
+                f"cannot compare the {a.kind} literal {a.value!r} with the "
+                f"{b.kind} literal {b.value!r}",
+                node.pos,
+            )
         if ka == "boolean" and node.op not in ("=", "<>"):
             raise CQL2Error("booleans only compare with = and <>", node.pos)
-        result = {"=": va == vb, "<>": va != vb, "<": va < vb, "<=": va <= vb,
-                  ">": va > vb, ">=": va >= vb}[node.op]
+        result = {
+            "=": va == vb,
+            "<>": va != vb,
+            "<": va < vb,
+            "<=": va <= vb,
+            ">": va > vb,
+            ">=": va >= vb,
+        }[node.op]
         return sql.SQL("TRUE" if result else "FALSE")
 
     def require_property(self, node: Any, what: str) -> Property:
         if not isinstance(node, Property):
-            raise CQL2Error(f"{what} needs a property name on its left, not "
-                            f"{_describe(node)}", getattr(node, "pos", None))
+            raise CQL2Error(
+                f"{what} needs a property name on its left, not {_describe(node)}",
+                getattr(node, "pos", None),
+            )
         return node
 
     def like(self, node: Like) -> sql.Composable:
@@ -688,11 +740,13 @@ class _Compiler:
             raise CQL2Error(f"LIKE needs a string property; {prop.name!r} is not", prop.pos)
         pat = node.pattern
         if not (isinstance(pat, Literal) and pat.kind == "string"):
-            raise CQL2Error("LIKE needs a 'quoted pattern' with % and _ wildcards",
-                            getattr(pat, "pos", node.pos))
+            raise CQL2Error(
+                "LIKE needs a 'quoted pattern' with % and _ wildcards",
+                getattr(pat, "pos", node.pos),
+            )
         return sql.SQL("({} {} {})").format(
-            self.column(prop), sql.SQL("NOT LIKE" if node.negated else "LIKE"),
-            self.bind(pat.value))
+            self.column(prop), sql.SQL("NOT LIKE" if node.negated else "LIKE"), self.bind(pat.value)
+        )
 
     def between(self, node: Between) -> sql.Composable:
         prop = self.require_property(node.expr, "BETWEEN")
@@ -700,14 +754,16 @@ class _Compiler:
         low = self.literal_for(node.low, fam, prop)
         high = self.literal_for(node.high, fam, prop)
         return sql.SQL("({} {} {} AND {})").format(
-            self.column(prop), sql.SQL("NOT BETWEEN" if node.negated else "BETWEEN"), low, high)
+            self.column(prop), sql.SQL("NOT BETWEEN" if node.negated else "BETWEEN"), low, high
+        )
 
     def in_list(self, node: In) -> sql.Composable:
         prop = self.require_property(node.expr, "IN")
         fam = self.prop_family(prop)
         items = sql.SQL(", ").join(self.literal_for(i, fam, prop) for i in node.items)
         return sql.SQL("({} {} ({}))").format(
-            self.column(prop), sql.SQL("NOT IN" if node.negated else "IN"), items)
+            self.column(prop), sql.SQL("NOT IN" if node.negated else "IN"), items
+        )
 
     def is_null(self, node: IsNull) -> sql.Composable:
         prop = self.require_property(node.expr, "IS NULL")
@@ -717,8 +773,7 @@ class _Compiler:
         else:
             self.prop_family_or_object(prop)
             col = self.column(prop)
-        return sql.SQL("({} {})").format(col, sql.SQL("IS NOT NULL" if node.negated
-                                                      else "IS NULL"))
+        return sql.SQL("({} {})").format(col, sql.SQL("IS NOT NULL" if node.negated else "IS NULL"))
 
     def prop_family_or_object(self, prop: Property) -> None:
         if prop.name not in self.ctx.properties:
@@ -728,16 +783,18 @@ class _Compiler:
         func = sql.SQL(SPATIAL_FUNCTIONS[node.func])
         args = [self.geometry_arg(x, node) for x in (node.a, node.b)]
         if not any(isinstance(x, Property) for x in (node.a, node.b)):
-            raise CQL2Error(f"{node.func} needs the geometry property as one argument",
-                            node.pos)
+            raise CQL2Error(f"{node.func} needs the geometry property as one argument", node.pos)
         return sql.SQL("{}({}, {})").format(func, *args)
 
     def geometry_arg(self, arg: Any, node: Spatial) -> sql.Composable:
         if isinstance(arg, Property):
             if arg.name not in self.ctx.geometry_names:
-                raise CQL2Error(f"{node.func}: {arg.name!r} is not the geometry of this "
-                                f"collection (use 'geometry' or "
-                                f"{self.ctx.geometry_column!r})", arg.pos)
+                raise CQL2Error(
+                    f"{node.func}: {arg.name!r} is not the geometry of this "
+                    f"collection (use 'geometry' or "
+                    f"{self.ctx.geometry_column!r})",
+                    arg.pos,
+                )
             return sql.Identifier(self.ctx.geometry_column)
         expr, params = geometry_sql(arg, self.ctx.literal_crs)
         self.params.extend(params)
@@ -784,8 +841,9 @@ def _wkt(geom: GeometryLiteral, crs: CrsDef) -> tuple[str, list[float], list[flo
             x1, y1 = crs.to_xy(a1, b1)
             if x0 > x1 or y0 > y1:
                 raise CQL2Error("BBOX lower corner exceeds its upper corner", g.pos)
-            return (f"POLYGON(({put(x0, y0)},{put(x1, y0)},{put(x1, y1)},{put(x0, y1)},"
-                    f"{put(x0, y0)}))")
+            return (
+                f"POLYGON(({put(x0, y0)},{put(x1, y0)},{put(x1, y1)},{put(x0, y1)},{put(x0, y0)}))"
+            )
         if k == "POINT":
             return f"POINT({pt(c)})"
         if k == "LINESTRING":
@@ -797,8 +855,11 @@ def _wkt(geom: GeometryLiteral, crs: CrsDef) -> tuple[str, list[float], list[flo
         if k == "MULTILINESTRING":
             return "MULTILINESTRING(" + ",".join(seq(ln) for ln in c) + ")"
         if k == "MULTIPOLYGON":
-            return "MULTIPOLYGON(" + ",".join(
-                "(" + ",".join(seq(r) for r in poly) + ")" for poly in c) + ")"
+            return (
+                "MULTIPOLYGON("
+                + ",".join("(" + ",".join(seq(r) for r in poly) + ")" for poly in c)
+                + ")"
+            )
         return "GEOMETRYCOLLECTION(" + ",".join(body(m) for m in c) + ")"
 
     return body(geom), xs, ys

@@ -202,5 +202,6 @@ async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
     async with request.app.state.pool.connection() as conn:
         yield conn
 
+
 #: a route parameter holding the request's pooled connection
 Conn = Annotated[AsyncConnection, Depends(connection)]

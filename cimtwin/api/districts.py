@@ -42,14 +42,15 @@ from cimtwin.spatial.district_queries import (
 
 router = APIRouter(tags=["districts"], dependencies=[Depends(require_read)])
 
-Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
-                           description="district slug, e.g. north-station")]
+Slug = Annotated[
+    str,
+    Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="district slug, e.g. north-station"),
+]
 MAX_VERTICES = 10_000
 MAX_RINGS = 500
 MAX_LIST = 200
 DEFAULT_QUERY_LIMIT = 1000
 MAX_QUERY_LIMIT = 10_000
-
 
 
 # --- geometry inputs (GeoJSON, any accepted CRS, (x, y) order) -------------------------------
@@ -66,8 +67,10 @@ class PolygonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["Polygon"]
-    coordinates: Annotated[list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
-                           Field(min_length=1, max_length=MAX_RINGS)]
+    coordinates: Annotated[
+        list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
+        Field(min_length=1, max_length=MAX_RINGS),
+    ]
 
     @field_validator("coordinates")
     @classmethod
@@ -83,8 +86,10 @@ class MultiPolygonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["MultiPolygon"]
-    coordinates: Annotated[list[Annotated[list[list[Position]], Field(min_length=1)]],
-                           Field(min_length=1, max_length=MAX_RINGS)]
+    coordinates: Annotated[
+        list[Annotated[list[list[Position]], Field(min_length=1)]],
+        Field(min_length=1, max_length=MAX_RINGS),
+    ]
 
     @field_validator("coordinates")
     @classmethod
@@ -113,17 +118,26 @@ def check_xy(xs: np.ndarray, ys: np.ndarray, crs: InputCrs, what: str) -> None:
     """ValueError unless the positions can be in ``crs`` and near the storage CRS's area."""
     if crs.geographic:
         if (np.abs(xs) > 180).any() or (np.abs(ys) > 90).any():
-            raise ValueError(f"{what}: longitude must be within -180..180 and latitude within "
-                             f"-90..90 ({crs.label} positions are lon, lat)")
+            raise ValueError(
+                f"{what}: longitude must be within -180..180 and latitude within "
+                f"-90..90 ({crs.label} positions are lon, lat)"
+            )
         w, s, e, n = storage_window()
         if (xs < w).any() or (xs > e).any() or (ys < s).any() or (ys > n).any():
-            raise ValueError(f"{what}: outside the area this twin covers (lon {w:.1f}..{e:.1f}, "
-                             f"lat {s:.1f}..{n:.1f})")
+            raise ValueError(
+                f"{what}: outside the area this twin covers (lon {w:.1f}..{e:.1f}, "
+                f"lat {s:.1f}..{n:.1f})"
+            )
         return
     sx, sy = to_storage(xs, ys, crs)
     x0, y0, x1, y1 = storage_bounds()
-    if not (np.isfinite(sx).all() and np.isfinite(sy).all()) or (sx < x0).any() or \
-            (sx > x1).any() or (sy < y0).any() or (sy > y1).any():
+    if (
+        not (np.isfinite(sx).all() and np.isfinite(sy).all())
+        or (sx < x0).any()
+        or (sx > x1).any()
+        or (sy < y0).any()
+        or (sy > y1).any()
+    ):
         hint = ""
         if crs.is_storage and (np.abs(xs) <= 180).all() and (np.abs(ys) <= 90).all():
             hint = " (these look like lon/lat: say crs OGC:CRS84)"
@@ -191,13 +205,22 @@ async def district(request: Request, slug: Slug, conn: Conn) -> Response:
 class ElevationRange(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_m: float = Field(..., alias="from", ge=-2000, le=10000, allow_inf_nan=False,
-                          description="lower end, metres (negative: below the ground)")
-    to_m: float = Field(..., alias="to", ge=-2000, le=10000, allow_inf_nan=False,
-                        description="upper end, metres")
+    from_m: float = Field(
+        ...,
+        alias="from",
+        ge=-2000,
+        le=10000,
+        allow_inf_nan=False,
+        description="lower end, metres (negative: below the ground)",
+    )
+    to_m: float = Field(
+        ..., alias="to", ge=-2000, le=10000, allow_inf_nan=False, description="upper end, metres"
+    )
     reference: Literal["ground", "absolute"] = Field(
-        "ground", description="ground: metres from the ground at each object (the default); "
-        "absolute: elevations in the height datum (1985)")
+        "ground",
+        description="ground: metres from the ground at each object (the default); "
+        "absolute: elevations in the height datum (1985)",
+    )
 
     @model_validator(mode="after")
     def ordered(self) -> ElevationRange:
@@ -213,19 +236,28 @@ class VolumeQuery(BaseModel):
 
     geometry: AreaGeometry | None = Field(None, description="GeoJSON Polygon or MultiPolygon")
     bbox: Annotated[list[Finite], Field(min_length=4, max_length=4)] | None = Field(
-        None, description="minx, miny, maxx, maxy")
-    crs: str = Field("OGC:CRS84", max_length=200,
-                     description="CRS of geometry/bbox, (x, y) order: OGC:CRS84, EPSG:4490, "
-                                 "EPSG:4547 ...")
+        None, description="minx, miny, maxx, maxy"
+    )
+    crs: str = Field(
+        "OGC:CRS84",
+        max_length=200,
+        description="CRS of geometry/bbox, (x, y) order: OGC:CRS84, EPSG:4490, EPSG:4547 ...",
+    )
     elevation: ElevationRange
     ground_elevation_m: float | None = Field(
-        None, ge=-500, le=9000, allow_inf_nan=False,
+        None,
+        ge=-500,
+        le=9000,
+        allow_inf_nan=False,
         description="with reference ground: measure from this one ground elevation instead of "
-                    "each object's own ground")
+        "each object's own ground",
+    )
     layers: list[Literal[VOLUME_LAYERS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(VOLUME_LAYERS), min_length=1, max_length=4)
-    limit: int = Field(DEFAULT_QUERY_LIMIT, ge=1, le=MAX_QUERY_LIMIT,
-                       description="features per layer")
+        default_factory=lambda: list(VOLUME_LAYERS), min_length=1, max_length=4
+    )
+    limit: int = Field(
+        DEFAULT_QUERY_LIMIT, ge=1, le=MAX_QUERY_LIMIT, description="features per layer"
+    )
 
     @model_validator(mode="after")
     def consistent(self) -> VolumeQuery:
@@ -267,8 +299,10 @@ def _range(lo: Any, hi: Any) -> dict[str, Any] | None:
     return {"bottom": round(float(lo), 3), "top": round(float(hi), 3)}
 
 
-@router.post("/districts/{slug}/query",
-             summary="Objects in a district that meet an area and an elevation range")
+@router.post(
+    "/districts/{slug}/query",
+    summary="Objects in a district that meet an area and an elevation range",
+)
 async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
     """Buildings (base .. base + height), underground structures (bottom .. top), pipes (their
     3D extent: centre line +- half the section) and pipeline points (ground .. depth of the
@@ -283,23 +317,28 @@ async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
     ev = body.elevation
     zmin, zmax, relative = ev.from_m, ev.to_m, ev.reference == "ground"
     if relative and body.ground_elevation_m is not None:
-        zmin, zmax, relative = zmin + body.ground_elevation_m, zmax + body.ground_elevation_m, \
-            False
+        zmin, zmax, relative = zmin + body.ground_elevation_m, zmax + body.ground_elevation_m, False
     head: dict[str, Any] = {
         "district": slug,
         "area_m2": area,
-        "elevation": {"from": ev.from_m, "to": ev.to_m, "reference": ev.reference,
-                      "ground_elevation_m": body.ground_elevation_m,
-                      "absolute_from": zmin if not relative else None,
-                      "absolute_to": zmax if not relative else None},
+        "elevation": {
+            "from": ev.from_m,
+            "to": ev.to_m,
+            "reference": ev.reference,
+            "ground_elevation_m": body.ground_elevation_m,
+            "absolute_from": zmin if not relative else None,
+            "absolute_to": zmax if not relative else None,
+        },
     }
     if clipped is None:
         head["note"] = "the area does not meet the district"
-        results: dict[str, dict[str, Any]] = {layer: {"matched": 0, "rows": []}
-                                              for layer in body.layers}
+        results: dict[str, dict[str, Any]] = {
+            layer: {"matched": 0, "rows": []} for layer in body.layers
+        }
     else:
-        results = await volume_query(conn, clipped, list(body.layers), zmin, zmax, relative,
-                                     body.limit)
+        results = await volume_query(
+            conn, clipped, list(body.layers), zmin, zmax, relative, body.limit
+        )
     parts = []
     for layer in body.layers:
         res = results[layer]
@@ -309,11 +348,18 @@ async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
             props["elevation_m"] = _range(r[3], r[4])
             props["relative_to_ground_m"] = _range(r[5], r[6])
             feats.append(feature_json(r[0], r[1], props))
-        meta = dumps({"type": "FeatureCollection", "numberMatched": res["matched"],
-                       "numberReturned": len(feats)})
+        meta = dumps(
+            {
+                "type": "FeatureCollection",
+                "numberMatched": res["matched"],
+                "numberReturned": len(feats),
+            }
+        )
         parts.append(f'{dumps(layer)}:{meta[:-1]},"features":[{",".join(feats)}]}}')
     text = dumps(head)
     text = text[:-1] + ',"layers":{' + ",".join(parts) + "}}"
-    return Response(text, media_type="application/json",
-                    headers={"Content-Crs": "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"})
-
+    return Response(
+        text,
+        media_type="application/json",
+        headers={"Content-Crs": "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"},
+    )

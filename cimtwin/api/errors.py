@@ -29,13 +29,23 @@ from cimtwin.api.geojson import JSON, dumps
 #: seconds a client should wait before retrying while the database is away
 RETRY_AFTER = {"Retry-After": "5"}
 
-CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-         405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge",
-         415: "UnsupportedMediaType", 422: "InvalidParameterValue", 503: "ServiceUnavailable"}
+CODES = {
+    400: "InvalidParameterValue",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "InvalidParameterValue",
+    503: "ServiceUnavailable",
+}
 
 
-def error_response(status: int, description: str, headers: dict[str, str] | None = None,
-                   **extra: Any) -> Response:
+def error_response(
+    status: int, description: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body = {"code": CODES.get(status, "HTTPError"), "description": description, **extra}
     return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
 
@@ -55,9 +65,10 @@ def describe_errors(
     for e in errors[:20]:
         msg = str(e.get("msg", "invalid"))
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        items.append({"where": _where(e.get("loc", ())), "message": msg,
-                      "type": str(e.get("type", ""))})
+            msg = msg[len("Value error, ") :]
+        items.append(
+            {"where": _where(e.get("loc", ())), "message": msg, "type": str(e.get("type", ""))}
+        )
     text = "; ".join(f"{i['where']}: {i['message']}" for i in items) or "invalid request"
     if len(errors) > 20:
         text += f"; and {len(errors) - 20} more"
@@ -76,8 +87,9 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(exc.status_code, str(exc.detail),
-                              headers=dict(exc.headers or {}) or None)
+        return error_response(
+            exc.status_code, str(exc.detail), headers=dict(exc.headers or {}) or None
+        )
 
     async def invalid_input(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError | ValidationError)
@@ -85,19 +97,27 @@ def install(app: FastAPI) -> None:
         return error_response(422, text, errors=items)
 
     async def timed_out(request: Request, exc: Exception) -> Response:
-        return error_response(503, "the query took longer than the statement timeout; "
-                                   "narrow it (smaller area, radius or limit)")
+        return error_response(
+            503,
+            "the query took longer than the statement timeout; "
+            "narrow it (smaller area, radius or limit)",
+        )
 
     async def no_connection(request: Request, exc: Exception) -> Response:
         if isinstance(exc, DatabaseUnavailable):
             return error_response(503, f"database unavailable: {exc}", headers=RETRY_AFTER)
-        return error_response(503, "database unavailable: no connection within the pool "
-                                   "timeout", headers=RETRY_AFTER)
+        return error_response(
+            503, "database unavailable: no connection within the pool timeout", headers=RETRY_AFTER
+        )
 
     async def connection_lost(request: Request, exc: Exception) -> Response:
         # AdminShutdown, CrashShutdown, "server closed the connection unexpectedly" ...
-        return error_response(503, "database unavailable: the connection to the database was "
-                                   f"lost ({type(exc).__name__}); retry", headers=RETRY_AFTER)
+        return error_response(
+            503,
+            "database unavailable: the connection to the database was "
+            f"lost ({type(exc).__name__}); retry",
+            headers=RETRY_AFTER,
+        )
 
     async def bad_value(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, psycopg.DataError)

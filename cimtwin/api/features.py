@@ -71,8 +71,19 @@ CONFORMANCE = (
 )
 
 #: query parameters of /items besides the per-property equality filters
-ITEMS_PARAMS = ("limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter",
-                "filter-lang", "filter-crs", "sortby", "f")
+ITEMS_PARAMS = (
+    "limit",
+    "offset",
+    "bbox",
+    "bbox-crs",
+    "datetime",
+    "crs",
+    "filter",
+    "filter-lang",
+    "filter-crs",
+    "sortby",
+    "f",
+)
 ITEM_PARAMS = ("crs", "f")
 JSON_FORMATS = ("json", "geojson", "application/json", "application/geo+json")
 
@@ -103,16 +114,19 @@ def not_found(description: str) -> ApiError:
 router = APIRouter(tags=["OGC API - Features"], dependencies=[Depends(require_read)])
 
 
-def _json(body: Any, media_type: str = JSON, headers: dict[str, str] | None = None,
-          status: int = 200) -> Response:
+def _json(
+    body: Any, media_type: str = JSON, headers: dict[str, str] | None = None, status: int = 200
+) -> Response:
     return Response(dumps(body), status_code=status, media_type=media_type, headers=headers)
 
 
 def _layer(collection_id: str) -> Layer:
     layer = get_collection(collection_id)
     if layer is None:
-        raise not_found(f"collection {collection_id!r} does not exist; see /collections "
-                        f"({', '.join(x.id for x in COLLECTIONS)})")
+        raise not_found(
+            f"collection {collection_id!r} does not exist; see /collections "
+            f"({', '.join(x.id for x in COLLECTIONS)})"
+        )
     return layer
 
 
@@ -120,16 +134,20 @@ def _base(request: Request) -> str:
     return str(request.base_url)
 
 
-def _check_params(request: Request, allowed: tuple[str, ...], extra: tuple[str, ...] = (),
-                  ) -> None:
+def _check_params(
+    request: Request,
+    allowed: tuple[str, ...],
+    extra: tuple[str, ...] = (),
+) -> None:
     """400 for unknown or repeated query parameters, and for formats other than JSON."""
     counts = Counter(k for k, _ in request.query_params.multi_items())
     unknown = sorted(k for k in counts if k not in allowed and k not in extra)
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
         more = f"; or a property: {', '.join(extra)}" if extra else ""
-        raise bad_request(f"unknown query parameter(s) {names}; allowed: "
-                          f"{', '.join(allowed)}{more}")
+        raise bad_request(
+            f"unknown query parameter(s) {names}; allowed: {', '.join(allowed)}{more}"
+        )
     repeated = sorted(k for k in allowed if counts[k] > 1)
     if repeated:
         raise bad_request(f"query parameter(s) given more than once: {', '.join(repeated)}")
@@ -145,24 +163,46 @@ def _check_params(request: Request, allowed: tuple[str, ...], extra: tuple[str, 
 async def landing_page(request: Request) -> Response:
     _check_params(request, ("f",))
     base = _base(request)
-    return _json({
-        "title": "cimtwin: city information model features",
-        "description": "OGC API - Features for the CIM / digital-twin layers: work grids, "
-                       "parcels, buildings, pipelines, city components, incidents.",
-        "links": [
-            {"href": base, "rel": "self", "type": JSON, "title": "This document"},
-            {"href": f"{base}api", "rel": "service-desc", "type": OPENAPI_30,
-             "title": "API definition (OpenAPI 3.0)"},
-            {"href": f"{base}openapi.json", "rel": "service-desc", "type": OPENAPI_31,
-             "title": "API definition (OpenAPI 3.1, as generated)"},
-            {"href": f"{base}docs", "rel": "service-doc", "type": "text/html",
-             "title": "API documentation"},
-            {"href": f"{base}conformance", "rel": "conformance", "type": JSON,
-             "title": "Conformance classes"},
-            {"href": f"{base}collections", "rel": "data", "type": JSON,
-             "title": "Feature collections"},
-        ],
-    })
+    return _json(
+        {
+            "title": "cimtwin: city information model features",
+            "description": "OGC API - Features for the CIM / digital-twin layers: work grids, "
+            "parcels, buildings, pipelines, city components, incidents.",
+            "links": [
+                {"href": base, "rel": "self", "type": JSON, "title": "This document"},
+                {
+                    "href": f"{base}api",
+                    "rel": "service-desc",
+                    "type": OPENAPI_30,
+                    "title": "API definition (OpenAPI 3.0)",
+                },
+                {
+                    "href": f"{base}openapi.json",
+                    "rel": "service-desc",
+                    "type": OPENAPI_31,
+                    "title": "API definition (OpenAPI 3.1, as generated)",
+                },
+                {
+                    "href": f"{base}docs",
+                    "rel": "service-doc",
+                    "type": "text/html",
+                    "title": "API documentation",
+                },
+                {
+                    "href": f"{base}conformance",
+                    "rel": "conformance",
+                    "type": JSON,
+                    "title": "Conformance classes",
+                },
+                {
+                    "href": f"{base}collections",
+                    "rel": "data",
+                    "type": JSON,
+                    "title": "Feature collections",
+                },
+            ],
+        }
+    )
 
 
 @router.get("/conformance", summary="Conformance classes implemented")
@@ -259,10 +299,18 @@ async def _collection(request: Request, conn: AsyncConnection, layer: Layer) -> 
         "extent": await _extent(request, conn, layer),
         "links": [
             {"href": base, "rel": "self", "type": JSON, "title": layer.title},
-            {"href": f"{base}/items", "rel": "items", "type": GEOJSON,
-             "title": f"{layer.title}: features"},
-            {"href": f"{base}/queryables", "rel": "http://www.opengis.net/def/rel/ogc/1.0/"
-             "queryables", "type": SCHEMA_JSON, "title": "Queryable properties"},
+            {
+                "href": f"{base}/items",
+                "rel": "items",
+                "type": GEOJSON,
+                "title": f"{layer.title}: features",
+            },
+            {
+                "href": f"{base}/queryables",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "type": SCHEMA_JSON,
+                "title": "Queryable properties",
+            },
         ],
     }
     if layer.keywords:
@@ -271,16 +319,25 @@ async def _collection(request: Request, conn: AsyncConnection, layer: Layer) -> 
 
 
 @router.get("/collections", summary="Feature collections")
-async def collections(request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
-                      ) -> Response:
+async def collections(
+    request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
+) -> Response:
     _check_params(request, ("f",))
     base = _base(request)
-    return _json({
-        "links": [{"href": f"{base}collections", "rel": "self", "type": JSON,
-                   "title": "Feature collections"}],
-        "crs": _crs_list(),
-        "collections": [await _collection(request, conn, layer) for layer in COLLECTIONS],
-    })
+    return _json(
+        {
+            "links": [
+                {
+                    "href": f"{base}collections",
+                    "rel": "self",
+                    "type": JSON,
+                    "title": "Feature collections",
+                }
+            ],
+            "crs": _crs_list(),
+            "collections": [await _collection(request, conn, layer) for layer in COLLECTIONS],
+        }
+    )
 
 
 @router.get("/collections/{collectionId}", summary="One feature collection")
@@ -295,9 +352,12 @@ async def collection(
 
 
 GEOMETRY_FORMATS = {
-    "POINT": "geometry-point", "LINESTRING": "geometry-linestring",
-    "POLYGON": "geometry-polygon", "MULTIPOINT": "geometry-multipoint",
-    "MULTILINESTRING": "geometry-multilinestring", "MULTIPOLYGON": "geometry-multipolygon",
+    "POINT": "geometry-point",
+    "LINESTRING": "geometry-linestring",
+    "POLYGON": "geometry-polygon",
+    "MULTIPOINT": "geometry-multipoint",
+    "MULTILINESTRING": "geometry-multilinestring",
+    "MULTIPOLYGON": "geometry-multipolygon",
 }
 
 
@@ -322,20 +382,25 @@ async def queryables(
     column = layer.model.__table__.columns[layer.geometry_column]
     gtype = str(getattr(column.type, "geometry_type", "GEOMETRY")).upper().rstrip("ZM")
     props: dict[str, Any] = {
-        "geometry": {"title": f"geometry (also '{layer.geometry_column}')",
-                     "format": GEOMETRY_FORMATS.get(gtype, "geometry-any"),
-                     "x-ogc-role": "primary-geometry"},
+        "geometry": {
+            "title": f"geometry (also '{layer.geometry_column}')",
+            "format": GEOMETRY_FORMATS.get(gtype, "geometry-any"),
+            "x-ogc-role": "primary-geometry",
+        },
     }
     for prop in layer.properties:
         props[prop] = queryable_schema(layer, prop)
-    return _json({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"{_base(request)}collections/{layer.id}/queryables",
-        "type": "object",
-        "title": layer.title,
-        "properties": props,
-        "additionalProperties": False,
-    }, media_type=SCHEMA_JSON)
+    return _json(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{_base(request)}collections/{layer.id}/queryables",
+            "type": "object",
+            "title": layer.title,
+            "properties": props,
+            "additionalProperties": False,
+        },
+        media_type=SCHEMA_JSON,
+    )
 
 
 # --- items ----------------------------------------------------------------------------------
@@ -404,9 +469,11 @@ def parse_items_query(request: Request, layer: Layer) -> ItemsQuery:
         if q.limit < 1:
             raise bad_request("limit: must be at least 1")
         if q.limit > MAX_LIMIT:
-            raise bad_request(f"limit: {q.limit} exceeds the maximum of {MAX_LIMIT} features "
-                              "per page; page through larger results with offset or the "
-                              "'next' links")
+            raise bad_request(
+                f"limit: {q.limit} exceeds the maximum of {MAX_LIMIT} features "
+                "per page; page through larger results with offset or the "
+                "'next' links"
+            )
     if (text := qp.get("offset")) is not None:
         q.offset = _uint("offset", text)
         if q.offset > MAX_OFFSET:
@@ -421,8 +488,9 @@ def parse_items_query(request: Request, layer: Layer) -> ItemsQuery:
             bbox_crs = parse_crs(text, "bbox-crs")
         if (text := qp.get("bbox")) is not None:
             x0, y0, x1, y1 = parse_bbox(text, bbox_crs)
-            expr, params = literal_geometry_sql(bbox_wkt(x0, y0, x1, y1), (x0, y0, x1, y1),
-                                                bbox_crs)
+            expr, params = literal_geometry_sql(
+                bbox_wkt(x0, y0, x1, y1), (x0, y0, x1, y1), bbox_crs
+            )
             q.conditions.append(sql.SQL("ST_Intersects({}, {})").format(geom, expr))
             q.params += params
         if (text := qp.get("datetime")) is not None:
@@ -441,8 +509,11 @@ def parse_items_query(request: Request, layer: Layer) -> ItemsQuery:
         if len(typed) == 1:
             q.conditions.append(sql.SQL("{} = {}").format(col, sql.Placeholder()))
         else:
-            q.conditions.append(sql.SQL("{} IN ({})").format(
-                col, sql.SQL(", ").join(sql.Placeholder() for _ in typed)))
+            q.conditions.append(
+                sql.SQL("{} IN ({})").format(
+                    col, sql.SQL(", ").join(sql.Placeholder() for _ in typed)
+                )
+            )
         q.params += typed
 
     _filter_condition(q, layer, qp.get("filter"), qp.get("filter-lang"), qp.get("filter-crs"))
@@ -465,8 +536,9 @@ def _datetime_conditions(q: ItemsQuery, col: sql.Composable, text: str) -> None:
         q.params.append(rng.end)
 
 
-def _filter_condition(q: ItemsQuery, layer: Layer, text: str | None, lang: str | None,
-                      filter_crs: str | None) -> None:
+def _filter_condition(
+    q: ItemsQuery, layer: Layer, text: str | None, lang: str | None, filter_crs: str | None
+) -> None:
     if text is None:
         if lang is not None or filter_crs is not None:
             which = "filter-lang" if lang is not None else "filter-crs"
@@ -479,7 +551,8 @@ def _filter_condition(q: ItemsQuery, layer: Layer, text: str | None, lang: str |
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     ctx = cql2.FilterContext(
-        {p: layer.column_type(p) for p in layer.properties}, layer.geometry_column, crs)
+        {p: layer.column_type(p) for p in layer.properties}, layer.geometry_column, crs
+    )
     try:
         cond, params = cql2.to_sql(text, ctx)
     except cql2.CQL2Error as exc:
@@ -499,24 +572,27 @@ def _order(layer: Layer, sortby: str | None) -> list[sql.Composable]:
         desc = item.startswith("-")
         name = item[1:].strip() if item[0] in "+-" else item
         if name not in allowed:
-            raise bad_request(f"sortby: unknown property {name!r}; sortable: "
-                              f"{', '.join(allowed)}")
+            raise bad_request(f"sortby: unknown property {name!r}; sortable: {', '.join(allowed)}")
         if name in names:
             raise bad_request(f"sortby: {name!r} given twice")
         names.add(name)
-        order.append(sql.SQL("{} {}").format(sql.Identifier(name),
-                                             sql.SQL("DESC" if desc else "ASC")))
+        order.append(
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL("DESC" if desc else "ASC"))
+        )
     if layer.id_column not in names:
         order.append(sql.SQL("{} ASC").format(sql.Identifier(layer.id_column)))
     return order
 
 
 def _select(layer: Layer, crs: CrsDef) -> sql.Composable:
-    cols = [sql.Identifier(layer.id_column),
-            geometry_output_sql(sql.Identifier(layer.geometry_column), crs),
-            *(sql.Identifier(p) for p in layer.properties)]
+    cols = [
+        sql.Identifier(layer.id_column),
+        geometry_output_sql(sql.Identifier(layer.geometry_column), crs),
+        *(sql.Identifier(p) for p in layer.properties),
+    ]
     return sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table))
+        sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table)
+    )
 
 
 async def _fetch(conn: AsyncConnection, query: sql.Composed, params: list[Any]) -> list[Any]:
@@ -524,8 +600,12 @@ async def _fetch(conn: AsyncConnection, query: sql.Composed, params: list[Any]) 
         cur = await conn.execute(query, params)
         return await cur.fetchall()
     except psycopg.errors.QueryCanceled:
-        raise ApiError(503, "ServiceUnavailable", "the query took longer than the statement "
-                       "timeout; narrow it with bbox, filter or a smaller limit") from None
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            "the query took longer than the statement "
+            "timeout; narrow it with bbox, filter or a smaller limit",
+        ) from None
     except psycopg.errors.DataError as exc:
         raise bad_request(f"invalid value: {exc.diag.message_primary or exc}") from None
 
@@ -535,42 +615,100 @@ def _features(layer: Layer, rows: list[Any]) -> list[str]:
     return [feature_json(r[0], r[1], dict(zip(props, r[2:], strict=True))) for r in rows]
 
 
-ITEMS_OPENAPI = {"parameters": [
-    {"name": "limit", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": f"features per page (1 .. {MAX_LIMIT}, default {DEFAULT_LIMIT})",
-     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT}},
-    {"name": "offset", "in": "query", "required": False,
-     "description": "features to skip (paging; prefer the 'next' links)",
-     "schema": {"type": "integer", "minimum": 0, "default": 0}},
-    {"name": "bbox", "in": "query", "required": False, "style": "form", "explode": False,
-     "description": "minx,miny,maxx,maxy in bbox-crs (CRS84 by default)",
-     "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}},
-    {"name": "bbox-crs", "in": "query", "required": False,
-     "schema": {"type": "string", "format": "uri"}},
-    {"name": "datetime", "in": "query", "required": False,
-     "description": "RFC 3339 instant or interval (start/end, '..' for open)",
-     "schema": {"type": "string"}},
-    {"name": "crs", "in": "query", "required": False,
-     "description": "output CRS (CRS84 by default)", "schema": {"type": "string",
-                                                                "format": "uri"}},
-    {"name": "filter", "in": "query", "required": False,
-     "description": "CQL2-text filter over the queryables", "schema": {"type": "string"}},
-    {"name": "filter-lang", "in": "query", "required": False,
-     "schema": {"type": "string", "enum": ["cql2-text"], "default": "cql2-text"}},
-    {"name": "filter-crs", "in": "query", "required": False,
-     "schema": {"type": "string", "format": "uri"}},
-    {"name": "sortby", "in": "query", "required": False,
-     "description": "comma-separated properties, '-' prefix for descending",
-     "schema": {"type": "string"}},
-    {"name": "f", "in": "query", "required": False,
-     "schema": {"type": "string", "enum": ["json"]}},
-]}
+ITEMS_OPENAPI = {
+    "parameters": [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "description": f"features per page (1 .. {MAX_LIMIT}, default {DEFAULT_LIMIT})",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
+            },
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "required": False,
+            "description": "features to skip (paging; prefer the 'next' links)",
+            "schema": {"type": "integer", "minimum": 0, "default": 0},
+        },
+        {
+            "name": "bbox",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "description": "minx,miny,maxx,maxy in bbox-crs (CRS84 by default)",
+            "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
+        },
+        {
+            "name": "bbox-crs",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "format": "uri"},
+        },
+        {
+            "name": "datetime",
+            "in": "query",
+            "required": False,
+            "description": "RFC 3339 instant or interval (start/end, '..' for open)",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "crs",
+            "in": "query",
+            "required": False,
+            "description": "output CRS (CRS84 by default)",
+            "schema": {"type": "string", "format": "uri"},
+        },
+        {
+            "name": "filter",
+            "in": "query",
+            "required": False,
+            "description": "CQL2-text filter over the queryables",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "filter-lang",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["cql2-text"], "default": "cql2-text"},
+        },
+        {
+            "name": "filter-crs",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "format": "uri"},
+        },
+        {
+            "name": "sortby",
+            "in": "query",
+            "required": False,
+            "description": "comma-separated properties, '-' prefix for descending",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "f",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["json"]},
+        },
+    ]
+}
 
 
-@router.get("/collections/{collectionId}/items", summary="Features of a collection",
-            openapi_extra=ITEMS_OPENAPI,
-            responses={200: {"content": {GEOJSON: {}}, "description": "GeoJSON features"}})
+@router.get(
+    "/collections/{collectionId}/items",
+    summary="Features of a collection",
+    openapi_extra=ITEMS_OPENAPI,
+    responses={200: {"content": {GEOJSON: {}}, "description": "GeoJSON features"}},
+)
 async def items(
     request: Request,
     collection_id: Annotated[str, Path(alias="collectionId")],
@@ -580,37 +718,66 @@ async def items(
     q = parse_items_query(request, layer)
     where = q.where()
     page = sql.SQL("{}{} ORDER BY {} LIMIT {} OFFSET {}").format(
-        _select(layer, q.crs), where, sql.SQL(", ").join(q.order),
-        sql.Placeholder(), sql.Placeholder())
+        _select(layer, q.crs),
+        where,
+        sql.SQL(", ").join(q.order),
+        sql.Placeholder(),
+        sql.Placeholder(),
+    )
     rows = await _fetch(conn, page, [*q.params, q.limit, q.offset])
     if q.offset == 0 and len(rows) < q.limit:
         matched = len(rows)
     else:
         count = sql.SQL("SELECT count(*) FROM {}{}").format(
-            sql.Identifier(layer.schema, layer.table), where)
+            sql.Identifier(layer.schema, layer.table), where
+        )
         matched = (await _fetch(conn, count, q.params))[0][0]
 
     links = [
         {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
-        {"href": f"{_base(request)}collections/{layer.id}", "rel": "collection",
-         "type": JSON, "title": layer.title},
+        {
+            "href": f"{_base(request)}collections/{layer.id}",
+            "rel": "collection",
+            "type": JSON,
+            "title": layer.title,
+        },
     ]
     if q.offset + len(rows) < matched:
-        links.append({"href": str(request.url.include_query_params(offset=q.offset + q.limit)),
-                      "rel": "next", "type": GEOJSON, "title": "Next page"})
+        links.append(
+            {
+                "href": str(request.url.include_query_params(offset=q.offset + q.limit)),
+                "rel": "next",
+                "type": GEOJSON,
+                "title": "Next page",
+            }
+        )
     if q.offset > 0:
-        links.append({"href": str(request.url.include_query_params(
-            offset=max(0, q.offset - q.limit))), "rel": "prev", "type": GEOJSON,
-            "title": "Previous page"})
-    head = dumps({"type": "FeatureCollection", "numberMatched": matched,
-                  "numberReturned": len(rows), "timeStamp": rfc3339(datetime.now(UTC)),
-                  "links": links})
+        links.append(
+            {
+                "href": str(request.url.include_query_params(offset=max(0, q.offset - q.limit))),
+                "rel": "prev",
+                "type": GEOJSON,
+                "title": "Previous page",
+            }
+        )
+    head = dumps(
+        {
+            "type": "FeatureCollection",
+            "numberMatched": matched,
+            "numberReturned": len(rows),
+            "timeStamp": rfc3339(datetime.now(UTC)),
+            "links": links,
+        }
+    )
     body = head[:-1] + ',"features":[' + ",".join(_features(layer, rows)) + "]}"
     return Response(body, media_type=GEOJSON, headers={"Content-Crs": q.crs.header})
 
 
-@router.get("/collections/{collectionId}/items/{featureId}", summary="One feature",
-            responses={200: {"content": {GEOJSON: {}}, "description": "GeoJSON feature"}})
+@router.get(
+    "/collections/{collectionId}/items/{featureId}",
+    summary="One feature",
+    responses={200: {"content": {GEOJSON: {}}, "description": "GeoJSON feature"}},
+)
 async def item(
     request: Request,
     collection_id: Annotated[str, Path(alias="collectionId")],
@@ -628,20 +795,26 @@ async def item(
     fid: Any = feature_id
     if layer.column_type(layer.id_column) == "integer":
         if not _INT.fullmatch(feature_id) or abs(int(feature_id)) >= 2**63:
-            raise not_found(f"feature {shown(feature_id)} does not exist in {layer.id!r} "
-                            "(ids of this collection are integers)")
+            raise not_found(
+                f"feature {shown(feature_id)} does not exist in {layer.id!r} "
+                "(ids of this collection are integers)"
+            )
         fid = int(feature_id)
     query = sql.SQL("{} WHERE {} = {}").format(
-        _select(layer, crs), sql.Identifier(layer.id_column), sql.Placeholder())
+        _select(layer, crs), sql.Identifier(layer.id_column), sql.Placeholder()
+    )
     rows = await _fetch(conn, query, [fid])
     if not rows:
         raise not_found(f"feature {shown(feature_id)} does not exist in {layer.id!r}")
     base = f"{_base(request)}collections/{layer.id}"
-    feature = feature_json(rows[0][0], rows[0][1],
-                           dict(zip(layer.properties, rows[0][2:], strict=True)))
-    links = dumps([
-        {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
-        {"href": base, "rel": "collection", "type": JSON, "title": layer.title},
-    ])
+    feature = feature_json(
+        rows[0][0], rows[0][1], dict(zip(layer.properties, rows[0][2:], strict=True))
+    )
+    links = dumps(
+        [
+            {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
+            {"href": base, "rel": "collection", "type": JSON, "title": layer.title},
+        ]
+    )
     body = feature[:-1] + ',"links":' + links + "}"
     return Response(body, media_type=GEOJSON, headers={"Content-Crs": crs.header})

@@ -60,8 +60,9 @@ class CrsDef:
 def _epsg_def(code: int) -> CrsDef:
     crs = CRS.from_epsg(code)
     first = crs.axis_info[0].direction.lower() if crs.axis_info else "east"
-    return CrsDef(EPSG_URI.format(code), f"EPSG:{code}", code, crs.is_geographic,
-                  first in ("north", "south"))
+    return CrsDef(
+        EPSG_URI.format(code), f"EPSG:{code}", code, crs.is_geographic, first in ("north", "south")
+    )
 
 
 @lru_cache
@@ -85,8 +86,12 @@ def storage_crs_def() -> CrsDef:
 def _aliases(c: CrsDef) -> set[str]:
     names = {c.uri.lower(), c.uri.lower().replace("http://", "https://"), c.label.lower()}
     if c.uri == CRS84_URI:
-        names |= {"crs84", "ogc:crs84", "urn:ogc:def:crs:ogc:1.3:crs84",
-                  "urn:ogc:def:crs:ogc::crs84"}
+        names |= {
+            "crs84",
+            "ogc:crs84",
+            "urn:ogc:def:crs:ogc:1.3:crs84",
+            "urn:ogc:def:crs:ogc::crs84",
+        }
     else:
         names |= {f"urn:ogc:def:crs:epsg::{c.srid}", f"epsg:{c.srid}"}
     return names
@@ -112,8 +117,12 @@ def storage_window() -> tuple[float, float, float, float]:
     if aou is None:  # pragma: no cover - every EPSG projected CRS declares one
         return (-180.0, -90.0, 180.0, 90.0)
     m = AREA_OF_USE_MARGIN_DEG
-    return (max(-180.0, aou.west - m), max(-90.0, aou.south - m),
-            min(180.0, aou.east + m), min(90.0, aou.north + m))
+    return (
+        max(-180.0, aou.west - m),
+        max(-90.0, aou.south - m),
+        min(180.0, aou.east + m),
+        min(90.0, aou.north + m),
+    )
 
 
 def check_coordinates(xs: list[float], ys: list[float], crs: CrsDef, what: str) -> None:
@@ -141,7 +150,8 @@ def literal_geometry_sql(
     """
     params: list[Any] = [wkt]
     geom: sql.Composable = sql.SQL("ST_GeomFromText({}, {})").format(
-        sql.Placeholder(), sql.Literal(crs.srid))
+        sql.Placeholder(), sql.Literal(crs.srid)
+    )
     if crs.srid == SRID:
         return geom, params
     if crs.geographic:
@@ -149,7 +159,8 @@ def literal_geometry_sql(
         x0, y0, x1, y1 = bounds
         if x0 < wx0 or y0 < wy0 or x1 > wx1 or y1 > wy1:
             geom = sql.SQL("ST_Intersection({}, ST_MakeEnvelope({}, {}, {}, {}, {}))").format(
-                geom, *(sql.Placeholder() for _ in range(4)), sql.Literal(crs.srid))
+                geom, *(sql.Placeholder() for _ in range(4)), sql.Literal(crs.srid)
+            )
             params += [wx0, wy0, wx1, wy1]
             x0, y0, x1, y1 = max(x0, wx0), max(y0, wy0), min(x1, wx1), min(y1, wy1)
         size = max(x1 - x0, y1 - y0, 0.0)
@@ -178,8 +189,9 @@ def parse_bbox(text: str, crs: CrsDef) -> tuple[float, float, float, float]:
     (min easting, min northing, max easting, max northing)."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) not in (4, 6):
-        raise ValueError(f"bbox: expected 4 comma-separated numbers (or 6 with heights), "
-                         f"got {len(parts)}")
+        raise ValueError(
+            f"bbox: expected 4 comma-separated numbers (or 6 with heights), got {len(parts)}"
+        )
     try:
         nums = [float(p) for p in parts]
     except ValueError:
@@ -189,9 +201,11 @@ def parse_bbox(text: str, crs: CrsDef) -> tuple[float, float, float, float]:
             raise ValueError("bbox: minimum height is greater than maximum height")
         nums = [nums[0], nums[1], nums[3], nums[4]]
     if nums[0] > nums[2] or nums[1] > nums[3]:
-        raise ValueError("bbox: each lower corner value must not exceed the upper corner's "
-                         "(lower-left first, upper-right second; boxes across the "
-                         "antimeridian are not supported)")
+        raise ValueError(
+            "bbox: each lower corner value must not exceed the upper corner's "
+            "(lower-left first, upper-right second; boxes across the "
+            "antimeridian are not supported)"
+        )
     x0, y0 = crs.to_xy(nums[0], nums[1])
     x1, y1 = crs.to_xy(nums[2], nums[3])
     check_coordinates([x0, x1], [y0, y1], crs, "bbox")
@@ -241,13 +255,15 @@ def _instant(text: str, what: str) -> tuple[datetime, datetime, bool]:
         end, inclusive = start + timedelta(days=1), False
     else:
         if "T" not in t.upper() or len(t) > 40:
-            raise ValueError(f"{what}: {text[:40]!r} is not an RFC 3339 date-time "
-                             "(e.g. 2024-05-01T08:00:00Z)")
+            raise ValueError(
+                f"{what}: {text[:40]!r} is not an RFC 3339 date-time (e.g. 2024-05-01T08:00:00Z)"
+            )
         try:
             dt = datetime.fromisoformat(t[:-1] + "+00:00" if t[-1:] in "zZ" else t)
         except ValueError:
-            raise ValueError(f"{what}: {text!r} is not an RFC 3339 date-time "
-                             "(e.g. 2024-05-01T08:00:00Z)") from None
+            raise ValueError(
+                f"{what}: {text!r} is not an RFC 3339 date-time (e.g. 2024-05-01T08:00:00Z)"
+            ) from None
         start = end = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
         inclusive = True
     if start < FILTER_MIN or end > FILTER_MAX:
@@ -256,8 +272,10 @@ def _instant(text: str, what: str) -> tuple[datetime, datetime, bool]:
 
 
 def _outside(text: str, what: str) -> ValueError:
-    return ValueError(f"{what}: {text!r} is outside the range this API filters on, "
-                      f"{rfc3339(FILTER_MIN)} to {rfc3339(FILTER_MAX)}")
+    return ValueError(
+        f"{what}: {text!r} is outside the range this API filters on, "
+        f"{rfc3339(FILTER_MIN)} to {rfc3339(FILTER_MAX)}"
+    )
 
 
 def parse_datetime(text: str) -> TimeRange:
@@ -308,17 +326,21 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=json_default, allow_nan=False,
-                      separators=(",", ":"))
+    return json.dumps(
+        value, ensure_ascii=False, default=json_default, allow_nan=False, separators=(",", ":")
+    )
 
 
 def feature_json(fid: Any, geometry: str | None, properties: dict[str, Any]) -> str:
     """One GeoJSON Feature; the geometry is already GeoJSON text from ``ST_AsGeoJSON``."""
-    return (f'{{"type":"Feature","id":{dumps(fid)},"geometry":{geometry or "null"},'
-            f'"properties":{dumps(_finite(properties))}}}')
+    return (
+        f'{{"type":"Feature","id":{dumps(fid)},"geometry":{geometry or "null"},'
+        f'"properties":{dumps(_finite(properties))}}}'
+    )
 
 
 def _finite(props: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinities are not JSON: they become null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in props.items()}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in props.items()
+    }

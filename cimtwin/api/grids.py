@@ -49,13 +49,13 @@ from cimtwin.spatial.base import SRID
 
 router = APIRouter(tags=["grids"], dependencies=[Depends(require_read)])
 
-GridCode = Annotated[str, Path(pattern=r"^[0-9]{14,15}$",
-                               description="work-grid code: 14 or 15 digits")]
+GridCode = Annotated[
+    str, Path(pattern=r"^[0-9]{14,15}$", description="work-grid code: 14 or 15 digits")
+]
 CRS84_HEADER = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -74,11 +74,18 @@ class InputCrs:
         return self.source == f"EPSG:{SRID}"
 
 
-CRS84_NAMES = {"crs84", "ogc:crs84", "http://www.opengis.net/def/crs/ogc/1.3/crs84",
-               "https://www.opengis.net/def/crs/ogc/1.3/crs84", "urn:ogc:def:crs:ogc:1.3:crs84",
-               "urn:ogc:def:crs:ogc::crs84"}
-_EPSG = re.compile(r"(?:epsg:|urn:ogc:def:crs:epsg::|https?://www\.opengis\.net/def/crs/epsg/0/)"
-                   r"(\d{4,6})")
+CRS84_NAMES = {
+    "crs84",
+    "ogc:crs84",
+    "http://www.opengis.net/def/crs/ogc/1.3/crs84",
+    "https://www.opengis.net/def/crs/ogc/1.3/crs84",
+    "urn:ogc:def:crs:ogc:1.3:crs84",
+    "urn:ogc:def:crs:ogc::crs84",
+}
+_EPSG = re.compile(
+    r"(?:epsg:|urn:ogc:def:crs:epsg::|https?://www\.opengis\.net/def/crs/epsg/0/)"
+    r"(\d{4,6})"
+)
 
 
 @lru_cache(maxsize=64)
@@ -92,15 +99,18 @@ def input_crs(text: str) -> InputCrs:
         return InputCrs("OGC:CRS84", "OGC:CRS84", True)
     m = _EPSG.fullmatch(key)
     if not m:
-        raise ValueError(f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
-                         f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI")
+        raise ValueError(
+            f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
+            f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI"
+        )
     try:
         crs = CRS.from_epsg(int(m.group(1)))
     except Exception:
         raise ValueError(f"crs: EPSG:{m.group(1)} is not a known EPSG CRS") from None
     if not (crs.is_geographic or crs.is_projected) or len(crs.axis_info) != 2:
-        raise ValueError(f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or "
-                         "projected CRS")
+        raise ValueError(
+            f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or projected CRS"
+        )
     return InputCrs(f"EPSG:{m.group(1)}", f"EPSG:{m.group(1)}", crs.is_geographic)
 
 
@@ -125,13 +135,14 @@ def check_positions(x: np.ndarray, y: np.ndarray, crs: InputCrs, what: str = "ro
     if bad.any():
         raise invalid(f"{_rows(bad, what)}: coordinates missing or not numbers")
     if crs.geographic:
-        for mask, text in ((np.abs(x) > 180, "longitude outside -180..180"),
-                           (np.abs(y) > 90, "latitude outside -90..90")):
+        for mask, text in (
+            (np.abs(x) > 180, "longitude outside -180..180"),
+            (np.abs(y) > 90, "latitude outside -90..90"),
+        ):
             if mask.any():
                 raise invalid(f"{_rows(mask, what)}: {text}")
         return
-    for _, mask, message in crs_mod.implausible_coordinates(x, y, CRS.from_user_input(
-            crs.source)):
+    for _, mask, message in crs_mod.implausible_coordinates(x, y, CRS.from_user_input(crs.source)):
         raise invalid(f"{_rows(mask, what)}: {message}")
 
 
@@ -152,8 +163,9 @@ def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray,
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``max_bytes``."""
     length = request.headers.get("content-length")
-    too_big = HTTPException(413, f"request body larger than {max_bytes // 2**20} MiB; send "
-                            "fewer rows per request")
+    too_big = HTTPException(
+        413, f"request body larger than {max_bytes // 2**20} MiB; send fewer rows per request"
+    )
     if length and length.isdigit() and int(length) > max_bytes:
         raise too_big
     chunks, size = [], 0
@@ -165,26 +177,25 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def feature_collection(features: list[str], extra: dict[str, Any] | None = None,
-                       status: int = 200) -> Response:
+def feature_collection(
+    features: list[str], extra: dict[str, Any] | None = None, status: int = 200
+) -> Response:
     """A GeoJSON FeatureCollection (CRS84) from features already serialised."""
-    head = dumps({"type": "FeatureCollection", **(extra or {}),
-                  "numberReturned": len(features)})
+    head = dumps({"type": "FeatureCollection", **(extra or {}), "numberReturned": len(features)})
     body = head[:-1] + ',"features":[' + ",".join(features) + "]}"
-    return Response(body, status_code=status, media_type=GEOJSON,
-                    headers={"Content-Crs": CRS84_HEADER})
+    return Response(
+        body, status_code=status, media_type=GEOJSON, headers={"Content-Crs": CRS84_HEADER}
+    )
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
 def summary_cache(request: Request) -> ImportCache | None:
     """The process's cache of what only imports change (setting ``summary_cache_s``;
     0 turns it off)."""
-    return import_cache(request.app.state,
-                        request.app.state.settings.summary_cache_s)
+    return import_cache(request.app.state, request.app.state.settings.summary_cache_s)
 
 
 # --- locate ---------------------------------------------------------------------------------
@@ -193,14 +204,22 @@ def summary_cache(request: Request) -> ImportCache | None:
 class LocateQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lon: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False,
-                              description="longitude (CGCS2000/WGS 84), with lat")
-    lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False,
-                              description="latitude, with lon")
-    x: float | None = Field(None, allow_inf_nan=False,
-                            description=f"easting in the storage CRS EPSG:{SRID}, with y")
-    y: float | None = Field(None, allow_inf_nan=False,
-                            description=f"northing in the storage CRS EPSG:{SRID}, with x")
+    lon: float | None = Field(
+        None,
+        ge=-180,
+        le=180,
+        allow_inf_nan=False,
+        description="longitude (CGCS2000/WGS 84), with lat",
+    )
+    lat: float | None = Field(
+        None, ge=-90, le=90, allow_inf_nan=False, description="latitude, with lon"
+    )
+    x: float | None = Field(
+        None, allow_inf_nan=False, description=f"easting in the storage CRS EPSG:{SRID}, with y"
+    )
+    y: float | None = Field(
+        None, allow_inf_nan=False, description=f"northing in the storage CRS EPSG:{SRID}, with x"
+    )
 
     @model_validator(mode="after")
     def one_pair(self) -> LocateQuery:
@@ -213,8 +232,9 @@ class LocateQuery(BaseModel):
         if any(xy) and not all(xy):
             raise ValueError("x and y go together")
         if not any(geo) and not any(xy):
-            raise ValueError("a position is needed: lon and lat, or x and y "
-                             f"(EPSG:{SRID} easting and northing)")
+            raise ValueError(
+                f"a position is needed: lon and lat, or x and y (EPSG:{SRID} easting and northing)"
+            )
         if self.x is not None and self.y is not None:
             x0, y0, x1, y1 = storage_bounds()
             if not (x0 <= self.x <= x1 and y0 <= self.y <= y1):
@@ -223,8 +243,10 @@ class LocateQuery(BaseModel):
                     hint = " (x and y look swapped: x is the easting, y the northing)"
                 elif abs(self.x) <= 180 and abs(self.y) <= 90:
                     hint = " (these look like lon/lat: use lon= and lat=)"
-                raise ValueError(f"x={self.x}, y={self.y} is outside the area of EPSG:{SRID} "
-                                 f"(x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}){hint}")
+                raise ValueError(
+                    f"x={self.x}, y={self.y} is outside the area of EPSG:{SRID} "
+                    f"(x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}){hint}"
+                )
         return self
 
 
@@ -239,16 +261,28 @@ async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Re
         assert query.x is not None and query.y is not None
         x, y = query.x, query.y
         lon, lat = crs_mod.storage_to_lonlat(x, y)
-    where = (f"lon={query.lon}, lat={query.lat}" if query.lon is not None
-             else f"x={query.x}, y={query.y}")
+    where = (
+        f"lon={query.lon}, lat={query.lat}"
+        if query.lon is not None
+        else f"x={query.x}, y={query.y}"
+    )
     found = None
     if math.isfinite(x) and math.isfinite(y):
         found = await locate(conn, x, y)
     if found is None:
         raise HTTPException(404, f"{where} is outside every work grid")
-    return json_response({"position": {"lon": round(lon, 7), "lat": round(lat, 7),
-                                       "x": round(x, 3), "y": round(y, 3),
-                                       "storage_crs": f"EPSG:{SRID}"}, **found})
+    return json_response(
+        {
+            "position": {
+                "lon": round(lon, 7),
+                "lat": round(lat, 7),
+                "x": round(x, 3),
+                "y": round(y, 3),
+                "storage_crs": f"EPSG:{SRID}",
+            },
+            **found,
+        }
+    )
 
 
 # --- summary and features -------------------------------------------------------------------
@@ -265,24 +299,31 @@ async def grid(request: Request, code: GridCode, conn: Conn) -> Response:
     return json_response(summary)
 
 
-@router.get("/grids/{code}/features", summary="GeoJSON features of one layer in a work grid",
-            responses={200: {"content": {GEOJSON: {}}}})
+@router.get(
+    "/grids/{code}/features",
+    summary="GeoJSON features of one layer in a work grid",
+    responses={200: {"content": {GEOJSON: {}}}},
+)
 async def grid_layer_features(
     code: GridCode,
     conn: Conn,
-    layer: Annotated[Literal[GRID_LAYERS], Query(  # type: ignore[valid-type]
-        description="buildings, components, parcels, incidents: by their recorded grid; "
-                    "pipelines: every pipe that meets the grid")],
+    layer: Annotated[
+        Literal[GRID_LAYERS],  # type: ignore[valid-type]  # the tuple of layer names
+        Query(
+            description="buildings, components, parcels, incidents: by their recorded grid; "
+            "pipelines: every pipe that meets the grid"
+        ),
+    ],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Response:
     if not await grid_exists(conn, code):
         raise HTTPException(404, f"no work grid with code {code}")
     lyr, found, matched = await grid_features(conn, code, layer, limit, offset)
-    features = [feature_json(r[0], r[1], dict(zip(lyr.properties, r[2:], strict=True)))
-                for r in found]
-    return feature_collection(features, {"grid": code, "layer": layer,
-                                         "numberMatched": matched})
+    features = [
+        feature_json(r[0], r[1], dict(zip(lyr.properties, r[2:], strict=True))) for r in found
+    ]
+    return feature_collection(features, {"grid": code, "layer": layer, "numberMatched": matched})
 
 
 # --- 进格入块 -------------------------------------------------------------------------------
@@ -294,10 +335,17 @@ class AssignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rows: list[dict[str, Any]] = Field(
-        ..., min_length=1, description="objects with the coordinate fields; every other field "
-        "comes back unchanged, with street_code, community_code and grid_code added")
-    crs: str | None = Field(None, max_length=200, description="CRS of the coordinates; "
-                            f"default OGC:CRS84 for lon/lat fields, EPSG:{SRID} for x/y")
+        ...,
+        min_length=1,
+        description="objects with the coordinate fields; every other field "
+        "comes back unchanged, with street_code, community_code and grid_code added",
+    )
+    crs: str | None = Field(
+        None,
+        max_length=200,
+        description="CRS of the coordinates; "
+        f"default OGC:CRS84 for lon/lat fields, EPSG:{SRID} for x/y",
+    )
     x_field: str | None = Field(None, min_length=1, max_length=64)
     y_field: str | None = Field(None, min_length=1, max_length=64)
 
@@ -305,25 +353,40 @@ class AssignBody(BaseModel):
 class AssignOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    crs: str | None = Field(None, max_length=200, description=(
-        f"CRS of the coordinates: OGC:CRS84 (default for lon/lat), EPSG:4490, EPSG:{SRID} "
-        "(default for x/y) or another EPSG code; (x, y) order is (lon, lat) / (east, north)"))
-    x_field: str | None = Field(None, min_length=1, max_length=64,
-                                description="column of the x (lon or easting)")
-    y_field: str | None = Field(None, min_length=1, max_length=64,
-                                description="column of the y (lat or northing)")
+    crs: str | None = Field(
+        None,
+        max_length=200,
+        description=(
+            f"CRS of the coordinates: OGC:CRS84 (default for lon/lat), EPSG:4490, EPSG:{SRID} "
+            "(default for x/y) or another EPSG code; (x, y) order is (lon, lat) / (east, north)"
+        ),
+    )
+    x_field: str | None = Field(
+        None, min_length=1, max_length=64, description="column of the x (lon or easting)"
+    )
+    y_field: str | None = Field(
+        None, min_length=1, max_length=64, description="column of the y (lat or northing)"
+    )
 
 
-ASSIGN_OPENAPI = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": AssignBody.model_json_schema()},
-    "text/csv": {"schema": {"type": "string"},
-                 "example": "id,lon,lat\n1,114.0291,22.6090\n"},
-}}}
+ASSIGN_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": AssignBody.model_json_schema()},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "id,lon,lat\n1,114.0291,22.6090\n",
+            },
+        },
+    }
+}
 CODE_COLUMNS = ("street_code", "community_code", "grid_code")
 
 
-def _fields(columns: list[str] | set[str], x_field: str | None, y_field: str | None,
-            crs_text: str | None) -> tuple[str, str, InputCrs]:
+def _fields(
+    columns: list[str] | set[str], x_field: str | None, y_field: str | None, crs_text: str | None
+) -> tuple[str, str, InputCrs]:
     """Coordinate fields and their CRS: explicit, else lon/lat (CRS84), else x/y (storage)."""
     crs = crs_or_422(crs_text) if crs_text else None
     if (x_field is None) != (y_field is None):
@@ -337,8 +400,10 @@ def _fields(columns: list[str] | set[str], x_field: str | None, y_field: str | N
             x_field, y_field = "x", "y"
         else:
             shown = ", ".join(list(columns)[:20]) or "none"
-            raise invalid(f"no coordinate fields: expected lon and lat (or x and y with crs, "
-                          f"or x_field/y_field); fields found: {shown}")
+            raise invalid(
+                f"no coordinate fields: expected lon and lat (or x and y with crs, "
+                f"or x_field/y_field); fields found: {shown}"
+            )
     if crs is None:
         crs = input_crs("OGC:CRS84") if x_field == "lon" else input_crs(f"EPSG:{SRID}")
     missing = [f for f in (x_field, y_field) if f not in columns]
@@ -366,27 +431,42 @@ def _assign_json(lookup: GridLookup, body: bytes, query: AssignOptions, max_rows
     columns = set(req.rows[0])
     if req.x_field and req.x_field not in columns:
         columns |= {k for r in req.rows[:1000] for k in r}
-    xf, yf, crs = _fields(columns, req.x_field or query.x_field, req.y_field or query.y_field,
-                          req.crs or query.crs)
+    xf, yf, crs = _fields(
+        columns, req.x_field or query.x_field, req.y_field or query.y_field, req.crs or query.crs
+    )
     x, y = _json_numbers(req.rows, xf), _json_numbers(req.rows, yf)
     check_positions(x, y, crs)
     streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
-    out = [{**r, "street_code": s, "community_code": c, "grid_code": g}
-           for r, s, c, g in zip(req.rows, streets, communities, grids, strict=True)]
+    out = [
+        {**r, "street_code": s, "community_code": c, "grid_code": g}
+        for r, s, c, g in zip(req.rows, streets, communities, grids, strict=True)
+    ]
     outside = int(sum(g is None for g in grids))
-    return json_response({"crs": crs.label, "x_field": xf, "y_field": yf, "count": len(out),
-                          "outside": outside, "rows": out},
-                         headers={"X-Rows-Outside-Grids": str(outside)})
+    return json_response(
+        {
+            "crs": crs.label,
+            "x_field": xf,
+            "y_field": yf,
+            "count": len(out),
+            "outside": outside,
+            "rows": out,
+        },
+        headers={"X-Rows-Outside-Grids": str(outside)},
+    )
 
 
-def _assign_csv(lookup: GridLookup, body: bytes, charset: str, query: AssignOptions, max_rows: int
-                ) -> Response:
+def _assign_csv(
+    lookup: GridLookup, body: bytes, charset: str, query: AssignOptions, max_rows: int
+) -> Response:
     try:
-        frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False,
-                            encoding=charset, nrows=max_rows + 1)
+        frame = pd.read_csv(
+            io.BytesIO(body), dtype=str, keep_default_na=False, encoding=charset, nrows=max_rows + 1
+        )
     except UnicodeError:
-        raise invalid(f"CSV is not {charset}: say the encoding in the Content-Type, e.g. "
-                      "'text/csv; charset=gbk'") from None
+        raise invalid(
+            f"CSV is not {charset}: say the encoding in the Content-Type, e.g. "
+            "'text/csv; charset=gbk'"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, LookupError) as exc:
         raise invalid(f"CSV could not be read: {exc}") from None
     if frame.empty:
@@ -401,9 +481,11 @@ def _assign_csv(lookup: GridLookup, body: bytes, charset: str, query: AssignOpti
     streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
     frame = frame.assign(street_code=streets, community_code=communities, grid_code=grids)
     outside = int(pd.isna(frame["grid_code"]).sum())
-    return Response(frame.to_csv(index=False, lineterminator="\n"),
-                    media_type="text/csv; charset=utf-8",
-                    headers={"X-Rows-Outside-Grids": str(outside), "X-Coordinate-Crs": crs.label})
+    return Response(
+        frame.to_csv(index=False, lineterminator="\n"),
+        media_type="text/csv; charset=utf-8",
+        headers={"X-Rows-Outside-Grids": str(outside), "X-Coordinate-Crs": crs.label},
+    )
 
 
 #: a CSV charset must read ASCII as ASCII: punycode, idna, the UTF-7 and escape codecs and
@@ -423,9 +505,15 @@ def body_charset(content_type: str, media: str) -> str:
             given = value.strip().strip('"').strip()
     if given is None:
         return "utf-8-sig"
-    refused = HTTPException(415, f"charset {given[:40]!r} is not supported for {media}: send "
-                            + ("utf-8" if media == "application/json" else
-                               "utf-8, gbk, gb18030, big5, utf-16 or another text encoding"))
+    refused = HTTPException(
+        415,
+        f"charset {given[:40]!r} is not supported for {media}: send "
+        + (
+            "utf-8"
+            if media == "application/json"
+            else "utf-8, gbk, gb18030, big5, utf-16 or another text encoding"
+        ),
+    )
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,40}", given):
         raise refused
     try:
@@ -448,13 +536,17 @@ def body_charset(content_type: str, media: str) -> str:
 
 
 @router.post(
-    "/grids/assign", summary="进格入块: street, community and grid codes for many positions",
+    "/grids/assign",
+    summary="进格入块: street, community and grid codes for many positions",
     openapi_extra=ASSIGN_OPENAPI,
-    responses={200: {"content": {"application/json": {}, "text/csv": {}}},
-               413: {"description": "body or row count over the limit"}},
+    responses={
+        200: {"content": {"application/json": {}, "text/csv": {}}},
+        413: {"description": "body or row count over the limit"},
+    },
 )
-async def grids_assign(request: Request, options: Annotated[AssignOptions, Query()],
-                       conn: Conn) -> Response:
+async def grids_assign(
+    request: Request, options: Annotated[AssignOptions, Query()], conn: Conn
+) -> Response:
     """Rows in (JSON ``{"rows": [...]}`` or a bare array, or a ``text/csv`` body with a header
     line), the same rows out in the same format with ``street_code``, ``community_code`` and
     ``grid_code`` added (empty outside every grid). Coordinates: ``lon``/``lat`` by default,

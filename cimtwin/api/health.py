@@ -46,8 +46,12 @@ async def healthz(
             row = await one(conn, f'SELECT version_num FROM "{schema}".alembic_version')
             revision = row[0] if row else None
     except Error as exc:
-        body = Health(status="error", version=__version__, storage_srid=settings.storage_srid,
-                      detail=f"database: {exc.__class__.__name__}: {exc}".strip())
+        body = Health(
+            status="error",
+            version=__version__,
+            storage_srid=settings.storage_srid,
+            detail=f"database: {exc.__class__.__name__}: {exc}".strip(),
+        )
         return JSONResponse(body.model_dump(), status_code=503)
     # a broken shared tile cache is degraded, not an error: tiles are then served uncached
     cache, cache_ok = await request.app.state.tile_cache.health()

@@ -93,8 +93,10 @@ def sane_report_time(value: datetime | None) -> datetime | None:
         return None
     latest = datetime.now(UTC) + REPORTED_AHEAD
     if not REPORTED_MIN <= value <= latest:
-        raise ValueError(f"must be between {REPORTED_MIN:%Y-%m-%dT%H:%M:%SZ} and 1 day into "
-                         f"the future ({latest:%Y-%m-%dT%H:%M:%SZ}), not {value.isoformat()}")
+        raise ValueError(
+            f"must be between {REPORTED_MIN:%Y-%m-%dT%H:%M:%SZ} and 1 day into "
+            f"the future ({latest:%Y-%m-%dT%H:%M:%SZ}), not {value.isoformat()}"
+        )
     return value
 
 
@@ -103,20 +105,26 @@ class IncidentFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    incident_type: str | None = Field(None, pattern=TYPE_RE,
-                                      description="e.g. pipe_burst, gas_leak, fire")
+    incident_type: str | None = Field(
+        None, pattern=TYPE_RE, description="e.g. pipe_burst, gas_leak, fire"
+    )
     severity: int | None = Field(None, ge=1, le=4, description="1 low .. 4 critical")
     title: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=5000)
     geometry: PointIn | None = Field(None, description="GeoJSON Point in crs, (x, y) order")
-    crs: str = Field("OGC:CRS84", max_length=200,
-                     description="CRS of geometry: OGC:CRS84, EPSG:4490, EPSG:4547 ...")
+    crs: str = Field(
+        "OGC:CRS84",
+        max_length=200,
+        description="CRS of geometry: OGC:CRS84, EPSG:4490, EPSG:4547 ...",
+    )
     elevation_m: float | None = Field(None, ge=-500, le=9000, allow_inf_nan=False)
-    external_id: str | None = Field(None, min_length=1, max_length=64,
-                                    pattern=r"^[A-Za-z0-9_.:/-]+$")
+    external_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$"
+    )
     attributes: dict[str, Any] | None = Field(None, description="free JSON object (16 KB)")
     reported_at: datetime | None = Field(
-        None, description="RFC 3339, from 1900 to a day ahead; default (on create) now")
+        None, description="RFC 3339, from 1900 to a day ahead; default (on create) now"
+    )
 
     @field_validator("reported_at")
     @classmethod
@@ -148,8 +156,7 @@ class IncidentFields(BaseModel):
             return None
         crs = crs_or_422(self.crs)
         try:
-            pt = geometry_to_storage(shapely.Point(self.geometry.coordinates[:2]), crs,
-                                     "geometry")
+            pt = geometry_to_storage(shapely.Point(self.geometry.coordinates[:2]), crs, "geometry")
         except ValueError as exc:
             raise invalid(str(exc)) from None
         return pt.x, pt.y
@@ -169,34 +176,40 @@ class IncidentPatch(IncidentFields):
     def something(self) -> IncidentPatch:
         changed = self.model_fields_set - {"crs"}
         if not changed:
-            raise ValueError("nothing to change: give at least one of "
-                             f"{', '.join(f for f in type(self).model_fields if f != 'crs')}")
-        for name in ("incident_type", "severity", "title", "status", "geometry",
-                     "reported_at"):
+            raise ValueError(
+                "nothing to change: give at least one of "
+                f"{', '.join(f for f in type(self).model_fields if f != 'crs')}"
+            )
+        for name in ("incident_type", "severity", "title", "status", "geometry", "reported_at"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
 
 
 def _feature(row: tuple) -> str:
-    props = dict(zip(COLUMNS, row[2:2 + len(COLUMNS)], strict=True))
+    props = dict(zip(COLUMNS, row[2 : 2 + len(COLUMNS)], strict=True))
     props["next_statuses"] = list(TRANSITIONS.get(props["status"], ()))
     return feature_json(row[0], row[1], props)
 
 
-def _feature_response(row: tuple, status: int = 200, headers: dict[str, str] | None = None
-                      ) -> Response:
-    return Response(_feature(row), status_code=status, media_type=GEOJSON,
-                    headers={"Content-Crs": CRS84_HEADER, **(headers or {})})
+def _feature_response(
+    row: tuple, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        _feature(row),
+        status_code=status,
+        media_type=GEOJSON,
+        headers={"Content-Crs": CRS84_HEADER, **(headers or {})},
+    )
 
 
 def _external_id_used(external_id: str | None) -> HTTPException:
-    return HTTPException(409, f"external_id {external_id!r} is already used by another "
-                              "incident")
+    return HTTPException(409, f"external_id {external_id!r} is already used by another incident")
 
 
-async def _unique_external_id(conn: AsyncConnection, external_id: str | None,
-                              other_than: int | None = None) -> None:
+async def _unique_external_id(
+    conn: AsyncConnection, external_id: str | None, other_than: int | None = None
+) -> None:
     """409 before writing when the external_id is taken (the unique constraint decides
     races: see :func:`create`)."""
     if external_id and await external_id_taken(conn, external_id, other_than):
@@ -208,8 +221,12 @@ def _on_external_id(exc: psycopg.errors.UniqueViolation) -> bool:
     return "external_id" in (exc.diag.constraint_name or "")
 
 
-@router.post("/incidents", summary="Report an incident (editor)", status_code=201,
-             responses={201: {"content": {GEOJSON: {}}}})
+@router.post(
+    "/incidents",
+    summary="Report an incident (editor)",
+    status_code=201,
+    responses={201: {"content": {GEOJSON: {}}}},
+)
 async def create(body: IncidentCreate, conn: Conn, _: Editor) -> Response:
     """Insert and read back in one transaction: nothing is stored that is not answered."""
     xy = body.storage_xy()
@@ -250,8 +267,9 @@ class IncidentQuery(BBoxQuery):
         items = [s.strip() for s in value.split(",") if s.strip()]
         bad = [s for s in items if s not in INCIDENT_STATUSES]
         if bad or not items:
-            raise ValueError(f"{', '.join(bad) or 'empty'}: statuses are "
-                             f"{', '.join(INCIDENT_STATUSES)}")
+            raise ValueError(
+                f"{', '.join(bad) or 'empty'}: statuses are {', '.join(INCIDENT_STATUSES)}"
+            )
         return ",".join(items)
 
     @field_validator("type")
@@ -262,8 +280,10 @@ class IncidentQuery(BBoxQuery):
         items = [s.strip() for s in value.split(",") if s.strip()]
         bad = [s for s in items if not re.fullmatch(TYPE_RE, s)]
         if bad or not items or len(items) > 50:
-            raise ValueError(f"{', '.join(bad) or 'empty or too many'}: types are lower-case "
-                             "words with _ (e.g. pipe_burst), at most 50")
+            raise ValueError(
+                f"{', '.join(bad) or 'empty or too many'}: types are lower-case "
+                "words with _ (e.g. pipe_burst), at most 50"
+            )
         return ",".join(items)
 
     @model_validator(mode="after")
@@ -271,29 +291,45 @@ class IncidentQuery(BBoxQuery):
         self.since, self.until = _utc(self.since), _utc(self.until)
         for name, value in (("since", self.since), ("until", self.until)):
             if value is not None and not FILTER_MIN <= value <= FILTER_MAX:
-                raise ValueError(f"{name}: outside the range this API filters on, "
-                                 f"{rfc3339(FILTER_MIN)} to {rfc3339(FILTER_MAX)}")
+                raise ValueError(
+                    f"{name}: outside the range this API filters on, "
+                    f"{rfc3339(FILTER_MIN)} to {rfc3339(FILTER_MAX)}"
+                )
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be before until")
         return self
 
 
-@router.get("/incidents", summary="Incidents as GeoJSON", dependencies=[Reader],
-            responses={200: {"content": {GEOJSON: {}}}})
+@router.get(
+    "/incidents",
+    summary="Incidents as GeoJSON",
+    dependencies=[Reader],
+    responses={200: {"content": {GEOJSON: {}}}},
+)
 async def incidents(query: Annotated[IncidentQuery, Query()], conn: Conn) -> Response:
     try:
         area = query.storage_box()
     except ValueError as exc:
         raise invalid(str(exc)) from None
-    f = IncidentFilter(area, query.status.split(",") if query.status else [],
-                       query.type.split(",") if query.type else [], query.since, query.until,
-                       query.limit, query.offset)
+    f = IncidentFilter(
+        area,
+        query.status.split(",") if query.status else [],
+        query.type.split(",") if query.type else [],
+        query.since,
+        query.until,
+        query.limit,
+        query.offset,
+    )
     found, matched = await list_incidents(conn, f)
     return feature_collection([_feature(r) for r in found], {"numberMatched": matched})
 
 
-@router.get("/incidents/{incident_id}", summary="One incident", dependencies=[Reader],
-            responses={200: {"content": {GEOJSON: {}}}})
+@router.get(
+    "/incidents/{incident_id}",
+    summary="One incident",
+    dependencies=[Reader],
+    responses={200: {"content": {GEOJSON: {}}}},
+)
 async def incident(incident_id: IncidentId, conn: Conn) -> Response:
     row = await get_incident(conn, incident_id)
     if row is None:
@@ -301,13 +337,14 @@ async def incident(incident_id: IncidentId, conn: Conn) -> Response:
     return _feature_response(row)
 
 
-@router.patch("/incidents/{incident_id}", summary="Edit an incident (editor)",
-              responses={200: {"content": {GEOJSON: {}}}})
-async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Editor
-               ) -> Response:
+@router.patch(
+    "/incidents/{incident_id}",
+    summary="Edit an incident (editor)",
+    responses={200: {"content": {GEOJSON: {}}}},
+)
+async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Editor) -> Response:
     xy = body.storage_xy()
-    changes = {k: getattr(body, k) for k in body.model_fields_set
-               if k not in ("geometry", "crs")}
+    changes = {k: getattr(body, k) for k in body.model_fields_set if k not in ("geometry", "crs")}
     if "external_id" in changes:
         await _unique_external_id(conn, changes["external_id"], incident_id)
     try:
@@ -327,16 +364,22 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
 # --- context --------------------------------------------------------------------------------
 
 
-@router.get("/incidents/{incident_id}/context", summary="Dispatch context of an incident",
-            dependencies=[Reader, Depends(analysis_slot)])
+@router.get(
+    "/incidents/{incident_id}/context",
+    summary="Dispatch context of an incident",
+    dependencies=[Reader, Depends(analysis_slot)],
+)
 async def context(
     incident_id: IncidentId,
     conn: Conn,
-    radius: Annotated[float, Query(gt=0, le=MAX_RADIUS_M, allow_inf_nan=False,
-                                   description="metres around the incident")] = DEFAULT_RADIUS_M,
+    radius: Annotated[
+        float,
+        Query(gt=0, le=MAX_RADIUS_M, allow_inf_nan=False, description="metres around the incident"),
+    ] = DEFAULT_RADIUS_M,
     hydrant_count: Annotated[int, Query(alias="hydrants", ge=0, le=50)] = 5,
-    listed: Annotated[int, Query(alias="max_items", ge=1, le=MAX_LISTED,
-                                 description="items listed per kind")] = 50,
+    listed: Annotated[
+        int, Query(alias="max_items", ge=1, le=MAX_LISTED, description="items listed per kind")
+    ] = 50,
 ) -> Response:
     """The grid that dispatches (with its officer); the nearest hydrants (along the water
     network when the incident is within 50 m of a water pipe, else in a straight line; the
@@ -346,18 +389,22 @@ async def context(
     row = await get_incident(conn, incident_id)
     if row is None:
         raise HTTPException(404, f"no incident {incident_id}")
-    props = dict(zip(COLUMNS, row[2:2 + len(COLUMNS)], strict=True))
+    props = dict(zip(COLUMNS, row[2 : 2 + len(COLUMNS)], strict=True))
     x, y = row[-2], row[-1]
     out: dict[str, Any] = {
-        "incident": {"id": row[0], "type": props["incident_type"], "status": props["status"],
-                     "severity": props["severity"], "title": props["title"],
-                     "geometry": json.loads(row[1]) if row[1] else None},
+        "incident": {
+            "id": row[0],
+            "type": props["incident_type"],
+            "status": props["status"],
+            "severity": props["severity"],
+            "title": props["title"],
+            "geometry": json.loads(row[1]) if row[1] else None,
+        },
         "radius_m": radius,
         "grid": await responsible_grid(conn, props["grid_code"], x, y),
     }
     burst = props["incident_type"] == "pipe_burst"
-    water = await nearest_segment(conn, x, y, WATER, BURST_SNAP_M if burst else
-                                  min(SNAP_M, radius))
+    water = await nearest_segment(conn, x, y, WATER, BURST_SNAP_M if burst else min(SNAP_M, radius))
     out["hydrants"] = await hydrants(conn, x, y, radius, hydrant_count, water)
     if burst:
         out["isolation"] = await _isolation(conn, x, y, water)
@@ -367,8 +414,9 @@ async def context(
     return Response(dumps(out), media_type="application/json")
 
 
-async def _isolation(conn: AsyncConnection, x: float, y: float,
-                     water: dict[str, Any] | None) -> dict[str, Any]:
+async def _isolation(
+    conn: AsyncConnection, x: float, y: float, water: dict[str, Any] | None
+) -> dict[str, Any]:
     """Valves to close: by the pipeline analysis module's isolation when it is there (valve
     segments of the whole water network), else by a walk from the burst pipe to the valves
     around it (:func:`simple_isolation`)."""
@@ -378,21 +426,30 @@ async def _isolation(conn: AsyncConnection, x: float, y: float,
     if found is None:
         found = await simple_isolation(conn, x, y, water)
     if found is None:
-        return {"method": "simple", "burst_segment": None,
-                "note": f"no water pipe within {BURST_SNAP_M:.0f} m of the incident",
-                "valves": []}
+        return {
+            "method": "simple",
+            "burst_segment": None,
+            "note": f"no water pipe within {BURST_SNAP_M:.0f} m of the incident",
+            "valves": [],
+        }
     await describe_valves(conn, found.valves, x, y)
     to_close = [v for v in found.valves if v.get("state") != "closed"]
-    note = ("valves on the boundary of the burst pipe's valve segment (cimtwin.spatial."
-            "pipeline_analysis.isolate)" if found.method == "pipeline_analysis" else
-            "valves bounding the stretch of water network around the nearest water pipe (a "
-            "walk from it that stops at valves), computed in the incidents module")
+    note = (
+        "valves on the boundary of the burst pipe's valve segment (cimtwin.spatial."
+        "pipeline_analysis.isolate)"
+        if found.method == "pipeline_analysis"
+        else "valves bounding the stretch of water network around the nearest water pipe (a "
+        "walk from it that stops at valves), computed in the incidents module"
+    )
     return {
         "method": found.method,
         "note": note,
-        "burst_segment": {"id": found.segment["id"], "subtype": found.segment["subtype"],
-                          "diameter_mm": found.segment["diameter_mm"],
-                          "distance_m": round(found.segment["offset_m"], 2)},
+        "burst_segment": {
+            "id": found.segment["id"],
+            "subtype": found.segment["subtype"],
+            "diameter_mm": found.segment["diameter_mm"],
+            "distance_m": round(found.segment["offset_m"], 2),
+        },
         "valves": found.valves,
         "valves_to_close": len(to_close),
         "isolated_segments": len(found.segments),

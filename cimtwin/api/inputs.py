@@ -16,8 +16,10 @@ from pydantic import Field
 from cimtwin.api.errors import invalid
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-Position = Annotated[list[Finite], Field(min_length=2, max_length=3,
-                                         description="x, y[, z]: lon, lat or east, north")]
+Position = Annotated[
+    list[Finite],
+    Field(min_length=2, max_length=3, description="x, y[, z]: lon, lat or east, north"),
+]
 
 NUL_ESCAPE = b"\\u0000"
 
@@ -48,8 +50,10 @@ def nul_paths(value: Any, path: str = "") -> list[str]:
 
 def _nul_error(names: list[str]) -> HTTPException:
     shown_names = ", ".join(dict.fromkeys(names[:10]))
-    return invalid(f"{shown_names}: NUL characters (\\u0000) are not allowed in text "
-                   "(PostgreSQL cannot store them)")
+    return invalid(
+        f"{shown_names}: NUL characters (\\u0000) are not allowed in text "
+        "(PostgreSQL cannot store them)"
+    )
 
 
 async def no_nul_characters(request: Request) -> None:

@@ -1,7 +1,7 @@
 """Land parcels (地块): a GeoJSON listing and the planning report of one parcel.
 
-    GET /parcels?bbox=&land_use=&limit=&offset=
-    GET /parcels/{id}/report        (id or parcel code)
+GET /parcels?bbox=&land_use=&limit=&offset=
+GET /parcels/{id}/report        (id or parcel code)
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     """'minx,miny,maxx,maxy' as four finite numbers with min < max."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 4:
-        raise ValueError(f"expected 4 comma-separated numbers (minx,miny,maxx,maxy), got "
-                         f"{len(parts)}")
+        raise ValueError(
+            f"expected 4 comma-separated numbers (minx,miny,maxx,maxy), got {len(parts)}"
+        )
     try:
         x0, y0, x1, y1 = (float(p) for p in parts)
     except ValueError:
@@ -63,10 +64,17 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 class BBoxQuery(BaseModel):
     """``bbox`` in ``bbox_crs`` (CRS84 by default; (x, y) order), validated for range."""
 
-    bbox: str | None = Field(None, max_length=200, description="minx,miny,maxx,maxy",
-                             examples=["114.02,22.605,114.03,22.612"])
-    bbox_crs: str = Field("OGC:CRS84", max_length=200,
-                          description=f"CRS of bbox: OGC:CRS84, EPSG:4490, EPSG:{SRID} ...")
+    bbox: str | None = Field(
+        None,
+        max_length=200,
+        description="minx,miny,maxx,maxy",
+        examples=["114.02,22.605,114.03,22.612"],
+    )
+    bbox_crs: str = Field(
+        "OGC:CRS84",
+        max_length=200,
+        description=f"CRS of bbox: OGC:CRS84, EPSG:4490, EPSG:{SRID} ...",
+    )
 
     @field_validator("bbox")
     @classmethod
@@ -93,16 +101,22 @@ class BBoxQuery(BaseModel):
         """The box as a polygon in the storage CRS (WKB), its edges densified when bent."""
         if self.bbox is None:
             return None
-        geom = geometry_to_storage(shapely.box(*parse_bbox(self.bbox)),
-                                   crs_or_422(self.bbox_crs), "bbox")
+        geom = geometry_to_storage(
+            shapely.box(*parse_bbox(self.bbox)), crs_or_422(self.bbox_crs), "bbox"
+        )
         return shapely.to_wkb(geom)
 
 
 class ParcelQuery(BBoxQuery):
     model_config = ConfigDict(extra="forbid")
 
-    land_use: str | None = Field(None, max_length=200, description=(
-        "GB 50137 code(s), comma-separated; a code takes its subclasses (R: R1, R2, R21 ...)"))
+    land_use: str | None = Field(
+        None,
+        max_length=200,
+        description=(
+            "GB 50137 code(s), comma-separated; a code takes its subclasses (R: R1, R2, R21 ...)"
+        ),
+    )
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=10**9)
 
@@ -118,13 +132,16 @@ class ParcelQuery(BBoxQuery):
             raise ValueError(f"at most {MAX_LAND_USES} codes")
         bad = [c for c in codes if not LAND_USE.fullmatch(c)]
         if bad:
-            raise ValueError(f"{', '.join(bad)}: not GB 50137 codes (a letter, then up to 3 "
-                             "letters or digits, e.g. R2, B1, S41)")
+            raise ValueError(
+                f"{', '.join(bad)}: not GB 50137 codes (a letter, then up to 3 "
+                "letters or digits, e.g. R2, B1, S41)"
+            )
         return ",".join(dict.fromkeys(codes))
 
 
-@router.get("/parcels", summary="Land parcels as GeoJSON",
-            responses={200: {"content": {GEOJSON: {}}}})
+@router.get(
+    "/parcels", summary="Land parcels as GeoJSON", responses={200: {"content": {GEOJSON: {}}}}
+)
 async def parcels(query: Annotated[ParcelQuery, Query()], conn: Conn) -> Response:
     try:
         box = query.storage_box()
@@ -135,16 +152,18 @@ async def parcels(query: Annotated[ParcelQuery, Query()], conn: Conn) -> Respons
     if unknown:
         raise HTTPException(422, f"land_use: {', '.join(unknown)} match(es) no GB 50137 class")
     found, matched = await list_parcels(conn, box, codes, query.limit, query.offset)
-    features = [feature_json(r[0], r[1], dict(zip(PARCEL_PROPERTIES, r[2:], strict=True)))
-                for r in found]
+    features = [
+        feature_json(r[0], r[1], dict(zip(PARCEL_PROPERTIES, r[2:], strict=True))) for r in found
+    ]
     return feature_collection(features, {"numberMatched": matched})
 
 
 @router.get("/parcels/{parcel}/report", summary="Planning report of one parcel")
 async def report(
     request: Request,
-    parcel: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$",
-                                description="parcel id or parcel code")],
+    parcel: Annotated[
+        str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="parcel id or parcel code")
+    ],
     conn: Conn,
 ) -> Response:
     """Area, the buildings on it (covered or more than half inside), their floor area, actual

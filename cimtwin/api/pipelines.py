@@ -63,8 +63,10 @@ MAX_SECTION_M = 2_000.0
 MAX_TOLERANCE_M = 100.0
 
 ValveRef = Annotated[str, StringConstraints(pattern=r"^(valve|node):\d{1,18}$")]
-CRS_HELP = ("CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default), EPSG:4490 "
-            f"or EPSG:{SRID} (the storage CRS: easting, northing); always in x, y order")
+CRS_HELP = (
+    "CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default), EPSG:4490 "
+    f"or EPSG:{SRID} (the storage CRS: easting, northing); always in x, y order"
+)
 
 
 @overload
@@ -76,8 +78,9 @@ def _network(value: str | None) -> str | None:
         return None
     code = value.strip().upper()
     if code not in network_codes():
-        raise ValueError(f"{value!r} is not a CJJ 61 network code "
-                         f"({', '.join(sorted(network_codes()))})")
+        raise ValueError(
+            f"{value!r} is not a CJJ 61 network code ({', '.join(sorted(network_codes()))})"
+        )
     return code
 
 
@@ -90,16 +93,20 @@ def to_storage(points: np.ndarray, crs: CrsDef, what: str) -> np.ndarray:
     xy = np.asarray(points, dtype=float)[:, :2]
     if crs.geographic:
         if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
-            raise ValueError(f"{what}: longitude/latitude out of range (coordinates are "
-                             f"x, y; for EPSG:{SRID} coordinates say so with \"crs\")")
+            raise ValueError(
+                f"{what}: longitude/latitude out of range (coordinates are "
+                f'x, y; for EPSG:{SRID} coordinates say so with "crs")'
+            )
         w, s, e, n = storage_window()
         outside = (xy[:, 0] < w) | (xy[:, 0] > e) | (xy[:, 1] < s) | (xy[:, 1] > n)
         if outside.any():
-            raise ValueError(f"{what}: outside the area EPSG:{SRID} covers "
-                             f"({w:g}..{e:g} E, {s:g}..{n:g} N)")
+            raise ValueError(
+                f"{what}: outside the area EPSG:{SRID} covers ({w:g}..{e:g} E, {s:g}..{n:g} N)"
+            )
         return _transform(xy, crs)
     for _, mask, message in crs_mod.implausible_coordinates(
-            xy[:, 0], xy[:, 1], crs_mod.parse_crs(crs.label)):
+        xy[:, 0], xy[:, 1], crs_mod.parse_crs(crs.label)
+    ):
         if mask.any():
             raise ValueError(f"{what}: {message}")
     if crs.srid == SRID:
@@ -144,9 +151,16 @@ class PolygonIn(BaseModel):
                 if not isinstance(ring, list) or len(ring) < 4:
                     raise ValueError(f"{where}: a linear ring needs at least 4 positions")
                 for p in ring:
-                    if (not isinstance(p, list) or not 2 <= len(p) <= 3
-                            or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                       and np.isfinite(v) for v in p)):
+                    if (
+                        not isinstance(p, list)
+                        or not 2 <= len(p) <= 3
+                        or not all(
+                            isinstance(v, int | float)
+                            and not isinstance(v, bool)
+                            and np.isfinite(v)
+                            for v in p
+                        )
+                    ):
                         raise ValueError(f"{where}: positions are 2 or 3 finite numbers")
                 if ring[0][:2] != ring[-1][:2]:
                     raise ValueError(f"{where}: a linear ring must end where it starts")
@@ -159,8 +173,9 @@ class PolygonIn(BaseModel):
 def polygon_storage(poly: PolygonIn, crs: CrsDef, max_area_m2: float, what: str) -> bytes:
     """WKB of the polygon in the storage CRS, valid and of a bounded size."""
     try:
-        geom = shapely.force_2d(shapely.geometry.shape({"type": poly.type,
-                                                        "coordinates": poly.coordinates}))
+        geom = shapely.force_2d(
+            shapely.geometry.shape({"type": poly.type, "coordinates": poly.coordinates})
+        )
     except (ValueError, TypeError, IndexError, shapely.errors.GEOSException) as exc:
         raise ValueError(f"{what}: not a GeoJSON {poly.type} ({exc})") from None
     geom = shapely.transform(geom, lambda xy: to_storage(xy, crs, what))
@@ -169,8 +184,10 @@ def polygon_storage(poly: PolygonIn, crs: CrsDef, max_area_m2: float, what: str)
     if geom.area <= 0:
         raise ValueError(f"{what}: the polygon has no area")
     if geom.area > max_area_m2:
-        raise ValueError(f"{what}: {geom.area / 1e6:.3f} km² is larger than the "
-                         f"{max_area_m2 / 1e6:g} km² one request may cover")
+        raise ValueError(
+            f"{what}: {geom.area / 1e6:.3f} km² is larger than the "
+            f"{max_area_m2 / 1e6:g} km² one request may cover"
+        )
     return shapely.to_wkb(geom)
 
 
@@ -182,20 +199,26 @@ class IsolationRequest(Body):
 
     segment_id: int | None = Field(None, ge=1, description="pipeline_segment.id")
     point: Position | None = Field(None, description="snapped to the nearest pipe")
-    tolerance_m: float = Field(10.0, gt=0, le=MAX_TOLERANCE_M,
-                               description="how far the point may be from the pipe")
+    tolerance_m: float = Field(
+        10.0, gt=0, le=MAX_TOLERANCE_M, description="how far the point may be from the pipe"
+    )
     network: str | None = Field(None, description="only pipes of this network are snapped to")
-    dataset: str | None = Field(None, max_length=200,
-                                description="only pipes of this dataset")
+    dataset: str | None = Field(None, max_length=200, description="only pipes of this dataset")
     failed_valves: list[ValveRef] = Field(
-        default_factory=list, max_length=1000,
+        default_factory=list,
+        max_length=1000,
         description="valves that cannot be closed: valve:<pipeline_valve id> or "
-                    "node:<survey valve point id>; the isolation grows to the next ring")
-    service_radius_m: float = Field(SERVICE_RADIUS_M, gt=0, le=500,
-                                    description="buildings are served by the nearest pipe "
-                                                "within this distance")
-    max_features: int = Field(2000, ge=0, le=20_000,
-                              description="isolated segments returned as features")
+        "node:<survey valve point id>; the isolation grows to the next ring",
+    )
+    service_radius_m: float = Field(
+        SERVICE_RADIUS_M,
+        gt=0,
+        le=500,
+        description="buildings are served by the nearest pipe within this distance",
+    )
+    max_features: int = Field(
+        2000, ge=0, le=20_000, description="isolated segments returned as features"
+    )
     _xy: tuple[float, float] | None = PrivateAttr(None)
 
     @field_validator("network")
@@ -231,17 +254,26 @@ class TraceRequest(Body):
     network: str = Field(description="CJJ 61 network code (JS, PS, RQ, DL, TX ...)")
     start: TraceStart
     direction: Literal["upstream", "downstream", "connected"] = "downstream"
-    max_distance_m: float | None = Field(None, gt=0, le=1_000_000,
-                                         description="stop this far along the network")
+    max_distance_m: float | None = Field(
+        None, gt=0, le=1_000_000, description="stop this far along the network"
+    )
     stop_at_valves: bool = False
-    stop_at_node_types: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] = \
-        Field(default_factory=list, max_length=20,
-              description="stop at points whose feature or appurtenance contains one of these, "
-                          "e.g. 出水口, 阀门")
+    stop_at_node_types: list[Annotated[str, StringConstraints(min_length=1, max_length=32)]] = (
+        Field(
+            default_factory=list,
+            max_length=20,
+            description="stop at points whose feature or appurtenance contains one of these, "
+            "e.g. 出水口, 阀门",
+        )
+    )
     tolerance_m: float = Field(10.0, gt=0, le=MAX_TOLERANCE_M)
-    max_features: int = Field(5000, ge=0, le=50_000,
-                              description="segments and nodes returned as features (nearest "
-                                          "first); totals count everything")
+    max_features: int = Field(
+        5000,
+        ge=0,
+        le=50_000,
+        description="segments and nodes returned as features (nearest "
+        "first); totals count everything",
+    )
     _xy: tuple[float, float] | None = PrivateAttr(None)
 
     @field_validator("network")
@@ -252,15 +284,17 @@ class TraceRequest(Body):
     @model_validator(mode="after")
     def _point(self) -> TraceRequest:
         if self.start.point is not None:
-            self._xy = tuple(to_storage(np.array([self.start.point]), _crs(self.crs),
-                                        "start.point")[0])
+            self._xy = tuple(
+                to_storage(np.array([self.start.point]), _crs(self.crs), "start.point")[0]
+            )
         return self
 
 
 class ClearanceRequest(Body):
     area: PolygonIn | None = Field(None, description="pipes that meet this polygon are checked")
-    networks: list[str] | None = Field(None, min_length=1, max_length=12,
-                                       description="pipes of these networks are checked")
+    networks: list[str] | None = Field(
+        None, min_length=1, max_length=12, description="pipes of these networks are checked"
+    )
     buildings: bool = Field(True, description="check pipe-building clearances too")
     max_results: int = Field(1000, ge=1, le=10_000)
     _wkb: bytes | None = PrivateAttr(None)
@@ -275,8 +309,7 @@ class ClearanceRequest(Body):
         if self.area is None and not self.networks:
             raise ValueError("give an area, networks, or both")
         if self.area is not None:
-            self._wkb = polygon_storage(self.area, _crs(self.crs), MAX_CLEARANCE_AREA_M2,
-                                        "area")
+            self._wkb = polygon_storage(self.area, _crs(self.crs), MAX_CLEARANCE_AREA_M2, "area")
         return self
 
 
@@ -288,8 +321,7 @@ class ExcavationRequest(Body):
 
     @model_validator(mode="after")
     def _area(self) -> ExcavationRequest:
-        self._wkb = polygon_storage(self.polygon, _crs(self.crs), MAX_EXCAVATION_AREA_M2,
-                                    "polygon")
+        self._wkb = polygon_storage(self.polygon, _crs(self.crs), MAX_EXCAVATION_AREA_M2, "polygon")
         return self
 
 
@@ -302,7 +334,8 @@ class LineIn(BaseModel):
 
 class CrossSectionRequest(Body):
     line: Annotated[list[Position], Field(min_length=2, max_length=2)] | LineIn = Field(
-        description="two positions, or a GeoJSON LineString with two positions")
+        description="two positions, or a GeoJSON LineString with two positions"
+    )
     max_results: int = Field(2000, ge=1, le=10_000)
     _wkb: bytes = PrivateAttr(b"")  # set by _line, as _length
     _length: float = PrivateAttr(0.0)
@@ -315,8 +348,9 @@ class CrossSectionRequest(Body):
         if line.length < 0.01:
             raise ValueError("line: the two points are the same")
         if line.length > MAX_SECTION_M:
-            raise ValueError(f"line: {line.length:.0f} m is longer than the "
-                             f"{MAX_SECTION_M:g} m a section may be")
+            raise ValueError(
+                f"line: {line.length:.0f} m is longer than the {MAX_SECTION_M:g} m a section may be"
+            )
         self._wkb, self._length = shapely.to_wkb(line), float(line.length)
         return self
 
@@ -328,8 +362,9 @@ def _json(body: Any, media_type: str = JSON) -> Response:
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@router.post("/pipelines/isolation", dependencies=[Analysis],
-             summary="Valves to close for a burst pipe")
+@router.post(
+    "/pipelines/isolation", dependencies=[Analysis], summary="Valves to close for a burst pipe"
+)
 async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     """The valve segment containing the burst pipe: the valves on its boundary, the segments
     and points it holds, and the buildings (residents) they serve. A failed valve merges the
@@ -339,62 +374,100 @@ async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     appurtenance containing 阀; closing one cuts every pipe that meets it off it). A building is
     served by the nearest pipe of the same network within ``service_radius_m`` of its footprint
     (transmission / raw-water mains excluded)."""
-    return _json(await isolation_analysis(
-        conn, segment_id=body.segment_id, point=body._xy, tolerance_m=body.tolerance_m,
-        network=body.network, dataset=body.dataset, failed_valves=body.failed_valves,
-        service_radius_m=body.service_radius_m, max_features=body.max_features))
+    return _json(
+        await isolation_analysis(
+            conn,
+            segment_id=body.segment_id,
+            point=body._xy,
+            tolerance_m=body.tolerance_m,
+            network=body.network,
+            dataset=body.dataset,
+            failed_valves=body.failed_valves,
+            service_radius_m=body.service_radius_m,
+            max_features=body.max_features,
+        )
+    )
 
 
-@router.post("/pipelines/trace", dependencies=[Analysis],
-             summary="Trace up or down the flow, or by connectivity")
+@router.post(
+    "/pipelines/trace",
+    dependencies=[Analysis],
+    summary="Trace up or down the flow, or by connectivity",
+)
 async def trace(body: TraceRequest, conn: Conn) -> Response:
     """Gravity networks (PS) follow ``flow_direction``; pressure networks are traced by
     connectivity whatever the direction asked. A GeoJSON FeatureCollection of the segments and
     points reached (each with its network distance from the start) plus totals."""
     st = body.start
-    return _json(await trace_analysis(
-        conn, network=body.network, segment_id=st.segment_id, node_id=st.node_id,
-        point=body._xy, tolerance_m=body.tolerance_m, direction=body.direction,
-        max_distance_m=body.max_distance_m, stop_at_valves=body.stop_at_valves,
-        stop_at_node_types=body.stop_at_node_types, max_features=body.max_features), GEOJSON)
+    return _json(
+        await trace_analysis(
+            conn,
+            network=body.network,
+            segment_id=st.segment_id,
+            node_id=st.node_id,
+            point=body._xy,
+            tolerance_m=body.tolerance_m,
+            direction=body.direction,
+            max_distance_m=body.max_distance_m,
+            stop_at_valves=body.stop_at_valves,
+            stop_at_node_types=body.stop_at_node_types,
+            max_features=body.max_features,
+        ),
+        GEOJSON,
+    )
 
 
-@router.post("/pipelines/clearance-check", dependencies=[Analysis],
-             summary="GB 50289-2016 clearances")
+@router.post(
+    "/pipelines/clearance-check", dependencies=[Analysis], summary="GB 50289-2016 clearances"
+)
 async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
     """Pipe pairs (of one network too, unless joined at a node), and pipes and buildings,
     closer than GB 50289-2016 allows, with measured and required distance, the rule's CSV row
     and its verification status (UNVERIFIED rows are flagged). Pairs the table has no row for
     are listed apart."""
-    return _json(await clearance_analysis(
-        conn, area=body._wkb, networks=body.networks, buildings=body.buildings,
-        max_results=body.max_results))
+    return _json(
+        await clearance_analysis(
+            conn,
+            area=body._wkb,
+            networks=body.networks,
+            buildings=body.buildings,
+            max_results=body.max_results,
+        )
+    )
 
 
-@router.post("/pipelines/excavation-check", dependencies=[Analysis],
-             summary="What an excavation would hit")
+@router.post(
+    "/pipelines/excavation-check", dependencies=[Analysis], summary="What an excavation would hit"
+)
 async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
     """Pipes whose top is above the excavation bottom inside the polygon, and the points
     (chambers) in it, with owner, depth and network: gas and power first, then shallower."""
-    return _json(await excavation_analysis(conn, area=body._wkb, depth_m=body.depth,
-                                              max_results=body.max_results))
+    return _json(
+        await excavation_analysis(
+            conn, area=body._wkb, depth_m=body.depth, max_results=body.max_results
+        )
+    )
 
 
-@router.post("/pipelines/cross-section", dependencies=[Analysis],
-             summary="Pipes crossed by a section line")
+@router.post(
+    "/pipelines/cross-section", dependencies=[Analysis], summary="Pipes crossed by a section line"
+)
 async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     """Every pipe the line crosses, with its offset along the line and its centre, top and
     bottom elevations there, and the ground sampled along the line."""
-    return _json(await cross_section_analysis(conn, line=body._wkb, length_m=body._length,
-                                                 max_results=body.max_results))
+    return _json(
+        await cross_section_analysis(
+            conn, line=body._wkb, length_m=body._length, max_results=body.max_results
+        )
+    )
 
 
-@router.get("/pipelines/qa", dependencies=[Analysis],
-            summary="Topology QA of a network")
+@router.get("/pipelines/qa", dependencies=[Analysis], summary="Topology QA of a network")
 async def qa(
     conn: Conn,
-    network: Annotated[str | None, Query(description="CJJ 61 network code; all when absent")]
-    = None,
+    network: Annotated[
+        str | None, Query(description="CJJ 61 network code; all when absent")
+    ] = None,
     max_items: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
     """Disconnected sub-networks (count and sizes), dangling ends (degree-1 points that are
@@ -403,22 +476,27 @@ async def qa(
     try:
         net = _network(network)
     except ValueError as exc:
-        return error_response(422, f"network: {exc}",
-                              errors=[{"where": "network", "message": str(exc)}])
+        return error_response(
+            422, f"network: {exc}", errors=[{"where": "network", "message": str(exc)}]
+        )
     return _json(await qa_analysis(conn, net, max_items))
 
 
-@router.get("/pipelines/{segment_id}/profile", dependencies=[Analysis],
-            summary="Longitudinal profile")
+@router.get(
+    "/pipelines/{segment_id}/profile", dependencies=[Analysis], summary="Longitudinal profile"
+)
 async def profile(
     conn: Conn,
     segment_id: Annotated[int, Path(ge=1, description="pipeline_segment.id to start at")],
-    reverse: Annotated[bool, Query(description="against the flow (gravity) or from the "
-                                               "start pipe's to-node backwards")] = False,
+    reverse: Annotated[
+        bool,
+        Query(description="against the flow (gravity) or from the start pipe's to-node backwards"),
+    ] = False,
     max_segments: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     """Chainage, pipe centre/top/bottom elevations and the ground line along a chain of pipes:
     with the flow in gravity networks (the largest pipe at a junction), straight through in
     pressure networks."""
-    return _json(await profile_analysis(conn, segment_id, reverse=reverse,
-                                           max_segments=max_segments))
+    return _json(
+        await profile_analysis(conn, segment_id, reverse=reverse, max_segments=max_segments)
+    )

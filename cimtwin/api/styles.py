@@ -23,7 +23,8 @@ async def style(request: Request, name: str) -> dict:
         return styles.render(name, base_url(request))
     except KeyError as exc:
         raise HTTPException(
-            404, f"no style {name!r}; available: {', '.join(styles.names())}") from exc
+            404, f"no style {name!r}; available: {', '.join(styles.names())}"
+        ) from exc
 
 
 @router.get("/fonts/{fontstack}/{start}-{end}.pbf", summary="SDF glyphs for map labels")
@@ -37,5 +38,8 @@ async def glyphs(
     if start % 256 or end != start + 255:
         raise HTTPException(400, "glyph ranges are 256 code points: START-(START+255)")
     body = await run_in_threadpool(glyph_range, fontstack, start)
-    return Response(body, media_type="application/x-protobuf",
-                    headers={"Cache-Control": "public, max-age=86400"})
+    return Response(
+        body,
+        media_type="application/x-protobuf",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

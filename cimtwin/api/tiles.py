@@ -30,7 +30,8 @@ def parse_layers(layers: str) -> tuple[str, ...]:
     unknown = [i for i in ids if i not in BY_ID]
     if unknown:
         raise HTTPException(
-            404, f"unknown layer(s) {', '.join(unknown)}; known: {', '.join(sorted(BY_ID))}")
+            404, f"unknown layer(s) {', '.join(unknown)}; known: {', '.join(sorted(BY_ID))}"
+        )
     return ids
 
 
@@ -61,8 +62,12 @@ MAX_TILE_DIGITS = 32
 def _tile_number(name: str, text: str, upper: int | None = None) -> int:
     """A tile z, x or y; 422 otherwise (checked for length first: ``int()`` of thousands of
     digits costs time and raises)."""
-    if (len(text) > MAX_TILE_DIGITS or not text.isascii() or not text.isdigit()
-            or (upper is not None and int(text) > upper)):
+    if (
+        len(text) > MAX_TILE_DIGITS
+        or not text.isascii()
+        or not text.isdigit()
+        or (upper is not None and int(text) > upper)
+    ):
         limit = f"0..{upper}" if upper is not None else ">= 0"
         raise HTTPException(422, f"{name} must be an integer {limit}, not {shown(text)}")
     return int(text)
@@ -117,21 +122,40 @@ OPENAPI_PATHS = {
             "summary": "Vector tile of one or more layers (comma-separated)",
             "operationId": "tile",
             "parameters": [
-                {"name": "layers", "in": "path", "required": True,
-                 "description": "layer id, or several comma-separated",
-                 "schema": {"type": "string"}},
-                {"name": "z", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ZOOM}},
-                {"name": "x", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 0}},
-                {"name": "y", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 0}},
-                {"name": "If-None-Match", "in": "header", "required": False,
-                 "schema": {"type": "string"}},
+                {
+                    "name": "layers",
+                    "in": "path",
+                    "required": True,
+                    "description": "layer id, or several comma-separated",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "z",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ZOOM},
+                },
+                {
+                    "name": "x",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "y",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                },
             ],
             "responses": {
-                "200": {"description": "the tile (gzip when accepted)",
-                        "content": {MVT: {}}},
+                "200": {"description": "the tile (gzip when accepted)", "content": {MVT: {}}},
                 "204": {"description": "no feature in this tile"},
                 "304": {"description": "not modified"},
                 "401": {"description": "reads need an API key"},
@@ -163,8 +187,11 @@ async def tilejson(request: Request, layers: str) -> dict:
         "minzoom": min(layer.minzoom for layer in chosen),
         "maxzoom": 22,
         "bounds": bounds,
-        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2,
-                   max(14, min(layer.minzoom for layer in chosen))],
+        "center": [
+            (bounds[0] + bounds[2]) / 2,
+            (bounds[1] + bounds[3]) / 2,
+            max(14, min(layer.minzoom for layer in chosen)),
+        ],
         "vector_layers": [
             {
                 "id": layer.id,
@@ -187,9 +214,18 @@ async def _bounds(request: Request, layers: list[Layer]) -> list[float]:
     Mercator area when they are empty)."""
     cache = extent_cache(request.app.state)
     async with request.app.state.pool.connection() as conn:
-        boxes = [e.lonlat for layer in layers
-                 if (e := await layer_extent(conn, layer, cache)).lonlat is not None]
+        boxes = [
+            e.lonlat
+            for layer in layers
+            if (e := await layer_extent(conn, layer, cache)).lonlat is not None
+        ]
     if not boxes:
         return [-180.0, -85.0511, 180.0, 85.0511]
-    return rounded_outward((min(b[0] for b in boxes), min(b[1] for b in boxes),
-                            max(b[2] for b in boxes), max(b[3] for b in boxes)))
+    return rounded_outward(
+        (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
+    )

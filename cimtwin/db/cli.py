@@ -28,7 +28,8 @@ def _require_postgis() -> None:
             raise UserError(
                 f'database "{name}" at {connect.shown_url()} has no PostGIS extension: '
                 f"{connect.SETUP_HINT} (creates the extensions), or CREATE EXTENSION postgis "
-                "in it as a superuser")
+                "in it as a superuser"
+            )
 
 
 @app.command()
@@ -72,5 +73,8 @@ def status() -> None:
     if revision is None:
         raise connect.not_set_up()
     heads = migrate.heads()
-    out.print(f"{revision} (head)" if revision in heads else
-              f"{revision} (head is {', '.join(heads)}: run `cimtwin db upgrade`)")
+    out.print(
+        f"{revision} (head)"
+        if revision in heads
+        else f"{revision} (head is {', '.join(heads)}: run `cimtwin db upgrade`)"
+    )

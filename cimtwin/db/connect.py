@@ -20,8 +20,7 @@ VERSION_TABLE = "alembic_version"
 
 def shown_url(url: str | None = None) -> str:
     """The URL as the user may see it: no password."""
-    return sqlalchemy_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=True)
+    return sqlalchemy_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
 
 
 def explain(exc: psycopg.Error, url: str | None = None) -> UserError:
@@ -30,29 +29,38 @@ def explain(exc: psycopg.Error, url: str | None = None) -> UserError:
     u = sqlalchemy_url(url)
     text = str(exc)
     if re.search(r'database "[^"]*" does not exist', text):
-        return UserError(f'database "{u.database}" does not exist at {where}: {SETUP_HINT} '
-                         "(creates it) or set CIMTWIN_DATABASE_URL")
+        return UserError(
+            f'database "{u.database}" does not exist at {where}: {SETUP_HINT} '
+            "(creates it) or set CIMTWIN_DATABASE_URL"
+        )
     m = re.search(r'role "([^"]*)" does not exist', text)
     if m:
-        return UserError(f'role "{m.group(1)}" does not exist on the PostgreSQL server at '
-                         f"{where}: create it (CREATE ROLE ... LOGIN) or set "
-                         "CIMTWIN_DATABASE_URL to an existing role")
+        return UserError(
+            f'role "{m.group(1)}" does not exist on the PostgreSQL server at '
+            f"{where}: create it (CREATE ROLE ... LOGIN) or set "
+            "CIMTWIN_DATABASE_URL to an existing role"
+        )
     if "password authentication failed" in text or "no password supplied" in text:
-        return UserError(f"PostgreSQL at {where} refused the password of role "
-                         f'"{u.username}": correct it in CIMTWIN_DATABASE_URL')
+        return UserError(
+            f"PostgreSQL at {where} refused the password of role "
+            f'"{u.username}": correct it in CIMTWIN_DATABASE_URL'
+        )
     if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
         return not_set_up(url)
     if isinstance(exc, psycopg.OperationalError) and "connection" in text.lower():
         first = text.strip().splitlines()[-1].strip() if text.strip() else ""
-        return UserError(f"no PostgreSQL answers at {where} (is it running? set "
-                         f"CIMTWIN_DATABASE_URL): {first}")
+        return UserError(
+            f"no PostgreSQL answers at {where} (is it running? set CIMTWIN_DATABASE_URL): {first}"
+        )
     return UserError(f"database error at {where}: {' '.join(text.split())}")
 
 
 def not_set_up(url: str | None = None) -> UserError:
     u = sqlalchemy_url(url)
-    return UserError(f'database "{u.database}" at {shown_url(url)} is not set up (no cimtwin '
-                     f"schema): {SETUP_HINT}")
+    return UserError(
+        f'database "{u.database}" at {shown_url(url)} is not set up (no cimtwin '
+        f"schema): {SETUP_HINT}"
+    )
 
 
 @contextmanager
@@ -61,8 +69,11 @@ def connect(url: str | None = None, **kwargs) -> Iterator[psycopg.Connection]:
     try:
         with psycopg.connect(libpq_dsn(url), connect_timeout=5, **kwargs) as conn:
             yield conn
-    except (psycopg.OperationalError, psycopg.errors.UndefinedTable,
-            psycopg.errors.InvalidSchemaName) as exc:
+    except (
+        psycopg.OperationalError,
+        psycopg.errors.UndefinedTable,
+        psycopg.errors.InvalidSchemaName,
+    ) as exc:
         raise explain(exc, url) from None
 
 
@@ -95,5 +106,6 @@ def require_set_up(url: str | None = None) -> None:
 
 
 def has_postgis(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'").fetchone() \
-        is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'").fetchone() is not None
+    )

@@ -24,11 +24,12 @@ def sqlalchemy_url(url: str | None = None) -> URL:
     try:
         u = make_url(raw)
     except ArgumentError:
-        raise UserError(f"{setting} {raw!r} is not a URL: write it as "
-                        f"{EXAMPLE_URL}") from None
+        raise UserError(f"{setting} {raw!r} is not a URL: write it as {EXAMPLE_URL}") from None
     if u.get_backend_name() not in ("postgresql", "postgres"):
-        raise UserError(f"{setting} {u.render_as_string(hide_password=True)!r} is not a "
-                        f"PostgreSQL URL: write it as {EXAMPLE_URL}")
+        raise UserError(
+            f"{setting} {u.render_as_string(hide_password=True)!r} is not a "
+            f"PostgreSQL URL: write it as {EXAMPLE_URL}"
+        )
     return u.set(drivername="postgresql+psycopg")
 
 

@@ -59,8 +59,9 @@ def _run(step, url: str | None, revision: str) -> None:
         step(alembic_config(url), revision)
     except CommandError as exc:
         known = ", ".join(["base", *revisions(), "head"])
-        raise UserError(f"migration revision {revision!r}: {exc}; known revisions: "
-                        f"{known}") from None
+        raise UserError(
+            f"migration revision {revision!r}: {exc}; known revisions: {known}"
+        ) from None
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

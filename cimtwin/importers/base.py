@@ -90,7 +90,8 @@ class CopyWriter:
                 counts[f"{model.__tablename__}_outside_grids"] = int(df["grid_code"].isna().sum())
             if bulk.is_partitioned(model):
                 counts[model.__tablename__] = bulk.load_partition(
-                    conn, model, df, batch_id, self.before_attach(model, prepared))
+                    conn, model, df, batch_id, self.before_attach(model, prepared)
+                )
             else:
                 counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
         return counts

@@ -28,8 +28,9 @@ def check_paths(paths: list[Path]) -> None:
     """Each path is a file: a folder or a missing name is refused before anything is read."""
     for p in paths:
         if p.is_dir():
-            raise UserError(f"{p}: is a folder; give the files in it (e.g. {p}/*.gpkg, "
-                            f"{p}/*.shp, {p}/*.csv)")
+            raise UserError(
+                f"{p}: is a folder; give the files in it (e.g. {p}/*.gpkg, {p}/*.shp, {p}/*.csv)"
+            )
         if not p.exists():
             raise UserError(f"{p}: no such file")
 
@@ -37,30 +38,57 @@ def check_paths(paths: list[Path]) -> None:
 def import_command(
     kind: Kind = typer.Argument(..., help="what the files hold"),
     paths: list[Path] = typer.Argument(..., help="files: GIS layers, CSV/XLSX tables, .inp"),
-    crs: str = typer.Option(None, "--crs", help="source CRS when the file has none, e.g. "
-                            "EPSG:4547 (overrides the file's)"),
-    network: str = typer.Option(None, "--network", help="CJJ 61 network code (JS, PS, RQ, "
-                                "DL, TX ...) for files that hold one network without a type "
-                                "column"),
-    mapping: Path = typer.Option(None, "--mapping", help="YAML file naming local columns",
-                                 exists=True, dir_okay=False),
+    crs: str = typer.Option(
+        None,
+        "--crs",
+        help="source CRS when the file has none, e.g. EPSG:4547 (overrides the file's)",
+    ),
+    network: str = typer.Option(
+        None,
+        "--network",
+        help="CJJ 61 network code (JS, PS, RQ, "
+        "DL, TX ...) for files that hold one network without a type "
+        "column",
+    ),
+    mapping: Path = typer.Option(
+        None, "--mapping", help="YAML file naming local columns", exists=True, dir_okay=False
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate only, write nothing"),
     strict: bool = typer.Option(False, "--strict", help="warnings fail the import too"),
-    replace: bool = typer.Option(False, "--replace", help="re-import even when the files are "
-                                 "unchanged since the last import of the dataset, or replace "
-                                 "a dataset last imported from other files"),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="accept files without rows "
-                                     "(the dataset is emptied); refused by default"),
-    dataset: str = typer.Option(None, "--dataset", help="dataset name (replace key); default "
-                                "KIND:/absolute/folder/file of the first file"),
-    local_transform: str = typer.Option(None, "--local-transform", help="4-parameter "
-                                        "similarity from a local grid: dx,dy,rot_arcsec,"
-                                        "scale_ppm (applied before --crs)"),
-    from_gcj02: bool = typer.Option(False, "--from-gcj02", help="incidents: positions are "
-                                    "GCJ-02 longitude/latitude from a Chinese web map (Amap/"
-                                    "高德 ...); convert them to WGS 84"),
-    report: Path = typer.Option(None, "--report", help="write the validation report here "
-                                "(.json or .csv)"),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="re-import even when the files are "
+        "unchanged since the last import of the dataset, or replace "
+        "a dataset last imported from other files",
+    ),
+    allow_empty: bool = typer.Option(
+        False,
+        "--allow-empty",
+        help="accept files without rows (the dataset is emptied); refused by default",
+    ),
+    dataset: str = typer.Option(
+        None,
+        "--dataset",
+        help="dataset name (replace key); default KIND:/absolute/folder/file of the first file",
+    ),
+    local_transform: str = typer.Option(
+        None,
+        "--local-transform",
+        help="4-parameter "
+        "similarity from a local grid: dx,dy,rot_arcsec,"
+        "scale_ppm (applied before --crs)",
+    ),
+    from_gcj02: bool = typer.Option(
+        False,
+        "--from-gcj02",
+        help="incidents: positions are "
+        "GCJ-02 longitude/latitude from a Chinese web map (Amap/"
+        "高德 ...); convert them to WGS 84",
+    ),
+    report: Path = typer.Option(
+        None, "--report", help="write the validation report here (.json or .csv)"
+    ),
     by: str = typer.Option(None, "--by", help="who runs the import (recorded)"),
 ) -> None:
     """Validate files and load them into the twin in one transaction (all or nothing).
@@ -77,16 +105,27 @@ def import_command(
 
         require_set_up()
     options = ImportOptions(
-        crs=crs, network=network, mapping=mapping, dry_run=dry_run, strict=strict,
-        replace=replace, dataset=dataset, local_transform=local_transform,
+        crs=crs,
+        network=network,
+        mapping=mapping,
+        dry_run=dry_run,
+        strict=strict,
+        replace=replace,
+        dataset=dataset,
+        local_transform=local_transform,
         from_gcj02=from_gcj02,
         allow_empty=allow_empty,
         imported_by=by or getpass.getuser(),
     )
     importer = importer_for(kind.value)
     t0 = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         progress.add_task(f"{kind.value}: reading and validating {len(paths)} file(s)")
         try:
             result = run_import(importer, paths, options)
@@ -106,11 +145,15 @@ def import_command(
     n = result.prepared.feature_count if result.prepared else 0
     rate = n / elapsed if elapsed > 0 else 0
     if result.status == "unchanged":
-        console.print(f"[yellow]{result.dataset}: unchanged since batch {result.batch_id}; "
-                      "nothing to do (--replace to load again)[/]")
+        console.print(
+            f"[yellow]{result.dataset}: unchanged since batch {result.batch_id}; "
+            "nothing to do (--replace to load again)[/]"
+        )
     elif result.status == "validated":
         console.print(f"[green]dry run: {n} features valid[/] ({elapsed:.1f} s)")
     else:
         counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-        console.print(f"[green]{result.dataset}: batch {result.batch_id} loaded[/] {counts} "
-                      f"in {elapsed:.1f} s ({rate:,.0f} features/s)")
+        console.print(
+            f"[green]{result.dataset}: batch {result.batch_id} loaded[/] {counts} "
+            f"in {elapsed:.1f} s ({rate:,.0f} features/s)"
+        )

@@ -37,8 +37,16 @@ def _pick_layers(paths: list[Path]) -> dict[str, Layer]:
         names = list_layers(path)
         for name in names:
             key = name.lower()
-            level = next((lv for lv in LEVELS if key == lv or key.startswith(lv)
-                          or (lv == "work_grid" and key in ("grid", "grids", "网格"))), None)
+            level = next(
+                (
+                    lv
+                    for lv in LEVELS
+                    if key == lv
+                    or key.startswith(lv)
+                    or (lv == "work_grid" and key in ("grid", "grids", "网格"))
+                ),
+                None,
+            )
             if level is None and len(names) == 1:
                 level = next((lv for lv in LEVELS if path.stem.lower().startswith(lv)), None)
             if level is None:
@@ -64,10 +72,16 @@ class GridsImporter(CopyWriter):
         s = get_settings()
         n_grid = s.grid_code_digits
         digits = {"street": 9, "community": 12, "work_grid": n_grid}
-        parent = {"community": ("street", "street_code"),
-                  "work_grid": ("community", "community_code")}
-        needed = {"street": ["code", "name"], "community": ["code", "name"],
-                  "work_grid": ["code", "name"], "district": ["slug", "name"]}
+        parent = {
+            "community": ("street", "street_code"),
+            "work_grid": ("community", "community_code"),
+        }
+        needed = {
+            "street": ["code", "name"],
+            "community": ["code", "name"],
+            "work_grid": ["code", "name"],
+            "district": ["slug", "name"],
+        }
         frames: dict[str, pd.DataFrame] = {}
         geoms: dict[str, np.ndarray] = {}
         src_crs = None
@@ -80,36 +94,65 @@ class GridsImporter(CopyWriter):
                 attrs[col] = text_column(attrs[col])
             key = "slug" if level == "district" else "code"
             dup = attrs[key].duplicated(keep=False) & attrs[key].notna()
-            report.add_many(layer.label, ids[dup.to_numpy()], "duplicate-code", ERROR,
-                            [f"{key} {v} appears more than once" for v in attrs[key][dup]])
+            report.add_many(
+                layer.label,
+                ids[dup.to_numpy()],
+                "duplicate-code",
+                ERROR,
+                [f"{key} {v} appears more than once" for v in attrs[key][dup]],
+            )
             blank = attrs[key].isna().to_numpy()
             report.add_many(layer.label, ids[blank], "missing-code", ERROR, f"no {key}")
             if level in digits:
                 n = digits[level]
                 bad = attrs[key].notna() & ~attrs[key].str.fullmatch(rf"\d{{{n}}}").fillna(False)
-                report.add_many(layer.label, ids[bad.to_numpy()], "code-format", ERROR,
-                                [f"{level} code {v!r} is not {n} digits" for v in attrs[key][bad]])
+                report.add_many(
+                    layer.label,
+                    ids[bad.to_numpy()],
+                    "code-format",
+                    ERROR,
+                    [f"{level} code {v!r} is not {n} digits" for v in attrs[key][bad]],
+                )
                 wrong_county = attrs[key].notna() & ~attrs[key].str.startswith(s.county_code)
-                report.add_many(layer.label, ids[wrong_county.to_numpy()], "code-county",
-                                WARNING, f"code is not in county {s.county_code}")
+                report.add_many(
+                    layer.label,
+                    ids[wrong_county.to_numpy()],
+                    "code-county",
+                    WARNING,
+                    f"code is not in county {s.county_code}",
+                )
             if level in parent:
                 plevel, pcol = parent[level]
                 if pcol not in attrs:  # derive the parent code from the code prefix
                     attrs[pcol] = attrs["code"].str[: digits[plevel]]
                 else:
-                    mismatch = attrs[pcol].notna() & attrs["code"].notna() & (
-                        attrs["code"].str[: digits[plevel]] != attrs[pcol])
+                    mismatch = (
+                        attrs[pcol].notna()
+                        & attrs["code"].notna()
+                        & (attrs["code"].str[: digits[plevel]] != attrs[pcol])
+                    )
                     report.add_many(
-                        layer.label, ids[mismatch.to_numpy()], "code-prefix", ERROR,
-                        [f"code {c} does not start with its {plevel} code {p}"
-                         for c, p in zip(attrs["code"][mismatch], attrs[pcol][mismatch],
-                                         strict=True)])
+                        layer.label,
+                        ids[mismatch.to_numpy()],
+                        "code-prefix",
+                        ERROR,
+                        [
+                            f"code {c} does not start with its {plevel} code {p}"
+                            for c, p in zip(
+                                attrs["code"][mismatch], attrs[pcol][mismatch], strict=True
+                            )
+                        ],
+                    )
             attrs["_fid"] = ids
             frames[level], geoms[level] = attrs, g
         self._check_hierarchy(frames, geoms, layers, report)
         out: dict = {}
-        models = {"street": Street, "community": Community, "work_grid": WorkGrid,
-                  "district": District}
+        models = {
+            "street": Street,
+            "community": Community,
+            "work_grid": WorkGrid,
+            "district": District,
+        }
         for level, attrs in frames.items():
             df = attrs.drop(columns=["_fid"]).copy()
             mg = as_multipolygon(geoms[level])
@@ -124,13 +167,16 @@ class GridsImporter(CopyWriter):
             format=",".join(sorted({layer.path.suffix.lstrip(".") for layer in layers.values()})),
             source_crs=src_crs.to_string() if src_crs else "",
             feature_count=sum(len(f) for f in frames.values()),
-            frames=out, bbox=bbox(all_geoms),
+            frames=out,
+            bbox=bbox(all_geoms),
         )
 
     @staticmethod
     def _check_hierarchy(frames, geoms, layers, report: Report) -> None:
-        for child, parent_level, pcol in (("community", "street", "street_code"),
-                                          ("work_grid", "community", "community_code")):
+        for child, parent_level, pcol in (
+            ("community", "street", "street_code"),
+            ("work_grid", "community", "community_code"),
+        ):
             if child not in frames or parent_level not in frames:
                 continue
             c, p = frames[child], frames[parent_level]
@@ -140,17 +186,24 @@ class GridsImporter(CopyWriter):
                 fid = c["_fid"].iloc[i]
                 j = lookup.get(pcode)
                 if j is None:
-                    report.error(label, fid, "hierarchy-parent",
-                                 f"{child} {code}: its {parent_level} {pcode} is not in the data")
+                    report.error(
+                        label,
+                        fid,
+                        "hierarchy-parent",
+                        f"{child} {code}: its {parent_level} {pcode} is not in the data",
+                    )
                     continue
                 g, pg = geoms[child][i], geoms[parent_level][j]
                 if g is None or pg is None or g.is_empty or not g.is_valid or not pg.is_valid:
                     continue
                 outside = g.difference(pg).area
                 if outside > CONTAINMENT_TOLERANCE * g.area:
-                    report.error(label, fid, "hierarchy-containment",
-                                 f"{child} {code}: {outside:.0f} m2 lies outside "
-                                 f"{parent_level} {pcode}")
+                    report.error(
+                        label,
+                        fid,
+                        "hierarchy-containment",
+                        f"{child} {code}: {outside:.0f} m2 lies outside {parent_level} {pcode}",
+                    )
         if "work_grid" in frames:
             g = geoms["work_grid"]
             ok = np.array([x is not None and x.is_valid for x in g])
@@ -163,6 +216,9 @@ class GridsImporter(CopyWriter):
                 if i < j:
                     inter = g[i].intersection(g[j]).area
                     if inter > CONTAINMENT_TOLERANCE * min(g[i].area, g[j].area):
-                        report.warning(layers["work_grid"].label, fids[i], "grid-overlap",
-                                       f"grid {codes[i]} overlaps grid {codes[j]} by "
-                                       f"{inter:.0f} m2")
+                        report.warning(
+                            layers["work_grid"].label,
+                            fids[i],
+                            "grid-overlap",
+                            f"grid {codes[i]} overlaps grid {codes[j]} by {inter:.0f} m2",
+                        )

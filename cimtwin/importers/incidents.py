@@ -39,11 +39,20 @@ OFFSET_CHECK_POINTS = 500
 #: points back by the GCJ-02 offset brings them this many times closer
 OFFSET_MIN_M = 25.0
 OFFSET_GAIN = 0.25
-SOURCE_PROPERTIES = re.compile(r"source|coord|crs|srs|datum|system|provider|来源|坐标",
-                               re.IGNORECASE)
+SOURCE_PROPERTIES = re.compile(
+    r"source|coord|crs|srs|datum|system|provider|来源|坐标", re.IGNORECASE
+)
 
-SEVERITY_NAMES = {"low": 1, "medium": 2, "high": 3, "critical": 4,
-                  "一般": 1, "较大": 2, "重大": 3, "特别重大": 4}
+SEVERITY_NAMES = {
+    "low": 1,
+    "medium": 2,
+    "high": 3,
+    "critical": 4,
+    "一般": 1,
+    "较大": 2,
+    "重大": 3,
+    "特别重大": 4,
+}
 
 
 class IncidentsImporter(CopyWriter):
@@ -52,8 +61,14 @@ class IncidentsImporter(CopyWriter):
 
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
         layer, attrs, geoms, src, ids = single_layer(
-            paths, "incidents", ("Point",), ["incident_type", "severity", "title",
-                                             "reported_at"], options, report, key="external_id")
+            paths,
+            "incidents",
+            ("Point",),
+            ["incident_type", "severity", "title", "reported_at"],
+            options,
+            report,
+            key="external_id",
+        )
         label = layer.label
         said = None
         if options.from_gcj02:
@@ -62,10 +77,14 @@ class IncidentsImporter(CopyWriter):
             said = declared_gcj02(layer.path, layer.frame)
             if said:
                 metres = _typical_shift(geoms)
-                report.warning(label, None, "gcj02-suspected",
-                               f"{said} says the positions are GCJ-02 (web-map coordinates), "
-                               f"about {metres:.0f} m off WGS 84 here; pass --from-gcj02 to "
-                               "convert them")
+                report.warning(
+                    label,
+                    None,
+                    "gcj02-suspected",
+                    f"{said} says the positions are GCJ-02 (web-map coordinates), "
+                    f"about {metres:.0f} m off WGS 84 here; pass --from-gcj02 to "
+                    "convert them",
+                )
         for col in ("external_id", "incident_type", "status", "title", "description"):
             attrs[col] = text_column(attrs[col]) if col in attrs else None
         if attrs["external_id"].notna().any():
@@ -75,40 +94,68 @@ class IncidentsImporter(CopyWriter):
         named = sev.isna() & sev_raw.notna()
         sev[named] = sev_raw[named].str.lower().map(SEVERITY_NAMES)
         bad = (sev.isna() | ~sev.between(1, 4)).to_numpy()
-        report.add_many(label, ids[bad], "severity", ERROR,
-                        [f"severity {v!r} is not 1-4 or low/medium/high/critical"
-                         for v in sev_raw[bad]])
+        report.add_many(
+            label,
+            ids[bad],
+            "severity",
+            ERROR,
+            [f"severity {v!r} is not 1-4 or low/medium/high/critical" for v in sev_raw[bad]],
+        )
         status = attrs["status"].fillna(FIRST_STATUS)
         bad = ~status.isin(INCIDENT_STATUSES).to_numpy()
-        report.add_many(label, ids[bad], "status", ERROR,
-                        [f"status {v!r} is not one of {', '.join(INCIDENT_STATUSES)}"
-                         for v in status[bad]])
+        report.add_many(
+            label,
+            ids[bad],
+            "status",
+            ERROR,
+            [f"status {v!r} is not one of {', '.join(INCIDENT_STATUSES)}" for v in status[bad]],
+        )
         for col in ("incident_type", "title"):
-            report.add_many(label, ids[attrs[col].isna().to_numpy()], f"{col}-missing", ERROR,
-                            f"no {col}")
+            report.add_many(
+                label, ids[attrs[col].isna().to_numpy()], f"{col}-missing", ERROR, f"no {col}"
+            )
         when = pd.to_datetime(attrs["reported_at"], errors="coerce", utc=True, format="ISO8601")
         bad = when.isna().to_numpy()
-        report.add_many(label, ids[bad], "reported-at", ERROR,
-                        [f"reported_at {v!r} is not an ISO 8601 time" for v in
-                         attrs["reported_at"][bad]])
-        mapped = set(resolve_columns(list(layer.frame.columns), "incidents",
-                                     load_mapping(options.mapping)).values())
+        report.add_many(
+            label,
+            ids[bad],
+            "reported-at",
+            ERROR,
+            [f"reported_at {v!r} is not an ISO 8601 time" for v in attrs["reported_at"][bad]],
+        )
+        mapped = set(
+            resolve_columns(
+                list(layer.frame.columns), "incidents", load_mapping(options.mapping)
+            ).values()
+        )
         rest = [c for c in layer.frame.columns if c not in mapped and c != "geometry"]
         extra = layer.frame[rest].astype(object).where(layer.frame[rest].notna(), None)
-        frame = pd.DataFrame({
-            "attributes": extra.to_dict(orient="records") if rest else [{}] * len(attrs),
-            "external_id": attrs["external_id"], "incident_type": attrs["incident_type"],
-            "severity": sev.astype("Int64"), "status": status, "title": attrs["title"],
-            "description": attrs["description"],
-            "reported_at": when.map(lambda t: None if pd.isna(t) else t.isoformat()),
-            "geom": bulk.geometry_hex(geoms)}, index=attrs.index)
+        frame = pd.DataFrame(
+            {
+                "attributes": extra.to_dict(orient="records") if rest else [{}] * len(attrs),
+                "external_id": attrs["external_id"],
+                "incident_type": attrs["incident_type"],
+                "severity": sev.astype("Int64"),
+                "status": status,
+                "title": attrs["title"],
+                "description": attrs["description"],
+                "reported_at": when.map(lambda t: None if pd.isna(t) else t.isoformat()),
+                "geom": bulk.geometry_hex(geoms),
+            },
+            index=attrs.index,
+        )
         return Prepared(
-            format=layer.path.suffix.lstrip("."), source_crs=src.to_string(),
-            feature_count=len(frame), frames={Incident: frame},
-            extra={"shapes": {Incident: geoms},
-                   # positions compared with the district's features when written
-                   "offset_check": None if options.from_gcj02 or said else (label, report)},
-            bbox=bbox(geoms))
+            format=layer.path.suffix.lstrip("."),
+            source_crs=src.to_string(),
+            feature_count=len(frame),
+            frames={Incident: frame},
+            extra={
+                "shapes": {Incident: geoms},
+                # positions compared with the district's features when written
+                "offset_check": None if options.from_gcj02 or said else (label, report),
+            },
+            bbox=bbox(geoms),
+        )
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         """Also warn when the positions sit a GCJ-02 offset away from the district's pipes,
@@ -127,8 +174,7 @@ def _mentions(value: object) -> str | None:
     """The first text inside ``value`` (nested dicts and lists too) naming GCJ-02 or Amap."""
     if isinstance(value, str):
         return value if GCJ02_NAMES.search(value) else None
-    items = value.values() if isinstance(value, dict) else value if isinstance(
-        value, list) else ()
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for v in items:
         hit = _mentions(v)
         if hit:
@@ -165,15 +211,18 @@ def _typical_shift(geoms: np.ndarray) -> float:
     if not len(xy):
         return float("nan")
     lon, lat = crs_mod.transformer(crs_mod.storage_srid(), 4326).transform(
-        np.median(xy[:, 0]), np.median(xy[:, 1]))
+        np.median(xy[:, 0]), np.median(xy[:, 1])
+    )
     return float(gcj02.shift_metres(np.array([lon]), np.array([lat]))[0])
 
 
 def from_gcj02(geoms: np.ndarray, src: CRS, label: str) -> np.ndarray:
     """Storage-CRS points whose source longitude/latitude were GCJ-02, moved to WGS 84."""
     if not src.is_geographic:
-        raise UserError(f"{label}: --from-gcj02 converts longitude/latitude, but the file's "
-                        f"CRS is {crs_mod.crs_label(src)} (projected)")
+        raise UserError(
+            f"{label}: --from-gcj02 converts longitude/latitude, but the file's "
+            f"CRS is {crs_mod.crs_label(src)} (projected)"
+        )
     name = crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt()
     to_src = crs_mod.transformer(crs_mod.storage_srid(), name)
     back = crs_mod.transformer(name, crs_mod.storage_srid())
@@ -200,28 +249,40 @@ def gcj02_offset_from_features(conn: psycopg.Connection, geoms: np.ndarray) -> s
     srid = crs_mod.storage_srid()
 
     def nearest(point: str) -> sql.Composable:
-        return sql.SQL("LEAST({})").format(sql.SQL(", ").join(
-            sql.SQL("(SELECT {p} <-> f.{g} FROM {t} f ORDER BY {p} <-> f.{g} LIMIT 1)").format(
-                p=sql.SQL(point), g=sql.Identifier(col), t=bulk.qualified(model))
-            for model, col in NEARBY_FEATURES))
+        return sql.SQL("LEAST({})").format(
+            sql.SQL(", ").join(
+                sql.SQL("(SELECT {p} <-> f.{g} FROM {t} f ORDER BY {p} <-> f.{g} LIMIT 1)").format(
+                    p=sql.SQL(point), g=sql.Identifier(col), t=bulk.qualified(model)
+                )
+                for model, col in NEARBY_FEATURES
+            )
+        )
 
-    row = conn.execute(sql.SQL(
-        "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(x, y), {s}) AS raw, "
-        "ST_SetSRID(ST_MakePoint(fx, fy), {s}) AS fixed "
-        "FROM unnest(%s::float8[], %s::float8[], %s::float8[], %s::float8[]) t(x, y, fx, fy)),"
-        " d AS (SELECT {r} AS raw, {f} AS fixed FROM p) "
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY raw), "
-        "percentile_cont(0.5) WITHIN GROUP (ORDER BY fixed) FROM d").format(
-            s=sql.Literal(srid), r=nearest("p.raw"), f=nearest("p.fixed")),
-        (raw_xy[:, 0].tolist(), raw_xy[:, 1].tolist(), fixed_xy[:, 0].tolist(),
-         fixed_xy[:, 1].tolist())).fetchone()
+    row = conn.execute(
+        sql.SQL(
+            "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(x, y), {s}) AS raw, "
+            "ST_SetSRID(ST_MakePoint(fx, fy), {s}) AS fixed "
+            "FROM unnest(%s::float8[], %s::float8[], %s::float8[], %s::float8[]) t(x, y, fx, fy)),"
+            " d AS (SELECT {r} AS raw, {f} AS fixed FROM p) "
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY raw), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY fixed) FROM d"
+        ).format(s=sql.Literal(srid), r=nearest("p.raw"), f=nearest("p.fixed")),
+        (
+            raw_xy[:, 0].tolist(),
+            raw_xy[:, 1].tolist(),
+            fixed_xy[:, 0].tolist(),
+            fixed_xy[:, 1].tolist(),
+        ),
+    ).fetchone()
     raw, near = row if row else (None, None)
     if raw is None or near is None:
         return None  # no features to compare with
     shift = _typical_shift(geoms)
     if not (raw >= OFFSET_MIN_M and near < OFFSET_GAIN * raw):
         return None
-    return (f"the positions sit a median {raw:.0f} m from the nearest pipe, component or "
-            f"building; moved back by the GCJ-02 offset here ({shift:.0f} m) they sit "
-            f"{near:.0f} m from them: if they come from a web map (Amap/高德 ...), pass "
-            "--from-gcj02")
+    return (
+        f"the positions sit a median {raw:.0f} m from the nearest pipe, component or "
+        f"building; moved back by the GCJ-02 offset here ({shift:.0f} m) they sit "
+        f"{near:.0f} m from them: if they come from a web map (Amap/高德 ...), pass "
+        "--from-gcj02"
+    )

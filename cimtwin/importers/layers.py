@@ -27,9 +27,7 @@ def source_crs(layer_crs: str | None, options: ImportOptions, label: str) -> CRS
         except ValueError as exc:
             raise UserError(str(exc)) from exc
     if not layer_crs:
-        raise UserError(
-            f"{label}: the file declares no CRS (no .prj or SRS); pass --crs EPSG:xxxx"
-        )
+        raise UserError(f"{label}: the file declares no CRS (no .prj or SRS); pass --crs EPSG:xxxx")
     return CRS.from_user_input(layer_crs)
 
 
@@ -47,14 +45,19 @@ def coordinates_to_storage(
         return x, y, problems
     ex, ny = np.full(len(x), np.nan), np.full(len(y), np.nan)
     finite = np.isfinite(x) & np.isfinite(y)
-    tr = crs_mod.transformer(crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(),
-                             crs_mod.storage_srid())
+    tr = crs_mod.transformer(
+        crs_mod.crs_label(src) if src.to_epsg() else src.to_wkt(), crs_mod.storage_srid()
+    )
     ex[finite], ny[finite] = crs_mod.transform_arrays(tr, x[finite], y[finite])
     return ex, ny, problems
 
 
 def to_storage(
-    geoms: np.ndarray, src: CRS, options: ImportOptions, report: Report, label: str,
+    geoms: np.ndarray,
+    src: CRS,
+    options: ImportOptions,
+    report: Report,
+    label: str,
     ids: FeatureLabels,
 ) -> np.ndarray:
     """Check every vertex against ``src`` and transform it into the storage CRS (vectorised);
@@ -73,33 +76,57 @@ def to_storage(
 
 
 def check_geometries(
-    geoms: np.ndarray, allowed: tuple[str, ...], report: Report, label: str,
-    ids: FeatureLabels, strict: bool,
+    geoms: np.ndarray,
+    allowed: tuple[str, ...],
+    report: Report,
+    label: str,
+    ids: FeatureLabels,
+    strict: bool,
 ) -> np.ndarray:
     """Missing/empty/wrong-type geometries are errors; invalid polygons are repaired with a
     warning (an error under --strict). Returns the repaired array."""
     geoms = np.asarray(geoms, dtype=object)
-    missing = shapely.is_missing(geoms) | shapely.is_empty(np.where(
-        shapely.is_missing(geoms), shapely.Point(), geoms))
+    missing = shapely.is_missing(geoms) | shapely.is_empty(
+        np.where(shapely.is_missing(geoms), shapely.Point(), geoms)
+    )
     if missing.any():
         report.add_many(label, ids[missing], "geometry-missing", ERROR, "feature has no geometry")
     types = np.array(shapely.get_type_id(geoms))
-    names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
-                      "MultiLineString", "MultiPolygon", "GeometryCollection"])
+    names = np.array(
+        [
+            "Point",
+            "LineString",
+            "LinearRing",
+            "Polygon",
+            "MultiPoint",
+            "MultiLineString",
+            "MultiPolygon",
+            "GeometryCollection",
+        ]
+    )
     type_names = np.where(types >= 0, names[np.clip(types, 0, 7)], "None")
     wrong = ~missing & ~np.isin(type_names, allowed)
     if wrong.any():
-        report.add_many(label, ids[wrong], "geometry-type", ERROR,
-                        [f"{t} where {'/'.join(allowed)} is expected" for t in type_names[wrong]])
+        report.add_many(
+            label,
+            ids[wrong],
+            "geometry-type",
+            ERROR,
+            [f"{t} where {'/'.join(allowed)} is expected" for t in type_names[wrong]],
+        )
     ok = ~missing & ~wrong
     # None as a 0-d object array: numpy's stubs do not take a bare None as an array
     invalid = ok & ~shapely.is_valid(np.where(ok, geoms, np.array(None, dtype=object)))
     if invalid.any():
         reasons = shapely.is_valid_reason(geoms[invalid])
         sev = ERROR if strict else WARNING
-        report.add_many(label, ids[invalid], "geometry-invalid", sev,
-                        [f"invalid geometry ({r})" + ("" if strict else "; repaired")
-                         for r in reasons])
+        report.add_many(
+            label,
+            ids[invalid],
+            "geometry-invalid",
+            sev,
+            [f"invalid geometry ({r})" + ("" if strict else "; repaired") for r in reasons],
+        )
         fixed = shapely.make_valid(geoms[invalid])
         if "MultiPolygon" in allowed or "Polygon" in allowed:
             fixed = np.array([_polygonal(g) for g in fixed], dtype=object)
@@ -163,7 +190,10 @@ def feature_ids(layer: Layer, keys: pd.Series | None = None) -> FeatureLabels:
 
 
 def prepare_layer(
-    layer: Layer, allowed: tuple[str, ...], options: ImportOptions, report: Report,
+    layer: Layer,
+    allowed: tuple[str, ...],
+    options: ImportOptions,
+    report: Report,
     ids: FeatureLabels | None = None,
 ) -> tuple[np.ndarray, CRS]:
     """The layer's geometries checked and in the storage CRS, plus the source CRS."""
@@ -172,8 +202,10 @@ def prepare_layer(
     ids = FeatureLabels(np.asarray(layer.frame.index), None) if ids is None else ids
     geoms = np.asarray(layer.frame.geometry.values, dtype=object)
     geoms = check_geometries(geoms, allowed, report, layer.label, ids, options.strict)
-    good = ~(shapely.is_missing(geoms) | shapely.is_empty(np.where(
-        shapely.is_missing(geoms), shapely.Point(), geoms)))
+    good = ~(
+        shapely.is_missing(geoms)
+        | shapely.is_empty(np.where(shapely.is_missing(geoms), shapely.Point(), geoms))
+    )
     out = np.array(geoms, dtype=object)
     if good.any():
         out[good] = to_storage(geoms[good], src, options, report, layer.label, ids[good])
@@ -181,8 +213,13 @@ def prepare_layer(
 
 
 def single_layer(
-    paths: list[Path], section: str, allowed: tuple[str, ...], needed: list[str],
-    options: ImportOptions, report: Report, layer_name: str | None = None,
+    paths: list[Path],
+    section: str,
+    allowed: tuple[str, ...],
+    needed: list[str],
+    options: ImportOptions,
+    report: Report,
+    layer_name: str | None = None,
     key: str | None = None,
 ) -> tuple[Layer, pd.DataFrame, np.ndarray, CRS, FeatureLabels]:
     """Read one layer, map its columns, check and transform its geometries; also returns the
@@ -196,8 +233,9 @@ def single_layer(
     if layer_name is None or layer_name not in names:
         layer_name = layer_name if layer_name in names else names[0]
     layer = read_layer(path, layer_name if len(names) > 1 else None)
-    attrs = canonical_frame(layer.frame, section, load_mapping(options.mapping), needed,
-                            layer.label)
+    attrs = canonical_frame(
+        layer.frame, section, load_mapping(options.mapping), needed, layer.label
+    )
     from cimtwin.importers.sources import text_column
 
     ids = feature_ids(layer, text_column(attrs[key]) if key and key in attrs else None)
@@ -205,19 +243,31 @@ def single_layer(
     return layer, attrs, geoms, src, ids
 
 
-def check_unique(attrs: pd.DataFrame, col: str, label: str, ids: FeatureLabels,
-                 report: Report) -> None:
+def check_unique(
+    attrs: pd.DataFrame, col: str, label: str, ids: FeatureLabels, report: Report
+) -> None:
     """Blank or repeated identifiers are errors: they are the stable feature ids."""
     blank = attrs[col].isna().to_numpy()
     report.add_many(label, ids[blank], "missing-id", ERROR, f"no {col}")
     dup = (attrs[col].duplicated(keep=False) & attrs[col].notna()).to_numpy()
-    report.add_many(label, ids[dup], "duplicate-id", ERROR,
-                    [f"{col} {v} appears more than once" for v in attrs[col][dup]])
+    report.add_many(
+        label,
+        ids[dup],
+        "duplicate-id",
+        ERROR,
+        [f"{col} {v} appears more than once" for v in attrs[col][dup]],
+    )
 
 
 def numeric_column(
-    attrs: pd.DataFrame, col: str, label: str, ids: FeatureLabels, report: Report,
-    low: float | None = None, high: float | None = None, severity: str = ERROR,
+    attrs: pd.DataFrame,
+    col: str,
+    label: str,
+    ids: FeatureLabels,
+    report: Report,
+    low: float | None = None,
+    high: float | None = None,
+    severity: str = ERROR,
 ) -> pd.Series:
     """A column as floats; text that is not a number is an error, values out of range
     a problem of ``severity``."""
@@ -226,13 +276,19 @@ def numeric_column(
     raw = attrs[col]
     vals = pd.to_numeric(raw, errors="coerce")
     bad = (raw.notna() & vals.isna()).to_numpy()
-    report.add_many(label, ids[bad], "not-a-number", ERROR,
-                    [f"{col} {v!r} is not a number" for v in raw[bad]])
+    report.add_many(
+        label, ids[bad], "not-a-number", ERROR, [f"{col} {v!r} is not a number" for v in raw[bad]]
+    )
     out = np.zeros(len(vals), dtype=bool)
     if low is not None:
         out |= (vals < low).to_numpy()
     if high is not None:
         out |= (vals > high).to_numpy()
-    report.add_many(label, ids[out], f"{col}-range", severity,
-                    [f"{col} {v} outside {low}..{high}" for v in vals[out]])
+    report.add_many(
+        label,
+        ids[out],
+        f"{col}-range",
+        severity,
+        [f"{col} {v} outside {low}..{high}" for v in vals[out]],
+    )
     return vals

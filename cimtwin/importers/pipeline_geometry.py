@@ -30,7 +30,9 @@ def inner_vertices(g: shapely.Geometry | None) -> Vertices:
 
 
 def vertices_to_storage(
-    vertices: Sequence[Vertices], src: CRS, options: ImportOptions,
+    vertices: Sequence[Vertices],
+    src: CRS,
+    options: ImportOptions,
     flag: Callable[[np.ndarray, str, str, str], None],
 ) -> list[Vertices]:
     """Every line's inner vertices in the storage CRS; a line with an implausible vertex is
@@ -50,8 +52,13 @@ def vertices_to_storage(
 
 
 def centre_lines(
-    ex: np.ndarray, ny: np.ndarray, fa: np.ndarray, fb: np.ndarray, za: np.ndarray,
-    zb: np.ndarray, vertices: Sequence[Vertices],
+    ex: np.ndarray,
+    ny: np.ndarray,
+    fa: np.ndarray,
+    fb: np.ndarray,
+    za: np.ndarray,
+    zb: np.ndarray,
+    vertices: Sequence[Vertices],
 ) -> tuple[np.ndarray, np.ndarray]:
     """3D lines from each segment's end nodes (and inner vertices, in the storage CRS, when the
     source has them), Z interpolated along the 2D length; and their 3D lengths. Straight

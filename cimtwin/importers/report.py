@@ -35,8 +35,13 @@ class Report:
 
     def add(self, file: str | Path, row: object, rule: str, severity: str, message: str) -> None:
         self.problems.append(
-            Problem(Path(file).name if file else "", None if row is None else str(row), rule,
-                    severity, message)
+            Problem(
+                Path(file).name if file else "",
+                None if row is None else str(row),
+                rule,
+                severity,
+                message,
+            )
         )
 
     def error(self, file: str | Path, row: object, rule: str, message: str) -> None:
@@ -46,7 +51,11 @@ class Report:
         self.add(file, row, rule, WARNING, message)
 
     def add_many(
-        self, file: str | Path, rows: Iterable[object], rule: str, severity: str,
+        self,
+        file: str | Path,
+        rows: Iterable[object],
+        rule: str,
+        severity: str,
         messages: Iterable[str] | str,
     ) -> None:
         """One problem per row; ``messages`` is one text for all or one per row."""

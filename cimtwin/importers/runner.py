@@ -72,7 +72,7 @@ def default_dataset(kind: str, paths: list[Path]) -> str:
     if len(name) <= limit:
         return name
     prefix = f"{kind}:~{hashlib.sha256(str(path).encode()).hexdigest()[:12]}~"
-    return prefix + name[len(prefix) - limit:]
+    return prefix + name[len(prefix) - limit :]
 
 
 def source_paths(paths: list[Path]) -> list[str]:
@@ -92,26 +92,30 @@ def run_import(
     dataset = options.dataset or default_dataset(importer.kind, paths)
     report = Report()
     prepared = importer.prepare(paths, options, report)
-    result = ImportResult(importer.kind, dataset, None, "validated", report=report,
-                          prepared=prepared)
+    result = ImportResult(
+        importer.kind, dataset, None, "validated", report=report, prepared=prepared
+    )
     if report.failed(options.strict):
         n_err, n_warn = len(report.errors), len(report.warnings)
-        why = f"{n_err} error(s)" + (f", {n_warn} warning(s) under --strict" if options.strict
-                                      else "")
+        why = f"{n_err} error(s)" + (
+            f", {n_warn} warning(s) under --strict" if options.strict else ""
+        )
         raise ImportFailed(f"{importer.kind} import refused: {why}; nothing was written", report)
     if prepared.feature_count == 0 and not options.allow_empty:
         # a header-only export would otherwise replace the dataset with nothing
         raise ImportFailed(
             f"{importer.kind}: no rows in {', '.join(p.name for p in paths)}; nothing was "
-            f"written (pass --allow-empty to empty dataset {dataset!r} on purpose)")
+            f"written (pass --allow-empty to empty dataset {dataset!r} on purpose)"
+        )
     if options.dry_run:
         return result
 
     sha = files_sha256(paths)
     sources = source_paths(paths)
     try:
-        with psycopg.connect(libpq_dsn(database_url),
-                             application_name=f"cimtwin-import {importer.kind}") as conn:
+        with psycopg.connect(
+            libpq_dsn(database_url), application_name=f"cimtwin-import {importer.kind}"
+        ) as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (dataset,))
             previous = conn.execute(
                 f"SELECT id, sha256, source_files FROM {T.import_batch} WHERE kind = %s "
@@ -127,7 +131,8 @@ def run_import(
                     f"{importer.kind} dataset {dataset!r} was imported from "
                     f"{', '.join(previous[-1][2])}, not from {', '.join(sources)}; nothing "
                     "was written (pass --replace to replace it with these files, or --dataset "
-                    "NAME to import them as another dataset)")
+                    "NAME to import them as another dataset)"
+                )
             bulk.lock_partition_swaps(conn, importer.models)  # before the batch row's lock
             batch_row = conn.execute(
                 f"INSERT INTO {T.import_batch} (kind, dataset, source_files, sha256, format, "
@@ -135,10 +140,17 @@ def run_import(
                 "options, status, imported_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, "
                 "'{}', %s, 'running', %s) RETURNING id",
                 (
-                    importer.kind, dataset, Jsonb(sources), sha,
-                    prepared.format, prepared.source_crs, prepared.extra.get("vertical_datum"),
-                    prepared.feature_count, len(report.warnings),
-                    Jsonb(_options_record(options)), options.imported_by or getpass.getuser(),
+                    importer.kind,
+                    dataset,
+                    Jsonb(sources),
+                    sha,
+                    prepared.format,
+                    prepared.source_crs,
+                    prepared.extra.get("vertical_datum"),
+                    prepared.feature_count,
+                    len(report.warnings),
+                    Jsonb(_options_record(options)),
+                    options.imported_by or getpass.getuser(),
                 ),
             ).fetchone()
             assert batch_row is not None  # INSERT ... RETURNING gives the row
@@ -169,11 +181,16 @@ def run_import(
             # on CHANGE_CHANNEL, numbered from change_seq (tile caches compare that number)
             conn.execute(
                 f'SELECT "{SCHEMA}".notify_change(%s::jsonb)',
-                (json.dumps({
-                    "kind": importer.kind, "batch": batch_id,
-                    "bbox": _union(prepared.bbox, old_bbox),
-                    "tables": [m.__tablename__ for m in importer.models],
-                }),),
+                (
+                    json.dumps(
+                        {
+                            "kind": importer.kind,
+                            "batch": batch_id,
+                            "bbox": _union(prepared.bbox, old_bbox),
+                            "tables": [m.__tablename__ for m in importer.models],
+                        }
+                    ),
+                ),
             )
             conn.commit()
     except psycopg.errors.IntegrityError as exc:
@@ -186,8 +203,6 @@ def run_import(
         raise ImportFailed(f"database error, import rolled back: {exc}") from exc
     result.batch_id, result.status, result.counts = batch_id, "succeeded", counts
     return result
-
-
 
 
 def _options_record(options: ImportOptions) -> dict:
@@ -206,8 +221,9 @@ def _batches_bbox(
         return None
     boxes = []
     for model in importer.models:
-        geom_cols = [c.name for c in model.__table__.columns
-                     if c.type.__class__.__name__ == "Geometry"]
+        geom_cols = [
+            c.name for c in model.__table__.columns if c.type.__class__.__name__ == "Geometry"
+        ]
         if not geom_cols or "batch_id" not in model.__table__.columns:
             continue
         row = conn.execute(

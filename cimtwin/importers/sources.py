@@ -60,7 +60,8 @@ def decode_text(path: Path) -> tuple[str, str]:
 
 
 def read_tables(
-    path: Path, mapping: dict[str, dict[str, list[str]]] | None = None,
+    path: Path,
+    mapping: dict[str, dict[str, list[str]]] | None = None,
 ) -> list[Table]:
     """All tables in a CSV (one) or XLSX (one per non-empty sheet), cells as strings.
 
@@ -75,11 +76,13 @@ def read_tables(
         frame = _arrow_csv(text)
         if frame is None:
             try:
-                frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                                    skipinitialspace=True)
+                frame = pd.read_csv(
+                    io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
+                )
             except pd.errors.EmptyDataError:
-                raise UserError(f"{path}: holds no table (no header line); export the table "
-                                "again") from None
+                raise UserError(
+                    f"{path}: holds no table (no header line); export the table again"
+                ) from None
             except pd.errors.ParserError as exc:
                 raise UserError(f"{path}: not a readable CSV table ({exc})") from exc
         return [Table(path, None, _clean(frame), enc)]
@@ -98,19 +101,26 @@ def read_tables(
             if at is None:
                 continue
             width = len(rows[at])
-            data = [["" if v is None else _cell(v) for v in (r + (None,) * width)[:width]]
-                    for r in rows[at + 1:]]
+            data = [
+                ["" if v is None else _cell(v) for v in (r + (None,) * width)[:width]]
+                for r in rows[at + 1 :]
+            ]
             names = ["" if h is None else str(h) for h in rows[at]]
-            frame = pd.DataFrame(data, columns=names, dtype=str) if data else pd.DataFrame(
-                columns=names, dtype=str)
+            frame = (
+                pd.DataFrame(data, columns=names, dtype=str)
+                if data
+                else pd.DataFrame(columns=names, dtype=str)
+            )
             frame = _clean(frame)
             frame.index = frame.index + at  # line numbers count the rows above the header
             out.append(Table(path, ws.title, frame, None))
         wb.close()
         return out
     if suffix == ".xls":
-        raise UserError(f"{path}: old Excel .xls workbooks are not read; save it as XLSX "
-                        "(or CSV) and import that")
+        raise UserError(
+            f"{path}: old Excel .xls workbooks are not read; save it as XLSX "
+            "(or CSV) and import that"
+        )
     raise UserError(f"{path}: unsupported table format {suffix!r} (CSV or XLSX expected)")
 
 
@@ -120,8 +130,7 @@ HEADER_MIN_HITS = 2
 
 def known_headers(mapping: dict[str, dict[str, list[str]]]) -> set[str]:
     """Every alias of every field, normalised as :func:`resolve_columns` compares them."""
-    return {_norm(a) for fields in mapping.values() for aliases in fields.values()
-            for a in aliases}
+    return {_norm(a) for fields in mapping.values() for aliases in fields.values() for a in aliases}
 
 
 def header_row(rows: list[tuple], known: set[str]) -> int | None:
@@ -147,8 +156,12 @@ def _arrow_csv(text: str) -> pd.DataFrame | None:
 
     Arrow reads a survey table of 200 000 points about eight times faster than pandas."""
     header = next(csv.reader(io.StringIO(text[: text.find("\n") + 1 or len(text)])), None)
-    if not header or len(set(header)) != len(header) or any(not h.strip() for h in header) \
-            or ('"' in text and re.search(r',[ \t]+"', text)):
+    if (
+        not header
+        or len(set(header)) != len(header)
+        or any(not h.strip() for h in header)
+        or ('"' in text and re.search(r',[ \t]+"', text))
+    ):
         return None
     try:
         table = pa_csv.read_csv(
@@ -156,8 +169,11 @@ def _arrow_csv(text: str) -> pd.DataFrame | None:
             read_options=pa_csv.ReadOptions(use_threads=True),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False,
-                quoted_strings_can_be_null=False))
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     if table.column_names != header:
@@ -175,7 +191,8 @@ def _clean(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.loc[:, [c for c in frame.columns if str(c).strip()]]
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.apply(
-        lambda s: (s if pd.api.types.is_string_dtype(s) else s.astype(str)).str.strip())
+        lambda s: (s if pd.api.types.is_string_dtype(s) else s.astype(str)).str.strip()
+    )
     empty = (frame == "").all(axis=1)
     return frame.loc[~empty].reset_index(drop=True)
 
@@ -188,8 +205,11 @@ def _norm(name: str) -> str:
 
 @lru_cache
 def default_mapping() -> dict[str, dict[str, list[str]]]:
-    text = resources.files("cimtwin.importers").joinpath("mappings/default.yaml").read_text(
-        encoding="utf-8")
+    text = (
+        resources.files("cimtwin.importers")
+        .joinpath("mappings/default.yaml")
+        .read_text(encoding="utf-8")
+    )
     return yaml.safe_load(text)
 
 
@@ -278,8 +298,11 @@ class Layer:
 
     @property
     def label(self) -> str:
-        return f"{self.path.name}:{self.name}" if self.path.suffix.lower() == ".gpkg" else (
-            self.path.name)
+        return (
+            f"{self.path.name}:{self.name}"
+            if self.path.suffix.lower() == ".gpkg"
+            else (self.path.name)
+        )
 
 
 TABLE_ONLY_SUFFIXES = TABLE_SUFFIXES | {".xls"}
@@ -295,11 +318,15 @@ def check_vector_file(path: Path) -> None:
     if path.is_file() and path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty (0 bytes); export the layer again")
     if path.suffix.lower() == ".xls":
-        raise UserError(f"{path}: old Excel .xls workbooks are not read; save it as XLSX "
-                        "(or CSV) and import that")
+        raise UserError(
+            f"{path}: old Excel .xls workbooks are not read; save it as XLSX "
+            "(or CSV) and import that"
+        )
     if path.suffix.lower() == ".shp" and _sidecar(path, ".dbf") is None:
-        raise UserError(f"{path}: no {path.stem}.dbf beside it (the Shapefile's attribute "
-                        "table); deliver the .shp with its .dbf, .shx and .prj")
+        raise UserError(
+            f"{path}: no {path.stem}.dbf beside it (the Shapefile's attribute "
+            "table); deliver the .shp with its .dbf, .shx and .prj"
+        )
 
 
 def _sidecar(path: Path, suffix: str) -> Path | None:
@@ -335,10 +362,14 @@ def dbf_encoding(path: Path) -> tuple[str | None, str | None]:
             records.decode(enc)
         except UnicodeDecodeError:
             continue
-        return enc, (f"no .cpg and no code page in the DBF header; text decodes as {enc}, "
-                     f"read as {enc} (add {path.stem}.cpg naming the encoding to be sure)")
-    raise UserError(f"{dbf}: the text is neither UTF-8 nor GBK/GB18030; add {path.stem}.cpg "
-                    "naming its encoding (e.g. a file holding 'GBK')")
+        return enc, (
+            f"no .cpg and no code page in the DBF header; text decodes as {enc}, "
+            f"read as {enc} (add {path.stem}.cpg naming the encoding to be sure)"
+        )
+    raise UserError(
+        f"{dbf}: the text is neither UTF-8 nor GBK/GB18030; add {path.stem}.cpg "
+        "naming its encoding (e.g. a file holding 'GBK')"
+    )
 
 
 def list_layers(path: Path) -> list[str]:
@@ -355,16 +386,19 @@ def read_layer(path: Path, layer: str | None = None) -> Layer:
     check_vector_file(path)
     encoding, note = dbf_encoding(path)
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True, use_arrow=True,
-                                       encoding=encoding)
+        frame = pyogrio.read_dataframe(
+            path, layer=layer, fid_as_index=True, use_arrow=True, encoding=encoding
+        )
         info = pyogrio.read_info(path, layer=layer, encoding=encoding)
     except Exception as exc:
         raise UserError(f"{path}: cannot read layer {layer or '(first)'} ({exc})") from exc
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
         what = "a table" if path.suffix.lower() in TABLE_ONLY_SUFFIXES else "a layer"
-        raise UserError(f"{path}: {what} without geometries; this import reads GIS layers "
-                        "(GeoPackage, Shapefile, GeoJSON ...) with point, line or polygon "
-                        "geometries")
+        raise UserError(
+            f"{path}: {what} without geometries; this import reads GIS layers "
+            "(GeoPackage, Shapefile, GeoJSON ...) with point, line or polygon "
+            "geometries"
+        )
     crs = info.get("crs")
     name = layer or (list_layers(path)[0] if path.suffix.lower() == ".gpkg" else path.stem)
     return Layer(path, name, frame, crs, note)
@@ -377,15 +411,19 @@ def note_encoding(layer: Layer, report) -> None:
 
 
 def canonical_frame(
-    frame: pd.DataFrame, section: str, mapping: dict[str, dict[str, list[str]]],
-    needed: list[str], label: str,
+    frame: pd.DataFrame,
+    section: str,
+    mapping: dict[str, dict[str, list[str]]],
+    needed: list[str],
+    label: str,
 ) -> pd.DataFrame:
     """The attribute columns renamed to cimtwin's field names (geometry left out)."""
     columns = [c for c in frame.columns if c != "geometry"]
     found = resolve_columns(columns, section, mapping)
     if frame.empty:  # no features, often no columns either: "no rows" is the runner's to say
-        return pd.DataFrame({f: pd.Series(dtype=object) for f in [*found, *needed]},
-                            index=frame.index)
+        return pd.DataFrame(
+            {f: pd.Series(dtype=object) for f in [*found, *needed]}, index=frame.index
+        )
     require(found, needed, label, columns)
     out = pd.DataFrame({f: frame[c].to_numpy() for f, c in found.items()}, index=frame.index)
     return out

@@ -43,15 +43,32 @@ from cimtwin.spatial.sql_toolkit import table
 
 #: column aliases (a user's --mapping section ``valves`` is tried first)
 ALIASES = {
-    "valve_no": ["valve_no", "valve", "valve_id", "id", "阀门编号", "编号", "unnamed: 0",
-                 "unnamed:0"],
+    "valve_no": [
+        "valve_no",
+        "valve",
+        "valve_id",
+        "id",
+        "阀门编号",
+        "编号",
+        "unnamed: 0",
+        "unnamed:0",
+    ],
     "link": ["link", "link_id", "pipe", "pipe_id", "管段", "管段编号", "管线"],
     "node": ["node", "node_id", "point_no", "节点", "点号", "物探点号"],
     "state": ["state", "status", "状态", "valve_state"],
 }
-STATES = {"open": "open", "opened": "open", "开启": "open", "开": "open", "常开": "open",
-          "closed": "closed", "close": "closed", "关闭": "closed", "关": "closed",
-          "常闭": "closed"}
+STATES = {
+    "open": "open",
+    "opened": "open",
+    "开启": "open",
+    "开": "open",
+    "常开": "open",
+    "closed": "closed",
+    "close": "closed",
+    "关闭": "closed",
+    "关": "closed",
+    "常闭": "closed",
+}
 DATASET_SEPARATOR = "#"
 #: where the valve point is drawn: this far from its node along the pipe (m), at most a quarter
 #: of the pipe
@@ -60,9 +77,11 @@ VALVE_OFFSET_M = 1.0
 
 def network_dataset(dataset: str | None) -> str:
     if not dataset:
-        raise UserError("valves: pass --dataset NAME, the pipelines dataset the valves sit on "
-                        f"(e.g. --dataset net3, or net3{DATASET_SEPARATOR}layer2 for another "
-                        "layer on the same network)")
+        raise UserError(
+            "valves: pass --dataset NAME, the pipelines dataset the valves sit on "
+            f"(e.g. --dataset net3, or net3{DATASET_SEPARATOR}layer2 for another "
+            "layer on the same network)"
+        )
     return dataset.split(DATASET_SEPARATOR, 1)[0]
 
 
@@ -71,8 +90,9 @@ def _read(path: Path) -> list[tuple[str, pd.DataFrame]]:
     if path.suffix.lower() in (".csv", ".txt"):
         text, _ = decode_text(path)
         try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                                skipinitialspace=True)
+            frame = pd.read_csv(
+                io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True
+            )
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise UserError(f"{path}: not a readable CSV table ({exc})") from exc
         frame.columns = [str(c).strip() for c in frame.columns]
@@ -97,49 +117,69 @@ class ValvesImporter:
                     found["valve_no"] = ""
                 missing = [f for f in ("link", "node") if f not in found]
                 if missing:
-                    raise UserError(f"{label}: no column for {', '.join(missing)} (headers "
-                                    f"found: {', '.join(cols)}); a valve layer has columns "
-                                    "link,node as WNTR writes it")
+                    raise UserError(
+                        f"{label}: no column for {', '.join(missing)} (headers "
+                        f"found: {', '.join(cols)}); a valve layer has columns "
+                        "link,node as WNTR writes it"
+                    )
                 rows = line_numbers(frame.index)
-                df = pd.DataFrame({
-                    "valve_no": frame[found["valve_no"]] if "valve_no" in found
-                    else pd.Series(np.arange(len(frame)).astype(str), index=frame.index),
-                    "link": frame[found["link"]], "node": frame[found["node"]],
-                    "state": frame[found["state"]] if "state" in found else "",
-                    "_file": label, "_row": rows})
+                df = pd.DataFrame(
+                    {
+                        "valve_no": frame[found["valve_no"]]
+                        if "valve_no" in found
+                        else pd.Series(np.arange(len(frame)).astype(str), index=frame.index),
+                        "link": frame[found["link"]],
+                        "node": frame[found["node"]],
+                        "state": frame[found["state"]] if "state" in found else "",
+                        "_file": label,
+                        "_row": rows,
+                    }
+                )
                 frames.append(df)
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["valve_no", "link", "node", "state", "_file", "_row"])
-        for col, what in (("link", "link id"), ("node", "node id"), ("valve_no",
-                                                                      "valve number")):
+        df = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["valve_no", "link", "node", "state", "_file", "_row"])
+        )
+        for col, what in (("link", "link id"), ("node", "node id"), ("valve_no", "valve number")):
             bad = df[col] == ""
             for f, r in zip(df.loc[bad, "_file"], df.loc[bad, "_row"], strict=True):
                 report.add(f, r, f"{col}-missing", ERROR, f"no {what}")
         too_long = df["valve_no"].str.len() > 32
-        for f, r, v in zip(df.loc[too_long, "_file"], df.loc[too_long, "_row"],
-                           df.loc[too_long, "valve_no"], strict=True):
-            report.add(f, r, "valve-no-length", ERROR, f"valve number {v!r} is over 32 "
-                       "characters")
+        for f, r, v in zip(
+            df.loc[too_long, "_file"],
+            df.loc[too_long, "_row"],
+            df.loc[too_long, "valve_no"],
+            strict=True,
+        ):
+            report.add(f, r, "valve-no-length", ERROR, f"valve number {v!r} is over 32 characters")
         dup = df["valve_no"].duplicated(keep=False) & (df["valve_no"] != "")
-        for f, r, v in zip(df.loc[dup, "_file"], df.loc[dup, "_row"], df.loc[dup, "valve_no"],
-                           strict=True):
-            report.add(f, r, "duplicate-valve-no", ERROR, f"valve number {v} appears more "
-                       "than once")
+        for f, r, v in zip(
+            df.loc[dup, "_file"], df.loc[dup, "_row"], df.loc[dup, "valve_no"], strict=True
+        ):
+            report.add(
+                f, r, "duplicate-valve-no", ERROR, f"valve number {v} appears more than once"
+            )
         state = df["state"].str.lower().map(lambda v: STATES.get(v, "open" if v == "" else None))
         bad = state.isna()
-        for f, r, v in zip(df.loc[bad, "_file"], df.loc[bad, "_row"], df.loc[bad, "state"],
-                           strict=True):
-            report.add(f, r, "valve-state", ERROR, f"state {v!r} is not open or closed "
-                       "(开启/关闭)")
+        for f, r, v in zip(
+            df.loc[bad, "_file"], df.loc[bad, "_row"], df.loc[bad, "state"], strict=True
+        ):
+            report.add(f, r, "valve-state", ERROR, f"state {v!r} is not open or closed (开启/关闭)")
         df["state"] = state
-        return Prepared(format="valve-layer", source_crs="(positions from the network)",
-                        feature_count=len(df), frames={PipelineValve: df},
-                        extra={"network_dataset": nds, "report": report})
+        return Prepared(
+            format="valve-layer",
+            source_crs="(positions from the network)",
+            feature_count=len(df),
+            frames={PipelineValve: df},
+            extra={"network_dataset": nds, "report": report},
+        )
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         # the runner inserted the batch row in this transaction
-        dataset = one_row_sync(conn, f"SELECT dataset FROM {table(ImportBatch)} WHERE id = %s",
-                               (batch_id,))[0]
+        dataset = one_row_sync(
+            conn, f"SELECT dataset FROM {table(ImportBatch)} WHERE id = %s", (batch_id,)
+        )[0]
         nds = prepared.extra["network_dataset"]
         report: Report = prepared.extra["report"]
         df = prepared.frames[PipelineValve]
@@ -148,39 +188,52 @@ class ValvesImporter:
         links: dict[str, tuple[int, int, int]] = {}
         by_ends: dict[tuple[str, str], tuple[int, int, int]] = {}
         for sid, source, a, b, a_no, b_no in conn.execute(
-                f"SELECT s.id, s.source_id, s.from_node_id, s.to_node_id, na.point_no, "
-                f"nb.point_no FROM {seg} s JOIN {node} na ON na.id = s.from_node_id "
-                f"JOIN {node} nb ON nb.id = s.to_node_id WHERE s.dataset = %s", (nds,)):
+            f"SELECT s.id, s.source_id, s.from_node_id, s.to_node_id, na.point_no, "
+            f"nb.point_no FROM {seg} s JOIN {node} na ON na.id = s.from_node_id "
+            f"JOIN {node} nb ON nb.id = s.to_node_id WHERE s.dataset = %s",
+            (nds,),
+        ):
             if source:
                 links[source] = (sid, a, b)
             by_ends[(a_no, b_no)] = by_ends[(b_no, a_no)] = (sid, a, b)
-        nodes: dict[str, int] = dict(conn.execute(
-            f"SELECT point_no, id FROM {node} WHERE dataset = %s", (nds,)).fetchall())
+        nodes: dict[str, int] = dict(
+            conn.execute(f"SELECT point_no, id FROM {node} WHERE dataset = %s", (nds,)).fetchall()
+        )
         if not links and not by_ends and not nodes:
-            raise ImportFailed(f"valves: there is no pipelines dataset {nds!r} to put the "
-                               "valves on; import the network first (or name it with "
-                               "--dataset)", report)
+            raise ImportFailed(
+                f"valves: there is no pipelines dataset {nds!r} to put the "
+                "valves on; import the network first (or name it with "
+                "--dataset)",
+                report,
+            )
         seg_ids, node_ids = [], []
-        for link, nd, f, r in zip(df["link"], df["node"], df["_file"], df["_row"],
-                                  strict=True):
+        for link, nd, f, r in zip(df["link"], df["node"], df["_file"], df["_row"], strict=True):
             hit = links.get(link)
             if hit is None and "-" in link:
                 hit = by_ends.get(tuple(link.split("-", 1)))
             k = nodes.get(nd)
             if hit is None:
-                report.error(f, r, "link-unknown", f"link {link!r} is not in pipelines "
-                             f"dataset {nds!r}")
+                report.error(
+                    f, r, "link-unknown", f"link {link!r} is not in pipelines dataset {nds!r}"
+                )
             if k is None:
-                report.error(f, r, "node-unknown", f"node {nd!r} is not in pipelines "
-                             f"dataset {nds!r}")
+                report.error(
+                    f, r, "node-unknown", f"node {nd!r} is not in pipelines dataset {nds!r}"
+                )
             if hit is not None and k is not None and k not in hit[1:]:
-                report.error(f, r, "node-not-on-link", f"node {nd} is not an end of link "
-                             f"{link}: a valve sits on a link next to one of its end nodes")
+                report.error(
+                    f,
+                    r,
+                    "node-not-on-link",
+                    f"node {nd} is not an end of link "
+                    f"{link}: a valve sits on a link next to one of its end nodes",
+                )
             seg_ids.append(hit[0] if hit else None)
             node_ids.append(k)
         if report.errors:
-            raise ImportFailed(f"valves import refused: {len(report.errors)} error(s); "
-                               "nothing was written", report)
+            raise ImportFailed(
+                f"valves import refused: {len(report.errors)} error(s); nothing was written", report
+            )
         valve = bulk.qualified(PipelineValve).as_string(conn)
         cur = conn.execute(
             f"""INSERT INTO {valve} (dataset, valve_no, segment_id, node_id, state, geom,
@@ -194,6 +247,14 @@ class ValvesImporter:
                            AS u(no, seg, node, state)
                       JOIN {seg} s2 ON s2.id = u.seg) v
                 JOIN {seg} s ON s.id = v.seg""",
-            (dataset, batch_id, VALVE_OFFSET_M, df["valve_no"].tolist(), seg_ids, node_ids,
-             df["state"].tolist()))
+            (
+                dataset,
+                batch_id,
+                VALVE_OFFSET_M,
+                df["valve_no"].tolist(),
+                seg_ids,
+                node_ids,
+                df["state"].tolist(),
+            ),
+        )
         return {PipelineValve.__tablename__: cur.rowcount}

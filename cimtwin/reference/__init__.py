@@ -56,8 +56,14 @@ def pipeline_types() -> tuple[PipelineType, ...]:
         rgb = tuple(int(v) for v in r["color_rgb"].split(","))
         out.append(
             PipelineType(
-                r["major_name"], r["major_code_letters"], r["major_code_digit"], r["minor_name"],
-                r["minor_code_letters"], r["minor_code_digits"], r["color_name"], rgb,  # type: ignore[arg-type]
+                r["major_name"],
+                r["major_code_letters"],
+                r["major_code_digit"],
+                r["minor_name"],
+                r["minor_code_letters"],
+                r["minor_code_digits"],
+                r["color_name"],
+                rgb,  # type: ignore[arg-type]
             )
         )
     return tuple(out)

@@ -49,8 +49,9 @@ def _street_codes(n: int, station_street: int) -> list[str]:
     others = [c for c in range(1, n + 2) if c != minzhi]
     out = []
     for k in range(n):
-        out.append(MINZHI_STREET_CODE if k == station_street else
-                   f"{COUNTY_CODE}{others.pop(0):03d}")
+        out.append(
+            MINZHI_STREET_CODE if k == station_street else f"{COUNTY_CODE}{others.pop(0):03d}"
+        )
     return out
 
 
@@ -72,7 +73,8 @@ def build_admin(lat: Lattice, seed: int) -> Admin:
 
     streets_rc = [(r, c) for r in reversed(range(srows)) for c in range(scols)]  # NW first
     station_street = next(
-        k for k, (r, c) in enumerate(streets_rc)
+        k
+        for k, (r, c) in enumerate(streets_rc)
         if sxb[c] <= station_gx < sxb[c + 1] and syb[r] <= station_gy < syb[r + 1]
     )
     codes = _street_codes(len(streets_rc), station_street)
@@ -87,8 +89,9 @@ def build_admin(lat: Lattice, seed: int) -> Admin:
     for k, (r, c) in enumerate(streets_rc):
         gx0, gx1, gy0, gy1 = sxb[c], sxb[c + 1], syb[r], syb[r + 1]
         scode = codes[k]
-        st_rows.append((scode, street_name[k], _mpoly(ex[gxe[gx0]], ey[gye[gy0]],
-                                                      ex[gxe[gx1]], ey[gye[gy1]])))
+        st_rows.append(
+            (scode, street_name[k], _mpoly(ex[gxe[gx0]], ey[gye[gy0]], ex[gxe[gx1]], ey[gye[gy1]]))
+        )
         ccols, crows = spec.community_split[k]
         cxb = [gx0 + v for v in split(gx1 - gx0, ccols)]
         cyb = [gy0 + v for v in split(gy1 - gy0, crows)]
@@ -100,31 +103,56 @@ def build_admin(lat: Lattice, seed: int) -> Admin:
                 a0, a1, b0, b1 = cxb[cc], cxb[cc + 1], cyb[cr], cyb[cr + 1]
                 has_station = a0 <= station_gx < a1 and b0 <= station_gy < b1
                 cname = comm_names[0] if has_station else next(comm_name_iter)
-                cm_rows.append((ccode, cname, scode,
-                                _mpoly(ex[gxe[a0]], ey[gye[b0]], ex[gxe[a1]], ey[gye[b1]])))
+                cm_rows.append(
+                    (
+                        ccode,
+                        cname,
+                        scode,
+                        _mpoly(ex[gxe[a0]], ey[gye[b0]], ex[gxe[a1]], ey[gye[b1]]),
+                    )
+                )
                 gseq = 0
                 for b in reversed(range(b0, b1)):
                     for a in range(a0, a1):
                         gseq += 1
                         x0, y0, x1, y1 = ex[gxe[a]], ey[gye[b]], ex[gxe[a + 1]], ey[gye[b + 1]]
                         area = round((x1 - x0) * (y1 - y0), 2)
-                        gr_rows.append((
-                            f"{ccode}{gseq:02d}", f"{cname}第{gseq:02d}网格", ccode, area,
-                            names.person_name(rng), _mpoly(x0, y0, x1, y1),
-                        ))
+                        gr_rows.append(
+                            (
+                                f"{ccode}{gseq:02d}",
+                                f"{cname}第{gseq:02d}网格",
+                                ccode,
+                                area,
+                                names.person_name(rng),
+                                _mpoly(x0, y0, x1, y1),
+                            )
+                        )
     crs = f"EPSG:{STORAGE_EPSG}"
     street = gpd.GeoDataFrame(
         {"code": [r[0] for r in st_rows], "name": [r[1] for r in st_rows]},
-        geometry=[r[2] for r in st_rows], crs=crs)
+        geometry=[r[2] for r in st_rows],
+        crs=crs,
+    )
     community = gpd.GeoDataFrame(
-        {"code": [r[0] for r in cm_rows], "name": [r[1] for r in cm_rows],
-         "street_cd": [r[2] for r in cm_rows]},
-        geometry=[r[3] for r in cm_rows], crs=crs)
+        {
+            "code": [r[0] for r in cm_rows],
+            "name": [r[1] for r in cm_rows],
+            "street_cd": [r[2] for r in cm_rows],
+        },
+        geometry=[r[3] for r in cm_rows],
+        crs=crs,
+    )
     grid = gpd.GeoDataFrame(
-        {"code": [r[0] for r in gr_rows], "name": [r[1] for r in gr_rows],
-         "comm_cd": [r[2] for r in gr_rows], "area_m2": [r[3] for r in gr_rows],
-         "officer": [r[4] for r in gr_rows]},
-        geometry=[r[5] for r in gr_rows], crs=crs)
+        {
+            "code": [r[0] for r in gr_rows],
+            "name": [r[1] for r in gr_rows],
+            "comm_cd": [r[2] for r in gr_rows],
+            "area_m2": [r[3] for r in gr_rows],
+            "officer": [r[4] for r in gr_rows],
+        },
+        geometry=[r[5] for r in gr_rows],
+        crs=crs,
+    )
     return Admin(street, community, grid, build_districts(lat))
 
 
@@ -147,16 +175,39 @@ def build_districts(lat: Lattice) -> gpd.GeoDataFrame:
     core = _cells_in_extent(lat, CORE_EXTENT)
     plan = _cells_in_extent(lat, PLAN_EXTENT)
     rows = [
-        ("north-station", "北站商务区核心区", "business_district",
-         "深圳北站商务区核心区(合成范围,按公开四至近似取整到街区)", core),
-        ("north-station-hub", "深圳北站综合交通枢纽", "transport_hub",
-         "高铁站房、地铁5号线车站及周边一圈街区(合成范围)", hub),
+        (
+            "north-station",
+            "北站商务区核心区",
+            "business_district",
+            "深圳北站商务区核心区(合成范围,按公开四至近似取整到街区)",
+            core,
+        ),
+        (
+            "north-station-hub",
+            "深圳北站综合交通枢纽",
+            "transport_hub",
+            "高铁站房、地铁5号线车站及周边一圈街区(合成范围)",
+            hub,
+        ),
     ]
     if plan != core:
-        rows.append(("north-station-plan", "北站商务区规划范围", "planning_area",
-                     "北站商务区规划范围(合成范围,按公开四至近似取整到街区)", plan))
+        rows.append(
+            (
+                "north-station-plan",
+                "北站商务区规划范围",
+                "planning_area",
+                "北站商务区规划范围(合成范围,按公开四至近似取整到街区)",
+                plan,
+            )
+        )
     geoms = [_mpoly(ex[r[4][0]], ey[r[4][2]], ex[r[4][1]], ey[r[4][3]]) for r in rows]
     return gpd.GeoDataFrame(
-        {"slug": [r[0] for r in rows], "name": [r[1] for r in rows],
-         "kind": [r[2] for r in rows], "descr": [r[3] for r in rows]},
-        geometry=geoms, crs=f"EPSG:{STORAGE_EPSG}")
+        {
+            "slug": [r[0] for r in rows],
+            "name": [r[1] for r in rows],
+            "kind": [r[2] for r in rows],
+            "descr": [r[3] for r in rows],
+        },
+        geometry=geoms,
+        crs=f"EPSG:{STORAGE_EPSG}",
+    )

@@ -14,8 +14,9 @@ from rich.table import Table
 from cimtwin.samples.generator import STEPS, generate
 from cimtwin.samples.spec import DEFAULT_SEED
 
-app = typer.Typer(help="Synthetic sample data sets (Shenzhen North Station district).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Synthetic sample data sets (Shenzhen North Station district).", no_args_is_help=True
+)
 console = Console()
 
 
@@ -53,21 +54,37 @@ GENERATE_HELP = (
 
 @app.command("generate", help=GENERATE_HELP)
 def generate_cmd(
-    out_dir: Path = typer.Argument(..., help="Folder to write into (created if missing; a "
-                                   "folder from an earlier run is cleaned first)."),
-    scale: Scale = typer.Option(Scale.sample, "--scale", help="sample: ~1.6 x 1.2 km around "
-                                "the station (committed in data_samples/); district: a "
-                                "12 km district at real scale for benchmarks (never commit)."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Random seed; the same seed writes "
-                             "byte-identical files."),
-    dirty: bool = typer.Option(False, "--dirty", help="Write a small sample with planted "
-                               "defects listed in defects.json and its README (for importer "
-                               "tests)."),
+    out_dir: Path = typer.Argument(
+        ...,
+        help="Folder to write into (created if missing; a "
+        "folder from an earlier run is cleaned first).",
+    ),
+    scale: Scale = typer.Option(
+        Scale.sample,
+        "--scale",
+        help="sample: ~1.6 x 1.2 km around "
+        "the station (committed in data_samples/); district: a "
+        "12 km district at real scale for benchmarks (never commit).",
+    ),
+    seed: int = typer.Option(
+        DEFAULT_SEED, "--seed", help="Random seed; the same seed writes byte-identical files."
+    ),
+    dirty: bool = typer.Option(
+        False,
+        "--dirty",
+        help="Write a small sample with planted "
+        "defects listed in defects.json and its README (for importer "
+        "tests).",
+    ),
 ) -> None:
     """Write the sample; the bar starts once OUT_DIR is accepted (errors print alone)."""
-    bar = Progress(TextColumn("[bold]{task.description:<26}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                   console=console)
+    bar = Progress(
+        TextColumn("[bold]{task.description:<26}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     task = bar.add_task("starting", total=len(STEPS))
 
     def report(name: str, done: int, total: int) -> None:
@@ -92,16 +109,21 @@ def generate_cmd(
         table.add_row(rel, _count(info.get("count")), _size(info["bytes"]))
     table.add_row("[bold]total", "", f"[bold]{_size(total)}")
     console.print(table)
-    console.print(f"buildings {counts['buildings']}, pipeline points "
-                  f"{counts['pipeline_points']}, lines {counts['pipeline_lines']}, components "
-                  f"{counts['components']}, incidents {counts['incidents']}")
+    console.print(
+        f"buildings {counts['buildings']}, pipeline points "
+        f"{counts['pipeline_points']}, lines {counts['pipeline_lines']}, components "
+        f"{counts['components']}, incidents {counts['incidents']}"
+    )
 
 
 @app.command("load")
 def load_cmd(
     folder: Path = typer.Argument(..., help="a folder written by `cimtwin samples generate`"),
-    replace: bool = typer.Option(False, "--replace", help="load again even if unchanged, or "
-                                 "over a sample of the same name from another folder"),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="load again even if unchanged, or over a sample of the same name from another folder",
+    ),
 ) -> None:
     """Import every layer of a sample folder into CIMTWIN_DATABASE_URL (grids first)."""
     import time
@@ -117,8 +139,13 @@ def load_cmd(
     def step(kind: str, result) -> None:
         nonlocal t0
         rows = sum(v for k, v in result.counts.items() if not k.endswith("_outside_grids"))
-        table.add_row(kind, result.status, f"{rows:,}" if rows else "-",
-                      str(len(result.report.warnings)), f"{time.perf_counter() - t0:.1f}")
+        table.add_row(
+            kind,
+            result.status,
+            f"{rows:,}" if rows else "-",
+            str(len(result.report.warnings)),
+            f"{time.perf_counter() - t0:.1f}",
+        )
         t0 = time.perf_counter()
 
     with console.status("importing the sample ..."):

@@ -44,25 +44,42 @@ DEPARTMENTS = {
 TELECOM_DEPT = {"中国电信": "TX01", "中国移动": "TX02", "中国联通": "TX03", "天威视讯": "TX04"}
 # class code -> (主管, 权属, 养护)
 CLASS_DEPTS = {
-    "0101": ("SW01", "SW02", "SW02"), "0102": ("SW01", "SW02", "SW02"),
-    "0103": ("SW01", "SW01", "YH01"), "0104": ("SW01", "SW01", "YH01"),
-    "0105": ("CG01", "GD01", "GD01"), "0107": ("CG01", "TX01", "TX01"),
-    "0111": ("CG01", "RQ01", "RQ01"), "0113": ("XF01", "SW02", "SW02"),
-    "0115": ("CG01", "TX01", "TX01"), "0116": ("CG01", "GD01", "GD01"),
-    "0118": ("CG01", "CG01", "YH01"), "0121": ("CG01", "CG01", "CG01"),
-    "0123": ("CG01", "YZ01", "YZ01"), "0201": ("JT01", "JT01", "JT01"),
-    "0203": ("JT01", "JT01", "YH01"), "0209": ("JJ01", "JJ01", "YH01"),
-    "0211": ("JJ01", "JT01", "YH01"), "0213": ("CG01", "CG01", "YH01"),
-    "0301": ("CG01", "CG01", "HW01"), "0305": ("CG01", "CG01", "HW01"),
-    "0402": ("CG01", "CG01", "YH02"), "0405": ("CG01", "CG01", "YH02"),
-    "0407": ("CG01", "CG01", "YH02"), "0501": ("CG01", "CG01", "CG01"),
+    "0101": ("SW01", "SW02", "SW02"),
+    "0102": ("SW01", "SW02", "SW02"),
+    "0103": ("SW01", "SW01", "YH01"),
+    "0104": ("SW01", "SW01", "YH01"),
+    "0105": ("CG01", "GD01", "GD01"),
+    "0107": ("CG01", "TX01", "TX01"),
+    "0111": ("CG01", "RQ01", "RQ01"),
+    "0113": ("XF01", "SW02", "SW02"),
+    "0115": ("CG01", "TX01", "TX01"),
+    "0116": ("CG01", "GD01", "GD01"),
+    "0118": ("CG01", "CG01", "YH01"),
+    "0121": ("CG01", "CG01", "CG01"),
+    "0123": ("CG01", "YZ01", "YZ01"),
+    "0201": ("JT01", "JT01", "JT01"),
+    "0203": ("JT01", "JT01", "YH01"),
+    "0209": ("JJ01", "JJ01", "YH01"),
+    "0211": ("JJ01", "JT01", "YH01"),
+    "0213": ("CG01", "CG01", "YH01"),
+    "0301": ("CG01", "CG01", "HW01"),
+    "0305": ("CG01", "CG01", "HW01"),
+    "0402": ("CG01", "CG01", "YH02"),
+    "0405": ("CG01", "CG01", "YH02"),
+    "0407": ("CG01", "CG01", "YH02"),
+    "0501": ("CG01", "CG01", "CG01"),
     "2114": ("JT01", "DT01", "DT01"),
 }
 # (network minor, appurtenance) -> cover/fixture class placed exactly on the survey point
 POINT_CLASSES = {
-    ("JP", "阀门"): "0101", ("SS", "阀门"): "0101", ("JP", "消防栓"): "0113",
-    ("YS", "雨水井"): "0103", ("WS", "污水井"): "0102", ("TR", "阀门"): "0111",
-    ("GD", "电力井"): "0105", ("XX", "通信井"): "0107",
+    ("JP", "阀门"): "0101",
+    ("SS", "阀门"): "0101",
+    ("JP", "消防栓"): "0113",
+    ("YS", "雨水井"): "0103",
+    ("WS", "污水井"): "0102",
+    ("TR", "阀门"): "0111",
+    ("GD", "电力井"): "0105",
+    ("XX", "通信井"): "0107",
 }
 COVER_CLASSES = ("0101", "0102", "0103", "0105", "0107", "0111")
 STATUSES = ("完好", "破损", "丢失", "占用")
@@ -81,8 +98,15 @@ class _Batch:
     owner: list[str] | None = None  # per-object 权属/养护 override (telecom operators)
 
 
-def _along(lat: Lattice, spacing: float, inset: float, sides: tuple[int, ...], clear: float,
-           phase: float = 0.0, main_only: bool = False) -> tuple[np.ndarray, np.ndarray, list]:
+def _along(
+    lat: Lattice,
+    spacing: float,
+    inset: float,
+    sides: tuple[int, ...],
+    clear: float,
+    phase: float = 0.0,
+    main_only: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list]:
     """Points every ``spacing`` m along each road stretch, ``inset`` m inside the road edge."""
     st = [s for s in lat.road_stretches() if s[0].main or not main_only]
     if not st:
@@ -117,8 +141,9 @@ def _road_batch(cls: str, lat: Lattice, cname: str, **kw) -> _Batch:
     return _Batch(cls, [r + cname for r in roads], x, y)
 
 
-def build_components(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: LandUse,
-                     seed: int) -> gpd.GeoDataFrame:
+def build_components(
+    lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: LandUse, seed: int
+) -> gpd.GeoDataFrame:
     """All components, sorted by class then placement, with ids assigned in that order."""
     rng = substream(seed, "components")
     classes = component_classes()
@@ -141,44 +166,128 @@ def build_components(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: L
                 by_cls.setdefault(cls, []).append(k)
         for cls, ks in by_cls.items():
             pts = [net.points[k] for k in ks]
-            batches.append(_Batch(
-                cls, [f"{p.road}{cname[cls]}({p.no})" for p in pts],
-                np.array([p.x for p in pts]), np.array([p.y for p in pts]),
-                owner=[TELECOM_DEPT.get(owner.get(k, ""), "") for k in ks]
-                if cls == "0107" else None))
+            batches.append(
+                _Batch(
+                    cls,
+                    [f"{p.road}{cname[cls]}({p.no})" for p in pts],
+                    np.array([p.x for p in pts]),
+                    np.array([p.y for p in pts]),
+                    owner=[TELECOM_DEPT.get(owner.get(k, ""), "") for k in ks]
+                    if cls == "0107"
+                    else None,
+                )
+            )
         if net.minor == "XX":  # cross-connect cabinets beside some telecom manholes
-            ks = [k for k, p in enumerate(net.points) if p.feature in ("三通", "四通")
-                  and rng.random() < 0.25]
+            ks = [
+                k
+                for k, p in enumerate(net.points)
+                if p.feature in ("三通", "四通") and rng.random() < 0.25
+            ]
             pts = [net.points[k] for k in ks]
-            batches.append(_Batch(
-                "0115", [f"{p.road}{cname['0115']}" for p in pts],
-                np.round(np.array([p.x - 1.2 for p in pts]), 3),
-                np.round(np.array([p.y - 1.2 for p in pts]), 3),
-                owner=[TELECOM_DEPT.get(owner.get(k, ""), "TX01") for k in ks]))
+            batches.append(
+                _Batch(
+                    "0115",
+                    [f"{p.road}{cname['0115']}" for p in pts],
+                    np.round(np.array([p.x - 1.2 for p in pts]), 3),
+                    np.round(np.array([p.y - 1.2 for p in pts]), 3),
+                    owner=[TELECOM_DEPT.get(owner.get(k, ""), "TX01") for k in ks],
+                )
+            )
 
     batches += [
-        _road_batch("0402", lat, cname["0402"], spacing=spec.tree_spacing, inset=1.5,
-                    sides=(1, -1), clear=14.0),
-        _road_batch("0118", lat, cname["0118"], spacing=2 * spec.lamp_spacing, inset=0.6,
-                    sides=(1,), clear=12.0),
-        _road_batch("0118", lat, cname["0118"], spacing=2 * spec.lamp_spacing, inset=0.6,
-                    sides=(-1,), clear=12.0, phase=spec.lamp_spacing),
-        _road_batch("0104", lat, cname["0104"], spacing=spec.gully_spacing, inset=3.5,
-                    sides=(1, -1), clear=10.0, phase=7.0),
-        _road_batch("0305", lat, cname["0305"], spacing=spec.bin_spacing, inset=2.2,
-                    sides=(1,), clear=20.0, phase=20.0),
-        _road_batch("0203", lat, cname["0203"], spacing=500.0, inset=2.8, sides=(1, -1),
-                    clear=30.0, phase=60.0, main_only=True),
-        _road_batch("0209", lat, cname["0209"], spacing=1e9, inset=0.8, sides=(1, -1),
-                    clear=18.0),
-        _road_batch("0213", lat, cname["0213"], spacing=1e9, inset=0.4, sides=(1,),
-                    clear=11.0),
-        _road_batch("0121", lat, cname["0121"], spacing=400.0, inset=2.5, sides=(-1,),
-                    clear=25.0, phase=90.0, main_only=True),
-        _road_batch("0123", lat, cname["0123"], spacing=600.0, inset=2.5, sides=(-1,),
-                    clear=25.0, phase=150.0, main_only=True),
-        _road_batch("0501", lat, cname["0501"], spacing=300.0, inset=2.4, sides=(1,),
-                    clear=25.0, phase=110.0),
+        _road_batch(
+            "0402",
+            lat,
+            cname["0402"],
+            spacing=spec.tree_spacing,
+            inset=1.5,
+            sides=(1, -1),
+            clear=14.0,
+        ),
+        _road_batch(
+            "0118",
+            lat,
+            cname["0118"],
+            spacing=2 * spec.lamp_spacing,
+            inset=0.6,
+            sides=(1,),
+            clear=12.0,
+        ),
+        _road_batch(
+            "0118",
+            lat,
+            cname["0118"],
+            spacing=2 * spec.lamp_spacing,
+            inset=0.6,
+            sides=(-1,),
+            clear=12.0,
+            phase=spec.lamp_spacing,
+        ),
+        _road_batch(
+            "0104",
+            lat,
+            cname["0104"],
+            spacing=spec.gully_spacing,
+            inset=3.5,
+            sides=(1, -1),
+            clear=10.0,
+            phase=7.0,
+        ),
+        _road_batch(
+            "0305",
+            lat,
+            cname["0305"],
+            spacing=spec.bin_spacing,
+            inset=2.2,
+            sides=(1,),
+            clear=20.0,
+            phase=20.0,
+        ),
+        _road_batch(
+            "0203",
+            lat,
+            cname["0203"],
+            spacing=500.0,
+            inset=2.8,
+            sides=(1, -1),
+            clear=30.0,
+            phase=60.0,
+            main_only=True,
+        ),
+        _road_batch("0209", lat, cname["0209"], spacing=1e9, inset=0.8, sides=(1, -1), clear=18.0),
+        _road_batch("0213", lat, cname["0213"], spacing=1e9, inset=0.4, sides=(1,), clear=11.0),
+        _road_batch(
+            "0121",
+            lat,
+            cname["0121"],
+            spacing=400.0,
+            inset=2.5,
+            sides=(-1,),
+            clear=25.0,
+            phase=90.0,
+            main_only=True,
+        ),
+        _road_batch(
+            "0123",
+            lat,
+            cname["0123"],
+            spacing=600.0,
+            inset=2.5,
+            sides=(-1,),
+            clear=25.0,
+            phase=150.0,
+            main_only=True,
+        ),
+        _road_batch(
+            "0501",
+            lat,
+            cname["0501"],
+            spacing=300.0,
+            inset=2.4,
+            sides=(1,),
+            clear=25.0,
+            phase=110.0,
+        ),
     ]
     # median barriers on main roads (lines)
     lines, lnames = [], []
@@ -196,50 +305,76 @@ def build_components(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: L
     return _assemble(batches, terrain, rng)
 
 
-def _parcel_batches(land: LandUse, rng: np.random.Generator,
-                    cname: dict[str, str]) -> list[_Batch]:
+def _parcel_batches(land: LandUse, rng: np.random.Generator, cname: dict[str, str]) -> list[_Batch]:
     """Green spaces (polygons), toilets and benches in parks, car parks on S4/B1 parcels."""
     parcel = land.parcel
     green = parcel[parcel["land_use"] == "G1"]
     polys, gnames, toilets, benches = [], [], [], []
     for code, geom in zip(green["parcel_cd"], green.geometry, strict=True):
         x0, y0, x1, y1 = geom.bounds
-        polys.append(shapely.MultiPolygon([shapely.box(round(x0 + 3, 3), round(y0 + 3, 3),
-                                                       round(x1 - 3, 3), round(y1 - 3, 3))]))
+        polys.append(
+            shapely.MultiPolygon(
+                [
+                    shapely.box(
+                        round(x0 + 3, 3), round(y0 + 3, 3), round(x1 - 3, 3), round(y1 - 3, 3)
+                    )
+                ]
+            )
+        )
         gnames.append(f"{code}{cname['0405']}")
         if rng.random() < 0.4:
             toilets.append((round(x0 + 12.0, 3), round(y0 + 12.0, 3), code))
         for _ in range(4):
-            benches.append((round(float(rng.uniform(x0 + 8, x1 - 8)), 3),
-                            round(float(rng.uniform(y0 + 8, y1 - 8)), 3), code))
+            benches.append(
+                (
+                    round(float(rng.uniform(x0 + 8, x1 - 8)), 3),
+                    round(float(rng.uniform(y0 + 8, y1 - 8)), 3),
+                    code,
+                )
+            )
     parks = parcel[(parcel["land_use"] == "S4") | (parcel["land_use"] == "B1")]
     lots = []
-    for code, use, geom in zip(parks["parcel_cd"], parks["land_use"], parks.geometry,
-                               strict=True):
+    for code, use, geom in zip(parks["parcel_cd"], parks["land_use"], parks.geometry, strict=True):
         if use == "S4" or rng.random() < 0.3:
             x0, y0, x1, y1 = geom.bounds
             lots.append((round(x0 + 5.0, 3), round((y0 + y1) / 2, 3), code))
 
     def pts(cls: str, rows: list[tuple[float, float, str]]) -> _Batch:
-        return _Batch(cls, [f"{r[2]}{cname[cls]}" for r in rows],
-                      np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
+        return _Batch(
+            cls,
+            [f"{r[2]}{cname[cls]}" for r in rows],
+            np.array([r[0] for r in rows]),
+            np.array([r[1] for r in rows]),
+        )
 
-    return [_Batch("0405", gnames, geoms=polys), pts("0301", toilets), pts("0407", benches),
-            pts("0201", lots)]
+    return [
+        _Batch("0405", gnames, geoms=polys),
+        pts("0301", toilets),
+        pts("0407", benches),
+        pts("0201", lots),
+    ]
 
 
 def _station_batch(lat: Lattice) -> _Batch:
     """Metro entrances (A-D) at the ends of the line 5 station box."""
     x, cy = float(lat.xs[lat.station_node[0]]), lat.cy
-    rows = [(x - 16, cy + 112, "2114", "A"), (x + 16, cy + 112, "2114", "B"),
-            (x - 16, cy - 112, "2114", "C"), (x + 16, cy - 112, "2114", "D")]
-    return _Batch("2114", [f"地铁5号线深圳北站{r[3]}出入口" for r in rows],
-                  np.round(np.array([r[0] for r in rows]), 3),
-                  np.round(np.array([r[1] for r in rows]), 3))
+    rows = [
+        (x - 16, cy + 112, "2114", "A"),
+        (x + 16, cy + 112, "2114", "B"),
+        (x - 16, cy - 112, "2114", "C"),
+        (x + 16, cy - 112, "2114", "D"),
+    ]
+    return _Batch(
+        "2114",
+        [f"地铁5号线深圳北站{r[3]}出入口" for r in rows],
+        np.round(np.array([r[0] for r in rows]), 3),
+        np.round(np.array([r[1] for r in rows]), 3),
+    )
 
 
-def _assemble(batches: list[_Batch], terrain: Terrain,
-              rng: np.random.Generator) -> gpd.GeoDataFrame:
+def _assemble(
+    batches: list[_Batch], terrain: Terrain, rng: np.random.Generator
+) -> gpd.GeoDataFrame:
     order = sorted(range(len(batches)), key=lambda k: (batches[k].cls, k))
     frames_cls, frames_names, geoms, elev, own = [], [], [], [], []
     for k in order:
@@ -273,8 +408,11 @@ def _assemble(batches: list[_Batch], terrain: Terrain,
     p_cover = np.array([0.93, 0.045, 0.01, 0.015])
     p_other = np.array([0.95, 0.035, 0.002, 0.013])
     u = rng.random(n)
-    status_idx = np.where(cover, np.searchsorted(np.cumsum(p_cover), u, side="right"),
-                          np.searchsorted(np.cumsum(p_other), u, side="right"))
+    status_idx = np.where(
+        cover,
+        np.searchsorted(np.cumsum(p_cover), u, side="right"),
+        np.searchsorted(np.cumsum(p_other), u, side="right"),
+    )
     status_idx = np.minimum(status_idx, len(STATUSES) - 1)
     data = {
         "comp_id": ids,

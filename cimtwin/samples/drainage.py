@@ -45,12 +45,28 @@ class DrainCfg:
 
 
 DRAIN = {
-    "storm": DrainCfg("YS", "YS", 3.0, "雨水井", "龙华区水务局",
-                      ((200, 300), (500, 400), (900, 500), (1400, 600), (2000, 800),
-                       (2600, 1000), (3200, 1200)), None, 400, "排入河道"),
-    "sewage": DrainCfg("WS", "WS", -3.0, "污水井", "深圳市水务集团",
-                       ((500, 300), (1500, 400), (3000, 500), (5000, 600)), 800, 500,
-                       "接入污水截流干管"),
+    "storm": DrainCfg(
+        "YS",
+        "YS",
+        3.0,
+        "雨水井",
+        "龙华区水务局",
+        ((200, 300), (500, 400), (900, 500), (1400, 600), (2000, 800), (2600, 1000), (3200, 1200)),
+        None,
+        400,
+        "排入河道",
+    ),
+    "sewage": DrainCfg(
+        "WS",
+        "WS",
+        -3.0,
+        "污水井",
+        "深圳市水务集团",
+        ((500, 300), (1500, 400), (3000, 500), (5000, 600)),
+        800,
+        500,
+        "接入污水截流干管",
+    ),
 }
 
 
@@ -85,8 +101,10 @@ def drainage_network(lat: Lattice, terrain: Terrain, seed: int, kind: str) -> Ne
     o = cfg.offset
     cols = trunk_columns(lat, lat.spec.catchment_blocks[0])
     rows = list(range(0, lat.ny, lat.spec.catchment_blocks[1]))
-    years = {(r.axis, r.index): r.build_year + int(rng.integers(0, 3))
-             for r in lat.ew_roads + lat.ns_roads}
+    years = {
+        (r.axis, r.index): r.build_year + int(rng.integers(0, 3))
+        for r in lat.ew_roads + lat.ns_roads
+    }
 
     def has_w(i: int, j: int) -> bool:
         return i > 0 and bool(lat.ew_edge[j, i - 1])
@@ -120,32 +138,69 @@ def drainage_network(lat: Lattice, terrain: Terrain, seed: int, kind: str) -> Ne
             road = lat.ew_roads[j] if (has_w(i, j) or has_e(i, j)) else lat.ns_roads[i]
             terminal = parent[(i, j)] is None
             node_idx[(i, j)] = net.point(
-                "", "出水口" if terminal else cfg.manhole, *pos(i, j), terrain, 0.0,
-                remark=cfg.outfall_remark if terminal else "", road=road.name)
+                "",
+                "出水口" if terminal else cfg.manhole,
+                *pos(i, j),
+                terrain,
+                0.0,
+                remark=cfg.outfall_remark if terminal else "",
+                road=road.name,
+            )
 
     road_of: list[tuple[str, int]] = []  # per pipe: road key
 
-    def chain(start: int, end: int, x0: float, y0: float, x1: float, y1: float,
-              key: tuple[str, int], name: str) -> None:
+    def chain(
+        start: int,
+        end: int,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        key: tuple[str, int],
+        name: str,
+    ) -> None:
         length = math.hypot(x1 - x0, y1 - y0)
         n = math.ceil(length / float(rng.uniform(55.0, 70.0)))
         prev = start
         for m in range(1, n + 1):
             if m < n:
                 t = m / n
-                nxt = net.point("", cfg.manhole, x0 + (x1 - x0) * t, y0 + (y1 - y0) * t,
-                                terrain, 0.0, road=name)
+                nxt = net.point(
+                    "", cfg.manhole, x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, terrain, 0.0, road=name
+                )
             else:
                 nxt = end
-            net.pipes.append(Pipe(prev, nxt, "PS", cfg.minor, None, None, "", "", cfg.owner,
-                                  years[key], flow=1, road=name))
+            net.pipes.append(
+                Pipe(
+                    prev,
+                    nxt,
+                    "PS",
+                    cfg.minor,
+                    None,
+                    None,
+                    "",
+                    "",
+                    cfg.owner,
+                    years[key],
+                    flow=1,
+                    road=name,
+                )
+            )
             road_of.append(key)
             prev = nxt
 
-    edges = [(lat.ew_roads[j], (i, j), (i + 1, j)) for j in range(lat.ny + 1)
-             for i in range(lat.nx) if lat.ew_edge[j, i]]
-    edges += [(lat.ns_roads[i], (i, j), (i, j + 1)) for i in range(lat.nx + 1)
-              for j in range(lat.ny) if lat.ns_edge[i, j]]
+    edges = [
+        (lat.ew_roads[j], (i, j), (i + 1, j))
+        for j in range(lat.ny + 1)
+        for i in range(lat.nx)
+        if lat.ew_edge[j, i]
+    ]
+    edges += [
+        (lat.ns_roads[i], (i, j), (i, j + 1))
+        for i in range(lat.nx + 1)
+        for j in range(lat.ny)
+        if lat.ns_edge[i, j]
+    ]
     for road, u, v in edges:  # u is the west/south end, v the east/north end
         (xu, yu), (xv, yv) = pos(*u), pos(*v)
         key = (road.axis, road.index)
@@ -236,8 +291,9 @@ def _feature(net: Network, k: int, ins: list[int], out: int) -> None:
         a = net.points[p.a if p.b == k else p.b]
         b = net.points[q.a if q.b == k else q.b]
         cross = (a.x - pt.x) * (b.y - pt.y) - (a.y - pt.y) * (b.x - pt.x)
-        if abs(cross) > 1e-3 * math.hypot(a.x - pt.x, a.y - pt.y) * math.hypot(b.x - pt.x,
-                                                                             b.y - pt.y):
+        if abs(cross) > 1e-3 * math.hypot(a.x - pt.x, a.y - pt.y) * math.hypot(
+            b.x - pt.x, b.y - pt.y
+        ):
             pt.feature = "弯头"
         elif (p.diameter, p.section) != (q.diameter, q.section):
             pt.feature = "变径"

@@ -40,8 +40,16 @@ from cimtwin.samples.writers import (
     write_xlsx,
 )
 
-STEPS = ("layout and land use", "pipelines", "components and incidents", "pipeline tables",
-         "pipeline workbook", "GeoPackages", "Shapefiles", "README and manifest")
+STEPS = (
+    "layout and land use",
+    "pipelines",
+    "components and incidents",
+    "pipeline tables",
+    "pipeline workbook",
+    "GeoPackages",
+    "Shapefiles",
+    "README and manifest",
+)
 POINT_FORMATS = {5: "%.3f", 6: "%.3f", 7: "%.2f", 8: "%.2f"}
 LINE_FORMATS = {4: "%.2f", 5: "%.2f"}
 SUBDIRS = ("pipelines", "gpkg", "shp")
@@ -68,8 +76,10 @@ def _prepare(out_dir: Path) -> None:
         return
     manifest = out_dir / "manifest.json"
     if not manifest.is_file():
-        raise UserError(f"OUT_DIR {out_dir} is not empty and holds no manifest.json of an "
-                        "earlier sample; choose an empty or new folder")
+        raise UserError(
+            f"OUT_DIR {out_dir} is not empty and holds no manifest.json of an "
+            "earlier sample; choose an empty or new folder"
+        )
     try:
         old = json.loads(manifest.read_text(encoding="utf-8"))
         listed = sorted(old["files"])
@@ -87,8 +97,13 @@ def _prepare(out_dir: Path) -> None:
             d.rmdir()
 
 
-def generate(out_dir: Path, scale: str = "sample", seed: int = DEFAULT_SEED,
-             dirty: bool = False, progress: Progress | None = None) -> dict:
+def generate(
+    out_dir: Path,
+    scale: str = "sample",
+    seed: int = DEFAULT_SEED,
+    dirty: bool = False,
+    progress: Progress | None = None,
+) -> dict:
     """Write the sample for ``scale`` into ``out_dir``; returns the counts per object kind.
 
     ``dirty`` writes the small defect sample (a cut-down layout) instead, with defects.json.
@@ -120,8 +135,9 @@ def generate(out_dir: Path, scale: str = "sample", seed: int = DEFAULT_SEED,
     parcel = land.parcel
     defects: list[dict] = []
     if dirty:
-        comps, parcel, defects = dirty_mod.plant(point_rows, line_rows, comps, parcel,
-                                                 land.building, seed)
+        comps, parcel, defects = dirty_mod.plant(
+            point_rows, line_rows, comps, parcel, land.building, seed
+        )
     for sub in SUBDIRS:
         (out_dir / sub).mkdir(exist_ok=True)
 
@@ -132,23 +148,34 @@ def generate(out_dir: Path, scale: str = "sample", seed: int = DEFAULT_SEED,
     write_csv(pdir / "points_gbk.csv", POINT_COLUMNS, point_rows, POINT_FORMATS, "gbk")
     write_csv(pdir / "lines_gbk.csv", LINE_COLUMNS, line_rows, LINE_FORMATS, "gbk")
     step(4)
-    write_xlsx(pdir / "pipelines.xlsx", [("管线点", POINT_COLUMNS, point_rows),
-                                         ("管线段", LINE_COLUMNS, line_rows)])
+    write_xlsx(
+        pdir / "pipelines.xlsx",
+        [("管线点", POINT_COLUMNS, point_rows), ("管线段", LINE_COLUMNS, line_rows)],
+    )
     step(5)
     gdir = out_dir / "gpkg"
-    write_gpkg(gdir / "admin.gpkg", [("street", admin.street), ("community", admin.community),
-                                     ("work_grid", admin.work_grid),
-                                     ("district", admin.district)])
+    write_gpkg(
+        gdir / "admin.gpkg",
+        [
+            ("street", admin.street),
+            ("community", admin.community),
+            ("work_grid", admin.work_grid),
+            ("district", admin.district),
+        ],
+    )
     write_gpkg(gdir / "parcels.gpkg", [("parcel", parcel)])
-    write_gpkg(gdir / "buildings.gpkg", [("building", land.building),
-                                         ("underground_structure", under)])
+    write_gpkg(
+        gdir / "buildings.gpkg", [("building", land.building), ("underground_structure", under)]
+    )
     write_gpkg(gdir / "components.gpkg", [("component", comps)])
     step(6)
     sdir = out_dir / "shp"
     kinds = comps.geom_type
-    comp_parts = {"component": comps[kinds == "Point"],
-                  "component_line": comps[kinds == "LineString"],
-                  "component_poly": comps[kinds == "MultiPolygon"]}
+    comp_parts = {
+        "component": comps[kinds == "Point"],
+        "component_line": comps[kinds == "LineString"],
+        "component_poly": comps[kinds == "MultiPolygon"],
+    }
     write_shp(sdir / "work_grid.shp", admin.work_grid)
     write_shp(sdir / "parcel.shp", parcel)
     write_shp(sdir / "building.shp", land.building)
@@ -164,23 +191,44 @@ def generate(out_dir: Path, scale: str = "sample", seed: int = DEFAULT_SEED,
         write_json(out_dir / "defects.json", {"defects": defects})
 
     counts = {
-        "streets": len(admin.street), "communities": len(admin.community),
-        "work_grids": len(admin.work_grid), "districts": len(admin.district),
-        "parcels": len(parcel), "buildings": len(land.building),
-        "underground_structures": len(under), "pipeline_points": len(point_rows),
-        "pipeline_lines": len(line_rows), "components": len(comps),
+        "streets": len(admin.street),
+        "communities": len(admin.community),
+        "work_grids": len(admin.work_grid),
+        "districts": len(admin.district),
+        "parcels": len(parcel),
+        "buildings": len(land.building),
+        "underground_structures": len(under),
+        "pipeline_points": len(point_rows),
+        "pipeline_lines": len(line_rows),
+        "components": len(comps),
         "incidents": len(incidents),
     }
     counts.update(pipes.counts())
     if dirty:
         counts["defects"] = len(defects)
-    file_counts = _file_counts(point_rows, line_rows, admin, parcel, land.building, under,
-                               comps, comp_parts, incidents, dirty, defects)
+    file_counts = _file_counts(
+        point_rows,
+        line_rows,
+        admin,
+        parcel,
+        land.building,
+        under,
+        comps,
+        comp_parts,
+        incidents,
+        dirty,
+        defects,
+    )
     command = f"cimtwin samples generate OUT_DIR --scale {scale} --seed {seed}" + (
-        " --dirty" if dirty else "")
+        " --dirty" if dirty else ""
+    )
     meta = {
-        "scale": spec.name if dirty else scale, "seed": seed, "dirty": dirty,
-        "command": command, "counts": counts, "defects": defects,
+        "scale": spec.name if dirty else scale,
+        "seed": seed,
+        "dirty": dirty,
+        "command": command,
+        "counts": counts,
+        "defects": defects,
         "pipeline_km": pipes.length_km(),
         "files_doc": _files_doc(file_counts, dirty),
         "component_classes": _class_counts(comps),
@@ -192,32 +240,57 @@ def generate(out_dir: Path, scale: str = "sample", seed: int = DEFAULT_SEED,
         files[rel] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
         if rel in file_counts:
             files[rel]["count"] = file_counts[rel]
-    write_json(out_dir / "manifest.json", {
-        "generator": "cimtwin samples generate", "scale": meta["scale"], "seed": seed,
-        "dirty": dirty, "crs": f"EPSG:{STORAGE_EPSG}", "vertical_datum": VERTICAL_DATUM,
-        "synthetic": True, "counts": counts, "pipeline_km": meta["pipeline_km"],
-        "files": files,
-    })
+    write_json(
+        out_dir / "manifest.json",
+        {
+            "generator": "cimtwin samples generate",
+            "scale": meta["scale"],
+            "seed": seed,
+            "dirty": dirty,
+            "crs": f"EPSG:{STORAGE_EPSG}",
+            "vertical_datum": VERTICAL_DATUM,
+            "synthetic": True,
+            "counts": counts,
+            "pipeline_km": meta["pipeline_km"],
+            "files": files,
+        },
+    )
     return counts
 
 
-def _file_counts(point_rows: list, line_rows: list, admin, parcel: gpd.GeoDataFrame,
-                 building: gpd.GeoDataFrame, under: gpd.GeoDataFrame, comps: gpd.GeoDataFrame,
-                 comp_parts: dict, incidents: list, dirty: bool, defects: list) -> dict:
+def _file_counts(
+    point_rows: list,
+    line_rows: list,
+    admin,
+    parcel: gpd.GeoDataFrame,
+    building: gpd.GeoDataFrame,
+    under: gpd.GeoDataFrame,
+    comps: gpd.GeoDataFrame,
+    comp_parts: dict,
+    incidents: list,
+    dirty: bool,
+    defects: list,
+) -> dict:
     """Rows or features per file (and per layer for GeoPackages and workbooks)."""
     out: dict = {
-        "pipelines/points.csv": len(point_rows), "pipelines/points_gbk.csv": len(point_rows),
-        "pipelines/lines.csv": len(line_rows), "pipelines/lines_gbk.csv": len(line_rows),
+        "pipelines/points.csv": len(point_rows),
+        "pipelines/points_gbk.csv": len(point_rows),
+        "pipelines/lines.csv": len(line_rows),
+        "pipelines/lines_gbk.csv": len(line_rows),
         "pipelines/pipelines.xlsx": {"管线点": len(point_rows), "管线段": len(line_rows)},
-        "gpkg/admin.gpkg": {"street": len(admin.street), "community": len(admin.community),
-                            "work_grid": len(admin.work_grid),
-                            "district": len(admin.district)},
+        "gpkg/admin.gpkg": {
+            "street": len(admin.street),
+            "community": len(admin.community),
+            "work_grid": len(admin.work_grid),
+            "district": len(admin.district),
+        },
         "gpkg/parcels.gpkg": {"parcel": len(parcel)},
-        "gpkg/buildings.gpkg": {"building": len(building),
-                                "underground_structure": len(under)},
+        "gpkg/buildings.gpkg": {"building": len(building), "underground_structure": len(under)},
         "gpkg/components.gpkg": {"component": len(comps)},
-        "shp/work_grid.shp": len(admin.work_grid), "shp/parcel.shp": len(parcel),
-        "shp/building.shp": len(building), "incidents.geojson": len(incidents),
+        "shp/work_grid.shp": len(admin.work_grid),
+        "shp/parcel.shp": len(parcel),
+        "shp/building.shp": len(building),
+        "incidents.geojson": len(incidents),
         "departments.csv": len(DEPARTMENTS),
     }
     for name, part in comp_parts.items():
@@ -238,14 +311,23 @@ def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, str]]:
         ("pipelines/lines.csv", "CJJ 61 line table (管段), UTF-8", n("pipelines/lines.csv")),
         ("pipelines/points_gbk.csv", "same rows as points.csv, GBK", n("pipelines/points.csv")),
         ("pipelines/lines_gbk.csv", "same rows as lines.csv, GBK", n("pipelines/lines.csv")),
-        ("pipelines/pipelines.xlsx", "same rows, sheets 管线点 / 管线段",
-         n("pipelines/pipelines.xlsx")),
-        ("gpkg/admin.gpkg", "street (街道), community (社区), work_grid (单元网格), district",
-         n("gpkg/admin.gpkg")),
+        (
+            "pipelines/pipelines.xlsx",
+            "same rows, sheets 管线点 / 管线段",
+            n("pipelines/pipelines.xlsx"),
+        ),
+        (
+            "gpkg/admin.gpkg",
+            "street (街道), community (社区), work_grid (单元网格), district",
+            n("gpkg/admin.gpkg"),
+        ),
         ("gpkg/parcels.gpkg", "parcel (地块)", n("gpkg/parcels.gpkg")),
         ("gpkg/buildings.gpkg", "building, underground_structure", n("gpkg/buildings.gpkg")),
-        ("gpkg/components.gpkg", "component (城市部件), points, lines and polygons",
-         n("gpkg/components.gpkg")),
+        (
+            "gpkg/components.gpkg",
+            "component (城市部件), points, lines and polygons",
+            n("gpkg/components.gpkg"),
+        ),
         ("shp/work_grid.shp", "work grids", n("shp/work_grid.shp")),
         ("shp/parcel.shp", "parcels", n("shp/parcel.shp")),
         ("shp/building.shp", "buildings", n("shp/building.shp")),
@@ -256,9 +338,14 @@ def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, str]]:
         ("departments.csv", "department codes used by components", n("departments.csv")),
     ]
     if dirty:
-        rows += [("shp/component_nocrs.shp", "point components without .prj (defect)",
-                  n("shp/component_nocrs.shp")),
-                 ("defects.json", "planted defects, machine-readable", n("defects.json"))]
+        rows += [
+            (
+                "shp/component_nocrs.shp",
+                "point components without .prj (defect)",
+                n("shp/component_nocrs.shp"),
+            ),
+            ("defects.json", "planted defects, machine-readable", n("defects.json")),
+        ]
     rows.append(("manifest.json", "counts and sha256 of every file", "-"))
     return rows
 
@@ -268,5 +355,6 @@ def _class_counts(comps: gpd.GeoDataFrame) -> list[tuple[str, str, int]]:
 
     classes = component_classes()
     vc = comps["class_cd"].value_counts()
-    return [(c, classes[c].name if c in classes else "(unknown)", int(vc[c]))
-            for c in sorted(vc.index)]
+    return [
+        (c, classes[c].name if c in classes else "(unknown)", int(vc[c])) for c in sorted(vc.index)
+    ]

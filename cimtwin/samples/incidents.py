@@ -52,8 +52,11 @@ def _pipe_candidates(pipes: PipelineSet, minors: tuple[str, ...]) -> list:
     cands = []
     for net in pipes.networks:
         if net.minor in minors:
-            cands += [(net, p) for p in net.pipes
-                      if net.points[p.b].appurt != "消防栓" and net.length(p) > 4.0]
+            cands += [
+                (net, p)
+                for p in net.pipes
+                if net.points[p.b].appurt != "消防栓" and net.length(p) > 4.0
+            ]
     return cands
 
 
@@ -62,14 +65,33 @@ def _on_pipe(cands: list, rng: np.random.Generator) -> dict:
     net, p = cands[int(rng.integers(len(cands)))]
     a, b = net.points[p.a], net.points[p.b]
     t = float(rng.uniform(0.2, 0.8))
-    return {"x": a.x + (b.x - a.x) * t, "y": a.y + (b.y - a.y) * t, "road": p.road,
-            "no": a.no, "no2": b.no, "dia": p.diameter or "", "network": net.major,
-            "attrs": {"network": net.major, "subtype": net.minor, "from_point": a.no,
-                      "to_point": b.no, "road": p.road}}
+    return {
+        "x": a.x + (b.x - a.x) * t,
+        "y": a.y + (b.y - a.y) * t,
+        "road": p.road,
+        "no": a.no,
+        "no2": b.no,
+        "dia": p.diameter or "",
+        "network": net.major,
+        "attrs": {
+            "network": net.major,
+            "subtype": net.minor,
+            "from_point": a.no,
+            "to_point": b.no,
+            "road": p.road,
+        },
+    }
 
 
-def build_incidents(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: LandUse,
-                    components: gpd.GeoDataFrame, seed: int, n: int) -> list[dict]:
+def build_incidents(
+    lat: Lattice,
+    terrain: Terrain,
+    pipes: PipelineSet,
+    land: LandUse,
+    components: gpd.GeoDataFrame,
+    seed: int,
+    n: int,
+) -> list[dict]:
     """``n`` incidents as GeoJSON features, sorted by report time, ids assigned in that order."""
     rng = substream(seed, "incidents")
     types = list(TYPES)
@@ -79,19 +101,24 @@ def build_incidents(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: La
         kinds[0] = "pipe_burst"
     cls = components["class_cd"].to_numpy()
     lost = (components["status"].to_numpy() == "丢失") & np.isin(cls, COVERS)
-    pools = {"manhole_cover_missing": np.nonzero(lost)[0] if lost.any()
-             else np.nonzero(np.isin(cls, COVERS))[0],  # nothing lost in a small sample
-             "streetlight_fault": np.nonzero(cls == "0118")[0],
-             "garbage_overflow": np.nonzero(cls == "0305")[0]}
-    comp_rows = list(zip(components["comp_id"].tolist(), components["name"].tolist(),
-                         strict=True))
+    pools = {
+        "manhole_cover_missing": np.nonzero(lost)[0]
+        if lost.any()
+        else np.nonzero(np.isin(cls, COVERS))[0],  # nothing lost in a small sample
+        "streetlight_fault": np.nonzero(cls == "0118")[0],
+        "garbage_overflow": np.nonzero(cls == "0305")[0],
+    }
+    comp_rows = list(zip(components["comp_id"].tolist(), components["name"].tolist(), strict=True))
     comp_pt = shapely.point_on_surface(components.geometry.values)
     comp_xy = np.column_stack([shapely.get_x(comp_pt), shapely.get_y(comp_pt)])
-    storm = [p for net in pipes.networks if net.minor == "YS" for p in net.points
-             if p.appurt == "雨水井"]
+    storm = [
+        p for net in pipes.networks if net.minor == "YS" for p in net.points if p.appurt == "雨水井"
+    ]
     stretches = lat.road_stretches()
-    on_pipes = {"pipe_burst": _pipe_candidates(pipes, ("JP", "SS")),
-                "gas_leak": _pipe_candidates(pipes, ("TR",))}
+    on_pipes = {
+        "pipe_burst": _pipe_candidates(pipes, ("JP", "SS")),
+        "gas_leak": _pipe_candidates(pipes, ("TR",)),
+    }
     epoch = datetime.fromisoformat(INCIDENT_EPOCH)
     out = []
     for kind in kinds:
@@ -100,64 +127,109 @@ def build_incidents(lat: Lattice, terrain: Terrain, pipes: PipelineSet, land: La
             info = _on_pipe(on_pipes[kind], rng)
         elif kind == "waterlogging":
             p = storm[int(rng.integers(len(storm)))]
-            info = {"x": p.x, "y": p.y, "road": p.road, "no": p.no,
-                    "cm": int(rng.integers(10, 40)), "attrs": {"point": p.no, "road": p.road}}
+            info = {
+                "x": p.x,
+                "y": p.y,
+                "road": p.road,
+                "no": p.no,
+                "cm": int(rng.integers(10, 40)),
+                "attrs": {"point": p.no, "road": p.road},
+            }
         elif kind == "fire":
             b = land.building.iloc[int(rng.integers(len(land.building)))]
             c = b.geometry.centroid
-            info = {"x": c.x, "y": c.y, "name": b["name"], "addr": b["address"],
-                    "road": b["address"], "attrs": {"building": b["bldg_cd"]}}
+            info = {
+                "x": c.x,
+                "y": c.y,
+                "name": b["name"],
+                "addr": b["address"],
+                "road": b["address"],
+                "attrs": {"building": b["bldg_cd"]},
+            }
         elif kind in ("road_collapse", "illegal_parking"):
             road, x0, y0, x1, y1 = stretches[int(rng.integers(len(stretches)))]
             t = float(rng.uniform(0.2, 0.8))
             side = float(rng.uniform(-0.3, 0.3)) if kind == "road_collapse" else 0.42
             off = side * road.width
             ew = abs(x1 - x0) > abs(y1 - y0)
-            info = {"x": x0 + (x1 - x0) * t + (0 if ew else off),
-                    "y": y0 + (y1 - y0) * t + (off if ew else 0), "road": road.name,
-                    "area": int(rng.integers(2, 30)), "n": int(rng.integers(1, 6)),
-                    "attrs": {"road": road.name}}
+            info = {
+                "x": x0 + (x1 - x0) * t + (0 if ew else off),
+                "y": y0 + (y1 - y0) * t + (off if ew else 0),
+                "road": road.name,
+                "area": int(rng.integers(2, 30)),
+                "n": int(rng.integers(1, 6)),
+                "attrs": {"road": road.name},
+            }
         else:
             idx = pools[kind]
             k = int(idx[int(rng.integers(len(idx)))])
             row = comp_rows[k]
-            info = {"x": comp_xy[k, 0], "y": comp_xy[k, 1], "name": row[1],
-                    "cid": row[0], "road": row[1], "attrs": {"component": row[0]}}
+            info = {
+                "x": comp_xy[k, 0],
+                "y": comp_xy[k, 1],
+                "name": row[1],
+                "cid": row[0],
+                "road": row[1],
+                "attrs": {"component": row[0]},
+            }
         lo, hi = TYPES[kind][1]
         severity = int(rng.integers(lo, hi + 1))
-        status = INCIDENT_STATUSES[int(rng.choice(len(INCIDENT_STATUSES),
-                                                  p=STATUS_WEIGHTS / STATUS_WEIGHTS.sum()))]
+        status = INCIDENT_STATUSES[
+            int(rng.choice(len(INCIDENT_STATUSES), p=STATUS_WEIGHTS / STATUS_WEIGHTS.sum()))
+        ]
         seconds = int(rng.integers(0, 30 * 86400))
         when = epoch - timedelta(seconds=seconds)
-        fmt = {"road": "", "name": "", "no": "", "no2": "", "dia": "", "area": "", "cm": "",
-               "n": "", "addr": "", "cid": ""}
+        fmt = {
+            "road": "",
+            "name": "",
+            "no": "",
+            "no2": "",
+            "dia": "",
+            "area": "",
+            "cm": "",
+            "n": "",
+            "addr": "",
+            "cid": "",
+        }
         fmt.update({k: v for k, v in info.items() if k not in ("x", "y", "attrs")})
-        out.append({"kind": kind, "severity": severity, "status": status, "when": when,
-                    "title": TYPES[kind][2].format(**fmt),
-                    "description": DESCRIPTIONS[kind].format(**fmt),
-                    "x": round(float(info["x"]), 3), "y": round(float(info["y"]), 3),
-                    "attrs": info["attrs"]})
+        out.append(
+            {
+                "kind": kind,
+                "severity": severity,
+                "status": status,
+                "when": when,
+                "title": TYPES[kind][2].format(**fmt),
+                "description": DESCRIPTIONS[kind].format(**fmt),
+                "x": round(float(info["x"]), 3),
+                "y": round(float(info["y"]), 3),
+                "attrs": info["attrs"],
+            }
+        )
     out.sort(key=lambda r: (r["when"], r["kind"], r["x"], r["y"]))
     tr = transformer(STORAGE_EPSG, "OGC:CRS84")
     lon, lat_ = tr.transform(np.array([r["x"] for r in out]), np.array([r["y"] for r in out]))
     features = []
     for k, r in enumerate(out):
         ext = f"LH-{r['when']:%Y%m%d}-{k + 1:06d}"
-        features.append({
-            "type": "Feature",
-            "id": ext,
-            "geometry": {"type": "Point",
-                         "coordinates": [round(float(lon[k]), 7), round(float(lat_[k]), 7)]},
-            "properties": {
-                "external_id": ext,
-                "incident_type": r["kind"],
-                "severity": r["severity"],
-                "status": r["status"],
-                "title": r["title"],
-                "description": r["description"],
-                "reported_at": r["when"].isoformat(),
-                "elevation_m": terrain.ground(r["x"], r["y"]),
-                "attributes": r["attrs"],
-            },
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "id": ext,
+                "geometry": {
+                    "type": "Point",
+                    "coordinates": [round(float(lon[k]), 7), round(float(lat_[k]), 7)],
+                },
+                "properties": {
+                    "external_id": ext,
+                    "incident_type": r["kind"],
+                    "severity": r["severity"],
+                    "status": r["status"],
+                    "title": r["title"],
+                    "description": r["description"],
+                    "reported_at": r["when"].isoformat(),
+                    "elevation_m": terrain.ground(r["x"], r["y"]),
+                    "attributes": r["attrs"],
+                },
+            }
+        )
     return features

@@ -162,14 +162,16 @@ class Lattice:
             j = road.index
             for i in range(self.nx):
                 if self.ew_edge[j, i]:
-                    out.append((road, float(self.xs[i]), road.coord, float(self.xs[i + 1]),
-                                road.coord))
+                    out.append(
+                        (road, float(self.xs[i]), road.coord, float(self.xs[i + 1]), road.coord)
+                    )
         for road in self.ns_roads:
             i = road.index
             for j in range(self.ny):
                 if self.ns_edge[i, j]:
-                    out.append((road, road.coord, float(self.ys[j]), road.coord,
-                                float(self.ys[j + 1])))
+                    out.append(
+                        (road, road.coord, float(self.ys[j]), road.coord, float(self.ys[j + 1]))
+                    )
         return out
 
 
@@ -179,8 +181,9 @@ def station_xy() -> tuple[float, float]:
     return round(float(x), 3), round(float(y), 3)
 
 
-def _lines(rng: np.random.Generator, n: int, mean: float, jitter: float, centre: float,
-           k: int) -> np.ndarray:
+def _lines(
+    rng: np.random.Generator, n: int, mean: float, jitter: float, centre: float, k: int
+) -> np.ndarray:
     """n+1 line coordinates with jittered spacing and line ``k`` exactly at ``centre``."""
     steps = mean + rng.uniform(-jitter, jitter, size=n)
     pos = np.concatenate([[0.0], np.cumsum(steps)])
@@ -216,5 +219,6 @@ def build_lattice(spec: ScaleSpec, seed: int) -> Lattice:
         ew_edge[j, i0:i1] = False
     for i in range(i0 + 1, i1):
         ns_edge[i, j0:j1] = False
-    return Lattice(spec, xs, ys, ns_roads, ew_roads, ew_edge, ns_edge, cx, cy, (ic, jc),
-                   (i0, i1, j0, j1))
+    return Lattice(
+        spec, xs, ys, ns_roads, ew_roads, ew_edge, ns_edge, cx, cy, (ic, jc), (i0, i1, j0, j1)
+    )

@@ -24,20 +24,28 @@ SAMPLE_STEPS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
 
 
 def load_sample(
-    folder: Path, database_url: str | None = None, replace: bool = False,
+    folder: Path,
+    database_url: str | None = None,
+    replace: bool = False,
     on_step: Callable[[str, ImportResult], None] | None = None,
 ) -> list[ImportResult]:
     """Import every layer of a sample folder; each layer is its own all-or-nothing dataset,
     ``sample:FOLDER-NAME:KIND``. A sample folder of the same name elsewhere holds other files,
     so it replaces those datasets only with ``replace``."""
     if not (folder / "manifest.json").exists():
-        raise UserError(f"{folder}: not a sample folder (no manifest.json); "
-                        "run `cimtwin samples generate` first")
+        raise UserError(
+            f"{folder}: not a sample folder (no manifest.json); "
+            "run `cimtwin samples generate` first"
+        )
     results = []
     for kind, files, crs in SAMPLE_STEPS:
         paths = [folder / f for f in files]
-        options = ImportOptions(crs=crs, replace=replace, imported_by="cimtwin samples load",
-                                dataset=f"sample:{folder.name}:{kind}")
+        options = ImportOptions(
+            crs=crs,
+            replace=replace,
+            imported_by="cimtwin samples load",
+            dataset=f"sample:{folder.name}:{kind}",
+        )
         result = run_import(importer_for(kind), paths, options, database_url)
         results.append(result)
         if on_step:

@@ -14,18 +14,51 @@ from cimtwin.reference import attribute_codes, pipeline_types
 from cimtwin.samples.layout import Terrain
 
 POINT_COLUMNS = (
-    "物探点号", "管线类别", "管线小类", "特征", "附属物", "X", "Y", "地面高程", "井深", "备注",
+    "物探点号",
+    "管线类别",
+    "管线小类",
+    "特征",
+    "附属物",
+    "X",
+    "Y",
+    "地面高程",
+    "井深",
+    "备注",
 )
 LINE_COLUMNS = (
-    "起点点号", "终点点号", "管线类别", "管线小类", "起点埋深", "终点埋深", "管径", "断面",
-    "材质", "埋设方式", "权属单位", "建设年代", "压力", "流向", "电压", "电缆条数",
-    "总孔数", "占用孔数", "道路名称", "状态",
+    "起点点号",
+    "终点点号",
+    "管线类别",
+    "管线小类",
+    "起点埋深",
+    "终点埋深",
+    "管径",
+    "断面",
+    "材质",
+    "埋设方式",
+    "权属单位",
+    "建设年代",
+    "压力",
+    "流向",
+    "电压",
+    "电缆条数",
+    "总孔数",
+    "占用孔数",
+    "道路名称",
+    "状态",
 )
 MAX_GAP = 75.0  # m between survey points on a straight run
 GRAVITY_MINORS = ("YS", "WS")
 # Depth reference and allowed depth range per minor type (metres below ground).
-DEPTH_RANGE = {"JP": (1.0, 1.5), "SS": (1.0, 1.5), "TR": (0.8, 1.2), "GD": (0.7, 1.0),
-               "XX": (0.7, 1.0), "YS": (1.5, 5.0), "WS": (1.5, 5.0)}
+DEPTH_RANGE = {
+    "JP": (1.0, 1.5),
+    "SS": (1.0, 1.5),
+    "TR": (0.8, 1.2),
+    "GD": (0.7, 1.0),
+    "XX": (0.7, 1.0),
+    "YS": (1.5, 5.0),
+    "WS": (1.5, 5.0),
+}
 
 
 def material(name: str) -> str:
@@ -104,13 +137,36 @@ class Network:
     points: list[SurveyPoint] = field(default_factory=list)
     pipes: list[Pipe] = field(default_factory=list)
 
-    def point(self, feature: str, appurt: str, x: float, y: float, terrain: Terrain,
-              depth: float, well: float | None = None, remark: str = "", road: str = "",
-              minor: str | None = None) -> int:
+    def point(
+        self,
+        feature: str,
+        appurt: str,
+        x: float,
+        y: float,
+        terrain: Terrain,
+        depth: float,
+        well: float | None = None,
+        remark: str = "",
+        road: str = "",
+        minor: str | None = None,
+    ) -> int:
         x, y = round(x, 3), round(y, 3)
-        self.points.append(SurveyPoint(self.prefix, self.major, minor or self.minor, feature,
-                                       appurt, x, y, terrain.ground(x, y), round(depth, 2),
-                                       None if well is None else round(well, 2), remark, road))
+        self.points.append(
+            SurveyPoint(
+                self.prefix,
+                self.major,
+                minor or self.minor,
+                feature,
+                appurt,
+                x,
+                y,
+                terrain.ground(x, y),
+                round(depth, 2),
+                None if well is None else round(well, 2),
+                remark,
+                road,
+            )
+        )
         return len(self.points) - 1
 
     def length(self, p: Pipe) -> float:
@@ -141,8 +197,20 @@ class PipelineSet:
         rows = []
         for net in self.networks:
             for p in net.points:
-                rows.append([p.no, p.major, p.minor, p.feature, p.appurt, p.y, p.x, p.ground,
-                             p.well, p.remark])
+                rows.append(
+                    [
+                        p.no,
+                        p.major,
+                        p.minor,
+                        p.feature,
+                        p.appurt,
+                        p.y,
+                        p.x,
+                        p.ground,
+                        p.well,
+                        p.remark,
+                    ]
+                )
         return rows
 
     def line_rows(self) -> list[list]:
@@ -159,9 +227,30 @@ class PipelineSet:
                     start, end, da, db, flow = b.no, a.no, db, da, -1
                 if p.end_no is not None:
                     end = p.end_no
-                rows.append([start, end, p.major, p.minor, da, db, p.diameter, p.section,
-                             p.material, p.burial, p.owner, p.year, p.pressure, flow, p.voltage,
-                             p.cables, p.holes_total, p.holes_used, p.road, p.status])
+                rows.append(
+                    [
+                        start,
+                        end,
+                        p.major,
+                        p.minor,
+                        da,
+                        db,
+                        p.diameter,
+                        p.section,
+                        p.material,
+                        p.burial,
+                        p.owner,
+                        p.year,
+                        p.pressure,
+                        flow,
+                        p.voltage,
+                        p.cables,
+                        p.holes_total,
+                        p.holes_used,
+                        p.road,
+                        p.status,
+                    ]
+                )
         return rows
 
     def counts(self) -> dict[str, int]:

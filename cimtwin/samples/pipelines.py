@@ -59,8 +59,9 @@ def _size(a: dict) -> tuple:
     return (a.get("diameter"), a.get("section"))
 
 
-def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
-                    cfg: LatticeNetCfg) -> Network:
+def lattice_network(
+    lat: Lattice, terrain: Terrain, rng: np.random.Generator, cfg: LatticeNetCfg
+) -> Network:
     """Lay a pressure/cable network on the chosen road lines of the lattice."""
     minor_type(cfg.major, cfg.minor)
     net = Network(cfg.prefix, cfg.major, cfg.minor)
@@ -68,11 +69,13 @@ def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
     lo, hi = cfg.depth
     edges: list[tuple[Road, tuple[int, int], tuple[int, int], int]] = []
     for j in cfg.ew_lines:
-        edges += [(lat.ew_roads[j], (i, j), (i + 1, j), i) for i in range(lat.nx)
-                  if lat.ew_edge[j, i]]
+        edges += [
+            (lat.ew_roads[j], (i, j), (i + 1, j), i) for i in range(lat.nx) if lat.ew_edge[j, i]
+        ]
     for i in cfg.ns_lines:
-        edges += [(lat.ns_roads[i], (i, j), (i, j + 1), j) for j in range(lat.ny)
-                  if lat.ns_edge[i, j]]
+        edges += [
+            (lat.ns_roads[i], (i, j), (i, j + 1), j) for j in range(lat.ny) if lat.ns_edge[i, j]
+        ]
     attrs = [cfg.attrs(road, k) for road, _, _, k in edges]
     node_edges: dict[tuple[int, int], list[tuple[int, str]]] = {}
     for e, (road, u, v, _) in enumerate(edges):
@@ -105,8 +108,9 @@ def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
             appurt = cfg.manhole if cfg.end_manhole else ""
         well = float(rng.uniform(*cfg.well)) if appurt else None
         x, y = pos(node)
-        node_idx[node] = net.point(feature, appurt, x, y, terrain, float(rng.uniform(lo, hi)),
-                                   well, road=road_name)
+        node_idx[node] = net.point(
+            feature, appurt, x, y, terrain, float(rng.uniform(lo, hi)), well, road=road_name
+        )
         valve_nodes[node] = deg >= 3 and bool(rng.random() < cfg.valve_prob)
 
     for (road, u, v, _), a in zip(edges, attrs, strict=True):
@@ -138,11 +142,28 @@ def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
             px, py = x0 + ux * t, y0 + uy * t
             if kind == "valve":
                 closed = rng.random() < 0.02
-                idx = net.point("", "阀门", px, py, terrain, depth, float(rng.uniform(1.3, 1.9)),
-                                "关闭" if closed else "开启", road.name)
+                idx = net.point(
+                    "",
+                    "阀门",
+                    px,
+                    py,
+                    terrain,
+                    depth,
+                    float(rng.uniform(1.3, 1.9)),
+                    "关闭" if closed else "开启",
+                    road.name,
+                )
             elif kind == "manhole":
-                idx = net.point("", cfg.manhole, px, py, terrain, depth,
-                                float(rng.uniform(*cfg.well)), road=road.name)
+                idx = net.point(
+                    "",
+                    cfg.manhole,
+                    px,
+                    py,
+                    terrain,
+                    depth,
+                    float(rng.uniform(*cfg.well)),
+                    road=road.name,
+                )
             elif kind == "tap":
                 idx = net.point("三通", "", px, py, terrain, depth, road=road.name)
             else:
@@ -155,22 +176,54 @@ def lattice_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator,
     return net
 
 
-def _hydrant(net: Network, terrain: Terrain, rng: np.random.Generator, road: Road, tap: int,
-             px: float, py: float, ux: float, uy: float, o: float, a: dict) -> None:
+def _hydrant(
+    net: Network,
+    terrain: Terrain,
+    rng: np.random.Generator,
+    road: Road,
+    tap: int,
+    px: float,
+    py: float,
+    ux: float,
+    uy: float,
+    o: float,
+    a: dict,
+) -> None:
     """A 3-5 m branch from the main to a hydrant at the kerb side of the pipe."""
     nx, ny = (0.0, 1.0) if abs(ux) > abs(uy) else (1.0, 0.0)  # away from the centre line
     if o < 0:
         nx, ny = -nx, -ny
     branch = float(np.clip(road.width / 2 - 1.0 - abs(o), 3.0, 5.0))
-    idx = net.point("", "消防栓", px + nx * branch, py + ny * branch, terrain,
-                    float(rng.uniform(1.0, 1.2)), road=road.name)
-    net.pipes.append(Pipe(tap, idx, net.major, net.minor, 150 if road.main else 100, None,
-                          material("球墨铸铁"), burial("直埋"), a["owner"], a["year"],
-                          a["pressure"], road=road.name))
+    idx = net.point(
+        "",
+        "消防栓",
+        px + nx * branch,
+        py + ny * branch,
+        terrain,
+        float(rng.uniform(1.0, 1.2)),
+        road=road.name,
+    )
+    net.pipes.append(
+        Pipe(
+            tap,
+            idx,
+            net.major,
+            net.minor,
+            150 if road.main else 100,
+            None,
+            material("球墨铸铁"),
+            burial("直埋"),
+            a["owner"],
+            a["year"],
+            a["pressure"],
+            road=road.name,
+        )
+    )
 
 
-def _per_road(lat: Lattice, rng: np.random.Generator,
-              make: Callable[[Road, np.random.Generator], dict]) -> dict[tuple[str, int], dict]:
+def _per_road(
+    lat: Lattice, rng: np.random.Generator, make: Callable[[Road, np.random.Generator], dict]
+) -> dict[tuple[str, int], dict]:
     """Draw each road's attributes once, in lattice order, so draws never depend on call order."""
     return {(r.axis, r.index): make(r, rng) for r in lat.ew_roads + lat.ns_roads}
 
@@ -185,8 +238,12 @@ def water_networks(lat: Lattice, terrain: Terrain, seed: int) -> list[Network]:
 
     def jp(road: Road, r: np.random.Generator) -> dict:
         sizes = (400, 500) if road.main else _pick(r, ((300, 200), (300, 300), (200, 200)))
-        return {"sizes": sizes, "change": int(r.integers(1, max(2, lat.nx))),
-                "year": road.build_year + int(r.integers(0, 4)), "pe": r.random() < 0.3}
+        return {
+            "sizes": sizes,
+            "change": int(r.integers(1, max(2, lat.nx))),
+            "year": road.build_year + int(r.integers(0, 4)),
+            "pe": r.random() < 0.3,
+        }
 
     roads = _per_road(lat, rng, jp)
 
@@ -194,26 +251,66 @@ def water_networks(lat: Lattice, terrain: Terrain, seed: int) -> list[Network]:
         d = roads[(road.axis, road.index)]
         dia = d["sizes"][0] if k < d["change"] else d["sizes"][1]
         mat = "聚乙烯塑料" if dia <= 200 and d["pe"] else "球墨铸铁"
-        return {"diameter": dia, "section": None, "material": material(mat),
-                "burial": burial("直埋"), "owner": "深圳市水务集团", "year": d["year"],
-                "pressure": "0.4MPa"}
+        return {
+            "diameter": dia,
+            "section": None,
+            "material": material(mat),
+            "burial": burial("直埋"),
+            "owner": "深圳市水务集团",
+            "year": d["year"],
+            "pressure": "0.4MPa",
+        }
 
     all_ew = list(range(lat.ny + 1))
     all_ns = list(range(lat.nx + 1))
-    jp_net = lattice_network(lat, terrain, rng, LatticeNetCfg(
-        "JS", "JS", "JP", 6.0, all_ew, all_ns, DEPTH_RANGE["JP"], jp_attrs, valve_prob=1.0,
-        valve_dist=(6.0, 10.0), hydrant_spacing=120.0))
+    jp_net = lattice_network(
+        lat,
+        terrain,
+        rng,
+        LatticeNetCfg(
+            "JS",
+            "JS",
+            "JP",
+            6.0,
+            all_ew,
+            all_ns,
+            DEPTH_RANGE["JP"],
+            jp_attrs,
+            valve_prob=1.0,
+            valve_dist=(6.0, 10.0),
+            hydrant_spacing=120.0,
+        ),
+    )
 
     def ss_attrs(road: Road, k: int) -> dict:
         d = roads[(road.axis, road.index)]
-        return {"diameter": 600, "section": None, "material": material("钢"),
-                "burial": burial("直埋"), "owner": "深圳市水务集团", "year": d["year"],
-                "pressure": "0.6MPa"}
+        return {
+            "diameter": 600,
+            "section": None,
+            "material": material("钢"),
+            "burial": burial("直埋"),
+            "owner": "深圳市水务集团",
+            "year": d["year"],
+            "pressure": "0.6MPa",
+        }
 
-    ss_net = lattice_network(lat, terrain, rng, LatticeNetCfg(
-        "JS", "JS", "SS", 13.0, [r.index for r in lat.ew_roads if r.main],
-        [r.index for r in lat.ns_roads if r.main], (1.2, 1.5), ss_attrs, valve_prob=1.0,
-        valve_dist=(6.0, 10.0)))
+    ss_net = lattice_network(
+        lat,
+        terrain,
+        rng,
+        LatticeNetCfg(
+            "JS",
+            "JS",
+            "SS",
+            13.0,
+            [r.index for r in lat.ew_roads if r.main],
+            [r.index for r in lat.ns_roads if r.main],
+            (1.2, 1.5),
+            ss_attrs,
+            valve_prob=1.0,
+            valve_dist=(6.0, 10.0),
+        ),
+    )
     return [jp_net, ss_net]
 
 
@@ -224,10 +321,16 @@ def gas_network(lat: Lattice, terrain: Terrain, seed: int) -> Network:
     ns = [r.index for r in lat.ns_roads if r.main or rng.random() < 0.45]
 
     def make(road: Road, r: np.random.Generator) -> dict:
-        sizes = _pick(r, ((300, 300), (250, 250))) if road.main else _pick(
-            r, ((200, 160), (160, 160), (200, 200)))
-        return {"sizes": sizes, "change": int(r.integers(1, max(2, lat.nx))),
-                "year": road.build_year + int(r.integers(0, 6))}
+        sizes = (
+            _pick(r, ((300, 300), (250, 250)))
+            if road.main
+            else _pick(r, ((200, 160), (160, 160), (200, 200)))
+        )
+        return {
+            "sizes": sizes,
+            "change": int(r.integers(1, max(2, lat.nx))),
+            "year": road.build_year + int(r.integers(0, 6)),
+        }
 
     roads = _per_road(lat, rng, make)
 
@@ -235,13 +338,33 @@ def gas_network(lat: Lattice, terrain: Terrain, seed: int) -> Network:
         d = roads[(road.axis, road.index)]
         dia = d["sizes"][0] if k < d["change"] else d["sizes"][1]
         mat = "钢" if dia == 300 else "聚乙烯塑料"
-        return {"diameter": dia, "section": None, "material": material(mat),
-                "burial": burial("直埋"), "owner": "深圳燃气", "year": d["year"],
-                "pressure": "中压" if road.main else "低压"}
+        return {
+            "diameter": dia,
+            "section": None,
+            "material": material(mat),
+            "burial": burial("直埋"),
+            "owner": "深圳燃气",
+            "year": d["year"],
+            "pressure": "中压" if road.main else "低压",
+        }
 
-    return lattice_network(lat, terrain, rng, LatticeNetCfg(
-        "RQ", "RQ", "TR", -6.0, ew, ns, DEPTH_RANGE["TR"], attrs, valve_prob=0.35,
-        valve_dist=(4.0, 6.0)))
+    return lattice_network(
+        lat,
+        terrain,
+        rng,
+        LatticeNetCfg(
+            "RQ",
+            "RQ",
+            "TR",
+            -6.0,
+            ew,
+            ns,
+            DEPTH_RANGE["TR"],
+            attrs,
+            valve_prob=0.35,
+            valve_dist=(4.0, 6.0),
+        ),
+    )
 
 
 def power_network(lat: Lattice, terrain: Terrain, seed: int) -> Network:
@@ -249,22 +372,47 @@ def power_network(lat: Lattice, terrain: Terrain, seed: int) -> Network:
     rng = substream(seed, "power")
 
     def make(road: Road, r: np.random.Generator) -> dict:
-        return {"section": _pick(r, ("800X400", "1000X500", "1200X600")),
-                "voltage": 20 if r.random() < 0.15 else 10, "cables": int(r.integers(4, 13)),
-                "year": road.build_year + int(r.integers(0, 5))}
+        return {
+            "section": _pick(r, ("800X400", "1000X500", "1200X600")),
+            "voltage": 20 if r.random() < 0.15 else 10,
+            "cables": int(r.integers(4, 13)),
+            "year": road.build_year + int(r.integers(0, 5)),
+        }
 
     roads = _per_road(lat, rng, make)
 
     def attrs(road: Road, k: int) -> dict:
         d = roads[(road.axis, road.index)]
-        return {"diameter": None, "section": d["section"], "material": material("铜"),
-                "burial": burial("管块"), "owner": "深圳供电局", "year": d["year"],
-                "voltage": d["voltage"], "cables": d["cables"]}
+        return {
+            "diameter": None,
+            "section": d["section"],
+            "material": material("铜"),
+            "burial": burial("管块"),
+            "owner": "深圳供电局",
+            "year": d["year"],
+            "voltage": d["voltage"],
+            "cables": d["cables"],
+        }
 
-    return lattice_network(lat, terrain, rng, LatticeNetCfg(
-        "DL", "DL", "GD", 9.0, [r.index for r in lat.ew_roads if r.main],
-        [r.index for r in lat.ns_roads if r.main], DEPTH_RANGE["GD"], attrs,
-        manhole="电力井", manhole_spacing=60.0, well=(1.6, 2.2), end_feature="出地"))
+    return lattice_network(
+        lat,
+        terrain,
+        rng,
+        LatticeNetCfg(
+            "DL",
+            "DL",
+            "GD",
+            9.0,
+            [r.index for r in lat.ew_roads if r.main],
+            [r.index for r in lat.ns_roads if r.main],
+            DEPTH_RANGE["GD"],
+            attrs,
+            manhole="电力井",
+            manhole_spacing=60.0,
+            well=(1.6, 2.2),
+            end_feature="出地",
+        ),
+    )
 
 
 TELECOM_SECTIONS = {6: "600X250", 9: "600X300", 12: "800X300", 18: "800X400", 24: "1000X400"}
@@ -278,12 +426,20 @@ def telecom_network(lat: Lattice, terrain: Terrain, seed: int) -> Network:
     ns = [r.index for r in lat.ns_roads if r.main or rng.random() < 0.8]
 
     def make(road: Road, r: np.random.Generator) -> dict:
-        holes = _pick(r, ((24, 24), (24, 18))) if road.main else _pick(
-            r, ((12, 9), (9, 9), (12, 12), (9, 6), (6, 6)))
+        holes = (
+            _pick(r, ((24, 24), (24, 18)))
+            if road.main
+            else _pick(r, ((12, 9), (9, 9), (12, 12), (9, 6), (6, 6)))
+        )
         year = road.build_year + int(r.integers(0, 6))
-        return {"holes": holes, "used": [int(r.integers(max(1, h // 3), h + 1)) for h in holes],
-                "change": int(r.integers(1, max(2, lat.nx))), "year": year,
-                "owner": _pick(r, TELECOM_OWNERS), "copper": year < 2004}
+        return {
+            "holes": holes,
+            "used": [int(r.integers(max(1, h // 3), h + 1)) for h in holes],
+            "change": int(r.integers(1, max(2, lat.nx))),
+            "year": year,
+            "owner": _pick(r, TELECOM_OWNERS),
+            "copper": year < 2004,
+        }
 
     roads = _per_road(lat, rng, make)
 
@@ -291,14 +447,36 @@ def telecom_network(lat: Lattice, terrain: Terrain, seed: int) -> Network:
         d = roads[(road.axis, road.index)]
         n = 0 if k < d["change"] else 1
         holes = d["holes"][n]
-        return {"diameter": None, "section": TELECOM_SECTIONS[holes],
-                "material": material("铜" if d["copper"] else "光纤"), "burial": burial("管块"),
-                "owner": d["owner"], "year": d["year"], "holes_total": holes,
-                "holes_used": min(d["used"][n], holes)}
+        return {
+            "diameter": None,
+            "section": TELECOM_SECTIONS[holes],
+            "material": material("铜" if d["copper"] else "光纤"),
+            "burial": burial("管块"),
+            "owner": d["owner"],
+            "year": d["year"],
+            "holes_total": holes,
+            "holes_used": min(d["used"][n], holes),
+        }
 
-    return lattice_network(lat, terrain, rng, LatticeNetCfg(
-        "TX", "TX", "XX", -9.0, ew, ns, DEPTH_RANGE["XX"], attrs, manhole="通信井",
-        manhole_spacing=60.0, well=(1.4, 2.0), end_manhole=True))
+    return lattice_network(
+        lat,
+        terrain,
+        rng,
+        LatticeNetCfg(
+            "TX",
+            "TX",
+            "XX",
+            -9.0,
+            ew,
+            ns,
+            DEPTH_RANGE["XX"],
+            attrs,
+            manhole="通信井",
+            manhole_spacing=60.0,
+            well=(1.4, 2.0),
+            end_manhole=True,
+        ),
+    )
 
 
 def build_pipelines(lat: Lattice, terrain: Terrain, seed: int) -> PipelineSet:
@@ -306,8 +484,11 @@ def build_pipelines(lat: Lattice, terrain: Terrain, seed: int) -> PipelineSet:
     nets = water_networks(lat, terrain, seed)
     nets.append(drainage_network(lat, terrain, seed, "storm"))
     nets.append(drainage_network(lat, terrain, seed, "sewage"))
-    nets += [gas_network(lat, terrain, seed), power_network(lat, terrain, seed),
-             telecom_network(lat, terrain, seed)]
+    nets += [
+        gas_network(lat, terrain, seed),
+        power_network(lat, terrain, seed),
+        telecom_network(lat, terrain, seed),
+    ]
     out = PipelineSet(nets)
     out.number()
     return out

@@ -22,12 +22,17 @@ NETWORKS = [
 ]
 
 POINT_DOC = [
-    ("物探点号", "survey point number: network prefix + sequence (JS0001, YS0001, ...), unique "
-                "in the file"),
+    (
+        "物探点号",
+        "survey point number: network prefix + sequence (JS0001, YS0001, ...), unique in the file",
+    ),
     ("管线类别", "CJJ 61 major type letters (JS, PS, RQ, DL, TX)"),
     ("管线小类", "CJJ 61 minor type letters (JP, SS, YS, WS, TR, GD, XX)"),
-    ("特征", "feature: 直线点, 三通, 四通, 弯头, 变径, 预留口, 出地, or empty for a plain "
-            "appurtenance point"),
+    (
+        "特征",
+        "feature: 直线点, 三通, 四通, 弯头, 变径, 预留口, 出地, or empty for a plain "
+        "appurtenance point",
+    ),
     ("附属物", "appurtenance: 阀门, 消防栓, 雨水井, 污水井, 出水口, 电力井, 通信井, or empty"),
     ("X", "**northing** (北坐标), EPSG:4547, m, 3 decimals (about 2 500 000)"),
     ("Y", "**easting** (东坐标), EPSG:4547, m, 3 decimals (about 500 000)"),
@@ -46,8 +51,11 @@ LINE_DOC = [
     ("权属单位", "owner"),
     ("建设年代", "year built"),
     ("压力", "pressure: 0.4MPa / 0.6MPa for water, 中压 / 低压 for gas; empty otherwise"),
-    ("流向", "gravity drainage only: 1 = flows 起点→终点, -1 = flows 终点→起点; empty for "
-            "pressure and cable networks"),
+    (
+        "流向",
+        "gravity drainage only: 1 = flows 起点→终点, -1 = flows 终点→起点; empty for "
+        "pressure and cable networks",
+    ),
     ("电压", "power only: kV"),
     ("电缆条数", "power only: number of cables"),
     ("总孔数 / 占用孔数", "telecom only: duct holes in total / in use"),
@@ -60,15 +68,15 @@ LAYER_DOC = {
     "work_grid": "code (14 = community code + 2), name, comm_cd, area_m2, officer (网格员)",
     "district": "slug, name, kind (business_district, transport_hub, planning_area), descr",
     "parcel": "parcel_cd, land_use (GB 50137 code), area_m2, far_plan (planned plot ratio "
-              "容积率), h_limit (height limit, m)",
+    "容积率), h_limit (height limit, m)",
     "building": "bldg_cd, name, address (路名+号), use, height_m, floors, ug_floors, base_elev "
-                "(ground at the footprint centroid, 1985 datum), floor_area (m2), residents "
-                "(residential only), build_year, parcel_cd",
+    "(ground at the footprint centroid, 1985 datum), floor_area (m2), residents "
+    "(residential only), build_year, parcel_cd",
     "underground_structure": "code, kind (metro_station, metro_tunnel, underground_passage), "
-                             "name, top_elev, bot_elev (elevations, 1985 datum, m)",
+    "name, top_elev, bot_elev (elevations, 1985 datum, m)",
     "component": "comp_id (16 digits: county + 4-digit class + 6-digit sequence), class_cd, "
-                 "name, dept_auth (主管), dept_own (权属), dept_mnt (养护), status "
-                 "(完好/破损/丢失/占用), elev (ground, m)",
+    "name, dept_auth (主管), dept_own (权属), dept_mnt (养护), status "
+    "(完好/破损/丢失/占用), elev (ground, m)",
 }
 
 
@@ -110,8 +118,9 @@ def render(meta: dict) -> str:
         "## Files",
         "",
     ]
-    lines += _table(["path", "content", "count"], [[f"`{f[0]}`", f[1], f[2]]
-                                                    for f in meta["files_doc"]])
+    lines += _table(
+        ["path", "content", "count"], [[f"`{f[0]}`", f[1], f[2]] for f in meta["files_doc"]]
+    )
     lines += [
         "",
         "## Pipeline survey tables (CJJ 61-2017)",
@@ -126,10 +135,20 @@ def render(meta: dict) -> str:
         "A point has one depth, shared by every line that ends at it.",
         "",
     ]
-    lines += _table(["network", "what", "offset from road centre line", "depth to",
-                     "range (m)", "owner"],
-                    [[n[0], n[1], n[2], n[3], "{:.1f}-{:.1f}".format(
-                        *DEPTH_RANGE[n[0].split(" / ")[1]]), n[4]] for n in NETWORKS])
+    lines += _table(
+        ["network", "what", "offset from road centre line", "depth to", "range (m)", "owner"],
+        [
+            [
+                n[0],
+                n[1],
+                n[2],
+                n[3],
+                "{:.1f}-{:.1f}".format(*DEPTH_RANGE[n[0].split(" / ")[1]]),
+                n[4],
+            ]
+            for n in NETWORKS
+        ],
+    )
     lines += [
         "",
         "Gravity drainage forms trees: pipes on E-W roads flow west to a trunk on the "
@@ -151,21 +170,31 @@ def render(meta: dict) -> str:
     lines += _table(["column", "meaning"], [list(r) for r in POINT_DOC])
     lines += ["", "Line table columns:", ""]
     lines += _table(["column", "meaning"], [list(r) for r in LINE_DOC])
-    lines += ["", "Lengths (km): " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                               meta["pipeline_km"].items()), ""]
-    lines += ["## GIS layers", "",
-              "GeoPackages in `gpkg/`, Shapefiles (UTF-8 `.cpg`, `.prj`) in `shp/`. Polygons are "
-              "MultiPolygon. Field names are at most 10 characters so Shapefiles keep them. Grid "
-              "codes are not written into parcels, buildings or components: an importer assigns "
-              "them by location.", ""]
+    lines += [
+        "",
+        "Lengths (km): " + ", ".join(f"{k} {v:.2f}" for k, v in meta["pipeline_km"].items()),
+        "",
+    ]
+    lines += [
+        "## GIS layers",
+        "",
+        "GeoPackages in `gpkg/`, Shapefiles (UTF-8 `.cpg`, `.prj`) in `shp/`. Polygons are "
+        "MultiPolygon. Field names are at most 10 characters so Shapefiles keep them. Grid "
+        "codes are not written into parcels, buildings or components: an importer assigns "
+        "them by location.",
+        "",
+    ]
     lines += _table(["layer", "fields"], [[f"`{k}`", v] for k, v in LAYER_DOC.items()])
-    lines += ["", "Components are points except 交通护栏 (lines, median barriers) and 绿地 "
-              "(polygons): `gpkg/components.gpkg` holds all three in one layer; the Shapefiles "
-              "split them into `component.shp` (points), `component_line.shp` and "
-              "`component_poly.shp`. Manhole, valve and hydrant components sit exactly on the "
-              "survey point they cover; the point number is in their name.", ""]
-    lines += _table(["class_cd", "name", "count"],
-                    [list(r) for r in meta["component_classes"]])
+    lines += [
+        "",
+        "Components are points except 交通护栏 (lines, median barriers) and 绿地 "
+        "(polygons): `gpkg/components.gpkg` holds all three in one layer; the Shapefiles "
+        "split them into `component.shp` (points), `component_line.shp` and "
+        "`component_poly.shp`. Manhole, valve and hydrant components sit exactly on the "
+        "survey point they cover; the point number is in their name.",
+        "",
+    ]
+    lines += _table(["class_cd", "name", "count"], [list(r) for r in meta["component_classes"]])
     lines += ["", "Department codes (invented, also in `departments.csv`):", ""]
     lines += _table(["code", "name"], [[k, v] for k, v in DEPARTMENTS.items()])
     lines += ["", "## Counts", ""]
@@ -182,13 +211,25 @@ def render(meta: dict) -> str:
         "",
     ]
     if dirty:
-        lines += ["## Planted defects", "",
-                  "Listed machine-readably in `defects.json`. Rows are 1-based data rows (the "
-                  "header is not counted: file line = row + 1).", ""]
-        lines += _table(["id", "file", "row / feature", "rule", "defect"],
-                        [[d["id"], f"`{d['file']}`",
-                          ", ".join(str(r) for r in d["rows"]) if "rows" in d
-                          else d.get("feature", "-"), d["rule"], d["description"]]
-                         for d in meta["defects"]])
+        lines += [
+            "## Planted defects",
+            "",
+            "Listed machine-readably in `defects.json`. Rows are 1-based data rows (the "
+            "header is not counted: file line = row + 1).",
+            "",
+        ]
+        lines += _table(
+            ["id", "file", "row / feature", "rule", "defect"],
+            [
+                [
+                    d["id"],
+                    f"`{d['file']}`",
+                    ", ".join(str(r) for r in d["rows"]) if "rows" in d else d.get("feature", "-"),
+                    d["rule"],
+                    d["description"],
+                ]
+                for d in meta["defects"]
+            ],
+        )
         lines.append("")
     return "\n".join(lines)

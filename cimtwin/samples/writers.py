@@ -37,8 +37,13 @@ def _cell(v: object, fmt: str | None) -> str:
     return str(v)
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence], formats: Formats,
-              encoding: str = "utf-8") -> None:
+def write_csv(
+    path: Path,
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    formats: Formats,
+    encoding: str = "utf-8",
+) -> None:
     """CSV with ``\\n`` line endings, no BOM, fixed decimals for the columns in ``formats``."""
     fmts = [formats.get(k) for k in range(len(header))]
     with open(path, "w", encoding=encoding, newline="") as fh:
@@ -47,8 +52,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence], forma
         w.writerows([_cell(v, f) for v, f in zip(r, fmts, strict=True)] for r in rows)
 
 
-def write_xlsx(path: Path, sheets: Sequence[tuple[str, Sequence[str], Sequence[Sequence]]]
-               ) -> None:
+def write_xlsx(path: Path, sheets: Sequence[tuple[str, Sequence[str], Sequence[Sequence]]]) -> None:
     """Workbook with one sheet per (title, header, rows); typed cells, reproducible bytes."""
     wb = openpyxl.Workbook(write_only=True)
     fixed = datetime(*FIXED_DATE_TUPLE)
@@ -75,8 +79,11 @@ def _rezip(buf: io.BytesIO, path: Path) -> None:
                 data = zin.read(name)
                 if name == "docProps/core.xml":
                     for tag in (b"created", b"modified"):
-                        data = re.sub(rb"(<dcterms:" + tag + rb"[^>]*>)[^<]*(</dcterms:" + tag
-                                      + rb">)", rb"\g<1>" + stamp.encode() + rb"\g<2>", data)
+                        data = re.sub(
+                            rb"(<dcterms:" + tag + rb"[^>]*>)[^<]*(</dcterms:" + tag + rb">)",
+                            rb"\g<1>" + stamp.encode() + rb"\g<2>",
+                            data,
+                        )
                 info = zipfile.ZipInfo(name, date_time=FIXED_DATE_TUPLE)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
@@ -110,14 +117,18 @@ def write_shp(path: Path, gdf: gpd.GeoDataFrame) -> list[Path]:
         path.with_suffix(ext).unlink(missing_ok=True)
     with fixed_gdal_date(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # intended: no .prj
-        pyogrio.write_dataframe(gdf, path, driver="ESRI Shapefile",
-                                layer_options={"ENCODING": "UTF-8", "RESIZE": "YES"})
+        pyogrio.write_dataframe(
+            gdf, path, driver="ESRI Shapefile", layer_options={"ENCODING": "UTF-8", "RESIZE": "YES"}
+        )
     dbf = path.with_suffix(".dbf")
     with open(dbf, "r+b") as fh:
         fh.seek(1)
         fh.write(bytes([FIXED_DATE_TUPLE[0] - 1900, FIXED_DATE_TUPLE[1], FIXED_DATE_TUPLE[2]]))
-    return [p for p in (path.with_suffix(e) for e in (".shp", ".shx", ".dbf", ".prj", ".cpg"))
-            if p.exists()]
+    return [
+        p
+        for p in (path.with_suffix(e) for e in (".shp", ".shx", ".dbf", ".prj", ".cpg"))
+        if p.exists()
+    ]
 
 
 def write_geojson(path: Path, features: Sequence[dict]) -> None:
@@ -132,8 +143,11 @@ def write_geojson(path: Path, features: Sequence[dict]) -> None:
 
 def write_json(path: Path, obj: object) -> None:
     """Pretty JSON with sorted keys and a trailing newline."""
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
-                    encoding="utf-8", newline="\n")
+    path.write_text(
+        json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
+        encoding="utf-8",
+        newline="\n",
+    )
 
 
 def sha256(path: Path) -> str:

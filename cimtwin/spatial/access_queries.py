@@ -71,8 +71,10 @@ def check_role(role: str) -> str:
 
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise ValueError(f"key name {name!r}: 1-100 characters, letters, digits and _ . @ : - "
-                         "(starting with a letter or digit)")
+        raise ValueError(
+            f"key name {name!r}: 1-100 characters, letters, digits and _ . @ : - "
+            "(starting with a letter or digit)"
+        )
     return name
 
 
@@ -93,8 +95,9 @@ def create_key(conn: psycopg.Connection, name: str, role: str) -> tuple[str, Key
     exists = conn.execute(f"SELECT revoked_at FROM {TABLE} WHERE name = %s", (name,)).fetchone()
     if exists:
         state = "revoked" if exists[0] else "active"
-        raise ValueError(f"a key named {name!r} already exists ({state}); names are never "
-                         "reused, choose another")
+        raise ValueError(
+            f"a key named {name!r} already exists ({state}); names are never reused, choose another"
+        )
     key = new_key()
     row = conn.execute(
         f"INSERT INTO {TABLE} (name, role, prefix, key_hash) VALUES (%s, %s, %s, %s) "
@@ -112,7 +115,9 @@ def list_keys(conn: psycopg.Connection) -> list[KeyRecord]:
 def revoke_key(conn: psycopg.Connection, name: str) -> KeyRecord:
     row = conn.execute(
         f"UPDATE {TABLE} SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL "
-        f"RETURNING {_COLUMNS}", (name,)).fetchone()
+        f"RETURNING {_COLUMNS}",
+        (name,),
+    ).fetchone()
     if row:
         return _record(row)
     old = conn.execute(f"SELECT revoked_at FROM {TABLE} WHERE name = %s", (name,)).fetchone()
@@ -128,8 +133,9 @@ async def lookup_key(conn: psycopg.AsyncConnection, key: str) -> KeyRecord | Non
     """The row of a presented key (revoked ones too), or None for an unknown key."""
     if not key or len(key) > MAX_KEY_CHARS:
         return None
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM {TABLE} WHERE key_hash = %s",
-                             (key_hash(key),))
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM {TABLE} WHERE key_hash = %s", (key_hash(key),)
+    )
     row = await cur.fetchone()
     return _record(row) if row else None
 
@@ -138,4 +144,6 @@ async def touch_key(conn: psycopg.AsyncConnection, record: KeyRecord) -> None:
     """Record the use of a key (at most once a minute per key)."""
     await conn.execute(
         f"UPDATE {TABLE} SET last_used_at = now() WHERE id = %s AND (last_used_at IS NULL "
-        f"OR last_used_at < now() - make_interval(secs => %s))", (record.id, TOUCH_EVERY_S))
+        f"OR last_used_at < now() - make_interval(secs => %s))",
+        (record.id, TOUCH_EVERY_S),
+    )

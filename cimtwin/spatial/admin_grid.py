@@ -80,9 +80,7 @@ class GridIndex:
     @classmethod
     def load(cls, conn) -> GridIndex:
         """From an open psycopg connection (sync), in the storage CRS."""
-        rows = conn.execute(
-            f'SELECT code, ST_AsBinary(geom) FROM "{SCHEMA}".work_grid'
-        ).fetchall()
+        rows = conn.execute(f'SELECT code, ST_AsBinary(geom) FROM "{SCHEMA}".work_grid').fetchall()
         return cls([r[0] for r in rows], [shapely.from_wkb(r[1]) for r in rows])
 
     def __len__(self) -> int:

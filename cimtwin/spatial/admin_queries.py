@@ -96,8 +96,9 @@ WHERE g.code = %s
 """
 
 
-async def grid_summary(conn: AsyncConnection, code: str, cache: ImportCache | None = None
-                       ) -> dict[str, Any] | None:
+async def grid_summary(
+    conn: AsyncConnection, code: str, cache: ImportCache | None = None
+) -> dict[str, Any] | None:
     """What a grid holds; all but the open incidents comes from ``cache`` when given."""
     if cache is not None:
         out = await cache.get(conn, ("grid", code), lambda: _grid_static(conn, code))
@@ -106,10 +107,13 @@ async def grid_summary(conn: AsyncConnection, code: str, cache: ImportCache | No
     if out is None:
         return None
     out = dict(out)  # the cached dict stays as it is
-    inc = await rows(conn, f"""
+    inc = await rows(
+        conn,
+        f"""
         SELECT incident_type, count(*) FROM {T.incident}
         WHERE grid_code = %s AND status = ANY(%s) GROUP BY 1 ORDER BY 1""",
-        (code, list(OPEN_STATUSES)))
+        (code, list(OPEN_STATUSES)),
+    )
     out["open_incidents"] = {
         "count": sum(r[1] for r in inc),
         "statuses": list(OPEN_STATUSES),
@@ -123,43 +127,67 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
     if row is None:
         return None
     out = _hierarchy(row)
-    b = await one_row(conn, f"""
+    b = await one_row(
+        conn,
+        f"""
         SELECT count(*), coalesce(sum(floor_area_m2), 0), coalesce(sum(residents), 0),
                coalesce(sum(ST_Area(footprint)), 0), max(height_m)
-        FROM {T.building} WHERE grid_code = %s""", (code,))
-    out["buildings"] = {"count": b[0], "floor_area_m2": b[1], "footprint_area_m2": b[3],
-                        "max_height_m": b[4]}
+        FROM {T.building} WHERE grid_code = %s""",
+        (code,),
+    )
+    out["buildings"] = {
+        "count": b[0],
+        "floor_area_m2": b[1],
+        "footprint_area_m2": b[3],
+        "max_height_m": b[4],
+    }
     out["residents"] = b[2]
-    comp = await rows(conn, f"""
+    comp = await rows(
+        conn,
+        f"""
         SELECT c.class_code, k.name, k.major_code, k.major_name, count(*)
         FROM {T.city_component} c LEFT JOIN {T.component_class} k ON k.code = c.class_code
-        WHERE c.grid_code = %s GROUP BY 1, 2, 3, 4 ORDER BY 1""", (code,))
+        WHERE c.grid_code = %s GROUP BY 1, 2, 3, 4 ORDER BY 1""",
+        (code,),
+    )
     out["components"] = {
         "count": sum(r[4] for r in comp),
-        "by_class": [{"code": r[0], "name": r[1], "major_code": r[2], "major_name": r[3],
-                      "count": r[4]} for r in comp],
+        "by_class": [
+            {"code": r[0], "name": r[1], "major_code": r[2], "major_name": r[3], "count": r[4]}
+            for r in comp
+        ],
     }
-    pipes = await rows(conn, f"""
+    pipes = await rows(
+        conn,
+        f"""
         SELECT s.network,
                (SELECT min(t.network_name) FROM {T.pipeline_type} t WHERE t.network = s.network),
                count(*), sum(ST_Length(ST_Intersection(s.geom, g.geom)))
         FROM {T.pipeline_segment} s JOIN {T.work_grid} g ON ST_Intersects(s.geom, g.geom)
-        WHERE g.code = %s GROUP BY 1 ORDER BY 1""", (code,))
+        WHERE g.code = %s GROUP BY 1 ORDER BY 1""",
+        (code,),
+    )
     out["pipelines"] = {
         "length_m": sum(r[3] for r in pipes),
         "rule": "2D length of each pipe clipped to the grid polygon",
-        "by_network": [{"network": r[0], "name": r[1], "segments": r[2], "length_m": r[3]}
-                       for r in pipes],
+        "by_network": [
+            {"network": r[0], "name": r[1], "segments": r[2], "length_m": r[3]} for r in pipes
+        ],
     }
-    parcels = await rows(conn, f"""
+    parcels = await rows(
+        conn,
+        f"""
         SELECT p.land_use, l.name, count(*), sum(p.area_m2)
         FROM {T.parcel} p LEFT JOIN {T.land_use_class} l ON l.code = p.land_use
-        WHERE p.grid_code = %s GROUP BY 1, 2 ORDER BY 1""", (code,))
+        WHERE p.grid_code = %s GROUP BY 1, 2 ORDER BY 1""",
+        (code,),
+    )
     out["parcels"] = {
         "count": sum(r[2] for r in parcels),
         "area_m2": sum(r[3] for r in parcels),
-        "by_land_use": [{"code": r[0], "name": r[1], "count": r[2], "area_m2": r[3]}
-                        for r in parcels],
+        "by_land_use": [
+            {"code": r[0], "name": r[1], "count": r[2], "area_m2": r[3]} for r in parcels
+        ],
     }
     return out
 
@@ -170,22 +198,25 @@ async def grid_exists(conn: AsyncConnection, code: str) -> bool:
 
 def _grid_condition(layer: Layer) -> sql.Composable:
     if layer.id == "pipelines":
-        return sql.SQL(
-            f"ST_Intersects(t.geom, (SELECT geom FROM {T.work_grid} WHERE code = %s))")
+        return sql.SQL(f"ST_Intersects(t.geom, (SELECT geom FROM {T.work_grid} WHERE code = %s))")
     return sql.SQL("t.grid_code = %s")
 
 
-async def grid_features(conn: AsyncConnection, code: str, layer_id: str, limit: int,
-                        offset: int) -> tuple[Layer, list[tuple], int]:
+async def grid_features(
+    conn: AsyncConnection, code: str, layer_id: str, limit: int, offset: int
+) -> tuple[Layer, list[tuple], int]:
     """Features of one layer in a grid (GeoJSON geometry text in CRS84), and how many match."""
     layer = BY_ID[layer_id]
     table = sql.Identifier(layer.schema, layer.table)
     cond = _grid_condition(layer)
-    cols = [sql.SQL("t.{}").format(sql.Identifier(layer.id_column)),
-            geojson_sql(sql.SQL("t.{}").format(sql.Identifier(layer.geometry_column))),
-            *(sql.SQL("t.{}").format(sql.Identifier(p)) for p in layer.properties)]
+    cols = [
+        sql.SQL("t.{}").format(sql.Identifier(layer.id_column)),
+        geojson_sql(sql.SQL("t.{}").format(sql.Identifier(layer.geometry_column))),
+        *(sql.SQL("t.{}").format(sql.Identifier(p)) for p in layer.properties),
+    ]
     query = sql.SQL("SELECT {} FROM {} t WHERE {} ORDER BY t.{} LIMIT %s OFFSET %s").format(
-        sql.SQL(", ").join(cols), table, cond, sql.Identifier(layer.id_column))
+        sql.SQL(", ").join(cols), table, cond, sql.Identifier(layer.id_column)
+    )
     found = await rows(conn, query, (code, limit, offset))
     if offset == 0 and len(found) < limit:
         matched = len(found)
@@ -233,13 +264,15 @@ def _none(values: pd.Series) -> np.ndarray:
 
 async def _load_lookup(conn: AsyncConnection, fingerprint: str) -> GridLookup:
     grid_rows = await rows(
-        conn, f"SELECT code, community_code, ST_AsBinary(geom) FROM {T.work_grid}")
+        conn, f"SELECT code, community_code, ST_AsBinary(geom) FROM {T.work_grid}"
+    )
     comm_rows = await rows(conn, f"SELECT code, street_code FROM {T.community}")
 
     def build() -> GridIndex:
-        return GridIndex([r[0] for r in grid_rows],
-                         list(shapely.from_wkb([bytes(r[2]) for r in grid_rows]))
-                         if grid_rows else [])
+        return GridIndex(
+            [r[0] for r in grid_rows],
+            list(shapely.from_wkb([bytes(r[2]) for r in grid_rows])) if grid_rows else [],
+        )
 
     index = await asyncio.to_thread(build)
     return GridLookup(index, {r[0]: r[1] for r in grid_rows}, dict(comm_rows), fingerprint)

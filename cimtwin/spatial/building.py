@@ -107,9 +107,7 @@ class UndergroundStructure(Base):
     """Metro tunnels and stations, passages, utility tunnels: a footprint with a depth range."""
 
     __tablename__ = "underground_structure"
-    __table_args__ = (
-        CheckConstraint("bottom_elevation_m < top_elevation_m", name="depth_range"),
-    )
+    __table_args__ = (CheckConstraint("bottom_elevation_m < top_elevation_m", name="depth_range"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)

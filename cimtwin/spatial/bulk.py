@@ -35,8 +35,11 @@ def reserve_ids(conn: psycopg.Connection, model: type[Base], n: int) -> np.ndarr
     """Take ``n`` ids from the table's sequence, so children can reference rows before COPY."""
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    seq = one_row_sync(conn, "SELECT pg_get_serial_sequence(%s, 'id')",
-                       (f"{schema_of(model)}.{table_of(model).name}",))[0]
+    seq = one_row_sync(
+        conn,
+        "SELECT pg_get_serial_sequence(%s, 'id')",
+        (f"{schema_of(model)}.{table_of(model).name}",),
+    )[0]
     rows = conn.execute(
         "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n)
     ).fetchall()
@@ -52,8 +55,7 @@ def geometry_hex(geoms: np.ndarray | Sequence, dims: int = 2, srid: int = SRID) 
     arr = np.asarray(geoms, dtype=object)
     if dims == 2 and shapely.has_z(arr).any():
         arr = shapely.force_2d(arr)
-    wkb = shapely.to_wkb(arr, hex=False, include_srid=False, output_dimension=dims,
-                         byte_order=1)
+    wkb = shapely.to_wkb(arr, hex=False, include_srid=False, output_dimension=dims, byte_order=1)
     tag = srid.to_bytes(4, "little")
     out = np.empty(len(wkb), dtype=object)
     for i, w in enumerate(wkb):
@@ -70,8 +72,9 @@ def csv_chunk(chunk: pd.DataFrame) -> bytes:
     try:
         table = pa.Table.from_pandas(chunk, preserve_index=False)
         buf = io.BytesIO()
-        pa_csv.write_csv(table, buf, pa_csv.WriteOptions(include_header=False,
-                                                         quoting_style="needed"))
+        pa_csv.write_csv(
+            table, buf, pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+        )
         return buf.getvalue()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return chunk.to_csv(header=False, index=False, na_rep="").encode()
@@ -91,36 +94,50 @@ def lock_partition_swaps(conn: psycopg.Connection, models: Sequence[type[Base]])
     before the batch row is inserted, this lock puts them in one order. Imports of plain
     tables do not take it; they still run alongside."""
     if any(is_partitioned(m) for m in models):
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('cimtwin'), hashtext(%s))",
-                     ("partition-swap",))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('cimtwin'), hashtext(%s))", ("partition-swap",)
+        )
 
 
 def partition_name(model: type[Base], batch_id: int) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(f"{schema_of(model)}_part"),
-                                   sql.Identifier(f"{table_of(model).name}_b{int(batch_id)}"))
+    return sql.SQL("{}.{}").format(
+        sql.Identifier(f"{schema_of(model)}_part"),
+        sql.Identifier(f"{table_of(model).name}_b{int(batch_id)}"),
+    )
 
 
 def load_partition(
-    conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, batch_id: int,
+    conn: psycopg.Connection,
+    model: type[Base],
+    frame: pd.DataFrame,
+    batch_id: int,
     before_attach=None,
 ) -> int:
     """Load one batch as a new partition: COPY into a bare table, then ATTACH, which builds
     its indexes and checks its foreign keys in bulk. ``before_attach(conn, staging)`` may
     check the rows against the other partitions (e.g. ids unique across datasets)."""
     staging = partition_name(model, batch_id)
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-                         ).format(
-        staging, qualified(model)))
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+            staging, qualified(model)
+        )
+    )
     n = copy_frame(conn, model, frame.assign(batch_id=batch_id), target=staging)
     if before_attach:
         before_attach(conn, staging)
-    conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-        qualified(model), staging, sql.Literal(int(batch_id))))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+            qualified(model), staging, sql.Literal(int(batch_id))
+        )
+    )
     return n
 
 
 def copy_frame(
-    conn: psycopg.Connection, model: type[Base], frame: pd.DataFrame, on_rows=None,
+    conn: psycopg.Connection,
+    model: type[Base],
+    frame: pd.DataFrame,
+    on_rows=None,
     target: sql.Composable | None = None,
 ) -> int:
     """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB.

@@ -35,8 +35,9 @@ def transformer(src: str | int, dst: str | int) -> Transformer:
     return Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
 
 
-def transform_arrays(tr: Transformer, x: np.ndarray, y: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def transform_arrays(
+    tr: Transformer, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``tr.transform`` on coordinate arrays. pyproj tries its one-point path first, which turns
     a one-element array into a float (deprecated in numpy): pass that one point as floats."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -110,20 +111,37 @@ def implausible_coordinates(
     if crs.is_projected:
         lonlat = outside & (np.abs(x) <= 180) & (np.abs(y) <= 90)
         if lonlat.any():
-            out.append(("crs-lonlat-in-projected", lonlat,
-                        f"coordinates look like longitude/latitude but the CRS is {label}"))
-        swapped = outside & ~lonlat & (y >= west - pad_x) & (y <= east + pad_x) & (
-            x >= south - pad_y) & (x <= north + pad_y)
+            out.append(
+                (
+                    "crs-lonlat-in-projected",
+                    lonlat,
+                    f"coordinates look like longitude/latitude but the CRS is {label}",
+                )
+            )
+        swapped = (
+            outside
+            & ~lonlat
+            & (y >= west - pad_x)
+            & (y <= east + pad_x)
+            & (x >= south - pad_y)
+            & (x <= north + pad_y)
+        )
         if swapped.any():
-            out.append(("crs-axes-swapped", swapped,
-                        f"easting and northing look swapped for {label} "
-                        "(in survey tables X is the northing, Y the easting)"))
+            out.append(
+                (
+                    "crs-axes-swapped",
+                    swapped,
+                    f"easting and northing look swapped for {label} "
+                    "(in survey tables X is the northing, Y the easting)",
+                )
+            )
         rest = outside & ~lonlat & ~swapped
     else:
         swapped = outside & (np.abs(y) <= 180) & (np.abs(x) <= 90) & (y >= west) & (y <= east)
         if swapped.any():
-            out.append(("crs-axes-swapped", swapped,
-                        f"longitude and latitude look swapped for {label}"))
+            out.append(
+                ("crs-axes-swapped", swapped, f"longitude and latitude look swapped for {label}")
+            )
         rest = outside & ~swapped
     if rest.any():
         out.append(("crs-out-of-area", rest, f"position outside the area of use of {label}"))

@@ -69,26 +69,43 @@ def dictionary_rows() -> dict[type[Base], list[dict[str, object]]]:
     return {
         PipelineType: [
             {
-                "code": t.minor_code, "network": t.major_code,
-                "network_digit": int(t.major_digit), "network_name": t.major_name,
-                "name": t.minor_name, "digits": t.minor_digits,
-                "color_name": t.color_name, "color_hex": t.color_hex,
+                "code": t.minor_code,
+                "network": t.major_code,
+                "network_digit": int(t.major_digit),
+                "network_name": t.major_name,
+                "name": t.minor_name,
+                "digits": t.minor_digits,
+                "color_name": t.color_name,
+                "color_hex": t.color_hex,
             }
             for t in reference.pipeline_types()
         ],
         CodeDictionary: [
-            {"dict": r["dict"], "code": r["code"], "name": r["name"],
-             "note": r["applies_to_or_note"] or None}
+            {
+                "dict": r["dict"],
+                "code": r["code"],
+                "name": r["name"],
+                "note": r["applies_to_or_note"] or None,
+            }
             for r in reference.read_rows("cjj61_2017_attribute_dicts.csv")
         ],
         ComponentClass: [
-            {"code": c.code, "major_code": c.major_code, "major_name": c.major_name,
-             "name": c.name, "agreement": c.agreement}
+            {
+                "code": c.code,
+                "major_code": c.major_code,
+                "major_name": c.major_name,
+                "name": c.name,
+                "agreement": c.agreement,
+            }
             for c in reference.component_classes().values()
         ],
         LandUseClass: [
-            {"code": r["code"], "major_code": r["major_code"], "name": r["name"],
-             "name_en": r["name_en"]}
+            {
+                "code": r["code"],
+                "major_code": r["major_code"],
+                "name": r["name"],
+                "name_en": r["name_en"],
+            }
             for r in reference.read_rows("land_use_gb50137.csv")
         ],
     }

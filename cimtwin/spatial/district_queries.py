@@ -27,7 +27,10 @@ from cimtwin.spatial.pipeline_network import pipe_size_mm_sql
 from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
 
 DEPTH_BANDS: tuple[tuple[str, float, float | None], ...] = (
-    ("0-1", 0.0, 1.0), ("1-2", 1.0, 2.0), ("2-3", 2.0, 3.0), ("3-5", 3.0, 5.0),
+    ("0-1", 0.0, 1.0),
+    ("1-2", 1.0, 2.0),
+    ("2-3", 2.0, 3.0),
+    ("3-5", 3.0, 5.0),
     (">5", 5.0, None),
 )
 VOLUME_LAYERS = ("buildings", "underground", "pipelines", "pipeline_points")
@@ -37,8 +40,10 @@ MAX_DISTRICTS = 200
 #: size of a pipe in metres (diameter, else height of its section), 0 when unknown
 PIPE_SIZE = f"(coalesce({pipe_size_mm_sql('s')}, 0) / 1000.0)"
 #: metres from the depth reference up to the pipe top
-TOP_OFFSET = (f"(CASE s.depth_ref WHEN 'centre' THEN {PIPE_SIZE} / 2 "
-              f"WHEN 'invert' THEN {PIPE_SIZE} ELSE 0 END)")
+TOP_OFFSET = (
+    f"(CASE s.depth_ref WHEN 'centre' THEN {PIPE_SIZE} / 2 "
+    f"WHEN 'invert' THEN {PIPE_SIZE} ELSE 0 END)"
+)
 #: depth below ground of the pipe top at each end (from the survey depths)
 FROM_TOP_DEPTH = f"(s.from_depth_m - {TOP_OFFSET})"
 TO_TOP_DEPTH = f"(s.to_depth_m - {TOP_OFFSET})"
@@ -51,8 +56,11 @@ def _band_sql() -> str:
         cond = f"d >= {lo}" if hi is None else f"d < {hi}"
         cases.append(f"WHEN {cond} THEN '{label}'")
     first = DEPTH_BANDS[0]
-    return f"CASE WHEN d IS NULL THEN 'unknown' WHEN d < {first[1]} THEN '{first[0]}' " + \
-        " ".join(cases) + " END"
+    return (
+        f"CASE WHEN d IS NULL THEN 'unknown' WHEN d < {first[1]} THEN '{first[0]}' "
+        + " ".join(cases)
+        + " END"
+    )
 
 
 def ground_sql(point: str) -> str:
@@ -72,10 +80,14 @@ def ground_sql(point: str) -> str:
 
 
 async def list_districts(conn: AsyncConnection) -> list[dict[str, Any]]:
-    found = await rows(conn, f"""
+    found = await rows(
+        conn,
+        f"""
         SELECT slug, name, kind, description, ST_Area(geom),
                ST_AsGeoJSON(ST_Transform(ST_Envelope(geom), 4326), 7, 0)::json -> 'coordinates'
-        FROM {T.district} ORDER BY slug LIMIT %s""", (MAX_DISTRICTS,))
+        FROM {T.district} ORDER BY slug LIMIT %s""",
+        (MAX_DISTRICTS,),
+    )
     out = []
     for r in found:
         ring = r[5][0] if r[5] else None
@@ -83,22 +95,35 @@ async def list_districts(conn: AsyncConnection) -> list[dict[str, Any]]:
         if ring:
             xs, ys = [p[0] for p in ring], [p[1] for p in ring]
             bbox = [min(xs), min(ys), max(xs), max(ys)]
-        out.append({"slug": r[0], "name": r[1], "kind": r[2], "description": r[3],
-                    "area_m2": r[4], "bbox": bbox})
+        out.append(
+            {
+                "slug": r[0],
+                "name": r[1],
+                "kind": r[2],
+                "description": r[3],
+                "area_m2": r[4],
+                "bbox": bbox,
+            }
+        )
     return out
 
 
 async def district_row(conn: AsyncConnection, slug: str) -> tuple | None:
-    return await one(conn, f"""
+    return await one(
+        conn,
+        f"""
         SELECT id, slug, name, kind, description, ST_Area(geom)
-        FROM {T.district} WHERE slug = %s""", (slug,))
+        FROM {T.district} WHERE slug = %s""",
+        (slug,),
+    )
 
 
 D = f"(SELECT geom FROM {T.district} WHERE slug = %(slug)s)"
 
 
-async def district_summary(conn: AsyncConnection, slug: str,
-                           cache: ImportCache | None = None) -> dict[str, Any] | None:
+async def district_summary(
+    conn: AsyncConnection, slug: str, cache: ImportCache | None = None
+) -> dict[str, Any] | None:
     """The summary of a district; the parts that only imports change come from ``cache``
     when given (checked against the import batches on every call), incidents are always
     read afresh."""
@@ -109,13 +134,19 @@ async def district_summary(conn: AsyncConnection, slug: str,
     if out is None:
         return None
     out = copy.deepcopy(out)
-    inc = await rows(conn, f"""
+    inc = await rows(
+        conn,
+        f"""
         SELECT i.incident_type, count(*) FROM {T.incident} i, {D} d(geom)
         WHERE ST_Intersects(i.geom, d.geom) AND i.status = ANY(%(open)s)
-        GROUP BY 1 ORDER BY 1""", {"slug": slug, "open": list(OPEN_STATUSES)})
+        GROUP BY 1 ORDER BY 1""",
+        {"slug": slug, "open": list(OPEN_STATUSES)},
+    )
     out["above_ground"]["open_incidents"] = {
-        "count": sum(r[1] for r in inc), "statuses": list(OPEN_STATUSES),
-        "by_type": [{"type": r[0], "count": r[1]} for r in inc]}
+        "count": sum(r[1] for r in inc),
+        "statuses": list(OPEN_STATUSES),
+        "by_type": [{"type": r[0], "count": r[1]} for r in inc],
+    }
     return out
 
 
@@ -124,9 +155,16 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
     if head is None:
         return None
     p = {"slug": slug}
-    out: dict[str, Any] = {"slug": head[1], "name": head[2], "kind": head[3],
-                           "description": head[4], "area_m2": head[5]}
-    b = await one_row(conn, f"""
+    out: dict[str, Any] = {
+        "slug": head[1],
+        "name": head[2],
+        "kind": head[3],
+        "description": head[4],
+        "area_m2": head[5],
+    }
+    b = await one_row(
+        conn,
+        f"""
         SELECT count(*), coalesce(sum(ST_Area(b.footprint)), 0),
                coalesce(sum(b.floor_area_m2), 0), coalesce(sum(b.residents), 0),
                min(b.height_m), max(b.height_m), avg(b.height_m),
@@ -134,65 +172,110 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
                count(*) FILTER (WHERE b.height_m >= 100)
         FROM {T.building} b, {D} d(geom)
         WHERE ST_Intersects(b.footprint, d.geom)
-          AND ST_Intersects(d.geom, ST_PointOnSurface(b.footprint))""", p)
-    above = {"buildings": {
-        "count": b[0], "footprint_area_m2": b[1], "floor_area_m2": b[2], "residents": b[3],
-        "height_m": {"min": b[4], "max": b[5], "mean": b[6], "median": b[7]},
-        "high_rise_100m": b[8],
-    }}
-    comp = await rows(conn, f"""
+          AND ST_Intersects(d.geom, ST_PointOnSurface(b.footprint))""",
+        p,
+    )
+    above = {
+        "buildings": {
+            "count": b[0],
+            "footprint_area_m2": b[1],
+            "floor_area_m2": b[2],
+            "residents": b[3],
+            "height_m": {"min": b[4], "max": b[5], "mean": b[6], "median": b[7]},
+            "high_rise_100m": b[8],
+        }
+    }
+    comp = await rows(
+        conn,
+        f"""
         SELECT k.major_code, k.major_name, count(*)
         FROM {T.city_component} c JOIN {T.component_class} k ON k.code = c.class_code,
              {D} d(geom)
-        WHERE ST_Intersects(c.geom, d.geom) GROUP BY 1, 2 ORDER BY 1""", p)
-    above["components"] = {"count": sum(r[2] for r in comp),
-                           "by_major_class": [{"code": r[0], "name": r[1], "count": r[2]}
-                                              for r in comp]}
-    parcels = await rows(conn, f"""
+        WHERE ST_Intersects(c.geom, d.geom) GROUP BY 1, 2 ORDER BY 1""",
+        p,
+    )
+    above["components"] = {
+        "count": sum(r[2] for r in comp),
+        "by_major_class": [{"code": r[0], "name": r[1], "count": r[2]} for r in comp],
+    }
+    parcels = await rows(
+        conn,
+        f"""
         SELECT q.land_use, l.name, count(*), sum(q.a) FROM (
           SELECT p.land_use,
                  CASE WHEN ST_CoveredBy(p.geom, d.geom) THEN ST_Area(p.geom)
                       ELSE ST_Area(ST_Intersection(p.geom, d.geom)) END AS a
           FROM {T.parcel} p, {D} d(geom) WHERE ST_Intersects(p.geom, d.geom)) q
         LEFT JOIN {T.land_use_class} l ON l.code = q.land_use
-        WHERE q.a > 0 GROUP BY 1, 2 ORDER BY 1""", p)
-    above["parcels"] = {"count": sum(r[2] for r in parcels),
-                        "area_m2": sum(r[3] for r in parcels),
-                        "rule": "area of each parcel inside the district",
-                        "by_land_use": [{"code": r[0], "name": r[1], "count": r[2],
-                                         "area_m2": r[3]} for r in parcels]}
+        WHERE q.a > 0 GROUP BY 1, 2 ORDER BY 1""",
+        p,
+    )
+    above["parcels"] = {
+        "count": sum(r[2] for r in parcels),
+        "area_m2": sum(r[3] for r in parcels),
+        "rule": "area of each parcel inside the district",
+        "by_land_use": [
+            {"code": r[0], "name": r[1], "count": r[2], "area_m2": r[3]} for r in parcels
+        ],
+    }
 
     ground = ground_sql("ST_PointOnSurface(ST_Intersection(u.footprint, d.geom))")
-    ug = await rows(conn, f"""
+    ug = await rows(
+        conn,
+        f"""
         SELECT kind, count(*), max(top), min(bottom), min(g - top), max(g - bottom),
                sum(area) FROM (
           SELECT u.kind, u.top_elevation_m AS top, u.bottom_elevation_m AS bottom,
                  ST_Area(ST_Intersection(u.footprint, d.geom)) AS area, {ground} AS g
           FROM {T.underground_structure} u, {D} d(geom)
           WHERE ST_Intersects(u.footprint, d.geom)) q
-        GROUP BY 1 ORDER BY 1""", p)
-    below: dict[str, Any] = {"underground_structures": {
-        "count": sum(r[1] for r in ug),
-        "by_kind": [{"kind": r[0], "count": r[1], "top_elevation_m": r[2],
-                     "bottom_elevation_m": r[3],
-                     "depth_m": {"top": r[4], "bottom": r[5]},
-                     "footprint_area_m2": r[6]} for r in ug],
-    }}
-    pipes = await rows(conn, f"""
+        GROUP BY 1 ORDER BY 1""",
+        p,
+    )
+    below: dict[str, Any] = {
+        "underground_structures": {
+            "count": sum(r[1] for r in ug),
+            "by_kind": [
+                {
+                    "kind": r[0],
+                    "count": r[1],
+                    "top_elevation_m": r[2],
+                    "bottom_elevation_m": r[3],
+                    "depth_m": {"top": r[4], "bottom": r[5]},
+                    "footprint_area_m2": r[6],
+                }
+                for r in ug
+            ],
+        }
+    }
+    pipes = await rows(
+        conn,
+        f"""
         SELECT network, band, count(*), sum(len) FROM (
           SELECT s.network, {_band_sql()} AS band,
                  CASE WHEN ST_CoveredBy(s.geom, g) THEN ST_Length(s.geom)
                       ELSE ST_Length(ST_Intersection(s.geom, g)) END AS len
           FROM (SELECT s.*, {TOP_DEPTH} AS d FROM {T.pipeline_segment} s, {D} dd(geom)
                 WHERE ST_Intersects(s.geom, dd.geom)) s, {D} d(g)) q
-        GROUP BY 1, 2 ORDER BY 1, 2""", p)
-    names = dict(await rows(conn, f"SELECT network, min(network_name) FROM {T.pipeline_type} "
-                                  "GROUP BY 1"))
+        GROUP BY 1, 2 ORDER BY 1, 2""",
+        p,
+    )
+    names = dict(
+        await rows(conn, f"SELECT network, min(network_name) FROM {T.pipeline_type} GROUP BY 1")
+    )
     by_net: dict[str, dict[str, Any]] = {}
     order = [b[0] for b in DEPTH_BANDS] + ["unknown"]
     for net, band, n, length in pipes:
-        entry = by_net.setdefault(net, {"network": net, "name": names.get(net), "segments": 0,
-                                        "length_m": 0.0, "by_depth": []})
+        entry = by_net.setdefault(
+            net,
+            {
+                "network": net,
+                "name": names.get(net),
+                "segments": 0,
+                "length_m": 0.0,
+                "by_depth": [],
+            },
+        )
         entry["segments"] += n
         entry["length_m"] += length
         entry["by_depth"].append({"band": band, "segments": n, "length_m": length})
@@ -202,7 +285,7 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
         "length_m": sum(e["length_m"] for e in by_net.values()),
         "bands_m": [b[0] for b in DEPTH_BANDS],
         "rule": "2D length clipped to the district; band by the shallowest depth to the "
-                "pipe top of both ends",
+        "pipe top of both ends",
         "by_network": list(by_net.values()),
     }
     out["above_ground"] = above
@@ -217,8 +300,10 @@ def _range_filter(lo: str, hi: str) -> str:
     """Extent [lo, hi] meets [zmin, zmax]: they overlap by more than a touch, or one of them
     is a single level inside the other (a building standing on the ground does not meet
     'from -5 to 0'; a survey point at ground level does)."""
-    return (f"(({lo} < %(zmax)s AND {hi} > %(zmin)s) OR (({lo} = {hi} OR "
-            f"%(zmin)s = %(zmax)s) AND {lo} <= %(zmax)s AND {hi} >= %(zmin)s))")
+    return (
+        f"(({lo} < %(zmax)s AND {hi} > %(zmin)s) OR (({lo} = {hi} OR "
+        f"%(zmin)s = %(zmax)s) AND {lo} <= %(zmax)s AND {hi} >= %(zmin)s))"
+    )
 
 
 def _volume_sql(layer: str, relative: bool) -> str:
@@ -229,7 +314,7 @@ def _volume_sql(layer: str, relative: bool) -> str:
         lo_rel, hi_rel = "0.0", "b.height_m"
         lo, hi = (lo_rel, hi_rel) if relative else (lo_abs, hi_abs)
         return f"""
-        SELECT b.id, {geojson_text('b.footprint')}, json_build_object(
+        SELECT b.id, {geojson_text("b.footprint")}, json_build_object(
                  'building_code', b.building_code, 'name', b.name, 'use', b.use,
                  'height_m', b.height_m, 'floors', b.floors,
                  'underground_floors', b.underground_floors,
@@ -241,10 +326,13 @@ def _volume_sql(layer: str, relative: bool) -> str:
         ORDER BY b.id LIMIT %(limit)s"""
     if layer == "underground":
         g = ground_sql("ST_PointOnSurface(ST_Intersection(u.footprint, q.r))")
-        lo, hi = ("(u.bottom_elevation_m - u.g)", "(u.top_elevation_m - u.g)") if relative \
+        lo, hi = (
+            ("(u.bottom_elevation_m - u.g)", "(u.top_elevation_m - u.g)")
+            if relative
             else ("u.bottom_elevation_m", "u.top_elevation_m")
+        )
         return f"""
-        SELECT u.id, {geojson_text('u.footprint')}, json_build_object(
+        SELECT u.id, {geojson_text("u.footprint")}, json_build_object(
                  'code', u.code, 'kind', u.kind, 'name', u.name,
                  'top_elevation_m', u.top_elevation_m,
                  'bottom_elevation_m', u.bottom_elevation_m, 'ground_elevation_m', u.g),
@@ -259,15 +347,19 @@ def _volume_sql(layer: str, relative: bool) -> str:
         half = f"({PIPE_SIZE} / 2)"
         lo_abs, hi_abs = f"(ST_ZMin(s.geom) - {half})", f"(ST_ZMax(s.geom) + {half})"
         # relative: minus the depths of the pipe bottom / top, from the survey depths
-        from_top = f"coalesce({FROM_TOP_DEPTH}, fn.ground_elevation_m - " \
-                   f"(ST_Z(ST_StartPoint(s.geom)) + {half}))"
-        to_top = f"coalesce({TO_TOP_DEPTH}, tn.ground_elevation_m - " \
-                 f"(ST_Z(ST_EndPoint(s.geom)) + {half}))"
+        from_top = (
+            f"coalesce({FROM_TOP_DEPTH}, fn.ground_elevation_m - "
+            f"(ST_Z(ST_StartPoint(s.geom)) + {half}))"
+        )
+        to_top = (
+            f"coalesce({TO_TOP_DEPTH}, tn.ground_elevation_m - "
+            f"(ST_Z(ST_EndPoint(s.geom)) + {half}))"
+        )
         lo_rel = f"(-(greatest({from_top}, {to_top}) + {PIPE_SIZE}))"
         hi_rel = f"(-least({from_top}, {to_top}))"
         lo, hi = (lo_rel, hi_rel) if relative else (lo_abs, hi_abs)
         return f"""
-        SELECT s.id, {geojson_text('s.geom')}, json_build_object(
+        SELECT s.id, {geojson_text("s.geom")}, json_build_object(
                  'network', s.network, 'subtype', s.subtype, 'diameter_mm', s.diameter_mm,
                  'width_mm', s.width_mm, 'height_mm', s.height_mm,
                  'from_depth_m', s.from_depth_m, 'to_depth_m', s.to_depth_m,
@@ -289,7 +381,7 @@ def _volume_sql(layer: str, relative: bool) -> str:
         lo_abs, hi_abs = "(n.ground - n.depth)", "n.ground"
         lo, hi = (lo_rel, hi_rel) if relative else (lo_abs, hi_abs)
         return f"""
-        SELECT n.id, {geojson_text('n.geom')}, json_build_object(
+        SELECT n.id, {geojson_text("n.geom")}, json_build_object(
                  'point_no', n.point_no, 'network', n.network, 'subtype', n.subtype,
                  'feature', n.feature, 'appurtenance', n.appurtenance,
                  'ground_elevation_m', n.ground, 'well_depth_m', n.well_depth_m,
@@ -304,25 +396,39 @@ def _volume_sql(layer: str, relative: bool) -> str:
     raise ValueError(f"unknown layer {layer!r}")
 
 
-async def clip_to_district(conn: AsyncConnection, slug: str, region_wkb: bytes | None
-                           ) -> tuple[bytes | None, float]:
+async def clip_to_district(
+    conn: AsyncConnection, slug: str, region_wkb: bytes | None
+) -> tuple[bytes | None, float]:
     """The query area inside the district (WKB, storage CRS) and its area; None when empty."""
     if region_wkb is None:
-        row = await one(conn, f"SELECT ST_AsBinary(geom), ST_Area(geom) FROM {T.district} "
-                              "WHERE slug = %s", (slug,))
+        row = await one(
+            conn,
+            f"SELECT ST_AsBinary(geom), ST_Area(geom) FROM {T.district} WHERE slug = %s",
+            (slug,),
+        )
     else:
-        row = await one(conn, f"""
+        row = await one(
+            conn,
+            f"""
             SELECT ST_AsBinary(x), ST_Area(x) FROM (
               SELECT ST_Intersection(d.geom, ST_GeomFromWKB(%s, {SRID})) AS x
-              FROM {T.district} d WHERE d.slug = %s) q""", (region_wkb, slug))
+              FROM {T.district} d WHERE d.slug = %s) q""",
+            (region_wkb, slug),
+        )
     if row is None or row[0] is None or not row[1]:
         return None, 0.0
     return bytes(row[0]), float(row[1])
 
 
-async def volume_query(conn: AsyncConnection, region_wkb: bytes, layers: list[str],
-                       zmin: float, zmax: float, relative: bool, limit: int
-                       ) -> dict[str, dict[str, Any]]:
+async def volume_query(
+    conn: AsyncConnection,
+    region_wkb: bytes,
+    layers: list[str],
+    zmin: float,
+    zmax: float,
+    relative: bool,
+    limit: int,
+) -> dict[str, dict[str, Any]]:
     """Per layer: features whose vertical extent meets [zmin, zmax] inside the region
     (``relative``: metres from the ground at each feature, negative below; else elevations).
 

@@ -36,8 +36,9 @@ class FingerprintCache:
         cur = await conn.execute(self.fingerprint_sql)
         return tuple(await cur.fetchone() or ())
 
-    async def get(self, conn: AsyncConnection, key: Hashable,
-                  compute: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(
+        self, conn: AsyncConnection, key: Hashable, compute: Callable[[], Awaitable[Any]]
+    ) -> Any:
         fingerprint = await self.fingerprint(conn)
         found, value = self._fresh(key, fingerprint)
         if found:
@@ -60,8 +61,7 @@ class FingerprintCache:
     def _fresh(self, key: Hashable, fingerprint: tuple) -> tuple[bool, Any]:
         with self._guard:
             entry = self.entries.get(key)
-            if entry and entry[0] == fingerprint and \
-                    time.monotonic() - entry[1] < self.max_age_s:
+            if entry and entry[0] == fingerprint and time.monotonic() - entry[1] < self.max_age_s:
                 self.hits += 1
                 self.entries.move_to_end(key)
                 return True, entry[2]

@@ -30,8 +30,9 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "resolved": ("closed", "in_progress"),
     "closed": (),
 }
-WORKFLOW_TEXT = ("reported -> dispatched -> in_progress -> resolved -> closed; "
-                 "resolved -> in_progress reopens")
+WORKFLOW_TEXT = (
+    "reported -> dispatched -> in_progress -> resolved -> closed; resolved -> in_progress reopens"
+)
 assert tuple(TRANSITIONS) == INCIDENT_STATUSES
 
 

@@ -39,10 +39,24 @@ BURST_SNAP_M = 100.0
 ISOLATION_REACH_M = 2000.0
 ISOLATION_MAX_SEGMENTS = 20_000
 
-COLUMNS = ("external_id", "incident_type", "severity", "status", "title", "description",
-           "reported_at", "updated_at", "elevation_m", "grid_code", "attributes")
-SELECT = (f"SELECT i.id, {geojson_text('i.geom')}, " + ", ".join(f"i.{c}" for c in COLUMNS)
-          + f", ST_X(i.geom), ST_Y(i.geom) FROM {T.incident} i")
+COLUMNS = (
+    "external_id",
+    "incident_type",
+    "severity",
+    "status",
+    "title",
+    "description",
+    "reported_at",
+    "updated_at",
+    "elevation_m",
+    "grid_code",
+    "attributes",
+)
+SELECT = (
+    f"SELECT i.id, {geojson_text('i.geom')}, "
+    + ", ".join(f"i.{c}" for c in COLUMNS)
+    + f", ST_X(i.geom), ST_Y(i.geom) FROM {T.incident} i"
+)
 POINT = f"ST_SetSRID(ST_MakePoint(%(x)s, %(y)s), {SRID})"
 
 
@@ -56,8 +70,10 @@ def check_transition(old: str, new: str) -> None:
     allowed = TRANSITIONS.get(old, ())
     if new not in allowed:
         nxt = " or ".join(allowed) if allowed else "nothing (closed is final)"
-        raise TransitionError(f"status cannot go from {old!r} to {new!r}; from {old!r} it may "
-                              f"go to {nxt} ({WORKFLOW_TEXT})")
+        raise TransitionError(
+            f"status cannot go from {old!r} to {new!r}; from {old!r} it may "
+            f"go to {nxt} ({WORKFLOW_TEXT})"
+        )
 
 
 async def grid_at(conn: AsyncConnection, x: float, y: float) -> str | None:
@@ -68,28 +84,37 @@ async def grid_at(conn: AsyncConnection, x: float, y: float) -> str | None:
 # --- create, read, list, edit ---------------------------------------------------------------
 
 
-async def create_incident(conn: AsyncConnection, values: dict[str, Any], x: float, y: float
-                          ) -> int:
+async def create_incident(conn: AsyncConnection, values: dict[str, Any], x: float, y: float) -> int:
     """Insert an incident at (x, y) in the storage CRS, with its grid; returns its id."""
     from psycopg.types.json import Jsonb
 
     grid = await grid_at(conn, x, y)
-    row = await one(conn, f"""
+    row = await one(
+        conn,
+        f"""
         INSERT INTO {T.incident} (external_id, incident_type, severity, status, title,
             description, reported_at, updated_at, elevation_m, grid_code, attributes, geom)
         VALUES (%(external_id)s, %(incident_type)s, %(severity)s, %(status)s, %(title)s,
             %(description)s, coalesce(%(reported_at)s, now()), now(), %(elevation_m)s,
             %(grid)s, %(attributes)s, {POINT})
-        RETURNING id""", {**values, "grid": grid, "x": x, "y": y, "status": FIRST_STATUS,
-                          "attributes": Jsonb(values.get("attributes") or {})})
+        RETURNING id""",
+        {
+            **values,
+            "grid": grid,
+            "x": x,
+            "y": y,
+            "status": FIRST_STATUS,
+            "attributes": Jsonb(values.get("attributes") or {}),
+        },
+    )
     assert row is not None  # INSERT ... RETURNING gives the row
     return row[0]
 
 
-async def external_id_taken(conn: AsyncConnection, external_id: str,
-                            other_than: int | None = None) -> bool:
-    row = await one(conn, f"SELECT id FROM {T.incident} WHERE external_id = %s",
-                    (external_id,))
+async def external_id_taken(
+    conn: AsyncConnection, external_id: str, other_than: int | None = None
+) -> bool:
+    row = await one(conn, f"SELECT id FROM {T.incident} WHERE external_id = %s", (external_id,))
     return row is not None and row[0] != other_than
 
 
@@ -127,20 +152,33 @@ async def list_incidents(conn: AsyncConnection, f: IncidentFilter) -> tuple[list
         conds.append("i.reported_at < %s")
         params.append(f.until)
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    found = await rows(conn, SELECT + where + " ORDER BY i.reported_at DESC, i.id DESC "
-                       "LIMIT %s OFFSET %s", [*params, f.limit, f.offset])
+    found = await rows(
+        conn,
+        SELECT + where + " ORDER BY i.reported_at DESC, i.id DESC LIMIT %s OFFSET %s",
+        [*params, f.limit, f.offset],
+    )
     if f.offset == 0 and len(found) < f.limit:
         return found, len(found)
     total = await one_row(conn, f"SELECT count(*) FROM {T.incident} i{where}", params)
     return found, total[0]
 
 
-EDITABLE = ("incident_type", "severity", "status", "title", "description", "elevation_m",
-            "attributes", "external_id", "reported_at")
+EDITABLE = (
+    "incident_type",
+    "severity",
+    "status",
+    "title",
+    "description",
+    "elevation_m",
+    "attributes",
+    "external_id",
+    "reported_at",
+)
 
 
-async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict[str, Any],
-                          xy: tuple[float, float] | None) -> dict[str, Any] | None:
+async def update_incident(
+    conn: AsyncConnection, incident_id: int, changes: dict[str, Any], xy: tuple[float, float] | None
+) -> dict[str, Any] | None:
     """Apply ``changes`` (and a move to ``xy``, which reassigns the grid) in one transaction.
 
     Returns {"old_status", "grid_code"} or None when the incident does not exist; raises
@@ -148,8 +186,11 @@ async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict
     from psycopg.types.json import Jsonb
 
     async with conn.transaction():
-        row = await one(conn, f"SELECT status, grid_code FROM {T.incident} WHERE id = %s "
-                              "FOR UPDATE", (incident_id,))
+        row = await one(
+            conn,
+            f"SELECT status, grid_code FROM {T.incident} WHERE id = %s FOR UPDATE",
+            (incident_id,),
+        )
         if row is None:
             return None
         old_status, grid = row
@@ -166,51 +207,72 @@ async def update_incident(conn: AsyncConnection, incident_id: int, changes: dict
             grid = await grid_at(conn, *xy)
             sets += [f"geom = {POINT}", "grid_code = %(grid)s"]
             params.update(x=xy[0], y=xy[1], grid=grid)
-        await conn.execute(f"UPDATE {T.incident} SET {', '.join(sets)} WHERE id = %(id)s",
-                           params)
+        await conn.execute(f"UPDATE {T.incident} SET {', '.join(sets)} WHERE id = %(id)s", params)
     return {"old_status": old_status, "grid_code": grid}
 
 
 # --- context: grid, hydrants, valves, pipes, buildings --------------------------------------
 
 
-async def responsible_grid(conn: AsyncConnection, grid_code: str | None, x: float, y: float
-                           ) -> dict[str, Any] | None:
+async def responsible_grid(
+    conn: AsyncConnection, grid_code: str | None, x: float, y: float
+) -> dict[str, Any] | None:
     """The work grid that dispatches for the incident: its recorded grid, else where it is."""
     code = grid_code or await grid_at(conn, x, y)
     if code is None:
         return None
-    row = await one(conn, f"""
+    row = await one(
+        conn,
+        f"""
         SELECT g.code, g.name, g.officer, c.code, c.name, s.code, s.name
         FROM {T.work_grid} g LEFT JOIN {T.community} c ON c.code = g.community_code
-        LEFT JOIN {T.street} s ON s.code = c.street_code WHERE g.code = %s""", (code,))
+        LEFT JOIN {T.street} s ON s.code = c.street_code WHERE g.code = %s""",
+        (code,),
+    )
     if row is None:
         return {"code": code, "name": None, "officer": None, "community": None, "street": None}
-    return {"code": row[0], "name": row[1], "officer": row[2],
-            "community": {"code": row[3], "name": row[4]} if row[3] else None,
-            "street": {"code": row[5], "name": row[6]} if row[5] else None}
+    return {
+        "code": row[0],
+        "name": row[1],
+        "officer": row[2],
+        "community": {"code": row[3], "name": row[4]} if row[3] else None,
+        "street": {"code": row[5], "name": row[6]} if row[5] else None,
+    }
 
 
-async def nearest_segment(conn: AsyncConnection, x: float, y: float, network: str,
-                          within: float) -> dict[str, Any] | None:
+async def nearest_segment(
+    conn: AsyncConnection, x: float, y: float, network: str, within: float
+) -> dict[str, Any] | None:
     """The nearest pipe of a network within ``within`` m, and where the point projects on it."""
-    row = await one(conn, f"""
+    row = await one(
+        conn,
+        f"""
         SELECT s.id, s.dataset, s.from_node_id, s.to_node_id, s.length_m,
                ST_Distance(s.geom, {POINT}),
                ST_LineLocatePoint(ST_Force2D(s.geom), {POINT}), s.diameter_mm, s.subtype
         FROM {T.pipeline_segment} s
         WHERE s.network = %(net)s AND ST_DWithin(s.geom, {POINT}, %(within)s)
         ORDER BY s.geom <-> {POINT}, s.id LIMIT 1""",
-        {"x": x, "y": y, "net": network, "within": within})
+        {"x": x, "y": y, "net": network, "within": within},
+    )
     if row is None:
         return None
-    return {"id": row[0], "dataset": row[1], "from_node_id": row[2], "to_node_id": row[3],
-            "length_m": row[4], "offset_m": row[5], "fraction": row[6], "diameter_mm": row[7],
-            "subtype": row[8]}
+    return {
+        "id": row[0],
+        "dataset": row[1],
+        "from_node_id": row[2],
+        "to_node_id": row[3],
+        "length_m": row[4],
+        "offset_m": row[5],
+        "fraction": row[6],
+        "diameter_mm": row[7],
+        "subtype": row[8],
+    }
 
 
-def network_distances(edges: list[tuple[int, int, float]], start: dict[str, Any],
-                      limit: float) -> dict[int, float]:
+def network_distances(
+    edges: list[tuple[int, int, float]], start: dict[str, Any], limit: float
+) -> dict[int, float]:
     """Shortest distances along ``edges`` (node, node, length) from a point on a pipe, to
     every node within ``limit`` (Dijkstra over a sparse graph with scipy, else heapq)."""
     a, b = start["from_node_id"], start["to_node_id"]
@@ -231,8 +293,9 @@ def network_distances(edges: list[tuple[int, int, float]], start: dict[str, Any]
     return {n: float(dist[i]) for n, i in index.items() if np.isfinite(dist[i])}
 
 
-def _heap_dijkstra(edges: list[tuple[int, int, float]], seeds: dict[int, float], limit: float
-                   ) -> dict[int, float]:  # pragma: no cover - fallback without scipy
+def _heap_dijkstra(
+    edges: list[tuple[int, int, float]], seeds: dict[int, float], limit: float
+) -> dict[int, float]:  # pragma: no cover - fallback without scipy
     adj: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for a, b, w in edges:
         adj[a].append((b, float(w or 0.0)))
@@ -251,35 +314,49 @@ def _heap_dijkstra(edges: list[tuple[int, int, float]], seeds: dict[int, float],
     return best
 
 
-async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, count: int,
-                   water: dict[str, Any] | None | Literal[False] = False) -> dict[str, Any]:
+async def hydrants(
+    conn: AsyncConnection,
+    x: float,
+    y: float,
+    radius: float,
+    count: int,
+    water: dict[str, Any] | None | Literal[False] = False,
+) -> dict[str, Any]:
     """The nearest hydrants within ``radius``: along the water network from the nearest water
     pipe when the incident is within :data:`SNAP_M` of one, else in a straight line.
 
     ``water``: the nearest water pipe (:func:`nearest_segment`) when the caller has it."""
     p = {"x": x, "y": y, "r": radius, "h": HYDRANT, "net": WATER}
-    candidates = await rows(conn, f"""
+    candidates = await rows(
+        conn,
+        f"""
         SELECT n.id, n.point_no, n.dataset, ST_Distance(n.geom, {POINT}), ST_X(n.geom),
-               ST_Y(n.geom), {geojson_text('n.geom')}::json
+               ST_Y(n.geom), {geojson_text("n.geom")}::json
         FROM {T.pipeline_node} n
-        WHERE n.appurtenance = %(h)s AND ST_DWithin(n.geom, {POINT}, %(r)s)""", p)
+        WHERE n.appurtenance = %(h)s AND ST_DWithin(n.geom, {POINT}, %(r)s)""",
+        p,
+    )
     if water is False:
         water = await nearest_segment(conn, x, y, WATER, min(SNAP_M, radius))
     snap = water if water and water["offset_m"] <= min(SNAP_M, radius) else None
     method = "straight_line"
     along: dict[int, float] = {}
     if snap is not None and candidates:
-        edges = await rows(conn, f"""
+        edges = await rows(
+            conn,
+            f"""
             SELECT s.from_node_id, s.to_node_id, s.length_m FROM {T.pipeline_segment} s
             WHERE s.network = %(net)s AND s.dataset = %(ds)s
-              AND ST_DWithin(s.geom, {POINT}, %(r)s)""", {**p, "ds": snap["dataset"]})
-        along = network_distances([tuple(e) for e in edges], snap,
-                                  max(radius - snap["offset_m"], 0.0))
+              AND ST_DWithin(s.geom, {POINT}, %(r)s)""",
+            {**p, "ds": snap["dataset"]},
+        )
+        along = network_distances(
+            [tuple(e) for e in edges], snap, max(radius - snap["offset_m"], 0.0)
+        )
         method = "network"
     items = []
     for c in candidates:
-        item = {"id": c[0], "point_no": c[1], "straight_line_m": round(c[3], 2),
-                "geometry": c[6]}
+        item = {"id": c[0], "point_no": c[1], "straight_line_m": round(c[3], 2), "geometry": c[6]}
         if snap is not None and method == "network":
             if c[0] not in along:
                 continue
@@ -290,18 +367,25 @@ async def hydrants(conn: AsyncConnection, x: float, y: float, radius: float, cou
         if item["distance_m"] <= radius:
             items.append(item)
     items.sort(key=lambda i: (i["distance_m"], i["id"]))
-    out: dict[str, Any] = {"method": method, "radius_m": radius, "items": items[:count],
-                           "found": len(items)}
+    out: dict[str, Any] = {
+        "method": method,
+        "radius_m": radius,
+        "items": items[:count],
+        "found": len(items),
+    }
     if snap is not None and method == "network":
         out["explanation"] = (
             f"distance = {snap['offset_m']:.1f} m from the incident to water pipe "
             f"{snap['id']}, then along the water network (Dijkstra over pipe lengths); "
-            "hydrants not reachable that way within the radius are left out")
+            "hydrants not reachable that way within the radius are left out"
+        )
         out["snapped_to_segment"] = snap["id"]
         out["offset_m"] = round(snap["offset_m"], 2)
     else:
-        out["explanation"] = (f"no water pipe within {min(SNAP_M, radius):.0f} m of the "
-                              "incident: straight-line distances")
+        out["explanation"] = (
+            f"no water pipe within {min(SNAP_M, radius):.0f} m of the "
+            "incident: straight-line distances"
+        )
     return out
 
 
@@ -315,8 +399,9 @@ class Isolation:
     method: str = "simple"
 
 
-async def simple_isolation(conn: AsyncConnection, x: float, y: float,
-                           water: dict[str, Any] | None | Literal[False] = False) -> Isolation | None:
+async def simple_isolation(
+    conn: AsyncConnection, x: float, y: float, water: dict[str, Any] | None | Literal[False] = False
+) -> Isolation | None:
     """Valves to close to isolate the water pipe nearest (x, y), found by walking the water
     network from that pipe until valves stop the walk: valve points (附属物 阀门) close every
     pipe that meets them, valves on pipes (pipeline_valve) close their pipe at their node,
@@ -336,24 +421,43 @@ async def simple_isolation(conn: AsyncConnection, x: float, y: float,
     return found
 
 
-async def _walk(conn: AsyncConnection, x: float, y: float, burst: dict[str, Any],
-                reach: float) -> Isolation:
+async def _walk(
+    conn: AsyncConnection, x: float, y: float, burst: dict[str, Any], reach: float
+) -> Isolation:
     p = {"x": x, "y": y, "net": WATER, "ds": burst["dataset"], "reach": reach}
-    segs = await rows(conn, f"""
+    segs = await rows(
+        conn,
+        f"""
         SELECT s.id, s.from_node_id, s.to_node_id, s.length_m, s.link_type,
                ST_DFullyWithin(s.geom, {POINT}, %(reach)s)
         FROM {T.pipeline_segment} s
         WHERE s.network = %(net)s AND s.dataset = %(ds)s
-          AND ST_DWithin(s.geom, {POINT}, %(reach)s)""", p)
-    valve_nodes = {r[0]: r[1:] for r in await rows(conn, f"""
+          AND ST_DWithin(s.geom, {POINT}, %(reach)s)""",
+        p,
+    )
+    valve_nodes = {
+        r[0]: r[1:]
+        for r in await rows(
+            conn,
+            f"""
         SELECT n.id, n.point_no, n.valve_state FROM {T.pipeline_node} n
         WHERE n.network = %(net)s AND n.dataset = %(ds)s AND n.appurtenance = %(v)s
-          AND ST_DWithin(n.geom, {POINT}, %(reach)s)""", {**p, "v": VALVE})}
-    seg_valves = {(r[1], r[2]): (r[0], r[3], r[4]) for r in await rows(conn, f"""
+          AND ST_DWithin(n.geom, {POINT}, %(reach)s)""",
+            {**p, "v": VALVE},
+        )
+    }
+    seg_valves = {
+        (r[1], r[2]): (r[0], r[3], r[4])
+        for r in await rows(
+            conn,
+            f"""
         SELECT v.id, v.segment_id, v.node_id, v.valve_no, v.state
         FROM {T.pipeline_valve} v JOIN {T.pipeline_segment} s ON s.id = v.segment_id
         WHERE s.network = %(net)s AND s.dataset = %(ds)s
-          AND ST_DWithin(s.geom, {POINT}, %(reach)s)""", p)}
+          AND ST_DWithin(s.geom, {POINT}, %(reach)s)""",
+            p,
+        )
+    }
     info = {r[0]: r for r in segs}
     at_node: dict[int, list[int]] = defaultdict(list)
     for r in segs:
@@ -372,28 +476,47 @@ async def _walk(conn: AsyncConnection, x: float, y: float, burst: dict[str, Any]
         for node in (sid_row[1], sid_row[2]):
             if (sid, node) in seg_valves:
                 vid, no, state = seg_valves[(sid, node)]
-                valves[("pipe_valve", vid)] = {"kind": "valve_on_pipe", "id": vid,
-                                               "valve_no": no, "state": state, "node_id": node,
-                                               "segment_id": sid}
+                valves[("pipe_valve", vid)] = {
+                    "kind": "valve_on_pipe",
+                    "id": vid,
+                    "valve_no": no,
+                    "state": state,
+                    "node_id": node,
+                    "segment_id": sid,
+                }
                 continue
             if node in valve_nodes:
                 no, state = valve_nodes[node]
-                valves[("node", node)] = {"kind": "valve_point", "id": node, "point_no": no,
-                                          "state": state or "open", "node_id": node}
+                valves[("node", node)] = {
+                    "kind": "valve_point",
+                    "id": node,
+                    "point_no": no,
+                    "state": state or "open",
+                    "node_id": node,
+                }
                 continue
             for other in at_node[node]:
                 if other in seen:
                     continue
                 if (other, node) in seg_valves:
                     vid, no, state = seg_valves[(other, node)]
-                    valves[("pipe_valve", vid)] = {"kind": "valve_on_pipe", "id": vid,
-                                                   "valve_no": no, "state": state,
-                                                   "node_id": node, "segment_id": other}
+                    valves[("pipe_valve", vid)] = {
+                        "kind": "valve_on_pipe",
+                        "id": vid,
+                        "valve_no": no,
+                        "state": state,
+                        "node_id": node,
+                        "segment_id": other,
+                    }
                     continue
                 if info[other][4] == "valve":
                     seen.add(other)
-                    valves[("link", other)] = {"kind": "valve_link", "id": other,
-                                               "state": "open", "segment_id": other}
+                    valves[("link", other)] = {
+                        "kind": "valve_link",
+                        "id": other,
+                        "state": "open",
+                        "segment_id": other,
+                    }
                     continue
                 seen.add(other)
                 stack.append(other)
@@ -401,13 +524,16 @@ async def _walk(conn: AsyncConnection, x: float, y: float, burst: dict[str, Any]
                     complete, stack = False, []
                     break
     isolated = [s for s in seen if info.get(s) is not None and info[s][4] != "valve"]
-    return Isolation(burst, sorted(valves.values(), key=lambda v: (v["kind"], v["id"])),
-                     sorted(isolated), float(sum(info[s][3] or 0.0 for s in isolated)),
-                     complete)
+    return Isolation(
+        burst,
+        sorted(valves.values(), key=lambda v: (v["kind"], v["id"])),
+        sorted(isolated),
+        float(sum(info[s][3] or 0.0 for s in isolated)),
+        complete,
+    )
 
 
-async def analysis_isolation(conn: AsyncConnection, burst: dict[str, Any]
-                             ) -> Isolation | None:
+async def analysis_isolation(conn: AsyncConnection, burst: dict[str, Any]) -> Isolation | None:
     """The isolation of pipe ``burst`` by :func:`cimtwin.spatial.pipelines.isolation.isolate`
     (valve segments of the whole water network, same answer as WNTR's); None when that
     module is not there or does not know the pipe (then :func:`simple_isolation` answers)."""
@@ -423,11 +549,17 @@ async def analysis_isolation(conn: AsyncConnection, burst: dict[str, Any]
         valves = []
         for v in iso.valves:
             kind, _, ref_id = v.ref.partition(":")
-            valves.append({
-                "kind": "valve_on_pipe" if kind == "valve" else "valve_point",
-                "id": int(ref_id), "ref": v.ref, "valve_no": v.valve_no, "state": v.state,
-                "node_id": int(graph.node_id[v.node]),
-                "segment_ids": [int(graph.seg_id[i]) for i in v.segments]})
+            valves.append(
+                {
+                    "kind": "valve_on_pipe" if kind == "valve" else "valve_point",
+                    "id": int(ref_id),
+                    "ref": v.ref,
+                    "valve_no": v.valve_no,
+                    "state": v.state,
+                    "node_id": int(graph.node_id[v.node]),
+                    "segment_ids": [int(graph.seg_id[i]) for i in v.segments],
+                }
+            )
         segs = [int(i) for i in graph.seg_id[iso.segments]]
         length = float(np.asarray(graph.seg_len)[iso.segments].sum())
     except (ImportError, AttributeError, TypeError, ValueError):
@@ -435,15 +567,23 @@ async def analysis_isolation(conn: AsyncConnection, burst: dict[str, Any]
     return Isolation(burst, valves, sorted(segs), length, True, "pipeline_analysis")
 
 
-async def describe_valves(conn: AsyncConnection, valves: list[dict[str, Any]], x: float,
-                          y: float) -> None:
+async def describe_valves(
+    conn: AsyncConnection, valves: list[dict[str, Any]], x: float, y: float
+) -> None:
     """Add position (GeoJSON) and straight-line distance from (x, y) to each valve."""
     nodes = [v["node_id"] for v in valves if v.get("node_id") is not None]
     if not nodes:
         return
-    where = {r[0]: r[1:] for r in await rows(conn, f"""
-        SELECT n.id, n.point_no, ST_Distance(n.geom, {POINT}), {geojson_text('n.geom')}::json
-        FROM {T.pipeline_node} n WHERE n.id = ANY(%(ids)s)""", {"x": x, "y": y, "ids": nodes})}
+    where = {
+        r[0]: r[1:]
+        for r in await rows(
+            conn,
+            f"""
+        SELECT n.id, n.point_no, ST_Distance(n.geom, {POINT}), {geojson_text("n.geom")}::json
+        FROM {T.pipeline_node} n WHERE n.id = ANY(%(ids)s)""",
+            {"x": x, "y": y, "ids": nodes},
+        )
+    }
     for v in valves:
         hit = where.get(v.get("node_id"))
         if hit:
@@ -453,10 +593,13 @@ async def describe_valves(conn: AsyncConnection, valves: list[dict[str, Any]], x
     valves.sort(key=lambda v: (v.get("distance_m", float("inf")), v["kind"], v["id"]))
 
 
-async def pipes_within(conn: AsyncConnection, x: float, y: float, radius: float,
-                       networks: tuple[str, ...], cap: int) -> dict[str, dict[str, Any]]:
+async def pipes_within(
+    conn: AsyncConnection, x: float, y: float, radius: float, networks: tuple[str, ...], cap: int
+) -> dict[str, dict[str, Any]]:
     """Per network: every pipe within ``radius`` of (x, y), nearest first (``cap`` listed)."""
-    found = await rows(conn, f"""
+    found = await rows(
+        conn,
+        f"""
         SELECT * FROM (
           SELECT s.network, s.id, s.subtype, s.diameter_mm, s.width_mm, s.height_mm,
                  s.pressure_class, s.voltage_kv, s.from_depth_m, s.to_depth_m, s.material,
@@ -467,38 +610,68 @@ async def pipes_within(conn: AsyncConnection, x: float, y: float, radius: float,
           FROM {T.pipeline_segment} s
           WHERE s.network = ANY(%(nets)s) AND ST_DWithin(s.geom, {POINT}, %(r)s)) q
         WHERE k <= %(cap)s ORDER BY network, k""",
-        {"x": x, "y": y, "nets": list(networks), "r": radius, "cap": cap})
-    keys = ("id", "subtype", "diameter_mm", "width_mm", "height_mm", "pressure_class",
-            "voltage_kv", "from_depth_m", "to_depth_m", "material", "owner", "road")
+        {"x": x, "y": y, "nets": list(networks), "r": radius, "cap": cap},
+    )
+    keys = (
+        "id",
+        "subtype",
+        "diameter_mm",
+        "width_mm",
+        "height_mm",
+        "pressure_class",
+        "voltage_kv",
+        "from_depth_m",
+        "to_depth_m",
+        "material",
+        "owner",
+        "road",
+    )
     out: dict[str, dict[str, Any]] = {
-        net: {"network": net, "count": 0, "truncated": False, "nearest_m": None,
-                 "items": []} for net in networks}
+        net: {"network": net, "count": 0, "truncated": False, "nearest_m": None, "items": []}
+        for net in networks
+    }
     for r in found:
         entry = out[r[0]]
         entry["count"] = r[15]
         entry["truncated"] = r[15] > cap
-        entry["items"].append({**dict(zip(keys, r[1:13], strict=True)),
-                               "distance_m": round(r[13], 2)})
+        entry["items"].append(
+            {**dict(zip(keys, r[1:13], strict=True)), "distance_m": round(r[13], 2)}
+        )
     for entry in out.values():
         if entry["items"]:
             entry["nearest_m"] = entry["items"][0]["distance_m"]
     return out
 
 
-async def buildings_within(conn: AsyncConnection, x: float, y: float, radius: float, cap: int
-                           ) -> dict[str, Any]:
+async def buildings_within(
+    conn: AsyncConnection, x: float, y: float, radius: float, cap: int
+) -> dict[str, Any]:
     p = {"x": x, "y": y, "r": radius, "cap": cap}
-    total = await one_row(conn, f"""
+    total = await one_row(
+        conn,
+        f"""
         SELECT count(*), coalesce(sum(residents), 0), count(residents),
                coalesce(sum(floor_area_m2), 0)
-        FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)""", p)
-    found = await rows(conn, f"""
+        FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)""",
+        p,
+    )
+    found = await rows(
+        conn,
+        f"""
         SELECT id, building_code, name, use, height_m, floors, residents,
                ST_Distance(footprint, {POINT}) AS d
         FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)
-        ORDER BY d, id LIMIT %(cap)s""", p)
+        ORDER BY d, id LIMIT %(cap)s""",
+        p,
+    )
     keys = ("id", "building_code", "name", "use", "height_m", "floors", "residents")
-    return {"count": total[0], "residents": total[1], "with_residents": total[2],
-            "floor_area_m2": total[3], "truncated": total[0] > len(found),
-            "items": [{**dict(zip(keys, r[:7], strict=True)), "distance_m": round(r[7], 2)}
-                      for r in found]}
+    return {
+        "count": total[0],
+        "residents": total[1],
+        "with_residents": total[2],
+        "floor_area_m2": total[3],
+        "truncated": total[0] > len(found),
+        "items": [
+            {**dict(zip(keys, r[:7], strict=True)), "distance_m": round(r[7], 2)} for r in found
+        ],
+    }

@@ -33,12 +33,17 @@ def _box_sql(layer: Layer) -> sql.Composed:
         " SELECT ST_Envelope(ST_Transform(ST_Segmentize(b, GREATEST(ST_XMax(b) - ST_XMin(b),"
         " ST_YMax(b) - ST_YMin(b), 1.0) / 32), 4326)) AS e"
         " FROM (SELECT ST_SetSRID(ST_Extent({geom})::geometry, {srid}) AS b FROM {table}) s"
-        ") t").format(geom=sql.Identifier(layer.geometry_column), srid=sql.Literal(SRID),
-                      table=sql.Identifier(layer.schema, layer.table))
+        ") t"
+    ).format(
+        geom=sql.Identifier(layer.geometry_column),
+        srid=sql.Literal(SRID),
+        table=sql.Identifier(layer.schema, layer.table),
+    )
 
 
-async def layer_extent(conn: AsyncConnection, layer: Layer,
-                       cache: dict[str, tuple[float, LayerExtent]] | None = None) -> LayerExtent:
+async def layer_extent(
+    conn: AsyncConnection, layer: Layer, cache: dict[str, tuple[float, LayerExtent]] | None = None
+) -> LayerExtent:
     """Where and when the layer's data are. With a ``cache`` dict (one per app), an answer is
     reused for :data:`EXTENT_TTL_S`."""
     now = time.monotonic()
@@ -47,13 +52,21 @@ async def layer_extent(conn: AsyncConnection, layer: Layer,
         if hit and hit[0] > now:
             return hit[1]
     row = await (await conn.execute(_box_sql(layer))).fetchone()
-    box = None if not row or row[0] is None else (
-        float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+    box = (
+        None
+        if not row or row[0] is None
+        else (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+    )
     interval = None
     if layer.temporal:
         col = sql.Identifier(layer.temporal)
-        row = await (await conn.execute(sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
-            c=col, t=sql.Identifier(layer.schema, layer.table)))).fetchone()
+        row = await (
+            await conn.execute(
+                sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
+                    c=col, t=sql.Identifier(layer.schema, layer.table)
+                )
+            )
+        ).fetchone()
         interval = (row[0], row[1]) if row else (None, None)
     extent = LayerExtent(box, interval)
     if cache is not None:
@@ -64,8 +77,12 @@ async def layer_extent(conn: AsyncConnection, layer: Layer,
 def rounded_outward(box: Box) -> list[float]:
     """The box at 7 decimals (about 1 cm), rounded outwards so it still covers the data."""
     w, s, e, n = box
-    return [float(f"{w - 5e-8:.7f}"), float(f"{s - 5e-8:.7f}"), float(f"{e + 5e-8:.7f}"),
-            float(f"{n + 5e-8:.7f}")]
+    return [
+        float(f"{w - 5e-8:.7f}"),
+        float(f"{s - 5e-8:.7f}"),
+        float(f"{e + 5e-8:.7f}"),
+        float(f"{n + 5e-8:.7f}"),
+    ]
 
 
 def extent_cache(state: Any) -> dict[str, tuple[float, LayerExtent]]:

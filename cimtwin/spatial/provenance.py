@@ -36,9 +36,7 @@ class ImportBatch(Base):
 
     __tablename__ = "import_batch"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('running','succeeded','failed','replaced')", name="status"
-        ),
+        CheckConstraint("status IN ('running','succeeded','failed','replaced')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -56,9 +54,7 @@ class ImportBatch(Base):
     counts: Mapped[dict[str, Any]] = json_object()  # per table
     options: Mapped[dict[str, Any]] = json_object()
     status: Mapped[str] = mapped_column(String(16), default="running")
-    started_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     imported_by: Mapped[str] = mapped_column(String(128))
     message: Mapped[str | None] = mapped_column(Text)
@@ -75,8 +71,9 @@ class TwinMetadata(Base):
 
 def batch_dataset(conn: psycopg.Connection, batch_id: int) -> str:
     """The dataset an import batch writes (importers tag their rows with it)."""
-    row = conn.execute(f'SELECT dataset FROM "{SCHEMA}"."{ImportBatch.__tablename__}" '
-                       "WHERE id = %s", (batch_id,)).fetchone()
+    row = conn.execute(
+        f'SELECT dataset FROM "{SCHEMA}"."{ImportBatch.__tablename__}" WHERE id = %s', (batch_id,)
+    ).fetchone()
     if row is None:
         raise LookupError(f"no import batch {batch_id}")
     return row[0]

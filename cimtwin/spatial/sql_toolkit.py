@@ -43,8 +43,9 @@ def table(model_class: type[Base]) -> str:
 
 def identifier(model_class: type[Base]) -> sql.Composed:
     """The same name as a :mod:`psycopg.sql` composable, for composed statements."""
-    return sql.SQL("{}.{}").format(sql.Identifier(schema_of(model_class)),
-                                   sql.Identifier(table_of(model_class).name))
+    return sql.SQL("{}.{}").format(
+        sql.Identifier(schema_of(model_class)), sql.Identifier(table_of(model_class).name)
+    )
 
 
 async def rows(conn: AsyncConnection, query: Any, params: Any = None) -> list[tuple]:

@@ -15,8 +15,15 @@ FALLBACK = "#888888"
 #: severity 1 (low) .. 4 (critical)
 SEVERITY_COLORS = {1: "#2b83ba", 2: "#fdae61", 3: "#f46d43", 4: "#d7191c"}
 #: component major classes (公用设施, 道路交通, 市容环境, 园林绿化, 房屋土地, 其他, 扩展)
-COMPONENT_MAJOR_COLORS = {"01": "#1f78b4", "02": "#ff7f00", "03": "#6a3d9a", "04": "#33a02c",
-                          "05": "#b15928", "06": "#e31a1c", "21": "#666666"}
+COMPONENT_MAJOR_COLORS = {
+    "01": "#1f78b4",
+    "02": "#ff7f00",
+    "03": "#6a3d9a",
+    "04": "#33a02c",
+    "05": "#b15928",
+    "06": "#e31a1c",
+    "21": "#666666",
+}
 
 
 def names() -> list[str]:
@@ -48,8 +55,9 @@ def expressions() -> dict[str, list]:
     return {
         "$pipeline_network_colors": _match(["get", "network"], networks),
         "$land_use_colors": _match(["slice", ["get", "land_use"], 0, 1], land),
-        "$component_major_colors": _match(["slice", ["get", "class_code"], 0, 2],
-                                          COMPONENT_MAJOR_COLORS),
+        "$component_major_colors": _match(
+            ["slice", ["get", "class_code"], 0, 2], COMPONENT_MAJOR_COLORS
+        ),
         "$incident_severity_colors": _match(["get", "severity"], SEVERITY_COLORS),
     }
 

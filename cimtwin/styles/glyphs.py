@@ -99,7 +99,7 @@ def glyph_range(stack: str, start: int) -> bytes:
             if w and h:
                 cov = np.array(bmp.buffer, dtype=np.uint8).reshape(h, bmp.pitch)[:, :w]
                 padded = np.zeros((h + 2 * BUFFER, w + 2 * BUFFER), dtype=np.uint8)
-                padded[BUFFER:BUFFER + h, BUFFER:BUFFER + w] = cov
+                padded[BUFFER : BUFFER + h, BUFFER : BUFFER + w] = cov
                 body += _field(2, 2, _sdf(padded).tobytes())
             body += _field(3, 0, w) + _field(4, 0, h)
             body += _field(5, 0, _zigzag(g.bitmap_left))

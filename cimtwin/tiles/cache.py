@@ -114,8 +114,7 @@ def tile_range(z: int, bbox: Box) -> tuple[int, int, int, int]:
         return math.floor((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
     w, s, e, nn = bbox
-    return (max(0, col(w) - 1), max(0, row(nn) - 1), min(n - 1, col(e) + 1),
-            min(n - 1, row(s) + 1))
+    return (max(0, col(w) - 1), max(0, row(nn) - 1), min(n - 1, col(e) + 1), min(n - 1, row(s) + 1))
 
 
 def parse_change(payload: str) -> Change | None:
@@ -208,8 +207,7 @@ class MemoryTileCache:
         return self.generation
 
     async def put(self, key: Key, entry: CachedTile, token: int) -> None:
-        if (token != self.generation or not self.enabled
-                or len(entry.body_gz) > self.max_bytes):
+        if token != self.generation or not self.enabled or len(entry.body_gz) > self.max_bytes:
             return
         old = self.entries.pop(key, None)
         if old:
@@ -224,7 +222,8 @@ class MemoryTileCache:
         """Forget tiles of ``tables`` meeting ``bbox`` (lon/lat); None means everywhere."""
         self.generation += 1
         doomed = [
-            k for k, v in self.entries.items()
+            k
+            for k, v in self.entries.items()
             if v.tables & tables and (bbox is None or meets(v.bounds, bbox))
         ]
         for k in doomed:
@@ -272,20 +271,23 @@ async def _change_seq(conn: psycopg.AsyncConnection, schema: str) -> int | None:
     """The last number ``change_seq`` handed out (0 if none); None before migration 0004."""
     try:
         cur = await conn.execute(
-            f'SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM "{schema}".{SEQUENCE}')
+            f'SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM "{schema}".{SEQUENCE}'
+        )
         row = await cur.fetchone()
     except psycopg.errors.UndefinedTable:
         return None
     return int(row[0]) if row else None
 
 
-async def listen_for_changes(dsn: str, cache: TileCache, ready: asyncio.Event | None = None,
-                             schema: str = SCHEMA) -> None:
+async def listen_for_changes(
+    dsn: str, cache: TileCache, ready: asyncio.Event | None = None, schema: str = SCHEMA
+) -> None:
     """Keep a LISTEN connection open and apply every change to ``cache``; reconnects."""
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, application_name=LISTENER_NAME) as conn:
+                dsn, autocommit=True, application_name=LISTENER_NAME
+            ) as conn:
                 await conn.execute(f"LISTEN {CHANGE_CHANNEL}")
                 # read after LISTEN: a change after this read is heard, one before is counted
                 await cache.on_listen(await _change_seq(conn, schema))

@@ -13,8 +13,9 @@ app = typer.Typer(help="Vector tiles: static export.", no_args_is_help=True)
 
 @app.command("export-mvt")
 def export_mvt(
-    layers: str = typer.Option(..., "--layers", help="comma-separated layer ids, e.g. "
-                               "pipelines,components"),
+    layers: str = typer.Option(
+        ..., "--layers", help="comma-separated layer ids, e.g. pipelines,components"
+    ),
     minzoom: int = typer.Option(12, "--minzoom", min=0, max=22),
     maxzoom: int = typer.Option(16, "--maxzoom", min=0, max=22),
     out: Path = typer.Option(..., "--out", help="FILE.pmtiles (v3) or FILE.mbtiles"),
@@ -23,8 +24,14 @@ def export_mvt(
     from cimtwin.tiles.export import export
 
     console = Console(stderr=True)
-    with Progress(TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=console) as progress:
+    with Progress(
+        TextColumn("tiles"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]}"),
+        console=console,
+    ) as progress:
         task = progress.add_task("tiles", total=None, rate="")
 
         def total(n: int) -> None:
@@ -36,7 +43,15 @@ def export_mvt(
             if t.elapsed:
                 progress.update(task, rate=f"{t.completed / t.elapsed:,.0f} tiles/s")
 
-        counts = export([s.strip() for s in layers.split(",") if s.strip()], minzoom, maxzoom,
-                        out, on_total=total, on_tile=step)
-    console.print(f"{out}: {counts['tiles_written']:,} tiles written "
-                  f"({counts['tiles_visited']:,} visited), {out.stat().st_size:,} bytes")
+        counts = export(
+            [s.strip() for s in layers.split(",") if s.strip()],
+            minzoom,
+            maxzoom,
+            out,
+            on_total=total,
+            on_tile=step,
+        )
+    console.print(
+        f"{out}: {counts['tiles_written']:,} tiles written "
+        f"({counts['tiles_visited']:,} visited), {out.stat().st_size:,} bytes"
+    )

@@ -31,18 +31,26 @@ Bounds = tuple[float, float, float, float]
 def data_bounds(conn: psycopg.Connection, layers: list[Layer]) -> Bounds | None:
     boxes = []
     for layer in layers:
-        row = conn.execute(psycopg.sql.SQL(
-            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
-            "(SELECT ST_Extent({g})::geometry AS e FROM {s}.{t}) x").format(
+        row = conn.execute(
+            psycopg.sql.SQL(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                "(SELECT ST_Extent({g})::geometry AS e FROM {s}.{t}) x"
+            ).format(
                 g=psycopg.sql.Identifier(layer.geometry_column),
                 s=psycopg.sql.Identifier(layer.schema),
-                t=psycopg.sql.Identifier(layer.table))).fetchone()
+                t=psycopg.sql.Identifier(layer.table),
+            )
+        ).fetchone()
         if row and row[0] is not None:
             boxes.append(row)
     if not boxes:
         return None
-    box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-           max(b[3] for b in boxes))
+    box = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
     return crs_mod.transformer(crs_mod.storage_srid(), 4326).transform_bounds(*box)
 
 
@@ -50,8 +58,9 @@ def tile_list(bounds: Bounds, minzoom: int, maxzoom: int) -> list[morecantile.Ti
     return list(WEB_MERCATOR.tiles(*bounds, zooms=list(range(minzoom, maxzoom + 1))))
 
 
-def render(conn: psycopg.Connection, layers: list[Layer], tile: morecantile.Tile,
-           max_features: int) -> bytes:
+def render(
+    conn: psycopg.Connection, layers: list[Layer], tile: morecantile.Tile, max_features: int
+) -> bytes:
     req = TileRequest(tile.z, tile.x, tile.y)
     parts = []
     for layer in layers:
@@ -65,9 +74,14 @@ def render(conn: psycopg.Connection, layers: list[Layer], tile: morecantile.Tile
 
 
 def export(
-    layer_ids: list[str], minzoom: int, maxzoom: int, out: Path,
-    database_url: str | None = None, max_features: int = 50_000,
-    on_total: Callable[[int], None] | None = None, on_tile: Callable[[], None] | None = None,
+    layer_ids: list[str],
+    minzoom: int,
+    maxzoom: int,
+    out: Path,
+    database_url: str | None = None,
+    max_features: int = 50_000,
+    on_total: Callable[[int], None] | None = None,
+    on_tile: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """Write the tiles of ``layer_ids`` for zooms minzoom..maxzoom to ``out`` (.pmtiles or
     .mbtiles); returns counts of tiles visited and written."""
@@ -102,7 +116,8 @@ def export(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
         written = (_write_pmtiles if suffix == ".pmtiles" else _write_mbtiles)(
-            tmp, rendered(), meta, bounds, minzoom, maxzoom)
+            tmp, rendered(), meta, bounds, minzoom, maxzoom
+        )
         tmp.replace(out)  # a half-written archive never takes the real name
     return {"tiles_visited": len(tiles), "tiles_written": written}
 
@@ -113,18 +128,25 @@ def _metadata(layers: list[Layer], minzoom: int, maxzoom: int, bounds) -> dict:
         "description": "cimtwin vector tiles",
         "attribution": "cimtwin",
         "vector_layers": [
-            {"id": layer.id, "description": layer.title,
-             "minzoom": max(minzoom, layer.minzoom), "maxzoom": maxzoom,
-             "fields": {p: ("Number" if layer.column_type(p) in ("integer", "number")
-                            else "String") for p in layer.tile_fields}}
+            {
+                "id": layer.id,
+                "description": layer.title,
+                "minzoom": max(minzoom, layer.minzoom),
+                "maxzoom": maxzoom,
+                "fields": {
+                    p: ("Number" if layer.column_type(p) in ("integer", "number") else "String")
+                    for p in layer.tile_fields
+                },
+            }
             for layer in layers
         ],
     }
 
 
 def _write_pmtiles(path: Path, tiles, meta: dict, bounds, minzoom: int, maxzoom: int) -> int:
-    entries = sorted(((zxy_to_tileid(t.z, t.x, t.y), body) for t, body in tiles),
-                     key=lambda e: e[0])
+    entries = sorted(
+        ((zxy_to_tileid(t.z, t.x, t.y), body) for t, body in tiles), key=lambda e: e[0]
+    )
     if not entries:
         raise UserError("no tile holds any feature in that zoom range")
     with path.open("wb") as fh:
@@ -134,11 +156,15 @@ def _write_pmtiles(path: Path, tiles, meta: dict, bounds, minzoom: int, maxzoom:
         w, s, e, n = bounds
         writer.finalize(
             {
-                "tile_type": TileType.MVT, "tile_compression": Compression.GZIP,
-                "min_lon_e7": int(w * 1e7), "min_lat_e7": int(s * 1e7),
-                "max_lon_e7": int(e * 1e7), "max_lat_e7": int(n * 1e7),
+                "tile_type": TileType.MVT,
+                "tile_compression": Compression.GZIP,
+                "min_lon_e7": int(w * 1e7),
+                "min_lat_e7": int(s * 1e7),
+                "max_lon_e7": int(e * 1e7),
+                "max_lat_e7": int(n * 1e7),
                 "center_zoom": (minzoom + maxzoom) // 2,
-                "center_lon_e7": int((w + e) / 2 * 1e7), "center_lat_e7": int((s + n) / 2 * 1e7),
+                "center_lon_e7": int((w + e) / 2 * 1e7),
+                "center_lat_e7": int((s + n) / 2 * 1e7),
             },
             meta,
         )
@@ -153,18 +179,27 @@ def _write_mbtiles(path: Path, tiles, meta: dict, bounds, minzoom: int, maxzoom:
             "CREATE TABLE metadata (name TEXT, value TEXT);"
             "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,"
             " tile_data BLOB);"
-            "CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);")
+            "CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);"
+        )
         n = 0
         for t, body in tiles:  # MBTiles rows count from the south (TMS)
-            db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)",
-                       (t.z, t.x, (1 << t.z) - 1 - t.y, body))
+            db.execute(
+                "INSERT INTO tiles VALUES (?, ?, ?, ?)", (t.z, t.x, (1 << t.z) - 1 - t.y, body)
+            )
             n += 1
         w, s, e, nn = bounds
-        rows = {"name": meta["name"], "format": "pbf", "type": "overlay", "version": "1",
-                "description": meta["description"], "minzoom": str(minzoom),
-                "maxzoom": str(maxzoom), "bounds": f"{w},{s},{e},{nn}",
-                "center": f"{(w + e) / 2},{(s + nn) / 2},{minzoom}",
-                "json": json.dumps({"vector_layers": meta["vector_layers"]})}
+        rows = {
+            "name": meta["name"],
+            "format": "pbf",
+            "type": "overlay",
+            "version": "1",
+            "description": meta["description"],
+            "minzoom": str(minzoom),
+            "maxzoom": str(maxzoom),
+            "bounds": f"{w},{s},{e},{nn}",
+            "center": f"{(w + e) / 2},{(s + nn) / 2},{minzoom}",
+            "json": json.dumps({"vector_layers": meta["vector_layers"]}),
+        }
         db.executemany("INSERT INTO metadata VALUES (?, ?)", rows.items())
         db.commit()
     finally:

@@ -57,8 +57,9 @@ def _property_sql(layer: Layer, name: str) -> sql.Composable:
     col = sql.SQL("s.{}").format(sql.Identifier(name))
     kind = layer.column_type(name)
     if kind == "datetime":
-        return sql.SQL("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS {n}"
-                       ).format(c=col, n=sql.Identifier(name))
+        return sql.SQL(
+            "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS {n}"
+        ).format(c=col, n=sql.Identifier(name))
     return sql.SQL("{c} AS {n}").format(c=col, n=sql.Identifier(name))
 
 
@@ -74,30 +75,44 @@ def layer_statement(layer: Layer, zoom_filter: str | None) -> str:
     elif layer.simplify_px > 0:
         shape = sql.SQL("ST_Simplify({}, %(tol)s, true)").format(flat)
         size = sql.SQL(
-            " AND GREATEST(ST_XMax({g}) - ST_XMin({g}), ST_YMax({g}) - ST_YMin({g}))"
-            " >= %(minsize)s").format(g=geom)
+            " AND GREATEST(ST_XMax({g}) - ST_XMin({g}), ST_YMax({g}) - ST_YMin({g})) >= %(minsize)s"
+        ).format(g=geom)
     else:
         shape, size = flat, sql.SQL("")
     fid = sql.SQL(layer.tile_id) if layer.tile_id else sql.Identifier(layer.id_column)
     props = sql.SQL(", ").join(_property_sql(layer, p) for p in layer.tile_fields)
     where_zoom = sql.SQL(" AND ({})").format(sql.SQL(zoom_filter)) if zoom_filter else sql.SQL("")
-    return sql.SQL(
-        "SELECT ST_AsMVT(t.*, {name}, {extent}, 'geom', 'fid') FROM ("
-        " SELECT {fid} AS fid, {props},"
-        " ST_AsMVTGeom(ST_Transform({shape}, 3857), e.env, {extent}, {buffer}, true) AS geom"
-        " FROM {table} AS s,"
-        " (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS env,"
-        "  ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {srid})"
-        "  AS box) e"
-        " WHERE {geom} && e.box{size}{where_zoom}"
-        " ORDER BY {fidcol} LIMIT %(limit)s"
-        ") t WHERE t.geom IS NOT NULL"
-    ).format(
-        name=sql.Literal(layer.id), extent=sql.Literal(EXTENT), buffer=sql.Literal(BUFFER),
-        fid=fid, props=props, shape=shape, geom=geom, size=size, where_zoom=where_zoom,
-        table=sql.SQL("{}.{}").format(sql.Identifier(layer.schema), sql.Identifier(layer.table)),
-        srid=sql.Literal(SRID), fidcol=sql.Identifier(layer.id_column),
-    ).as_string()  # rendered once: psycopg then prepares it by its text
+    return (
+        sql.SQL(
+            "SELECT ST_AsMVT(t.*, {name}, {extent}, 'geom', 'fid') FROM ("
+            " SELECT {fid} AS fid, {props},"
+            " ST_AsMVTGeom(ST_Transform({shape}, 3857), e.env, {extent}, {buffer}, true) AS geom"
+            " FROM {table} AS s,"
+            " (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS env,"
+            "  ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {srid})"
+            "  AS box) e"
+            " WHERE {geom} && e.box{size}{where_zoom}"
+            " ORDER BY {fidcol} LIMIT %(limit)s"
+            ") t WHERE t.geom IS NOT NULL"
+        )
+        .format(
+            name=sql.Literal(layer.id),
+            extent=sql.Literal(EXTENT),
+            buffer=sql.Literal(BUFFER),
+            fid=fid,
+            props=props,
+            shape=shape,
+            geom=geom,
+            size=size,
+            where_zoom=where_zoom,
+            table=sql.SQL("{}.{}").format(
+                sql.Identifier(layer.schema), sql.Identifier(layer.table)
+            ),
+            srid=sql.Literal(SRID),
+            fidcol=sql.Identifier(layer.id_column),
+        )
+        .as_string()
+    )  # rendered once: psycopg then prepares it by its text
 
 
 @lru_cache(maxsize=64)
@@ -106,23 +121,34 @@ def aggregate_statement(layer: Layer, zoom_filter: str | None) -> str:
     geom = sql.SQL("s.{}").format(sql.Identifier(layer.geometry_column))
     by = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in layer.aggregate_by)
     where_zoom = sql.SQL(" AND ({})").format(sql.SQL(zoom_filter)) if zoom_filter else sql.SQL("")
-    return sql.SQL(
-        "SELECT ST_AsMVT(t.*, {name}, {extent}, 'geom') FROM ("
-        " SELECT {by}, count(*) AS features,"
-        " ST_AsMVTGeom(ST_Transform(ST_Simplify(ST_LineMerge(ST_Collect(ST_Force2D({geom}))),"
-        " %(tol)s, true), 3857), e.env, {extent}, {buffer}, true) AS geom"
-        " FROM {table} AS s,"
-        " (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS env,"
-        "  ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {srid})"
-        "  AS box) e"
-        " WHERE {geom} && e.box{where_zoom}"
-        " GROUP BY {by}, e.env"
-        ") t WHERE t.geom IS NOT NULL"
-    ).format(
-        name=sql.Literal(layer.id), extent=sql.Literal(EXTENT), buffer=sql.Literal(BUFFER),
-        by=by, geom=geom, where_zoom=where_zoom, srid=sql.Literal(SRID),
-        table=sql.SQL("{}.{}").format(sql.Identifier(layer.schema), sql.Identifier(layer.table)),
-    ).as_string()
+    return (
+        sql.SQL(
+            "SELECT ST_AsMVT(t.*, {name}, {extent}, 'geom') FROM ("
+            " SELECT {by}, count(*) AS features,"
+            " ST_AsMVTGeom(ST_Transform(ST_Simplify(ST_LineMerge(ST_Collect(ST_Force2D({geom}))),"
+            " %(tol)s, true), 3857), e.env, {extent}, {buffer}, true) AS geom"
+            " FROM {table} AS s,"
+            " (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS env,"
+            "  ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), {srid})"
+            "  AS box) e"
+            " WHERE {geom} && e.box{where_zoom}"
+            " GROUP BY {by}, e.env"
+            ") t WHERE t.geom IS NOT NULL"
+        )
+        .format(
+            name=sql.Literal(layer.id),
+            extent=sql.Literal(EXTENT),
+            buffer=sql.Literal(BUFFER),
+            by=by,
+            geom=geom,
+            where_zoom=where_zoom,
+            srid=sql.Literal(SRID),
+            table=sql.SQL("{}.{}").format(
+                sql.Identifier(layer.schema), sql.Identifier(layer.table)
+            ),
+        )
+        .as_string()
+    )
 
 
 def zoom_filter(layer: Layer, z: int) -> str | None:
@@ -133,14 +159,22 @@ def zoom_filter(layer: Layer, z: int) -> str | None:
     return None
 
 
-def layer_query(layer: Layer, tile: TileRequest, max_features: int
-                ) -> tuple[str, dict[str, float | int]] | None:
+def layer_query(
+    layer: Layer, tile: TileRequest, max_features: int
+) -> tuple[str, dict[str, float | int]] | None:
     """Statement and parameters for one layer of one tile; None when the zoom is too low."""
     if tile.z < layer.minzoom or tile.z > layer.maxzoom:
         return None
     px = tile.pixel_m()
-    params = {"z": tile.z, "x": tile.x, "y": tile.y, "margin": BUFFER / EXTENT,
-              "tol": px * layer.simplify_px, "minsize": px, "limit": max_features}
+    params = {
+        "z": tile.z,
+        "x": tile.x,
+        "y": tile.y,
+        "margin": BUFFER / EXTENT,
+        "tol": px * layer.simplify_px,
+        "minsize": px,
+        "limit": max_features,
+    }
     if layer.aggregate_below is not None and tile.z < layer.aggregate_below:
         return aggregate_statement(layer, zoom_filter(layer, tile.z)), params
     return layer_statement(layer, zoom_filter(layer, tile.z)), params

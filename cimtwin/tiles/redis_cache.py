@@ -138,8 +138,11 @@ class RedisTileCache:
 
     async def open(self) -> None:
         self.redis = aioredis.from_url(
-            self.url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0))
+            self.url,
+            socket_connect_timeout=TIMEOUT_S,
+            socket_timeout=TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
         self._token_script = self.redis.register_script(_TOKEN)
         self._put_script = self.redis.register_script(_PUT)
         self._seq_script = self.redis.register_script(_SEQ)
@@ -155,15 +158,23 @@ class RedisTileCache:
     # --- request path -----------------------------------------------------------------------
 
     def _usable(self) -> bool:
-        return (self.live and self.redis is not None and not self.stale
-                and time.monotonic() >= self._down_until)
+        return (
+            self.live
+            and self.redis is not None
+            and not self.stale
+            and time.monotonic() >= self._down_until
+        )
 
     def _failed(self, exc: BaseException) -> None:
         """Note a Redis failure; requests go uncached for a while instead of waiting on it."""
         now = time.monotonic()
         if now >= self._down_until:
-            log.warning("tile cache: Redis at %s failed (%s: %s); serving tiles uncached",
-                        self.where, type(exc).__name__, exc)
+            log.warning(
+                "tile cache: Redis at %s failed (%s: %s); serving tiles uncached",
+                self.where,
+                type(exc).__name__,
+                exc,
+            )
         self._down_until = now + RETRY_AFTER_S
         self.last_error = f"{type(exc).__name__}: {exc}"
 
@@ -207,8 +218,9 @@ class RedisTileCache:
         etag = entry.etag.encode()
         packed = _HEADER.pack(entry.raw_size, len(etag)) + etag + entry.body_gz
         try:
-            await self._put_script(keys=[self.gen_key, self._hash(layers, z)],
-                                   args=[token, f"{x}/{y}", packed])
+            await self._put_script(
+                keys=[self.gen_key, self._hash(layers, z)], args=[token, f"{x}/{y}", packed]
+            )
         except RedisError as exc:
             self._failed(exc)
 
@@ -222,17 +234,24 @@ class RedisTileCache:
             return 0  # the namespace is dropped before this worker uses Redis again
         try:
             if change is None:
-                log.warning("ignoring malformed change notification %r; dropping the cache",
-                            payload)
+                log.warning(
+                    "ignoring malformed change notification %r; dropping the cache", payload
+                )
                 n = await self.clear()
             else:
                 n = await self.invalidate(change.tables, change.bbox)
             if change is not None and change.seq is not None:
                 before = await self._seq_script(keys=[self.seq_key], args=[change.seq])
-                if (before is not None and self.applied_seq is not None
-                        and int(before) < self.applied_seq):
-                    log.warning("tile cache: Redis forgot change %d (restored or failed over); "
-                                "dropping the cache", self.applied_seq)
+                if (
+                    before is not None
+                    and self.applied_seq is not None
+                    and int(before) < self.applied_seq
+                ):
+                    log.warning(
+                        "tile cache: Redis forgot change %d (restored or failed over); "
+                        "dropping the cache",
+                        self.applied_seq,
+                    )
                     n += await self.clear()
                 self.applied_seq = max(self.applied_seq or 0, change.seq)
         except RedisError as exc:
@@ -252,19 +271,22 @@ class RedisTileCache:
             z, layers = self._parse_hash(hkey)
             if layers is not None and not layer_tables(layers) & tables:
                 continue
-            fields = None if bbox is None or layers is None else await self._fields_meeting(
-                hkey, z, bbox)
+            fields = (
+                None
+                if bbox is None or layers is None
+                else await self._fields_meeting(hkey, z, bbox)
+            )
             if fields is None:  # everywhere, unknown layers, or too many to check one by one
                 n += await self.redis.hlen(hkey)
                 await self.redis.unlink(hkey)
                 continue
             for i in range(0, len(fields), CHUNK):
-                n += await self.redis.hdel(hkey, *fields[i:i + CHUNK])
+                n += await self.redis.hdel(hkey, *fields[i : i + CHUNK])
         self.evicted += n
         return n
 
     def _parse_hash(self, hkey: str) -> tuple[int, tuple[str, ...] | None]:
-        z, _, names = hkey[len(self._hash_prefix):].partition(":")
+        z, _, names = hkey[len(self._hash_prefix) :].partition(":")
         layers = tuple(names.split(","))
         if not z.isdigit() or not all(layer in BY_ID for layer in layers):
             return 0, None
@@ -285,8 +307,9 @@ class RedisTileCache:
         if candidates <= size:
             cells = ((x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1))
         else:
-            cells = (tuple(map(int, _reply_bytes(f).split(b"/")))
-                     for f in await self.redis.hkeys(hkey))
+            cells = (
+                tuple(map(int, _reply_bytes(f).split(b"/"))) for f in await self.redis.hkeys(hkey)
+            )
         return [f"{x}/{y}" for x, y in cells if meets(tile_bounds(TileRequest(z, x, y)), bbox)]
 
     async def clear(self) -> int:
@@ -325,8 +348,9 @@ class RedisTileCache:
                 self._failed(exc)
                 return
             self.stale = False
-            log.warning("tile cache: Redis answers again; dropped %d tiles that may have missed "
-                        "a change", n)
+            log.warning(
+                "tile cache: Redis answers again; dropped %d tiles that may have missed a change", n
+            )
 
     async def on_listen(self, db_seq: int | None) -> None:
         """Drop the namespace unless Redis has applied exactly the database's last change."""
@@ -337,8 +361,12 @@ class RedisTileCache:
             stored = await self.redis.get(self.seq_key)
             if db_seq is None or stored is None or int(stored) != db_seq:
                 n = await self.clear()
-                log.info("tile cache: Redis applied change %s, the database is at %s: dropped "
-                         "%d tiles", _reply_bytes(stored).decode() if stored else None, db_seq, n)
+                log.info(
+                    "tile cache: Redis applied change %s, the database is at %s: dropped %d tiles",
+                    _reply_bytes(stored).decode() if stored else None,
+                    db_seq,
+                    n,
+                )
                 if db_seq is not None:
                     await self.redis.set(self.seq_key, db_seq)
             self.stale = False
@@ -357,8 +385,10 @@ class RedisTileCache:
             await asyncio.wait_for(self.redis.ping(), TIMEOUT_S * 2)
         except (RedisError, TimeoutError) as exc:
             self._failed(exc)
-            return f"redis {self.where} unreachable ({self.last_error}); tiles served uncached", \
-                False
+            return (
+                f"redis {self.where} unreachable ({self.last_error}); tiles served uncached",
+                False,
+            )
         self._down_until = 0.0
         if not self.live:
             return f"redis {self.where}: bypassed until the change listener connects", False
@@ -380,7 +410,9 @@ def _unpack(raw: bytes, layers: tuple[str, ...], z: int, x: int, y: int) -> Cach
     if len(raw) < start:
         return None
     return CachedTile(
-        body_gz=raw[start:], etag=raw[_HEADER.size:start].decode(), raw_size=size,
-        tables=layer_tables(layers), bounds=tile_bounds(TileRequest(z, x, y)),
+        body_gz=raw[start:],
+        etag=raw[_HEADER.size : start].decode(),
+        raw_size=size,
+        tables=layer_tables(layers),
+        bounds=tile_bounds(TileRequest(z, x, y)),
     )
-

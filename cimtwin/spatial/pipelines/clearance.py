@@ -36,8 +36,10 @@ from cimtwin.spatial.pipelines.shared import (
 )
 
 # clearance SQL: candidate pairs found on the GiST index, exact distances computed after
-_PIPE_COLS = ("{t}.network, {t}.subtype, {t}.diameter_mm, {t}.width_mm, {t}.height_mm, "
-              "{t}.pressure_class, {t}.burial, {t}.owner, {t}.dataset")
+_PIPE_COLS = (
+    "{t}.network, {t}.subtype, {t}.diameter_mm, {t}.width_mm, {t}.height_mm, "
+    "{t}.pressure_class, {t}.burial, {t}.owner, {t}.dataset"
+)
 
 
 def _scope(t: str, area: bool, networks: bool) -> str:
@@ -55,9 +57,9 @@ def clearance_pairs_sql(area: bool, networks: bool) -> str:
     included (GB 50289 has rows such as water over water), except pipes joined at a node:
     they meet by design and do not cross."""
     return f"""
-SELECT a.id, {_PIPE_COLS.format(t='a')}, b.id, {_PIPE_COLS.format(t='b')},
-       ST_Distance(a.geom, b.geom) AS d, {half_w('a')}, {half_h('a')}, {half_w('b')},
-       {half_h('b')}, ST_Intersects(a.geom, b.geom) AS crosses,
+SELECT a.id, {_PIPE_COLS.format(t="a")}, b.id, {_PIPE_COLS.format(t="b")},
+       ST_Distance(a.geom, b.geom) AS d, {half_w("a")}, {half_h("a")}, {half_w("b")},
+       {half_h("b")}, ST_Intersects(a.geom, b.geom) AS crosses,
        CASE WHEN ST_Intersects(a.geom, b.geom) THEN (
            SELECT array_agg(ARRAY[
                ST_Z(ST_LineInterpolatePoint(a.geom,
@@ -68,17 +70,17 @@ SELECT a.id, {_PIPE_COLS.format(t='a')}, b.id, {_PIPE_COLS.format(t='b')},
            FROM ST_DumpPoints(ST_Intersection(ST_Force2D(a.geom), ST_Force2D(b.geom))) p)
        END AS zs,
        ST_AsBinary(ST_ClosestPoint(ST_Force2D(a.geom), ST_Force2D(b.geom))),
-       CASE WHEN ST_Distance(a.geom, b.geom) < {half_w('a')} + {half_w('b')} THEN ARRAY[
+       CASE WHEN ST_Distance(a.geom, b.geom) < {half_w("a")} + {half_w("b")} THEN ARRAY[
            ST_Z(ST_LineInterpolatePoint(a.geom, ST_LineLocatePoint(ST_Force2D(a.geom),
                 ST_ClosestPoint(ST_Force2D(a.geom), ST_Force2D(b.geom))))),
            ST_Z(ST_LineInterpolatePoint(b.geom, ST_LineLocatePoint(ST_Force2D(b.geom),
                 ST_ClosestPoint(ST_Force2D(b.geom), ST_Force2D(a.geom)))))]
        END AS z_close
 FROM {SEG} a JOIN {SEG} b ON ST_DWithin(a.geom, b.geom, %(search)s) AND b.id <> a.id
-WHERE {_scope('a', area, networks)} AND b.link_type = 'pipe'
+WHERE {_scope("a", area, networks)} AND b.link_type = 'pipe'
   AND a.from_node_id NOT IN (b.from_node_id, b.to_node_id)
   AND a.to_node_id NOT IN (b.from_node_id, b.to_node_id)
-  AND NOT ({_scope('b', area, networks)} AND b.id < a.id)
+  AND NOT ({_scope("b", area, networks)} AND b.id < a.id)
 ORDER BY a.id, b.id  -- the same pairs every time when the candidate cap is reached
 LIMIT %(limit)s
 """
@@ -86,11 +88,11 @@ LIMIT %(limit)s
 
 def clearance_buildings_sql(area: bool, networks: bool) -> str:
     return f"""
-SELECT a.id, {_PIPE_COLS.format(t='a')}, b.id, b.building_code, b.name,
-       ST_Distance(a.geom, b.footprint) AS d, {half_w('a')},
+SELECT a.id, {_PIPE_COLS.format(t="a")}, b.id, b.building_code, b.name,
+       ST_Distance(a.geom, b.footprint) AS d, {half_w("a")},
        ST_AsBinary(ST_ClosestPoint(ST_Force2D(a.geom), b.footprint))
 FROM {SEG} a JOIN {BUILDINGS} b ON ST_DWithin(a.geom, b.footprint, %(search)s)
-WHERE {_scope('a', area, networks)}
+WHERE {_scope("a", area, networks)}
 ORDER BY a.id, b.id
 LIMIT %(limit)s
 """
@@ -100,10 +102,17 @@ MAX_CLEARANCE_CANDIDATES = 200_000
 
 
 def _pipe_json(seg_id: int, p: PipeSpec, owner: str | None, dataset: str | None) -> dict:
-    return {"segment_id": seg_id, "network": p.network, "subtype": p.subtype,
-            "item": p.item_name, "size": size_text(p.diameter_mm, p.width_mm, p.height_mm),
-            "pressure_class": p.pressure_class, "burial": p.burial, "owner": owner,
-            "dataset": dataset}
+    return {
+        "segment_id": seg_id,
+        "network": p.network,
+        "subtype": p.subtype,
+        "item": p.item_name,
+        "size": size_text(p.diameter_mm, p.width_mm, p.height_mm),
+        "pressure_class": p.pressure_class,
+        "burial": p.burial,
+        "owner": owner,
+        "dataset": dataset,
+    }
 
 
 def _pair_key(kind: str, item_a: str, item_b: str) -> tuple[str, str, str]:
@@ -118,17 +127,24 @@ def _rule_for(kind: str, p: PipeSpec, q: PipeSpec) -> RuleMatch | None:
 
 
 async def clearance_analysis(
-    conn: AsyncConnection, *, area: bytes | None = None, networks: Sequence[str] | None = None,
-    buildings: bool = True, max_results: int = 1000,
+    conn: AsyncConnection,
+    *,
+    area: bytes | None = None,
+    networks: Sequence[str] | None = None,
+    buildings: bool = True,
+    max_results: int = 1000,
 ) -> dict[str, Any]:
     """Pipe pairs, and pipes and buildings, closer than GB 50289-2016 allows: horizontally
     between outer walls where the pipes do not cross, vertically between outer walls at
     crossings. Pairs of one network are compared too (a distribution pipe crossing a main);
     pipes joined at a node are not a pair; pairs the table has no row for are listed apart."""
     has_area, has_nets = area is not None, bool(networks)
-    params: dict[str, Any] = {"area": area, "networks": list(networks or []),
-                              "limit": MAX_CLEARANCE_CANDIDATES}
-    half_sql = f"""SELECT coalesce(max(GREATEST({half_w('a')}, {half_h('a')})), 0) FROM {SEG} a
+    params: dict[str, Any] = {
+        "area": area,
+        "networks": list(networks or []),
+        "limit": MAX_CLEARANCE_CANDIDATES,
+    }
+    half_sql = f"""SELECT coalesce(max(GREATEST({half_w("a")}, {half_h("a")})), 0) FROM {SEG} a
         {f"WHERE ST_DWithin(a.geom, {wkb_geom('area')}, 50)" if has_area else ""}"""
     max_half = float((await fetch_all(conn, half_sql, params))[0][0] or 0.0)
     pipe_reach = max(max_rule_value("horizontal", False), max_rule_value("vertical", False))
@@ -158,8 +174,11 @@ async def clearance_analysis(
             kind = "vertical"
             measured = abs(z_close[0] - z_close[1]) - ah - bh
             where = wkb_lonlat(closest)
-            extra = {"elevation_a_m": rounded(z_close[0]), "elevation_b_m": rounded(z_close[1]),
-                     "centre_distance_m": rounded(d)}
+            extra = {
+                "elevation_a_m": rounded(z_close[0]),
+                "elevation_b_m": rounded(z_close[1]),
+                "centre_distance_m": rounded(d),
+            }
         else:
             kind = "horizontal"
             measured = d - aw - bw
@@ -172,14 +191,22 @@ async def clearance_analysis(
         if match is None:
             continue
         if measured < match.required_m - 1e-6:
-            violations.append({
-                "type": kind, "pair": "pipe-pipe",
-                "a": _pipe_json(a_id, p, a_owner, a_ds), "b": _pipe_json(b_id, q, b_owner, b_ds),
-                "measured_m": rounded(measured), "required_m": match.required_m,
-                "shortfall_m": rounded(match.required_m - measured), **extra,
-                "rule": match.rule.as_json(), "rows_considered": sorted(
-                    {x.row for x in match.considered}),
-                "assumptions": match.assumptions, "location": where})
+            violations.append(
+                {
+                    "type": kind,
+                    "pair": "pipe-pipe",
+                    "a": _pipe_json(a_id, p, a_owner, a_ds),
+                    "b": _pipe_json(b_id, q, b_owner, b_ds),
+                    "measured_m": rounded(measured),
+                    "required_m": match.required_m,
+                    "shortfall_m": rounded(match.required_m - measured),
+                    **extra,
+                    "rule": match.rule.as_json(),
+                    "rows_considered": sorted({x.row for x in match.considered}),
+                    "assumptions": match.assumptions,
+                    "location": where,
+                }
+            )
     if buildings:
         params["search"] = max_rule_value("horizontal", True) + max_half + 0.001
         rows = await fetch_all_nojit(conn, clearance_buildings_sql(has_area, has_nets), params)
@@ -197,41 +224,67 @@ async def clearance_analysis(
                 continue
             measured = d - aw
             if measured < match.required_m - 1e-6:
-                violations.append({
-                    "type": "horizontal", "pair": "pipe-building",
-                    "a": _pipe_json(a_id, p, a_owner, a_ds),
-                    "b": {"building_id": b_id, "building_code": code, "name": name,
-                          "item": BUILDING_ITEM},
-                    "measured_m": rounded(measured), "required_m": match.required_m,
-                    "shortfall_m": rounded(match.required_m - measured),
-                    "centre_distance_m": rounded(d), "rule": match.rule.as_json(),
-                    "rows_considered": sorted({x.row for x in match.considered}),
-                    "assumptions": match.assumptions, "location": wkb_lonlat(closest)})
+                violations.append(
+                    {
+                        "type": "horizontal",
+                        "pair": "pipe-building",
+                        "a": _pipe_json(a_id, p, a_owner, a_ds),
+                        "b": {
+                            "building_id": b_id,
+                            "building_code": code,
+                            "name": name,
+                            "item": BUILDING_ITEM,
+                        },
+                        "measured_m": rounded(measured),
+                        "required_m": match.required_m,
+                        "shortfall_m": rounded(match.required_m - measured),
+                        "centre_distance_m": rounded(d),
+                        "rule": match.rule.as_json(),
+                        "rows_considered": sorted({x.row for x in match.considered}),
+                        "assumptions": match.assumptions,
+                        "location": wkb_lonlat(closest),
+                    }
+                )
     violations.sort(key=lambda v: (-v["shortfall_m"], v["a"]["segment_id"]))
     by_status: dict[str, int] = {}
     for v in violations:
-        st = "unverified" if v["rule"]["unverified"] else (
-            "verified" if v["rule"]["verified"] else "other")
+        st = (
+            "unverified"
+            if v["rule"]["unverified"]
+            else ("verified" if v["rule"]["verified"] else "other")
+        )
         by_status[st] = by_status.get(st, 0) + 1
     return {
         "standard": "GB 50289-2016 (tables 4.1.9 horizontal, 4.1.14 vertical), as shipped in "
-                    "cimtwin/reference/gb50289_2016_clearances.csv",
+        "cimtwin/reference/gb50289_2016_clearances.csv",
         "method": "candidate pairs from the spatial index, then exact distances: horizontal = "
-                  "2D distance between centre lines minus both half widths (pipes whose "
-                  "outlines do not meet in plan; buildings: distance to the footprint minus "
-                  "the pipe's half width); vertical = elevation difference of the centre lines "
-                  "at the crossing (or, where the outlines overlap in plan without the centre "
-                  "lines crossing, at the closest points) minus both half heights; nominal "
-                  "sizes stand for outer walls; pipes joined at a node are not compared",
+        "2D distance between centre lines minus both half widths (pipes whose "
+        "outlines do not meet in plan; buildings: distance to the footprint minus "
+        "the pipe's half width); vertical = elevation difference of the centre lines "
+        "at the crossing (or, where the outlines overlap in plan without the centre "
+        "lines crossing, at the closest points) minus both half heights; nominal "
+        "sizes stand for outer walls; pipes joined at a node are not compared",
         "violations": violations[:max_results],
-        "counts": {"violations": len(violations),
-                   "horizontal": sum(v["type"] == "horizontal" for v in violations),
-                   "vertical": sum(v["type"] == "vertical" for v in violations),
-                   "by_rule_status": by_status, **checked},
-        "checked": [{"type": k[0], "item_a": k[1], "item_b": k[2], "pairs": n}
-                    for k, n in sorted(compared.items())],
-        "no_rule": [{"type": k[0], "item_a": k[1], "item_b": k[2], "pairs": n,
-                     "note": "the shipped GB 50289 table has no row for this pair: not checked"}
-                    for k, n in sorted(no_rule.items())],
+        "counts": {
+            "violations": len(violations),
+            "horizontal": sum(v["type"] == "horizontal" for v in violations),
+            "vertical": sum(v["type"] == "vertical" for v in violations),
+            "by_rule_status": by_status,
+            **checked,
+        },
+        "checked": [
+            {"type": k[0], "item_a": k[1], "item_b": k[2], "pairs": n}
+            for k, n in sorted(compared.items())
+        ],
+        "no_rule": [
+            {
+                "type": k[0],
+                "item_a": k[1],
+                "item_b": k[2],
+                "pairs": n,
+                "note": "the shipped GB 50289 table has no row for this pair: not checked",
+            }
+            for k, n in sorted(no_rule.items())
+        ],
         "truncated": truncated or len(violations) > max_results,
     }

@@ -28,8 +28,16 @@ GAS_ITEMS = ("燃气", "燃气(低/中压)", "热力/燃气")
 CABLE_ITEMS = ("电力", "通信")
 BUILDING_ITEM = "建(构)筑物"
 #: the name a pipe goes by in GB 50289's tables (for 'no rule' reports)
-ITEM_NAMES = {"JS": "给水管线", "PS": "污水/雨水管线", "RQ": "燃气", "RL": "热力",
-              "DL": "电力", "TX": "通信", "GY": "工业管线", "QT": "其他管线"}
+ITEM_NAMES = {
+    "JS": "给水管线",
+    "PS": "污水/雨水管线",
+    "RQ": "燃气",
+    "RL": "热力",
+    "DL": "电力",
+    "TX": "通信",
+    "GY": "工业管线",
+    "QT": "其他管线",
+}
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,20 @@ class ClearanceRule:
         return self.status.upper().startswith("VERIFIED")
 
     def as_json(self) -> dict[str, Any]:
-        return {"standard": "GB 50289-2016", "table": self.table, "csv_row": self.row,
-                "item_a": self.item_a, "item_b": self.item_b, "variant": self.row_variant,
-                "value": self.row_value, "applied_variant": self.variant,
-                "status": self.status, "source": self.source,
-                "verified": self.verified, "unverified": self.unverified}
+        return {
+            "standard": "GB 50289-2016",
+            "table": self.table,
+            "csv_row": self.row,
+            "item_a": self.item_a,
+            "item_b": self.item_b,
+            "variant": self.row_variant,
+            "value": self.row_value,
+            "applied_variant": self.variant,
+            "status": self.status,
+            "source": self.source,
+            "verified": self.verified,
+            "unverified": self.unverified,
+        }
 
 
 def _variant_labels(text: str) -> list[str]:
@@ -91,9 +108,21 @@ def clearance_rules() -> tuple[ClearanceRule, ...]:
         if len(values) != len(labels):
             continue
         for label, value in zip(labels, values, strict=True):
-            out.append(ClearanceRule(line, r["table"], r["kind"], r["item_a"], r["item_b"],
-                                     label, value, r["status"], r["source"], r["variant"],
-                                     r["value_m"]))
+            out.append(
+                ClearanceRule(
+                    line,
+                    r["table"],
+                    r["kind"],
+                    r["item_a"],
+                    r["item_b"],
+                    label,
+                    value,
+                    r["status"],
+                    r["source"],
+                    r["variant"],
+                    r["value_m"],
+                )
+            )
     return tuple(out)
 
 
@@ -140,8 +169,13 @@ def gas_class(text: str | None) -> str | None:
     if not m:
         return None
     p = float(m.group(1)) / (1000.0 if m.group(2) == "KPA" else 1.0)
-    for limit, name in ((0.01, "低压"), (0.2, "中压B"), (0.4, "中压A"), (0.8, "次高压B"),
-                        (1.6, "次高压A")):
+    for limit, name in (
+        (0.01, "低压"),
+        (0.2, "中压B"),
+        (0.4, "中压A"),
+        (0.8, "次高压B"),
+        (1.6, "次高压A"),
+    ):
         if p < limit or (limit > 0.01 and p <= limit):
             return name
     return "高压"
@@ -160,8 +194,13 @@ def item_matches(item: str, p: PipeSpec) -> bool:
     if item == "燃气":
         return net == "RQ"
     if item == "燃气(低/中压)":
-        return net == "RQ" and gas_class(p.pressure_class) in (None, "低压", "中压", "中压A",
-                                                                "中压B")
+        return net == "RQ" and gas_class(p.pressure_class) in (
+            None,
+            "低压",
+            "中压",
+            "中压A",
+            "中压B",
+        )
     if item == "热力":
         return net == "RL"
     if item == "直埋热力":
@@ -197,8 +236,7 @@ def variant_matches(label: str, p: PipeSpec, category: str) -> tuple[bool, str |
         size = p.size_mm
         if size is None:
             return True, "pipe size unknown: every diameter class considered"
-        ok = {"<=": size <= limit, "<": size < limit, ">=": size >= limit,
-              ">": size > limit}[op]
+        ok = {"<=": size <= limit, "<": size < limit, ">=": size >= limit, ">": size > limit}[op]
         return ok, None
     if category == "gas":
         cls = gas_class(p.pressure_class)
@@ -259,13 +297,13 @@ def clearance_rule(kind: str, p: PipeSpec, q: PipeSpec) -> RuleMatch | None:
                 owner = _variant_owner(rule, category)
                 if owner is None:
                     continue
-                ok, assumption = variant_matches(rule.variant, a if owner == "a" else b,
-                                                 category)
+                ok, assumption = variant_matches(rule.variant, a if owner == "a" else b, category)
                 if not ok:
                     continue
                 if rule.item_a == rule.item_b and category == "burial":
-                    ok2, assumption2 = variant_matches(rule.variant, b if owner == "a" else a,
-                                                       category)
+                    ok2, assumption2 = variant_matches(
+                        rule.variant, b if owner == "a" else a, category
+                    )
                     assumption = assumption or assumption2
             found.append((rule, assumption))
             break
@@ -282,13 +320,28 @@ def spec_from(row: Sequence[Any]) -> PipeSpec:
 
 
 #: the items of the table that stand for something in the twin's pipe and building tables
-TWIN_ITEMS = frozenset({BUILDING_ITEM, *WATER_ITEMS, *GAS_ITEMS, *CABLE_ITEMS, "污水/雨水管线",
-                        "热力", "直埋热力", "管沟"})
+TWIN_ITEMS = frozenset(
+    {
+        BUILDING_ITEM,
+        *WATER_ITEMS,
+        *GAS_ITEMS,
+        *CABLE_ITEMS,
+        "污水/雨水管线",
+        "热力",
+        "直埋热力",
+        "管沟",
+    }
+)
 
 
 def max_rule_value(kind: str, building: bool) -> float:
     """The largest clearance a pipe pair (or a pipe and a building) can be asked for."""
-    vals = [r.value_m for r in clearance_rules() if r.kind == kind
-            and r.item_a in TWIN_ITEMS and r.item_b in TWIN_ITEMS
-            and (r.item_a == BUILDING_ITEM or r.item_b == BUILDING_ITEM) == building]
+    vals = [
+        r.value_m
+        for r in clearance_rules()
+        if r.kind == kind
+        and r.item_a in TWIN_ITEMS
+        and r.item_b in TWIN_ITEMS
+        and (r.item_a == BUILDING_ITEM or r.item_b == BUILDING_ITEM) == building
+    ]
     return max(vals, default=0.0)

@@ -98,7 +98,10 @@ class NetworkGraph:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_rows(
-        cls, network: str, segments: Sequence[tuple], nodes: Sequence[tuple],
+        cls,
+        network: str,
+        segments: Sequence[tuple],
+        nodes: Sequence[tuple],
         layer_valves: Sequence[tuple] = (),
     ) -> NetworkGraph:
         """``segments``: (id, from_node_id, to_node_id, length_m, flow_direction, size_mm);
@@ -108,8 +111,11 @@ class NetworkGraph:
         seg_id = np.fromiter((r[0] for r in seg), dtype=np.int64, count=len(seg))
         ends = np.array([(r[1], r[2]) for r in seg], dtype=np.int64).reshape(-1, 2)
         node_rows = {r[0]: r for r in nodes}
-        node_id = np.unique(np.concatenate([ends.ravel(), np.fromiter(
-            node_rows, dtype=np.int64, count=len(node_rows))]))
+        node_id = np.unique(
+            np.concatenate(
+                [ends.ravel(), np.fromiter(node_rows, dtype=np.int64, count=len(node_rows))]
+            )
+        )
         n = len(node_id)
         feature = [""] * n
         appurtenance = [""] * n
@@ -121,17 +127,21 @@ class NetworkGraph:
             if r is not None:
                 feature[i], appurtenance[i] = r[1] or "", r[2] or ""
                 state[i], point_no[i] = r[3] or "", r[4] or ""
-                xy[i] = (r[5] if r[5] is not None else np.nan,
-                         r[6] if r[6] is not None else np.nan)
+                xy[i] = (r[5] if r[5] is not None else np.nan, r[6] if r[6] is not None else np.nan)
         g = cls(
-            network=network, seg_id=seg_id,
+            network=network,
+            seg_id=seg_id,
             seg_from=np.searchsorted(node_id, ends[:, 0]),
             seg_to=np.searchsorted(node_id, ends[:, 1]),
             seg_len=np.array([float(r[3] or 0.0) for r in seg]),
             seg_flow=np.array([int(r[4] or 0) for r in seg], dtype=np.int8),
             seg_size=np.array([float(r[5] or 0.0) for r in seg]),
-            node_id=node_id, node_xy=xy, node_feature=feature,
-            node_appurtenance=appurtenance, node_point_no=point_no, valves=[],
+            node_id=node_id,
+            node_xy=xy,
+            node_feature=feature,
+            node_appurtenance=appurtenance,
+            node_point_no=point_no,
+            valves=[],
         )
         valves: list[Valve] = []
         for vid, sid, nid, vstate, vno in sorted(layer_valves, key=lambda r: r[0]):
@@ -144,9 +154,10 @@ class NetworkGraph:
         indptr, incident = g.incidence
         for k in range(n):
             if VALVE_MARK in appurtenance[k]:
-                for s in incident[indptr[k]:indptr[k + 1]].tolist():
-                    valves.append(Valve(s, k, f"node:{int(node_id[k])}", point_no[k],
-                                        state[k] or "open"))
+                for s in incident[indptr[k] : indptr[k + 1]].tolist():
+                    valves.append(
+                        Valve(s, k, f"node:{int(node_id[k])}", point_no[k], state[k] or "open")
+                    )
         g.valves = valves
         return g
 
@@ -178,7 +189,7 @@ class NetworkGraph:
 
     def incident(self, k: int) -> np.ndarray:
         indptr, segs = self.incidence
-        return segs[indptr[k]:indptr[k + 1]]
+        return segs[indptr[k] : indptr[k + 1]]
 
     def other_end(self, s: int, k: int) -> int:
         return int(self.seg_to[s]) if self.seg_from[s] == k else int(self.seg_from[s])
@@ -224,9 +235,15 @@ class NetworkGraph:
         touch_label = np.concatenate([labels[vs], labels[vn]]) if len(vs) else np.empty(0, int)
         touch_valve = np.concatenate([np.arange(len(vs)), np.arange(len(vs))])
         t_order = np.argsort(touch_label, kind="stable")
-        return _ValveSegments(labels, order, labels[order], touch_label[t_order],
-                              touch_valve[t_order], labels[vs] if len(vs) else vs,
-                              labels[vn] if len(vn) else vn)
+        return _ValveSegments(
+            labels,
+            order,
+            labels[order],
+            touch_label[t_order],
+            touch_valve[t_order],
+            labels[vs] if len(vs) else vs,
+            labels[vn] if len(vn) else vn,
+        )
 
     def segment_labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Valve-segment label of every node and of every segment."""

@@ -124,11 +124,13 @@ def isolate(g: NetworkGraph, seg: int, failed: Iterable[str] = ()) -> Isolation:
                 entry.segments.append(v.seg)
                 entry.ring = min(entry.ring, d)
     return Isolation(
-        segments=np.sort(members[members >= n] - n), nodes=np.sort(members[members < n]),
+        segments=np.sort(members[members >= n] - n),
+        nodes=np.sort(members[members < n]),
         valves=sorted(closing.values(), key=lambda c: (c.ring, c.ref)),
         failed_used=[r for r in failed_refs if r in used],
         failed_unused=[r for r in failed_refs if r not in used],
-        rings=max(depth.values()))
+        rings=max(depth.values()),
+    )
 
 
 # --- customers ---------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ cand AS (
     SELECT DISTINCT b.id FROM iso JOIN {BUILDINGS} b ON ST_DWithin(b.footprint, iso.geom, %(r)s)
 )
 SELECT b.id, b.building_code, b.name, b.address, b.use, b.residents, near.id, near.d,
-       {lonlat('ST_PointOnSurface(b.footprint)')}
+       {lonlat("ST_PointOnSurface(b.footprint)")}
 FROM cand JOIN {BUILDINGS} b ON b.id = cand.id
 CROSS JOIN LATERAL (
     SELECT s.id, ST_Distance(s.geom, b.footprint) AS d FROM {SEG} s
@@ -154,19 +156,39 @@ ORDER BY b.id
 
 
 async def served_buildings(
-    conn: AsyncConnection, network: str, seg_ids: Sequence[int],
+    conn: AsyncConnection,
+    network: str,
+    seg_ids: Sequence[int],
     radius_m: float = SERVICE_RADIUS_M,
 ) -> list[dict[str, Any]]:
     """Buildings whose nearest service pipe of ``network`` (within ``radius_m`` of the
     footprint; not raw-water or transmission mains) is one of ``seg_ids``."""
     if not seg_ids:
         return []
-    rows = await fetch_all_nojit(conn, SERVED_BUILDINGS_SQL, {
-        "ids": list(seg_ids), "r": radius_m, "network": network,
-        "excluded": list(NON_SERVICE_SUBTYPES)})
-    return [{"building_id": r[0], "building_code": r[1], "name": r[2], "address": r[3],
-             "use": r[4], "residents": r[5], "served_by_segment": r[6],
-             "distance_m": round(r[7], 2), "point": json.loads(r[8])} for r in rows]
+    rows = await fetch_all_nojit(
+        conn,
+        SERVED_BUILDINGS_SQL,
+        {
+            "ids": list(seg_ids),
+            "r": radius_m,
+            "network": network,
+            "excluded": list(NON_SERVICE_SUBTYPES),
+        },
+    )
+    return [
+        {
+            "building_id": r[0],
+            "building_code": r[1],
+            "name": r[2],
+            "address": r[3],
+            "use": r[4],
+            "residents": r[5],
+            "served_by_segment": r[6],
+            "distance_m": round(r[7], 2),
+            "point": json.loads(r[8]),
+        }
+        for r in rows
+    ]
 
 
 def _valve_split(refs: Iterable[str]) -> tuple[list[int], list[int]]:
@@ -179,33 +201,47 @@ def _valve_split(refs: Iterable[str]) -> tuple[list[int], list[int]]:
 
 
 async def valve_features(
-    conn: AsyncConnection, valves: Sequence[ValveToClose], g: NetworkGraph,
+    conn: AsyncConnection,
+    valves: Sequence[ValveToClose],
+    g: NetworkGraph,
 ) -> dict[str, list[float] | None]:
     """Position (lon/lat) of each valve ref."""
     layer, points = _valve_split(v.ref for v in valves)
     out: dict[str, list[float] | None] = {}
     if layer:
         for vid, gj in await fetch_all(
-                conn, f"SELECT id, {lonlat('geom')} FROM {VALVE} WHERE id = ANY(%s)", (layer,)):
+            conn, f"SELECT id, {lonlat('geom')} FROM {VALVE} WHERE id = ANY(%s)", (layer,)
+        ):
             out[f"valve:{vid}"] = json.loads(gj)["coordinates"][:2]
     if points:
         for nid, gj in await fetch_all(
-                conn, f"SELECT id, {lonlat('geom')} FROM {NODE} WHERE id = ANY(%s)", (points,)):
+            conn, f"SELECT id, {lonlat('geom')} FROM {NODE} WHERE id = ANY(%s)", (points,)
+        ):
             out[f"node:{nid}"] = json.loads(gj)["coordinates"][:2]
     return out
 
 
 async def isolation_analysis(
-    conn: AsyncConnection, *, segment_id: int | None = None,
-    point: tuple[float, float] | None = None, tolerance_m: float = 10.0,
-    network: str | None = None, dataset: str | None = None,
-    failed_valves: Sequence[str] = (), service_radius_m: float = SERVICE_RADIUS_M,
+    conn: AsyncConnection,
+    *,
+    segment_id: int | None = None,
+    point: tuple[float, float] | None = None,
+    tolerance_m: float = 10.0,
+    network: str | None = None,
+    dataset: str | None = None,
+    failed_valves: Sequence[str] = (),
+    service_radius_m: float = SERVICE_RADIUS_M,
     max_features: int = 2000,
 ) -> dict[str, Any]:
     """Valves to close for a burst pipe, what they isolate and who loses supply."""
     seg_id, net, snap = await resolve_segment(
-        conn, segment_id=segment_id, point=point, tolerance_m=tolerance_m, network=network,
-        dataset=dataset)
+        conn,
+        segment_id=segment_id,
+        point=point,
+        tolerance_m=tolerance_m,
+        network=network,
+        dataset=dataset,
+    )
     g = await network_graph(conn, net)
     s = g.seg_index(seg_id)
     if s is None:  # written between the two queries
@@ -213,8 +249,10 @@ async def isolation_analysis(
     try:
         iso = isolate(g, s, failed_valves)
     except UnknownValve as exc:
-        raise NotFound(f"not a valve of network {net}: {exc}; valves are named "
-                       "valve:<pipeline_valve id> or node:<survey valve point id>") from exc
+        raise NotFound(
+            f"not a valve of network {net}: {exc}; valves are named "
+            "valve:<pipeline_valve id> or node:<survey valve point id>"
+        ) from exc
     seg_ids = g.seg_id[iso.segments].tolist()
     node_ids = g.node_id[iso.nodes].tolist()
     length = float(g.seg_len[iso.segments].sum())
@@ -223,22 +261,33 @@ async def isolation_analysis(
     valves: list[dict[str, Any]] = []
     for v in iso.valves:
         kind, _, num = v.ref.partition(":")
-        valves.append({
-            "valve": v.ref, "kind": "valve_layer" if kind == "valve" else "valve_point",
-            "id": int(num), "valve_no": v.valve_no, "state": v.state,
-            "action": "already closed" if v.state == "closed" else "close",
-            "node_id": int(g.node_id[v.node]),
-            "segment_ids": sorted(int(g.seg_id[x]) for x in v.segments), "ring": v.ring,
-            "point": where.get(v.ref)})
+        valves.append(
+            {
+                "valve": v.ref,
+                "kind": "valve_layer" if kind == "valve" else "valve_point",
+                "id": int(num),
+                "valve_no": v.valve_no,
+                "state": v.state,
+                "action": "already closed" if v.state == "closed" else "close",
+                "node_id": int(g.node_id[v.node]),
+                "segment_ids": sorted(int(g.seg_id[x]) for x in v.segments),
+                "ring": v.ring,
+                "point": where.get(v.ref),
+            }
+        )
     shown = seg_ids[:max_features]
     features = await segment_features(conn, shown, {i: {"role": "isolated"} for i in shown})
     for valve in valves:
         if valve["point"]:
             props = {k: x for k, x in valve.items() if k not in ("point", "kind")}
-            features.append({"type": "Feature", "id": valve["valve"],
-                             "geometry": {"type": "Point", "coordinates": valve["point"]},
-                             "properties": {"kind": "valve", "valve_kind": valve["kind"],
-                                            **props}})
+            features.append(
+                {
+                    "type": "Feature",
+                    "id": valve["valve"],
+                    "geometry": {"type": "Point", "coordinates": valve["point"]},
+                    "properties": {"kind": "valve", "valve_kind": valve["kind"], **props},
+                }
+            )
     residents = sum(b["residents"] or 0 for b in buildings)
     return {
         "network": net,
@@ -246,15 +295,21 @@ async def isolation_analysis(
         "valves": valves,
         "failed_valves": {"used": iso.failed_used, "not_on_boundary": iso.failed_unused},
         "rings": iso.rings,
-        "isolated_segments": {"count": len(seg_ids), "length_m": round(length, 3),
-                              "ids": seg_ids[:MAX_IDS]},
+        "isolated_segments": {
+            "count": len(seg_ids),
+            "length_m": round(length, 3),
+            "ids": seg_ids[:MAX_IDS],
+        },
         "affected_nodes": {"count": len(node_ids), "ids": node_ids[:MAX_IDS]},
         "customers": {
             "rule": f"a building is served by the nearest pipe of network {net} within "
-                    f"{service_radius_m:g} m of its footprint (transmission and raw-water "
-                    f"mains {', '.join(NON_SERVICE_SUBTYPES)} excluded); it is affected when "
-                    "that pipe is isolated",
-            "buildings": len(buildings), "residents": residents, "items": buildings},
+            f"{service_radius_m:g} m of its footprint (transmission and raw-water "
+            f"mains {', '.join(NON_SERVICE_SUBTYPES)} excluded); it is affected when "
+            "that pipe is isolated",
+            "buildings": len(buildings),
+            "residents": residents,
+            "items": buildings,
+        },
         "features": {"type": "FeatureCollection", "features": features},
         "truncated": len(seg_ids) > max_features,
     }

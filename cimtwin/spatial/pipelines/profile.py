@@ -45,7 +45,11 @@ def _deflection_deg(g: NetworkGraph, a: int, b: int, c: int) -> float:
 
 
 def profile_chain(
-    g: NetworkGraph, seg: int, *, reverse: bool = False, max_segments: int = 100,
+    g: NetworkGraph,
+    seg: int,
+    *,
+    reverse: bool = False,
+    max_segments: int = 100,
 ) -> tuple[list[tuple[int, bool]], str]:
     """The chain of segments of a longitudinal profile starting at ``seg``: (segment index,
     walked from->to) pairs.
@@ -65,8 +69,11 @@ def profile_chain(
         visited.add(s)
         if len(chain) >= max_segments:
             return chain, "max_segments reached"
-        a, b = (int(g.seg_from[s]), int(g.seg_to[s])) if forward else (
-            int(g.seg_to[s]), int(g.seg_from[s]))
+        a, b = (
+            (int(g.seg_from[s]), int(g.seg_to[s]))
+            if forward
+            else (int(g.seg_to[s]), int(g.seg_from[s]))
+        )
         options = []
         for t in g.incident(b).tolist():
             if t in visited:
@@ -83,15 +90,19 @@ def profile_chain(
                 return chain, "outfall"
             if len(g.incident(b)) <= 1:
                 return chain, "end of the network"
-            return chain, ("no pipe continues the flow" if g.directed
-                           else "only pipes already in the profile go on")
+            return chain, (
+                "no pipe continues the flow"
+                if g.directed
+                else "only pipes already in the profile go on"
+            )
         if g.directed:
             t, nxt, angle = min(options, key=lambda o: (-g.seg_size[o[0]], o[2]))
         else:
             t, nxt, angle = min(options, key=lambda o: o[2])
             if len(g.incident(b)) > 2 and angle > STRAIGHT_MAX_DEG:
-                return chain, ("junction without a straight continuation "
-                               f"(> {STRAIGHT_MAX_DEG:g} deg)")
+                return chain, (
+                    f"junction without a straight continuation (> {STRAIGHT_MAX_DEG:g} deg)"
+                )
         forward = int(g.seg_from[t]) == b
         s = t
 
@@ -99,16 +110,20 @@ def profile_chain(
 PROFILE_SEGMENTS_SQL = f"""
 SELECT s.id, s.network, s.subtype, s.diameter_mm, s.width_mm, s.height_mm, s.material,
        s.depth_ref, s.flow_direction, ST_Length(ST_Force2D(s.geom)),
-       ST_Z(ST_StartPoint(s.geom)), ST_Z(ST_EndPoint(s.geom)), {half_h('s')},
+       ST_Z(ST_StartPoint(s.geom)), ST_Z(ST_EndPoint(s.geom)), {half_h("s")},
        s.from_node_id, s.to_node_id, na.ground_elevation_m, nb.ground_elevation_m,
-       na.point_no, nb.point_no, {lonlat('s.geom')}
+       na.point_no, nb.point_no, {lonlat("s.geom")}
 FROM {SEG} s JOIN {NODE} na ON na.id = s.from_node_id JOIN {NODE} nb ON nb.id = s.to_node_id
 WHERE s.id = ANY(%s)
 """
 
 
 async def profile_analysis(
-    conn: AsyncConnection, segment_id: int, *, reverse: bool = False, max_segments: int = 100,
+    conn: AsyncConnection,
+    segment_id: int,
+    *,
+    reverse: bool = False,
+    max_segments: int = 100,
 ) -> dict[str, Any]:
     """Longitudinal profile along the chain of pipes that starts at ``segment_id``."""
     info = await segment_info(conn, segment_id)
@@ -127,40 +142,79 @@ async def profile_analysis(
     geoms: list[dict[str, Any]] = []
     for (_, fwd), sid in zip(chain, ids, strict=True):
         r = rows[sid]
-        (net, sub, dia, wid, hei, mat, ref, flow, l2d, za, zb, h, na, nb, ga, gb, pa, pb,
-         gj) = r[1:]
+        (net, sub, dia, wid, hei, mat, ref, flow, l2d, za, zb, h, na, nb, ga, gb, pa, pb, gj) = r[
+            1:
+        ]
         if not fwd:
             za, zb, na, nb, ga, gb, pa, pb = zb, za, nb, na, gb, ga, pb, pa
         seg = {
-            "segment_id": sid, "from_node_id": na, "to_node_id": nb, "from_point_no": pa,
-            "to_point_no": pb, "walked": "from->to" if fwd else "to->from",
-            "network": net, "subtype": sub, "size": size_text(dia, wid, hei),
-            "diameter_mm": dia, "width_mm": wid, "height_mm": hei, "material": mat,
-            "chainage_start_m": rounded(chainage), "chainage_end_m": rounded(chainage + l2d),
+            "segment_id": sid,
+            "from_node_id": na,
+            "to_node_id": nb,
+            "from_point_no": pa,
+            "to_point_no": pb,
+            "walked": "from->to" if fwd else "to->from",
+            "network": net,
+            "subtype": sub,
+            "size": size_text(dia, wid, hei),
+            "diameter_mm": dia,
+            "width_mm": wid,
+            "height_mm": hei,
+            "material": mat,
+            "chainage_start_m": rounded(chainage),
+            "chainage_end_m": rounded(chainage + l2d),
             "length_m": rounded(l2d),
-            "centre_start_m": rounded(za), "centre_end_m": rounded(zb),
-            "top_start_m": rounded(za + h), "top_end_m": rounded(zb + h),
-            "bottom_start_m": rounded(za - h), "bottom_end_m": rounded(zb - h),
-            "ground_start_m": rounded(ga), "ground_end_m": rounded(gb),
+            "centre_start_m": rounded(za),
+            "centre_end_m": rounded(zb),
+            "top_start_m": rounded(za + h),
+            "top_end_m": rounded(zb + h),
+            "bottom_start_m": rounded(za - h),
+            "bottom_end_m": rounded(zb - h),
+            "ground_start_m": rounded(ga),
+            "ground_end_m": rounded(gb),
             "cover_start_m": rounded(ga - za - h) if ga is not None else None,
             "cover_end_m": rounded(gb - zb - h) if gb is not None else None,
             "slope_permille": rounded(1000 * (zb - za) / l2d, 2) if l2d else None,
         }
         out.append(seg)
         if not ground:
-            ground.append({"chainage_m": rounded(chainage), "elevation_m": rounded(ga),
-                           "node_id": na, "point_no": pa})
+            ground.append(
+                {
+                    "chainage_m": rounded(chainage),
+                    "elevation_m": rounded(ga),
+                    "node_id": na,
+                    "point_no": pa,
+                }
+            )
         chainage += l2d
-        ground.append({"chainage_m": rounded(chainage), "elevation_m": rounded(gb),
-                       "node_id": nb, "point_no": pb})
-        geoms.append({"type": "Feature", "id": f"segment:{sid}", "geometry": json.loads(gj),
-                      "properties": {"segment_id": sid, "chainage_start_m": seg[
-                          "chainage_start_m"]}})
+        ground.append(
+            {
+                "chainage_m": rounded(chainage),
+                "elevation_m": rounded(gb),
+                "node_id": nb,
+                "point_no": pb,
+            }
+        )
+        geoms.append(
+            {
+                "type": "Feature",
+                "id": f"segment:{sid}",
+                "geometry": json.loads(gj),
+                "properties": {"segment_id": sid, "chainage_start_m": seg["chainage_start_m"]},
+            }
+        )
     return {
-        "network": info[1], "start_segment_id": segment_id,
-        "mode": ("against the flow" if reverse else "with the flow") if g.directed
-        else "straight through", "stopped": why, "length_m": rounded(chainage),
-        "segments": out, "ground_line": {"source": "ground elevations of the survey points "
-                                                   "along the chain", "points": ground},
+        "network": info[1],
+        "start_segment_id": segment_id,
+        "mode": ("against the flow" if reverse else "with the flow")
+        if g.directed
+        else "straight through",
+        "stopped": why,
+        "length_m": rounded(chainage),
+        "segments": out,
+        "ground_line": {
+            "source": "ground elevations of the survey points along the chain",
+            "points": ground,
+        },
         "features": {"type": "FeatureCollection", "features": geoms},
     }

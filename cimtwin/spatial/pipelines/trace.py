@@ -39,9 +39,14 @@ class Trace:
 
 
 def trace(
-    g: NetworkGraph, *, start_segment: int | None = None, start_node: int | None = None,
-    direction: str = "downstream", max_distance: float | None = None,
-    stop_at_valves: bool = False, stop_node_types: Sequence[str] = (),
+    g: NetworkGraph,
+    *,
+    start_segment: int | None = None,
+    start_node: int | None = None,
+    direction: str = "downstream",
+    max_distance: float | None = None,
+    stop_at_valves: bool = False,
+    stop_node_types: Sequence[str] = (),
 ) -> Trace:
     """Shortest network distance from the start to every reachable segment and node.
 
@@ -80,8 +85,15 @@ def trace(
         if valves:
             for vi in valves:
                 v = g.valves[vi]
-                stops.append({"reason": "valve", "valve": v.ref, "valve_no": v.valve_no,
-                              "segment": s, "node": k})
+                stops.append(
+                    {
+                        "reason": "valve",
+                        "valve": v.ref,
+                        "valve_no": v.valve_no,
+                        "segment": s,
+                        "node": k,
+                    }
+                )
             if any(g.valves[vi].ref.startswith("node:") for vi in valves) and dist <= limit:
                 node_dist[k] = min(node_dist.get(k, math.inf), dist)
             return
@@ -134,8 +146,15 @@ def trace(
             if valve_between(s, k):
                 for vi in valve_between(s, k):
                     v = g.valves[vi]
-                    stops.append({"reason": "valve", "valve": v.ref, "valve_no": v.valve_no,
-                                  "segment": s, "node": k})
+                    stops.append(
+                        {
+                            "reason": "valve",
+                            "valve": v.ref,
+                            "valve_no": v.valve_no,
+                            "segment": s,
+                            "node": k,
+                        }
+                    )
                 continue
             enter(s, k, dist)
     # the same valve may be met from several sides
@@ -150,11 +169,18 @@ def trace(
 
 
 async def trace_analysis(
-    conn: AsyncConnection, *, network: str, segment_id: int | None = None,
-    node_id: int | None = None, point: tuple[float, float] | None = None,
-    tolerance_m: float = 10.0, direction: str = "downstream",
-    max_distance_m: float | None = None, stop_at_valves: bool = False,
-    stop_at_node_types: Sequence[str] = (), max_features: int = 5000,
+    conn: AsyncConnection,
+    *,
+    network: str,
+    segment_id: int | None = None,
+    node_id: int | None = None,
+    point: tuple[float, float] | None = None,
+    tolerance_m: float = 10.0,
+    direction: str = "downstream",
+    max_distance_m: float | None = None,
+    stop_at_valves: bool = False,
+    stop_at_node_types: Sequence[str] = (),
+    max_features: int = 5000,
 ) -> dict[str, Any]:
     """Segments and nodes reached from a start, up or down the flow or by connectivity."""
     start: dict[str, Any]
@@ -165,30 +191,44 @@ async def trace_analysis(
         g = await network_graph(conn, network)
         k = g.node_index(node_id)
         if k is None:
-            raise AnalysisError(f"node {node_id} is not on network {network} "
-                                f"(it is a {info[1]} point)")
-        t = trace(g, start_node=k, direction=direction, max_distance=max_distance_m,
-                  stop_at_valves=stop_at_valves, stop_node_types=stop_at_node_types)
+            raise AnalysisError(
+                f"node {node_id} is not on network {network} (it is a {info[1]} point)"
+            )
+        t = trace(
+            g,
+            start_node=k,
+            direction=direction,
+            max_distance=max_distance_m,
+            stop_at_valves=stop_at_valves,
+            stop_node_types=stop_at_node_types,
+        )
         start = {"node_id": node_id}
     else:
         seg_id, _, snap = await resolve_segment(
-            conn, segment_id=segment_id, point=point, tolerance_m=tolerance_m,
-            network=network)
+            conn, segment_id=segment_id, point=point, tolerance_m=tolerance_m, network=network
+        )
         g = await network_graph(conn, network)
         s = g.seg_index(seg_id)
         if s is None:
             raise NotFound(f"segment {seg_id} does not exist")
-        t = trace(g, start_segment=s, direction=direction, max_distance=max_distance_m,
-                  stop_at_valves=stop_at_valves, stop_node_types=stop_at_node_types)
+        t = trace(
+            g,
+            start_segment=s,
+            direction=direction,
+            max_distance=max_distance_m,
+            stop_at_valves=stop_at_valves,
+            stop_node_types=stop_at_node_types,
+        )
         start = {"segment_id": seg_id, "snapped": snap}
     limit = math.inf if max_distance_m is None else max_distance_m
     segs = sorted(t.segments.items(), key=lambda kv: (kv[1], kv[0]))
     nodes = sorted(t.nodes.items(), key=lambda kv: (kv[1], kv[0]))
     length = sum(min(float(g.seg_len[s]), max(0.0, limit - d)) for s, d in segs)
-    seg_props = {int(g.seg_id[s]): {"distance_m": round(d, 3), "partial": s in t.partial}
-                 for s, d in segs[:max_features]}
-    node_props = {int(g.node_id[k]): {"distance_m": round(d, 3)}
-                  for k, d in nodes[:max_features]}
+    seg_props = {
+        int(g.seg_id[s]): {"distance_m": round(d, 3), "partial": s in t.partial}
+        for s, d in segs[:max_features]
+    }
+    node_props = {int(g.node_id[k]): {"distance_m": round(d, 3)} for k, d in nodes[:max_features]}
     features = await segment_features(conn, list(seg_props), seg_props)
     features += await node_features(conn, list(node_props), node_props)
     features.sort(key=lambda f: (f["properties"]["distance_m"], f["id"]))
@@ -201,13 +241,23 @@ async def trace_analysis(
         stops.append(out)
     notes = []
     if t.direction != direction:
-        notes.append(f"{network} is a pressure network: it has no flow direction, so the trace "
-                     "follows connectivity")
+        notes.append(
+            f"{network} is a pressure network: it has no flow direction, so the trace "
+            "follows connectivity"
+        )
     return {
-        "type": "FeatureCollection", "network": network, "start": start,
-        "direction": direction, "direction_applied": t.direction, "notes": notes,
-        "totals": {"segments": len(segs), "nodes": len(nodes), "length_m": round(length, 3),
-                   "partial_segments": len(t.partial & set(t.segments))},
+        "type": "FeatureCollection",
+        "network": network,
+        "start": start,
+        "direction": direction,
+        "direction_applied": t.direction,
+        "notes": notes,
+        "totals": {
+            "segments": len(segs),
+            "nodes": len(nodes),
+            "length_m": round(length, 3),
+            "partial_segments": len(t.partial & set(t.segments)),
+        },
         "segment_ids": [int(g.seg_id[s]) for s, _ in segs][:MAX_IDS],
         "node_ids": [int(g.node_id[k]) for k, _ in nodes][:MAX_IDS],
         "stops": stops,
