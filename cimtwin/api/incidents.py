@@ -436,7 +436,7 @@ async def _isolation(
     to_close = [v for v in found.valves if v.get("state") != "closed"]
     note = (
         "valves on the boundary of the burst pipe's valve segment (cimtwin.spatial."
-        "pipeline_analysis.isolate)"
+        "pipelines.isolation.isolate, as WNTR's valve_segments)"
         if found.method == "pipeline_analysis"
         else "valves bounding the stretch of water network around the nearest water pipe (a "
         "walk from it that stops at valves), computed in the incidents module"

@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - then a plain heap Dijkstra does
 from cimtwin.spatial.admin_queries import LOCATE_SQL
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.incident import FIRST_STATUS, TRANSITIONS, WORKFLOW_TEXT
+from cimtwin.spatial.pipelines.graph import network_graph
+from cimtwin.spatial.pipelines.isolation import isolate
 from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
 
 HYDRANT = "消防栓"
@@ -535,35 +537,29 @@ async def _walk(
 
 async def analysis_isolation(conn: AsyncConnection, burst: dict[str, Any]) -> Isolation | None:
     """The isolation of pipe ``burst`` by :func:`cimtwin.spatial.pipelines.isolation.isolate`
-    (valve segments of the whole water network, same answer as WNTR's); None when that
-    module is not there or does not know the pipe (then :func:`simple_isolation` answers)."""
-    try:
-        from cimtwin.spatial.pipelines.graph import network_graph
-        from cimtwin.spatial.pipelines.isolation import isolate
-
-        graph = await network_graph(conn, WATER)
-        k = graph.seg_index(burst["id"])
-        if k is None:
-            return None
-        iso = isolate(graph, k)
-        valves = []
-        for v in iso.valves:
-            kind, _, ref_id = v.ref.partition(":")
-            valves.append(
-                {
-                    "kind": "valve_on_pipe" if kind == "valve" else "valve_point",
-                    "id": int(ref_id),
-                    "ref": v.ref,
-                    "valve_no": v.valve_no,
-                    "state": v.state,
-                    "node_id": int(graph.node_id[v.node]),
-                    "segment_ids": [int(graph.seg_id[i]) for i in v.segments],
-                }
-            )
-        segs = [int(i) for i in graph.seg_id[iso.segments]]
-        length = float(np.asarray(graph.seg_len)[iso.segments].sum())
-    except (ImportError, AttributeError, TypeError, ValueError):
+    (valve segments of the whole water network, same answer as WNTR's); None when the water
+    graph does not know the pipe (then :func:`simple_isolation` answers)."""
+    graph = await network_graph(conn, WATER)
+    k = graph.seg_index(burst["id"])
+    if k is None:
         return None
+    iso = isolate(graph, k)
+    valves = []
+    for v in iso.valves:
+        kind, _, ref_id = v.ref.partition(":")
+        valves.append(
+            {
+                "kind": "valve_on_pipe" if kind == "valve" else "valve_point",
+                "id": int(ref_id),
+                "ref": v.ref,
+                "valve_no": v.valve_no,
+                "state": v.state,
+                "node_id": int(graph.node_id[v.node]),
+                "segment_ids": [int(graph.seg_id[i]) for i in v.segments],
+            }
+        )
+    segs = [int(i) for i in graph.seg_id[iso.segments]]
+    length = float(np.asarray(graph.seg_len)[iso.segments].sum())
     return Isolation(burst, valves, sorted(segs), length, True, "pipeline_analysis")
 
 
