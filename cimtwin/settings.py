@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         description="web origins whose pages may call the API (comma-separated, '*' for "
         "any; empty: no CORS headers): map viewers on other hosts load tiles and features",
     )
+    geoid: str = Field(
+        "egm96_15.gtx",
+        description="geoid grid turning storage (1985) heights into ellipsoidal heights for "
+        "3D Tiles: a PROJ grid file name or path, or 'none'",
+    )
+    height_offset_m: float = Field(
+        0.0,
+        ge=-50,
+        le=50,
+        description="local 1985 height datum minus the geoid (m), added before the geoid "
+        "(published figures near Shenzhen: 0.2 to 0.5 m)",
+    )
+    tiles_dir: str = Field(
+        "var/3dtiles", description="where `cimtwin tiles build-3d` writes the 3D tilesets"
+    )
     viewer_dir: str | None = Field(
         None, description="folder with the map pages and npm packages (default: ./viewer)"
     )
