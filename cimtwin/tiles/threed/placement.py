@@ -59,8 +59,14 @@ def geoid_undulation(lon: np.ndarray, lat: np.ndarray, grid: Path | None) -> np.
     lon = np.asarray(lon, dtype=np.float64)
     if grid is None:
         return np.zeros_like(lon)
-    zero = np.zeros_like(lon)
-    _, _, n = _geoid_transformer(str(grid)).transform(lon, np.asarray(lat, np.float64), zero)
+    lat = np.asarray(lat, dtype=np.float64)
+    if lon.size == 1:  # pyproj's one-point path would take the 1-element arrays as floats
+        _, _, one = _geoid_transformer(str(grid)).transform(
+            float(lon.flat[0]), float(lat.flat[0]), 0.0
+        )
+        n = np.full(lon.shape, one)
+    else:
+        _, _, n = _geoid_transformer(str(grid)).transform(lon, lat, np.zeros_like(lon))
     n = np.asarray(n, dtype=np.float64)
     if not np.all(np.isfinite(n)):
         raise UserError(f"CIMTWIN_GEOID: grid {grid} does not cover every position")
@@ -137,6 +143,9 @@ class Placement:
         if len(p) == 0:
             return np.empty((0, 3))
         h = self.ellipsoidal(p[:, 0], p[:, 1], p[:, 2])
+        if len(p) == 1:  # pyproj's one-point path would take the 1-element arrays as floats
+            one = _to_ecef(self.srid).transform(float(p[0, 0]), float(p[0, 1]), float(h[0]))
+            return np.array([one], dtype=np.float64)
         xs, ys, zs = _to_ecef(self.srid).transform(p[:, 0], p[:, 1], h)
         return np.column_stack([xs, ys, zs])
 
