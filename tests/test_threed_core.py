@@ -122,3 +122,106 @@ def test_glb_refuses_what_it_cannot_write():
         glb_bytes(content, placement, frame, _schema())
     with pytest.raises(ValueError, match="identifier"):
         schema("fake boxes", "box", [])
+
+
+# --- the tree and the build -------------------------------------------------------------------
+
+FAKE = "tests.threed_fake:FakeSource"
+
+
+@pytest.fixture()
+def fake_db(database_url):
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from tests.threed_fake import create_table, fill_grid
+
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
+        create_table(conn)
+        fill_grid(conn, 12)  # 144 boxes over 480 m: split at 30 per tile
+    return database_url
+
+
+def _walk(tile: dict, parent: np.ndarray, out: list) -> None:
+    world = parent
+    if "transform" in tile:
+        world = parent @ np.array(tile["transform"]).reshape(4, 4).T
+    out.append((tile, world))
+    for child in tile.get("children", []):
+        _walk(child, world, out)
+
+
+def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
+    import json
+
+    from cimtwin.tiles.threed.build import build_tileset
+    from tests.threed_check import validate
+
+    placement = Placement(geoid="egm96_15.gtx", height_offset_m=0.0)
+    result = build_tileset(
+        "fakeboxes",
+        tmp_path,
+        database_url=fake_db,
+        target=FAKE,
+        workers=1,
+        placement=placement,
+        max_depth=12,
+    )
+    doc = json.loads(result.path.read_text())
+    assert doc["asset"]["version"] == "1.1"
+    assert (
+        "EGM96" in doc["asset"]["extras"]["placement"]
+        or "egm96" in doc["asset"]["extras"]["placement"]
+    )
+    assert doc["schema"]["classes"]["box"]["properties"]["id"]["componentType"] == "UINT32"
+    tiles: list = []
+    _walk(doc["root"], np.eye(4), tiles)
+    leaves = [t for t, _ in tiles if not t.get("children")]
+    assert len(leaves) >= 144 // 30
+    manifest = json.loads((tmp_path / "fakeboxes" / "build.json").read_text())
+    # every box is in exactly one leaf, and no leaf holds more than the source's maximum
+    assert sum(manifest["tiles"][_key(t)]["features"] for t in leaves) == 144
+    assert max(manifest["tiles"][_key(t)]["features"] for t in leaves) <= 30
+    for tile, world in tiles:
+        assert tile.get("refine") == "REPLACE" or not tile.get("children")
+        for child in tile.get("children", []):
+            assert child["geometricError"] <= tile["geometricError"]
+            r, c = tile["boundingVolume"]["region"], child["boundingVolume"]["region"]
+            assert r[0] <= c[0] and r[1] <= c[1] and r[2] >= c[2] and r[3] >= c[3]
+        if "content" in tile:
+            entry = manifest["tiles"][_key(tile)]
+            # the tile's composed transform is its own ENU frame, exactly
+            assert np.allclose(world, np.array(entry["transform"]).reshape(4, 4).T, atol=1e-6)
+            if not tile.get("children"):
+                assert tile["geometricError"] == 0.0
+            else:
+                assert tile["geometricError"] >= entry["error_m"] > 0
+    assert doc["geometricError"] >= doc["root"]["geometricError"]
+    # a leaf's vertex through the composed transforms lands where pyproj puts its box corner
+    leaf = next(t for t in tiles if not t[0].get("children"))
+    g = pygltflib.GLTF2.load_binary(str(tmp_path / "fakeboxes" / leaf[0]["content"]["uri"]))
+    blob = g.binary_blob()
+    gl = _accessor(g, blob, g.meshes[0].primitives[0].attributes.POSITION).astype(np.float64)
+    ecef = (leaf[1] @ np.column_stack([gl[:, 0], -gl[:, 2], gl[:, 1], np.ones(len(gl))]).T).T
+    ids = _table_column(
+        g,
+        blob,
+        g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]["id"],
+        "UINT32",
+    )
+    k = ids[0] - 1
+    x, y, z0 = X0 + (k // 12) * 40.0 - 8.0, Y0 + (k % 12) * 40.0 - 8.0, 5.0
+    lon, lat = Transformer.from_crs(4547, 4326, always_xy=True).transform(x, y)
+    _, _, n = Transformer.from_pipeline(
+        "+proj=vgridshift +grids=/usr/share/proj/egm96_15.gtx +multiplier=1"
+    ).transform(lon, lat, 0.0)
+    want = Transformer.from_crs(CRS.from_epsg(4547).to_3d(), 4978, always_xy=True).transform(
+        x, y, z0 + n
+    )
+    assert np.min(np.linalg.norm(ecef[:, :3] - np.array(want), axis=1)) < 0.01
+    validate(result.path)
+
+
+def _key(tile: dict) -> str:
+    uri = tile["content"]["uri"]  # tiles/{level}/{x}/{y}.glb
+    return uri.removeprefix("tiles/").removesuffix(".glb")
