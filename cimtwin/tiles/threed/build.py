@@ -331,3 +331,14 @@ def grid_box(database_url: str | None, code: str) -> Box:
     if row is None or row[0] is None:
         raise UserError(f"--grid: no work grid with code {code!r}")
     return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+def parse_bbox(text: str) -> Box:
+    """``x0,y0,x1,y1`` (storage CRS) from the command line."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--bbox {text!r}: give x0,y0,x1,y1 (four numbers)") from None
+    if not (x0 < x1 and y0 < y1):
+        raise UserError(f"--bbox {text!r}: x0 < x1 and y0 < y1 are needed")
+    return (x0, y0, x1, y1)
