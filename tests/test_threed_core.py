@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pygltflib
+import pyogrio
 import pytest
 from pyproj import CRS, Transformer
 
@@ -225,3 +228,92 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
 def _key(tile: dict) -> str:
     uri = tile["content"]["uri"]  # tiles/{level}/{x}/{y}.glb
     return uri.removeprefix("tiles/").removesuffix(".glb")
+
+
+# --- incremental builds on re-imported buildings ----------------------------------------------
+
+SAMPLE_BUILDINGS = (
+    Path(__file__).resolve().parents[1] / "data_samples/north_station/gpkg/buildings.gpkg"
+)
+
+
+def _import(url: str, frame, path: Path, dataset: str) -> None:
+    from cimtwin.importers.registry import importer_for
+    from cimtwin.importers.runner import ImportOptions, run_import
+
+    path.unlink(missing_ok=True)
+    pyogrio.write_dataframe(frame, path, layer="building")
+    run_import(importer_for("buildings"), [path], ImportOptions(dataset=dataset), url)
+
+
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in (folder / "tiles").rglob("*.glb")
+    }
+
+
+def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database, tmp_path):
+    import json
+    import time
+
+    from cimtwin.tiles.threed.build import build_tileset
+    from tests.threed_check import validate
+
+    frame = pyogrio.read_dataframe(SAMPLE_BUILDINGS, layer="building")
+    # "one grid": the buildings of the south-west corner, imported as their own dataset
+    cx = frame.geometry.centroid
+    x0, y0 = frame.total_bounds[:2]
+    corner = ((cx.x - x0) < 400) & ((cx.y - y0) < 300)
+    assert 3 < corner.sum() < len(frame) // 3
+    grid, rest = frame[corner].copy(), frame[~corner].copy()
+    _import(scratch_database, rest, tmp_path / "rest.gpkg", "rest")
+    _import(scratch_database, grid, tmp_path / "grid.gpkg", "grid")
+
+    out = tmp_path / "out"
+    target = "tests.threed_fake:FakeBuildingSource"
+    placement = Placement(geoid="egm96_15.gtx", height_offset_m=0.0)
+    build = dict(database_url=scratch_database, target=target, placement=placement)
+    first = build_tileset("fakebuildings", out, workers=2, **build)
+    folder = out / "fakebuildings"
+    before = _files(folder)
+    assert first.built == first.planned == len(before)  # every planned tile has its file
+    time.sleep(0.05)
+
+    # nothing imported since: --changed rebuilds nothing and touches no file
+    again = build_tileset("fakebuildings", out, changed=True, workers=1, **build)
+    assert again.built == 0 and _files(folder) == before
+
+    # the grid re-imported with one height changed
+    code = grid["bldg_cd"].iloc[0]
+    old_height = float(grid["height_m"].iloc[0])
+    grid.loc[grid.index[0], "height_m"] = old_height + 7.5
+    _import(scratch_database, grid, tmp_path / "grid.gpkg", "grid")
+    result = build_tileset("fakebuildings", out, changed=True, workers=1, **build)
+    after = _files(folder)
+    assert set(after) == set(before)
+
+    manifest = json.loads((folder / "build.json").read_text())
+    gx0, gy0, gx1, gy1 = grid.total_bounds
+    rebuilt = {k for k in after if after[k] != before[k]}
+    kept = set(after) - rebuilt
+    assert rebuilt and kept, "a one-grid change should rebuild some tiles and keep others"
+    assert result.built == len(rebuilt)
+    from cimtwin.tiles.threed.plan import meets, parse_key, tile_box
+
+    for path in after:
+        key = parse_key(path.removeprefix("tiles/").removesuffix(".glb"))
+        touches = meets(tile_box(key, 4096.0), (gx0, gy0, gx1, gy1))
+        assert (path in rebuilt) == touches, path
+    # the new height is in the output: the leaf holding the building has it in its table
+    found = []
+    for path in rebuilt:
+        g = pygltflib.GLTF2.load_binary(str(folder / path))
+        blob = g.binary_blob()
+        cols = g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]
+        codes = _table_column(g, blob, cols["code"], "STRING")
+        if code in codes:
+            found.append(_table_column(g, blob, cols["height"], "FLOAT64")[codes.index(code)])
+    assert found and all(abs(h - (old_height + 7.5)) < 1e-9 for h in found)
+    assert manifest["last_batch"] > 0
+    validate(folder / "tileset.json")
