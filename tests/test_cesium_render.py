@@ -1,6 +1,9 @@
 """CesiumJS (npm ``cesium``, served by cimtwin; no CDN, no Cesium ion) loads every tileset that
 ``GET /3dtiles`` lists in headless Chromium: no console error, no failed or outside request,
-each tileset with loaded contents and triangles."""
+each tileset with loaded contents and triangles. Tilesets: a hand-made one (independent of the
+build), and what ``build_tileset`` writes for the loaded sample (every source installed, plus
+a stand-in of the buildings from the core's tests) with per-feature metadata that CesiumJS
+must decode to the database's values."""
 
 from __future__ import annotations
 
@@ -65,6 +68,29 @@ def hand_made(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     yield from serve(settings.model_copy(update={"tiles_dir": str(root)}))
 
 
+#: the core tests' stand-in: each sample building as a box, with its code and height
+STAND_IN = ("fakebuildings", "tests.threed_fake:FakeBuildingSource")
+
+
+@pytest.fixture(scope="module")
+def built(
+    settings: Settings, loaded_sample, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[str]]]:
+    """The sample's 3D tilesets built by the engine into a fresh folder, served."""
+    from cimtwin.tiles.threed import registry
+    from cimtwin.tiles.threed.build import build_tileset
+
+    root = tmp_path_factory.mktemp("built3d")
+    made = []
+    for tileset_id, target in [STAND_IN, *((i, None) for i in registry.available())]:
+        result = build_tileset(
+            tileset_id, root, database_url=settings.database_url, target=target, workers=1
+        )
+        if result.path is not None:
+            made.append(tileset_id)
+    yield from ((url, made) for url in serve(settings.model_copy(update={"tiles_dir": str(root)})))
+
+
 def load_in_cesium(base: str, query: str = "") -> tuple[dict[str, Any], list[str], list[str]]:
     """Open the check page; (its report, problems seen by the browser, URLs it asked for)."""
     from playwright.sync_api import Route, sync_playwright
@@ -124,3 +150,32 @@ def test_cesium_loads_a_hand_made_tileset(hand_made: str) -> None:
     asked = {u.removeprefix(hand_made) for u in requested}
     assert {"/3dtiles/check/tiles/0.glb", "/3dtiles/check/nested/b.glb"} <= asked
     assert any(u.startswith("/viewer/lib/cesium/Assets/Textures/NaturalEarthII/") for u in asked)
+
+
+def test_cesium_loads_every_tileset_the_build_writes(built: tuple[str, list[str]], engine) -> None:
+    from tests.conftest import q
+
+    base, made = built
+    assert STAND_IN[0] in made
+    report, problems, _ = load_in_cesium(base, "?imagery=none")
+    assert problems == [] and report["errors"] == [], (problems, report["errors"])
+    loaded = {t["id"]: t for t in report["tilesets"]}
+    assert sorted(loaded) == sorted(made)
+    for tileset_id, t in loaded.items():
+        assert t["readyContents"] > 0 and t["triangles"] > 0 and t["features"] > 0, t
+        # every feature carries its OGC API Features id
+        assert t["sample"] and all(isinstance(f.get("id"), int) for f in t["sample"]), t
+    # what CesiumJS decoded from EXT_structural_metadata is what the database holds
+    sample = loaded[STAND_IN[0]]["sample"]
+    rows = {
+        r[0]: (r[1], r[2])
+        for r in q(
+            engine,
+            "SELECT id, building_code, height_m FROM cim.building WHERE id = ANY(:ids)",
+            ids=[f["id"] for f in sample],
+        )
+    }
+    assert len(rows) == len(sample)
+    for f in sample:
+        code, height = rows[f["id"]]
+        assert f["code"] == code and abs(f["height"] - height) < 1e-9, (f, code, height)

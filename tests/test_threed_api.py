@@ -132,6 +132,9 @@ def make_tileset(folder: Path, title: str | None = None) -> Path:
     (folder / "nested" / "b.glb").write_bytes(box_glb((20.0, 20.0, 10.0)))
     (folder / "tiles" / "0.0.0.subtree").write_bytes(b"subt" + bytes(20))
     (folder / "build.log").write_text("not a tileset file")
+    (folder / "build.json").write_text('{"version": 1, "tiles": {}}')  # the build's manifest
+    (folder / "tiles" / ".1.glb.tmp").write_bytes(b"half-written")
+    (folder / "tiles" / ".hidden.glb").write_bytes(b"hidden")
     return folder
 
 
@@ -345,6 +348,9 @@ def test_unknown_tileset_or_file_is_a_json_404(client: TestClient) -> None:
         "/3dtiles/empty/tileset.json",
         "/3dtiles/buildings/tiles/9.glb",
         "/3dtiles/buildings/build.log",  # not a file kind a tileset serves
+        "/3dtiles/buildings/build.json",  # the build's manifest
+        "/3dtiles/buildings/tiles/.1.glb.tmp",  # a file being written
+        "/3dtiles/buildings/tiles/.hidden.glb",
         "/3dtiles/buildings/tiles",  # a folder
         "/3dtiles/bad.id/tileset.json",
     ):
@@ -354,6 +360,13 @@ def test_unknown_tileset_or_file_is_a_json_404(client: TestClient) -> None:
         assert r.json()["code"] == "NotFound" and r.json()["description"], url
     known = client.get("/3dtiles/roads/tileset.json").json()["description"]
     assert "buildings" in known and "pipelines" in known
+
+
+def test_the_hidden_manifest_is_the_builds() -> None:
+    from cimtwin.api.threed import BUILD_FILES
+    from cimtwin.tiles.threed.build import MANIFEST
+
+    assert MANIFEST in BUILD_FILES
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ client takes it, and reads follow the same access rule as the vector tiles.
 
 Paths are confined: a tileset id must match :data:`ID_PATTERN`, a path is made of plain
 segments (no ``..``, no empty or dot segment, no backslash or NUL), only the file kinds of
-:data:`MEDIA_TYPES` are served, and the resolved file (symlinks followed) must lie inside the
+:data:`MEDIA_TYPES` are served (no hidden files, not the build's manifest), and the resolved file (symlinks followed) must lie inside the
 resolved tileset folder; anything else is a 404 (400 for a malformed path)."""
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ MEDIA_TYPES = {
 #: sent gzip-compressed when the client accepts it (binary contents are sent as they are)
 COMPRESSED = {JSON_TYPE, "model/gltf+json"}
 MAX_PATH_CHARS = 1024
+#: the build's own bookkeeping beside tileset.json (``cimtwin.tiles.threed.build.MANIFEST``):
+#: not part of the tileset, not served
+BUILD_FILES = frozenset({"build.json"})
 #: titles of tilesets that are not a vector layer of the catalogue
 TITLES = {"terrain": "Terrain (DEM)"}
 
@@ -168,7 +171,9 @@ def read_tile_file(root: Path, tileset_id: str, parts: tuple[str, ...]) -> TileF
         raise HTTPException(404, f"unknown 3D tileset {shown(tileset_id)}; known: {known}")
     media_type = MEDIA_TYPES.get(os.path.splitext(parts[-1])[1].lower())
     missing = HTTPException(404, f"no file {shown('/'.join(parts))} in 3D tileset {tileset_id!r}")
-    if media_type is None:
+    # hidden files (a build's half-written ``.x.tmp``) and the build's manifest are not content
+    hidden = any(p.startswith(".") for p in parts) or (len(parts) == 1 and parts[0] in BUILD_FILES)
+    if media_type is None or hidden:
         raise missing
     base = folder.resolve()
     target = base.joinpath(*parts).resolve()
