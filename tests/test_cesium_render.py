@@ -161,7 +161,7 @@ def test_cesium_loads_every_tileset_the_build_writes(built: tuple[str, list[str]
     assert problems == [] and report["errors"] == [], (problems, report["errors"])
     loaded = {t["id"]: t for t in report["tilesets"]}
     assert sorted(loaded) == sorted(made)
-    for tileset_id, t in loaded.items():
+    for t in loaded.values():
         assert t["readyContents"] > 0 and t["triangles"] > 0 and t["features"] > 0, t
         # every feature carries its OGC API Features id
         assert t["sample"] and all(isinstance(f.get("id"), int) for f in t["sample"]), t

@@ -9,8 +9,9 @@ client takes it, and reads follow the same access rule as the vector tiles.
 
 Paths are confined: a tileset id must match :data:`ID_PATTERN`, a path is made of plain
 segments (no ``..``, no empty or dot segment, no backslash or NUL), only the file kinds of
-:data:`MEDIA_TYPES` are served (no hidden files, not the build's manifest), and the resolved file (symlinks followed) must lie inside the
-resolved tileset folder; anything else is a 404 (400 for a malformed path)."""
+:data:`MEDIA_TYPES` are served (no hidden files, not the build's manifest), and the resolved
+file (symlinks followed) must lie inside the resolved tileset folder; anything else is a 404
+(400 for a malformed path)."""
 
 from __future__ import annotations
 
