@@ -154,8 +154,17 @@ def _walk(tile: dict, parent: np.ndarray, out: list) -> None:
         _walk(child, world, out)
 
 
-def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
+@pytest.mark.parametrize("x0", [X0, 503600.0], ids=["one-root", "across-level-0-tiles"])
+def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path, x0):
     import json
+
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from tests.threed_fake import fill_grid
+
+    with psycopg.connect(libpq_dsn(fake_db), autocommit=True) as conn:
+        fill_grid(conn, 12, x0=x0)  # 503808 = 123 * 4096: the second set spans two roots
 
     from cimtwin.tiles.threed.build import build_tileset
     from tests.threed_check import validate
@@ -171,6 +180,8 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
         max_depth=12,
     )
     doc = json.loads(result.path.read_text())
+    # a tree under one level-0 tile has it as root; else a root without content over them
+    assert ("content" in doc["root"]) == (x0 == X0)
     assert doc["asset"]["version"] == "1.1"
     assert (
         "EGM96" in doc["asset"]["extras"]["placement"]
@@ -213,7 +224,7 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
         "UINT32",
     )
     k = ids[0] - 1
-    x, y, z0 = X0 + (k // 12) * 40.0 - 8.0, Y0 + (k % 12) * 40.0 - 8.0, 5.0
+    x, y, z0 = x0 + (k // 12) * 40.0 - 8.0, Y0 + (k % 12) * 40.0 - 8.0, 5.0
     lon, lat = Transformer.from_crs(4547, 4326, always_xy=True).transform(x, y)
     _, _, n = Transformer.from_pipeline(
         "+proj=vgridshift +grids=/usr/share/proj/egm96_15.gtx +multiplier=1"
@@ -317,3 +328,68 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     assert found and all(abs(h - (old_height + 7.5)) < 1e-9 for h in found)
     assert manifest["last_batch"] > 0
     validate(folder / "tileset.json")
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_build_3d_command_and_bbox_update(fake_db, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cimtwin.cli import app
+    from cimtwin.settings import Settings
+    from cimtwin.tiles.threed import registry
+    from cimtwin.tiles.threed.plan import meets, parse_key, tile_box
+
+    settings = Settings(database_url=fake_db, tiles_dir=str(tmp_path))
+    monkeypatch.setattr("cimtwin.settings.get_settings", lambda: settings)
+    monkeypatch.setitem(registry.TILESETS, "fakeboxes", FAKE)
+    r = CliRunner().invoke(app, ["tiles", "build-3d", "--layers", "fakeboxes", "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "fakeboxes"
+    assert (folder / "tileset.json").is_file()
+    before = _files(folder)
+    # --bbox: only the tiles meeting that box are rewritten
+    area = (X0 - 1, Y0 - 1, X0 + 1, Y0 + 1)
+    r = CliRunner().invoke(
+        app,
+        [
+            "tiles",
+            "build-3d",
+            "--layers",
+            "fakeboxes",
+            "--jobs",
+            "1",
+            "--bbox",
+            ",".join(str(v) for v in area),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    after = _files(folder)
+    assert set(after) == set(before)
+    for path in after:
+        key = parse_key(path.removeprefix("tiles/").removesuffix(".glb"))
+        assert (after[path][1] != before[path][1]) == meets(tile_box(key, 4096.0), area), path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "nope"], "unknown 3D layer 'nope'"),
+        (["--bbox", "1,2,3"], "--bbox '1,2,3'"),
+        (["--bbox", "0,0,1,1", "--grid", "G1"], "give one of them"),
+    ],
+)
+def test_build_3d_mistakes_are_one_line(args, message):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cimtwin.cli", "tiles", "build-3d", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
