@@ -20,7 +20,7 @@ import shapely
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.tiles.threed.extrusion import Part, Solid, choose, extrude, polygons, simplified
 from cimtwin.tiles.threed.mesh import Mesh
-from cimtwin.tiles.threed.sources.buildings import BuildingSource
+from cimtwin.tiles.threed.sources.buildings import BuildingsSource
 from cimtwin.tiles.threed.sources.underground import UndergroundSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,14 +182,14 @@ def test_a_known_building_in_its_tile(conn) -> None:
     ).fetchone()
     assert row is not None
     bid, code, name, use, height, floors, ug, base, grid, wkt, ax, ay = row
-    src = BuildingSource()
+    src = BuildingsSource()
     content = src.content(conn, (ax - 0.5, ay - 0.5, ax + 0.5, ay + 0.5), 0.0)
     assert content is not None and content.error_m == 0.0
     ft = content.features
     assert bid in ft.ids.tolist()
     i = ft.ids.tolist().index(bid)
     props = {p.name: p.values[i] for p in ft.properties}
-    assert props["code"] == code and props["name"] == (name or "") and props["use"] == use
+    assert props["code"] == code and props["name"] == name and props["use"] == use
     assert props["height"] == height and props["floors"] == floors and props["grid"] == grid
     assert props["underground_floors"] == ug
 
@@ -225,7 +225,7 @@ def quarters(box: tuple[float, float, float, float]) -> list[tuple[float, float,
     return [(x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)]
 
 
-@pytest.mark.parametrize("source", [BuildingSource(), UndergroundSource()], ids=lambda s: s.id)
+@pytest.mark.parametrize("source", [BuildingsSource(), UndergroundSource()], ids=lambda s: s.id)
 def test_each_feature_is_in_exactly_one_leaf(conn, source) -> None:
     b = source.bounds(conn)
     assert b is not None
@@ -250,7 +250,7 @@ def test_each_feature_is_in_exactly_one_leaf(conn, source) -> None:
 
 
 def test_far_view_reports_what_it_leaves_out(conn) -> None:
-    src = BuildingSource()
+    src = BuildingsSource()
     b = src.bounds(conn)
     assert b is not None
     root = (b.box[0], b.box[1], b.box[2] + 1.0, b.box[3] + 1.0)
@@ -281,7 +281,7 @@ def test_far_view_reports_what_it_leaves_out(conn) -> None:
 
 
 def test_a_parent_stays_bounded(conn) -> None:
-    src = BuildingSource()
+    src = BuildingsSource()
     src.max_features_per_tile = 12
     b = src.bounds(conn)
     assert b is not None
@@ -316,3 +316,62 @@ def test_underground_structures_are_closed_volumes(conn) -> None:
         assert edge_balance(pos, tri) == {}
         assert signed_volume(pos, tri) == pytest.approx(fp.area * (top - bottom), rel=1e-9)
         assert roof_outline(pos, tri, top).symmetric_difference(fp).area < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end through the core's build and the 3D Tiles validator
+
+
+class SmallTileBuildings(BuildingsSource):
+    """The sample's 255 buildings fit one leaf; 40 a tile makes a tree with parents."""
+
+    max_features_per_tile = 40
+
+
+def _tiles(tile: dict) -> list[dict]:
+    return [tile, *(t for c in tile.get("children", []) for t in _tiles(c))]
+
+
+@pytest.mark.parametrize(
+    ("tileset_id", "target"),
+    [
+        ("buildings", None),
+        ("underground", None),
+        ("buildings", "tests.test_threed_buildings:SmallTileBuildings"),
+    ],
+    ids=["buildings", "underground", "buildings-tree"],
+)
+def test_the_sample_tilesets_validate(database_url, loaded_sample, tmp_path, tileset_id, target):
+    import json
+
+    from cimtwin.tiles.threed.build import build_tileset
+    from cimtwin.tiles.threed.placement import Placement
+    from cimtwin.tiles.threed.registry import available
+    from tests.threed_check import validate
+
+    assert tileset_id in available()
+    result = build_tileset(
+        tileset_id,
+        tmp_path,
+        database_url=database_url,
+        target=target,
+        workers=1,
+        placement=Placement(geoid="egm96_15.gtx", height_offset_m=0.0),
+    )
+    assert result.path is not None
+    validate(result.path)
+    doc = json.loads(result.path.read_text())
+    manifest = json.loads((tmp_path / tileset_id / "build.json").read_text())
+    tiles = _tiles(doc["root"])
+    leaves = [t for t in tiles if not t.get("children")]
+    table = "cim.building" if tileset_id == "buildings" else "cim.underground_structure"
+    with psycopg.connect(libpq_dsn(database_url)) as c:
+        total = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    keys = [t["content"]["uri"].removeprefix("tiles/").removesuffix(".glb") for t in leaves]
+    assert sum(manifest["tiles"][k]["features"] for k in keys) == total
+    if target is not None:  # parents: fewer features than below them, a measured error
+        parents = [t for t in tiles if t.get("children") and "content" in t]
+        assert parents
+        for p in parents:
+            assert p["geometricError"] > 0
+        assert max(manifest["tiles"][k]["features"] for k in keys) <= 40

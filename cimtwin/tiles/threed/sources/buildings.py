@@ -18,7 +18,6 @@ error measured).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,26 +101,24 @@ class BuildingRow:
         return Solid(self.footprint, parts)
 
 
-def _nan(v: float | None) -> float:
-    return math.nan if v is None else float(v)
-
-
-class BuildingSource:
+class BuildingsSource:
     """The ``buildings`` tileset: one feature per building, ids of the ``buildings`` collection."""
 
     id = "buildings"
     title = "Buildings (LOD1)"
     layer = "buildings"
+    #: the import kinds whose batches can change it (``build-3d --changed``)
+    import_kinds = ("buildings",)
     class_name = "building"
     properties = (
         PropertySpec("code", "STRING", "building code (building_code)"),
-        PropertySpec("name", "STRING", "name ('' when none)"),
-        PropertySpec("use", "STRING", "use (residential, office, ...; '' when unknown)"),
-        PropertySpec("height", "FLOAT64", "recorded height above the base, m (NaN: unknown)"),
-        PropertySpec("floors", "INT64", "floors above ground (-1: unknown)"),
+        PropertySpec("name", "STRING", "name"),
+        PropertySpec("use", "STRING", "use (residential, office, ...)"),
+        PropertySpec("height", "FLOAT64", "recorded height above the base, m"),
+        PropertySpec("floors", "INT64", "floors above ground"),
         PropertySpec("underground_floors", "INT64", "floors below ground"),
         PropertySpec("base_elevation", "FLOAT64", "ground elevation at the building, m, 1985"),
-        PropertySpec("grid", "STRING", "work grid code (grid_code; '' when none)"),
+        PropertySpec("grid", "STRING", "work grid code (grid_code)"),
     )
     #: a rectangular building is 24 vertices and 12 triangles (36 with underground floors):
     #: about 1 kB of glb, so a full tile stays well under 1 MB
@@ -172,13 +169,13 @@ class BuildingSource:
             np.array([r.id for r in kept], dtype=np.int64),
             [
                 Property("code", "STRING", [r.code or "" for r in kept]),
-                Property("name", "STRING", [r.name or "" for r in kept]),
-                Property("use", "STRING", [r.use or "" for r in kept]),
-                Property("height", "FLOAT64", [_nan(r.height_m) for r in kept]),
-                Property("floors", "INT64", [-1 if r.floors is None else r.floors for r in kept]),
+                Property("name", "STRING", [r.name for r in kept]),
+                Property("use", "STRING", [r.use for r in kept]),
+                Property("height", "FLOAT64", [r.height_m for r in kept]),
+                Property("floors", "INT64", [r.floors for r in kept]),
                 Property("underground_floors", "INT64", [r.underground_floors for r in kept]),
                 Property("base_elevation", "FLOAT64", [r.base_elevation_m for r in kept]),
-                Property("grid", "STRING", [r.grid_code or "" for r in kept]),
+                Property("grid", "STRING", [r.grid_code for r in kept]),
             ],
         )
         for p, spec in zip(features.properties, self.properties, strict=True):

@@ -57,6 +57,8 @@ class UndergroundSource:
     id = "underground"
     title = "Underground structures"
     layer = "underground"
+    #: the import kinds whose batches can change it (``build-3d --changed``)
+    import_kinds = ("buildings",)
     class_name = "underground_structure"
     properties = (
         PropertySpec("code", "STRING", "structure code"),
