@@ -292,6 +292,13 @@ def test_a_parent_stays_bounded(conn) -> None:
         "SELECT max(height_m) FROM cim.building WHERE base_elevation_m IS NOT NULL"
     ).fetchone()[0]
     assert far.error_m > 0 and far.error_m <= max(heights, 2000.0)
+    # the parent reads only the budget + 1 largest rows (sizes ranked in SQL); the choice and
+    # its error are those of the rule applied to every building of the box
+    every = src.rows(conn, root)
+    assert len(every) > 13
+    whole = choose([r.solid() for r in every], 0.5, 12)
+    assert sorted(far.features.ids.tolist()) == sorted(every[i].id for i in whole.kept)
+    assert far.error_m == pytest.approx(whole.error_m)
 
 
 def test_underground_structures_are_closed_volumes(conn) -> None:
@@ -326,6 +333,25 @@ class SmallTileBuildings(BuildingsSource):
     """The sample's 255 buildings fit one leaf; 40 a tile makes a tree with parents."""
 
     max_features_per_tile = 40
+
+
+def glb_table(path: Path, column: str) -> dict[int, str]:
+    """id -> a string property, read from a glb's EXT_structural_metadata table (pygltflib)."""
+    import pygltflib
+
+    g = pygltflib.GLTF2.load_binary(str(path))
+    blob = g.binary_blob()
+    props = g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]
+
+    def view(i: int) -> bytes:
+        v = g.bufferViews[i]
+        return blob[v.byteOffset : v.byteOffset + v.byteLength]
+
+    ids = np.frombuffer(view(props["id"]["values"]), "<u4").tolist()
+    raw = view(props[column]["values"])
+    offs = np.frombuffer(view(props[column]["stringOffsets"]), "<u4")
+    strings = [raw[offs[i] : offs[i + 1]].decode() for i in range(len(offs) - 1)]
+    return dict(zip(ids, strings, strict=True))
 
 
 def _tiles(tile: dict) -> list[dict]:
@@ -369,6 +395,15 @@ def test_the_sample_tilesets_validate(database_url, loaded_sample, tmp_path, til
         total = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     keys = [t["content"]["uri"].removeprefix("tiles/").removesuffix(".glb") for t in leaves]
     assert sum(manifest["tiles"][k]["features"] for k in keys) == total
+    # picking: every leaf glb's property table, decoded with pygltflib, names its features by
+    # their OGC ids, with their codes
+    code_col = "building_code" if tileset_id == "buildings" else "code"
+    with psycopg.connect(libpq_dsn(database_url)) as c:
+        codes = dict(c.execute(f"SELECT id, {code_col} FROM {table}").fetchall())
+    decoded: dict[int, str] = {}
+    for leaf in leaves:
+        decoded.update(glb_table(tmp_path / tileset_id / leaf["content"]["uri"], "code"))
+    assert decoded == codes
     if target is not None:  # parents: fewer features than below them, a measured error
         parents = [t for t in tiles if t.get("children") and "content" in t]
         assert parents

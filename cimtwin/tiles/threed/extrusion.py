@@ -16,7 +16,7 @@ geometry with ``shapely.make_valid`` and keeps only its polygonal parts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mapbox_earcut
 import numpy as np
@@ -125,12 +125,19 @@ def extrude(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`prism` of every polygon of any footprint geometry, in one vertex array;
     empty when the geometry has no area or the height range is empty."""
+    return extrude_polygons(polygons(geom), z0, z1, roof=roof, floor=floor)
+
+
+def extrude_polygons(
+    polys: list[Polygon], z0: float, z1: float, *, roof: bool = True, floor: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extrude` of polygons already repaired and oriented by :func:`polygons`."""
     pos: list[np.ndarray] = []
     tris: list[np.ndarray] = []
     n = 0
     if not z1 > z0:
         return np.empty((0, 3)), np.empty((0, 3), dtype=np.uint32)
-    for poly in polygons(geom):
+    for poly in polys:
         p, t = prism(poly, z0, z1, roof=roof, floor=floor)
         pos.append(p)
         tris.append(t + n)
@@ -161,14 +168,31 @@ class Solid:
 
     footprint: BaseGeometry
     parts: list[Part]
+    #: the footprint repaired and oriented (:func:`polygons`), once for all its prisms
+    polygons: list[Polygon] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.polygons = polygons(self.footprint)
 
     @property
     def size(self) -> float:
         """Its largest dimension (m): the diameter of the footprint's smallest enclosing circle
         or its height range, whichever is larger; a far view that leaves it out is off by this."""
-        diameter = 2.0 * float(shapely.minimum_bounding_radius(self.footprint))
-        zs = [z for p in self.parts for z in (p.z0, p.z1)]
-        return max(diameter, (max(zs) - min(zs)) if zs else 0.0)
+        return float(sizes([self])[0])
+
+
+def sizes(solids: list[Solid]) -> np.ndarray:
+    """:attr:`Solid.size` of many solids at once (GEOS vectorised)."""
+    if not solids:
+        return np.empty(0)
+    diameter = 2.0 * shapely.minimum_bounding_radius(np.array([s.footprint for s in solids]))
+    extent = np.array(
+        [
+            max(p.z1 for p in s.parts) - min(p.z0 for p in s.parts) if s.parts else 0.0
+            for s in solids
+        ]
+    )
+    return np.maximum(diameter, extent)
 
 
 #: a simplified footprint keeps at most this many vertices (its tolerance grows until it does)
@@ -201,15 +225,23 @@ def simplified(footprint: BaseGeometry, tolerance_m: float) -> tuple[BaseGeometr
     :data:`MAX_SIMPLIFIED_VERTICES` vertices: the tolerance doubles until it fits), and the
     measured Hausdorff distance (m) between it and the full footprint (densified, so long
     edges are sampled too)."""
-    parts = polygons(footprint)
-    full = shapely.MultiPolygon(parts)
-    if full.is_empty:
-        return full, 0.0
-    simple = shapely.MultiPolygon([_simplify_polygon(p, tolerance_m) for p in parts])
-    if simple.equals_exact(full, 0.0):
-        return full, 0.0
-    error = float(shapely.hausdorff_distance(simple, full, densify=HAUSDORFF_DENSIFY))
-    return simple, error
+    parts, error = simplified_polygons(polygons(footprint), tolerance_m)
+    return shapely.MultiPolygon(parts), error
+
+
+def simplified_polygons(parts: list[Polygon], tolerance_m: float) -> tuple[list[Polygon], float]:
+    """:func:`simplified` of polygons from :func:`polygons` (and polygons again)."""
+    if not parts:
+        return [], 0.0
+    simple = [_simplify_polygon(p, tolerance_m) for p in parts]
+    if all(a is b for a, b in zip(simple, parts, strict=True)):
+        return parts, 0.0
+    error = float(
+        shapely.hausdorff_distance(
+            shapely.MultiPolygon(simple), shapely.MultiPolygon(parts), densify=HAUSDORFF_DENSIFY
+        )
+    )
+    return polygons(shapely.MultiPolygon(simple)), error
 
 
 @dataclass
@@ -217,7 +249,7 @@ class LodChoice:
     """Which solids a tile shows at a tolerance, their footprints, and the measured error."""
 
     kept: list[int]  # indices into the solids, in their order
-    footprints: list[BaseGeometry]
+    footprints: list[list[Polygon]]
     error_m: float
 
 
@@ -233,16 +265,16 @@ def choose(solids: list[Solid], tolerance_m: float, budget: int) -> LodChoice:
     solids left out (each is missing by its whole size).
     """
     if tolerance_m <= 0:
-        return LodChoice(list(range(len(solids))), [s.footprint for s in solids], 0.0)
-    sizes = [s.size for s in solids]
-    order = sorted(range(len(solids)), key=lambda i: (-sizes[i], i))
-    kept = [i for i in order if sizes[i] >= tolerance_m][:budget] or order[:1]
+        return LodChoice(list(range(len(solids))), [s.polygons for s in solids], 0.0)
+    size = sizes(solids)
+    order = sorted(range(len(solids)), key=lambda i: (-size[i], i))
+    kept = [i for i in order if size[i] >= tolerance_m][:budget] or order[:1]
     kept_set = set(kept)
-    error = max((sizes[i] for i in range(len(solids)) if i not in kept_set), default=0.0)
+    error = max((float(size[i]) for i in range(len(solids)) if i not in kept_set), default=0.0)
     kept.sort()
     footprints = []
     for i in kept:
-        fp, e = simplified(solids[i].footprint, tolerance_m)
+        fp, e = simplified_polygons(solids[i].polygons, tolerance_m)
         footprints.append(fp)
         error = max(error, e)
     return LodChoice(kept, footprints, error)
@@ -254,7 +286,7 @@ def solids_mesh(solids: list[Solid], choice: LodChoice) -> Mesh:
     meshes = []
     for row, (i, fp) in enumerate(zip(choice.kept, choice.footprints, strict=True)):
         for part in solids[i].parts:
-            pos, tri = extrude(fp, part.z0, part.z1, roof=part.roof, floor=part.floor)
+            pos, tri = extrude_polygons(fp, part.z0, part.z1, roof=part.roof, floor=part.floor)
             if len(tri):
                 n = len(pos)
                 meshes.append(

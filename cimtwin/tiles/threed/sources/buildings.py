@@ -60,6 +60,10 @@ _STOREY_SQL = (
     f" {MIN_STOREY_M}), {MAX_STOREY_M})"
 )
 _HEIGHT_SQL = f"COALESCE(b.height_m, NULLIF(b.floors, 0) * {DEFAULT_STOREY_M}, {DEFAULT_STOREY_M})"
+_DEPTH_SQL = f"COALESCE(b.underground_floors, 0) * {_STOREY_SQL}"
+_SIZE_SQL = (
+    f"GREATEST(2 * (ST_MinimumBoundingRadius(b.footprint)).radius, {_HEIGHT_SQL} + {_DEPTH_SQL})"
+)
 
 # anchored in the half-open box; the && lets the footprint index narrow the search first
 _IN_BOX = f"""
@@ -120,15 +124,16 @@ class BuildingsSource:
         PropertySpec("base_elevation", "FLOAT64", "ground elevation at the building, m, 1985"),
         PropertySpec("grid", "STRING", "work grid code (grid_code)"),
     )
-    #: a rectangular building is 24 vertices and 12 triangles (36 with underground floors):
-    #: about 1 kB of glb, so a full tile stays well under 1 MB
-    max_features_per_tile = 500
+    #: measured on the sample: 1.6 kB of glb per building (mostly rectangles with underground
+    #: floors, 40 vertices); 300 make about 0.5 MB, room for footprints twice as detailed
+    #: under the 1 MB target. A parent keeps this many too (extrusion.choose).
+    max_features_per_tile = 300
 
     def bounds(self, conn: psycopg.Connection) -> Bounds | None:
         row = conn.execute(
             f"""SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), lo, hi FROM (
                   SELECT ST_Extent(b.footprint) AS e,
-                         min(b.base_elevation_m - COALESCE(b.underground_floors, 0) * {_STOREY_SQL})
+                         min(b.base_elevation_m - {_DEPTH_SQL})
                            AS lo,
                          max(b.base_elevation_m + {_HEIGHT_SQL}) AS hi
                   FROM {T.building} AS b WHERE b.base_elevation_m IS NOT NULL) AS s"""
@@ -141,14 +146,21 @@ class BuildingsSource:
         row = conn.execute(f"SELECT count(*) {_IN_BOX}", _box(box)).fetchone()
         return int(row[0]) if row else 0
 
-    def rows(self, conn: psycopg.Connection, box: Box) -> list[BuildingRow]:
-        """The buildings anchored in ``box``, by id."""
+    def rows(
+        self, conn: psycopg.Connection, box: Box, largest: int | None = None
+    ) -> list[BuildingRow]:
+        """The buildings anchored in ``box``, by id; with ``largest``, only that many, the
+        largest by :attr:`~cimtwin.tiles.threed.extrusion.Solid.size` (computed in SQL by the
+        same rules), so a parent over a large box reads a bounded number of rows."""
+        order, params = "b.id", _box(box)
+        if largest is not None:
+            order, params["largest"] = _SIZE_SQL + " DESC, b.id LIMIT %(largest)s", largest
         cur = conn.execute(
             f"""SELECT b.id, b.building_code, b.name, b.use, b.height_m, b.floors,
                        COALESCE(b.underground_floors, 0), b.base_elevation_m, b.grid_code,
                        ST_AsBinary(b.footprint)
-                {_IN_BOX} ORDER BY b.id""",
-            _box(box),
+                {_IN_BOX} ORDER BY {order}""",
+            params,
         )
         return [
             BuildingRow(
@@ -158,17 +170,20 @@ class BuildingsSource:
         ]
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
-        rows = self.rows(conn, box)
+        # a parent keeps at most the budget's largest buildings, and its error is the size of
+        # the largest one it leaves out: the budget + 1 largest decide both (extrusion.choose)
+        budget = self.max_features_per_tile
+        rows = self.rows(conn, box, budget + 1 if tolerance_m > 0 else None)
         if not rows:
             return None
         solids = [r.solid() for r in rows]
-        choice = choose(solids, tolerance_m, self.max_features_per_tile)
+        choice = choose(solids, tolerance_m, budget)
         kept = [rows[i] for i in choice.kept]
         features = FeatureTable(
             self.class_name,
             np.array([r.id for r in kept], dtype=np.int64),
             [
-                Property("code", "STRING", [r.code or "" for r in kept]),
+                Property("code", "STRING", [r.code for r in kept]),
                 Property("name", "STRING", [r.name for r in kept]),
                 Property("use", "STRING", [r.use for r in kept]),
                 Property("height", "FLOAT64", [r.height_m for r in kept]),
