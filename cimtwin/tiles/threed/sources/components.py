@@ -13,8 +13,8 @@ the writer and the viewer), and the merged glb goes through the same validator p
 
 Ground: the component's recorded elevation, else the ground of the nearest survey point
 (管线点 carry surveyed ground elevations along the same streets), else 0.
-Parents (far views) keep the components whose size reaches the tolerance, the largest first
-and at most a leaf's worth, and count the dropped ones at their size (largest extent).
+Parents (far views) keep the largest components, at most a leaf's worth, and count the
+dropped ones at their size (largest extent): street lights and kiosks stay, covers go.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def _point_solids(shape: Shape, x: np.ndarray, y: np.ndarray, g: np.ndarray, rgb
     """(solid, rgb) parts of points of one shape, item i being point i."""
     d, n = shape.dims, len(x)
     if shape.kind == "disc":
-        return [(solids.vertical_cylinders(x, y, g, g + d[1], d[0], 12), rgb)]
+        return [(solids.vertical_cylinders(x, y, g, g + d[1], d[0], 8), rgb)]
     if shape.kind == "box":
         centre = np.column_stack([x, y, g + d[2] / 2])
         return [(solids.boxes(centre, np.broadcast_to(d, (n, 3))), rgb)]
@@ -197,8 +197,10 @@ class ComponentsSource:
         PropertySpec("dept_owner", "STRING", "权属单位"),
         PropertySpec("dept_maintainer", "STRING", "养护单位"),
     )
-    #: boxes and poles are 0.5 to 1.3 kB of glb each: 800 keep a leaf under 1 MB
-    max_features_per_tile = 800
+    #: the import kinds whose batches can change this tileset (``build-3d --changed``)
+    import_kinds = ("components", "pipelines")  # the ground comes from survey points too
+    #: boxes, discs and poles are 0.9 to 1.8 kB of glb each: 500 keep a leaf under 1 MB
+    max_features_per_tile = 500
 
     ANCHOR = "ST_PointOnSurface(c.geom)"
 
@@ -250,10 +252,7 @@ class ComponentsSource:
         keep = np.arange(len(rows))
         error = 0.0
         if tolerance_m > 0:
-            keep = np.flatnonzero(size >= tolerance_m)
-            keep = np.sort(
-                keep[np.argsort(-size[keep], kind="stable")][: self.max_features_per_tile]
-            )
+            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_tile])
             dropped = np.setdiff1d(np.arange(len(rows)), keep)
             error = float(size[dropped].max()) if len(dropped) else 0.0
         if not len(keep):

@@ -11,7 +11,7 @@ they are, with feature ids of the OGC collection ``pipeline_points`` (see
 * outfalls (出水口): octahedra on the pipe axis.
 
 Plain feature points (三通, 直线点, 变径 ...) are joints of the pipes, not objects: not drawn.
-Parents keep the points whose size reaches the tolerance and count the dropped ones at their
+Parents keep the largest points, at most a leaf's worth, and count the dropped ones at their
 size (their largest extent), the most a far view can be missing.
 """
 
@@ -80,6 +80,8 @@ class PipelinePointsSource:
         PropertySpec("well_depth_m", "FLOAT64", "井深 (m)"),
         PropertySpec("valve_state", "STRING", "open or closed, for valves"),
     )
+    #: the import kinds whose batches can change this tileset (``build-3d --changed``)
+    import_kinds = ("pipelines",)
     max_features_per_tile = 600
 
     def _where(self) -> str:
@@ -119,11 +121,8 @@ class PipelinePointsSource:
             return None
         solid, size = point_shapes(rows)
         keep = np.arange(len(rows))
-        if tolerance_m > 0:  # a parent: the points big enough, at most a leaf's worth
-            keep = np.flatnonzero(size >= tolerance_m)
-            keep = np.sort(
-                keep[np.argsort(-size[keep], kind="stable")][: self.max_features_per_tile]
-            )
+        if tolerance_m > 0:  # a parent: the largest points, at most a leaf's worth
+            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_tile])
         dropped = np.setdiff1d(np.arange(len(rows)), keep)
         error = float(size[dropped].max()) if len(dropped) else 0.0
         if not len(keep):

@@ -17,11 +17,13 @@ the section height). Shifting it again here would put every pipe half its size o
 
 Level of detail (parents): pipes are merged per network, subtype and size, as the overview of
 the vector tiles merges them per network (:func:`cimtwin.tiles.mvt.aggregate_statement`), and
-simplified to the tile's tolerance, with fewer sides; pipes narrower than the tolerance are
-dropped. A parent's ``error_m`` is measured: the largest 3D distance from a vertex of a full
-pipe to the simplified line standing for it (a Hausdorff distance, the simplified line's
-vertices being vertices of the full ones), plus the section's chord error at the parent's
-sides; a dropped pipe counts with its whole size (width across), the most it can be missing.
+simplified to the tile's tolerance, with fewer sides; the widest groups are kept while the
+parent's vertex budget lasts (far views show the trunk mains), the narrower ones dropped.
+A parent's ``error_m`` is measured: the largest 3D distance from a vertex of a full pipe to
+the simplified line standing for it (a Hausdorff distance, the simplified line's vertices
+being vertices of the full ones; 2D merging can lose a step in height at a well, which this
+counts), plus the section's chord error at the parent's sides; a dropped pipe counts with its
+whole width across (the whole section goes missing), not a fraction of it.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ class PipelinesSource:
         PropertySpec("depth_ref", "STRING", "what the depth is measured to: top or invert"),
         PropertySpec("pipes", "INT64", "pipes this feature stands for (over 1: a merged overview)"),
     )
+    #: the import kinds whose batches can change this tileset (``build-3d --changed``)
+    import_kinds = ("pipelines",)
     #: 8-sided tubes are about 1.3 kB of glb a pipe: 600 keep a leaf under 1 MB
     max_features_per_tile = 600
 
@@ -158,14 +162,15 @@ class PipelinesSource:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _pipes(self, conn: psycopg.Connection, box: Box, min_across_mm: float = 0.0):
-        params = {**box_params(box), "min_across": min_across_mm}
+    def _pipes(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
+        """(id, network, subtype, diameter, width, height, material, owner, depths, depth
+        reference, width across (mm), wkb) of the pipes anchored in ``box``."""
+        params = box_params(box)
         return conn.execute(
             f"SELECT s.id, s.network, s.subtype, s.diameter_mm, s.width_mm, s.height_mm,"
             f" s.material, s.owner, s.from_depth_m, s.to_depth_m, s.depth_ref,"
             f" coalesce({SEG_ACROSS}, {DEFAULT_DIAMETER_MM}) AS across,"
-            f" CASE WHEN coalesce({SEG_ACROSS}, {DEFAULT_DIAMETER_MM}) >= %(min_across)s"
-            f"  THEN ST_AsBinary(s.geom) END"
+            f" ST_AsBinary(s.geom)"
             f" FROM {T.pipeline_segment} s WHERE {anchored(SEG_ANCHOR, 's.geom')}"
             f" ORDER BY s.id",
             params,
@@ -201,18 +206,15 @@ class PipelinesSource:
         return TileContent(mesh, table, 0.0)
 
     def _overview(self, conn: psycopg.Connection, box: Box, tol: float) -> TileContent | None:
-        """Merged, simplified pipes per (network, subtype, size); the narrow ones dropped."""
-        rows = self._pipes(conn, box, min_across_mm=tol * 1000.0)
+        """Merged, simplified pipes per (network, subtype, size), the widest first while
+        the vertex budget lasts; the groups left out are dropped, counted at their width."""
+        rows = self._pipes(conn, box)
         if not rows:
             return None
         error = 0.0
         groups: dict[tuple, list] = defaultdict(list)
         for r in rows:
-            if r[12] is None:  # narrower than the tolerance: dropped, counted at its width
-                error = max(error, float(r[11]) / 1000.0)
-                continue
             groups[(r[1], r[2] or "", r[3], r[4], r[5])].append(r)
-        # the widest groups first: when the budget runs out, the narrow ones are dropped
         order = sorted(groups, key=lambda k: -float(groups[k][0][11]))
         parts, feats, used = [], [], 0
         for key in order:
