@@ -115,7 +115,8 @@ def grid_mesh(surface: Surface, ri: np.ndarray, ci: np.ndarray, feature: int) ->
     x = np.broadcast_to(surface.grid.x(surface.col0 + ci)[None, :], (nr, nc)).reshape(-1)
     y = np.broadcast_to(surface.grid.y(surface.row0 + ri)[:, None], (nr, nc)).reshape(-1)
     pos = np.column_stack([x[used], y[used], z.reshape(-1)[used]])
-    return Mesh(pos, tris, feature, np.zeros((len(pos), 4), dtype=np.uint8))
+    features = np.full(len(pos), feature, dtype=np.uint32)
+    return Mesh(pos, tris, features, np.zeros((len(pos), 4), dtype=np.uint8))
 
 
 def simplify(surface: Surface, tolerance_m: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -203,7 +204,10 @@ class TerrainSource:
         return out
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
-        meshes, ids, datasets, files = [], [], [], []
+        meshes: list[Mesh] = []
+        ids: list[int] = []
+        datasets: list[str] = []
+        files: list[str] = []
         error = 0.0
         for (dem_id, dataset, source_file, hmin, hmax), surface in self.surfaces(conn, box):
             ri, ci, err = simplify(surface, tolerance_m)
