@@ -166,3 +166,53 @@ def test_buildings_stand_on_the_terrain(conn, dem) -> None:
     assert np.isfinite(on_mesh).all()
     # within the centimetre rounding of the files (the DEM's own error here is micrometres)
     assert np.abs(on_mesh - pts[:, 2]).max() <= 0.005 + 1e-3
+
+
+def test_sample_terrain_tileset_builds_and_validates(conn, database_url: str, tmp_path) -> None:
+    import json
+
+    import pygltflib
+
+    from cimtwin.tiles.threed.build import build_tileset
+    from cimtwin.tiles.threed.plan import ROOT_TILE_M, parse_key, tile_box
+    from tests.threed_check import validate
+
+    result = build_tileset("terrain", tmp_path, database_url=database_url, workers=1)
+    assert result.path is not None and result.largest < 1_000_000
+    validate(result.path)
+    doc = json.loads(result.path.read_text())
+    manifest = json.loads((tmp_path / "terrain" / "build.json").read_text())
+    assert doc["schema"]["classes"]["terrain"]["properties"]["dataset"]["type"] == "STRING"
+
+    def walk(tile: dict):
+        yield tile
+        for child in tile.get("children", []):
+            yield from walk(child)
+
+    tiles = list(walk(doc["root"]))
+    leaves = [t for t in tiles if not t.get("children") and "content" in t]
+    assert leaves and all(t["geometricError"] == 0.0 for t in leaves)
+    blocks = conn.execute(f"SELECT count(*) FROM {SCHEMA}.terrain_dem_block").fetchone()
+    assert blocks is not None
+    # every DEM block is drawn in exactly one leaf; each tile has one feature (the DEM)
+    source = TerrainSource()
+    boxes = [tile_box(parse_key(_key(t)), ROOT_TILE_M) for t in leaves]
+    assert sum(source.count(conn, b) for b in boxes) == blocks[0]
+    assert {manifest["tiles"][_key(t)]["features"] for t in leaves} == {1}
+    # a parent's geometric error is at least the error measured for its content
+    for t in tiles:
+        if t.get("children") and "content" in t:
+            assert t["geometricError"] >= manifest["tiles"][_key(t)]["error_m"]
+    # picking: a leaf's feature is the DEM with its dataset
+    dem_id = conn.execute(f"SELECT id FROM {SCHEMA}.terrain_dem").fetchone()
+    g = pygltflib.GLTF2.load_binary(str(tmp_path / "terrain" / leaves[0]["content"]["uri"]))
+    table = g.extensions["EXT_structural_metadata"]["propertyTables"][0]
+    assert table["class"] == "terrain" and table["count"] == 1
+    blob = g.binary_blob()
+    view = g.bufferViews[table["properties"]["id"]["values"]]
+    ids = np.frombuffer(blob, dtype="<u4", count=1, offset=view.byteOffset or 0)
+    assert dem_id is not None and int(ids[0]) == dem_id[0]
+
+
+def _key(tile: dict) -> str:
+    return tile["content"]["uri"].removeprefix("tiles/").removesuffix(".glb")

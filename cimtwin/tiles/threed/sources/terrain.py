@@ -157,6 +157,8 @@ class TerrainSource:
         PropertySpec("source_file", "STRING", "the raster the DEM was imported from"),
     )
     max_features_per_tile = MAX_BLOCKS
+    #: only DEM imports change this tileset (``build-3d --changed``)
+    import_kinds = ("dem",)
 
     def bounds(self, conn: psycopg.Connection) -> Bounds | None:
         row = conn.execute(
