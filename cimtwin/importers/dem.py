@@ -25,7 +25,15 @@ from cimtwin.importers.runner import ImportFailed
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.provenance import batch_dataset
 from cimtwin.spatial.sql_toolkit import T
-from cimtwin.spatial.terrain import BLOCK, Grid, TerrainDem, TerrainDemBlock, encode, split_blocks
+from cimtwin.spatial.terrain import (
+    BLOCK,
+    Grid,
+    TerrainDem,
+    TerrainDemBlock,
+    encode,
+    leaf_stride,
+    split_blocks,
+)
 
 VERTICAL_DATUM = "EPSG:5737"  # heights are taken as 1985 national heights, unconverted
 #: how far (degrees) a DEM may reach beyond the storage CRS's area of use
@@ -141,8 +149,10 @@ class DemImporter:
             grid.origin_x + w * grid.cell_x,
             grid.origin_y - h * grid.cell_y,
         )
+        parts = split_blocks(values, BLOCK)
+        stride, stride_error = leaf_stride([nodes for _, _, nodes in parts])
         blocks = []
-        for br, bc, nodes in split_blocks(values, BLOCK):
+        for br, bc, nodes in parts:
             r0, c0 = br * BLOCK, bc * BLOCK
             rows, cols = nodes.shape
             xa, xb = float(grid.x(c0)), float(grid.x(c0 + cols - 1))
@@ -178,6 +188,8 @@ class DemImporter:
             "width": w,
             "height": h,
             "block_size": BLOCK,
+            "leaf_stride": stride,
+            "leaf_error_m": stride_error,
             "nodata": nodata,
             "min_height_m": float(np.nanmin(values)) if n else 0.0,
             "max_height_m": float(np.nanmax(values)) if n else 0.0,

@@ -35,6 +35,9 @@ from cimtwin.spatial.provenance import DATASET_CHARS
 
 #: cells per block side; a block stores BLOCK + 1 nodes per side (the shared edge)
 BLOCK = 64
+#: a 3D leaf may leave out DEM nodes while its mesh stays this close (m) to every node: the
+#: centimetre the twin's heights are given in (a smooth DEM then needs far fewer triangles)
+LEAF_TOLERANCE_M = 0.01
 
 
 class TerrainDem(Base):
@@ -54,6 +57,11 @@ class TerrainDem(Base):
     width: Mapped[int] = mapped_column(Integer)  # cells
     height: Mapped[int] = mapped_column(Integer)
     block_size: Mapped[int] = mapped_column(Integer)
+    # every leaf_stride-th node (a power of two dividing BLOCK) keeps the DEM's mesh within
+    # leaf_error_m (<= LEAF_TOLERANCE_M) of every node; one stride for the whole DEM, so
+    # neighbouring 3D leaves share their edge vertices
+    leaf_stride: Mapped[int] = mapped_column(Integer)
+    leaf_error_m: Mapped[float] = mapped_column(Float)
     nodata: Mapped[float | None] = mapped_column(Float)  # the source's nodata value
     min_height_m: Mapped[float] = mapped_column(Float)
     max_height_m: Mapped[float] = mapped_column(Float)
@@ -121,21 +129,53 @@ def split_blocks(values: np.ndarray, block: int = BLOCK) -> list[tuple[int, int,
     return out
 
 
-def bilinear(grid: Grid, values: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Heights at storage points, bilinear between the four nearest cell centres (NaN outside
-    the grid or next to a nodata cell): what GDAL's bilinear sampling gives."""
-    fc = (np.asarray(x, dtype=np.float64) - grid.origin_x) / grid.cell_x - 0.5
-    fr = (grid.origin_y - np.asarray(y, dtype=np.float64)) / grid.cell_y - 0.5
-    h, w = values.shape
-    c0 = np.clip(np.floor(fc).astype(np.int64), 0, max(w - 2, 0))
-    r0 = np.clip(np.floor(fr).astype(np.int64), 0, max(h - 2, 0))
-    u, v = fc - c0, fr - r0
-    inside = (fc >= 0) & (fc <= w - 1) & (fr >= 0) & (fr <= h - 1)
-    c1, r1 = np.minimum(c0 + 1, w - 1), np.minimum(r0 + 1, h - 1)
-    z = (
-        values[r0, c0] * (1 - u) * (1 - v)
-        + values[r0, c1] * u * (1 - v)
-        + values[r1, c0] * (1 - u) * v
-        + values[r1, c1] * u * v
-    )
-    return np.where(inside, z, np.nan)
+def sample_rows(n: int, stride: int) -> np.ndarray:
+    """Every ``stride``-th node index of ``n``, the last one always kept (edges stay put)."""
+    return np.unique(np.r_[np.arange(0, n, stride), n - 1]) if n else np.empty(0, np.int64)
+
+
+def grid_error(values: np.ndarray, ri: np.ndarray, ci: np.ndarray) -> float:
+    """The largest vertical difference (m) between the DEM nodes ``values`` and the triangles of
+    the coarse grid on rows ``ri`` and columns ``ci`` (each quad split south-west to
+    north-east), over the nodes a drawn quad covers."""
+    if len(ri) < 2 or len(ci) < 2:
+        return 0.0
+    rr = np.arange(values.shape[0])
+    cc = np.arange(values.shape[1])
+    k = np.clip(np.searchsorted(ri, rr, "right") - 1, 0, len(ri) - 2)
+    m = np.clip(np.searchsorted(ci, cc, "right") - 1, 0, len(ci) - 2)
+    r0, r1 = ri[k][:, None], ri[k + 1][:, None]
+    c0, c1 = ci[m][None, :], ci[m + 1][None, :]
+    v = (rr[:, None] - r0) / (r1 - r0)
+    u = (cc[None, :] - c0) / (c1 - c0)
+    nw, ne = values[r0, c0], values[r0, c1]
+    sw, se = values[r1, c0], values[r1, c1]
+    upper = nw + u * (ne - nw) + v * (sw - nw)  # triangle NW, SW, NE: u + v <= 1
+    lower = se + (1 - u) * (sw - se) + (1 - v) * (ne - se)  # triangle SW, SE, NE
+    mesh = np.where(u + v <= 1, upper, lower)
+    diff = np.abs(mesh - values)
+    diff = diff[np.isfinite(diff)]
+    return float(diff.max()) if diff.size else 0.0
+
+
+def leaf_stride(
+    blocks: list[np.ndarray], tolerance_m: float = LEAF_TOLERANCE_M
+) -> tuple[int, float]:
+    """The largest power-of-two stride (up to BLOCK) whose grid stays within ``tolerance_m``
+    of every node of every block, and its measured error. Strides divide BLOCK, so coarse
+    quads never cross a block edge and the blocks can be measured one by one."""
+    stride, error = 1, 0.0
+    while stride < BLOCK:
+        trial = max(
+            (
+                grid_error(
+                    b, sample_rows(b.shape[0], 2 * stride), sample_rows(b.shape[1], 2 * stride)
+                )
+                for b in blocks
+            ),
+            default=0.0,
+        )
+        if trial > tolerance_m:
+            break
+        stride, error = 2 * stride, trial
+    return stride, error

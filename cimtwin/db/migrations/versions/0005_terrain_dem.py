@@ -43,6 +43,8 @@ def upgrade() -> None:
         sa.Column("width", sa.Integer(), nullable=False),
         sa.Column("height", sa.Integer(), nullable=False),
         sa.Column("block_size", sa.Integer(), nullable=False),
+        sa.Column("leaf_stride", sa.Integer(), nullable=False),
+        sa.Column("leaf_error_m", sa.Float(), nullable=False),
         sa.Column("nodata", sa.Float(), nullable=True),
         sa.Column("min_height_m", sa.Float(), nullable=False),
         sa.Column("max_height_m", sa.Float(), nullable=False),

@@ -21,10 +21,16 @@ Features: a DEM block (:data:`~cimtwin.spatial.terrain.BLOCK` cells square) is t
 tree counts and anchors (its centre), so a leaf holds at most ``max_features_per_tile``
 blocks. In the content, the blocks of one DEM are one feature: id = the ``terrain_dem`` row
 id, properties ``dataset`` and ``source_file`` (no OGC collection serves DEMs: ``layer`` is
-None). A leaf is full detail (``error_m`` 0); a parent takes every ``s``-th node (``s`` a
-power of two, at least what keeps it within a leaf's vertex budget, more while the measured
-error stays within the tolerance) and reports as ``error_m`` the measured largest vertical
-difference between its mesh and the DEM nodes it covers.
+None).
+
+Detail: a leaf takes every ``leaf_stride``-th DEM node, the stride fixed per DEM at import as
+the largest power of two keeping the mesh within ``LEAF_TOLERANCE_M`` (1 cm) of every node
+(1 for a rough survey DEM, more for a smooth one), so neighbouring leaves share their edge
+vertices; its ``error_m`` is the error measured over its own nodes. A parent takes a coarser
+power-of-two stride: at least what keeps it within a leaf's vertex budget, more while the
+measured error stays within the tolerance; its ``error_m`` is the measured largest vertical
+difference between its mesh and the DEM nodes it covers. Tiles of different levels side by
+side can show a crack up to the coarser one's error (no skirts yet).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import numpy as np
 import psycopg
 
 from cimtwin.spatial.sql_toolkit import T
-from cimtwin.spatial.terrain import BLOCK, Grid, decode
+from cimtwin.spatial.terrain import BLOCK, Grid, decode, grid_error, sample_rows
 from cimtwin.tiles.threed.mesh import FeatureTable, Mesh, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 
@@ -65,35 +71,7 @@ class Surface:
     values: np.ndarray
     row0: int
     col0: int
-
-
-def sample_rows(n: int, stride: int) -> np.ndarray:
-    """Every ``stride``-th node index of ``n``, the last one always kept (edges stay put)."""
-    return np.unique(np.r_[np.arange(0, n, stride), n - 1]) if n else np.empty(0, np.int64)
-
-
-def grid_error(values: np.ndarray, ri: np.ndarray, ci: np.ndarray) -> float:
-    """The largest vertical difference (m) between the DEM nodes ``values`` and the triangles of
-    the coarse grid on rows ``ri`` and columns ``ci`` (each quad split south-west to
-    north-east), over the nodes a drawn quad covers."""
-    if len(ri) < 2 or len(ci) < 2:
-        return 0.0
-    rr = np.arange(values.shape[0])
-    cc = np.arange(values.shape[1])
-    k = np.clip(np.searchsorted(ri, rr, "right") - 1, 0, len(ri) - 2)
-    m = np.clip(np.searchsorted(ci, cc, "right") - 1, 0, len(ci) - 2)
-    r0, r1 = ri[k][:, None], ri[k + 1][:, None]
-    c0, c1 = ci[m][None, :], ci[m + 1][None, :]
-    v = (rr[:, None] - r0) / (r1 - r0)
-    u = (cc[None, :] - c0) / (c1 - c0)
-    nw, ne = values[r0, c0], values[r0, c1]
-    sw, se = values[r1, c0], values[r1, c1]
-    upper = nw + u * (ne - nw) + v * (sw - nw)  # triangle NW, SW, NE: u + v <= 1
-    lower = se + (1 - u) * (sw - se) + (1 - v) * (ne - se)  # triangle SW, SE, NE
-    mesh = np.where(u + v <= 1, upper, lower)
-    diff = np.abs(mesh - values)
-    diff = diff[np.isfinite(diff)]
-    return float(diff.max()) if diff.size else 0.0
+    leaf_stride: int = 1  # the DEM's: every leaf takes every leaf_stride-th node
 
 
 def grid_mesh(surface: Surface, ri: np.ndarray, ci: np.ndarray, feature: int) -> Mesh:
@@ -120,12 +98,14 @@ def grid_mesh(surface: Surface, ri: np.ndarray, ci: np.ndarray, feature: int) ->
 
 
 def simplify(surface: Surface, tolerance_m: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Rows, columns and measured error of the grid a tile shows: full detail at tolerance 0,
-    else the coarsest power-of-two stride within the vertex budget and the tolerance."""
+    """Rows, columns and measured error of the grid a tile shows: the DEM's leaf stride at
+    tolerance 0, else the coarsest power-of-two stride within the vertex budget and the
+    tolerance."""
     nr, nc = surface.values.shape
+    stride = surface.leaf_stride
     if tolerance_m <= 0:
-        return np.arange(nr), np.arange(nc), 0.0
-    stride = 1
+        ri, ci = sample_rows(nr, stride), sample_rows(nc, stride)
+        return ri, ci, grid_error(surface.values, ri, ci) if stride > 1 else 0.0
     while len(sample_rows(nr, stride)) * len(sample_rows(nc, stride)) > VERTEX_BUDGET:
         stride *= 2
     ri, ci = sample_rows(nr, stride), sample_rows(nc, stride)
@@ -182,7 +162,7 @@ class TerrainSource:
         rows = conn.execute(
             "SELECT d.id, d.dataset, d.source_file, d.min_height_m, d.max_height_m, d.origin_x, "
             "d.origin_y, d.cell_x, d.cell_y, d.block_size, b.block_row, b.block_col, b.rows, "
-            f"b.cols, b.data FROM {T.terrain_dem_block} b JOIN {T.terrain_dem} d "
+            f"b.cols, b.data, d.leaf_stride FROM {T.terrain_dem_block} b JOIN {T.terrain_dem} d "
             f"ON d.id = b.dem_id WHERE {_ANCHORED} ORDER BY d.id, b.block_row, b.block_col",
             _box_params(box),
         ).fetchall()
@@ -202,7 +182,7 @@ class TerrainSource:
                 r, c = (b[10] - br0) * size, (b[11] - bc0) * size
                 values[r : r + b[12], c : c + b[13]] = decode(b[14], b[12], b[13])
             grid = Grid(first[5], first[6], first[7], first[8])
-            out.append((first[:5], Surface(grid, values, br0 * size, bc0 * size)))
+            out.append((first[:5], Surface(grid, values, br0 * size, bc0 * size, first[15])))
         return out
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
