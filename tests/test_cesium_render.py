@@ -152,11 +152,20 @@ def test_cesium_loads_a_hand_made_tileset(hand_made: str) -> None:
     assert any(u.startswith("/viewer/lib/cesium/Assets/Textures/NaturalEarthII/") for u in asked)
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return abs(a - b) < 1e-6
+    return a == b
+
+
 def test_cesium_loads_every_tileset_the_build_writes(built: tuple[str, list[str]], engine) -> None:
+    import httpx
+
+    from cimtwin.tiles.threed import registry
     from tests.conftest import q
 
     base, made = built
-    assert STAND_IN[0] in made
+    assert sorted(made) == sorted([STAND_IN[0], *registry.available()])  # the sample has all
     report, problems, _ = load_in_cesium(base, "?imagery=none")
     assert problems == [] and report["errors"] == [], (problems, report["errors"])
     loaded = {t["id"]: t for t in report["tilesets"]}
@@ -179,3 +188,18 @@ def test_cesium_loads_every_tileset_the_build_writes(built: tuple[str, list[str]
     for f in sample:
         code, height = rows[f["id"]]
         assert f["code"] == code and abs(f["height"] - height) < 1e-9, (f, code, height)
+    # a picked feature's id fetches the same object from OGC API Features: attributes that
+    # both carry under one name agree
+    compared = 0
+    for tileset_id in loaded:
+        layer = httpx.get(f"{base}/3dtiles/{tileset_id}/tileset.json").json()["asset"]["extras"]
+        if not layer.get("layer") or tileset_id == STAND_IN[0]:
+            continue
+        for f in loaded[tileset_id]["sample"][:5]:
+            item = httpx.get(f"{base}/collections/{layer['layer']}/items/{f['id']}")
+            assert item.status_code == 200, (tileset_id, f)
+            props = item.json()["properties"]
+            shared = [k for k in f if k in props and props[k] is not None and f[k] is not None]
+            assert all(_same(f[k], props[k]) for k in shared), (tileset_id, f, props)
+            compared += len(shared)
+    assert compared > 0

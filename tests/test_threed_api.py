@@ -407,3 +407,19 @@ def test_openapi_documents_the_3d_routes(client: TestClient) -> None:
     assert "/3dtiles/{id}/tileset.json" in paths and "/3dtiles/{id}/{path}" in paths
     media = paths["/3dtiles/{id}/{path}"]["get"]["responses"]["200"]["content"]
     assert {"application/json", "model/gltf-binary", "application/octet-stream"} <= set(media)
+
+
+def test_readme_documents_the_3d_settings_with_their_defaults() -> None:
+    from cimtwin.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line.split("|")[2].strip(" `")
+        for line in readme.splitlines()
+        if line.startswith("| `CIMTWIN_")
+    }
+    defaults = {k: f.default for k, f in Settings.model_fields.items()}
+    assert rows["CIMTWIN_TILES_DIR"] == defaults["tiles_dir"]
+    assert rows["CIMTWIN_GEOID"] == defaults["geoid"]
+    assert float(rows["CIMTWIN_HEIGHT_OFFSET_M"]) == defaults["height_offset_m"]
+    assert "`/3dtiles`" in readme and "`/3dtiles/{id}/tileset.json`" in readme
