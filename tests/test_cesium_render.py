@@ -139,6 +139,30 @@ def test_cesium_is_installed_and_served(hand_made: str, settings: Settings) -> N
     assert httpx.get(f"{hand_made}/viewer/lib/cesium/package.json").status_code == 404
 
 
+def test_closed_reads_load_with_a_key(
+    settings: Settings, scratch_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With open_reads off, the page sends ?key= with the list and every tile request."""
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from cimtwin.spatial.access_queries import create_key
+
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        key = create_key(conn, "cesium-check", "viewer")[0]
+    root = tmp_path_factory.mktemp("closed3d")
+    make_tileset(root / "check")
+    closed = settings.model_copy(
+        update={"database_url": scratch_database, "tiles_dir": str(root), "open_reads": False}
+    )
+    for base in serve(closed):
+        denied, denied_problems, _ = load_in_cesium(base, "?imagery=none")
+        report, problems, _ = load_in_cesium(base, f"?imagery=none&key={key}")
+    assert any("401" in e for e in denied["errors"]) and denied_problems, denied
+    assert problems == [] and report["errors"] == [], (problems, report["errors"])
+    assert report["tilesets"][0]["triangles"] == 24
+
+
 def test_cesium_loads_a_hand_made_tileset(hand_made: str) -> None:
     report, problems, requested = load_in_cesium(hand_made)
     assert problems == [] and report["errors"] == [], (problems, report["errors"])
