@@ -132,6 +132,7 @@ def make_tileset(folder: Path, title: str | None = None) -> Path:
     (folder / "nested" / "b.glb").write_bytes(box_glb((20.0, 20.0, 10.0)))
     (folder / "tiles" / "0.0.0.subtree").write_bytes(b"subt" + bytes(20))
     (folder / "build.log").write_text("not a tileset file")
+    (folder / "tiles" / "texture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
     (folder / "build.json").write_text('{"version": 1, "tiles": {}}')  # the build's manifest
     (folder / "tiles" / ".1.glb.tmp").write_bytes(b"half-written")
     (folder / "tiles" / ".hidden.glb").write_bytes(b"hidden")
@@ -267,7 +268,7 @@ def test_etag_changes_when_the_file_is_rebuilt(settings: Settings, tmp_path: Pat
     assert untouched.headers["etag"] == untouched_again.headers["etag"]
 
 
-def test_json_is_gzipped_when_accepted(client: TestClient, tiles_dir: Path) -> None:
+def test_json_and_glb_are_gzipped_when_accepted(client: TestClient, tiles_dir: Path) -> None:
     raw = (tiles_dir / "buildings" / "tileset.json").read_bytes()
     # the raw transport, so the compressed body can be checked as sent
     with client.stream(
@@ -288,9 +289,17 @@ def test_json_is_gzipped_when_accepted(client: TestClient, tiles_dir: Path) -> N
         headers={"Accept-Encoding": "gzip", "If-None-Match": gz_etag},
     )
     assert revalidated.status_code == 304
-    # binary contents go as they are
-    glb = client.get("/3dtiles/buildings/tiles/0.glb", headers={"Accept-Encoding": "gzip"})
-    assert "content-encoding" not in glb.headers
+    # glb contents too (they shrink to a third); images, compressed already, go as they are
+    glb_raw = (tiles_dir / "buildings" / "tiles" / "0.glb").read_bytes()
+    with client.stream(
+        "GET", "/3dtiles/buildings/tiles/0.glb", headers={"Accept-Encoding": "gzip"}
+    ) as r:
+        sent = b"".join(r.iter_raw())
+    assert r.headers["content-encoding"] == "gzip" and gzip.decompress(sent) == glb_raw
+    assert r.headers["content-type"] == "model/gltf-binary"
+    png = client.get("/3dtiles/buildings/tiles/texture.png", headers={"Accept-Encoding": "gzip"})
+    assert png.status_code == 200 and "content-encoding" not in png.headers
+    assert png.headers["content-type"] == "image/png"
 
 
 def test_cross_origin_viewers_may_read(client: TestClient) -> None:
