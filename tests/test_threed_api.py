@@ -432,3 +432,20 @@ def test_readme_documents_the_3d_settings_with_their_defaults() -> None:
     assert rows["CIMTWIN_GEOID"] == defaults["geoid"]
     assert float(rows["CIMTWIN_HEIGHT_OFFSET_M"]) == defaults["height_offset_m"]
     assert "`/3dtiles`" in readme and "`/3dtiles/{id}/tileset.json`" in readme
+
+
+def test_gzip_cache_is_bounded_and_keeps_the_recent() -> None:
+    from cimtwin.api.threed import GzipCache
+
+    rng = np.random.default_rng(7)
+    bodies = {f"f{i}": rng.integers(0, 255, 300, dtype=np.uint8).tobytes() for i in range(20)}
+    cache = GzipCache(max_bytes=2000)
+    for name, body in bodies.items():
+        assert gzip.decompress(cache.get((name, "e"), body)) == body
+        assert cache.size <= 2000
+        cache.get(("f0", "e"), bodies["f0"])  # used again and again: stays
+    kept = set(cache._items)
+    assert ("f0", "e") in kept and ("f19", "e") in kept and ("f1", "e") not in kept
+    # a body too large for a quarter of the cache is compressed but not kept
+    big = rng.integers(0, 255, 1000, dtype=np.uint8).tobytes()
+    assert gzip.decompress(cache.get(("big", "e"), big)) == big and ("big", "e") not in cache._items
