@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up cimtwin on this machine; safe to run any number of times.
 #   1. .venv/ with cimtwin and its test extras
-#   2. Debian packages: PostGIS, pgRouting, GDAL tools, redis-server (when run as root; else says
-#      what to install)
+#   2. Debian packages: PostGIS, pgRouting, GDAL tools, redis-server, proj-data (the EGM96 geoid
+#      for 3D Tiles heights) (when run as root; else says what to install)
 #   3. a PostgreSQL server: the one CIMTWIN_DATABASE_URL names, or a private cluster in .pgdata/
 #   4. the database, its extensions (postgis, postgis_sfcgal, pgrouting) and the migrations
 set -euo pipefail
@@ -124,9 +124,15 @@ if ! command -v redis-server >/dev/null; then
   if is_root; then apt_install redis-server; else say "redis-server missing: the Redis tile cache tests will be skipped (apt-get install redis-server)"; fi
 fi
 
+# --- the geoid grid: 3D Tiles need ellipsoidal heights (1985 height + geoid; CIMTWIN_GEOID) -----
+if [ "${CIMTWIN_GEOID:-egm96_15.gtx}" = egm96_15.gtx ] && [ ! -f /usr/share/proj/egm96_15.gtx ]; then
+  if is_root; then apt_install proj-data; else die "the EGM96 geoid grid is missing: run as root: apt-get install -y proj-data (or set CIMTWIN_GEOID to a grid file, or none)"; fi
+fi
+
 # --- front-end packages (served locally, no CDN) and the browser the map tests drive -------
 if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
-if [ ! -d viewer/node_modules/maplibre-gl ] || [ viewer/package-lock.json -nt viewer/node_modules ]; then
+if [ ! -d viewer/node_modules/maplibre-gl ] || [ ! -d viewer/node_modules/cesium ] \
+  || [ viewer/package-lock.json -nt viewer/node_modules ]; then
   say "installing the viewer's npm packages"
   (cd viewer && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -23,6 +23,7 @@ from cimtwin.api import (
     parcels,
     pipelines,
     styles,
+    threed,
     tiles,
     viewer,
 )
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.insert(0, tiles.tile_route)  # first: the hottest path matches at once
     app.include_router(tiles.router)
     app.include_router(styles.router)
+    app.include_router(threed.router)
+    app.router.routes.append(threed.file_route)
     for module in (grids, districts, pipelines, parcels, incidents):
         app.include_router(module.router)
     viewer.mount(app, settings)
@@ -126,7 +129,7 @@ def _allow_cross_origin(app: FastAPI, settings: Settings) -> None:
 
 
 def _document_plain_routes(app: FastAPI) -> None:
-    """Add the plain Starlette routes (the tile endpoint) to the generated OpenAPI document."""
+    """Add the plain Starlette routes (vector tiles, 3D Tiles files) to the OpenAPI document."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -134,6 +137,7 @@ def _document_plain_routes(app: FastAPI) -> None:
         if schema is None:
             schema = generate()  # also kept as app.openapi_schema
             schema["paths"].update(tiles.OPENAPI_PATHS)
+            schema["paths"].update(threed.OPENAPI_PATHS)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ from cimtwin.settings import Settings
 
 log = logging.getLogger(__name__)
 #: npm package -> the folder of it that pages may load
-PACKAGES = {"maplibre-gl": "dist"}
+PACKAGES = {"maplibre-gl": "dist", "cesium": "Build/Cesium"}
 
 
 def viewer_dir(settings: Settings) -> Path:

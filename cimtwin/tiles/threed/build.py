@@ -1,0 +1,344 @@
+"""The 3D build runner: plan a tileset, run its tile jobs (a process pool, or in-process),
+write tileset.json and the manifest that makes the next build incremental.
+
+``{out}/{id}/build.json`` records, per tile, its box, tolerance, content hash and summary,
+plus the import batches the build saw (id, kind, extent). ``--changed`` compares that with
+``import_batch`` now: batches imported since (their rows' extent) and batches replaced since
+(the extent recorded when they were seen: their rows are gone) are the changed areas. Tiles
+whose box meets one, tiles new to the tree or whose tolerance changed (a leaf became a
+parent), and every ancestor of those are rebuilt; every other content file is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from cimtwin.db.engine import libpq_dsn
+from cimtwin.errors import UserError
+from cimtwin.spatial.sql_toolkit import T
+from cimtwin.tiles.threed import registry
+from cimtwin.tiles.threed.glb import SchemaProperty, schema
+from cimtwin.tiles.threed.placement import Placement
+from cimtwin.tiles.threed.plan import (
+    MAX_DEPTH,
+    Key,
+    Plan,
+    TileJob,
+    TileSummary,
+    jobs_for,
+    key_str,
+    meets,
+    parse_key,
+    plan_tree,
+    run_job,
+    tolerance_for,
+)
+from cimtwin.tiles.threed.sources.base import Box, Source
+from cimtwin.tiles.threed.tileset import assemble
+
+MANIFEST = "build.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class BuildResult:
+    tileset: str
+    path: Path | None  # tileset.json, None when the source has no data
+    planned: int = 0
+    built: int = 0
+    kept: int = 0
+    removed: int = 0
+    bytes: int = 0
+    largest: int = 0
+    changed_areas: list[Box] | None = field(default=None)
+
+
+def _schema_of(source: Source) -> dict:
+    props = [SchemaProperty(p.name, p.type, p.description) for p in source.properties]
+    return schema(source.id, source.class_name, props)
+
+
+# --- import batches and their extents -------------------------------------------------------
+
+
+def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | None | str:
+    """Extent of a batch's rows over its importer's tables; ``"everywhere"`` for an import
+    kind this installation does not know (its tables cannot be asked)."""
+    from cimtwin.importers.registry import importer_for
+    from cimtwin.spatial import bulk
+
+    try:
+        models = importer_for(kind).models
+    except ValueError:
+        return "everywhere"
+    out: Box | None = None
+    for model in models:
+        cols = model.__table__.columns
+        geoms = [c.name for c in cols if c.type.__class__.__name__ == "Geometry"]
+        if not geoms or "batch_id" not in cols:
+            continue
+        row = conn.execute(
+            sql.SQL(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                "(SELECT ST_Extent({g}) AS e FROM {t} WHERE batch_id = %s) s"
+            ).format(g=sql.Identifier(geoms[0]), t=bulk.qualified(model)),
+            (batch_id,),
+        ).fetchone()
+        if row and row[0] is not None:
+            b = (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+            out = b if out is None else _box_union(out, b)
+    return out
+
+
+def _box_union(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def _succeeded_batches(conn: psycopg.Connection) -> dict[int, str]:
+    rows = conn.execute(
+        f"SELECT id, kind FROM {T.import_batch} WHERE status = 'succeeded' ORDER BY id"
+    ).fetchall()
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def _relevant(source: Source, kind: str) -> bool:
+    """Whether a batch of ``kind`` can change this source: a source may name the import kinds
+    it reads (``import_kinds``); without that every kind counts (conservative)."""
+    kinds = getattr(source, "import_kinds", None)
+    return kinds is None or kind in kinds
+
+
+def seen_batches(
+    conn: psycopg.Connection, source: Source, known: dict[str, dict]
+) -> dict[str, dict]:
+    """The succeeded batches now, with extents (reused from ``known`` for batches already
+    recorded: a succeeded batch's rows do not change)."""
+    out: dict[str, dict] = {}
+    for batch_id, kind in _succeeded_batches(conn).items():
+        if not _relevant(source, kind):
+            continue
+        key = str(batch_id)
+        if key in known:
+            out[key] = known[key]
+            continue
+        extent = batch_extent(conn, batch_id, kind)
+        out[key] = {"kind": kind, "extent": list(extent) if isinstance(extent, tuple) else extent}
+    return out
+
+
+def changed_areas(before: dict[str, dict], now: dict[str, dict]) -> list[Box] | None:
+    """Boxes that changed between two sets of seen batches: new batches' extents and vanished
+    (replaced) batches' recorded extents; None means everywhere."""
+    areas: list[Box] = []
+    for key in set(before) ^ set(now):
+        extent = (now.get(key) or before[key])["extent"]
+        if extent == "everywhere":
+            return None
+        if extent is not None:
+            areas.append((extent[0], extent[1], extent[2], extent[3]))
+    return areas
+
+
+# --- the build ------------------------------------------------------------------------------
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return data if data.get("version") == MANIFEST_VERSION else None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+    tmp.replace(path)
+
+
+def _dirty(
+    plan: Plan, old_tiles: dict[Key, dict], areas: list[Box] | None, folder: Path
+) -> set[Key]:
+    """Tiles to rebuild: meeting a changed area, new, re-toleranced, or missing a file, and
+    every ancestor of those."""
+    parents = plan.parents()
+    dirty: set[Key] = set()
+    for key, tile in plan.tiles.items():
+        old = old_tiles.get(key)
+        tol = tolerance_for(key[0], plan.root_m, tile.leaf)
+        if (
+            areas is None
+            or old is None
+            or abs(old["tolerance_m"] - tol) > 1e-9
+            or (old["path"] is not None and not (folder / old["path"]).is_file())
+            or any(meets(tile.box, a) for a in areas)
+        ):
+            dirty.add(key)
+    for key in list(dirty):
+        while key in parents:
+            key = parents[key]
+            dirty.add(key)
+    return dirty
+
+
+def run_jobs(
+    jobs: list[TileJob], workers: int, on_done: Callable[[], None] | None = None
+) -> Iterable[TileSummary]:
+    """The jobs' summaries: in this process for one worker, else in a pool of processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield run_job(job)
+            if on_done:
+                on_done()
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        for summary in pool.map(run_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
+            yield summary
+            if on_done:
+                on_done()
+
+
+def build_tileset(
+    tileset_id: str,
+    out_root: Path,
+    *,
+    database_url: str | None = None,
+    target: str | None = None,
+    area: Box | None = None,
+    changed: bool = False,
+    workers: int | None = None,
+    placement: Placement | None = None,
+    max_depth: int = MAX_DEPTH,
+    on_plan: Callable[[int], None] | None = None,
+    on_tile: Callable[[], None] | None = None,
+) -> BuildResult:
+    """Build (or, with ``changed`` or ``area``, update) one tileset in ``out_root/{id}``.
+
+    ``target`` overrides the registry's ``module:Class`` (tests' synthetic sources)."""
+    target = target or registry.target_for(tileset_id)
+    source = registry.source_for(target)
+    placement = placement or Placement()
+    dsn = libpq_dsn(database_url)
+    folder = out_root / tileset_id
+    folder.mkdir(parents=True, exist_ok=True)
+    tileset_schema = _schema_of(source)
+    settings_key = {
+        "source": target,
+        "placement": placement.description,
+        "max_depth": max_depth,
+        "schema": tileset_schema,
+    }
+    manifest = _read_manifest(folder)
+    if manifest is not None and manifest.get("settings") != settings_key:
+        manifest = None  # another source, placement or schema: nothing can be kept
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            batches = seen_batches(conn, source, (manifest or {}).get("batches", {}))
+            areas: list[Box] | None = None
+            if manifest is not None and changed:
+                areas = changed_areas(manifest["batches"], batches)
+            if area is not None:
+                if manifest is not None and changed:
+                    areas = None if areas is None else [*areas, area]
+                else:
+                    areas = [area]
+            clip = area if manifest is None else None
+            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth)
+    except psycopg.OperationalError as exc:
+        raise UserError(f"database unreachable: {str(exc).splitlines()[0]}") from exc
+
+    result = BuildResult(tileset_id, None, changed_areas=areas)
+    old_tiles = {parse_key(k): v for k, v in ((manifest or {}).get("tiles") or {}).items()}
+    if plan is None or not plan.tiles:
+        _remove_output(folder)
+        return result
+    todo = _dirty(plan, old_tiles, areas if manifest else None, folder)
+    result.planned, result.kept = len(todo), len(plan.tiles) - len(todo)
+    if on_plan:
+        on_plan(len(todo))
+    jobs = jobs_for(
+        plan,
+        todo,
+        source=target,
+        dsn=dsn,
+        out_dir=folder,
+        schema=tileset_schema,
+        placement=placement,
+    )
+    summaries: dict[Key, TileSummary] = {
+        k: TileSummary.from_json(v) for k, v in old_tiles.items() if k in plan.tiles
+    }
+    for summary in run_jobs(jobs, workers or os.cpu_count() or 1, on_tile):
+        summaries[summary.key] = summary
+        result.built += 1
+    # files of tiles the tree no longer has
+    for key, old in old_tiles.items():
+        if key not in plan.tiles and old.get("path"):
+            (folder / old["path"]).unlink(missing_ok=True)
+            result.removed += 1
+
+    doc = assemble(
+        plan,
+        summaries,
+        tileset_schema,
+        description=placement.description,
+        extras={"id": tileset_id, "title": source.title, "layer": source.layer},
+    )
+    path = folder / "tileset.json"
+    _write_json(path, doc)
+    _write_json(
+        folder / MANIFEST,
+        {
+            "version": MANIFEST_VERSION,
+            "settings": settings_key,
+            "batches": batches,
+            "last_batch": max((int(k) for k in batches), default=0),
+            "tiles": {key_str(k): s.to_json() for k, s in sorted(summaries.items())},
+        },
+    )
+    sizes = [s.bytes for s in summaries.values()]
+    result.path, result.bytes, result.largest = path, sum(sizes), max(sizes, default=0)
+    return result
+
+
+def _remove_output(folder: Path) -> None:
+    for name in ("tileset.json", MANIFEST):
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / "tiles", ignore_errors=True)
+
+
+def grid_box(database_url: str | None, code: str) -> Box:
+    """The storage-CRS box of a work grid (``--grid CODE``)."""
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
+        row = conn.execute(
+            f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+            f"(SELECT ST_Extent(geom) AS e FROM {T.work_grid} WHERE code = %s) s",
+            (code,),
+        ).fetchone()
+    if row is None or row[0] is None:
+        raise UserError(f"--grid: no work grid with code {code!r}")
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+def parse_bbox(text: str) -> Box:
+    """``x0,y0,x1,y1`` (storage CRS) from the command line."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--bbox {text!r}: give x0,y0,x1,y1 (four numbers)") from None
+    if not (x0 < x1 and y0 < y1):
+        raise UserError(f"--bbox {text!r}: x0 < x1 and y0 < y1 are needed")
+    return (x0, y0, x1, y1)

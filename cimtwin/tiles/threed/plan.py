@@ -1,0 +1,257 @@
+"""A 3D build as a plan: the tree of tiles over a fixed grid, and one independent job per tile.
+
+The grid does not depend on the data: level-0 tiles are squares of ``ROOT_TILE_M`` metres (a
+source may set ``root_tile_m``) aligned to multiples of their size in the storage CRS, and a
+tile of level l is a quarter of its parent. So tile ``(l, x, y)`` has the same box in every
+build, which is what lets ``--changed`` keep a tile's file and what makes a key a stable URL.
+A tile is split while the source counts more than ``max_features_per_tile`` features in it
+(up to ``MAX_DEPTH``); only non-empty quarters become children.
+
+A job (:class:`TileJob`) is plain data; :func:`run_job` opens its own database connection,
+reads PostGIS through the source, writes its one glb and returns a small
+:class:`TileSummary`: nothing is shared between jobs, so a distributed engine (Dask, ...) can
+run them unchanged. Parents are jobs like leaves, at a tolerance (:func:`tolerance_for`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from cimtwin.tiles.threed.glb import glb_bytes
+from cimtwin.tiles.threed.placement import Placement
+from cimtwin.tiles.threed.sources.base import Box, Source
+
+#: level-0 tile size (m) unless the source says ``root_tile_m``
+ROOT_TILE_M = 4096.0
+#: deepest level (4096 m / 2^9 = 8 m tiles)
+MAX_DEPTH = 9
+#: a parent's tolerance is its tile size over this: a tile seen about this many pixels wide
+#: shows nothing smaller than a pixel
+TOLERANCE_DIVISOR = 256.0
+
+Key = tuple[int, int, int]  # level, x, y
+
+
+def key_str(key: Key) -> str:
+    return "/".join(str(k) for k in key)
+
+
+def parse_key(text: str) -> Key:
+    level, x, y = (int(v) for v in text.split("/"))
+    return level, x, y
+
+
+def tile_box(key: Key, root_m: float) -> Box:
+    """The storage-CRS box of a tile of the fixed grid."""
+    level, x, y = key
+    size = root_m / (1 << level)
+    return (x * size, y * size, (x + 1) * size, (y + 1) * size)
+
+
+def tolerance_for(level: int, root_m: float, leaf: bool) -> float:
+    """0 for a leaf (full detail); a parent's tile size / ``TOLERANCE_DIVISOR``."""
+    return 0.0 if leaf else root_m / (1 << level) / TOLERANCE_DIVISOR
+
+
+def meets(a: Box, b: Box) -> bool:
+    """Whether two boxes share any point (closed boxes: a change on an edge counts)."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+@dataclass(frozen=True)
+class PlannedTile:
+    key: Key
+    box: Box
+    children: tuple[Key, ...]
+
+    @property
+    def leaf(self) -> bool:
+        return not self.children
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The tree: ``roots`` are the non-empty level-0 tiles."""
+
+    root_m: float
+    roots: tuple[Key, ...]
+    tiles: dict[Key, PlannedTile]
+
+    def parents(self) -> dict[Key, Key]:
+        return {c: t.key for t in self.tiles.values() for c in t.children}
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """One tile to write: everything a worker needs, as plain picklable data."""
+
+    source: str  # "module:Class" of the Source
+    dsn: str
+    out_dir: str  # the tileset's folder
+    key: Key
+    box: Box
+    tolerance_m: float
+    schema: dict = field(hash=False, compare=False)
+    geoid: str
+    height_offset_m: float
+
+    @property
+    def path(self) -> str:
+        level, x, y = self.key
+        return f"tiles/{level}/{x}/{y}.glb"
+
+
+@dataclass
+class TileSummary:
+    """What a job reports: enough to write the tile's entry in tileset.json."""
+
+    key: Key
+    tolerance_m: float
+    path: str | None  # None: the source had nothing to draw
+    bytes: int = 0
+    sha256: str = ""
+    error_m: float = 0.0
+    features: int = 0
+    region: list[float] | None = None
+    transform: list[float] | None = None  # the tile's ENU frame (world, column-major)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["key"] = key_str(self.key)
+        return d
+
+    @staticmethod
+    def from_json(d: dict) -> TileSummary:
+        return TileSummary(**{**d, "key": parse_key(d["key"])})
+
+
+def plan_tree(
+    conn: psycopg.Connection,
+    source: Source,
+    clip: Box | None = None,
+    max_depth: int = MAX_DEPTH,
+) -> Plan | None:
+    """The tree over the source's data (None when it has none); with ``clip``, only tiles
+    meeting that box."""
+    root_m = float(getattr(source, "root_tile_m", ROOT_TILE_M))
+    bounds = source.bounds(conn)
+    if bounds is None:
+        return None
+    x0, y0, x1, y1 = bounds.box
+    tiles: dict[Key, PlannedTile] = {}
+
+    def grow(key: Key) -> bool:
+        box = tile_box(key, root_m)
+        if clip is not None and not meets(box, clip):
+            return False
+        n = source.count(conn, box)
+        if n == 0:
+            return False
+        children: list[Key] = []
+        if n > source.max_features_per_tile and key[0] < max_depth:
+            level, x, y = key
+            for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+                child = (level + 1, 2 * x + dx, 2 * y + dy)
+                if grow(child):
+                    children.append(child)
+        tiles[key] = PlannedTile(key, box, tuple(children))
+        return True
+
+    roots = []
+    for ix in range(math.floor(x0 / root_m), math.floor(x1 / root_m) + 1):
+        for iy in range(math.floor(y0 / root_m), math.floor(y1 / root_m) + 1):
+            if grow((0, ix, iy)):
+                roots.append((0, ix, iy))
+    return Plan(root_m, tuple(roots), tiles)
+
+
+def jobs_for(
+    plan: Plan,
+    keys: list[Key] | set[Key],
+    *,
+    source: str,
+    dsn: str,
+    out_dir: Path,
+    schema: dict,
+    placement: Placement,
+) -> list[TileJob]:
+    """The jobs of ``keys``, deepest first (a worker pool then finishes leaves early)."""
+    geoid = str(placement.grid) if placement.grid else "none"
+    out = []
+    for key in sorted(keys, key=lambda k: (-k[0], k[1], k[2])):
+        t = plan.tiles[key]
+        out.append(
+            TileJob(
+                source=source,
+                dsn=dsn,
+                out_dir=str(out_dir),
+                key=key,
+                box=t.box,
+                tolerance_m=tolerance_for(key[0], plan.root_m, t.leaf),
+                schema=schema,
+                geoid=geoid,
+                height_offset_m=placement.offset,
+            )
+        )
+    return out
+
+
+@lru_cache(maxsize=4)
+def _connection(dsn: str) -> psycopg.Connection:
+    # one connection per worker process and database, opened by the first job that needs it
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@lru_cache(maxsize=4)
+def _placement(geoid: str, offset: float) -> Placement:
+    return Placement(geoid=geoid, height_offset_m=offset)
+
+
+@lru_cache(maxsize=8)
+def _source(target: str) -> Source:
+    from cimtwin.tiles.threed.registry import source_for
+
+    return source_for(target)
+
+
+def run_job(job: TileJob) -> TileSummary:
+    """Read the tile's content from PostGIS, write its glb, report what it wrote."""
+    source = _source(job.source)
+    conn = _connection(job.dsn)
+    content = source.content(conn, job.box, job.tolerance_m)
+    target = Path(job.out_dir) / job.path
+    if content is None or content.mesh.empty:
+        target.unlink(missing_ok=True)
+        return TileSummary(job.key, job.tolerance_m, None)
+    placement = _placement(job.geoid, job.height_offset_m)
+    p = content.mesh.positions
+    used = p[np.unique(content.mesh.triangles)]
+    lo, hi = used.min(axis=0), used.max(axis=0)
+    cx, cy = (job.box[0] + job.box[2]) / 2, (job.box[1] + job.box[3]) / 2
+    frame = placement.frame(cx, cy, float(lo[2] + hi[2]) / 2)
+    data = glb_bytes(content, placement, frame, job.schema)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return TileSummary(
+        key=job.key,
+        tolerance_m=job.tolerance_m,
+        path=job.path,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        error_m=float(content.error_m),
+        features=len(content.features),
+        region=placement.region(
+            (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])), float(lo[2]), float(hi[2])
+        ),
+        transform=frame.transform_list(),
+    )
