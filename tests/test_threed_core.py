@@ -422,3 +422,30 @@ def test_build_3d_mistakes_are_one_line(args, message):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_leaf_over_the_byte_budget_is_split_and_stays_split(fake_db, tmp_path):
+    import json
+
+    from cimtwin.tiles.threed.build import build_tileset
+    from tests.threed_check import validate
+
+    placement = Placement(geoid="none")
+    build = dict(database_url=fake_db, target=FAKE, workers=1, placement=placement)
+    build_tileset("plain", tmp_path, **build)
+    plain = json.loads((tmp_path / "plain" / "build.json").read_text())["tiles"].values()
+    leaf_sizes = [t["bytes"] for t in plain if t["tolerance_m"] == 0]
+    budget = max(leaf_sizes) // 3  # the unbounded build's largest leaf is 3x over it
+    result = build_tileset("bounded", tmp_path, max_content_bytes=budget, **build)
+    manifest = json.loads((tmp_path / "bounded" / "build.json").read_text())
+    assert manifest["split"]
+    doc = json.loads(result.path.read_text())
+    tiles: list = []
+    _walk(doc["root"], np.eye(4), tiles)
+    leaves = [manifest["tiles"][_key(t)] for t, _ in tiles if not t.get("children")]
+    assert all(t["bytes"] <= budget or t["features"] == 1 for t in leaves)
+    assert sum(t["features"] for t in leaves) == 144
+    # the splits are remembered: an update with nothing changed rebuilds nothing
+    again = build_tileset("bounded", tmp_path, changed=True, max_content_bytes=budget, **build)
+    assert again.built == 0
+    validate(result.path)
