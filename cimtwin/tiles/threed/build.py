@@ -11,11 +11,12 @@ parent), and every ancestor of those are rebuilt; every other content file is le
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -193,21 +194,44 @@ def _dirty(
     return dirty
 
 
+#: worker pools by size, kept for the process's life: one start-up for every tileset built
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of forkserver workers: each forks from a server that imported the job code
+    once (spawn would import numpy, pyproj and the sources again in every worker; fork would
+    copy the builder's open database connection into them)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        ctx = get_context("forkserver")
+        ctx.set_forkserver_preload(["cimtwin.tiles.threed.plan", "cimtwin.tiles.threed.registry"])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        _POOLS[workers] = pool
+        atexit.register(pool.shutdown, cancel_futures=True)
+    return pool
+
+
 def run_jobs(
     jobs: list[TileJob], workers: int, on_done: Callable[[], None] | None = None
 ) -> Iterable[TileSummary]:
-    """The jobs' summaries: in this process for one worker, else in a pool of processes."""
+    """The jobs' summaries as they finish: in this process for one worker (or one job), else
+    in a pool of worker processes."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield run_job(job)
             if on_done:
                 on_done()
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for summary in pool.map(run_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
-            yield summary
+    futures = [_pool(workers).submit(run_job, job) for job in jobs]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
             if on_done:
                 on_done()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def build_tileset(
