@@ -449,3 +449,14 @@ def test_a_leaf_over_the_byte_budget_is_split_and_stays_split(fake_db, tmp_path)
     again = build_tileset("bounded", tmp_path, changed=True, max_content_bytes=budget, **build)
     assert again.built == 0
     validate(result.path)
+
+
+def test_grid_box_is_the_work_grids_extent(loaded_sample, database_url):
+    from cimtwin.errors import UserError
+    from cimtwin.tiles.threed.build import grid_box
+
+    grids = pyogrio.read_dataframe(SAMPLE_BUILDINGS.parents[1] / "shp" / "work_grid.shp")
+    row = grids.iloc[3]
+    assert np.allclose(grid_box(database_url, row["code"]), row.geometry.bounds, atol=1e-3)
+    with pytest.raises(UserError, match="no work grid"):
+        grid_box(database_url, "nope")
