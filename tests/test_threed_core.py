@@ -460,3 +460,26 @@ def test_grid_box_is_the_work_grids_extent(loaded_sample, database_url):
     assert np.allclose(grid_box(database_url, row["code"]), row.geometry.bounds, atol=1e-3)
     with pytest.raises(UserError, match="no work grid"):
         grid_box(database_url, "nope")
+
+
+def test_batch_extents_and_changed_areas(loaded_sample, database_url):
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from cimtwin.tiles.threed.build import batch_extent, changed_areas
+
+    frame = pyogrio.read_dataframe(SAMPLE_BUILDINGS, layer="building")
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
+        batch = loaded_sample["buildings"].batch_id
+        box = batch_extent(conn, batch, "buildings")
+        # buildings and underground structures ride in one file: the extent holds both
+        assert isinstance(box, tuple)
+        fb = frame.total_bounds
+        assert box[0] <= fb[0] + 1e-6 and box[1] <= fb[1] + 1e-6
+        assert box[2] >= fb[2] - 1e-6 and box[3] >= fb[3] - 1e-6
+        assert batch_extent(conn, batch, "no-such-kind") == "everywhere"
+    a, b = {"kind": "x", "extent": [0, 0, 1, 1]}, {"kind": "x", "extent": [5, 5, 6, 6]}
+    # a new batch and a replaced one both count; one seen by both builds does not
+    assert sorted(changed_areas({"1": a, "2": b}, {"2": b, "3": a})) == [(0, 0, 1, 1)] * 2
+    assert changed_areas({}, {"4": {"kind": "y", "extent": "everywhere"}}) is None
+    assert changed_areas({"1": a}, {"1": a}) == []

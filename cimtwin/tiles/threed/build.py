@@ -75,8 +75,9 @@ def _schema_of(source: Source) -> dict:
 
 
 def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | None | str:
-    """Extent of a batch's rows over its importer's tables; ``"everywhere"`` for an import
-    kind this installation does not know (its tables cannot be asked)."""
+    """Extent of a batch's rows over its importer's tables (None: it wrote no row);
+    ``"everywhere"`` for an import kind this installation does not know or whose tables have
+    no geometry tagged with the batch (its change cannot be located)."""
     from cimtwin.importers.registry import importer_for
     from cimtwin.spatial import bulk
 
@@ -85,11 +86,13 @@ def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | No
     except ValueError:
         return "everywhere"
     out: Box | None = None
+    asked = False
     for model in models:
         cols = model.__table__.columns
         geoms = [c.name for c in cols if c.type.__class__.__name__ == "Geometry"]
         if not geoms or "batch_id" not in cols:
             continue
+        asked = True
         row = conn.execute(
             sql.SQL(
                 "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
@@ -100,7 +103,8 @@ def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | No
         if row and row[0] is not None:
             b = (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
             out = b if out is None else _box_union(out, b)
-    return out
+    # an import whose rows have no place cannot be located: it may have changed anything
+    return out if asked else "everywhere"
 
 
 def _box_union(a: Box, b: Box) -> Box:
