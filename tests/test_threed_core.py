@@ -489,3 +489,26 @@ def test_batch_extents_and_changed_areas(loaded_sample, database_url):
     assert sorted(changed_areas({"1": a, "2": b}, {"2": b, "3": a})) == [(0, 0, 1, 1)] * 2
     assert changed_areas({}, {"4": {"kind": "y", "extent": "everywhere"}}) is None
     assert changed_areas({"1": a}, {"1": a}) == []
+
+
+def test_a_job_reconnects_when_its_kept_connection_was_closed(fake_db, tmp_path):
+    from cimtwin.db.engine import libpq_dsn
+    from cimtwin.tiles.threed import plan as plan_mod
+
+    placement = Placement(geoid="none")
+    dsn = libpq_dsn(fake_db)
+    job = plan_mod.TileJob(
+        source=FAKE,
+        dsn=dsn,
+        out_dir=str(tmp_path),
+        key=(0, 122, 610),
+        box=plan_mod.tile_box((0, 122, 610), 4096.0),
+        tolerance_m=0.0,
+        schema=_schema(),
+        geoid="none",
+        height_offset_m=placement.offset,
+    )
+    first = plan_mod.run_job(job)
+    plan_mod._connection(dsn).close()  # as a server restart would leave it
+    again = plan_mod.run_job(job)
+    assert first.features == again.features == 144 and first.sha256 == again.sha256

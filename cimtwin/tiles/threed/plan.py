@@ -206,10 +206,16 @@ def jobs_for(
     return out
 
 
-@lru_cache(maxsize=4)
+_CONNECTIONS: dict[str, psycopg.Connection] = {}
+
+
 def _connection(dsn: str) -> psycopg.Connection:
-    # one connection per worker process and database, opened by the first job that needs it
-    return psycopg.connect(dsn, autocommit=True)
+    """The worker's connection to ``dsn``: opened by the first job that needs it, kept for
+    the next jobs, opened again when the server closed it (a restart between builds)."""
+    conn = _CONNECTIONS.get(dsn)
+    if conn is None or conn.closed or conn.broken:
+        conn = _CONNECTIONS[dsn] = psycopg.connect(dsn, autocommit=True)
+    return conn
 
 
 @lru_cache(maxsize=4)
