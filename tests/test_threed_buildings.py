@@ -320,9 +320,17 @@ def test_underground_structures_are_closed_volumes(conn) -> None:
         pos, tri = feature_part(c.mesh, i)
         fp = shapely.from_wkt(wkt)
         assert pos[:, 2].min() == bottom and pos[:, 2].max() == top
-        assert edge_balance(pos, tri) == {}
-        assert signed_volume(pos, tri) == pytest.approx(fp.area * (top - bottom), rel=1e-9)
-        assert roof_outline(pos, tri, top).symmetric_difference(fp).area < 1e-3
+        # two shells over the same surface: one facing out, one facing in (seen from inside)
+        n, centre = normals(pos, tri)
+        inside = np.r_[fp.centroid.x, fp.centroid.y, (top + bottom) / 2]
+        outward = np.einsum("ij,ij->i", n, centre - inside) > 0
+        assert outward.sum() == (~outward).sum() > 0
+        for shell, sign in ((tri[outward], 1.0), (tri[~outward], -1.0)):
+            assert edge_balance(pos, shell) == {}
+            assert signed_volume(pos, shell) == pytest.approx(sign * fp.area * (top - bottom))
+        # no vertex is shared between the shells (the writer's normals would cancel)
+        assert not set(np.unique(tri[outward])) & set(np.unique(tri[~outward]))
+        assert roof_outline(pos, tri[outward], top).symmetric_difference(fp).area < 1e-3
 
 
 # ---------------------------------------------------------------------------------------------

@@ -178,6 +178,10 @@ class Part:
     color: tuple[int, int, int, int]
     roof: bool = True
     floor: bool = False
+    #: also the same faces seen from inside (reversed, on their own vertices so their normals
+    #: point inward): a volume one walks into (a station, a tunnel) shows its walls to a
+    #: viewer inside without a double-sided material, and stays culled from outside
+    inside: bool = False
 
 
 @dataclass
@@ -312,6 +316,9 @@ def solids_mesh(solids: list[Solid], choice: LodChoice) -> Mesh:
             p, t = extrude_outlines(outlines, part.z0, part.z1, roof=part.roof, floor=part.floor)
             if not len(t):
                 continue
+            if part.inside:
+                t = np.concatenate([t, t[:, ::-1] + np.uint32(len(p))])
+                p = np.concatenate([p, p])
             pos.append(p)
             tris.append(t + np.uint32(n))
             rows.append(np.full(len(p), row, dtype=np.uint32))

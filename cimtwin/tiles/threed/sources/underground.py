@@ -1,8 +1,9 @@
 """Underground structures (metro stations and tunnels, passages, utility tunnels) as closed
 volumes: the footprint extruded from ``bottom_elevation_m`` to ``top_elevation_m`` (1985
-heights) with floor, walls and ceiling, since they are looked at from below and around.
-Triangles face outward like every solid; a viewer inside one needs the writer's double-sided
-material to see its walls. Anchored at ``ST_PointOnSurface(footprint)``; far views follow
+heights) with floor, walls and ceiling, since they are looked at from below and around,
+and the same faces again facing inward (``Part.inside``) for a viewer inside one: the writer's
+material is single-sided, so without them a walk through the station would show nothing.
+Anchored at ``ST_PointOnSurface(footprint)``; far views follow
 :func:`cimtwin.tiles.threed.extrusion.choose` like buildings.
 """
 
@@ -47,6 +48,7 @@ class UndergroundRow:
             underground_color(self.kind),
             roof=True,
             floor=True,
+            inside=True,
         )
         return Solid(self.footprint, [part])
 
