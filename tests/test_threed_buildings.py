@@ -418,3 +418,17 @@ def test_the_sample_tilesets_validate(database_url, loaded_sample, tmp_path, til
         for p in parents:
             assert p["geometricError"] > 0
         assert max(manifest["tiles"][k]["features"] for k in keys) <= 40
+
+
+@pytest.mark.parametrize("source", [BuildingsSource(), UndergroundSource()], ids=lambda s: s.id)
+def test_feature_ids_are_the_ogc_api_ids(conn, client, source) -> None:
+    b = source.bounds(conn)
+    assert b is not None
+    content = source.content(conn, (b.box[0], b.box[1], b.box[2] + 1.0, b.box[3] + 1.0), 0.0)
+    assert content is not None
+    code_prop = {"buildings": "building_code", "underground": "code"}[source.id]
+    codes = next(p for p in content.features.properties if p.name == "code").values
+    for fid, code in list(zip(content.features.ids.tolist(), codes, strict=True))[:5]:
+        r = client.get(f"/collections/{source.layer}/items/{fid}")
+        assert r.status_code == 200
+        assert r.json()["id"] == fid and r.json()["properties"][code_prop] == code

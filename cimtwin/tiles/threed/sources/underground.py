@@ -21,6 +21,9 @@ from cimtwin.tiles.threed.colors import underground_color
 from cimtwin.tiles.threed.extrusion import Part, Solid, choose, solids_mesh
 from cimtwin.tiles.threed.mesh import FeatureTable, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
+from cimtwin.tiles.threed.sources.buildings import ogc_id_column
+
+_ID = ogc_id_column("underground")
 
 _IN_BOX = f"""
 FROM {T.underground_structure} AS u
@@ -91,9 +94,9 @@ class UndergroundSource:
         """The structures anchored in ``box``, by id."""
         params = {"x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}
         cur = conn.execute(
-            f"""SELECT u.id, u.code, u.kind, u.name, u.top_elevation_m, u.bottom_elevation_m,
+            f"""SELECT u.{_ID}, u.code, u.kind, u.name, u.top_elevation_m, u.bottom_elevation_m,
                        ST_AsBinary(u.footprint)
-                {_IN_BOX} ORDER BY u.id""",
+                {_IN_BOX} ORDER BY u.{_ID}""",
             params,
         )
         return [
