@@ -432,3 +432,41 @@ def test_feature_ids_are_the_ogc_api_ids(conn, client, source) -> None:
         r = client.get(f"/collections/{source.layer}/items/{fid}")
         assert r.status_code == 200
         assert r.json()["id"] == fid and r.json()["properties"][code_prop] == code
+
+
+def test_far_view_of_a_detailed_footprint_measures_its_simplification(conn) -> None:
+    """A 120-vertex building (inserted in a transaction rolled back afterwards): the parent
+    shows it simplified and reports at least the Hausdorff distance shapely measures."""
+    x, y = conn.execute(
+        "SELECT ST_XMax(ST_Extent(footprint)) + 500, ST_YMin(ST_Extent(footprint))"
+        " FROM cim.building"
+    ).fetchone()
+    t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    r = 50 + 4 * np.sin(7 * t)
+    star = shapely.Polygon(np.c_[x + r * np.cos(t), y + r * np.sin(t)])
+    try:
+        bid = conn.execute(
+            """INSERT INTO cim.building (building_code, use, height_m, floors, underground_floors,
+                                         base_elevation_m, footprint)
+               VALUES ('TEST-STAR', 'office', 30, 8, 0, 70,
+                       ST_Multi(ST_GeomFromText(%s, 4547))) RETURNING id""",
+            (star.wkt,),
+        ).fetchone()[0]
+        box = (x - 100, y - 100, x + 100, y + 100)
+        src = BuildingsSource()
+        full = src.content(conn, box, 0.0)
+        assert full is not None and full.features.ids.tolist() == [bid]
+        assert full.error_m == 0.0
+        pos, tri = feature_part(full.mesh, 0)
+        assert roof_outline(pos, tri, 100.0).symmetric_difference(star).area < 1e-3
+        for tol in (1.0, 3.0):
+            far = src.content(conn, box, tol)
+            assert far is not None and far.features.ids.tolist() == [bid]
+            pos, tri = feature_part(far.mesh, 0)
+            assert len(tri) < len(feature_part(full.mesh, 0)[1])
+            shown = roof_outline(pos, tri, 100.0)
+            truth = shapely.hausdorff_distance(shown, star, densify=0.01)
+            assert truth > 0 and far.error_m >= truth - 1e-6
+            assert pos[:, 2].min() == 70.0 and pos[:, 2].max() == 100.0  # heights kept
+    finally:
+        conn.rollback()
