@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 app = typer.Typer(help="Vector tiles: static export.", no_args_is_help=True)
 
@@ -55,3 +62,85 @@ def export_mvt(
         f"{out}: {counts['tiles_written']:,} tiles written "
         f"({counts['tiles_visited']:,} visited), {out.stat().st_size:,} bytes"
     )
+
+
+@app.command("build-3d")
+def build_3d(
+    layers: str = typer.Option(
+        "",
+        "--layers",
+        help="comma-separated 3D tilesets (terrain,buildings,underground,pipelines,components); "
+        "default: every one whose source is installed",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="output folder (default CIMTWIN_TILES_DIR); one folder per tileset"
+    ),
+    bbox: str | None = typer.Option(
+        None, "--bbox", help="x0,y0,x1,y1 in the storage CRS: rebuild only tiles meeting it"
+    ),
+    grid: str | None = typer.Option(
+        None, "--grid", help="a work grid code: rebuild only tiles meeting its extent"
+    ),
+    changed: bool = typer.Option(
+        False, "--changed", help="rebuild only tiles meeting data imported since the last build"
+    ),
+    jobs: int = typer.Option(
+        0, "--jobs", min=0, help="worker processes (0: one per CPU; 1: in this process)"
+    ),
+) -> None:
+    """Build OGC 3D Tiles 1.1 tilesets from the database into OUT/{id}/tileset.json."""
+    from cimtwin.errors import UserError
+    from cimtwin.settings import get_settings
+    from cimtwin.tiles.threed import registry
+    from cimtwin.tiles.threed.build import build_tileset, grid_box, parse_bbox
+
+    if bbox and grid:
+        raise UserError("--bbox and --grid: give one of them")
+    settings = get_settings()
+    area = parse_bbox(bbox) if bbox else None
+    wanted = [s.strip() for s in layers.split(",") if s.strip()] or registry.available()
+    if not wanted:
+        raise UserError("no 3D tileset source is installed")
+    targets = {name: registry.target_for(name) for name in wanted}
+    if grid:
+        area = grid_box(settings.database_url, grid)
+    folder = out or Path(settings.tiles_dir)
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        results = []
+        for name, target in targets.items():
+            task = progress.add_task(name, total=None)
+
+            def planned(n: int, t: TaskID = task) -> None:
+                progress.update(t, total=n)
+
+            def done(t: TaskID = task) -> None:
+                progress.advance(t)
+
+            results.append(
+                build_tileset(
+                    name,
+                    folder,
+                    database_url=settings.database_url,
+                    target=target,
+                    area=area,
+                    changed=changed,
+                    workers=jobs or None,
+                    on_plan=planned,
+                    on_tile=done,
+                )
+            )
+    for r in results:
+        if r.path is None:
+            console.print(f"{r.tileset}: no data, nothing written")
+        else:
+            console.print(
+                f"{r.path}: {r.built} tiles built, {r.kept} kept, {r.removed} removed; "
+                f"{r.bytes:,} bytes, largest {r.largest:,}"
+            )

@@ -48,6 +48,8 @@ from cimtwin.tiles.threed.tileset import assemble
 
 MANIFEST = "build.json"
 MANIFEST_VERSION = 1
+#: a leaf whose glb is larger is split into its quarters (the issue's 1 MB content bound)
+MAX_CONTENT_BYTES = 1_000_000
 
 
 @dataclass
@@ -172,9 +174,10 @@ def _write_json(path: Path, doc: dict) -> None:
 def _dirty(
     plan: Plan, old_tiles: dict[Key, dict], areas: list[Box] | None, folder: Path
 ) -> set[Key]:
-    """Tiles to rebuild: meeting a changed area, new, re-toleranced, or missing a file, and
-    every ancestor of those."""
-    parents = plan.parents()
+    """Tiles to rebuild: meeting a changed area, new to the tree, re-toleranced (a leaf
+    became a parent or back) or missing their file. Every ancestor of a tile meeting an area
+    meets it too (its box holds the child's), so the parents above a change are rebuilt with
+    it; a parent's content depends on its box and tolerance only, not on its children."""
     dirty: set[Key] = set()
     for key, tile in plan.tiles.items():
         old = old_tiles.get(key)
@@ -186,10 +189,6 @@ def _dirty(
             or (old["path"] is not None and not (folder / old["path"]).is_file())
             or any(meets(tile.box, a) for a in areas)
         ):
-            dirty.add(key)
-    for key in list(dirty):
-        while key in parents:
-            key = parents[key]
             dirty.add(key)
     return dirty
 
@@ -222,6 +221,7 @@ def build_tileset(
     workers: int | None = None,
     placement: Placement | None = None,
     max_depth: int = MAX_DEPTH,
+    max_content_bytes: int = MAX_CONTENT_BYTES,
     on_plan: Callable[[int], None] | None = None,
     on_tile: Callable[[], None] | None = None,
 ) -> BuildResult:
@@ -244,6 +244,10 @@ def build_tileset(
     manifest = _read_manifest(folder)
     if manifest is not None and manifest.get("settings") != settings_key:
         manifest = None  # another source, placement or schema: nothing can be kept
+    if manifest is None:
+        shutil.rmtree(folder / "tiles", ignore_errors=True)  # nothing there is known
+    old_tiles = {parse_key(k): v for k, v in ((manifest or {}).get("tiles") or {}).items()}
+    split = {parse_key(k) for k in (manifest or {}).get("split", [])}
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             batches = seen_batches(conn, source, (manifest or {}).get("batches", {}))
@@ -256,34 +260,56 @@ def build_tileset(
                 else:
                     areas = [area]
             clip = area if manifest is None else None
-            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth)
+            result = BuildResult(tileset_id, None, changed_areas=areas)
+            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+            if plan is None or not plan.tiles:
+                _remove_output(folder)
+                return result
+            todo = _dirty(plan, old_tiles, areas if manifest else None, folder)
+            result.planned = len(todo)
+            if on_plan:
+                on_plan(result.planned)
+            summaries: dict[Key, TileSummary] = {
+                k: TileSummary.from_json(v) for k, v in old_tiles.items() if k in plan.tiles
+            }
+            rebuilt: set[Key] = set()
+            while todo:
+                jobs = jobs_for(
+                    plan,
+                    todo,
+                    source=target,
+                    dsn=dsn,
+                    out_dir=folder,
+                    schema=tileset_schema,
+                    placement=placement,
+                )
+                for summary in run_jobs(jobs, workers or os.cpu_count() or 1, on_tile):
+                    summaries[summary.key] = summary
+                    rebuilt.add(summary.key)
+                    result.built += 1
+                # a leaf over the byte budget is split (and stays split in later builds)
+                over = {
+                    k
+                    for k in todo
+                    if plan.tiles[k].leaf
+                    and summaries[k].bytes > max_content_bytes
+                    and summaries[k].features > 1
+                    and k[0] < max_depth
+                }
+                if not over:
+                    break
+                split |= over
+                plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+                assert plan is not None
+                done = {k: s.to_json() for k, s in summaries.items() if k in plan.tiles}
+                todo = _dirty(plan, done, [], folder)
+                result.planned += len(todo)
+                if on_plan:
+                    on_plan(result.planned)
+            summaries = {k: s for k, s in summaries.items() if k in plan.tiles}
     except psycopg.OperationalError as exc:
         raise UserError(f"database unreachable: {str(exc).splitlines()[0]}") from exc
-
-    result = BuildResult(tileset_id, None, changed_areas=areas)
-    old_tiles = {parse_key(k): v for k, v in ((manifest or {}).get("tiles") or {}).items()}
-    if plan is None or not plan.tiles:
-        _remove_output(folder)
-        return result
-    todo = _dirty(plan, old_tiles, areas if manifest else None, folder)
-    result.planned, result.kept = len(todo), len(plan.tiles) - len(todo)
-    if on_plan:
-        on_plan(len(todo))
-    jobs = jobs_for(
-        plan,
-        todo,
-        source=target,
-        dsn=dsn,
-        out_dir=folder,
-        schema=tileset_schema,
-        placement=placement,
-    )
-    summaries: dict[Key, TileSummary] = {
-        k: TileSummary.from_json(v) for k, v in old_tiles.items() if k in plan.tiles
-    }
-    for summary in run_jobs(jobs, workers or os.cpu_count() or 1, on_tile):
-        summaries[summary.key] = summary
-        result.built += 1
+    result.kept = len(set(plan.tiles) - rebuilt)
     # files of tiles the tree no longer has
     for key, old in old_tiles.items():
         if key not in plan.tiles and old.get("path"):
@@ -306,6 +332,7 @@ def build_tileset(
             "settings": settings_key,
             "batches": batches,
             "last_batch": max((int(k) for k in batches), default=0),
+            "split": sorted(key_str(k) for k in split if k in plan.tiles),
             "tiles": {key_str(k): s.to_json() for k, s in sorted(summaries.items())},
         },
     )
@@ -331,3 +358,14 @@ def grid_box(database_url: str | None, code: str) -> Box:
     if row is None or row[0] is None:
         raise UserError(f"--grid: no work grid with code {code!r}")
     return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+def parse_bbox(text: str) -> Box:
+    """``x0,y0,x1,y1`` (storage CRS) from the command line."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--bbox {text!r}: give x0,y0,x1,y1 (four numbers)") from None
+    if not (x0 < x1 and y0 < y1):
+        raise UserError(f"--bbox {text!r}: x0 < x1 and y0 < y1 are needed")
+    return (x0, y0, x1, y1)
