@@ -320,9 +320,17 @@ def test_underground_structures_are_closed_volumes(conn) -> None:
         pos, tri = feature_part(c.mesh, i)
         fp = shapely.from_wkt(wkt)
         assert pos[:, 2].min() == bottom and pos[:, 2].max() == top
-        assert edge_balance(pos, tri) == {}
-        assert signed_volume(pos, tri) == pytest.approx(fp.area * (top - bottom), rel=1e-9)
-        assert roof_outline(pos, tri, top).symmetric_difference(fp).area < 1e-3
+        # two shells over the same surface: one facing out, one facing in (seen from inside)
+        n, centre = normals(pos, tri)
+        inside = np.r_[fp.centroid.x, fp.centroid.y, (top + bottom) / 2]
+        outward = np.einsum("ij,ij->i", n, centre - inside) > 0
+        assert outward.sum() == (~outward).sum() > 0
+        for shell, sign in ((tri[outward], 1.0), (tri[~outward], -1.0)):
+            assert edge_balance(pos, shell) == {}
+            assert signed_volume(pos, shell) == pytest.approx(sign * fp.area * (top - bottom))
+        # no vertex is shared between the shells (the writer's normals would cancel)
+        assert not set(np.unique(tri[outward])) & set(np.unique(tri[~outward]))
+        assert roof_outline(pos, tri[outward], top).symmetric_difference(fp).area < 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,3 +418,55 @@ def test_the_sample_tilesets_validate(database_url, loaded_sample, tmp_path, til
         for p in parents:
             assert p["geometricError"] > 0
         assert max(manifest["tiles"][k]["features"] for k in keys) <= 40
+
+
+@pytest.mark.parametrize("source", [BuildingsSource(), UndergroundSource()], ids=lambda s: s.id)
+def test_feature_ids_are_the_ogc_api_ids(conn, client, source) -> None:
+    b = source.bounds(conn)
+    assert b is not None
+    content = source.content(conn, (b.box[0], b.box[1], b.box[2] + 1.0, b.box[3] + 1.0), 0.0)
+    assert content is not None
+    code_prop = {"buildings": "building_code", "underground": "code"}[source.id]
+    codes = next(p for p in content.features.properties if p.name == "code").values
+    for fid, code in list(zip(content.features.ids.tolist(), codes, strict=True))[:5]:
+        r = client.get(f"/collections/{source.layer}/items/{fid}")
+        assert r.status_code == 200
+        assert r.json()["id"] == fid and r.json()["properties"][code_prop] == code
+
+
+def test_far_view_of_a_detailed_footprint_measures_its_simplification(conn) -> None:
+    """A 120-vertex building (inserted in a transaction rolled back afterwards): the parent
+    shows it simplified and reports at least the Hausdorff distance shapely measures."""
+    x, y = conn.execute(
+        "SELECT ST_XMax(ST_Extent(footprint)) + 500, ST_YMin(ST_Extent(footprint))"
+        " FROM cim.building"
+    ).fetchone()
+    t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    r = 50 + 4 * np.sin(7 * t)
+    star = shapely.Polygon(np.c_[x + r * np.cos(t), y + r * np.sin(t)])
+    try:
+        bid = conn.execute(
+            """INSERT INTO cim.building (building_code, use, height_m, floors, underground_floors,
+                                         base_elevation_m, footprint)
+               VALUES ('TEST-STAR', 'office', 30, 8, 0, 70,
+                       ST_Multi(ST_GeomFromText(%s, 4547))) RETURNING id""",
+            (star.wkt,),
+        ).fetchone()[0]
+        box = (x - 100, y - 100, x + 100, y + 100)
+        src = BuildingsSource()
+        full = src.content(conn, box, 0.0)
+        assert full is not None and full.features.ids.tolist() == [bid]
+        assert full.error_m == 0.0
+        pos, tri = feature_part(full.mesh, 0)
+        assert roof_outline(pos, tri, 100.0).symmetric_difference(star).area < 1e-3
+        for tol in (1.0, 3.0):
+            far = src.content(conn, box, tol)
+            assert far is not None and far.features.ids.tolist() == [bid]
+            pos, tri = feature_part(far.mesh, 0)
+            assert len(tri) < len(feature_part(full.mesh, 0)[1])
+            shown = roof_outline(pos, tri, 100.0)
+            truth = shapely.hausdorff_distance(shown, star, densify=0.01)
+            assert truth > 0 and far.error_m >= truth - 1e-6
+            assert pos[:, 2].min() == 70.0 and pos[:, 2].max() == 100.0  # heights kept
+    finally:
+        conn.rollback()

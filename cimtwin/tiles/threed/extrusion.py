@@ -50,26 +50,37 @@ def polygons(geom: BaseGeometry | None) -> list[Polygon]:
     return out
 
 
-def _rings(poly: Polygon) -> list[np.ndarray]:
-    """Ring coordinates (x, y) without the closing vertex: exterior first, then holes."""
-    return [
+@dataclass(frozen=True)
+class Outline:
+    """A polygon ready to extrude: its ring vertices (x, y; exterior then holes, no closing
+    vertex), each vertex's successor along its ring, and its triangulation (counter-clockwise
+    seen from above). Computed once per footprint, used by every prism over it."""
+
+    verts: np.ndarray  # (n, 2) float64
+    succ: np.ndarray  # (n,) index of the next vertex of the same ring
+    triangles: np.ndarray  # (m, 3) uint32 into verts
+
+
+def outline(poly: Polygon) -> Outline:
+    """The :class:`Outline` of a valid, oriented polygon (:func:`polygons`)."""
+    rings = [
         np.asarray(r.coords, dtype=np.float64)[:-1, :2] for r in [poly.exterior, *poly.interiors]
     ]
-
-
-def triangulate(poly: Polygon) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices (n, 2), triangles (m, 3)) of a polygon with holes, every triangle
-    counter-clockwise seen from above (+z)."""
-    rings = [r for r in _rings(poly) if len(r) >= 3]
+    rings = [r for r in rings if len(r) >= 3]
     if not rings:
-        return np.empty((0, 2)), np.empty((0, 3), dtype=np.uint32)
+        return Outline(np.empty((0, 2)), np.empty(0, dtype=np.intp), np.empty((0, 3), np.uint32))
     verts = np.concatenate(rings)
-    ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
+    lengths = np.array([len(r) for r in rings])
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    local = np.arange(len(verts)) - np.repeat(starts, lengths)
+    succ = np.repeat(starts, lengths) + (local + 1) % np.repeat(lengths, lengths)
     # earcut works in double precision; subtracting the first vertex keeps it exact at
     # easting/northing magnitudes (5e5, 2.5e6 m)
-    origin = verts[0]
-    tri = np.asarray(mapbox_earcut.triangulate_float64(verts - origin, ends), dtype=np.uint32)
-    tri = tri.reshape(-1, 3)
+    tri = np.asarray(
+        mapbox_earcut.triangulate_float64(verts - verts[0], ends.astype(np.uint32)),
+        dtype=np.uint32,
+    ).reshape(-1, 3)
     if len(tri):
         a, b, c = verts[tri[:, 0]], verts[tri[:, 1]], verts[tri[:, 2]]
         cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (
@@ -78,46 +89,53 @@ def triangulate(poly: Polygon) -> tuple[np.ndarray, np.ndarray]:
         flip = cross < 0
         tri[flip] = tri[flip][:, ::-1]
         tri = tri[cross != 0]
-    return verts, tri
+    return Outline(verts, succ, tri)
+
+
+def triangulate(poly: Polygon) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (n, 2), triangles (m, 3)) of a polygon with holes, every triangle
+    counter-clockwise seen from above (+z)."""
+    o = outline(poly)
+    return o.verts, o.triangles
+
+
+def prism_of(
+    o: Outline, z0: float, z1: float, *, roof: bool = True, floor: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions (n, 3), triangles (m, 3)) of the solid between heights z0 < z1 over an
+    outline: walls always, roof and floor when asked, each face with its own vertices."""
+    k = len(o.verts)
+    if k == 0:
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.uint32)
+    a, b = o.verts, o.verts[o.succ]
+    # per edge: a0 b0 b1 a1; (a0, b0, b1) and (a0, b1, a1) face right of a->b, which is
+    # outward for a counter-clockwise exterior and for a clockwise hole
+    quad = np.empty((k, 4, 3))
+    quad[:, 0, :2], quad[:, 0, 2] = a, z0
+    quad[:, 1, :2], quad[:, 1, 2] = b, z0
+    quad[:, 2, :2], quad[:, 2, 2] = b, z1
+    quad[:, 3, :2], quad[:, 3, 2] = a, z1
+    base = 4 * np.arange(k, dtype=np.uint32)[:, None]
+    pos = [quad.reshape(-1, 3)]
+    tris = [base + np.array([0, 1, 2], np.uint32), base + np.array([0, 2, 3], np.uint32)]
+    n = 4 * k
+    if len(o.triangles):
+        for wanted, z, order in ((roof, z1, [0, 1, 2]), (floor, z0, [0, 2, 1])):
+            if not wanted:
+                continue
+            p = np.empty((k, 3))
+            p[:, :2], p[:, 2] = o.verts, z
+            pos.append(p)
+            tris.append(o.triangles[:, order] + np.uint32(n))
+            n += k
+    return np.concatenate(pos), np.concatenate(tris).astype(np.uint32)
 
 
 def prism(
     poly: Polygon, z0: float, z1: float, *, roof: bool = True, floor: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions (n, 3), triangles (m, 3)) of the solid between heights z0 < z1 over a valid,
-    oriented polygon (:func:`polygons`): walls always, roof and floor when asked."""
-    pos: list[np.ndarray] = []
-    tris: list[np.ndarray] = []
-    n = 0
-    for ring in _rings(poly):
-        a = ring
-        b = np.roll(ring, -1, axis=0)
-        k = len(ring)
-        # per edge: a0 b0 b1 a1; (a0, b0, b1) and (a0, b1, a1) face right of a->b, which is
-        # outward for a counter-clockwise exterior and for a clockwise hole
-        quad = np.empty((k, 4, 3))
-        quad[:, 0, :2], quad[:, 0, 2] = a, z0
-        quad[:, 1, :2], quad[:, 1, 2] = b, z0
-        quad[:, 2, :2], quad[:, 2, 2] = b, z1
-        quad[:, 3, :2], quad[:, 3, 2] = a, z1
-        base = n + 4 * np.arange(k, dtype=np.uint32)[:, None]
-        t = np.concatenate([base + [0, 1, 2], base + [0, 2, 3]])
-        pos.append(quad.reshape(-1, 3))
-        tris.append(t)
-        n += 4 * k
-    if roof or floor:
-        verts, tri = triangulate(poly)
-        for wanted, z, order in ((roof, z1, [0, 1, 2]), (floor, z0, [0, 2, 1])):
-            if not wanted or not len(tri):
-                continue
-            p = np.empty((len(verts), 3))
-            p[:, :2], p[:, 2] = verts, z
-            pos.append(p)
-            tris.append(tri[:, order] + n)
-            n += len(verts)
-    if not pos:
-        return np.empty((0, 3)), np.empty((0, 3), dtype=np.uint32)
-    return np.concatenate(pos), np.concatenate(tris).astype(np.uint32)
+    """:func:`prism_of` a valid, oriented polygon (:func:`polygons`)."""
+    return prism_of(outline(poly), z0, z1, roof=roof, floor=floor)
 
 
 def extrude(
@@ -125,22 +143,22 @@ def extrude(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`prism` of every polygon of any footprint geometry, in one vertex array;
     empty when the geometry has no area or the height range is empty."""
-    return extrude_polygons(polygons(geom), z0, z1, roof=roof, floor=floor)
+    return extrude_outlines([outline(p) for p in polygons(geom)], z0, z1, roof=roof, floor=floor)
 
 
-def extrude_polygons(
-    polys: list[Polygon], z0: float, z1: float, *, roof: bool = True, floor: bool = False
+def extrude_outlines(
+    outlines: list[Outline], z0: float, z1: float, *, roof: bool = True, floor: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`extrude` of polygons already repaired and oriented by :func:`polygons`."""
+    """:func:`prism_of` several outlines (a multi-polygon footprint) in one vertex array."""
     pos: list[np.ndarray] = []
     tris: list[np.ndarray] = []
     n = 0
     if not z1 > z0:
         return np.empty((0, 3)), np.empty((0, 3), dtype=np.uint32)
-    for poly in polys:
-        p, t = prism(poly, z0, z1, roof=roof, floor=floor)
+    for o in outlines:
+        p, t = prism_of(o, z0, z1, roof=roof, floor=floor)
         pos.append(p)
-        tris.append(t + n)
+        tris.append(t + np.uint32(n))
         n += len(p)
     if not pos:
         return np.empty((0, 3)), np.empty((0, 3), dtype=np.uint32)
@@ -160,6 +178,10 @@ class Part:
     color: tuple[int, int, int, int]
     roof: bool = True
     floor: bool = False
+    #: also the same faces seen from inside (reversed, on their own vertices so their normals
+    #: point inward): a volume one walks into (a station, a tunnel) shows its walls to a
+    #: viewer inside without a double-sided material, and stays culled from outside
+    inside: bool = False
 
 
 @dataclass
@@ -283,13 +305,27 @@ def choose(solids: list[Solid], tolerance_m: float, budget: int) -> LodChoice:
 def solids_mesh(solids: list[Solid], choice: LodChoice) -> Mesh:
     """One mesh of the chosen solids; vertex feature = the solid's row in the tile (its rank
     among the kept ones)."""
-    meshes = []
-    for row, (i, fp) in enumerate(zip(choice.kept, choice.footprints, strict=True)):
+    pos: list[np.ndarray] = []
+    tris: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    colors: list[np.ndarray] = []
+    n = 0
+    for row, (i, polys) in enumerate(zip(choice.kept, choice.footprints, strict=True)):
+        outlines = [outline(p) for p in polys]
         for part in solids[i].parts:
-            pos, tri = extrude_polygons(fp, part.z0, part.z1, roof=part.roof, floor=part.floor)
-            if len(tri):
-                n = len(pos)
-                meshes.append(
-                    Mesh(pos, tri, np.full(n, row), np.tile(np.asarray(part.color), (n, 1)))
-                )
-    return Mesh.concat(meshes)
+            p, t = extrude_outlines(outlines, part.z0, part.z1, roof=part.roof, floor=part.floor)
+            if not len(t):
+                continue
+            if part.inside:
+                t = np.concatenate([t, t[:, ::-1] + np.uint32(len(p))])
+                p = np.concatenate([p, p])
+            pos.append(p)
+            tris.append(t + np.uint32(n))
+            rows.append(np.full(len(p), row, dtype=np.uint32))
+            colors.append(np.broadcast_to(np.asarray(part.color, dtype=np.uint8), (len(p), 4)))
+            n += len(p)
+    if not pos:
+        return Mesh.concat([])
+    return Mesh(
+        np.concatenate(pos), np.concatenate(tris), np.concatenate(rows), np.concatenate(colors)
+    )

@@ -25,6 +25,7 @@ import psycopg
 import shapely
 
 from cimtwin.spatial.base import SRID
+from cimtwin.spatial.catalogue import get_collection
 from cimtwin.spatial.sql_toolkit import T
 from cimtwin.tiles.threed.colors import building_color, shade
 from cimtwin.tiles.threed.extrusion import Part, Solid, choose, solids_mesh
@@ -53,6 +54,17 @@ def drawn_height_m(height_m: float | None, floors: int | None) -> float:
         return floors * DEFAULT_STOREY_M
     return DEFAULT_STOREY_M
 
+
+def ogc_id_column(layer_id: str) -> str:
+    """The quoted id column of an OGC API Features collection (the catalogue's allow-list):
+    the feature ids of a 3D tileset are that collection's ids."""
+    layer = get_collection(layer_id)
+    if layer is None:
+        raise RuntimeError(f"no OGC API Features collection {layer_id!r} in the catalogue")
+    return '"' + layer.id_column.replace('"', '""') + '"'
+
+
+_ID = ogc_id_column("buildings")
 
 # the same rules in SQL, for the extent without fetching every building
 _STOREY_SQL = (
@@ -152,11 +164,11 @@ class BuildingsSource:
         """The buildings anchored in ``box``, by id; with ``largest``, only that many, the
         largest by :attr:`~cimtwin.tiles.threed.extrusion.Solid.size` (computed in SQL by the
         same rules), so a parent over a large box reads a bounded number of rows."""
-        order, params = "b.id", _box(box)
+        order, params = f"b.{_ID}", _box(box)
         if largest is not None:
-            order, params["largest"] = _SIZE_SQL + " DESC, b.id LIMIT %(largest)s", largest
+            order, params["largest"] = f"{_SIZE_SQL} DESC, b.{_ID} LIMIT %(largest)s", largest
         cur = conn.execute(
-            f"""SELECT b.id, b.building_code, b.name, b.use, b.height_m, b.floors,
+            f"""SELECT b.{_ID}, b.building_code, b.name, b.use, b.height_m, b.floors,
                        COALESCE(b.underground_floors, 0), b.base_elevation_m, b.grid_code,
                        ST_AsBinary(b.footprint)
                 {_IN_BOX} ORDER BY {order}""",

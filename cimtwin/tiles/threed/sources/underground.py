@@ -1,8 +1,9 @@
 """Underground structures (metro stations and tunnels, passages, utility tunnels) as closed
 volumes: the footprint extruded from ``bottom_elevation_m`` to ``top_elevation_m`` (1985
-heights) with floor, walls and ceiling, since they are looked at from below and around.
-Triangles face outward like every solid; a viewer inside one needs the writer's double-sided
-material to see its walls. Anchored at ``ST_PointOnSurface(footprint)``; far views follow
+heights) with floor, walls and ceiling, since they are looked at from below and around,
+and the same faces again facing inward (``Part.inside``) for a viewer inside one: the writer's
+material is single-sided, so without them a walk through the station would show nothing.
+Anchored at ``ST_PointOnSurface(footprint)``; far views follow
 :func:`cimtwin.tiles.threed.extrusion.choose` like buildings.
 """
 
@@ -20,6 +21,9 @@ from cimtwin.tiles.threed.colors import underground_color
 from cimtwin.tiles.threed.extrusion import Part, Solid, choose, solids_mesh
 from cimtwin.tiles.threed.mesh import FeatureTable, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
+from cimtwin.tiles.threed.sources.buildings import ogc_id_column
+
+_ID = ogc_id_column("underground")
 
 _IN_BOX = f"""
 FROM {T.underground_structure} AS u
@@ -47,6 +51,7 @@ class UndergroundRow:
             underground_color(self.kind),
             roof=True,
             floor=True,
+            inside=True,
         )
         return Solid(self.footprint, [part])
 
@@ -89,9 +94,9 @@ class UndergroundSource:
         """The structures anchored in ``box``, by id."""
         params = {"x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3]}
         cur = conn.execute(
-            f"""SELECT u.id, u.code, u.kind, u.name, u.top_elevation_m, u.bottom_elevation_m,
+            f"""SELECT u.{_ID}, u.code, u.kind, u.name, u.top_elevation_m, u.bottom_elevation_m,
                        ST_AsBinary(u.footprint)
-                {_IN_BOX} ORDER BY u.id""",
+                {_IN_BOX} ORDER BY u.{_ID}""",
             params,
         )
         return [
