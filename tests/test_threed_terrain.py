@@ -43,15 +43,31 @@ def tif_bilinear(dem, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return map_coordinates(values, [row - 0.5, col - 0.5], order=1, cval=np.nan)
 
 
-def quadtree(source: TerrainSource, conn, box: Box, depth: int = 0) -> Iterator[tuple[Box, int]]:
-    """Leaves of a quadtree split while a box holds more blocks than a leaf may."""
-    if source.count(conn, box) <= source.max_features_per_tile or depth > 12:
-        yield box, depth
+def anchors(conn) -> np.ndarray:
+    return np.array(
+        conn.execute(
+            f"SELECT ST_X(anchor), ST_Y(anchor) FROM {SCHEMA}.terrain_dem_block"
+        ).fetchall()
+    )
+
+
+def in_box(points: np.ndarray, box: Box) -> np.ndarray:
+    """Half-open box membership, as the tiler anchors features."""
+    x, y = points[:, 0], points[:, 1]
+    return (x >= box[0]) & (x < box[2]) & (y >= box[1]) & (y < box[3])
+
+
+def quadtree(points: np.ndarray, box: Box, most: int = 2) -> Iterator[Box]:
+    """Boxes of a quadtree split while they anchor more than ``most`` blocks (the test's own
+    tree: each box then is a small piece of ground to ask the source for)."""
+    if in_box(points, box).sum() <= most:
+        if in_box(points, box).any():
+            yield box
         return
     x0, y0, x1, y1 = box
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
     for b in ((x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)):
-        yield from quadtree(source, conn, b, depth + 1)
+        yield from quadtree(points, b, most)
 
 
 def root_box(source: TerrainSource, conn) -> Box:
@@ -111,12 +127,12 @@ def test_leaves_follow_the_dem_within_their_measured_error(conn, dem) -> None:
     ).fetchone()
     values, transform = dem
     assert (height, width) == values.shape
-    leaves = [(b, d) for b, d in quadtree(source, conn, root_box(source, conn))]
+    leaves = list(quadtree(anchors(conn), root_box(source, conn)))
     dem_id = conn.execute(f"SELECT id FROM {SCHEMA}.terrain_dem").fetchone()
     assert dem_id is not None
     total = 0
     blocks = conn.execute(f"SELECT count(*) FROM {SCHEMA}.terrain_dem_block").fetchone()
-    for box, _ in leaves[:: max(1, len(leaves) // 6)]:
+    for box in leaves[:: max(1, len(leaves) // 6)]:
         content = source.content(conn, box, 0.0)
         if content is None:
             continue
@@ -138,7 +154,6 @@ def test_leaves_follow_the_dem_within_their_measured_error(conn, dem) -> None:
         assert ((col % stride == 0) | (col == width - 1)).all()
         assert ((row % stride == 0) | (row == height - 1)).all()
     assert total >= 3 and blocks is not None
-    assert sum(source.count(conn, b) for b, _ in leaves) == blocks[0]
 
 
 @pytest.mark.parametrize("tolerance", [0.001, 0.05, 1.0])
@@ -170,7 +185,7 @@ def test_buildings_stand_on_the_terrain(conn, dem) -> None:
     source = TerrainSource()
     on_mesh = np.full(len(pts), np.nan)
     leaf_error = 0.0
-    for box, _ in quadtree(source, conn, root_box(source, conn)):
+    for box in quadtree(anchors(conn), root_box(source, conn)):
         content = source.content(conn, box, 0.0)
         if content is None:
             continue
@@ -211,9 +226,10 @@ def test_sample_terrain_tileset_builds_and_validates(conn, database_url: str, tm
     blocks = conn.execute(f"SELECT count(*) FROM {SCHEMA}.terrain_dem_block").fetchone()
     assert blocks is not None
     # every DEM block is drawn in exactly one leaf; each tile has one feature (the DEM)
-    source = TerrainSource()
+    points = anchors(conn)
     boxes = [tile_box(parse_key(_key(t)), ROOT_TILE_M) for t in leaves]
-    assert sum(source.count(conn, b) for b in boxes) == blocks[0]
+    assert (sum(in_box(points, b).astype(int) for b in boxes) == 1).all()
+    assert len(points) == blocks[0]
     assert {manifest["tiles"][_key(t)]["features"] for t in leaves} == {1}
     # a parent's geometric error is at least the error measured for its content
     for t in tiles:
@@ -232,3 +248,60 @@ def test_sample_terrain_tileset_builds_and_validates(conn, database_url: str, tm
 
 def _key(tile: dict) -> str:
     return tile["content"]["uri"].removeprefix("tiles/").removesuffix(".glb")
+
+
+def test_rough_dem_builds_a_bounded_multi_level_tree(scratch_database: str, tmp_path) -> None:
+    """A rough DEM (no node can be left out within 1 cm) is split into leaves of at most
+    MAX_BLOCKS full-detail blocks, parents carry their measured error, and it validates."""
+    import json
+
+    import pygltflib
+    from rasterio.transform import from_origin
+
+    from cimtwin.importers.registry import importer_for
+    from cimtwin.importers.runner import ImportOptions, run_import
+    from cimtwin.tiles.threed.build import build_tileset
+    from cimtwin.tiles.threed.sources.terrain import MAX_BLOCKS
+    from tests.threed_check import validate
+
+    rng = np.random.default_rng(3)
+    z = 60 + np.cumsum(rng.normal(0, 0.3, (300, 300)), axis=1).astype(np.float32)
+    tif = tmp_path / "rough.tif"
+    profile = {"driver": "GTiff", "width": 300, "height": 300, "count": 1, "dtype": "float32"}
+    with rasterio.open(
+        tif, "w", crs="EPSG:4547", transform=from_origin(502000, 2501800, 2, 2), **profile
+    ) as dst:
+        dst.write(z, 1)
+    run_import(importer_for("dem"), [tif], ImportOptions(dataset="t:rough"), scratch_database)
+    with psycopg.connect(libpq_dsn(scratch_database)) as c:
+        stride, n_blocks, nodes = c.execute(
+            f"SELECT leaf_stride, (SELECT count(*) FROM {SCHEMA}.terrain_dem_block), "
+            f"(SELECT sum(rows * cols) FROM {SCHEMA}.terrain_dem_block) FROM {SCHEMA}.terrain_dem"
+        ).fetchone()
+        source = TerrainSource()
+        # at stride 1 a block weighs its nodes over a full block's (edge blocks are smaller)
+        assert stride == 1 and n_blocks == 25
+        assert source.count(c, root_box(source, c)) == int(np.ceil(nodes / 65**2))
+    result = build_tileset("terrain", tmp_path / "out", database_url=scratch_database, workers=1)
+    assert result.path is not None and result.largest < 1_000_000
+    validate(result.path)
+    doc = json.loads(result.path.read_text())
+    manifest = json.loads((tmp_path / "out" / "terrain" / "build.json").read_text())
+
+    def walk(tile: dict, depth: int = 0):
+        yield tile, depth
+        for child in tile.get("children", []):
+            yield from walk(child, depth + 1)
+
+    tiles = list(walk(doc["root"]))
+    assert max(d for _, d in tiles) >= 2
+    for tile, _ in tiles:
+        if "content" not in tile:
+            continue
+        g = pygltflib.GLTF2.load_binary(str(tmp_path / "out" / "terrain" / tile["content"]["uri"]))
+        vertices = g.accessors[g.meshes[0].primitives[0].attributes.POSITION].count
+        assert vertices <= MAX_BLOCKS * 65 * 65
+        if tile.get("children"):  # a parent: coarser than its children, error measured
+            assert manifest["tiles"][_key(tile)]["error_m"] > 0.05
+        else:
+            assert tile["geometricError"] == 0.0

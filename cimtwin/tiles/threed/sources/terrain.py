@@ -18,10 +18,10 @@ is a grid already, its cell-level mesh is exact at full detail, the error of a c
 measured cheaply and exactly at every DEM node, and pydelatin/pymartini are not installed.
 
 Features: a DEM block (:data:`~cimtwin.spatial.terrain.BLOCK` cells square) is the unit the
-tree counts and anchors (its centre), so a leaf holds at most ``max_features_per_tile``
-blocks. In the content, the blocks of one DEM are one feature: id = the ``terrain_dem`` row
-id, properties ``dataset`` and ``source_file`` (no OGC collection serves DEMs: ``layer`` is
-None).
+tree anchors (its centre) and counts, weighted by the vertices it has at leaf detail, so a
+leaf stays within a vertex budget (about 0.5 MB of glb) however smooth the DEM. In the
+content, the blocks of one DEM are one feature: id = the ``terrain_dem`` row id, properties
+``dataset`` and ``source_file`` (no OGC collection serves DEMs: ``layer`` is None).
 
 Detail: a leaf takes every ``leaf_stride``-th DEM node, the stride fixed per DEM at import as
 the largest power of two keeping the mesh within ``LEAF_TOLERANCE_M`` (1 cm) of every node
@@ -35,6 +35,7 @@ side can show a crack up to the coarser one's error (no skirts yet).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,10 +152,20 @@ class TerrainSource:
         return Bounds((row[0], row[1], row[2], row[3]), float(row[4]), float(row[5]))
 
     def count(self, conn: psycopg.Connection, box: Box) -> int:
+        """The blocks anchored in ``box``, in units of a full-detail block: a block counts as
+        the vertices its leaf mesh has (at the DEM's leaf stride) over (BLOCK + 1)^2, so a
+        leaf's content stays within the vertex budget whether the DEM is rough (stride 1:
+        MAX_BLOCKS blocks a leaf) or smooth (many blocks a leaf, few vertices each)."""
         row = conn.execute(
-            f"SELECT count(*) FROM {T.terrain_dem_block} b WHERE {_ANCHORED}", _box_params(box)
+            "SELECT count(*), sum(((b.rows + d.leaf_stride - 2) / d.leaf_stride + 1)::float8 "
+            "* ((b.cols + d.leaf_stride - 2) / d.leaf_stride + 1)) "
+            f"FROM {T.terrain_dem_block} b JOIN {T.terrain_dem} d ON d.id = b.dem_id "
+            f"WHERE {_ANCHORED}",
+            _box_params(box),
         ).fetchone()
-        return int(row[0]) if row else 0
+        if not row or not row[0]:
+            return 0
+        return max(1, math.ceil(row[1] / (BLOCK + 1) ** 2 - 1e-9))
 
     def surfaces(self, conn: psycopg.Connection, box: Box) -> list[tuple[tuple, Surface]]:
         """Per DEM with blocks anchored in ``box``: (its id, dataset, source file, lowest and
