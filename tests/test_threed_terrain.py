@@ -305,3 +305,17 @@ def test_rough_dem_builds_a_bounded_multi_level_tree(scratch_database: str, tmp_
             assert manifest["tiles"][_key(tile)]["error_m"] > 0.05
         else:
             assert tile["geometricError"] == 0.0
+
+
+def test_sample_pipes_lie_under_the_terrain(conn, dem) -> None:
+    """Every vertex of every sample pipe's centre line is below the DEM's ground there."""
+    pts = np.array(
+        conn.execute(
+            "SELECT ST_X(d.geom), ST_Y(d.geom), ST_Z(d.geom) FROM "
+            f"{SCHEMA}.pipeline_segment s, ST_DumpPoints(s.geom) d"
+        ).fetchall()
+    )
+    assert len(pts) > 1000
+    ground = tif_bilinear(dem, pts[:, 0], pts[:, 1])
+    assert np.isfinite(ground).all()
+    assert (pts[:, 2] < ground).all()
