@@ -78,9 +78,21 @@ def root_box(source: TerrainSource, conn) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
+def surface_triangles(content: TileContent) -> np.ndarray:
+    """The triangles with an area seen from above (not the vertical skirts)."""
+    p, t = content.mesh.positions, content.mesh.triangles
+    a, b, c = p[t[:, 0]], p[t[:, 1]], p[t[:, 2]]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    return t[np.abs(area) > 1e-6]
+
+
+def surface_vertices(content: TileContent) -> np.ndarray:
+    return content.mesh.positions[np.unique(surface_triangles(content))]
+
+
 def heights_on_mesh(content: TileContent, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The mesh's height above each (x, y) by barycentric interpolation (NaN: not covered)."""
-    p, t = content.mesh.positions, content.mesh.triangles
+    p, t = content.mesh.positions, surface_triangles(content)
     out = np.full(len(x), np.nan)
     a, b, c = p[t[:, 0]], p[t[:, 1]], p[t[:, 2]]
     for k in range(len(x)):
@@ -99,7 +111,7 @@ def node_errors(content: TileContent, dem) -> np.ndarray:
     """|mesh - DEM| at every GeoTIFF node under each triangle of the content."""
     values, transform = dem
     inv = ~transform
-    p, t = content.mesh.positions, content.mesh.triangles
+    p, t = content.mesh.positions, surface_triangles(content)
     diffs = []
     for tri in p[t]:
         cols, rows = inv @ (tri[:, 0], tri[:, 1])
@@ -138,7 +150,7 @@ def test_leaves_follow_the_dem_within_their_measured_error(conn, dem) -> None:
             continue
         total += 1
         assert content.error_m <= LEAF_TOLERANCE_M
-        p = content.mesh.positions
+        p = surface_vertices(content)
         # every vertex is a DEM cell centre with the GeoTIFF's height there
         np.testing.assert_allclose(p[:, 2], tif_bilinear(dem, p[:, 0], p[:, 1]), atol=FLOAT32_M)
         assert list(content.features.ids) == [dem_id[0]]
@@ -161,7 +173,7 @@ def test_parent_error_is_measured(conn, dem, tolerance: float) -> None:
     source = TerrainSource()
     content = source.content(conn, root_box(source, conn), tolerance)
     assert content is not None
-    assert len(content.mesh.positions) <= VERTEX_BUDGET
+    assert len(surface_vertices(content)) <= VERTEX_BUDGET
     errors = node_errors(content, dem)
     # the reported error bounds the mesh's distance from every DEM node it covers, and is
     # reached (measured, not a guess)
@@ -169,7 +181,7 @@ def test_parent_error_is_measured(conn, dem, tolerance: float) -> None:
     assert errors.max() >= content.error_m - FLOAT32_M
     # the tolerance is kept unless the vertex budget forces a coarser grid
     full = source.content(conn, root_box(source, conn), 1e9)
-    assert full is not None and len(full.mesh.positions) <= len(content.mesh.positions)
+    assert full is not None and len(surface_vertices(full)) <= len(surface_vertices(content))
 
 
 def test_buildings_stand_on_the_terrain(conn, dem) -> None:
@@ -189,7 +201,8 @@ def test_buildings_stand_on_the_terrain(conn, dem) -> None:
         content = source.content(conn, box, 0.0)
         if content is None:
             continue
-        lo, hi = content.mesh.positions.min(0), content.mesh.positions.max(0)
+        top = surface_vertices(content)
+        lo, hi = top.min(0), top.max(0)
         todo = np.isnan(on_mesh) & (pts[:, :2] >= lo[:2]).all(1) & (pts[:, :2] <= hi[:2]).all(1)
         if todo.any():
             leaf_error = max(leaf_error, content.error_m)
@@ -300,7 +313,8 @@ def test_rough_dem_builds_a_bounded_multi_level_tree(scratch_database: str, tmp_
             continue
         g = pygltflib.GLTF2.load_binary(str(tmp_path / "out" / "terrain" / tile["content"]["uri"]))
         vertices = g.accessors[g.meshes[0].primitives[0].attributes.POSITION].count
-        assert vertices <= MAX_BLOCKS * 65 * 65
+        # the leaf budget, plus at most one skirt vertex per node on the perimeter
+        assert vertices <= MAX_BLOCKS * 65 * 65 + 4 * MAX_BLOCKS * 65
         if tile.get("children"):  # a parent: coarser than its children, error measured
             assert manifest["tiles"][_key(tile)]["error_m"] > 0.05
         else:
@@ -319,3 +333,22 @@ def test_sample_pipes_lie_under_the_terrain(conn, dem) -> None:
     ground = tif_bilinear(dem, pts[:, 0], pts[:, 1])
     assert np.isfinite(ground).all()
     assert (pts[:, 2] < ground).all()
+
+
+def test_skirts_hang_under_every_boundary_edge_facing_out() -> None:
+    from cimtwin.tiles.threed.mesh import Mesh
+    from cimtwin.tiles.threed.sources.terrain import add_skirts
+
+    # two squares side by side (6 nodes, 4 triangles, counter-clockwise from above)
+    pos = np.array([[0, 0, 5], [1, 0, 5], [2, 0, 5], [0, 1, 6], [1, 1, 6], [2, 1, 6]], float)
+    tris = np.array([[0, 1, 4], [0, 4, 3], [1, 2, 5], [1, 5, 4]])
+    mesh = add_skirts(Mesh(pos, tris, 0, [1, 2, 3, 255]), 0.75)
+    assert len(mesh.positions) == 12 and len(mesh.triangles) == 4 + 2 * 6
+    low = {tuple(p[:2]): p[2] for p in mesh.positions[6:]}
+    assert all(low[tuple(p[:2])] == p[2] - 0.75 for p in pos)
+    centre = pos[:, :2].mean(0)
+    for t in mesh.triangles[4:]:
+        a, b, c = mesh.positions[t]
+        normal = np.cross(b - a, c - a)
+        outward = (a + b + c)[:2] / 3 - centre
+        assert abs(normal[2]) < 1e-12 and normal[:2] @ outward > 0

@@ -30,7 +30,8 @@ vertices; its ``error_m`` is the error measured over its own nodes. A parent tak
 power-of-two stride: at least what keeps it within a leaf's vertex budget, more while the
 measured error stays within the tolerance; its ``error_m`` is the measured largest vertical
 difference between its mesh and the DEM nodes it covers. Tiles of different levels side by
-side can show a crack up to the coarser one's error (no skirts yet).
+side would show a crack up to their errors: every tile hangs a skirt (a vertical strip
+``SKIRT_MIN_M`` + twice its error deep, facing out) under its boundary edges to hide it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 MAX_BLOCKS = 2
 #: a parent's vertex budget: what a full leaf has
 VERTEX_BUDGET = MAX_BLOCKS * (BLOCK + 1) ** 2
+#: skirts hang this far (m) below a tile's edges, plus twice the tile's error
+SKIRT_MIN_M = 0.5
 #: ground colours (sRGB) at the DEM's lowest and highest heights
 LOW_RGB, HIGH_RGB = np.array([118, 128, 96]), np.array([178, 166, 138])
 
@@ -118,6 +121,33 @@ def simplify(surface: Surface, tolerance_m: float) -> tuple[np.ndarray, np.ndarr
             break
         stride, ri, ci, error = 2 * stride, ri2, ci2, error2
     return ri, ci, error
+
+
+def add_skirts(mesh: Mesh, depth_m: float) -> Mesh:
+    """The mesh with a vertical strip ``depth_m`` deep under each boundary edge (tile edges,
+    DEM edges, holes), facing outwards: it hides the crack between neighbouring tiles shown at
+    different levels (each off the DEM by up to its error) without changing the surface."""
+    t = mesh.triangles.astype(np.int64)
+    edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    key = np.sort(edges, axis=1)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    boundary = edges[counts[inverse.reshape(-1)] == 1]  # oriented as in their triangle
+    if not len(boundary):
+        return mesh
+    n = len(mesh.positions)
+    used, local = np.unique(boundary, return_inverse=True)
+    low = mesh.positions[used].copy()
+    low[:, 2] -= depth_m
+    a, b = boundary[:, 0], boundary[:, 1]
+    la, lb = n + local.reshape(-1, 2)[:, 0], n + local.reshape(-1, 2)[:, 1]
+    # the interior lies left of a -> b seen from above: (a, a', b') and (a, b', b) face out
+    skirt = np.concatenate([np.stack([a, la, lb], 1), np.stack([a, lb, b], 1)])
+    return Mesh(
+        np.concatenate([mesh.positions, low]),
+        np.concatenate([t, skirt]),
+        np.concatenate([mesh.features, mesh.features[used]]),
+        np.concatenate([mesh.colors, mesh.colors[used]]),
+    )
 
 
 def _colour(mesh: Mesh, hmin: float, hmax: float) -> None:
@@ -208,7 +238,7 @@ class TerrainSource:
             if mesh.empty:
                 continue
             _colour(mesh, hmin, hmax)
-            meshes.append(mesh)
+            meshes.append(add_skirts(mesh, SKIRT_MIN_M + 2 * err))
             ids.append(dem_id)
             datasets.append(dataset)
             files.append(source_file)
