@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,18 @@ def test_glb_places_vertices_and_carries_feature_metadata(tmp_path):
     validate_glb(path)
 
 
+def test_glb_with_an_all_empty_string_column_is_valid(tmp_path):
+    content = _content()
+    content.features.properties[0].values = [None, None, None]
+    placement = Placement(geoid="none")
+    path = tmp_path / "empty.glb"
+    path.write_bytes(glb_bytes(content, placement, placement.frame(X0, Y0, 0.0), _schema()))
+    g = pygltflib.GLTF2.load_binary(str(path))
+    cols = g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]
+    assert "name" not in cols and "height" in cols  # an all-noData string column is left out
+    validate_glb(path)
+
+
 def test_glb_refuses_what_it_cannot_write():
     content = _content()
     placement = Placement(geoid="none")
@@ -154,8 +167,17 @@ def _walk(tile: dict, parent: np.ndarray, out: list) -> None:
         _walk(child, world, out)
 
 
-def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
+@pytest.mark.parametrize("x0", [X0, 503600.0], ids=["one-root", "across-level-0-tiles"])
+def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path, x0):
     import json
+
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from tests.threed_fake import fill_grid
+
+    with psycopg.connect(libpq_dsn(fake_db), autocommit=True) as conn:
+        fill_grid(conn, 12, x0=x0)  # 503808 = 123 * 4096: the second set spans two roots
 
     from cimtwin.tiles.threed.build import build_tileset
     from tests.threed_check import validate
@@ -171,6 +193,8 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
         max_depth=12,
     )
     doc = json.loads(result.path.read_text())
+    # a tree under one level-0 tile has it as root; else a root without content over them
+    assert ("content" in doc["root"]) == (x0 == X0)
     assert doc["asset"]["version"] == "1.1"
     assert (
         "EGM96" in doc["asset"]["extras"]["placement"]
@@ -213,7 +237,7 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path):
         "UINT32",
     )
     k = ids[0] - 1
-    x, y, z0 = X0 + (k // 12) * 40.0 - 8.0, Y0 + (k % 12) * 40.0 - 8.0, 5.0
+    x, y, z0 = x0 + (k // 12) * 40.0 - 8.0, Y0 + (k % 12) * 40.0 - 8.0, 5.0
     lon, lat = Transformer.from_crs(4547, 4326, always_xy=True).transform(x, y)
     _, _, n = Transformer.from_pipeline(
         "+proj=vgridshift +grids=/usr/share/proj/egm96_15.gtx +multiplier=1"
@@ -243,7 +267,7 @@ def _import(url: str, frame, path: Path, dataset: str) -> None:
 
     path.unlink(missing_ok=True)
     pyogrio.write_dataframe(frame, path, layer="building")
-    run_import(importer_for("buildings"), [path], ImportOptions(dataset=dataset), url)
+    run_import(importer_for("buildings"), [path], ImportOptions(dataset=dataset, replace=True), url)
 
 
 def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -253,7 +277,21 @@ def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
-def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database, tmp_path):
+@pytest.mark.parametrize(
+    "target",
+    [
+        "tests.threed_fake:FakeBuildingSource",
+        pytest.param(
+            "tests.threed_fake_buildings:SmallTileBuildings",
+            marks=pytest.mark.skipif(
+                find_spec("cimtwin.tiles.threed.sources.buildings") is None,
+                reason="the buildings source is not on this branch",
+            ),
+        ),
+    ],
+    ids=["stand-in", "buildings"],
+)
+def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database, tmp_path, target):
     import json
     import time
 
@@ -271,17 +309,16 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     _import(scratch_database, grid, tmp_path / "grid.gpkg", "grid")
 
     out = tmp_path / "out"
-    target = "tests.threed_fake:FakeBuildingSource"
     placement = Placement(geoid="egm96_15.gtx", height_offset_m=0.0)
     build = dict(database_url=scratch_database, target=target, placement=placement)
-    first = build_tileset("fakebuildings", out, workers=2, **build)
-    folder = out / "fakebuildings"
+    first = build_tileset("b3d", out, workers=2, **build)
+    folder = out / "b3d"
     before = _files(folder)
     assert first.built == first.planned == len(before)  # every planned tile has its file
     time.sleep(0.05)
 
     # nothing imported since: --changed rebuilds nothing and touches no file
-    again = build_tileset("fakebuildings", out, changed=True, workers=1, **build)
+    again = build_tileset("b3d", out, changed=True, workers=1, **build)
     assert again.built == 0 and _files(folder) == before
 
     # the grid re-imported with one height changed
@@ -289,7 +326,7 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     old_height = float(grid["height_m"].iloc[0])
     grid.loc[grid.index[0], "height_m"] = old_height + 7.5
     _import(scratch_database, grid, tmp_path / "grid.gpkg", "grid")
-    result = build_tileset("fakebuildings", out, changed=True, workers=1, **build)
+    result = build_tileset("b3d", out, changed=True, workers=1, **build)
     after = _files(folder)
     assert set(after) == set(before)
 
@@ -299,11 +336,14 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     kept = set(after) - rebuilt
     assert rebuilt and kept, "a one-grid change should rebuild some tiles and keep others"
     assert result.built == len(rebuilt)
-    from cimtwin.tiles.threed.plan import meets, parse_key, tile_box
+    from cimtwin.tiles.threed.plan import ROOT_TILE_M, meets, parse_key, tile_box
+    from cimtwin.tiles.threed.registry import source_for
+
+    root_m = getattr(source_for(target), "root_tile_m", ROOT_TILE_M)
 
     for path in after:
         key = parse_key(path.removeprefix("tiles/").removesuffix(".glb"))
-        touches = meets(tile_box(key, 4096.0), (gx0, gy0, gx1, gy1))
+        touches = meets(tile_box(key, root_m), (gx0, gy0, gx1, gy1))
         assert (path in rebuilt) == touches, path
     # the new height is in the output: the leaf holding the building has it in its table
     found = []
@@ -317,3 +357,106 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     assert found and all(abs(h - (old_height + 7.5)) < 1e-9 for h in found)
     assert manifest["last_batch"] > 0
     validate(folder / "tileset.json")
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_build_3d_command_and_bbox_update(fake_db, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cimtwin.cli import app
+    from cimtwin.settings import Settings
+    from cimtwin.tiles.threed import registry
+    from cimtwin.tiles.threed.plan import meets, parse_key, tile_box
+
+    settings = Settings(database_url=fake_db, tiles_dir=str(tmp_path))
+    monkeypatch.setattr("cimtwin.settings.get_settings", lambda: settings)
+    monkeypatch.setitem(registry.TILESETS, "fakeboxes", FAKE)
+    r = CliRunner().invoke(app, ["tiles", "build-3d", "--layers", "fakeboxes", "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "fakeboxes"
+    assert (folder / "tileset.json").is_file()
+    before = _files(folder)
+    # --bbox: only the tiles meeting that box are rewritten
+    area = (X0 - 1, Y0 - 1, X0 + 1, Y0 + 1)
+    r = CliRunner().invoke(
+        app,
+        [
+            "tiles",
+            "build-3d",
+            "--layers",
+            "fakeboxes",
+            "--jobs",
+            "1",
+            "--bbox",
+            ",".join(str(v) for v in area),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    after = _files(folder)
+    assert set(after) == set(before)
+    for path in after:
+        key = parse_key(path.removeprefix("tiles/").removesuffix(".glb"))
+        assert (after[path][1] != before[path][1]) == meets(tile_box(key, 4096.0), area), path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "nope"], "unknown 3D layer 'nope'"),
+        (["--bbox", "1,2,3"], "--bbox '1,2,3'"),
+        (["--bbox", "0,0,1,1", "--grid", "G1"], "give one of them"),
+    ],
+)
+def test_build_3d_mistakes_are_one_line(args, message):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cimtwin.cli", "tiles", "build-3d", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_leaf_over_the_byte_budget_is_split_and_stays_split(fake_db, tmp_path):
+    import json
+
+    from cimtwin.tiles.threed.build import build_tileset
+    from tests.threed_check import validate
+
+    placement = Placement(geoid="none")
+    build = dict(database_url=fake_db, target=FAKE, workers=1, placement=placement)
+    build_tileset("plain", tmp_path, **build)
+    plain = json.loads((tmp_path / "plain" / "build.json").read_text())["tiles"].values()
+    leaf_sizes = [t["bytes"] for t in plain if t["tolerance_m"] == 0]
+    budget = max(leaf_sizes) // 3  # the unbounded build's largest leaf is 3x over it
+    result = build_tileset("bounded", tmp_path, max_content_bytes=budget, **build)
+    manifest = json.loads((tmp_path / "bounded" / "build.json").read_text())
+    assert manifest["split"]
+    doc = json.loads(result.path.read_text())
+    tiles: list = []
+    _walk(doc["root"], np.eye(4), tiles)
+    leaves = [manifest["tiles"][_key(t)] for t, _ in tiles if not t.get("children")]
+    assert all(t["bytes"] <= budget or t["features"] == 1 for t in leaves)
+    assert sum(t["features"] for t in leaves) == 144
+    # the splits are remembered: an update with nothing changed rebuilds nothing
+    again = build_tileset("bounded", tmp_path, changed=True, max_content_bytes=budget, **build)
+    assert again.built == 0
+    validate(result.path)
+
+
+def test_grid_box_is_the_work_grids_extent(loaded_sample, database_url):
+    from cimtwin.errors import UserError
+    from cimtwin.tiles.threed.build import grid_box
+
+    grids = pyogrio.read_dataframe(SAMPLE_BUILDINGS.parents[1] / "shp" / "work_grid.shp")
+    row = grids.iloc[3]
+    assert np.allclose(grid_box(database_url, row["code"]), row.geometry.bounds, atol=1e-3)
+    with pytest.raises(UserError, match="no work grid"):
+        grid_box(database_url, "nope")

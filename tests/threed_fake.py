@@ -43,15 +43,15 @@ def create_table(conn: psycopg.Connection) -> None:
     )
 
 
-def fill_grid(conn: psycopg.Connection, n: int, step: float = 40.0) -> None:
-    """n x n boxes on a regular grid from (X0, Y0)."""
+def fill_grid(conn: psycopg.Connection, n: int, step: float = 40.0, x0: float = X0) -> None:
+    """n x n boxes on a regular grid from (x0, Y0)."""
     conn.execute(f"DELETE FROM {TABLE}")
     rows = []
     for i in range(n):
         for j in range(n):
             k = i * n + j + 1
             name = None if k % 7 == 0 else f"box {k}"
-            rows.append((k, X0 + i * step, Y0 + j * step, 8.0, 5.0, 20.0 + k % 13, name, k % 9))
+            rows.append((k, x0 + i * step, Y0 + j * step, 8.0, 5.0, 20.0 + k % 13, name, k % 9))
     with conn.cursor() as cur:
         cur.executemany(f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows)
 

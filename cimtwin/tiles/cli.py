@@ -96,12 +96,14 @@ def build_3d(
 
     if bbox and grid:
         raise UserError("--bbox and --grid: give one of them")
+    settings = get_settings()
+    area = parse_bbox(bbox) if bbox else None
     wanted = [s.strip() for s in layers.split(",") if s.strip()] or registry.available()
     if not wanted:
         raise UserError("no 3D tileset source is installed")
     targets = {name: registry.target_for(name) for name in wanted}
-    settings = get_settings()
-    area = parse_bbox(bbox) if bbox else grid_box(settings.database_url, grid) if grid else None
+    if grid:
+        area = grid_box(settings.database_url, grid)
     folder = out or Path(settings.tiles_dir)
     console = Console(stderr=True)
     with Progress(

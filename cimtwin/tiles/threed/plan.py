@@ -138,9 +138,11 @@ def plan_tree(
     source: Source,
     clip: Box | None = None,
     max_depth: int = MAX_DEPTH,
+    split: set[Key] | frozenset[Key] = frozenset(),
 ) -> Plan | None:
     """The tree over the source's data (None when it has none); with ``clip``, only tiles
-    meeting that box."""
+    meeting that box. Tiles in ``split`` are split whatever their count (their content was
+    over the byte budget)."""
     root_m = float(getattr(source, "root_tile_m", ROOT_TILE_M))
     bounds = source.bounds(conn)
     if bounds is None:
@@ -156,7 +158,7 @@ def plan_tree(
         if n == 0:
             return False
         children: list[Key] = []
-        if n > source.max_features_per_tile and key[0] < max_depth:
+        if (n > source.max_features_per_tile or (key in split and n > 1)) and key[0] < max_depth:
             level, x, y = key
             for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
                 child = (level + 1, 2 * x + dx, 2 * y + dy)

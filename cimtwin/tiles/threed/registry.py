@@ -18,6 +18,7 @@ TILESETS: dict[str, str] = {
     "buildings": "cimtwin.tiles.threed.sources.buildings:BuildingsSource",
     "underground": "cimtwin.tiles.threed.sources.underground:UndergroundSource",
     "pipelines": "cimtwin.tiles.threed.sources.pipelines:PipelinesSource",
+    "pipeline_points": "cimtwin.tiles.threed.sources.pipeline_points:PipelinePointsSource",
     "components": "cimtwin.tiles.threed.sources.components:ComponentsSource",
 }
 
