@@ -136,17 +136,20 @@ def add_skirts(mesh: Mesh, depth_m: float) -> Mesh:
         return mesh
     n = len(mesh.positions)
     used, local = np.unique(boundary, return_inverse=True)
+    local = local.reshape(-1, 2)
+    # the skirt's own copies of the edge vertices: the writer's normals of the surface stay
+    # the surface's (a face with its own vertices has its own normals)
     low = mesh.positions[used].copy()
     low[:, 2] -= depth_m
-    a, b = boundary[:, 0], boundary[:, 1]
-    la, lb = n + local.reshape(-1, 2)[:, 0], n + local.reshape(-1, 2)[:, 1]
+    top_a, top_b = n + local[:, 0], n + local[:, 1]
+    low_a, low_b = n + len(used) + local[:, 0], n + len(used) + local[:, 1]
     # the interior lies left of a -> b seen from above: (a, a', b') and (a, b', b) face out
-    skirt = np.concatenate([np.stack([a, la, lb], 1), np.stack([a, lb, b], 1)])
+    skirt = np.concatenate([np.stack([top_a, low_a, low_b], 1), np.stack([top_a, low_b, top_b], 1)])
     return Mesh(
-        np.concatenate([mesh.positions, low]),
+        np.concatenate([mesh.positions, mesh.positions[used], low]),
         np.concatenate([t, skirt]),
-        np.concatenate([mesh.features, mesh.features[used]]),
-        np.concatenate([mesh.colors, mesh.colors[used]]),
+        np.concatenate([mesh.features, mesh.features[used], mesh.features[used]]),
+        np.concatenate([mesh.colors, mesh.colors[used], mesh.colors[used]]),
     )
 
 
