@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,18 @@ def test_glb_places_vertices_and_carries_feature_metadata(tmp_path):
     assert floors[:2] == [3, 4]
     assert floors[2] == meta["schema"]["classes"]["box"]["properties"]["floors"]["noData"]
 
+    validate_glb(path)
+
+
+def test_glb_with_an_all_empty_string_column_is_valid(tmp_path):
+    content = _content()
+    content.features.properties[0].values = [None, None, None]
+    placement = Placement(geoid="none")
+    path = tmp_path / "empty.glb"
+    path.write_bytes(glb_bytes(content, placement, placement.frame(X0, Y0, 0.0), _schema()))
+    g = pygltflib.GLTF2.load_binary(str(path))
+    cols = g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]
+    assert "name" not in cols and "height" in cols  # an all-noData string column is left out
     validate_glb(path)
 
 
@@ -254,7 +267,7 @@ def _import(url: str, frame, path: Path, dataset: str) -> None:
 
     path.unlink(missing_ok=True)
     pyogrio.write_dataframe(frame, path, layer="building")
-    run_import(importer_for("buildings"), [path], ImportOptions(dataset=dataset), url)
+    run_import(importer_for("buildings"), [path], ImportOptions(dataset=dataset, replace=True), url)
 
 
 def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -264,7 +277,21 @@ def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
-def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database, tmp_path):
+@pytest.mark.parametrize(
+    "target",
+    [
+        "tests.threed_fake:FakeBuildingSource",
+        pytest.param(
+            "tests.threed_fake_buildings:SmallTileBuildings",
+            marks=pytest.mark.skipif(
+                find_spec("cimtwin.tiles.threed.sources.buildings") is None,
+                reason="the buildings source is not on this branch",
+            ),
+        ),
+    ],
+    ids=["stand-in", "buildings"],
+)
+def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database, tmp_path, target):
     import json
     import time
 
@@ -282,17 +309,16 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     _import(scratch_database, grid, tmp_path / "grid.gpkg", "grid")
 
     out = tmp_path / "out"
-    target = "tests.threed_fake:FakeBuildingSource"
     placement = Placement(geoid="egm96_15.gtx", height_offset_m=0.0)
     build = dict(database_url=scratch_database, target=target, placement=placement)
-    first = build_tileset("fakebuildings", out, workers=2, **build)
-    folder = out / "fakebuildings"
+    first = build_tileset("b3d", out, workers=2, **build)
+    folder = out / "b3d"
     before = _files(folder)
     assert first.built == first.planned == len(before)  # every planned tile has its file
     time.sleep(0.05)
 
     # nothing imported since: --changed rebuilds nothing and touches no file
-    again = build_tileset("fakebuildings", out, changed=True, workers=1, **build)
+    again = build_tileset("b3d", out, changed=True, workers=1, **build)
     assert again.built == 0 and _files(folder) == before
 
     # the grid re-imported with one height changed
@@ -300,7 +326,7 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     old_height = float(grid["height_m"].iloc[0])
     grid.loc[grid.index[0], "height_m"] = old_height + 7.5
     _import(scratch_database, grid, tmp_path / "grid.gpkg", "grid")
-    result = build_tileset("fakebuildings", out, changed=True, workers=1, **build)
+    result = build_tileset("b3d", out, changed=True, workers=1, **build)
     after = _files(folder)
     assert set(after) == set(before)
 
@@ -310,11 +336,14 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
     kept = set(after) - rebuilt
     assert rebuilt and kept, "a one-grid change should rebuild some tiles and keep others"
     assert result.built == len(rebuilt)
-    from cimtwin.tiles.threed.plan import meets, parse_key, tile_box
+    from cimtwin.tiles.threed.plan import ROOT_TILE_M, meets, parse_key, tile_box
+    from cimtwin.tiles.threed.registry import source_for
+
+    root_m = getattr(source_for(target), "root_tile_m", ROOT_TILE_M)
 
     for path in after:
         key = parse_key(path.removeprefix("tiles/").removesuffix(".glb"))
-        touches = meets(tile_box(key, 4096.0), (gx0, gy0, gx1, gy1))
+        touches = meets(tile_box(key, root_m), (gx0, gy0, gx1, gy1))
         assert (path in rebuilt) == touches, path
     # the new height is in the output: the leaf holding the building has it in its table
     found = []

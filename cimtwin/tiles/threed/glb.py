@@ -236,6 +236,10 @@ def glb_bytes(
         if name == "id":
             continue
         values = given[name].values if name in given else [None] * len(features)
+        if spec["type"] == "STRING" and not any(v not in (None, "") for v in values):
+            # every row is noData: no column (a buffer view of 0 bytes is not valid glTF, and
+            # the metadata spec wants exactly the strings' length); a reader gets noData
+            continue
         table_props[name] = _property_column(buf, spec, name, values, len(features))
     unknown = set(given) - set(cls["properties"])
     if unknown:
