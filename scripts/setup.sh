@@ -124,6 +124,12 @@ if ! command -v redis-server >/dev/null; then
   if is_root; then apt_install redis-server; else say "redis-server missing: the Redis tile cache tests will be skipped (apt-get install redis-server)"; fi
 fi
 
+# --- geoid: 3D Tiles need ellipsoidal heights; EGM96 (Debian's proj-data) is the default ------
+if [ ! -f /usr/share/proj/egm96_15.gtx ]; then
+  if is_root; then apt_install proj-data
+  else say "proj-data missing: 3D tiles need /usr/share/proj/egm96_15.gtx (apt-get install proj-data) or CIMTWIN_GEOID=none"; fi
+fi
+
 # --- front-end packages (served locally, no CDN) and the browser the map tests drive -------
 if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
 if [ ! -d viewer/node_modules/maplibre-gl ] || [ viewer/package-lock.json -nt viewer/node_modules ]; then

@@ -33,6 +33,8 @@ EXPECTED_TABLES = {
     "land_use_class",
     "api_key",
     "pipeline_valve",
+    "terrain_dem",
+    "terrain_dem_block",
 }
 
 

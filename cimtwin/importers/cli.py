@@ -37,7 +37,9 @@ def check_paths(paths: list[Path]) -> None:
 
 def import_command(
     kind: Kind = typer.Argument(..., help="what the files hold"),
-    paths: list[Path] = typer.Argument(..., help="files: GIS layers, CSV/XLSX tables, .inp"),
+    paths: list[Path] = typer.Argument(
+        ..., help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM"
+    ),
     crs: str = typer.Option(
         None,
         "--crs",

@@ -20,6 +20,7 @@ IMPORTERS: dict[str, str] = {
     "buildings": "cimtwin.importers.buildings:BuildingsImporter",
     "incidents": "cimtwin.importers.incidents:IncidentsImporter",
     "valves": "cimtwin.importers.valves:ValvesImporter",
+    "dem": "cimtwin.importers.dem:DemImporter",
 }
 
 

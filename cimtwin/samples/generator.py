@@ -17,6 +17,7 @@ from cimtwin.samples import dirty as dirty_mod
 from cimtwin.samples import readme
 from cimtwin.samples.admin import build_admin
 from cimtwin.samples.components import DEPARTMENTS, build_components
+from cimtwin.samples.dem import write_dem
 from cimtwin.samples.incidents import build_incidents
 from cimtwin.samples.landuse import build_landuse
 from cimtwin.samples.layout import Terrain, build_lattice
@@ -189,6 +190,8 @@ def generate(
     write_csv(out_dir / "departments.csv", ("code", "name"), list(DEPARTMENTS.items()), {})
     if dirty:
         write_json(out_dir / "defects.json", {"defects": defects})
+    else:  # the defect sample is about vector defects; it has no DEM
+        dem_cells = write_dem(out_dir / "dem.tif", terrain, lat)
 
     counts = {
         "streets": len(admin.street),
@@ -219,6 +222,8 @@ def generate(
         dirty,
         defects,
     )
+    if not dirty:
+        file_counts["dem.tif"] = dem_cells
     command = f"cimtwin samples generate OUT_DIR --scale {scale} --seed {seed}" + (
         " --dirty" if dirty else ""
     )
@@ -337,6 +342,14 @@ def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, str]]:
         ("incidents.geojson", "incidents (事件), RFC 7946", n("incidents.geojson")),
         ("departments.csv", "department codes used by components", n("departments.csv")),
     ]
+    if "dem.tif" in fc:
+        rows.append(
+            (
+                "dem.tif",
+                "ground elevation (DEM), 5 m cells, float32 GeoTIFF, 1985 heights",
+                f"{fc['dem.tif']} cells",
+            )
+        )
     if dirty:
         rows += [
             (

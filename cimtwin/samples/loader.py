@@ -20,7 +20,10 @@ SAMPLE_STEPS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("components", ("gpkg/components.gpkg",), None),
     ("pipelines", ("pipelines/points.csv", "pipelines/lines.csv"), SAMPLE_CRS),
     ("incidents", ("incidents.geojson",), None),
+    ("dem", ("dem.tif",), None),
 )
+#: steps a sample folder may lack (the defect sample has no DEM)
+OPTIONAL_KINDS = frozenset({"dem"})
 
 
 def load_sample(
@@ -40,6 +43,8 @@ def load_sample(
     results = []
     for kind, files, crs in SAMPLE_STEPS:
         paths = [folder / f for f in files]
+        if kind in OPTIONAL_KINDS and not all(p.exists() for p in paths):
+            continue
         options = ImportOptions(
             crs=crs,
             replace=replace,

@@ -16,6 +16,7 @@ from cimtwin.spatial.incident import Incident
 from cimtwin.spatial.parcel import Parcel
 from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment, PipelineValve
 from cimtwin.spatial.provenance import ImportBatch, TwinMetadata
+from cimtwin.spatial.terrain import TerrainDem, TerrainDemBlock
 
 __all__ = [
     "SCHEMA",
@@ -40,6 +41,8 @@ __all__ = [
     "PipelineType",
     "PipelineValve",
     "Street",
+    "TerrainDem",
+    "TerrainDemBlock",
     "TwinMetadata",
     "UndergroundStructure",
     "WorkGrid",
