@@ -9,17 +9,22 @@ Hausdorff distance, SQL for depths, grounds and counts, the 3D Tiles validator.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
+import rasterio
 import shapely
+from scipy.ndimage import map_coordinates
 
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.tiles.threed import solids
 from cimtwin.tiles.threed.sources.components import ComponentsSource
 from cimtwin.tiles.threed.sources.pipeline_points import PipelinePointsSource
 from cimtwin.tiles.threed.sources.pipelines import PipelinesSource
+
+SAMPLE_DEM = Path(__file__).resolve().parents[1] / "data_samples" / "north_station" / "dem.tif"
 
 
 # --- helpers (independent of the code under test) ------------------------------------------
@@ -309,14 +314,21 @@ def test_parents_are_bounded_and_count_what_they_drop(conn, source):
     assert parent.error_m >= largest_dropped - 1e-6
 
 
-def test_a_component_stands_on_the_ground_with_its_departments(conn):
+def tif_bilinear(x: float, y: float) -> float:
+    """The sample's dem.tif at a point, read by rasterio, bilinear between cell centres."""
+    with rasterio.open(SAMPLE_DEM) as src:
+        values, transform = src.read(1).astype(np.float64), src.transform
+    col, row = ~transform * (x, y)
+    return float(map_coordinates(values, [[row - 0.5], [col - 0.5]], order=1)[0])
+
+
+def test_a_component_stands_on_the_terrain_with_its_departments(conn):
     row = conn.execute(
         "SELECT c.id, c.class_code, c.name, c.dept_authority, c.dept_owner, c.dept_maintainer,"
-        " ST_X(c.geom), ST_Y(c.geom), (SELECT n.ground_elevation_m FROM cim.pipeline_node n"
-        "  ORDER BY ST_Distance(n.geom, c.geom) LIMIT 1)"
-        " FROM cim.city_component c WHERE c.class_code = '0118' ORDER BY c.id LIMIT 1"
+        " ST_X(c.geom), ST_Y(c.geom) FROM cim.city_component c"
+        " WHERE c.class_code = '0118' AND c.elevation_m IS NULL ORDER BY c.id LIMIT 1"
     ).fetchone()
-    cid, code, name, auth, owner, maint, x, y, ground = row
+    cid, code, name, auth, owner, maint, x, y = row
     content = ComponentsSource().content(conn, around(x, y), 0.0)
     assert prop(content, "class_code", cid) == code
     assert prop(content, "class_name", cid) == "路灯"
@@ -327,8 +339,27 @@ def test_a_component_stands_on_the_ground_with_its_departments(conn):
         maint,
     ]
     v = feature_vertices(content, cid)
-    assert v[:, 2].min() == pytest.approx(ground, abs=1e-6)
+    assert v[:, 2].min() == pytest.approx(tif_bilinear(x, y), abs=1e-3)
     assert v[:, 2].max() - v[:, 2].min() > 5  # a street light is a tall pole
+
+
+def test_ground_off_the_dem_is_the_nearest_survey_points(conn):
+    from cimtwin.tiles.threed.sources.ground import ground_heights
+
+    x0, y0, x1, y1 = conn.execute(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
+        " (SELECT ST_Extent(extent) e FROM cim.terrain_dem) t"
+    ).fetchone()
+    x, y = x1 + 500.0, (y0 + y1) / 2  # east of the DEM
+    nearest = conn.execute(
+        "SELECT ground_elevation_m FROM cim.pipeline_node WHERE ground_elevation_m IS NOT NULL"
+        " ORDER BY ST_Distance(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4547)) LIMIT 1",
+        (x, y),
+    ).fetchone()[0]
+    inside = ((x0 + x1) / 2, (y0 + y1) / 2)
+    got = ground_heights(conn, np.array([x, inside[0]]), np.array([y, inside[1]]))
+    assert got[0] == pytest.approx(nearest)
+    assert got[1] == pytest.approx(tif_bilinear(*inside), abs=1e-3)
 
 
 @pytest.mark.parametrize("tileset", ["pipelines", "pipeline_points", "components"])

@@ -11,8 +11,8 @@ merging costs little, one primitive keeps one feature-id attribute and one prope
 every other tileset has (instancing would put feature ids on the instances, a second path in
 the writer and the viewer), and the merged glb goes through the same validator path.
 
-Ground: the component's recorded elevation, else the ground of the nearest survey point
-(管线点 carry surveyed ground elevations along the same streets), else 0.
+Ground: the component's recorded elevation, else the DEM (what the terrain tileset draws),
+else the nearest survey point's ground (:mod:`.ground`).
 Parents (far views) keep the largest components, at most a leaf's worth, and count the
 dropped ones at their size (largest extent): street lights and kiosks stay, covers go.
 """
@@ -31,6 +31,7 @@ from cimtwin.spatial.sql_toolkit import T
 from cimtwin.tiles.threed import solids
 from cimtwin.tiles.threed.mesh import FeatureTable, Mesh, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
+from cimtwin.tiles.threed.sources.ground import ground_heights
 from cimtwin.tiles.threed.sources.pipelines import anchored, box_params
 
 
@@ -198,7 +199,7 @@ class ComponentsSource:
         PropertySpec("dept_maintainer", "STRING", "养护单位"),
     )
     #: the import kinds whose batches can change this tileset (``build-3d --changed``)
-    import_kinds = ("components", "pipelines")  # the ground comes from survey points too
+    import_kinds = ("components", "dem", "pipelines")  # the ground: DEM, else survey points
     #: boxes, discs and poles are 0.9 to 1.8 kB of glb each: 500 keep a leaf under 1 MB
     max_features_per_tile = 500
 
@@ -213,7 +214,9 @@ class ComponentsSource:
             return None
         ground = conn.execute(
             f"SELECT min(v), max(v) FROM (SELECT c.elevation_m v FROM {T.city_component} c"
-            f" UNION ALL SELECT n.ground_elevation_m FROM {T.pipeline_node} n) t"
+            f" UNION ALL SELECT n.ground_elevation_m FROM {T.pipeline_node} n"
+            f" UNION ALL SELECT d.min_height_m FROM {T.terrain_dem} d"
+            f" UNION ALL SELECT d.max_height_m FROM {T.terrain_dem} d) t"
         ).fetchone()
         lo = float(ground[0]) if ground and ground[0] is not None else 0.0
         hi = float(ground[1]) if ground and ground[1] is not None else 0.0
@@ -228,18 +231,22 @@ class ComponentsSource:
         return int(row[0]) if row else 0
 
     def rows(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
-        """(id, component id, class, name, status, three departments, ground, wkb) in ``box``."""
-        return conn.execute(
+        """(id, component id, class, name, status, three departments, ground, wkb) in
+        ``box``; the ground is the recorded elevation, else :func:`.ground.ground_heights` at
+        the anchor."""
+        rows = conn.execute(
             f"SELECT c.id, c.component_id, c.class_code, c.name, c.status, c.dept_authority,"
-            f" c.dept_owner, c.dept_maintainer, coalesce(c.elevation_m, g.ground, 0),"
-            f" ST_AsBinary(c.geom)"
-            f" FROM {T.city_component} c LEFT JOIN LATERAL ("
-            f"  SELECT n.ground_elevation_m AS ground FROM {T.pipeline_node} n"
-            f"  WHERE n.ground_elevation_m IS NOT NULL ORDER BY n.geom <-> c.geom LIMIT 1"
-            f" ) g ON c.elevation_m IS NULL"
-            f" WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY c.id",
+            f" c.dept_owner, c.dept_maintainer, c.elevation_m, ST_AsBinary(c.geom),"
+            f" ST_X({self.ANCHOR}), ST_Y({self.ANCHOR})"
+            f" FROM {T.city_component} c WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY c.id",
             box_params(box),
         ).fetchall()
+        lacking = [i for i, r in enumerate(rows) if r[8] is None]
+        heights = ground_heights(
+            conn, np.array([rows[i][10] for i in lacking]), np.array([rows[i][11] for i in lacking])
+        )
+        ground = {i: float(h) for i, h in zip(lacking, heights, strict=True)}
+        return [(*r[:8], ground.get(i, r[8]), r[9]) for i, r in enumerate(rows)]
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
         rows = self.rows(conn, box)
