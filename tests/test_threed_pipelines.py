@@ -132,6 +132,26 @@ def test_box_along_a_sloping_bent_line_keeps_width_across_and_height_plumb():
     np.testing.assert_allclose(np.abs(p[:, 2] - z_line)[straight], h / 2, atol=1e-3)
 
 
+def test_straight_box_batch_matches_the_polyline_box():
+    a = np.array([[0.0, 0.0, 5.0], [3.0, 4.0, 1.0]])
+    b = np.array([[10.0, 2.0, 4.9], [3.0, -6.0, 0.8]])
+    batch = solids.boxes_along(a, b, np.array([2.0, 0.6]), np.array([1.5, 0.4]))
+    for i, (w, h) in enumerate([(2.0, 1.5), (0.6, 0.4)]):
+        one = solids.box_along(np.stack([a[i], b[i]]), w, h)
+        mine = batch.positions[batch.item == i]
+        assert sorted(map(tuple, np.round(mine, 9))) == sorted(
+            map(tuple, np.round(one.positions, 9))
+        )
+        part = solids.Solid(
+            mine, batch.triangles[batch.item[batch.triangles[:, 0]] == i] - 24 * i, 0
+        )
+        part.item = np.zeros(len(mine), np.int64)
+        assert_closed(part)
+        assert part.signed_volume() == pytest.approx(
+            w * h * np.linalg.norm((b[i] - a[i])[:2]), rel=1e-9
+        )
+
+
 def test_boxes_octahedra_and_slabs_are_closed():
     assert_closed(solids.boxes(np.array([[1.0, 2.0, 3.0]]), np.array([1.0, 2.0, 0.5])))
     assert_closed(solids.octahedra(np.array([[0.0, 0.0, 0.0]]), 0.4))

@@ -231,12 +231,13 @@ class ComponentsSource:
         return int(row[0]) if row else 0
 
     def rows(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
-        """(id, component id, class, name, status, three departments, ground, wkb) in
-        ``box``; the ground is the recorded elevation, else :func:`.ground.ground_heights` at
-        the anchor."""
+        """(id, component id, class, name, status, three departments, ground, wkb (None for
+        a point), anchor x, y) in ``box``; the ground is the recorded elevation, else
+        :func:`.ground.ground_heights` at the anchor."""
         rows = conn.execute(
             f"SELECT c.id, c.component_id, c.class_code, c.name, c.status, c.dept_authority,"
-            f" c.dept_owner, c.dept_maintainer, c.elevation_m, ST_AsBinary(c.geom),"
+            f" c.dept_owner, c.dept_maintainer, c.elevation_m,"
+            f" CASE WHEN GeometryType(c.geom) <> 'POINT' THEN ST_AsBinary(c.geom) END,"
             f" ST_X({self.ANCHOR}), ST_Y({self.ANCHOR})"
             f" FROM {T.city_component} c WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY c.id",
             box_params(box),
@@ -246,16 +247,23 @@ class ComponentsSource:
             conn, np.array([rows[i][10] for i in lacking]), np.array([rows[i][11] for i in lacking])
         )
         ground = {i: float(h) for i, h in zip(lacking, heights, strict=True)}
-        return [(*r[:8], ground.get(i, r[8]), r[9]) for i, r in enumerate(rows)]
+        return [(*r[:8], ground.get(i, r[8]), *r[9:]) for i, r in enumerate(rows)]
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
         rows = self.rows(conn, box)
         if not rows:
             return None
-        geoms = shapely.from_wkb([r[9] for r in rows])
+        geoms = shapely.points(np.array([(r[10], r[11]) for r in rows], dtype=np.float64))
+        lines = [i for i, r in enumerate(rows) if r[9] is not None]
+        if lines:
+            geoms[lines] = shapely.from_wkb([rows[i][9] for i in lines])
         types = shapely.get_type_id(geoms)
         shapes = [shape_of(r[2], int(t)) for r, t in zip(rows, types, strict=True)]
-        size = np.array([component_size(s, g) for s, g in zip(shapes, geoms, strict=True)])
+        size = np.array([s.size for s in shapes])
+        extended = np.flatnonzero(types != 0)  # lines and areas: as large as they reach
+        if len(extended):
+            x0, y0, x1, y1 = shapely.bounds(geoms[extended]).T
+            size[extended] = np.maximum(np.maximum(x1 - x0, y1 - y0), size[extended])
         keep = np.arange(len(rows))
         error = 0.0
         if tolerance_m > 0:
@@ -291,14 +299,6 @@ class ComponentsSource:
 def _class_name(classes: dict, code: str) -> str | None:
     c = classes.get(code)
     return c.name if c is not None else None
-
-
-def component_size(shape: Shape, geom: shapely.Geometry) -> float:
-    """Largest extent (m) of a component as drawn: its shape's, or its line's or area's."""
-    if shape.kind == "fence" or shapely.get_type_id(geom) in (5, 6, 3):
-        x0, y0, x1, y1 = shapely.bounds(geom)
-        return max(x1 - x0, y1 - y0, shape.size if shape.kind == "fence" else SLAB_M)
-    return shape.size
 
 
 def component_solids(

@@ -263,20 +263,29 @@ def _coords(geom: bytes | shapely.Geometry) -> np.ndarray:
 
 
 def pipe_solids(pipes: list[_Pipe], sides: int) -> solids.Solid:
-    """The solids of many pipes, item i being pipe i: the straight round ones (most survey
-    pipes) as one vectorised batch, bent pipes and box sections one by one."""
-    straight = [i for i, p in enumerate(pipes) if len(p.coords) == 2 and not p.is_box]
-    batch = solids.tubes(
-        np.array([pipes[i].coords[0] for i in straight]).reshape(-1, 3),
-        np.array([pipes[i].coords[1] for i in straight]).reshape(-1, 3),
-        np.array([pipes[i].radius_m for i in straight]),
-        sides,
-    )
-    batch.item = np.asarray(straight, np.int64)[batch.item]
-    rest = [i for i, p in enumerate(pipes) if not (len(p.coords) == 2 and not p.is_box)]
-    parts = [pipes[i].solid(sides) for i in rest]
-    others = solids.Solid.concat(parts, rest) if rest else solids.Solid.empty()
-    return solids.Solid.concat([batch, others])
+    """The solids of many pipes, item i being pipe i: the straight ones (most survey pipes)
+    as vectorised batches of tubes and of box sections, bent ones one by one."""
+    straight = np.array([len(p.coords) == 2 for p in pipes], dtype=bool)
+    is_box = np.array([p.is_box for p in pipes], dtype=bool)
+    parts = []
+    for mask, boxy in ((straight & ~is_box, False), (straight & is_box, True)):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        a = np.array([pipes[i].coords[0] for i in idx])
+        b = np.array([pipes[i].coords[1] for i in idx])
+        if boxy:
+            w = np.array([float(pipes[i].width or 0) for i in idx]) / 1000
+            h = np.array([float(pipes[i].height or 0) for i in idx]) / 1000
+            batch = solids.boxes_along(a, b, w, h)
+        else:
+            batch = solids.tubes(a, b, np.array([pipes[i].radius_m for i in idx]), sides)
+        batch.item = idx[batch.item]
+        parts.append(batch)
+    rest = np.flatnonzero(~straight).tolist()
+    if rest:
+        parts.append(solids.Solid.concat([pipes[i].solid(sides) for i in rest], rest))
+    return solids.Solid.concat(parts)
 
 
 def merge_simplify(lines: list[shapely.Geometry], tol: float) -> tuple[shapely.Geometry, float]:
