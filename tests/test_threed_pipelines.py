@@ -411,3 +411,27 @@ def test_the_sample_tilesets_build_and_validate(database_url, loaded_sample, tmp
         expected = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     leaves = [t for t in manifest["tiles"].values() if t["tolerance_m"] == 0]
     assert sum(t["features"] for t in leaves) == expected
+
+
+def test_a_pipe_never_sized_is_drawn_thin_with_no_size(conn):
+    """Survey gaps happen: a pipe without diameter or section still exists, drawn at the
+    default diameter with an empty size."""
+    from cimtwin.tiles.threed.sources.pipelines import DEFAULT_DIAMETER_MM
+
+    a, b = conn.execute("SELECT id FROM cim.pipeline_node ORDER BY id LIMIT 2").fetchall()
+    try:
+        pid = conn.execute(
+            "INSERT INTO cim.pipeline_segment (id, dataset, network, from_node_id, to_node_id,"
+            " link_type, depth_ref, flow_direction, length_m, geom) VALUES (999999, 'gap',"
+            " 'JS', %s, %s, 'pipe', 'top', 0, 30, ST_GeomFromText("
+            "'LINESTRING Z (502000 2501500 70, 502030 2501500 70)', 4547)) RETURNING id",
+            (a[0], b[0]),
+        ).fetchone()[0]
+        content = PipelinesSource().content(conn, around(502015, 2501500), 0.0)
+        assert prop(content, "size", pid) is None
+        v = feature_vertices(content, pid)
+        line = np.array([[502000, 2501500, 70.0], [502030, 2501500, 70.0]])
+        dist = line_distance(v, line[0], line[1])
+        np.testing.assert_allclose(dist, DEFAULT_DIAMETER_MM / 2000.0, atol=1e-6)
+    finally:
+        conn.rollback()

@@ -26,6 +26,7 @@ from cimtwin.tiles.threed import solids
 from cimtwin.tiles.threed.mesh import FeatureTable, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 from cimtwin.tiles.threed.sources.pipelines import (
+    DEFAULT_DIAMETER_MM,
     GREY,
     anchored,
     box_params,
@@ -51,14 +52,16 @@ KIND_SQL = (
     " WHEN n.appurtenance = '消防栓' THEN 'hydrant'"
     " WHEN n.appurtenance = '出水口' THEN 'outfall' END"
 )
+#: a pipe's size (m) at its ends, the default diameter when never surveyed (as drawn)
+_H = f"coalesce({pipe_size_mm_sql('s')}, {DEFAULT_DIAMETER_MM}) / 1000.0"
 #: the pipe ends at each point: axis height and bottom of the pipes meeting it
 _ENDS = (
     "LEFT JOIN LATERAL (SELECT avg(e.z) AS axis, min(e.z - e.h / 2.0) AS bottom,"
     " max(e.h) AS size FROM ("
-    f"  SELECT ST_Z(ST_StartPoint(s.geom)) AS z, coalesce({pipe_size_mm_sql('s')}, 100) / 1000.0"
-    f"  AS h FROM {T.pipeline_segment} s WHERE s.from_node_id = n.id"
+    f"  SELECT ST_Z(ST_StartPoint(s.geom)) AS z, {_H} AS h"
+    f"  FROM {T.pipeline_segment} s WHERE s.from_node_id = n.id"
     "  UNION ALL"
-    f"  SELECT ST_Z(ST_EndPoint(s.geom)), coalesce({pipe_size_mm_sql('s')}, 100) / 1000.0"
+    f"  SELECT ST_Z(ST_EndPoint(s.geom)), {_H}"
     f"  FROM {T.pipeline_segment} s WHERE s.to_node_id = n.id) e) p ON true"
 )
 

@@ -81,7 +81,8 @@ def box_params(box: Box) -> dict[str, float]:
 SEG_ANCHOR = "ST_LineInterpolatePoint(ST_Force2D(s.geom), 0.5)"
 SEG_SIZE = pipe_size_mm_sql("s")
 #: the width across a pipe (mm): what a far view loses when the pipe is dropped
-SEG_ACROSS = f"greatest(coalesce(s.diameter_mm, 0), coalesce(s.width_mm, 0), {SEG_SIZE})"
+#: (NULL when nothing was surveyed: the callers put in the default diameter it is drawn with)
+SEG_ACROSS = f"nullif(greatest(coalesce(s.diameter_mm, 0), coalesce(s.width_mm, 0), {SEG_SIZE}), 0)"
 
 
 def size_text(diameter: float | None, width: float | None, height: float | None) -> str | None:
