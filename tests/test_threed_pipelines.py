@@ -324,7 +324,7 @@ def test_parents_are_bounded_and_count_what_they_drop(conn, source):
     box = source.bounds(conn).box
     parent = source.content(conn, box, 8.0)
     leaf = source.content(conn, box, 0.0)
-    assert len(parent.features) <= source.max_features_per_tile < len(leaf.features)
+    assert len(parent.features) <= source.max_features_per_parent < len(leaf.features)
     shown = set(parent.features.ids.tolist())
     largest_dropped = 0.0
     for fid in set(leaf.features.ids.tolist()) - shown:

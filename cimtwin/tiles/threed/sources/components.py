@@ -13,7 +13,8 @@ the writer and the viewer), and the merged glb goes through the same validator p
 
 Ground: the component's recorded elevation, else the DEM (what the terrain tileset draws),
 else the nearest survey point's ground (:mod:`.ground`).
-Parents (far views) keep the largest components, at most a leaf's worth, and count the
+Parents (far views) keep the largest components, at most a quarter of a leaf's worth (so all
+parents together stay a small part of the leaves' bytes), and count the
 dropped ones at their size (largest extent): street lights and kiosks stay, covers go.
 """
 
@@ -202,6 +203,8 @@ class ComponentsSource:
     import_kinds = ("components", "dem", "pipelines")  # the ground: DEM, else survey points
     #: boxes, discs and poles are 0.9 to 1.8 kB of glb each: 500 keep a leaf under 1 MB
     max_features_per_tile = 500
+    #: a parent shows the largest of its features, this many at most
+    max_features_per_parent = 125
 
     ANCHOR = "ST_PointOnSurface(c.geom)"
 
@@ -267,7 +270,7 @@ class ComponentsSource:
         keep = np.arange(len(rows))
         error = 0.0
         if tolerance_m > 0:
-            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_tile])
+            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_parent])
             dropped = np.setdiff1d(np.arange(len(rows)), keep)
             error = float(size[dropped].max()) if len(dropped) else 0.0
         if not len(keep):

@@ -11,7 +11,8 @@ they are, with feature ids of the OGC collection ``pipeline_points`` (see
 * outfalls (出水口): octahedra on the pipe axis.
 
 Plain feature points (三通, 直线点, 变径 ...) are joints of the pipes, not objects: not drawn.
-Parents keep the largest points, at most a leaf's worth, and count the dropped ones at their
+Parents keep the largest points, at most a quarter of a leaf's worth, and count the dropped
+ones at their
 size (their largest extent), the most a far view can be missing.
 """
 
@@ -86,6 +87,8 @@ class PipelinePointsSource:
     #: the import kinds whose batches can change this tileset (``build-3d --changed``)
     import_kinds = ("pipelines",)
     max_features_per_tile = 600
+    #: a parent shows the largest of its points, this many at most
+    max_features_per_parent = 150
 
     def _where(self) -> str:
         return f"{KIND_SQL} IS NOT NULL AND {anchored('n.geom', 'n.geom')}"
@@ -124,8 +127,8 @@ class PipelinePointsSource:
             return None
         solid, size = point_shapes(rows)
         keep = np.arange(len(rows))
-        if tolerance_m > 0:  # a parent: the largest points, at most a leaf's worth
-            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_tile])
+        if tolerance_m > 0:  # a parent: the largest points, a quarter of a leaf's worth
+            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_parent])
         dropped = np.setdiff1d(np.arange(len(rows)), keep)
         error = float(size[dropped].max()) if len(dropped) else 0.0
         if not len(keep):

@@ -47,8 +47,9 @@ from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 DEFAULT_DIAMETER_MM = 100.0
 #: sides of a full-detail tube section (chord error 7.6 % of the radius)
 LEAF_SIDES = 8
-#: vertices a parent may hold (about 1 MB of glb at 36 bytes a vertex)
-PARENT_VERTEX_BUDGET = 25_000
+#: vertices a parent may hold (about 0.35 MB of glb at 36 bytes a vertex: parents together
+#: stay a small part of the leaves' bytes)
+PARENT_VERTEX_BUDGET = 10_000
 GREY = (128, 128, 128)
 
 
