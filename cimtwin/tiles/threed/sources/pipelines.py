@@ -166,12 +166,11 @@ class PipelinesSource:
 
     def _pipes(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
         """(id, network, subtype, diameter, width, height, material, owner, depths, depth
-        reference, width across (mm), wkb) of the pipes anchored in ``box``."""
+        reference, wkb) of the pipes anchored in ``box``."""
         params = box_params(box)
         return conn.execute(
             f"SELECT s.id, s.network, s.subtype, s.diameter_mm, s.width_mm, s.height_mm,"
             f" s.material, s.owner, s.from_depth_m, s.to_depth_m, s.depth_ref,"
-            f" coalesce({SEG_ACROSS}, {DEFAULT_DIAMETER_MM}) AS across,"
             f" ST_AsBinary(s.geom)"
             f" FROM {T.pipeline_segment} s WHERE {anchored(SEG_ANCHOR, 's.geom')}"
             f" ORDER BY s.id",
@@ -185,7 +184,7 @@ class PipelinesSource:
         if not rows:
             return None
         colors = network_colors()
-        pipes = [_Pipe(r[0], r[1], r[3], r[4], r[5], _coords(r[12])) for r in rows]
+        pipes = [_Pipe(r[0], r[1], r[3], r[4], r[5], _coords(r[11])) for r in rows]
         solid = pipe_solids(pipes, LEAF_SIDES)
         mesh = solid.mesh(
             np.arange(len(rows)), np.array([rgba(colors.get(r[1], GREY)) for r in rows])
@@ -209,21 +208,30 @@ class PipelinesSource:
 
     def _overview(self, conn: psycopg.Connection, box: Box, tol: float) -> TileContent | None:
         """Merged, simplified pipes per (network, subtype, size), the widest first while
-        the vertex budget lasts; the groups left out are dropped, counted at their width."""
-        rows = self._pipes(conn, box)
+        the vertex budget lasts; from the first group that does not fit on, the groups are
+        dropped, counted at the widest one's width. Only kept groups' lines are read."""
+        rows = conn.execute(
+            f"SELECT s.id, s.network, coalesce(s.subtype, ''), s.diameter_mm, s.width_mm,"
+            f" s.height_mm, coalesce({SEG_ACROSS}, {DEFAULT_DIAMETER_MM})"
+            f" FROM {T.pipeline_segment} s WHERE {anchored(SEG_ANCHOR, 's.geom')}",
+            box_params(box),
+        ).fetchall()
         if not rows:
             return None
         error = 0.0
         groups: dict[tuple, list] = defaultdict(list)
         for r in rows:
-            groups[(r[1], r[2] or "", r[3], r[4], r[5])].append(r)
-        order = sorted(groups, key=lambda k: -float(groups[k][0][11]))
+            groups[r[1:7]].append(r[0])
+        order = sorted(groups, key=lambda k: (-float(k[5]), repr(k)))
         parts, feats, used = [], [], 0
         for key in order:
-            members = groups[key]
-            lines = [shapely.from_wkb(r[12]) for r in members]
-            simplified, measured = merge_simplify(lines, tol / 2)
-            first = _Pipe(members[0][0], key[0], key[2], key[3], key[4], np.empty((0, 3)))
+            ids = groups[key]
+            wkb = conn.execute(
+                f"SELECT ST_AsBinary(s.geom) FROM {T.pipeline_segment} s WHERE s.id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+            simplified, measured = merge_simplify([shapely.from_wkb(w[0]) for w in wkb], tol / 2)
+            first = _Pipe(min(ids), key[0], key[2], key[3], key[4], np.empty((0, 3)))
             sides = solids.sides_for(first.radius_m, tol / 2, lo=4, hi=LEAF_SIDES)
             chord = 0.0 if first.is_box else float(solids.chord_error(first.radius_m, sides))
             pipes = [
@@ -233,26 +241,26 @@ class PipelinesSource:
             solid = pipe_solids(pipes, sides)
             solid.item[:] = 0
             if used + len(solid.positions) > PARENT_VERTEX_BUDGET:
-                error = max(error, float(members[0][11]) / 1000.0)
-                continue
+                error = max(error, float(key[5]) / 1000.0)
+                break
             used += len(solid.positions)
             error = max(error, measured + chord)
             parts.append(solid)
-            feats.append((min(r[0] for r in members), members[0], len(members)))
+            feats.append((first.id, key, len(ids)))
         if not parts:  # all dropped: no content, the children carry the pipes
             return None
         colors = network_colors()
         solid = solids.Solid.concat(parts, list(range(len(parts))))
         mesh = solid.mesh(
-            np.arange(len(parts)), np.array([rgba(colors.get(f[1][1], GREY)) for f in feats])
+            np.arange(len(parts)), np.array([rgba(colors.get(f[1][0], GREY)) for f in feats])
         )
         table = FeatureTable(
             self.class_name,
             np.array([f[0] for f in feats]),
             [
-                Property("network", "STRING", [f[1][1] for f in feats]),
-                Property("subtype", "STRING", [f[1][2] for f in feats]),
-                Property("size", "STRING", [size_text(f[1][3], f[1][4], f[1][5]) for f in feats]),
+                Property("network", "STRING", [f[1][0] for f in feats]),
+                Property("subtype", "STRING", [f[1][1] or None for f in feats]),
+                Property("size", "STRING", [size_text(f[1][2], f[1][3], f[1][4]) for f in feats]),
                 Property("pipes", "INT64", [f[2] for f in feats]),
             ],
         )
