@@ -24,6 +24,10 @@ the simplified line standing for it (a Hausdorff distance, the simplified line's
 being vertices of the full ones; 2D merging can lose a step in height at a well, which this
 counts), plus the section's chord error at the parent's sides; a dropped pipe counts with its
 whole width across (the whole section goes missing), not a fraction of it.
+
+A merged parent feature stands for a group: its ``id`` is the group's smallest pipe id (a real
+``pipelines`` item) and its ``pipes`` property says how many pipes it stands for (1 in leaves);
+it carries the group's network, subtype and size, not one pipe's material or owner.
 """
 
 from __future__ import annotations
