@@ -15,7 +15,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-app = typer.Typer(help="Vector tiles: static export.", no_args_is_help=True)
+app = typer.Typer(
+    help="Vector tiles (static export) and 3D Tiles (build-3d).", no_args_is_help=True
+)
 
 
 @app.command("export-mvt")

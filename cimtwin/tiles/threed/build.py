@@ -11,11 +11,12 @@ parent), and every ancestor of those are rebuilt; every other content file is le
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,6 +49,8 @@ from cimtwin.tiles.threed.tileset import assemble
 
 MANIFEST = "build.json"
 MANIFEST_VERSION = 1
+#: a leaf whose glb is larger is split into its quarters (the issue's 1 MB content bound)
+MAX_CONTENT_BYTES = 1_000_000
 
 
 @dataclass
@@ -72,8 +75,9 @@ def _schema_of(source: Source) -> dict:
 
 
 def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | None | str:
-    """Extent of a batch's rows over its importer's tables; ``"everywhere"`` for an import
-    kind this installation does not know (its tables cannot be asked)."""
+    """Extent of a batch's rows over its importer's tables (None: it wrote no row);
+    ``"everywhere"`` for an import kind this installation does not know or whose tables have
+    no geometry tagged with the batch (its change cannot be located)."""
     from cimtwin.importers.registry import importer_for
     from cimtwin.spatial import bulk
 
@@ -82,11 +86,13 @@ def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | No
     except ValueError:
         return "everywhere"
     out: Box | None = None
+    asked = False
     for model in models:
         cols = model.__table__.columns
         geoms = [c.name for c in cols if c.type.__class__.__name__ == "Geometry"]
         if not geoms or "batch_id" not in cols:
             continue
+        asked = True
         row = conn.execute(
             sql.SQL(
                 "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
@@ -97,7 +103,8 @@ def batch_extent(conn: psycopg.Connection, batch_id: int, kind: str) -> Box | No
         if row and row[0] is not None:
             b = (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
             out = b if out is None else _box_union(out, b)
-    return out
+    # an import whose rows have no place cannot be located: it may have changed anything
+    return out if asked else "everywhere"
 
 
 def _box_union(a: Box, b: Box) -> Box:
@@ -172,9 +179,10 @@ def _write_json(path: Path, doc: dict) -> None:
 def _dirty(
     plan: Plan, old_tiles: dict[Key, dict], areas: list[Box] | None, folder: Path
 ) -> set[Key]:
-    """Tiles to rebuild: meeting a changed area, new, re-toleranced, or missing a file, and
-    every ancestor of those."""
-    parents = plan.parents()
+    """Tiles to rebuild: meeting a changed area, new to the tree, re-toleranced (a leaf
+    became a parent or back) or missing their file. Every ancestor of a tile meeting an area
+    meets it too (its box holds the child's), so the parents above a change are rebuilt with
+    it; a parent's content depends on its box and tolerance only, not on its children."""
     dirty: set[Key] = set()
     for key, tile in plan.tiles.items():
         old = old_tiles.get(key)
@@ -187,28 +195,47 @@ def _dirty(
             or any(meets(tile.box, a) for a in areas)
         ):
             dirty.add(key)
-    for key in list(dirty):
-        while key in parents:
-            key = parents[key]
-            dirty.add(key)
     return dirty
+
+
+#: worker pools by size, kept for the process's life: one start-up for every tileset built
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of forkserver workers: each forks from a server that imported the job code
+    once (spawn would import numpy, pyproj and the sources again in every worker; fork would
+    copy the builder's open database connection into them)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        ctx = get_context("forkserver")
+        ctx.set_forkserver_preload(["cimtwin.tiles.threed.plan", "cimtwin.tiles.threed.registry"])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        _POOLS[workers] = pool
+        atexit.register(pool.shutdown, cancel_futures=True)
+    return pool
 
 
 def run_jobs(
     jobs: list[TileJob], workers: int, on_done: Callable[[], None] | None = None
 ) -> Iterable[TileSummary]:
-    """The jobs' summaries: in this process for one worker, else in a pool of processes."""
+    """The jobs' summaries as they finish: in this process for one worker (or one job), else
+    in a pool of worker processes."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield run_job(job)
             if on_done:
                 on_done()
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for summary in pool.map(run_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
-            yield summary
+    futures = [_pool(workers).submit(run_job, job) for job in jobs]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
             if on_done:
                 on_done()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def build_tileset(
@@ -222,6 +249,7 @@ def build_tileset(
     workers: int | None = None,
     placement: Placement | None = None,
     max_depth: int = MAX_DEPTH,
+    max_content_bytes: int = MAX_CONTENT_BYTES,
     on_plan: Callable[[int], None] | None = None,
     on_tile: Callable[[], None] | None = None,
 ) -> BuildResult:
@@ -244,6 +272,10 @@ def build_tileset(
     manifest = _read_manifest(folder)
     if manifest is not None and manifest.get("settings") != settings_key:
         manifest = None  # another source, placement or schema: nothing can be kept
+    if manifest is None:
+        shutil.rmtree(folder / "tiles", ignore_errors=True)  # nothing there is known
+    old_tiles = {parse_key(k): v for k, v in ((manifest or {}).get("tiles") or {}).items()}
+    split = {parse_key(k) for k in (manifest or {}).get("split", [])}
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             batches = seen_batches(conn, source, (manifest or {}).get("batches", {}))
@@ -256,34 +288,56 @@ def build_tileset(
                 else:
                     areas = [area]
             clip = area if manifest is None else None
-            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth)
+            result = BuildResult(tileset_id, None, changed_areas=areas)
+            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+            if plan is None or not plan.tiles:
+                _remove_output(folder)
+                return result
+            todo = _dirty(plan, old_tiles, areas if manifest else None, folder)
+            result.planned = len(todo)
+            if on_plan:
+                on_plan(result.planned)
+            summaries: dict[Key, TileSummary] = {
+                k: TileSummary.from_json(v) for k, v in old_tiles.items() if k in plan.tiles
+            }
+            rebuilt: set[Key] = set()
+            while todo:
+                jobs = jobs_for(
+                    plan,
+                    todo,
+                    source=target,
+                    dsn=dsn,
+                    out_dir=folder,
+                    schema=tileset_schema,
+                    placement=placement,
+                )
+                for summary in run_jobs(jobs, workers or os.cpu_count() or 1, on_tile):
+                    summaries[summary.key] = summary
+                    rebuilt.add(summary.key)
+                    result.built += 1
+                # a leaf over the byte budget is split (and stays split in later builds)
+                over = {
+                    k
+                    for k in todo
+                    if plan.tiles[k].leaf
+                    and summaries[k].bytes > max_content_bytes
+                    and summaries[k].features > 1
+                    and k[0] < max_depth
+                }
+                if not over:
+                    break
+                split |= over
+                plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+                assert plan is not None
+                done = {k: s.to_json() for k, s in summaries.items() if k in plan.tiles}
+                todo = _dirty(plan, done, [], folder)
+                result.planned += len(todo)
+                if on_plan:
+                    on_plan(result.planned)
+            summaries = {k: s for k, s in summaries.items() if k in plan.tiles}
     except psycopg.OperationalError as exc:
         raise UserError(f"database unreachable: {str(exc).splitlines()[0]}") from exc
-
-    result = BuildResult(tileset_id, None, changed_areas=areas)
-    old_tiles = {parse_key(k): v for k, v in ((manifest or {}).get("tiles") or {}).items()}
-    if plan is None or not plan.tiles:
-        _remove_output(folder)
-        return result
-    todo = _dirty(plan, old_tiles, areas if manifest else None, folder)
-    result.planned, result.kept = len(todo), len(plan.tiles) - len(todo)
-    if on_plan:
-        on_plan(len(todo))
-    jobs = jobs_for(
-        plan,
-        todo,
-        source=target,
-        dsn=dsn,
-        out_dir=folder,
-        schema=tileset_schema,
-        placement=placement,
-    )
-    summaries: dict[Key, TileSummary] = {
-        k: TileSummary.from_json(v) for k, v in old_tiles.items() if k in plan.tiles
-    }
-    for summary in run_jobs(jobs, workers or os.cpu_count() or 1, on_tile):
-        summaries[summary.key] = summary
-        result.built += 1
+    result.kept = len(set(plan.tiles) - rebuilt)
     # files of tiles the tree no longer has
     for key, old in old_tiles.items():
         if key not in plan.tiles and old.get("path"):
@@ -306,6 +360,7 @@ def build_tileset(
             "settings": settings_key,
             "batches": batches,
             "last_batch": max((int(k) for k in batches), default=0),
+            "split": sorted(key_str(k) for k in split if k in plan.tiles),
             "tiles": {key_str(k): s.to_json() for k, s in sorted(summaries.items())},
         },
     )

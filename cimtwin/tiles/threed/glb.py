@@ -18,6 +18,8 @@ Choices a client sees:
   empty string for strings); booleans have no ``noData`` in the spec, None is false.
 * feature ids are a FLOAT vertex attribute (exact to 2^24 features; glTF allows no 32-bit
   integer attributes, and UNSIGNED_SHORT would need 4-byte strides).
+* normals as normalised bytes (KHR_mesh_quantization, which CesiumJS reads): a third of the
+  float size, within half a degree; positions stay float32 (millimetres over a tile).
 * colours: the source's sRGB bytes, linearised (glTF's COLOR_0 is linear), as normalised
   UNSIGNED_SHORT RGBA so dark colours keep their steps.
 """
@@ -38,7 +40,7 @@ from cimtwin.tiles.threed.placement import Frame, Placement, gltf_axes
 NO_DATA = {"FLOAT64": -1.0e38, "INT32": -2147483648}
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
-_FLOAT, _USHORT, _UINT = 5126, 5123, 5125
+_BYTE, _FLOAT, _USHORT, _UINT = 5120, 5126, 5123, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
@@ -128,6 +130,14 @@ def vertex_normals(local: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return normals / length[:, None]
 
 
+def _quantized_normals(normals: np.ndarray) -> np.ndarray:
+    """Unit normals as KHR_mesh_quantization's normalised signed bytes (value / 127), one
+    padding byte each: 4 bytes a vertex instead of 12, within half a degree."""
+    out = np.zeros((len(normals), 4), dtype=np.int8)
+    out[:, :3] = np.clip(np.round(normals * 127.0), -127, 127).astype(np.int8)
+    return out
+
+
 def _srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     c = rgb.astype(np.float64) / 255.0
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
@@ -203,8 +213,17 @@ def glb_bytes(
     buf = _Buffer()
     accessors: list[dict] = []
 
-    def accessor(data: np.ndarray, ctype: int, kind: str, target: int, **extra: object) -> int:
+    def accessor(
+        data: np.ndarray,
+        ctype: int,
+        kind: str,
+        target: int,
+        stride: int | None = None,
+        **extra: object,
+    ) -> int:
         view = buf.add(np.ascontiguousarray(data).tobytes(), target)
+        if stride:
+            buf.views[view]["byteStride"] = stride
         count = len(data) if kind == "SCALAR" else data.shape[0]
         accessors.append(
             {"bufferView": view, "componentType": ctype, "count": count, "type": kind, **extra}
@@ -220,7 +239,10 @@ def glb_bytes(
             min=[float(v) for v in positions.min(axis=0)],
             max=[float(v) for v in positions.max(axis=0)],
         ),
-        "NORMAL": accessor(normals.astype("<f4"), _FLOAT, "VEC3", _ARRAY_BUFFER),
+        # KHR_mesh_quantization: normalised bytes, padded to the 4-byte vertex stride
+        "NORMAL": accessor(
+            _quantized_normals(normals), _BYTE, "VEC3", _ARRAY_BUFFER, 4, normalized=True
+        ),
         "COLOR_0": accessor(colors, _USHORT, "VEC4", _ARRAY_BUFFER, normalized=True),
         "_FEATURE_ID_0": accessor(feature_ids, _FLOAT, "SCALAR", _ARRAY_BUFFER),
     }
@@ -258,7 +280,12 @@ def glb_bytes(
         material["alphaMode"] = "BLEND"
     gltf: dict = {
         "asset": {"version": "2.0", "generator": "cimtwin"},
-        "extensionsUsed": ["EXT_mesh_features", "EXT_structural_metadata"],
+        "extensionsUsed": [
+            "EXT_mesh_features",
+            "EXT_structural_metadata",
+            "KHR_mesh_quantization",
+        ],
+        "extensionsRequired": ["KHR_mesh_quantization"],
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0}],

@@ -138,9 +138,11 @@ def plan_tree(
     source: Source,
     clip: Box | None = None,
     max_depth: int = MAX_DEPTH,
+    split: set[Key] | frozenset[Key] = frozenset(),
 ) -> Plan | None:
     """The tree over the source's data (None when it has none); with ``clip``, only tiles
-    meeting that box."""
+    meeting that box. Tiles in ``split`` are split whatever their count (their content was
+    over the byte budget)."""
     root_m = float(getattr(source, "root_tile_m", ROOT_TILE_M))
     bounds = source.bounds(conn)
     if bounds is None:
@@ -156,7 +158,7 @@ def plan_tree(
         if n == 0:
             return False
         children: list[Key] = []
-        if n > source.max_features_per_tile and key[0] < max_depth:
+        if (n > source.max_features_per_tile or (key in split and n > 1)) and key[0] < max_depth:
             level, x, y = key
             for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
                 child = (level + 1, 2 * x + dx, 2 * y + dy)
@@ -204,10 +206,16 @@ def jobs_for(
     return out
 
 
-@lru_cache(maxsize=4)
+_CONNECTIONS: dict[str, psycopg.Connection] = {}
+
+
 def _connection(dsn: str) -> psycopg.Connection:
-    # one connection per worker process and database, opened by the first job that needs it
-    return psycopg.connect(dsn, autocommit=True)
+    """The worker's connection to ``dsn``: opened by the first job that needs it, kept for
+    the next jobs, opened again when the server closed it (a restart between builds)."""
+    conn = _CONNECTIONS.get(dsn)
+    if conn is None or conn.closed or conn.broken:
+        conn = _CONNECTIONS[dsn] = psycopg.connect(dsn, autocommit=True)
+    return conn
 
 
 @lru_cache(maxsize=4)
