@@ -411,6 +411,57 @@ def test_the_sample_tilesets_build_and_validate(database_url, loaded_sample, tmp
         expected = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     leaves = [t for t in manifest["tiles"].values() if t["tolerance_m"] == 0]
     assert sum(t["features"] for t in leaves) == expected
+    # the tileset says which OGC collection its ids are items of: the viewer's one lookup
+    assert doc["asset"]["extras"]["layer"] == tileset
+
+
+def glb_table(path) -> dict[str, list]:
+    """The property table of a glb, decoded with pygltflib (ids and string columns)."""
+    import pygltflib
+
+    g = pygltflib.GLTF2().load_binary(str(path))
+    blob = g.binary_blob()
+    meta = g.extensions["EXT_structural_metadata"]
+    table = meta["propertyTables"][0]
+    cls = meta["schema"]["classes"][table["class"]]["properties"]
+    out: dict[str, list] = {}
+    for name, column in table["properties"].items():
+        view = g.bufferViews[column["values"]]
+        raw = blob[view.byteOffset : view.byteOffset + view.byteLength]
+        if cls[name]["type"] == "STRING":
+            ov = g.bufferViews[column["stringOffsets"]]
+            offs = np.frombuffer(blob, "<u4", offset=ov.byteOffset, count=ov.byteLength // 4)
+            out[name] = [raw[offs[i] : offs[i + 1]].decode() for i in range(len(offs) - 1)]
+        elif cls[name].get("componentType") == "UINT32":
+            out[name] = np.frombuffer(raw, "<u4").tolist()
+    return out
+
+
+def test_picking_a_pipe_in_the_built_glb(database_url, loaded_sample, conn, tmp_path):
+    """A known pipe's feature id and properties, read back from the glb of its leaf."""
+    from cimtwin.tiles.threed.build import build_tileset
+    from cimtwin.tiles.threed.placement import Placement
+
+    pid, network, diameter, owner = conn.execute(
+        "SELECT id, network, diameter_mm, owner FROM cim.pipeline_segment"
+        " WHERE diameter_mm IS NOT NULL AND owner IS NOT NULL ORDER BY id OFFSET 100 LIMIT 1"
+    ).fetchone()
+    build_tileset(
+        "pipelines",
+        tmp_path,
+        database_url=database_url,
+        workers=1,
+        placement=Placement(geoid="egm96_15.gtx", height_offset_m=0.0),
+    )
+    manifest = json.loads((tmp_path / "pipelines" / "build.json").read_text())
+    leaves = [t for t in manifest["tiles"].values() if t["tolerance_m"] == 0 and t["path"]]
+    found = []
+    for leaf in leaves:
+        table = glb_table(tmp_path / "pipelines" / leaf["path"])
+        if pid in table["id"]:
+            row = table["id"].index(pid)
+            found.append((table["network"][row], table["size"][row], table["owner"][row]))
+    assert found == [(network, f"DN{diameter:g}", owner)]  # in one leaf, with its properties
 
 
 def test_a_pipe_never_sized_is_drawn_thin_with_no_size(conn):
