@@ -486,3 +486,16 @@ def test_a_pipe_never_sized_is_drawn_thin_with_no_size(conn):
         np.testing.assert_allclose(dist, DEFAULT_DIAMETER_MM / 2000.0, atol=1e-6)
     finally:
         conn.rollback()
+
+
+def test_points_rank_in_sql_by_the_size_they_are_drawn(conn):
+    """Parents take the largest points by a size computed in SQL: it must be the drawn one."""
+    from cimtwin.tiles.threed.sources.pipeline_points import point_shapes
+
+    source = PipelinePointsSource()
+    rows = source.rows(conn, source.bounds(conn).box)
+    solid, _ = point_shapes(rows)
+    drawn = np.array(
+        [np.ptp(solid.positions[solid.item == i], axis=0).max() for i in range(len(rows))]
+    )
+    np.testing.assert_allclose([r[14] for r in rows], drawn, atol=1e-6)

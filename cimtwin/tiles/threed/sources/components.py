@@ -233,17 +233,22 @@ class ComponentsSource:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def rows(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
+    def rows(self, conn: psycopg.Connection, box: Box, limit: int | None = None) -> list[tuple]:
         """(id, component id, class, name, status, three departments, ground, wkb (None for
-        a point), anchor x, y) in ``box``; the ground is the recorded elevation, else
-        :func:`.ground.ground_heights` at the anchor."""
+        a point), anchor x, y, size) in ``box``; the ground is the recorded elevation, else
+        :func:`.ground.ground_heights` at the anchor. With ``limit``: the largest ones only,
+        ranked in SQL by :func:`size_sql`, so a parent does not read every component under it."""
+        order = "size DESC, c.id LIMIT %(limit)s" if limit is not None else "c.id"
         rows = conn.execute(
             f"SELECT c.id, c.component_id, c.class_code, c.name, c.status, c.dept_authority,"
             f" c.dept_owner, c.dept_maintainer, c.elevation_m,"
             f" CASE WHEN GeometryType(c.geom) <> 'POINT' THEN ST_AsBinary(c.geom) END,"
-            f" ST_X({self.ANCHOR}), ST_Y({self.ANCHOR})"
-            f" FROM {T.city_component} c WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY c.id",
-            box_params(box),
+            f" ST_X({self.ANCHOR}), ST_Y({self.ANCHOR}), {size_sql()} AS size"
+            f" FROM {T.city_component} c LEFT JOIN unnest(%(codes)s::text[],"
+            f" %(point)s::float8[], %(line)s::float8[]) AS sz(code, point, line)"
+            f" ON sz.code = c.class_code"
+            f" WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY {order}",
+            {**box_params(box), **size_params(), "limit": limit},
         ).fetchall()
         lacking = [i for i, r in enumerate(rows) if r[8] is None]
         heights = ground_heights(
@@ -253,7 +258,12 @@ class ComponentsSource:
         return [(*r[:8], ground.get(i, r[8]), *r[9:]) for i, r in enumerate(rows)]
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
-        rows = self.rows(conn, box)
+        budget = self.max_features_per_parent
+        rows = self.rows(conn, box, budget + 1 if tolerance_m > 0 else None)
+        error = 0.0
+        if len(rows) > budget and tolerance_m > 0:  # a parent: the largest, the rest dropped
+            error = float(rows[budget][12])  # the largest dropped one's size
+            rows = rows[:budget]
         if not rows:
             return None
         geoms = shapely.points(np.array([(r[10], r[11]) for r in rows], dtype=np.float64))
@@ -262,24 +272,10 @@ class ComponentsSource:
             geoms[lines] = shapely.from_wkb([rows[i][9] for i in lines])
         types = shapely.get_type_id(geoms)
         shapes = [shape_of(r[2], int(t)) for r, t in zip(rows, types, strict=True)]
-        size = np.array([s.size for s in shapes])
-        extended = np.flatnonzero(types != 0)  # lines and areas: as large as they reach
-        if len(extended):
-            x0, y0, x1, y1 = shapely.bounds(geoms[extended]).T
-            size[extended] = np.maximum(np.maximum(x1 - x0, y1 - y0), size[extended])
-        keep = np.arange(len(rows))
-        error = 0.0
-        if tolerance_m > 0:
-            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_parent])
-            dropped = np.setdiff1d(np.arange(len(rows)), keep)
-            error = float(size[dropped].max()) if len(dropped) else 0.0
-        if not len(keep):
-            return None
-        kept = [rows[i] for i in keep]
+        kept = rows
         solid, colors = component_solids(
-            [shapes[i] for i in keep], geoms[keep], np.array([float(r[8]) for r in kept]),
-            [r[2] for r in kept],
-        )  # fmt: skip
+            shapes, geoms, np.array([float(r[8]) for r in kept]), [r[2] for r in kept]
+        )
         mesh = Mesh(solid.positions, solid.triangles, solid.item, colors)
         classes = component_classes()
         table = FeatureTable(
@@ -297,6 +293,28 @@ class ComponentsSource:
             ],
         )
         return TileContent(mesh, table, error)
+
+
+def size_params() -> dict[str, list]:
+    """The class sizes :func:`size_sql` joins: per class, as a point (or area) and as a line."""
+    codes = sorted(SHAPES)
+    return {
+        "codes": codes,
+        "point": [shape_of(c, 0).size for c in codes],
+        "line": [shape_of(c, LINE_TYPES[0]).size for c in codes],
+    }
+
+
+def size_sql() -> str:
+    """A component's size (m, largest extent as drawn) in SQL, the same rule as
+    :attr:`Shape.size` plus a line's or area's own extent: what a parent ranks by."""
+    extent = "greatest(ST_XMax(c.geom) - ST_XMin(c.geom), ST_YMax(c.geom) - ST_YMin(c.geom))"
+    return (
+        f"CASE WHEN GeometryType(c.geom) = 'POINT' THEN coalesce(sz.point, {DEFAULT_POINT.size})"
+        f" WHEN GeometryType(c.geom) IN ('LINESTRING', 'MULTILINESTRING')"
+        f" THEN greatest(coalesce(sz.line, {DEFAULT_LINE.size}), {extent})"
+        f" ELSE greatest(coalesce(sz.point, {DEFAULT_POINT.size}), {extent}) END"
+    )
 
 
 def _class_name(classes: dict, code: str) -> str | None:

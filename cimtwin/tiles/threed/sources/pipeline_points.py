@@ -66,6 +66,24 @@ _ENDS = (
     f"  FROM {T.pipeline_segment} s WHERE s.to_node_id = n.id) e) p ON true"
 )
 
+GROUND_SQL = "coalesce(n.ground_elevation_m, ST_Z(n.geom))"
+_WELL_D = (
+    "CASE "
+    + " ".join(f"WHEN n.network = '{k}' THEN {v}" for k, v in WELL_DIAMETER_M.items())
+    + f" ELSE {DEFAULT_WELL_DIAMETER_M} END"
+)
+_WELL_BOTTOM = (
+    f"CASE WHEN n.well_depth_m IS NULL AND p.bottom IS NULL THEN {GROUND_SQL} - "
+    f"{DEFAULT_AXIS_DEPTH_M} ELSE least({GROUND_SQL} - n.well_depth_m, p.bottom) END"
+)
+#: a point's size (m, its largest extent as :func:`point_shapes` draws it), for ranking
+SIZE_SQL = (
+    f"CASE {KIND_SQL} WHEN 'well' THEN greatest({_WELL_D}, {GROUND_SQL} - {_WELL_BOTTOM})"
+    f" WHEN 'hydrant' THEN {GROUND_SQL} + {HYDRANT_ABOVE_M}"
+    f" - coalesce(p.axis, {GROUND_SQL} - {DEFAULT_AXIS_DEPTH_M})"
+    f" ELSE 2 * greatest({VALVE_MIN_RADIUS_M}, 0.75 * coalesce(p.size, 0)) END"
+)
+
 
 class PipelinePointsSource:
     """Wells, valves, hydrants and outfalls."""
@@ -110,39 +128,31 @@ class PipelinePointsSource:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def rows(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
+    def rows(self, conn: psycopg.Connection, box: Box, limit: int | None = None) -> list[tuple]:
         """(id, kind, point_no, network, subtype, appurtenance, ground, well depth, valve
-        state, x, y, pipe axis, deepest pipe bottom, widest pipe) of the points in ``box``."""
+        state, x, y, pipe axis, deepest pipe bottom, widest pipe, size) of the points in
+        ``box``; with ``limit``, the largest only (ranked in SQL by :data:`SIZE_SQL`)."""
+        order = "point_size DESC, n.id LIMIT %(limit)s" if limit is not None else "n.id"
         return conn.execute(
             f"SELECT n.id, {KIND_SQL}, n.point_no, n.network, n.subtype, n.appurtenance,"
-            f" coalesce(n.ground_elevation_m, ST_Z(n.geom)), n.well_depth_m, n.valve_state,"
-            f" ST_X(n.geom), ST_Y(n.geom), p.axis, p.bottom, p.size"
-            f" FROM {T.pipeline_node} n {_ENDS} WHERE {self._where()} ORDER BY n.id",
-            box_params(box),
+            f" {GROUND_SQL}, n.well_depth_m, n.valve_state,"
+            f" ST_X(n.geom), ST_Y(n.geom), p.axis, p.bottom, p.size, {SIZE_SQL} AS point_size"
+            f" FROM {T.pipeline_node} n {_ENDS} WHERE {self._where()} ORDER BY {order}",
+            {**box_params(box), "limit": limit},
         ).fetchall()
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
-        rows = self.rows(conn, box)
+        budget = self.max_features_per_parent
+        rows = self.rows(conn, box, budget + 1 if tolerance_m > 0 else None)
+        error = 0.0
+        if tolerance_m > 0 and len(rows) > budget:  # a parent: the largest, the rest dropped
+            error = float(rows[budget][14])
+            rows = rows[:budget]
         if not rows:
             return None
-        solid, size = point_shapes(rows)
-        keep = np.arange(len(rows))
-        if tolerance_m > 0:  # a parent: the largest points, a quarter of a leaf's worth
-            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_parent])
-        dropped = np.setdiff1d(np.arange(len(rows)), keep)
-        error = float(size[dropped].max()) if len(dropped) else 0.0
-        if not len(keep):
-            return None
-        row_of = np.full(len(rows), -1)
-        row_of[keep] = np.arange(len(keep))
-        vkeep = row_of[solid.item] >= 0
-        tkeep = vkeep[solid.triangles].all(axis=1)
-        new_index = np.cumsum(vkeep) - 1
-        solid = solids.Solid(
-            solid.positions[vkeep], new_index[solid.triangles[tkeep]], row_of[solid.item[vkeep]]
-        )
+        solid, _ = point_shapes(rows)
         colors = network_colors()
-        kept = [rows[i] for i in keep]
+        kept = rows
         mesh = solid.mesh(np.arange(len(kept)), np.array([point_color(r, colors) for r in kept]))
         table = FeatureTable(
             self.class_name,
