@@ -213,3 +213,19 @@ def test_failure_while_writing_leaves_nothing(wgs84_tif: Path, database_url: str
     with pytest.raises(UserError, match="rolled back"):
         run_import(DiesAfterWriting(), [wgs84_tif], ImportOptions(dataset="t:dies"), database_url)
     assert dem_rows(database_url) == before
+
+
+def test_cli_refuses_a_bad_file_in_one_line(tmp_path: Path, database_url: str) -> None:
+    bad = tmp_path / "survey.tif"
+    bad.write_bytes(b"II*\0not really a tiff")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cimtwin.cli", "import", "dem", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "CIMTWIN_DATABASE_URL": database_url, "COLUMNS": "400"},
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in proc.stderr

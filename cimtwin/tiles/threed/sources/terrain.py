@@ -18,10 +18,10 @@ is a grid already, its cell-level mesh is exact at full detail, the error of a c
 measured cheaply and exactly at every DEM node, and pydelatin/pymartini are not installed.
 
 Features: a DEM block (:data:`~cimtwin.spatial.terrain.BLOCK` cells square) is the unit the
-tree counts and anchors (its centre), so a leaf holds at most ``max_features_per_tile``
-blocks. In the content, the blocks of one DEM are one feature: id = the ``terrain_dem`` row
-id, properties ``dataset`` and ``source_file`` (no OGC collection serves DEMs: ``layer`` is
-None).
+tree anchors (its centre) and counts, weighted by the vertices it has at leaf detail, so a
+leaf stays within a vertex budget (about 0.5 MB of glb) however smooth the DEM. In the
+content, the blocks of one DEM are one feature: id = the ``terrain_dem`` row id, properties
+``dataset`` and ``source_file`` (no OGC collection serves DEMs: ``layer`` is None).
 
 Detail: a leaf takes every ``leaf_stride``-th DEM node, the stride fixed per DEM at import as
 the largest power of two keeping the mesh within ``LEAF_TOLERANCE_M`` (1 cm) of every node
@@ -30,11 +30,13 @@ vertices; its ``error_m`` is the error measured over its own nodes. A parent tak
 power-of-two stride: at least what keeps it within a leaf's vertex budget, more while the
 measured error stays within the tolerance; its ``error_m`` is the measured largest vertical
 difference between its mesh and the DEM nodes it covers. Tiles of different levels side by
-side can show a crack up to the coarser one's error (no skirts yet).
+side would show a crack up to their errors: every tile hangs a skirt (a vertical strip
+``SKIRT_MIN_M`` + twice its error deep, facing out) under its boundary edges to hide it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +51,8 @@ from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 MAX_BLOCKS = 2
 #: a parent's vertex budget: what a full leaf has
 VERTEX_BUDGET = MAX_BLOCKS * (BLOCK + 1) ** 2
+#: skirts hang this far (m) below a tile's edges, plus twice the tile's error
+SKIRT_MIN_M = 0.5
 #: ground colours (sRGB) at the DEM's lowest and highest heights
 LOW_RGB, HIGH_RGB = np.array([118, 128, 96]), np.array([178, 166, 138])
 
@@ -119,6 +123,36 @@ def simplify(surface: Surface, tolerance_m: float) -> tuple[np.ndarray, np.ndarr
     return ri, ci, error
 
 
+def add_skirts(mesh: Mesh, depth_m: float) -> Mesh:
+    """The mesh with a vertical strip ``depth_m`` deep under each boundary edge (tile edges,
+    DEM edges, holes), facing outwards: it hides the crack between neighbouring tiles shown at
+    different levels (each off the DEM by up to its error) without changing the surface."""
+    t = mesh.triangles.astype(np.int64)
+    edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    key = np.sort(edges, axis=1)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    boundary = edges[counts[inverse.reshape(-1)] == 1]  # oriented as in their triangle
+    if not len(boundary):
+        return mesh
+    n = len(mesh.positions)
+    used, local = np.unique(boundary, return_inverse=True)
+    local = local.reshape(-1, 2)
+    # the skirt's own copies of the edge vertices: the writer's normals of the surface stay
+    # the surface's (a face with its own vertices has its own normals)
+    low = mesh.positions[used].copy()
+    low[:, 2] -= depth_m
+    top_a, top_b = n + local[:, 0], n + local[:, 1]
+    low_a, low_b = n + len(used) + local[:, 0], n + len(used) + local[:, 1]
+    # the interior lies left of a -> b seen from above: (a, a', b') and (a, b', b) face out
+    skirt = np.concatenate([np.stack([top_a, low_a, low_b], 1), np.stack([top_a, low_b, top_b], 1)])
+    return Mesh(
+        np.concatenate([mesh.positions, mesh.positions[used], low]),
+        np.concatenate([t, skirt]),
+        np.concatenate([mesh.features, mesh.features[used], mesh.features[used]]),
+        np.concatenate([mesh.colors, mesh.colors[used], mesh.colors[used]]),
+    )
+
+
 def _colour(mesh: Mesh, hmin: float, hmax: float) -> None:
     t = np.clip((mesh.positions[:, 2] - hmin) / max(hmax - hmin, 1e-6), 0, 1)[:, None]
     rgb = np.rint(LOW_RGB + t * (HIGH_RGB - LOW_RGB)).astype(np.uint8)
@@ -151,10 +185,20 @@ class TerrainSource:
         return Bounds((row[0], row[1], row[2], row[3]), float(row[4]), float(row[5]))
 
     def count(self, conn: psycopg.Connection, box: Box) -> int:
+        """The blocks anchored in ``box``, in units of a full-detail block: a block counts as
+        the vertices its leaf mesh has (at the DEM's leaf stride) over (BLOCK + 1)^2, so a
+        leaf's content stays within the vertex budget whether the DEM is rough (stride 1:
+        MAX_BLOCKS blocks a leaf) or smooth (many blocks a leaf, few vertices each)."""
         row = conn.execute(
-            f"SELECT count(*) FROM {T.terrain_dem_block} b WHERE {_ANCHORED}", _box_params(box)
+            "SELECT count(*), sum(((b.rows + d.leaf_stride - 2) / d.leaf_stride + 1)::float8 "
+            "* ((b.cols + d.leaf_stride - 2) / d.leaf_stride + 1)) "
+            f"FROM {T.terrain_dem_block} b JOIN {T.terrain_dem} d ON d.id = b.dem_id "
+            f"WHERE {_ANCHORED}",
+            _box_params(box),
         ).fetchone()
-        return int(row[0]) if row else 0
+        if not row or not row[0]:
+            return 0
+        return max(1, math.ceil(row[1] / (BLOCK + 1) ** 2 - 1e-9))
 
     def surfaces(self, conn: psycopg.Connection, box: Box) -> list[tuple[tuple, Surface]]:
         """Per DEM with blocks anchored in ``box``: (its id, dataset, source file, lowest and
@@ -197,7 +241,7 @@ class TerrainSource:
             if mesh.empty:
                 continue
             _colour(mesh, hmin, hmax)
-            meshes.append(mesh)
+            meshes.append(add_skirts(mesh, SKIRT_MIN_M + 2 * err))
             ids.append(dem_id)
             datasets.append(dataset)
             files.append(source_file)
