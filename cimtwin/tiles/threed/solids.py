@@ -284,6 +284,40 @@ def box_along(points: np.ndarray, width: float, height: float) -> Solid:
     return Solid(positions, tri.astype(np.int64), np.zeros(len(positions), np.int64))
 
 
+def boxes_along(a: np.ndarray, b: np.ndarray, width: np.ndarray, height: np.ndarray) -> Solid:
+    """Straight box sections from ``a[i]`` to ``b[i]``, ``width[i]`` x ``height[i]`` (m), all
+    at once: :func:`box_along` for the common two-point duct bank or culvert."""
+    a = np.asarray(a, np.float64).reshape(-1, 3)
+    b = np.asarray(b, np.float64).reshape(-1, 3)
+    n = len(a)
+    hw = np.broadcast_to(np.asarray(width, np.float64), (n,))[:, None] / 2
+    hh = np.broadcast_to(np.asarray(height, np.float64), (n,))[:, None] / 2
+    u = _side_axis(_unit(b - a))
+    up = np.broadcast_to(UP, (n, 3))
+    # section corners (bottom-right, top-right, top-left, bottom-left) at both ends: (n, 8, 3)
+    ends = []
+    for p in (a, b):
+        ends += [
+            p + hw * u - hh * up,
+            p + hw * u + hh * up,
+            p - hw * u + hh * up,
+            p - hw * u - hh * up,
+        ]
+    corners = np.stack(ends, axis=1)
+    faces = [[f, (f + 1) % 4, 4 + (f + 1) % 4, 4 + f] for f in range(4)] + [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+    ]
+    per = corners[:, np.array(faces).reshape(-1), :]  # (n, 24, 3): own vertices per face
+    quad = np.array([[0, 1, 2], [0, 2, 3]])
+    tri = np.concatenate([quad + 4 * f for f in range(6)])
+    solid = _repeat(per, tri, n)
+    centre = ((a + b) / 2)[solid.item[solid.triangles[:, 0]]]
+    mid = solid.positions[solid.triangles].mean(axis=1)
+    solid.triangles = _orient(solid.positions, solid.triangles, mid - centre)  # convex: outward
+    return solid
+
+
 def boxes(centre: np.ndarray, size: np.ndarray) -> Solid:
     """Axis-aligned boxes: ``centre`` (n, 3) and ``size`` (n, 3) east, north, up extents."""
     c = np.asarray(centre, np.float64).reshape(-1, 3)

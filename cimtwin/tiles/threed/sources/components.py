@@ -11,9 +11,10 @@ merging costs little, one primitive keeps one feature-id attribute and one prope
 every other tileset has (instancing would put feature ids on the instances, a second path in
 the writer and the viewer), and the merged glb goes through the same validator path.
 
-Ground: the component's recorded elevation, else the ground of the nearest survey point
-(管线点 carry surveyed ground elevations along the same streets), else 0.
-Parents (far views) keep the largest components, at most a leaf's worth, and count the
+Ground: the component's recorded elevation, else the DEM (what the terrain tileset draws),
+else the nearest survey point's ground (:mod:`.ground`).
+Parents (far views) keep the largest components, at most a quarter of a leaf's worth (so all
+parents together stay a small part of the leaves' bytes), and count the
 dropped ones at their size (largest extent): street lights and kiosks stay, covers go.
 """
 
@@ -31,6 +32,7 @@ from cimtwin.spatial.sql_toolkit import T
 from cimtwin.tiles.threed import solids
 from cimtwin.tiles.threed.mesh import FeatureTable, Mesh, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
+from cimtwin.tiles.threed.sources.ground import ground_heights
 from cimtwin.tiles.threed.sources.pipelines import anchored, box_params
 
 
@@ -198,9 +200,11 @@ class ComponentsSource:
         PropertySpec("dept_maintainer", "STRING", "养护单位"),
     )
     #: the import kinds whose batches can change this tileset (``build-3d --changed``)
-    import_kinds = ("components", "pipelines")  # the ground comes from survey points too
+    import_kinds = ("components", "dem", "pipelines")  # the ground: DEM, else survey points
     #: boxes, discs and poles are 0.9 to 1.8 kB of glb each: 500 keep a leaf under 1 MB
     max_features_per_tile = 500
+    #: a parent shows the largest of its features, this many at most
+    max_features_per_parent = 125
 
     ANCHOR = "ST_PointOnSurface(c.geom)"
 
@@ -213,7 +217,9 @@ class ComponentsSource:
             return None
         ground = conn.execute(
             f"SELECT min(v), max(v) FROM (SELECT c.elevation_m v FROM {T.city_component} c"
-            f" UNION ALL SELECT n.ground_elevation_m FROM {T.pipeline_node} n) t"
+            f" UNION ALL SELECT n.ground_elevation_m FROM {T.pipeline_node} n"
+            f" UNION ALL SELECT d.min_height_m FROM {T.terrain_dem} d"
+            f" UNION ALL SELECT d.max_height_m FROM {T.terrain_dem} d) t"
         ).fetchone()
         lo = float(ground[0]) if ground and ground[0] is not None else 0.0
         hi = float(ground[1]) if ground and ground[1] is not None else 0.0
@@ -227,41 +233,49 @@ class ComponentsSource:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def rows(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
-        """(id, component id, class, name, status, three departments, ground, wkb) in ``box``."""
-        return conn.execute(
+    def rows(self, conn: psycopg.Connection, box: Box, limit: int | None = None) -> list[tuple]:
+        """(id, component id, class, name, status, three departments, ground, wkb (None for
+        a point), anchor x, y, size) in ``box``; the ground is the recorded elevation, else
+        :func:`.ground.ground_heights` at the anchor. With ``limit``: the largest ones only,
+        ranked in SQL by :func:`size_sql`, so a parent does not read every component under it."""
+        order = "size DESC, c.id LIMIT %(limit)s" if limit is not None else "c.id"
+        rows = conn.execute(
             f"SELECT c.id, c.component_id, c.class_code, c.name, c.status, c.dept_authority,"
-            f" c.dept_owner, c.dept_maintainer, coalesce(c.elevation_m, g.ground, 0),"
-            f" ST_AsBinary(c.geom)"
-            f" FROM {T.city_component} c LEFT JOIN LATERAL ("
-            f"  SELECT n.ground_elevation_m AS ground FROM {T.pipeline_node} n"
-            f"  WHERE n.ground_elevation_m IS NOT NULL ORDER BY n.geom <-> c.geom LIMIT 1"
-            f" ) g ON c.elevation_m IS NULL"
-            f" WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY c.id",
-            box_params(box),
+            f" c.dept_owner, c.dept_maintainer, c.elevation_m,"
+            f" CASE WHEN GeometryType(c.geom) <> 'POINT' THEN ST_AsBinary(c.geom) END,"
+            f" ST_X({self.ANCHOR}), ST_Y({self.ANCHOR}), {size_sql()} AS size"
+            f" FROM {T.city_component} c LEFT JOIN unnest(%(codes)s::text[],"
+            f" %(point)s::float8[], %(line)s::float8[]) AS sz(code, point, line)"
+            f" ON sz.code = c.class_code"
+            f" WHERE {anchored(self.ANCHOR, 'c.geom')} ORDER BY {order}",
+            {**box_params(box), **size_params(), "limit": limit},
         ).fetchall()
+        lacking = [i for i, r in enumerate(rows) if r[8] is None]
+        heights = ground_heights(
+            conn, np.array([rows[i][10] for i in lacking]), np.array([rows[i][11] for i in lacking])
+        )
+        ground = {i: float(h) for i, h in zip(lacking, heights, strict=True)}
+        return [(*r[:8], ground.get(i, r[8]), *r[9:]) for i, r in enumerate(rows)]
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
-        rows = self.rows(conn, box)
+        budget = self.max_features_per_parent
+        rows = self.rows(conn, box, budget + 1 if tolerance_m > 0 else None)
+        error = 0.0
+        if len(rows) > budget and tolerance_m > 0:  # a parent: the largest, the rest dropped
+            error = float(rows[budget][12])  # the largest dropped one's size
+            rows = rows[:budget]
         if not rows:
             return None
-        geoms = shapely.from_wkb([r[9] for r in rows])
+        geoms = shapely.points(np.array([(r[10], r[11]) for r in rows], dtype=np.float64))
+        lines = [i for i, r in enumerate(rows) if r[9] is not None]
+        if lines:
+            geoms[lines] = shapely.from_wkb([rows[i][9] for i in lines])
         types = shapely.get_type_id(geoms)
         shapes = [shape_of(r[2], int(t)) for r, t in zip(rows, types, strict=True)]
-        size = np.array([component_size(s, g) for s, g in zip(shapes, geoms, strict=True)])
-        keep = np.arange(len(rows))
-        error = 0.0
-        if tolerance_m > 0:
-            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_tile])
-            dropped = np.setdiff1d(np.arange(len(rows)), keep)
-            error = float(size[dropped].max()) if len(dropped) else 0.0
-        if not len(keep):
-            return None
-        kept = [rows[i] for i in keep]
+        kept = rows
         solid, colors = component_solids(
-            [shapes[i] for i in keep], geoms[keep], np.array([float(r[8]) for r in kept]),
-            [r[2] for r in kept],
-        )  # fmt: skip
+            shapes, geoms, np.array([float(r[8]) for r in kept]), [r[2] for r in kept]
+        )
         mesh = Mesh(solid.positions, solid.triangles, solid.item, colors)
         classes = component_classes()
         table = FeatureTable(
@@ -281,17 +295,31 @@ class ComponentsSource:
         return TileContent(mesh, table, error)
 
 
+def size_params() -> dict[str, list]:
+    """The class sizes :func:`size_sql` joins: per class, as a point (or area) and as a line."""
+    codes = sorted(SHAPES)
+    return {
+        "codes": codes,
+        "point": [shape_of(c, 0).size for c in codes],
+        "line": [shape_of(c, LINE_TYPES[0]).size for c in codes],
+    }
+
+
+def size_sql() -> str:
+    """A component's size (m, largest extent as drawn) in SQL, the same rule as
+    :attr:`Shape.size` plus a line's or area's own extent: what a parent ranks by."""
+    extent = "greatest(ST_XMax(c.geom) - ST_XMin(c.geom), ST_YMax(c.geom) - ST_YMin(c.geom))"
+    return (
+        f"CASE WHEN GeometryType(c.geom) = 'POINT' THEN coalesce(sz.point, {DEFAULT_POINT.size})"
+        f" WHEN GeometryType(c.geom) IN ('LINESTRING', 'MULTILINESTRING')"
+        f" THEN greatest(coalesce(sz.line, {DEFAULT_LINE.size}), {extent})"
+        f" ELSE greatest(coalesce(sz.point, {DEFAULT_POINT.size}), {extent}) END"
+    )
+
+
 def _class_name(classes: dict, code: str) -> str | None:
     c = classes.get(code)
     return c.name if c is not None else None
-
-
-def component_size(shape: Shape, geom: shapely.Geometry) -> float:
-    """Largest extent (m) of a component as drawn: its shape's, or its line's or area's."""
-    if shape.kind == "fence" or shapely.get_type_id(geom) in (5, 6, 3):
-        x0, y0, x1, y1 = shapely.bounds(geom)
-        return max(x1 - x0, y1 - y0, shape.size if shape.kind == "fence" else SLAB_M)
-    return shape.size
 
 
 def component_solids(

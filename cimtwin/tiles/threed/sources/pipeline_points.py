@@ -11,7 +11,8 @@ they are, with feature ids of the OGC collection ``pipeline_points`` (see
 * outfalls (出水口): octahedra on the pipe axis.
 
 Plain feature points (三通, 直线点, 变径 ...) are joints of the pipes, not objects: not drawn.
-Parents keep the largest points, at most a leaf's worth, and count the dropped ones at their
+Parents keep the largest points, at most a quarter of a leaf's worth, and count the dropped
+ones at their
 size (their largest extent), the most a far view can be missing.
 """
 
@@ -26,6 +27,7 @@ from cimtwin.tiles.threed import solids
 from cimtwin.tiles.threed.mesh import FeatureTable, Property, TileContent
 from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 from cimtwin.tiles.threed.sources.pipelines import (
+    DEFAULT_DIAMETER_MM,
     GREY,
     anchored,
     box_params,
@@ -51,15 +53,35 @@ KIND_SQL = (
     " WHEN n.appurtenance = '消防栓' THEN 'hydrant'"
     " WHEN n.appurtenance = '出水口' THEN 'outfall' END"
 )
+#: a pipe's size (m) at its ends, the default diameter when never surveyed (as drawn)
+_H = f"coalesce({pipe_size_mm_sql('s')}, {DEFAULT_DIAMETER_MM}) / 1000.0"
 #: the pipe ends at each point: axis height and bottom of the pipes meeting it
 _ENDS = (
     "LEFT JOIN LATERAL (SELECT avg(e.z) AS axis, min(e.z - e.h / 2.0) AS bottom,"
     " max(e.h) AS size FROM ("
-    f"  SELECT ST_Z(ST_StartPoint(s.geom)) AS z, coalesce({pipe_size_mm_sql('s')}, 100) / 1000.0"
-    f"  AS h FROM {T.pipeline_segment} s WHERE s.from_node_id = n.id"
+    f"  SELECT ST_Z(ST_StartPoint(s.geom)) AS z, {_H} AS h"
+    f"  FROM {T.pipeline_segment} s WHERE s.from_node_id = n.id"
     "  UNION ALL"
-    f"  SELECT ST_Z(ST_EndPoint(s.geom)), coalesce({pipe_size_mm_sql('s')}, 100) / 1000.0"
+    f"  SELECT ST_Z(ST_EndPoint(s.geom)), {_H}"
     f"  FROM {T.pipeline_segment} s WHERE s.to_node_id = n.id) e) p ON true"
+)
+
+GROUND_SQL = "coalesce(n.ground_elevation_m, ST_Z(n.geom))"
+_WELL_D = (
+    "CASE "
+    + " ".join(f"WHEN n.network = '{k}' THEN {v}" for k, v in WELL_DIAMETER_M.items())
+    + f" ELSE {DEFAULT_WELL_DIAMETER_M} END"
+)
+_WELL_BOTTOM = (
+    f"CASE WHEN n.well_depth_m IS NULL AND p.bottom IS NULL THEN {GROUND_SQL} - "
+    f"{DEFAULT_AXIS_DEPTH_M} ELSE least({GROUND_SQL} - n.well_depth_m, p.bottom) END"
+)
+#: a point's size (m, its largest extent as :func:`point_shapes` draws it), for ranking
+SIZE_SQL = (
+    f"CASE {KIND_SQL} WHEN 'well' THEN greatest({_WELL_D}, {GROUND_SQL} - {_WELL_BOTTOM})"
+    f" WHEN 'hydrant' THEN {GROUND_SQL} + {HYDRANT_ABOVE_M}"
+    f" - coalesce(p.axis, {GROUND_SQL} - {DEFAULT_AXIS_DEPTH_M})"
+    f" ELSE 2 * greatest({VALVE_MIN_RADIUS_M}, 0.75 * coalesce(p.size, 0)) END"
 )
 
 
@@ -83,6 +105,8 @@ class PipelinePointsSource:
     #: the import kinds whose batches can change this tileset (``build-3d --changed``)
     import_kinds = ("pipelines",)
     max_features_per_tile = 600
+    #: a parent shows the largest of its points, this many at most
+    max_features_per_parent = 150
 
     def _where(self) -> str:
         return f"{KIND_SQL} IS NOT NULL AND {anchored('n.geom', 'n.geom')}"
@@ -104,39 +128,31 @@ class PipelinePointsSource:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def rows(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
+    def rows(self, conn: psycopg.Connection, box: Box, limit: int | None = None) -> list[tuple]:
         """(id, kind, point_no, network, subtype, appurtenance, ground, well depth, valve
-        state, x, y, pipe axis, deepest pipe bottom, widest pipe) of the points in ``box``."""
+        state, x, y, pipe axis, deepest pipe bottom, widest pipe, size) of the points in
+        ``box``; with ``limit``, the largest only (ranked in SQL by :data:`SIZE_SQL`)."""
+        order = "point_size DESC, n.id LIMIT %(limit)s" if limit is not None else "n.id"
         return conn.execute(
             f"SELECT n.id, {KIND_SQL}, n.point_no, n.network, n.subtype, n.appurtenance,"
-            f" coalesce(n.ground_elevation_m, ST_Z(n.geom)), n.well_depth_m, n.valve_state,"
-            f" ST_X(n.geom), ST_Y(n.geom), p.axis, p.bottom, p.size"
-            f" FROM {T.pipeline_node} n {_ENDS} WHERE {self._where()} ORDER BY n.id",
-            box_params(box),
+            f" {GROUND_SQL}, n.well_depth_m, n.valve_state,"
+            f" ST_X(n.geom), ST_Y(n.geom), p.axis, p.bottom, p.size, {SIZE_SQL} AS point_size"
+            f" FROM {T.pipeline_node} n {_ENDS} WHERE {self._where()} ORDER BY {order}",
+            {**box_params(box), "limit": limit},
         ).fetchall()
 
     def content(self, conn: psycopg.Connection, box: Box, tolerance_m: float) -> TileContent | None:
-        rows = self.rows(conn, box)
+        budget = self.max_features_per_parent
+        rows = self.rows(conn, box, budget + 1 if tolerance_m > 0 else None)
+        error = 0.0
+        if tolerance_m > 0 and len(rows) > budget:  # a parent: the largest, the rest dropped
+            error = float(rows[budget][14])
+            rows = rows[:budget]
         if not rows:
             return None
-        solid, size = point_shapes(rows)
-        keep = np.arange(len(rows))
-        if tolerance_m > 0:  # a parent: the largest points, at most a leaf's worth
-            keep = np.sort(np.argsort(-size, kind="stable")[: self.max_features_per_tile])
-        dropped = np.setdiff1d(np.arange(len(rows)), keep)
-        error = float(size[dropped].max()) if len(dropped) else 0.0
-        if not len(keep):
-            return None
-        row_of = np.full(len(rows), -1)
-        row_of[keep] = np.arange(len(keep))
-        vkeep = row_of[solid.item] >= 0
-        tkeep = vkeep[solid.triangles].all(axis=1)
-        new_index = np.cumsum(vkeep) - 1
-        solid = solids.Solid(
-            solid.positions[vkeep], new_index[solid.triangles[tkeep]], row_of[solid.item[vkeep]]
-        )
+        solid, _ = point_shapes(rows)
         colors = network_colors()
-        kept = [rows[i] for i in keep]
+        kept = rows
         mesh = solid.mesh(np.arange(len(kept)), np.array([point_color(r, colors) for r in kept]))
         table = FeatureTable(
             self.class_name,

@@ -24,6 +24,10 @@ the simplified line standing for it (a Hausdorff distance, the simplified line's
 being vertices of the full ones; 2D merging can lose a step in height at a well, which this
 counts), plus the section's chord error at the parent's sides; a dropped pipe counts with its
 whole width across (the whole section goes missing), not a fraction of it.
+
+A merged parent feature stands for a group: its ``id`` is the group's smallest pipe id (a real
+``pipelines`` item) and its ``pipes`` property says how many pipes it stands for (1 in leaves);
+it carries the group's network, subtype and size, not one pipe's material or owner.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ from cimtwin.tiles.threed.sources.base import Bounds, Box, PropertySpec
 DEFAULT_DIAMETER_MM = 100.0
 #: sides of a full-detail tube section (chord error 7.6 % of the radius)
 LEAF_SIDES = 8
-#: vertices a parent may hold (about 1 MB of glb at 36 bytes a vertex)
-PARENT_VERTEX_BUDGET = 25_000
+#: vertices a parent may hold (about 0.35 MB of glb at 36 bytes a vertex: parents together
+#: stay a small part of the leaves' bytes)
+PARENT_VERTEX_BUDGET = 10_000
 GREY = (128, 128, 128)
 
 
@@ -81,7 +86,8 @@ def box_params(box: Box) -> dict[str, float]:
 SEG_ANCHOR = "ST_LineInterpolatePoint(ST_Force2D(s.geom), 0.5)"
 SEG_SIZE = pipe_size_mm_sql("s")
 #: the width across a pipe (mm): what a far view loses when the pipe is dropped
-SEG_ACROSS = f"greatest(coalesce(s.diameter_mm, 0), coalesce(s.width_mm, 0), {SEG_SIZE})"
+#: (NULL when nothing was surveyed: the callers put in the default diameter it is drawn with)
+SEG_ACROSS = f"nullif(greatest(coalesce(s.diameter_mm, 0), coalesce(s.width_mm, 0), {SEG_SIZE}), 0)"
 
 
 def size_text(diameter: float | None, width: float | None, height: float | None) -> str | None:
@@ -164,12 +170,11 @@ class PipelinesSource:
 
     def _pipes(self, conn: psycopg.Connection, box: Box) -> list[tuple]:
         """(id, network, subtype, diameter, width, height, material, owner, depths, depth
-        reference, width across (mm), wkb) of the pipes anchored in ``box``."""
+        reference, wkb) of the pipes anchored in ``box``."""
         params = box_params(box)
         return conn.execute(
             f"SELECT s.id, s.network, s.subtype, s.diameter_mm, s.width_mm, s.height_mm,"
             f" s.material, s.owner, s.from_depth_m, s.to_depth_m, s.depth_ref,"
-            f" coalesce({SEG_ACROSS}, {DEFAULT_DIAMETER_MM}) AS across,"
             f" ST_AsBinary(s.geom)"
             f" FROM {T.pipeline_segment} s WHERE {anchored(SEG_ANCHOR, 's.geom')}"
             f" ORDER BY s.id",
@@ -183,7 +188,7 @@ class PipelinesSource:
         if not rows:
             return None
         colors = network_colors()
-        pipes = [_Pipe(r[0], r[1], r[3], r[4], r[5], _coords(r[12])) for r in rows]
+        pipes = [_Pipe(r[0], r[1], r[3], r[4], r[5], _coords(r[11])) for r in rows]
         solid = pipe_solids(pipes, LEAF_SIDES)
         mesh = solid.mesh(
             np.arange(len(rows)), np.array([rgba(colors.get(r[1], GREY)) for r in rows])
@@ -207,21 +212,30 @@ class PipelinesSource:
 
     def _overview(self, conn: psycopg.Connection, box: Box, tol: float) -> TileContent | None:
         """Merged, simplified pipes per (network, subtype, size), the widest first while
-        the vertex budget lasts; the groups left out are dropped, counted at their width."""
-        rows = self._pipes(conn, box)
+        the vertex budget lasts; from the first group that does not fit on, the groups are
+        dropped, counted at the widest one's width. Only kept groups' lines are read."""
+        rows = conn.execute(
+            f"SELECT s.id, s.network, coalesce(s.subtype, ''), s.diameter_mm, s.width_mm,"
+            f" s.height_mm, coalesce({SEG_ACROSS}, {DEFAULT_DIAMETER_MM})"
+            f" FROM {T.pipeline_segment} s WHERE {anchored(SEG_ANCHOR, 's.geom')}",
+            box_params(box),
+        ).fetchall()
         if not rows:
             return None
         error = 0.0
         groups: dict[tuple, list] = defaultdict(list)
         for r in rows:
-            groups[(r[1], r[2] or "", r[3], r[4], r[5])].append(r)
-        order = sorted(groups, key=lambda k: -float(groups[k][0][11]))
+            groups[r[1:7]].append(r[0])
+        order = sorted(groups, key=lambda k: (-float(k[5]), repr(k)))
         parts, feats, used = [], [], 0
         for key in order:
-            members = groups[key]
-            lines = [shapely.from_wkb(r[12]) for r in members]
-            simplified, measured = merge_simplify(lines, tol / 2)
-            first = _Pipe(members[0][0], key[0], key[2], key[3], key[4], np.empty((0, 3)))
+            ids = groups[key]
+            wkb = conn.execute(
+                f"SELECT ST_AsBinary(s.geom) FROM {T.pipeline_segment} s WHERE s.id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+            simplified, measured = merge_simplify([shapely.from_wkb(w[0]) for w in wkb], tol / 2)
+            first = _Pipe(min(ids), key[0], key[2], key[3], key[4], np.empty((0, 3)))
             sides = solids.sides_for(first.radius_m, tol / 2, lo=4, hi=LEAF_SIDES)
             chord = 0.0 if first.is_box else float(solids.chord_error(first.radius_m, sides))
             pipes = [
@@ -231,26 +245,26 @@ class PipelinesSource:
             solid = pipe_solids(pipes, sides)
             solid.item[:] = 0
             if used + len(solid.positions) > PARENT_VERTEX_BUDGET:
-                error = max(error, float(members[0][11]) / 1000.0)
-                continue
+                error = max(error, float(key[5]) / 1000.0)
+                break
             used += len(solid.positions)
             error = max(error, measured + chord)
             parts.append(solid)
-            feats.append((min(r[0] for r in members), members[0], len(members)))
+            feats.append((first.id, key, len(ids)))
         if not parts:  # all dropped: no content, the children carry the pipes
             return None
         colors = network_colors()
         solid = solids.Solid.concat(parts, list(range(len(parts))))
         mesh = solid.mesh(
-            np.arange(len(parts)), np.array([rgba(colors.get(f[1][1], GREY)) for f in feats])
+            np.arange(len(parts)), np.array([rgba(colors.get(f[1][0], GREY)) for f in feats])
         )
         table = FeatureTable(
             self.class_name,
             np.array([f[0] for f in feats]),
             [
-                Property("network", "STRING", [f[1][1] for f in feats]),
-                Property("subtype", "STRING", [f[1][2] for f in feats]),
-                Property("size", "STRING", [size_text(f[1][3], f[1][4], f[1][5]) for f in feats]),
+                Property("network", "STRING", [f[1][0] for f in feats]),
+                Property("subtype", "STRING", [f[1][1] or None for f in feats]),
+                Property("size", "STRING", [size_text(f[1][2], f[1][3], f[1][4]) for f in feats]),
                 Property("pipes", "INT64", [f[2] for f in feats]),
             ],
         )
@@ -263,20 +277,29 @@ def _coords(geom: bytes | shapely.Geometry) -> np.ndarray:
 
 
 def pipe_solids(pipes: list[_Pipe], sides: int) -> solids.Solid:
-    """The solids of many pipes, item i being pipe i: the straight round ones (most survey
-    pipes) as one vectorised batch, bent pipes and box sections one by one."""
-    straight = [i for i, p in enumerate(pipes) if len(p.coords) == 2 and not p.is_box]
-    batch = solids.tubes(
-        np.array([pipes[i].coords[0] for i in straight]).reshape(-1, 3),
-        np.array([pipes[i].coords[1] for i in straight]).reshape(-1, 3),
-        np.array([pipes[i].radius_m for i in straight]),
-        sides,
-    )
-    batch.item = np.asarray(straight, np.int64)[batch.item]
-    rest = [i for i, p in enumerate(pipes) if not (len(p.coords) == 2 and not p.is_box)]
-    parts = [pipes[i].solid(sides) for i in rest]
-    others = solids.Solid.concat(parts, rest) if rest else solids.Solid.empty()
-    return solids.Solid.concat([batch, others])
+    """The solids of many pipes, item i being pipe i: the straight ones (most survey pipes)
+    as vectorised batches of tubes and of box sections, bent ones one by one."""
+    straight = np.array([len(p.coords) == 2 for p in pipes], dtype=bool)
+    is_box = np.array([p.is_box for p in pipes], dtype=bool)
+    parts = []
+    for mask, boxy in ((straight & ~is_box, False), (straight & is_box, True)):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        a = np.array([pipes[i].coords[0] for i in idx])
+        b = np.array([pipes[i].coords[1] for i in idx])
+        if boxy:
+            w = np.array([float(pipes[i].width or 0) for i in idx]) / 1000
+            h = np.array([float(pipes[i].height or 0) for i in idx]) / 1000
+            batch = solids.boxes_along(a, b, w, h)
+        else:
+            batch = solids.tubes(a, b, np.array([pipes[i].radius_m for i in idx]), sides)
+        batch.item = idx[batch.item]
+        parts.append(batch)
+    rest = np.flatnonzero(~straight).tolist()
+    if rest:
+        parts.append(solids.Solid.concat([pipes[i].solid(sides) for i in rest], rest))
+    return solids.Solid.concat(parts)
 
 
 def merge_simplify(lines: list[shapely.Geometry], tol: float) -> tuple[shapely.Geometry, float]:
