@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cimtwin.samples.cli:app",
         "Synthetic sample data sets (Shenzhen North Station district).",
     ),
-    "tiles": ("cimtwin.tiles.cli:app", "Vector tiles: static export."),
+    "tiles": ("cimtwin.tiles.cli:app", "Vector tiles (static export) and 3D Tiles (build-3d)."),
     "keys": (
         "cimtwin.keys_cli:app",
         "API keys: create, list and revoke the keys that writes "

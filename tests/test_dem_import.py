@@ -100,15 +100,15 @@ def dem_rows(url: str) -> tuple[int, int, int]:
     return row
 
 
-def test_wgs84_geotiff_imports_with_source_heights(wgs84_tif: Path, database_url: str) -> None:
-    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as listener:
+def test_wgs84_geotiff_imports_with_source_heights(wgs84_tif: Path, scratch_database: str) -> None:
+    with psycopg.connect(libpq_dsn(scratch_database), autocommit=True) as listener:
         listener.execute("LISTEN cimtwin_change")
         result = run_import(
-            importer_for("dem"), [wgs84_tif], ImportOptions(dataset="t:hill"), database_url
+            importer_for("dem"), [wgs84_tif], ImportOptions(dataset="t:hill"), scratch_database
         )
         notes = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=1)]
     assert result.status == "succeeded"
-    with psycopg.connect(libpq_dsn(database_url)) as conn:
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
         values, (ox, oy, cx, cy) = stored(conn, "t:hill")
         batch = conn.execute(
             f"SELECT status, source_crs, vertical_datum, sha256 FROM {SCHEMA}.import_batch "
@@ -150,7 +150,7 @@ def test_wgs84_geotiff_imports_with_source_heights(wgs84_tif: Path, database_url
     assert np.isnan(values[int((oy - hy) / cy), int((hx - ox) / cx)])
 
 
-def test_storage_crs_sample_dem_imports_exactly_through_the_cli(database_url: str) -> None:
+def test_storage_crs_sample_dem_imports_exactly_through_the_cli(scratch_database: str) -> None:
     tif = SAMPLE / "dem.tif"
     proc = subprocess.run(
         [sys.executable, "-m", "cimtwin.cli", "import", "dem", str(tif), "--dataset", "t:sample"],
@@ -158,12 +158,12 @@ def test_storage_crs_sample_dem_imports_exactly_through_the_cli(database_url: st
         text=True,
         timeout=120,
         cwd=ROOT,
-        env={**os.environ, "CIMTWIN_DATABASE_URL": database_url, "COLUMNS": "200"},
+        env={**os.environ, "CIMTWIN_DATABASE_URL": scratch_database, "COLUMNS": "200"},
     )
     assert proc.returncode == 0, proc.stderr
     with rasterio.open(tif) as src:
         source, t = src.read(1), src.transform
-    with psycopg.connect(libpq_dsn(database_url)) as conn:
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
         values, (ox, oy, cx, cy) = stored(conn, "t:sample")
     assert (ox, oy, cx, cy) == (t.c, t.f, t.a, -t.e)
     np.testing.assert_array_equal(values, source)
@@ -171,7 +171,7 @@ def test_storage_crs_sample_dem_imports_exactly_through_the_cli(database_url: st
 
 @pytest.mark.parametrize("case", ["not-a-raster", "no-crs", "outside", "bad-crs-option"])
 def test_bad_input_is_one_line_naming_the_file(
-    case: str, tmp_path: Path, database_url: str
+    case: str, tmp_path: Path, scratch_database: str
 ) -> None:
     z = np.full((20, 20), 50.0)
     options = ImportOptions(dataset=f"t:bad:{case}")
@@ -185,37 +185,39 @@ def test_bad_input_is_one_line_naming_the_file(
     else:
         path = write_tif(tmp_path / "ok.tif", z, None, 502000.0, 2501000.0)
         options.crs = "EPSG:nonsense"
-    before = dem_rows(database_url)
+    before = dem_rows(scratch_database)
     with pytest.raises(UserError) as info:
-        run_import(DemImporter(), [path], options, database_url)
+        run_import(DemImporter(), [path], options, scratch_database)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "nothing was written" in message
-    assert dem_rows(database_url) == before
+    assert dem_rows(scratch_database) == before
 
 
-def test_no_crs_file_imports_with_crs_option(tmp_path: Path, database_url: str) -> None:
+def test_no_crs_file_imports_with_crs_option(tmp_path: Path, scratch_database: str) -> None:
     z = np.arange(400, dtype=float).reshape(20, 20) / 10 + 60
     path = write_tif(tmp_path / "nocrs.tif", z, None, 502000.0, 2501000.0)
     options = ImportOptions(dataset="t:nocrs", crs="EPSG:4547")
-    assert run_import(DemImporter(), [path], options, database_url).status == "succeeded"
-    with psycopg.connect(libpq_dsn(database_url)) as conn:
+    assert run_import(DemImporter(), [path], options, scratch_database).status == "succeeded"
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
         values, _ = stored(conn, "t:nocrs")
     np.testing.assert_array_equal(values, z.astype(np.float32))
 
 
-def test_failure_while_writing_leaves_nothing(wgs84_tif: Path, database_url: str) -> None:
+def test_failure_while_writing_leaves_nothing(wgs84_tif: Path, scratch_database: str) -> None:
     class DiesAfterWriting(DemImporter):
         def write(self, conn, prepared, batch_id):
             super().write(conn, prepared, batch_id)
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    before = dem_rows(database_url)
+    before = dem_rows(scratch_database)
     with pytest.raises(UserError, match="rolled back"):
-        run_import(DiesAfterWriting(), [wgs84_tif], ImportOptions(dataset="t:dies"), database_url)
-    assert dem_rows(database_url) == before
+        run_import(
+            DiesAfterWriting(), [wgs84_tif], ImportOptions(dataset="t:dies"), scratch_database
+        )
+    assert dem_rows(scratch_database) == before
 
 
-def test_cli_refuses_a_bad_file_in_one_line(tmp_path: Path, database_url: str) -> None:
+def test_cli_refuses_a_bad_file_in_one_line(tmp_path: Path, scratch_database: str) -> None:
     bad = tmp_path / "survey.tif"
     bad.write_bytes(b"II*\0not really a tiff")
     proc = subprocess.run(
@@ -224,7 +226,7 @@ def test_cli_refuses_a_bad_file_in_one_line(tmp_path: Path, database_url: str) -
         text=True,
         timeout=120,
         cwd=ROOT,
-        env={**os.environ, "CIMTWIN_DATABASE_URL": database_url, "COLUMNS": "400"},
+        env={**os.environ, "CIMTWIN_DATABASE_URL": scratch_database, "COLUMNS": "400"},
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -233,8 +233,13 @@ def _source(target: str) -> Source:
 def run_job(job: TileJob) -> TileSummary:
     """Read the tile's content from PostGIS, write its glb, report what it wrote."""
     source = _source(job.source)
-    conn = _connection(job.dsn)
-    content = source.content(conn, job.box, job.tolerance_m)
+    try:
+        content = source.content(_connection(job.dsn), job.box, job.tolerance_m)
+    except psycopg.OperationalError:
+        # the kept connection died since the last job (a server restart, a dropped and
+        # recreated database): a closed connection only shows when used, so open it again once
+        _CONNECTIONS.pop(job.dsn, None)
+        content = source.content(_connection(job.dsn), job.box, job.tolerance_m)
     target = Path(job.out_dir) / job.path
     if content is None or content.mesh.empty:
         target.unlink(missing_ok=True)
