@@ -21,6 +21,7 @@ PID = os.getpid()
 BARE = f"cimtwin_nopostgis_{PID}"  # a database without PostGIS and without the schema
 ABSENT = f"cimtwin_absent_{PID}"  # never created
 ROLE = f"no_such_role_{PID}"
+OLD = f"cimtwin_oldschema_{PID}"  # migrated, then taken back one revision
 
 
 def _url(database_url: str, database: str | None = None, **parts) -> str:
@@ -33,6 +34,17 @@ def bare_db(database_url: str) -> Iterator[str]:
     url = _url(database_url, BARE)
     bootstrap.drop_database(url)
     bootstrap.create_database(url)
+    yield url
+    bootstrap.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def old_db(database_url: str) -> Iterator[str]:
+    """A database at revision 0004: set up by an older cimtwin, not yet upgraded."""
+    url = _url(database_url, OLD)
+    bootstrap.recreate_database(url)
+    r = cli(["db", "downgrade", "0004"], url)
+    assert r.returncode == 0, r.stdout + r.stderr
     yield url
     bootstrap.drop_database(url)
 
@@ -122,12 +134,27 @@ CASES = {
     "role-does-not-exist": (["db", "status"], "role", [f'role "{ROLE}" does not exist']),
     "keys-role-does-not-exist": (["keys", "list"], "role", [f'role "{ROLE}" does not exist']),
     "keys-never-set-up": (["keys", "list"], "bare", [BARE, "db setup"]),
+    "import-into-an-older-schema": (
+        ["import", "components", GPKG],
+        "old",
+        [OLD, "revision 0004", "db upgrade"],
+    ),
+    "samples-into-an-older-schema": (
+        ["samples", "load", str(SAMPLE)],
+        "old",
+        [OLD, "revision 0004", "db upgrade"],
+    ),
+    "build-3d-on-an-older-schema": (
+        ["tiles", "build-3d", "--out", "{files}/3d"],
+        "old",
+        [OLD, "revision 0004", "db upgrade"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_mistake_is_one_line_exit_2_no_traceback(
-    case: str, database_url: str, bare_db: str, files: Path
+    case: str, database_url: str, bare_db: str, files: Path, request: pytest.FixtureRequest
 ) -> None:
     args, which, expected = CASES[case]
     url = {
@@ -137,6 +164,8 @@ def test_mistake_is_one_line_exit_2_no_traceback(
         "down": _url(database_url, port=1),
         "role": _url(database_url, username=ROLE),
     }.get(which, which)
+    if which == "old":
+        url = request.getfixturevalue("old_db")
     r = cli([a.format(files=files) for a in args], url)
     out = r.stdout + r.stderr
     assert "Traceback" not in out, out

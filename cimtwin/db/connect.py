@@ -97,12 +97,22 @@ def schema_revision(conn: psycopg.Connection, schema: str) -> str | None:
 
 
 def require_set_up(url: str | None = None) -> None:
-    """Refuse to go on against a database that does not exist or was never migrated."""
+    """Refuse to go on against a database that does not exist, was never migrated or is at
+    an older schema revision than this code (its tables would be missing columns or tables)."""
+    from cimtwin.db.migrate import heads
     from cimtwin.settings import get_settings
 
     with connect(url) as conn:
-        if schema_revision(conn, get_settings().db_schema) is None:
-            raise not_set_up(url)
+        revision = schema_revision(conn, get_settings().db_schema)
+    if revision is None:
+        raise not_set_up(url)
+    head = heads()[0]
+    if revision != head:
+        u = sqlalchemy_url(url)
+        raise UserError(
+            f'database "{u.database}" at {shown_url(url)} is at schema revision {revision}, '
+            f"this cimtwin needs {head}: run `cimtwin db upgrade`"
+        )
 
 
 def has_postgis(conn: psycopg.Connection) -> bool:

@@ -128,7 +128,10 @@ def load_cmd(
     """Import every layer of a sample folder into CIMTWIN_DATABASE_URL (grids first)."""
     import time
 
+    from cimtwin.db.connect import require_set_up
     from cimtwin.samples.loader import load_sample
+
+    require_set_up()
 
     console = Console(stderr=True)
     table = Table(title=f"loaded {folder}")

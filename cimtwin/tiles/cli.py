@@ -104,6 +104,9 @@ def build_3d(
     if not wanted:
         raise UserError("no 3D tileset source is installed")
     targets = {name: registry.target_for(name) for name in wanted}
+    from cimtwin.db.connect import require_set_up
+
+    require_set_up(settings.database_url)
     if grid:
         area = grid_box(settings.database_url, grid)
     folder = out or Path(settings.tiles_dir)
