@@ -16,6 +16,7 @@ from cimtwin.tiles.threed.mesh import FeatureTable, Mesh, Property, TileContent
 from cimtwin.tiles.threed.placement import Placement
 from tests.threed_check import validate_glb
 from tests.threed_fake import X0, Y0, FakeSource, box_mesh
+from tests.threed_read import accessor, table_column, walk_tiles
 
 
 def _content() -> TileContent:
@@ -37,32 +38,6 @@ def _schema() -> dict:
     return schema("fakeboxes", "box", props)
 
 
-def _accessor(g: pygltflib.GLTF2, blob: bytes, index: int) -> np.ndarray:
-    """An accessor read with pygltflib's view of the file (strides and normalised bytes)."""
-    acc = g.accessors[index]
-    view = g.bufferViews[acc.bufferView]
-    dtype = np.dtype({5120: "i1", 5126: "<f4", 5123: "<u2", 5125: "<u4"}[acc.componentType])
-    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[acc.type]
-    stride = view.byteStride or dtype.itemsize * width
-    start = view.byteOffset + (acc.byteOffset or 0)
-    raw = np.frombuffer(blob, np.uint8, count=stride * acc.count, offset=start)
-    rows = raw.reshape(acc.count, stride)[:, : dtype.itemsize * width].copy()
-    arr = rows.view(dtype).reshape(acc.count, width)
-    if acc.componentType == 5120 and acc.normalized:
-        arr = np.maximum(arr / 127.0, -1.0)
-    return arr if width > 1 else arr.reshape(-1)
-
-
-def _table_column(g: pygltflib.GLTF2, blob: bytes, column: dict, kind: str) -> list:
-    view = g.bufferViews[column["values"]]
-    raw = blob[view.byteOffset : view.byteOffset + view.byteLength]
-    if kind == "STRING":
-        ov = g.bufferViews[column["stringOffsets"]]
-        offs = np.frombuffer(blob, "<u4", offset=ov.byteOffset, count=ov.byteLength // 4)
-        return [raw[offs[i] : offs[i + 1]].decode() for i in range(len(offs) - 1)]
-    return np.frombuffer(raw, {"UINT32": "<u4", "FLOAT64": "<f8", "INT32": "<i4"}[kind]).tolist()
-
-
 def test_glb_places_vertices_and_carries_feature_metadata(tmp_path):
     placement = Placement(geoid="egm96_15.gtx", height_offset_m=0.3)
     content = _content()
@@ -75,7 +50,7 @@ def test_glb_places_vertices_and_carries_feature_metadata(tmp_path):
     g = pygltflib.GLTF2.load_binary(str(path))
     blob = g.binary_blob()
     prim = g.meshes[0].primitives[0]
-    gl = _accessor(g, blob, prim.attributes.POSITION).astype(np.float64)
+    gl = accessor(g, blob, prim.attributes.POSITION).astype(np.float64)
     # glTF y-up back to ENU (x, -z, y), then the frame's own matrix to ECEF
     enu = np.column_stack([gl[:, 0], -gl[:, 2], gl[:, 1], np.ones(len(gl))])
     ecef = (frame.matrix @ enu.T).T[:, :3]
@@ -93,9 +68,9 @@ def test_glb_places_vertices_and_carries_feature_metadata(tmp_path):
 
     # normals: unit length, and (every face has its own vertices) equal to the face normal
     # of the triangles read back; the last box's roof points up (glTF +y)
-    normals = _accessor(g, blob, prim.attributes.NORMAL)
+    normals = accessor(g, blob, prim.attributes.NORMAL)
     assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=0.01)
-    tri = _accessor(g, blob, prim.indices).reshape(-1, 3)
+    tri = accessor(g, blob, prim.indices).reshape(-1, 3)
     face = np.cross(gl[tri[:, 1]] - gl[tri[:, 0]], gl[tri[:, 2]] - gl[tri[:, 0]])
     face /= np.linalg.norm(face, axis=1, keepdims=True)
     for k in range(3):
@@ -105,18 +80,18 @@ def test_glb_places_vertices_and_carries_feature_metadata(tmp_path):
     # feature ids per vertex -> property table rows
     ext = prim.extensions["EXT_mesh_features"]["featureIds"][0]
     assert ext["featureCount"] == 3 and ext["propertyTable"] == 0
-    fid = _accessor(g, blob, prim.attributes._FEATURE_ID_0)
+    fid = accessor(g, blob, prim.attributes._FEATURE_ID_0)
     assert fid.tolist() == content.mesh.features.astype(float).tolist()
     meta = g.extensions["EXT_structural_metadata"]
     table = meta["propertyTables"][0]
     assert table["class"] == "box" and table["count"] == 3
     cols = table["properties"]
-    assert _table_column(g, blob, cols["id"], "UINT32") == [101, 4_000_000_000, 7]
-    assert _table_column(g, blob, cols["name"], "STRING") == ["站房", "", "b"]
-    heights = _table_column(g, blob, cols["height"], "FLOAT64")
+    assert table_column(g, blob, cols["id"], "UINT32") == [101, 4_000_000_000, 7]
+    assert table_column(g, blob, cols["name"], "STRING") == ["站房", "", "b"]
+    heights = table_column(g, blob, cols["height"], "FLOAT64")
     no_data = meta["schema"]["classes"]["box"]["properties"]["height"]["noData"]
     assert heights == [10.0, no_data, 12.0]
-    floors = _table_column(g, blob, cols["floors"], "INT32")
+    floors = table_column(g, blob, cols["floors"], "INT32")
     assert floors[:2] == [3, 4]
     assert floors[2] == meta["schema"]["classes"]["box"]["properties"]["floors"]["noData"]
 
@@ -164,15 +139,6 @@ def fake_db(database_url):
     return database_url
 
 
-def _walk(tile: dict, parent: np.ndarray, out: list) -> None:
-    world = parent
-    if "transform" in tile:
-        world = parent @ np.array(tile["transform"]).reshape(4, 4).T
-    out.append((tile, world))
-    for child in tile.get("children", []):
-        _walk(child, world, out)
-
-
 @pytest.mark.parametrize("x0", [X0, 503600.0], ids=["one-root", "across-level-0-tiles"])
 def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path, x0):
     import json
@@ -208,7 +174,7 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path, x0):
     )
     assert doc["schema"]["classes"]["box"]["properties"]["id"]["componentType"] == "UINT32"
     tiles: list = []
-    _walk(doc["root"], np.eye(4), tiles)
+    walk_tiles(doc["root"], np.eye(4), tiles)
     leaves = [t for t, _ in tiles if not t.get("children")]
     assert len(leaves) >= 144 // 30
     manifest = json.loads((tmp_path / "fakeboxes" / "build.json").read_text())
@@ -234,9 +200,9 @@ def test_build_writes_a_valid_tree_with_measured_errors(fake_db, tmp_path, x0):
     leaf = next(t for t in tiles if not t[0].get("children"))
     g = pygltflib.GLTF2.load_binary(str(tmp_path / "fakeboxes" / leaf[0]["content"]["uri"]))
     blob = g.binary_blob()
-    gl = _accessor(g, blob, g.meshes[0].primitives[0].attributes.POSITION).astype(np.float64)
+    gl = accessor(g, blob, g.meshes[0].primitives[0].attributes.POSITION).astype(np.float64)
     ecef = (leaf[1] @ np.column_stack([gl[:, 0], -gl[:, 2], gl[:, 1], np.ones(len(gl))]).T).T
-    ids = _table_column(
+    ids = table_column(
         g,
         blob,
         g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]["id"],
@@ -357,9 +323,9 @@ def test_changed_rebuilds_only_the_tiles_over_a_reimported_area(scratch_database
         g = pygltflib.GLTF2.load_binary(str(folder / path))
         blob = g.binary_blob()
         cols = g.extensions["EXT_structural_metadata"]["propertyTables"][0]["properties"]
-        codes = _table_column(g, blob, cols["code"], "STRING")
+        codes = table_column(g, blob, cols["code"], "STRING")
         if code in codes:
-            found.append(_table_column(g, blob, cols["height"], "FLOAT64")[codes.index(code)])
+            found.append(table_column(g, blob, cols["height"], "FLOAT64")[codes.index(code)])
     assert found and all(abs(h - (old_height + 7.5)) < 1e-9 for h in found)
     assert manifest["last_batch"] > 0
     validate(folder / "tileset.json")
@@ -447,7 +413,7 @@ def test_a_leaf_over_the_byte_budget_is_split_and_stays_split(fake_db, tmp_path)
     assert manifest["split"]
     doc = json.loads(result.path.read_text())
     tiles: list = []
-    _walk(doc["root"], np.eye(4), tiles)
+    walk_tiles(doc["root"], np.eye(4), tiles)
     leaves = [manifest["tiles"][_key(t)] for t, _ in tiles if not t.get("children")]
     assert all(t["bytes"] <= budget or t["features"] == 1 for t in leaves)
     assert sum(t["features"] for t in leaves) == 144
