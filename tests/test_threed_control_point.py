@@ -62,7 +62,7 @@ def _feature_vertices_ecef(folder: Path, feature_id: int) -> np.ndarray:
             for prim in mesh.primitives:
                 pos = accessor(g, blob, prim.attributes.POSITION).astype(np.float64)
                 fid_set = prim.extensions["EXT_mesh_features"]["featureIds"][0]
-                rows = accessor(g, blob, getattr(prim.attributes, "_FEATURE_ID_0")).astype(int)
+                rows = accessor(g, blob, prim.attributes._FEATURE_ID_0).astype(int)
                 assert fid_set["attribute"] == 0
                 mine = pos[ids[rows] == feature_id]
                 if len(mine) == 0:
