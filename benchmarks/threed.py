@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -43,15 +42,21 @@ PEER_REQUIREMENTS = ROOT / "benchmarks" / "peers" / "py3dtiles-requirements.txt"
 
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the command's processes, and its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    """Wall seconds, peak RSS (MiB) of this command's processes alone (``os.wait4`` gives the
+    child's own resource use, its worker processes included), and its output."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read()
     if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024, proc.stdout + proc.stderr
+        sys.exit(f"failed: {' '.join(cmd)}\n{text[-6000:]}")
+    return wall, usage.ru_maxrss / 1024, text
 
 
 def files_of(folder: Path) -> dict[str, tuple[int, int]]:

@@ -289,6 +289,12 @@ def build_tileset(
                     areas = [area]
             clip = area if manifest is None else None
             result = BuildResult(tileset_id, None, changed_areas=areas)
+            if manifest is not None and areas == [] and (folder / "tileset.json").is_file():
+                # nothing this tileset reads was imported since: no plan, no file rewritten
+                sizes = [int(v.get("bytes") or 0) for v in old_tiles.values()]
+                result.kept, result.path = len(old_tiles), folder / "tileset.json"
+                result.bytes, result.largest = sum(sizes), max(sizes, default=0)
+                return result
             plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
             if plan is None or not plan.tiles:
                 _remove_output(folder)
