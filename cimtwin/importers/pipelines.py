@@ -10,7 +10,6 @@ being the diameter or the section height. EPANET models carry no depth: their pi
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +19,31 @@ import shapely
 
 from cimtwin.errors import UserError
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
-from cimtwin.importers.layers import coordinates_to_storage
 from cimtwin.importers.layers import source_crs as layer_source_crs
+from cimtwin.importers.pipeline_checks import (
+    GRAVITY_NETWORKS,
+    check_lines,
+    check_points,
+    flagger,
+)
 from cimtwin.importers.pipeline_geometry import centre_lines, inner_vertices, vertices_to_storage
-from cimtwin.importers.report import ERROR, WARNING, Report
+from cimtwin.importers.report import ERROR, Report
 from cimtwin.importers.sources import (
     TABLE_SUFFIXES,
     line_numbers,
     list_layers,
     load_mapping,
     note_encoding,
-    parse_numbers,
     read_layer,
     read_tables,
     resolve_columns,
 )
-from cimtwin.reference import attribute_codes, pipeline_types
 from cimtwin.spatial import bulk
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment
 from cimtwin.spatial.provenance import batch_dataset
 
-GRAVITY_NETWORKS = frozenset({"PS"})
-#: plausible burial depth (m) per network: outside is a warning; outside HARD_DEPTH an error
-TYPICAL_DEPTH = {
-    "JS": (0.3, 4.0),
-    "PS": (0.5, 8.0),
-    "RQ": (0.3, 4.0),
-    "RL": (0.3, 4.0),
-    "DL": (0.2, 3.0),
-    "TX": (0.2, 3.0),
-    "GY": (0.3, 4.0),
-    "QT": (0.2, 10.0),
-}
-HARD_DEPTH = (0.0, 15.0)
-ABOVE_GROUND_BURIAL = frozenset({"JK", "SJ", "DM"})  # overhead, riser, on the ground
-UPHILL_TOLERANCE_M = 0.005
-SHARED_POINT_DEPTH_TOLERANCE_M = 0.05
 DEFAULT_EPANET_DEPTH_M = 1.2
-SECTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX×*]\s*(\d+(?:\.\d+)?)\s*$")
 POINT_FIELDS = [
     "point_no",
     "network",
@@ -93,22 +78,6 @@ LINE_FIELDS = [
     "road",
     "status",
 ]
-
-
-def _flagger(report: Report, files: np.ndarray, rows: np.ndarray):
-    """``flag(mask, rule, severity, messages)``: report the masked rows, each with its file."""
-
-    def flag(mask, rule: str, severity: str, messages) -> None:
-        mask = np.asarray(mask, dtype=bool)
-        if not mask.any():
-            return
-        msgs = np.empty(len(mask), dtype=object)
-        msgs[mask] = messages if isinstance(messages, str) else list(messages)
-        for file in np.unique(files[mask]):
-            sel = mask & (files == file)
-            report.add_many(file, rows[sel], rule, severity, list(msgs[sel]))
-
-    return flag
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -307,15 +276,15 @@ class PipelinesImporter(CopyWriter):
                 df["network"] = df["network"].mask(df["network"] == "", options.network.upper())
         elif len(points) and (points["network"] == "").all():
             raise UserError(_NO_NETWORK.format(files=", ".join(points["_file"].unique())))
-        nodes = self._check_points(points, src, options, report, _device_ends(lines))
+        nodes = check_points(points, src, options, report, _device_ends(lines))
         if "vertices" in lines:  # bent lines: inner vertices the same way as the points
             lines["vertices"] = vertices_to_storage(
                 lines["vertices"].tolist(),
                 src,
                 options,
-                _flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()),
+                flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()),
             )
-        segs = self._check_lines(lines, nodes, report, survey=fmt != "epanet")
+        segs = check_lines(lines, nodes, report, survey=fmt != "epanet")
         node_frame, seg_frame, shapes = self._geometry(nodes, segs)
         return Prepared(
             format=fmt,
@@ -325,396 +294,6 @@ class PipelinesImporter(CopyWriter):
             extra={"shapes": {PipelineNode: shapes}},
             bbox=_bbox(shapes),
         )
-
-    # -- points ---------------------------------------------------------------------------------
-    @staticmethod
-    def _check_points(
-        p: pd.DataFrame,
-        src,
-        options: ImportOptions,
-        report: Report,
-        device_ends: frozenset[frozenset[str]] = frozenset(),
-    ):
-        types = {t.minor_code: t.major_code for t in pipeline_types()}
-        networks = set(types.values())
-        f, r = p["_file"].to_numpy(), p["_row"].to_numpy()
-        flag = _flagger(report, f, r)
-
-        no = p["point_no"]
-        flag(no == "", "point-no-missing", ERROR, "no point number (物探点号)")
-        dup = no.duplicated(keep=False) & (no != "")
-        flag(
-            dup,
-            "duplicate-point-no",
-            ERROR,
-            [f"point number {v} appears more than once" for v in no[dup]],
-        )
-        num = {}
-        for col, label in (
-            ("x", "X/Y coordinate"),
-            ("y", "X/Y coordinate"),
-            ("ground_elevation", "ground elevation"),
-            ("well_depth", "well depth"),
-        ):
-            num[col], bad = parse_numbers(p[col])
-            flag(
-                bad, "not-a-number", ERROR, [f"{label} {v!r} is not a number" for v in p[col][bad]]
-            )
-        x, y, ground = num["x"], num["y"], num["ground_elevation"]
-        flag(
-            (np.isnan(x) | np.isnan(y)) & (p["x"] == "").to_numpy() | (p["y"] == "").to_numpy(),
-            "coordinates-missing",
-            ERROR,
-            "no X/Y",
-        )
-        flag(
-            np.isnan(ground) & (p["ground_elevation"] == "").to_numpy(),
-            "ground-missing",
-            ERROR,
-            "no ground elevation (地面高程)",
-        )
-        net = p["network"].str.upper()
-        flag(
-            ~net.isin(networks),
-            "network-unknown",
-            ERROR,
-            [f"network {v!r} is not a CJJ 61 code" for v in net[~net.isin(networks)]],
-        )
-        sub = p["subtype"].str.upper()
-        badsub = (sub != "") & (sub.map(types).fillna("") != net)
-        flag(
-            badsub,
-            "subtype-unknown",
-            ERROR,
-            [
-                f"subtype {s!r} is not a CJJ 61 subtype of {n}"
-                for s, n in zip(sub[badsub], net[badsub], strict=True)
-            ],
-        )
-        finite = np.isfinite(x) & np.isfinite(y)
-        ex, ny, problems = coordinates_to_storage(x, y, src, options)
-        for rule, mask, message in problems:
-            flag(mask, rule, ERROR, message)
-        # two point numbers at one position and height in one network (duplicate X/Y/H)
-        key = pd.DataFrame(
-            {"n": net, "x": np.round(ex, 3), "y": np.round(ny, 3), "h": np.round(ground, 2)}
-        )
-        same = key.duplicated(keep=False).to_numpy() & finite & ~dup.to_numpy()
-        if device_ends and same.any():  # a model's pump or valve: its two ends at one place
-            key = key.reset_index(drop=True)
-            for rows in key[same].groupby(list(key.columns)).groups.values():
-                if frozenset(no.to_numpy()[rows]) in device_ends:
-                    same[rows] = False
-        flag(
-            same,
-            "duplicate-position",
-            WARNING,
-            [f"point {v} shares its X/Y/H with another point" for v in no[same]],
-        )
-        return pd.DataFrame(
-            {
-                "point_no": no,
-                "network": net,
-                "subtype": sub.where(sub != "", None),
-                "feature": p["feature"].where(p["feature"] != "", None),
-                "appurtenance": p["appurtenance"].where(p["appurtenance"] != "", None),
-                "ground": ground,
-                "well_depth": num["well_depth"],
-                "remark": p["remark"].where(p["remark"] != "", None),
-                "ex": ex,
-                "ny": ny,
-                "_file": f,
-                "_row": r,
-                "_dup": dup.to_numpy(),
-            }
-        )
-
-    # -- lines ----------------------------------------------------------------------------------
-    @staticmethod
-    def _check_lines(
-        ln: pd.DataFrame, nodes: pd.DataFrame, report: Report, survey: bool = True
-    ) -> pd.DataFrame:
-        f, r = ln["_file"].to_numpy(), ln["_row"].to_numpy()
-        flag = _flagger(report, f, r)
-
-        types = {t.minor_code: t.major_code for t in pipeline_types()}
-        a, b = ln["from_point"], ln["to_point"]
-        flag((a == "") | (b == ""), "line-end-missing", ERROR, "no start or end point number")
-        known = nodes.loc[~nodes["_dup"], ["point_no"]].assign(_i=lambda d: d.index)
-        idx = pd.Series(known["_i"].to_numpy(), index=known["point_no"].to_numpy())
-        dup_nos = set(nodes.loc[nodes["_dup"], "point_no"])
-        ia = a.map(idx).to_numpy(dtype=float)
-        ib = b.map(idx).to_numpy(dtype=float)
-        for end, col, pos in (("start", a, ia), ("end", b, ib)):
-            missing = np.isnan(pos) & (col != "").to_numpy() & ~col.isin(dup_nos).to_numpy()
-            flag(
-                missing,
-                "line-end-unknown",
-                ERROR,
-                [f"{end} point {v} is not in the point table" for v in col[missing]],
-            )
-        flag(
-            (a == b) & (a != ""),
-            "line-self-loop",
-            ERROR,
-            [f"line starts and ends at point {v}" for v in a[(a == b) & (a != "")]],
-        )
-        ok = ~np.isnan(ia) & ~np.isnan(ib) & (a != b).to_numpy()
-        ia_i = np.where(ok, ia, 0).astype(int)
-        ib_i = np.where(ok, ib, 0).astype(int)
-        ex, ny = nodes["ex"].to_numpy(), nodes["ny"].to_numpy()
-        length2d = np.hypot(ex[ib_i] - ex[ia_i], ny[ib_i] - ny[ia_i])
-        has_vertices = (
-            ln["vertices"].map(len).to_numpy() > 0 if "vertices" in ln else np.zeros(len(ln), bool)
-        )
-        lt = ln["link_type"] if "link_type" in ln else pd.Series("pipe", index=ln.index)
-        # a pump or valve of a model is a device at one place: its two nodes may coincide
-        device = lt.isin(["pump", "valve"]).to_numpy()
-        zero = ok & (length2d < 0.001) & ~has_vertices & ~device
-        flag(
-            zero,
-            "line-zero-length",
-            ERROR,
-            [
-                f"points {x} and {y} are at the same position"
-                for x, y in zip(a[zero], b[zero], strict=True)
-            ],
-        )
-        if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
-            # links (twin mains, pumps side by side) are separate links with their own ids
-            lo, hi = np.minimum(a, b), np.maximum(a, b)
-            dupseg = pd.DataFrame({"lo": lo, "hi": hi}).duplicated(keep="first").to_numpy() & ok
-            flag(
-                dupseg,
-                "duplicate-segment",
-                ERROR,
-                [
-                    f"segment {x}-{y} is listed twice (or reversed)"
-                    for x, y in zip(a[dupseg], b[dupseg], strict=True)
-                ],
-            )
-        net = ln["network"].str.upper()
-        netpt = nodes["network"].to_numpy()
-        net = net.mask(net == "", pd.Series(netpt[ia_i], index=ln.index).where(ok, ""))
-        mism = ok & (net.to_numpy() != netpt[ia_i])
-        flag(
-            mism,
-            "network-mismatch",
-            ERROR,
-            [
-                f"line network {n} differs from its start point's {netpt[i]}"
-                for n, i in zip(net[mism], ia_i[mism], strict=True)
-            ],
-        )
-        sub = ln["subtype"].str.upper()
-        badsub = (sub != "") & (sub.map(types).fillna("") != net)
-        flag(
-            badsub,
-            "subtype-unknown",
-            ERROR,
-            [
-                f"subtype {s!r} is not a CJJ 61 subtype of {n}"
-                for s, n in zip(sub[badsub], net[badsub], strict=True)
-            ],
-        )
-        # numbers
-        num = {}
-        for col in (
-            "from_depth",
-            "to_depth",
-            "diameter",
-            "build_year",
-            "voltage",
-            "cable_count",
-            "holes_total",
-            "holes_used",
-        ):
-            num[col], bad = parse_numbers(ln[col])
-            flag(bad, "not-a-number", ERROR, [f"{col} {v!r} is not a number" for v in ln[col][bad]])
-        sec = ln["section"].str.extract(SECTION).astype(float)
-        badsec = (ln["section"] != "").to_numpy() & sec[0].isna().to_numpy()
-        flag(
-            badsec,
-            "section-format",
-            ERROR,
-            [f"section {v!r} is not WIDTHxHEIGHT in mm" for v in ln["section"][badsec]],
-        )
-        # dictionaries: names or codes accepted
-        coded = {}
-        for col, dict_name in (
-            ("material", "material"),
-            ("burial", "burial"),
-            ("status", "status"),
-        ):
-            codes = attribute_codes(dict_name)
-            by_name = {v: k for k, v in codes.items()}
-            vals = ln[col]
-            # object dtype: an all-empty column must not become a typed all-null column
-            code = (
-                vals.astype(object)
-                .map(lambda v, c=codes, n=by_name: v if v in c else n.get(v))
-                .astype(object)
-            )
-            unknown = (vals != "").to_numpy() & code.isna().to_numpy()
-            flag(
-                unknown,
-                f"{col}-unknown",
-                ERROR,
-                [f"{col} {v!r} is not in the CJJ 61 {dict_name} dictionary" for v in vals[unknown]],
-            )
-            coded[col] = code.where(code.notna(), None)
-        # depth ranges
-        burial = coded["burial"].fillna("").to_numpy()
-        above = np.isin(burial, list(ABOVE_GROUND_BURIAL))
-        lows = net.map(lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[0]).to_numpy(dtype=float)
-        highs = net.map(lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[1]).to_numpy(dtype=float)
-        for col, end in (("from_depth", "start"), ("to_depth", "end")):
-            d = num[col]
-            hard = ~above & np.isfinite(d) & ((d < HARD_DEPTH[0]) | (d > HARD_DEPTH[1]))
-            flag(
-                hard,
-                "depth-range",
-                ERROR,
-                [
-                    f"{end} depth {v:g} m is outside {HARD_DEPTH[0]:g}-{HARD_DEPTH[1]:g} m"
-                    for v in d[hard]
-                ],
-            )
-            soft = ~above & ~hard & np.isfinite(d) & ((d < lows) | (d > highs))
-            flag(
-                soft,
-                "depth-typical",
-                WARNING,
-                [
-                    f"{end} depth {v:g} m is unusual for {n} ({lo:g}-{hi:g} m)"
-                    for v, n, lo, hi in zip(
-                        d[soft], net[soft], lows[soft], highs[soft], strict=True
-                    )
-                ],
-            )
-            missing = ok & ~np.isfinite(d) & ~above
-            flag(missing, "depth-missing", ERROR, f"no {end} depth")
-        flow = pd.to_numeric(ln["flow"].replace("", np.nan), errors="coerce").to_numpy()
-        badflow = (ln["flow"] != "").to_numpy() & ~np.isin(flow, (-1, 0, 1))
-        flag(
-            badflow,
-            "flow-direction",
-            ERROR,
-            [f"flow direction {v!r} is not 1, -1 or empty" for v in ln["flow"][badflow]],
-        )
-        gravity = net.isin(GRAVITY_NETWORKS).to_numpy()
-        flow = np.where(np.isin(flow, (-1, 1)), flow, np.where(gravity, 1, 0)).astype(int)
-        size_mm = np.where(np.isfinite(num["diameter"]), num["diameter"], sec[1].to_numpy())
-        # gravity drainage must fall in its flow direction (invert = ground - depth)
-        g_a, g_b = nodes["ground"].to_numpy()[ia_i], nodes["ground"].to_numpy()[ib_i]
-        inv_a, inv_b = g_a - num["from_depth"], g_b - num["to_depth"]
-        rise = np.where(flow >= 0, inv_b - inv_a, inv_a - inv_b)
-        uphill = ok & gravity & np.isfinite(rise) & (rise > UPHILL_TOLERANCE_M)
-        flag(
-            uphill,
-            "gravity-uphill",
-            ERROR,
-            [
-                f"gravity pipe {x}->{y} rises {d:.3f} m in its flow direction"
-                for x, y, d in zip(
-                    np.where(flow >= 0, a, b)[uphill],
-                    np.where(flow >= 0, b, a)[uphill],
-                    rise[uphill],
-                    strict=True,
-                )
-            ],
-        )
-        seg = pd.DataFrame(
-            {
-                "from_i": ia_i,
-                "to_i": ib_i,
-                "ok": ok,
-                "network": net,
-                "subtype": sub.where(sub != "", None),
-                "from_depth": num["from_depth"],
-                "to_depth": num["to_depth"],
-                "diameter_mm": num["diameter"],
-                "width_mm": sec[0].to_numpy(),
-                "height_mm": sec[1].to_numpy(),
-                "size_mm": size_mm,
-                "material": coded["material"],
-                "burial": coded["burial"],
-                "status": coded["status"],
-                "owner": ln["owner"].where(ln["owner"] != "", None),
-                "build_year": num["build_year"],
-                "pressure_class": ln["pressure"].where(ln["pressure"] != "", None),
-                "voltage_kv": num["voltage"],
-                "cable_count": num["cable_count"],
-                "holes_total": num["holes_total"],
-                "holes_used": num["holes_used"],
-                "road": ln["road"].where(ln["road"] != "", None),
-                "flow_direction": flow,
-                "link_type": lt.to_numpy(),
-                "source_id": ln.get("link_id"),
-                "vertices": ln["vertices"] if "vertices" in ln else [[]] * len(ln),
-                "_file": f,
-                "_row": r,
-            }
-        )
-        if survey:  # model junctions join pipes of different sizes by design
-            PipelinesImporter._shared_point_consistency(seg, nodes, report)
-        return seg
-
-    @staticmethod
-    def _shared_point_consistency(seg: pd.DataFrame, nodes: pd.DataFrame, report) -> None:
-        """At a plain through-point of a pressure network (two pipes meet, no fitting that
-        changes them), depth, material and size must agree."""
-        s = seg[seg["ok"] & ~seg["network"].isin(GRAVITY_NETWORKS)]
-        ends = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "node": s["from_i"],
-                        "depth": s["from_depth"],
-                        "mat": s["material"],
-                        "size": s["size_mm"],
-                        "file": s["_file"],
-                        "row": s["_row"],
-                    }
-                ),
-                pd.DataFrame(
-                    {
-                        "node": s["to_i"],
-                        "depth": s["to_depth"],
-                        "mat": s["material"],
-                        "size": s["size_mm"],
-                        "file": s["_file"],
-                        "row": s["_row"],
-                    }
-                ),
-            ]
-        )
-        deg = ends.groupby("node")["node"].transform("size")
-        ends = ends[deg == 2]
-        feature = nodes["feature"].fillna("").to_numpy()
-        changes = np.char.find(feature[ends["node"].to_numpy()].astype(str), "变") >= 0
-        ends = ends[~changes]
-        g = ends.groupby("node")
-        spread = g["depth"].max() - g["depth"].min()
-        mats = g["mat"].nunique()
-        sizes = g["size"].nunique()
-        last = g[["file", "row"]].last()
-        bad = (spread > SHARED_POINT_DEPTH_TOLERANCE_M) | (mats > 1) | (sizes > 1)
-        point_no = nodes["point_no"].to_numpy()
-        for node_i in spread.index[bad.to_numpy()]:
-            probs = []
-            if spread[node_i] > SHARED_POINT_DEPTH_TOLERANCE_M:
-                probs.append(f"depths differ by {spread[node_i]:.2f} m")
-            if mats[node_i] > 1:
-                probs.append("materials differ")
-            if sizes[node_i] > 1:
-                probs.append("sizes differ")
-            report.warning(
-                last.at[node_i, "file"],
-                last.at[node_i, "row"],
-                "shared-point-attributes",
-                f"at point {point_no[node_i]}: " + ", ".join(probs),
-            )
 
     # -- geometry -------------------------------------------------------------------------------
     @staticmethod
