@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up cimtwin on this machine; safe to run any number of times.
 #   1. .venv/ with cimtwin and its test extras
-#   2. Debian packages: PostGIS, pgRouting, GDAL tools, redis-server, proj-data (the EGM96 geoid
-#      for 3D Tiles heights) (when run as root; else says what to install)
+#   2. Debian packages: PostGIS, pgRouting, GDAL tools, the map label fonts (DejaVu, and
+#      WenQuanYi Micro Hei for Chinese), redis-server, proj-data (the EGM96 geoid for 3D Tiles
+#      heights) (when run as root; else says what to install)
 #   3. a PostgreSQL server: the one CIMTWIN_DATABASE_URL names, or a private cluster in .pgdata/
 #   4. the database, its extensions (postgis, postgis_sfcgal, pgrouting) and the migrations
 set -euo pipefail
@@ -11,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CIMTWIN_DATABASE_URL="${CIMTWIN_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/cimtwin}"
 PY="${PYTHON:-python3}"
-APT_PACKAGES_FOR() { echo "postgresql-$1-postgis-3 postgresql-$1-pgrouting gdal-bin fonts-dejavu-core"; }
+APT_PACKAGES_FOR() { echo "postgresql-$1-postgis-3 postgresql-$1-pgrouting gdal-bin fonts-dejavu-core fonts-wqy-microhei"; }
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -112,6 +113,7 @@ need_apt=""
 [ -n "$missing" ] && need_apt=1
 command -v ogr2ogr >/dev/null || need_apt=1
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt=1  # map label glyphs
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt=1  # Chinese map labels (CJK glyphs)
 if [ -n "$need_apt" ]; then
   case "$DB_HOST" in
     127.0.0.1|localhost|::1) apt_install $(APT_PACKAGES_FOR "$SERVER_MAJOR") ;;

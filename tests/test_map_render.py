@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,3 +103,57 @@ def test_grid_style_draws_labels_from_local_glyphs(live_server: str, tmp_path: P
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     label = (np.abs(img - _hex("#073763")).max(axis=2) <= 40).sum()
     assert label > 200, label  # dark blue text of the grid codes (and community lines)
+
+
+def _idle_after(page: Any, js: str) -> None:
+    """Run ``js`` (with ``m`` the map) and wait until MapLibre is idle again."""
+    page.evaluate(
+        "(js) => new Promise((done) => { const m = window.cimtwinMap;"
+        " m.once('idle', done); new Function('m', js)(m); m.triggerRepaint(); })",
+        js,
+    )
+
+
+def test_grid_names_render_in_chinese_from_server_glyphs(live_server: str, tmp_path: Path) -> None:
+    """Grid names (民治社区第01网格 ...) are drawn with CJK glyphs served by /fonts: a render with
+    ideograph-only labels differs from one without the label layer where the labels sit."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    cjk_ranges: dict[str, int] = {}
+
+    def on_response(r: Any) -> None:
+        if r.status >= 400:
+            problems.append(f"HTTP {r.status} {r.url}")
+        elif "/fonts/" in r.url and int(r.url.rsplit("/", 1)[1].split("-")[0]) >= 0x3000:
+            cjk_ranges[r.url.rsplit("/", 1)[1]] = len(r.body())
+
+    shots = {k: tmp_path / f"grids-{k}.png" for k in ("names", "none", "ideographs")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("response", on_response)
+        page.goto(f"{live_server}/viewer/map.html?style=grids&z=16")
+        page.wait_for_function("window.cimtwinReady === true", timeout=60_000)
+        page.screenshot(path=str(shots["names"]))
+        _idle_after(page, "m.setLayoutProperty('grids-label', 'visibility', 'none')")
+        page.screenshot(path=str(shots["none"]))
+        # only the ideographs of each name (民治, 白石, ...): no digit or Latin glyph can draw them
+        _idle_after(
+            page,
+            "m.setLayoutProperty('grids-label', 'text-field', ['slice', ['get', 'name'], 0, 2]);"
+            "m.setLayoutProperty('grids-label', 'visibility', 'visible')",
+        )
+        page.screenshot(path=str(shots["ideographs"]))
+        problems += page.evaluate("window.cimtwinErrors")
+        browser.close()
+    assert problems == []
+    # 民 (U+6C11) is in 27648-27903: the names' ranges were asked for and are not empty
+    assert cjk_ranges.get("27648-27903.pbf", 0) > 10_000, cjk_ranges
+    img = {k: np.asarray(Image.open(v).convert("RGB")).astype(int) for k, v in shots.items()}
+    for k in ("names", "ideographs"):
+        changed = np.abs(img[k] - img["none"]).max(axis=2) > 80
+        dark = (np.abs(img[k] - _hex("#073763")).max(axis=2) <= 40) & changed
+        assert int(dark.sum()) > 300, (k, int(dark.sum()))  # dark blue strokes of the labels
