@@ -121,6 +121,13 @@ if [ -n "$need_apt" ]; then
   esac
 fi
 
+# --- map label fonts, also when the database is on another host (glyphs are made here) -----
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] \
+  || [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then
+  if is_root; then apt_install fonts-dejavu-core fonts-wqy-microhei
+  else say "label fonts missing: map labels (Chinese names) will not render (apt-get install fonts-dejavu-core fonts-wqy-microhei)"; fi
+fi
+
 # --- Redis: the tests start a private redis-server for the shared tile cache -----------------
 if ! command -v redis-server >/dev/null; then
   if is_root; then apt_install redis-server; else say "redis-server missing: the Redis tile cache tests will be skipped (apt-get install redis-server)"; fi
