@@ -157,3 +157,34 @@ def test_grid_names_render_in_chinese_from_server_glyphs(live_server: str, tmp_p
         changed = np.abs(img[k] - img["none"]).max(axis=2) > 80
         dark = (np.abs(img[k] - _hex("#073763")).max(axis=2) <= 40) & changed
         assert int(dark.sum()) > 300, (k, int(dark.sum()))  # dark blue strokes of the labels
+
+
+def test_parcels_are_labelled_with_their_land_use_in_chinese(
+    live_server: str, tmp_path: Path
+) -> None:
+    """Parcels carry their GB 50137 land-use name (二类居住用地, 商业用地 ...) as a label."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    shots = {k: tmp_path / f"parcels-{k}.png" for k in ("labels", "none")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on(
+            "response",
+            lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+        )
+        page.goto(f"{live_server}/viewer/map.html?style=parcels&z=16")
+        page.wait_for_function("window.cimtwinReady === true", timeout=60_000)
+        page.screenshot(path=str(shots["labels"]))
+        _idle_after(page, "m.setLayoutProperty('parcels-label', 'visibility', 'none')")
+        page.screenshot(path=str(shots["none"]))
+        problems += page.evaluate("window.cimtwinErrors")
+        browser.close()
+    assert problems == []
+    img = {k: np.asarray(Image.open(v).convert("RGB")).astype(int) for k, v in shots.items()}
+    changed = np.abs(img["labels"] - img["none"]).max(axis=2) > 80
+    dark = (np.abs(img["labels"] - _hex("#333333")).max(axis=2) <= 40) & changed
+    assert int(dark.sum()) > 300, int(dark.sum())  # the ideographs of the land-use names

@@ -50,11 +50,14 @@ def expressions() -> dict[str, list]:
     for t in reference.pipeline_types():
         networks.setdefault(t.major_code, t.color_hex)
     land: dict[str, str] = {}
+    land_names: list = ["match", ["get", "land_use"]]  # GB 50137 code -> its Chinese name
     for r in reference.read_rows("land_use_gb50137.csv"):
         land.setdefault(r["major_code"], r["color_hex"])
+        land_names += [r["code"], r["name"]]
     return {
         "$pipeline_network_colors": _match(["get", "network"], networks),
         "$land_use_colors": _match(["slice", ["get", "land_use"], 0, 1], land),
+        "$land_use_names": [*land_names, ["get", "land_use"]],
         "$component_major_colors": _match(
             ["slice", ["get", "class_code"], 0, 2], COMPONENT_MAJOR_COLORS
         ),
