@@ -114,10 +114,18 @@ def _sdf(alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.round(val), 0, 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=512)
 def glyph_range(stack: str, start: int) -> bytes:
     """The PBF for code points start..start+255 of ``stack``: each code point from the first
-    font of the chain that has it (empty glyph list if none has any)."""
+    font of the chain that has it (empty glyph list if none has any). The cache is keyed by
+    the stack's known names only, so made-up stack strings cannot fill it."""
+    known = list(dict.fromkeys(n.strip() for n in stack.split(",") if n.strip() in FONTS))
+    if not known:  # no font of ours (or CIMTWIN_FONT_FILE only): made each time, not kept
+        return _glyph_range.__wrapped__(stack.split(",")[0].strip()[:64], start)
+    return _glyph_range(",".join(known), start)
+
+
+@lru_cache(maxsize=512)
+def _glyph_range(stack: str, start: int) -> bytes:
     import freetype
 
     name = stack.split(",")[0].strip()
