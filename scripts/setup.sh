@@ -141,6 +141,7 @@ fi
 # --- front-end packages (served locally, no CDN) and the browser the map tests drive -------
 if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
 if [ ! -d viewer/node_modules/maplibre-gl ] || [ ! -d viewer/node_modules/cesium ] \
+  || [ ! -d viewer/node_modules/swagger-ui-dist ] || [ ! -d viewer/node_modules/redoc ] \
   || [ viewer/package-lock.json -nt viewer/node_modules ]; then
   say "installing the viewer's npm packages"
   (cd viewer && npm ci --no-audit --no-fund --loglevel=error)

@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "components, parcels and incidents on PostGIS.",
         lifespan=lifespan,
         dependencies=[Depends(no_nul_characters)],
+        docs_url=None,  # viewer.mount_docs serves both pages with local assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.tile_cache = tile_cache_for(settings)
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (grids, districts, pipelines, parcels, incidents):
         app.include_router(module.router)
     viewer.mount(app, settings)
+    viewer.mount_docs(app)
     errors.install(app)
     _allow_cross_origin(app, settings)
     _document_plain_routes(app)
