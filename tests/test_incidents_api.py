@@ -17,7 +17,7 @@ from cimtwin.api.app import create_app
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
 from cimtwin.spatial.access_queries import create_key
-from cimtwin.spatial.incident_queries import simple_isolation
+from cimtwin.spatial.incident_context import simple_isolation
 from tests.conftest import SAMPLE
 
 

@@ -41,25 +41,27 @@ from cimtwin.api.grids import (
 )
 from cimtwin.api.parcels import BBoxQuery
 from cimtwin.spatial.incident import INCIDENT_STATUSES, TRANSITIONS
-from cimtwin.spatial.incident_queries import (
+from cimtwin.spatial.incident_context import (
     BURST_SNAP_M,
-    COLUMNS,
     SNAP_M,
     WATER,
-    IncidentFilter,
-    TransitionError,
     analysis_isolation,
     buildings_within,
-    create_incident,
     describe_valves,
-    external_id_taken,
-    get_incident,
     hydrants,
-    list_incidents,
     nearest_segment,
     pipes_within,
     responsible_grid,
     simple_isolation,
+)
+from cimtwin.spatial.incident_queries import (
+    COLUMNS,
+    IncidentFilter,
+    TransitionError,
+    create_incident,
+    external_id_taken,
+    get_incident,
+    list_incidents,
     update_incident,
 )
 
