@@ -80,9 +80,28 @@ def invalid(description: str) -> HTTPException:
     return HTTPException(422, description)
 
 
+class ApiError(Exception):
+    """An OGC API exception: HTTP status, code and a description for the client."""
+
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.code, self.description = status, code, description
+
+    def response(self) -> Response:
+        body = dumps({"code": self.code, "description": self.description})
+        return Response(body, status_code=self.status, media_type=JSON)
+
+
+def bad_request(description: str) -> ApiError:
+    return ApiError(400, "InvalidParameterValue", description)
+
+
+def not_found(description: str) -> ApiError:
+    return ApiError(404, "NotFound", description)
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one format."""
-    from cimtwin.api.features import ApiError
     from cimtwin.spatial.pipelines.shared import AnalysisError
 
     async def http_error(request: Request, exc: Exception) -> Response:
