@@ -14,7 +14,6 @@ from cimtwin.api.cql2 import (
     Between,
     Comparison,
     CQL2Error,
-    FilterContext,
     In,
     IsNull,
     Like,
@@ -24,8 +23,8 @@ from cimtwin.api.cql2 import (
     Property,
     Spatial,
     parse,
-    to_sql,
 )
+from cimtwin.api.cql2_sql import FilterContext, to_sql
 from cimtwin.api.geojson import parse_crs
 from cimtwin.spatial.catalogue import BY_ID
 

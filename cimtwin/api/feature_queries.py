@@ -14,7 +14,7 @@ import psycopg
 from fastapi import Request
 from psycopg import AsyncConnection, sql
 
-from cimtwin.api import cql2
+from cimtwin.api import cql2, cql2_sql
 from cimtwin.api.errors import ApiError, bad_request
 from cimtwin.api.geojson import (
     CrsDef,
@@ -217,11 +217,11 @@ def _filter_condition(
         crs = parse_crs(filter_crs, "filter-crs") if filter_crs is not None else default_crs()
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    ctx = cql2.FilterContext(
+    ctx = cql2_sql.FilterContext(
         {p: layer.column_type(p) for p in layer.properties}, layer.geometry_column, crs
     )
     try:
-        cond, params = cql2.to_sql(text, ctx)
+        cond, params = cql2_sql.to_sql(text, ctx)
     except cql2.CQL2Error as exc:
         raise bad_request(f"filter: {exc}") from None
     q.conditions.append(cond)
