@@ -81,6 +81,16 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
         assert state == ["true", None], (state, problems)
         print(f"viewer ready in {seconds:.1f} s")
         page.screenshot(path=str(tmp_path / "viewer.png"))
+        # the view is the hash's
+        lon, lat, height, heading, pitch = page.evaluate(
+            """(() => { const c = cimtwinViewer.viewer.camera, d = Cesium.Math.toDegrees;
+              const p = c.positionCartographic;
+              return [d(p.longitude), d(p.latitude), p.height, d(c.heading), d(c.pitch)]; })()"""
+        )
+        want = [float(v) for v in HASH[1:].split(",")]
+        assert abs(lon - want[0]) < 1e-6 and abs(lat - want[1]) < 1e-6, (lon, lat)
+        assert abs(height - want[2]) < 0.5 and abs(pitch - want[4]) < 0.1, (height, pitch)
+        assert abs((heading - want[3] + 180) % 360 - 180) < 0.1, heading
         # the layer panel: one row per tileset, with its title, a checkbox and a slider
         rows = page.eval_on_selector_all(
             "#layer-list label",
@@ -156,3 +166,33 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
         browser.close()
     assert problems == [], problems
     print(tmp_path)
+
+
+def ready_flag(base: str) -> tuple[str, str | None]:
+    """Open /viewer/ (only this server reachable); the ready flag and error once set."""
+    from playwright.sync_api import Route, sync_playwright
+
+    def only_here(route: Route) -> None:
+        local = route.request.url.startswith(base)
+        route.continue_() if local else route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 400, "height": 300})
+        page.route("**/*", only_here)
+        page.goto(f"{base}/viewer/?imagery=none")
+        page.wait_for_function("document.body.dataset.ready", timeout=120_000)
+        ready, error = page.evaluate("[document.body.dataset.ready, document.body.dataset.error]")
+        browser.close()
+    return ready, error
+
+
+def test_a_broken_tileset_sets_the_error_flag(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("broken3d")
+    (root / "broken").mkdir()
+    (root / "broken" / "tileset.json").write_text("{not json")
+    for base in serve(settings.model_copy(update={"tiles_dir": str(root)})):
+        ready, error = ready_flag(base)
+    assert ready == "error" and error, (ready, error)
