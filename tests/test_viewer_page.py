@@ -146,6 +146,10 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
         )
         alpha = "cimtwinViewer.layers.find(l => l.id === 'buildings').tileset.style.color"
         assert page.evaluate(f"{alpha}.evaluateColor(undefined).alpha") == 0.5
+        # the picked building stays highlighted (as translucent as its layer)
+        page.wait_for_function(
+            "cimtwinViewer.picked.color.equalsEpsilon(Cesium.Color.CYAN.withAlpha(0.5), 0.01)"
+        )
         page.eval_on_selector("label[data-tileset=buildings] input.visible", "e => e.click()")
         assert not page.evaluate(
             "cimtwinViewer.layers.find(l => l.id === 'buildings').tileset.show"
