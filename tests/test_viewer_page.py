@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="Debian chromium is not installed (scripts/setup.sh installs it when run as root)",
 )
-#: the sample's tilesets built for the page (quick ones)
-TILESETS = ("buildings", "pipelines")
+#: the sample's tilesets built for the page (every source; about 10 s on the sample)
+TILESETS = ("terrain", "buildings", "underground", "pipelines", "pipeline_points", "components")
 #: a fixed camera over the North Station: lon, lat, height (m), heading, pitch (degrees)
 HASH = "#114.0239,22.6060,900,0,-40"
 
