@@ -162,6 +162,8 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
             " cimtwinViewer.viewer.scene.screenSpaceCameraController.enableCollisionDetection]"
         )
         assert under == [True, False]
+        terrain = "cimtwinViewer.layers.find(l => l.id === 'terrain').tileset.style"
+        assert abs(page.evaluate(f"{terrain}.color.evaluateColor(undefined).alpha") - 0.3) < 1e-9
         page.wait_for_timeout(1000)
         page.screenshot(path=str(tmp_path / "viewer-underground.png"))
         # the hash follows the camera
