@@ -1,0 +1,204 @@
+"""The twin viewer page (/viewer/) in headless Chromium: every tileset of ``GET /3dtiles`` in a
+layer panel, the ready flag, picking a building shows its code from OGC API Features, the
+underground control makes the globe translucent; no console error, no request elsewhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cimtwin.settings import Settings
+from tests.test_cesium_render import CHROMIUM, FLAGS, serve
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian chromium is not installed (scripts/setup.sh installs it when run as root)",
+)
+#: the sample's tilesets built for the page (every source; about 10 s on the sample)
+TILESETS = ("terrain", "buildings", "underground", "pipelines", "pipeline_points", "components")
+#: a fixed camera over the North Station: lon, lat, height (m), heading, pitch (degrees)
+HASH = "#114.0239,22.6060,900,0,-40"
+
+
+@pytest.fixture(scope="module")
+def viewer_site(
+    settings: Settings, loaded_sample, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    from cimtwin.tiles.threed.build import build_tileset
+
+    root = tmp_path_factory.mktemp("viewer3d")
+    for tileset_id in TILESETS:
+        result = build_tileset(tileset_id, root, database_url=settings.database_url, workers=1)
+        assert result.path is not None, tileset_id
+    yield from serve(settings.model_copy(update={"tiles_dir": str(root)}))
+
+
+def test_viewer_without_slash_reaches_the_page(viewer_site: str) -> None:
+    import httpx
+
+    r = httpx.get(f"{viewer_site}/viewer", follow_redirects=True)
+    assert r.status_code == 200 and "cimtwinViewer" in r.text
+
+
+def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
+    import httpx
+    from playwright.sync_api import Route, sync_playwright
+
+    from tests.conftest import q
+
+    base = viewer_site
+    titles = {t["id"]: t["title"] for t in httpx.get(f"{base}/3dtiles").json()}
+    assert sorted(titles) == sorted(TILESETS)
+    problems: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        url = route.request.url
+        if url.startswith(base) or url.startswith("data:") or url.startswith("blob:"):
+            route.continue_()
+        else:
+            problems.append(f"outside request {url}")
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 800, "height": 600})
+        page.route("**/*", only_this_server)
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on(
+            "response",
+            lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+        )
+        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}: {r.failure}"))
+        started = time.monotonic()
+        page.goto(f"{base}/viewer/{HASH}")
+        page.wait_for_function("document.body.dataset.ready", timeout=180_000)
+        seconds = time.monotonic() - started
+        state = page.evaluate("[document.body.dataset.ready, document.body.dataset.error]")
+        assert state == ["true", None], (state, problems)
+        print(f"viewer ready in {seconds:.1f} s")
+        page.screenshot(path=str(tmp_path / "viewer.png"))
+        # the view is the hash's
+        lon, lat, height, heading, pitch = page.evaluate(
+            """(() => { const c = cimtwinViewer.viewer.camera, d = Cesium.Math.toDegrees;
+              const p = c.positionCartographic;
+              return [d(p.longitude), d(p.latitude), p.height, d(c.heading), d(c.pitch)]; })()"""
+        )
+        want = [float(v) for v in HASH[1:].split(",")]
+        assert abs(lon - want[0]) < 1e-6 and abs(lat - want[1]) < 1e-6, (lon, lat)
+        assert abs(height - want[2]) < 0.5 and abs(pitch - want[4]) < 0.1, (height, pitch)
+        assert abs((heading - want[3] + 180) % 360 - 180) < 0.1, heading
+        # the layer panel: one row per tileset, with its title, a checkbox and a slider
+        rows = page.eval_on_selector_all(
+            "#layer-list label",
+            "ls => ls.map(l => [l.dataset.tileset, l.textContent.trim(),"
+            " !!l.querySelector('input.visible'), !!l.querySelector('input.opacity')])",
+        )
+        assert sorted(r[0] for r in rows) == sorted(TILESETS)
+        for tileset_id, text, checkbox, slider in rows:
+            assert titles[tileset_id] in text and checkbox and slider, rows
+        # picking a known building shows its code (metadata, then the OGC API record)
+        ids = page.evaluate("window.cimtwinViewer.featureIds('buildings')")
+        assert ids, "no building loaded in view"
+        building = ids[0]
+        (code,) = q(engine, "SELECT building_code FROM cim.building WHERE id = :i", i=building)[0]
+        result = page.evaluate(f"window.cimtwinViewer.pickFeatureById('buildings', {building})")
+        assert result["properties"]["id"] == building
+        assert result["record"]["building_code"] == code
+        assert code in page.inner_text("#attributes")
+        assert page.inner_text("#record").count(code) >= 1
+        assert page.evaluate("cimtwinViewer.picked.color.equals(Cesium.Color.CYAN)")
+        page.evaluate("() => { window.firstPick = cimtwinViewer.picked; }")
+        # a pick at a screen position: the first building under a coarse grid of points
+        hit = page.evaluate(
+            """async () => {
+              for (let y = 150; y < 600; y += 50) for (let x = 25; x < 800; x += 50) {
+                const r = await cimtwinViewer.pick(x, y);
+                if (r && r.tileset === 'buildings') return [x, y, r];
+              }
+              return null;
+            }"""
+        )
+        assert hit, "no building under the grid of screen points"
+        x, y, picked = hit
+        (code,) = q(
+            engine,
+            "SELECT building_code FROM cim.building WHERE id = :i",
+            i=picked["properties"]["id"],
+        )[0]
+        assert picked["record"]["building_code"] == code and code in page.inner_text("#record")
+        # highlighted; the building picked before got its colour back
+        assert page.evaluate("cimtwinViewer.picked.color.equals(Cesium.Color.CYAN)")
+        assert page.evaluate(
+            "firstPick === cimtwinViewer.picked || firstPick.color.equals(Cesium.Color.WHITE)"
+        )
+        page.screenshot(path=str(tmp_path / "viewer-picked.png"))
+        # a real click on the same point shows the same building
+        page.mouse.click(x, y)
+        page.wait_for_function(f"document.querySelector('#record').textContent.includes('{code}')")
+        # opacity: the slider styles the tileset translucent
+        page.eval_on_selector(
+            "label[data-tileset=buildings] input.opacity",
+            "e => { e.value = '0.5'; e.dispatchEvent(new Event('input')); }",
+        )
+        alpha = "cimtwinViewer.layers.find(l => l.id === 'buildings').tileset.style.color"
+        assert page.evaluate(f"{alpha}.evaluateColor(undefined).alpha") == 0.5
+        # the picked building stays highlighted (as translucent as its layer)
+        page.wait_for_function(
+            "cimtwinViewer.picked.color.equalsEpsilon(Cesium.Color.CYAN.withAlpha(0.5), 0.01)"
+        )
+        page.eval_on_selector("label[data-tileset=buildings] input.visible", "e => e.click()")
+        assert not page.evaluate(
+            "cimtwinViewer.layers.find(l => l.id === 'buildings').tileset.show"
+        )
+        page.eval_on_selector("label[data-tileset=buildings] input.visible", "e => e.click()")
+        # underground: translucent globe, camera may go below ground
+        page.click("#underground")
+        under = page.evaluate(
+            "[cimtwinViewer.viewer.scene.globe.translucency.enabled,"
+            " cimtwinViewer.viewer.scene.screenSpaceCameraController.enableCollisionDetection]"
+        )
+        assert under == [True, False]
+        terrain = "cimtwinViewer.layers.find(l => l.id === 'terrain').tileset.style"
+        assert abs(page.evaluate(f"{terrain}.color.evaluateColor(undefined).alpha") - 0.3) < 1e-9
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(tmp_path / "viewer-underground.png"))
+        # the hash follows the camera
+        page.evaluate("cimtwinViewer.viewer.camera.moveEnd.raiseEvent()")
+        assert page.evaluate("location.hash").startswith("#114.02")
+        browser.close()
+    assert problems == [], problems
+    print(tmp_path)
+
+
+def ready_flag(base: str) -> tuple[str, str | None]:
+    """Open /viewer/ (only this server reachable); the ready flag and error once set."""
+    from playwright.sync_api import Route, sync_playwright
+
+    def only_here(route: Route) -> None:
+        local = route.request.url.startswith(base)
+        route.continue_() if local else route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 400, "height": 300})
+        page.route("**/*", only_here)
+        page.goto(f"{base}/viewer/?imagery=none")
+        page.wait_for_function("document.body.dataset.ready", timeout=120_000)
+        ready, error = page.evaluate("[document.body.dataset.ready, document.body.dataset.error]")
+        browser.close()
+    return ready, error
+
+
+def test_a_broken_tileset_sets_the_error_flag(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("broken3d")
+    (root / "broken").mkdir()
+    (root / "broken" / "tileset.json").write_text("{not json")
+    for base in serve(settings.model_copy(update={"tiles_dir": str(root)})):
+        ready, error = ready_flag(base)
+    assert ready == "error" and error, (ready, error)
