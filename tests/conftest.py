@@ -104,26 +104,9 @@ def wait_until_healthy(url: str, timeout_s: float = 30) -> None:
 @pytest.fixture(scope="module")
 def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     """The API on a free loopback port in a background thread, for real HTTP clients."""
-    import socket
-    import threading
+    from tests.browser import serve
 
-    import uvicorn
-
-    from cimtwin.api.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until_healthy(url)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+    yield from serve(settings)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ must decode to the database's values."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,48 +14,10 @@ import pytest
 
 from cimtwin.api.viewer import viewer_dir
 from cimtwin.settings import Settings
-from tests.conftest import wait_until_healthy
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
 from tests.test_threed_api import make_tileset
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Debian chromium is not installed (scripts/setup.sh installs it when run as root)",
-)
-#: WebGL in software (SwiftShader): no GPU on CI machines
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--enable-unsafe-swiftshader",
-    "--use-angle=swiftshader",
-    "--ignore-gpu-blocklist",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def serve(settings: Settings) -> Iterator[str]:
-    """The API on a free loopback port in a thread, for a real browser."""
-    import uvicorn
-
-    from cimtwin.api.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until_healthy(url)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -93,24 +52,15 @@ def built(
 
 def load_in_cesium(base: str, query: str = "") -> tuple[dict[str, Any], list[str], list[str]]:
     """Open the check page; (its report, problems seen by the browser, URLs it asked for)."""
-    from playwright.sync_api import Route, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     problems: list[str] = []
     requested: list[str] = []
 
-    def only_this_server(route: Route) -> None:
-        url = route.request.url
-        requested.append(url)
-        if url.startswith(base) or url.startswith("data:") or url.startswith("blob:"):
-            route.continue_()
-        else:
-            problems.append(f"outside request {url}")
-            route.abort()
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 800, "height": 600})
-        page.route("**/*", only_this_server)
+        page.route("**/*", only_this_server(base, problems, requested.append))
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on(

@@ -6,23 +6,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from psycopg import sql as psql
 from sqlalchemy import Engine, text
 
-from cimtwin.api.app import create_app
 from cimtwin.api.geojson import bbox_wkt, literal_geometry_sql, parse_crs
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
@@ -611,30 +605,9 @@ gdal = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def server(settings: Settings, loaded_sample) -> Iterator[str]:
     """The app under uvicorn on a free local port, in a background thread."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="features-api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            srv.should_exit = True
-            pytest.fail("the API did not start under uvicorn")
-        time.sleep(0.05)
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=10)
+    from tests.browser import serve
+
+    yield from serve(settings)
 
 
 def run(*args: str) -> str:

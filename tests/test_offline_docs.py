@@ -5,9 +5,6 @@ service (npm ``swagger-ui-dist`` and ``redoc``, served at /viewer/lib), not a CD
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import threading
 from collections.abc import Iterator
 from urllib.parse import urljoin, urlsplit
 
@@ -17,22 +14,8 @@ from fastapi.testclient import TestClient
 from cimtwin.api.app import create_app
 from cimtwin.api.viewer import viewer_dir
 from cimtwin.settings import Settings
-from tests.conftest import wait_until_healthy
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Debian chromium is not installed (scripts/setup.sh installs it when run as root)",
-)
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: src/href attributes, and the quoted URLs the inline scripts pass (url: '/openapi.json')
 REFERENCE = re.compile(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""")
 TYPES = {".js": ("text/javascript", "application/javascript"), ".css": ("text/css",)}
@@ -108,44 +91,24 @@ def test_map_redirect_keeps_the_query_string(client: TestClient) -> None:
 @pytest.fixture(scope="module")
 def served(settings: Settings) -> Iterator[str]:
     """The API on a free loopback port in a thread, for a real browser."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until_healthy(url)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+    yield from serve(settings)
 
 
 def open_in_chromium(base: str, page_path: str, selector: str) -> tuple[int, list[str], set[str]]:
     """Open a docs page, wait for ``selector``; (how many, problems, hosts asked)."""
-    from playwright.sync_api import Route, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     problems: list[str] = []
     hosts: set[str] = set()
 
-    def only_this_server(route: Route) -> None:
-        url = route.request.url
+    def seen(url: str) -> None:
         if not url.startswith(("data:", "blob:")):
             hosts.add(urlsplit(url).netloc)
-        if url.startswith((base + "/", "data:", "blob:")):
-            route.continue_()
-        else:
-            problems.append(f"outside request {url}")
-            route.abort()
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.route("**/*", only_this_server)
+        page.route("**/*", only_this_server(base, problems, seen))
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on(

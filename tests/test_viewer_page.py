@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 
 from cimtwin.settings import Settings
-from tests.test_cesium_render import CHROMIUM, FLAGS, serve
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Debian chromium is not installed (scripts/setup.sh installs it when run as root)",
-)
+pytestmark = needs_chromium
 #: the sample's tilesets built for the page (every source; about 10 s on the sample)
 TILESETS = ("terrain", "buildings", "underground", "pipelines", "pipeline_points", "components")
 #: a fixed camera over the North Station: lon, lat, height (m), heading, pitch (degrees)
@@ -45,7 +42,7 @@ def test_viewer_without_slash_reaches_the_page(viewer_site: str) -> None:
 
 def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
     import httpx
-    from playwright.sync_api import Route, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     from tests.conftest import q
 
@@ -54,18 +51,10 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
     assert sorted(titles) == sorted(TILESETS)
     problems: list[str] = []
 
-    def only_this_server(route: Route) -> None:
-        url = route.request.url
-        if url.startswith(base) or url.startswith("data:") or url.startswith("blob:"):
-            route.continue_()
-        else:
-            problems.append(f"outside request {url}")
-            route.abort()
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 800, "height": 600})
-        page.route("**/*", only_this_server)
+        page.route("**/*", only_this_server(base, problems))
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on(
@@ -176,16 +165,12 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
 
 def ready_flag(base: str) -> tuple[str, str | None]:
     """Open /viewer/ (only this server reachable); the ready flag and error once set."""
-    from playwright.sync_api import Route, sync_playwright
-
-    def only_here(route: Route) -> None:
-        local = route.request.url.startswith(base)
-        route.continue_() if local else route.abort()
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 400, "height": 300})
-        page.route("**/*", only_here)
+        page.route("**/*", only_this_server(base))
         page.goto(f"{base}/viewer/?imagery=none")
         page.wait_for_function("document.body.dataset.ready", timeout=120_000)
         ready, error = page.evaluate("[document.body.dataset.ready, document.body.dataset.error]")
