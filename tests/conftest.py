@@ -109,6 +109,37 @@ def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     yield from serve(settings)
 
 
+#: the sample's tilesets the viewer tests serve (every source; about 10 s on the sample)
+TWIN_TILESETS = (
+    "terrain",
+    "buildings",
+    "underground",
+    "pipelines",
+    "pipeline_points",
+    "components",
+)
+
+
+@pytest.fixture(scope="session")
+def twin_tiles(settings: Settings, loaded_sample, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample's 3D Tiles, built once per session for every viewer test."""
+    from cimtwin.tiles.threed.build import build_tileset
+
+    root = tmp_path_factory.mktemp("twin3d")
+    for tileset_id in TWIN_TILESETS:
+        result = build_tileset(tileset_id, root, database_url=settings.database_url, workers=1)
+        assert result.path is not None, tileset_id
+    return root
+
+
+@pytest.fixture(scope="module")
+def viewer_site(settings: Settings, twin_tiles: Path) -> Iterator[str]:
+    """The API serving the sample's 3D Tiles (and /viewer) on a free loopback port."""
+    from tests.browser import serve
+
+    yield from serve(settings.model_copy(update={"tiles_dir": str(twin_tiles)}))
+
+
 @pytest.fixture(scope="module")
 def client(settings: Settings, loaded_sample) -> Iterator:
     """The app over the session database with the sample loaded (modules may override)."""

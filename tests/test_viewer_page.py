@@ -5,39 +5,25 @@ underground control makes the globe translucent; no console error, no request el
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cimtwin.settings import Settings
 from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
+from tests.conftest import TWIN_TILESETS
 
 pytestmark = needs_chromium
-#: the sample's tilesets built for the page (every source; about 10 s on the sample)
-TILESETS = ("terrain", "buildings", "underground", "pipelines", "pipeline_points", "components")
+TILESETS = TWIN_TILESETS
 #: a fixed camera over the North Station: lon, lat, height (m), heading, pitch (degrees)
 HASH = "#114.0239,22.6060,900,0,-40"
-
-
-@pytest.fixture(scope="module")
-def viewer_site(
-    settings: Settings, loaded_sample, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    from cimtwin.tiles.threed.build import build_tileset
-
-    root = tmp_path_factory.mktemp("viewer3d")
-    for tileset_id in TILESETS:
-        result = build_tileset(tileset_id, root, database_url=settings.database_url, workers=1)
-        assert result.path is not None, tileset_id
-    yield from serve(settings.model_copy(update={"tiles_dir": str(root)}))
 
 
 def test_viewer_without_slash_reaches_the_page(viewer_site: str) -> None:
     import httpx
 
     r = httpx.get(f"{viewer_site}/viewer", follow_redirects=True)
-    assert r.status_code == 200 and "cimtwinViewer" in r.text
+    assert r.status_code == 200 and "js/viewer.js" in r.text
 
 
 def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:

@@ -17,6 +17,15 @@ async def list_styles(request: Request) -> dict:
     return {"styles": [{"id": n, "url": f"{root}/styles/{n}.json"} for n in styles.names()]}
 
 
+@router.get("/legends", summary="Legends of the map themes (colours, labels, keyed property)")
+async def legends() -> dict:
+    """The colour tables the styles use, for legends and for clients that draw the themes
+    themselves (the 3D viewer drapes the vector tiles with them)."""
+    from cimtwin.styles.legend import legends
+
+    return {"themes": legends()}
+
+
 @router.get("/styles/{name}.json", summary="A MapLibre style document")
 async def style(request: Request, name: str) -> dict:
     try:
