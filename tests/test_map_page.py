@@ -211,7 +211,7 @@ def test_twin_style_shows_every_theme_over_its_own_basemap(
     assert int(_near(img, road, 4).sum()) > 5000
 
     # a click on a parcel opens a popup with its record
-    parcel, (x, y) = _parcel_point(m, live_server)
+    parcel, (x, y) = _feature_point(m, live_server, "parcels", "parcels-fill")
     m.page.mouse.click(x, y)
     popup = m.page.wait_for_selector(
         ".maplibregl-popup .feature-popup[data-collection='parcels'] .record[data-record='loaded']",
@@ -230,7 +230,28 @@ def test_twin_style_shows_every_theme_over_its_own_basemap(
     assert match, href
     centre = m.page.evaluate("window.cimtwinMap.getCenter().toArray()")
     assert abs(float(match[1]) - centre[0]) < 1e-5 and float(match[2]) < centre[1]
+    # and on a building, with its building code
+    building, (x, y) = _feature_point(m, live_server, "buildings", "buildings-extrusion")
+    m.page.mouse.click(x, y)
+    m.page.wait_for_selector(
+        ".feature-popup[data-collection='buildings'] .record[data-record='loaded']", timeout=10_000
+    )
+    heading = m.page.inner_text(".maplibregl-popup .feature-popup h2")
+    assert building["properties"]["building_code"] in heading, heading
     m.page.evaluate("window.cimtwinPopup.remove()")
+
+    # the opacity slider: land use at half its opacity
+    m.settle(
+        "const s = document.querySelector(\"#theme-list [data-theme='parcels'] input.opacity\");"
+        " s.value = '0.5'; s.dispatchEvent(new Event('input'))"
+    )
+    half = m.shot("twin-parcels-half")
+    faint = alpha * 0.5 * _land_use(legends, "R") + (1 - alpha * 0.5) * block
+    assert int(_near(half, faint, 10).sum()) > 1500
+    m.settle(
+        "const s = document.querySelector(\"#theme-list [data-theme='parcels'] input.opacity\");"
+        " s.value = '1'; s.dispatchEvent(new Event('input'))"
+    )
 
     # the panel hides a theme: its colours vanish, the others stay
     m.toggle("pipelines")
@@ -290,14 +311,18 @@ TOP_FEATURE = """([lon, lat]) => {
 }"""
 
 
-def _parcel_point(m: MapPage, base: str) -> tuple[dict, tuple[float, float]]:
-    """A parcel in the view and a screen point on it where the parcel (not a building, pipe
-    or point) is the topmost feature."""
+def _feature_point(
+    m: MapPage, base: str, collection: str, layer_id: str
+) -> tuple[dict, tuple[float, float]]:
+    """A feature of ``collection`` in the view and a screen point where it is the topmost
+    feature drawn (on the style layer ``layer_id``)."""
     from shapely.geometry import Point, shape
 
     west, south, east, north = m.page.evaluate("window.cimtwinMap.getBounds().toArray().flat()")
     bbox = f"{west},{south},{east},{north}"
-    features = httpx.get(f"{base}/collections/parcels/items", params={"bbox": bbox, "limit": 50})
+    features = httpx.get(
+        f"{base}/collections/{collection}/items", params={"bbox": bbox, "limit": 50}
+    )
     for feature in features.json()["features"]:
         polygon = shape(feature["geometry"])
         x0, y0, x1, y1 = polygon.bounds
@@ -307,9 +332,9 @@ def _parcel_point(m: MapPage, base: str) -> tuple[dict, tuple[float, float]]:
                 if not polygon.contains(Point(lon, lat)):
                     continue
                 top = m.page.evaluate(TOP_FEATURE, [lon, lat])
-                if top and top[0] == "parcels-fill" and top[1] == feature["id"]:
+                if top and top[0] == layer_id and top[1] == feature["id"]:
                     return feature, (top[2], top[3])
-    raise AssertionError("no parcel point found in the view")
+    raise AssertionError(f"no point on a feature of {collection} found in the view")
 
 
 def test_an_unknown_style_sets_the_error_flag(
