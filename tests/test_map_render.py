@@ -93,7 +93,7 @@ def _idle_after(page: Any, js: str) -> None:
     """Run ``js`` (with ``m`` the map) and wait until MapLibre is idle again."""
     page.evaluate(
         "(js) => new Promise((done) => { const m = window.cimtwinMap;"
-        " m.once('idle', done); new Function('m', js)(m); m.triggerRepaint(); })",
+        " m.once('idle', () => done(null)); new Function('m', js)(m); m.triggerRepaint(); })",
         js,
     )
 
