@@ -127,6 +127,42 @@ def twin_style(live_server: str) -> dict[str, dict]:
     return {layer["id"]: layer for layer in style["layers"]}
 
 
+def test_twin_style_is_complete() -> None:
+    """Every placeholder filled, every layer from one catalogue layer of the composite
+    source, every theme's layers named after it, and the glyphs from this server."""
+    import json
+
+    from cimtwin import styles
+    from cimtwin.spatial.catalogue import BY_ID
+
+    doc = styles.render("twin", "http://host")
+    assert "$" not in json.dumps(doc)
+    assert doc["glyphs"].startswith("http://host/fonts/")
+    (source,) = doc["sources"].values()
+    served = source["url"].split("/tiles/")[1].split("/")[0].split(",")
+    assert set(served) <= set(BY_ID)
+    themes = set()
+    for layer in doc["layers"]:
+        theme = layer["metadata"]["cimtwin:theme"]
+        themes.add(theme)
+        # ids grouped by theme (grids-..., and the grids' community outlines)
+        assert layer["id"].startswith(theme + "-") or layer["id"] == "communities-outline"
+        if layer["type"] != "background":
+            assert layer["source-layer"] in served, layer["id"]
+    assert themes == {
+        "base",
+        "parcels",
+        "buildings",
+        "pipelines",
+        "grids",
+        "components",
+        "incidents",
+    }
+    (extrusion,) = [la for la in doc["layers"] if la["type"] == "fill-extrusion"]
+    assert extrusion["source-layer"] == "buildings"
+    assert ["get", "height_m"] in extrusion["paint"]["fill-extrusion-height"]
+
+
 def _land_use(legends: dict[str, dict], code: str) -> np.ndarray:
     return _rgb(next(e["color"] for e in legends["parcels"]["entries"] if e["value"] == code))
 
@@ -189,11 +225,6 @@ def test_twin_style_shows_every_theme_over_its_own_basemap(
         "components",
         "incidents",
     }
-    # every layer id says its theme
-    for layer_id, layer in twin_style.items():
-        assert layer_id.startswith(layer["metadata"]["cimtwin:theme"] + "-") or (
-            layer_id == "communities-outline"
-        ), layer_id
     img = m.shot("twin")
     # land use: translucent fills over the basemap's white blocks
     alpha = twin_style["parcels-fill"]["paint"]["fill-opacity"]
