@@ -175,7 +175,10 @@ function groundAt(x, y) {
 state.pick = async (x, y) => {
   if (state.clickHandler) return state.clickHandler({ x, y, ground: groundAt(x, y) });
   const hit = state.viewer.scene.pick(new Cesium.Cartesian2(x, y));
-  if (hit instanceof Cesium.Cesium3DTileFeature) return showFeature(hit);
+  // the terrain tileset is the ground the themes are draped on: they come first there
+  const ground = hit instanceof Cesium.Cesium3DTileFeature
+    && state.layers.some((l) => l.id === "terrain" && l.tileset === hit.tileset);
+  if (hit instanceof Cesium.Cesium3DTileFeature && !ground) return showFeature(hit);
   clearPick();
   for (const plugin of state.plugins) {
     if (!plugin.pickAt) continue;
@@ -185,7 +188,7 @@ state.pick = async (x, y) => {
         { theme: found.theme, layer: found.layer });
     }
   }
-  return null;
+  return ground ? showFeature(hit) : null;
 };
 state.showAttributes = showAttributes;
 state.clearPick = clearPick;
