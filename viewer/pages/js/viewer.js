@@ -238,6 +238,14 @@ async function start() {
   });
   state.viewer = viewer;
   viewer.scene.globe.depthTestAgainstTerrain = false;
+  // a fixed sun from the south-east, high over the district: the clock's sun left the models
+  // lit from below at night in China (dark, and pixel colours that changed with the hour)
+  const enu = Cesium.Transforms.eastNorthUpToFixedFrame(Cesium.Cartesian3.fromDegrees(DEFAULT_VIEW[0], DEFAULT_VIEW[1]));
+  viewer.scene.light = new Cesium.DirectionalLight({
+    direction: Cesium.Matrix4.multiplyByPointAsVector(enu,
+      Cesium.Cartesian3.normalize(new Cesium.Cartesian3(-0.3, 0.5, -1), new Cesium.Cartesian3()), new Cesium.Cartesian3()),
+    intensity: 2.0,  // as the SunLight's
+  });
   viewer.scene.renderError.addEventListener((scene, e) => setError(e));
   flyToHash();
   viewer.camera.moveEnd.addEventListener(writeHash);
