@@ -175,13 +175,16 @@ def test_viewer_themes(viewer_site: str, engine, tmp_path: Path) -> None:
         ]
         assert any(on > 300 and off < on / 10 for on, off in line), line
 
-        # picking a draped parcel: large parcels' inner points, on screen, from the camera
+        # picking a draped parcel: large parcels' inner points on screen, from the camera
         show_themes({"parcels", "grids", "incidents"})
+        # (inner points 25 m from any grid outline: on an outline the grid is what is picked)
         inner = q(
             engine,
             "SELECT id, parcel_code, ST_X(p), ST_Y(p) FROM (SELECT id, parcel_code,"
-            " ST_Transform(ST_PointOnSurface(geom), 4326) AS p FROM cim.parcel"
-            " ORDER BY ST_Area(geom) DESC LIMIT 40) t",
+            " ST_Transform(ST_PointOnSurface(ST_Difference(geom, (SELECT"
+            " ST_Union(ST_Buffer(ST_Boundary(geom), 25)) FROM cim.work_grid))), 4326) AS p"
+            " FROM cim.parcel ORDER BY ST_Area(geom) DESC LIMIT 40) t"
+            " WHERE p IS NOT NULL AND NOT ST_IsEmpty(p)",
         )
         spots = page.evaluate(
             """([points, height, w, h]) => points.map(([id, code, lon, lat]) => {

@@ -40,7 +40,10 @@ const PICK_PX = 7;  // how near (screen pixels) a click must be to a point or an
 const SCALE_PX = 100;  // the scale bar's measured width at the bottom centre
 const EXTENT_BUFFER = 1.0;  // MVT features pass their tile by a buffer: clip to the tile
 
-const state = { themes: [], legends: [], highlight: [], groundHeight: 0, rectangle: null };
+const state = {
+  themes: [], legends: [], highlight: [], groundHeight: 0, groundRange: [-Infinity, Infinity],
+  rectangle: null,
+};
 window.cimtwinDrape = state;
 
 const deg = (r) => Cesium.Math.toDegrees(r);
@@ -317,6 +320,16 @@ function inside(lon, lat, f) {  // even-odd over all rings (holes included)
   return count % 2 === 1;
 }
 
+// The ground under a screen point: the depth buffer's point when it is on the terrain, else
+// (a roof, a station hall the pick passed through, the sky) the raised ellipsoid's.
+function groundUnder(cv, x, y) {
+  const picked = cv.groundAt(x, y);
+  const [low, high] = state.groundRange;
+  if (picked && picked.height >= low - 2 && picked.height <= high + 2) return picked;
+  const point = groundPoint(cv, x, y);
+  return point ? Cesium.Cartographic.fromCartesian(point) : null;
+}
+
 // Screen distance from (x, y) to a feature's points or edges at the click's height.
 function screenDistance(cv, x, y, f, height) {
   const scene = cv.viewer.scene;
@@ -329,8 +342,12 @@ function screenDistance(cv, x, y, f, height) {
       const p = pts[i];
       if (!p) continue;
       best = Math.min(best, Math.hypot(p.x - x, p.y - y));
-      const q = f.type === 1 ? null : pts[(i + 1) % pts.length];
+      const j = (i + 1) % pts.length;
+      const q = f.type === 1 ? null : pts[j];
       if (!q || (f.type === 2 && i === pts.length - 1)) continue;
+      // an edge wholly in the tile's buffer is where the tile cut the shape (or a copy of an
+      // edge the next tile holds): not an outline
+      if (!withinTile(...part[i], f) && !withinTile(...part[j], f)) continue;
       const dx = q.x - p.x, dy = q.y - p.y, len = dx * dx + dy * dy;
       const t = len ? Math.max(0, Math.min(1, ((x - p.x) * dx + (y - p.y) * dy) / len)) : 0;
       best = Math.min(best, Math.hypot(p.x + t * dx - x, p.y + t * dy - y));
@@ -339,7 +356,7 @@ function screenDistance(cv, x, y, f, height) {
   return best;
 }
 
-function withinTile(lon, lat, f) {
+function withinTile(lon, lat, f) {  // hoisted: screenDistance uses it
   return lon >= f.tile[0] && lon <= f.tile[2] && lat >= f.tile[1] && lat <= f.tile[3];
 }
 
@@ -347,7 +364,7 @@ function withinTile(lon, lat, f) {
 // PICK_PX, parcels by containment; grids by their outline, or by containment where no
 // visible parcel is under the click.
 function hitTest(cv, x, y) {
-  const ground = cv.groundAt(x, y);
+  const ground = groundUnder(cv, x, y);
   if (!ground) return null;
   const lon = deg(ground.longitude), lat = deg(ground.latitude);
   const height = ground.height;
@@ -420,7 +437,7 @@ async function pickAt(cv, x, y) {
   const { theme, feature } = hit;
   const id = ITEM_ID[feature.layer](feature);
   const properties = { ...feature.properties, id };
-  const ground = cv.groundAt(x, y);
+  const ground = groundUnder(cv, x, y);
   state.picked = { theme: theme.id, layer: feature.layer, id };
   highlight(cv, feature.layer, id, ground ? ground.height : state.groundHeight).catch(cv.setError);
   const layerTitle = (theme.tilejson.vector_layers.find((v) => v.id === feature.layer) || {}).description;
@@ -444,6 +461,7 @@ async function init(cv) {
   let rect = region && region.rectangle ? Cesium.Rectangle.clone(region.rectangle) : null;
   if (region && region.minimumHeight !== undefined) {
     state.groundHeight = (region.minimumHeight + region.maximumHeight) / 2;
+    state.groundRange = [region.minimumHeight, region.maximumHeight];
   }
   if (!rect) {
     const b = tilejsons.map((t) => t.bounds);
