@@ -255,7 +255,24 @@ function renderLegend(cv) {
   const shown = state.themes.filter((t) => t.layer.show).map((t) => t.id);
   const pipes = cv.layers.find((l) => l.id === "pipelines");
   if (pipes && pipes.tileset.show) shown.unshift("pipelines");
-  window.cimtwinLegend.render(document.getElementById("legend"), state.legends, shown);
+  const box = document.getElementById("legend");
+  window.cimtwinLegend.render(box, state.legends, shown);
+  // two short columns a theme (see LEGEND_CSS): the whole label stays on hover
+  for (const entry of box.querySelectorAll(".legend-entry")) entry.title = entry.textContent;
+}
+
+// Five themes' legends in one column overflowed the panel: two columns, smaller type.
+const LEGEND_CSS = `
+  #legend { font-size: 11px; }
+  #legend .legend-theme { column-count: 2; column-gap: 6px; margin-bottom: 3px; }
+  #legend .legend-title { column-span: all; }
+  #legend .legend-entry { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  #scale .scale-label { font-size: 11px; }
+`;
+function addStyle() {
+  const style = document.createElement("style");
+  style.textContent = LEGEND_CSS;
+  document.head.append(style);
 }
 
 // ---- scale bar --------------------------------------------------------------------------
@@ -487,6 +504,7 @@ async function init(cv) {
   }));
   for (const theme of state.themes) target.add(theme.layer);
   themeRows(cv);
+  addStyle();
   renderLegend(cv);
   document.getElementById("layer-list").addEventListener("change", () => renderLegend(cv));
   cv.onClear.push(() => clearHighlight(cv));
