@@ -385,6 +385,7 @@ function hitTest(cv, x, y) {
   if (!ground) return null;
   const lon = deg(ground.longitude), lat = deg(ground.latitude);
   const height = ground.height;
+  if (state.ground && !state.ground.show) return null;  // the themes went with the terrain
   const shown = state.themes.filter((t) => t.layer.show).reverse();
   const contained = (theme, layer) => theme.features.find(
     (f) => f.layer === layer && withinTile(lon, lat, f) && inside(lon, lat, f));
@@ -491,6 +492,7 @@ async function init(cv) {
   const scale = TEXTURE_PX / Math.max(metresX, metresY);
   const [width, height] = [Math.round(metresX * scale), Math.round(metresY * scale)];
   const target = terrain ? terrain.tileset.imageryLayers : viewer.scene.imageryLayers;
+  state.ground = terrain ? terrain.tileset : null;
   const shownOnce = [];
   state.themes = await Promise.all(THEMES.map(async (t, i) => {
     const theme = { ...t, title: TITLES[t.id], tilejson: tilejsons[i] };
@@ -513,7 +515,8 @@ async function init(cv) {
   viewer.camera.moveEnd.addEventListener(() => updateScale(cv));
   updateScale(cv);
   // ready once every shown theme's texture was handed to CesiumJS and a few frames drew it
-  await Promise.all(shownOnce);
+  // (CesiumJS asks only when the ground is in view: a view elsewhere is ready after a while)
+  await Promise.race([Promise.all(shownOnce), new Promise((resolve) => setTimeout(resolve, 20000))]);
   await new Promise((resolve) => {
     let frames = 0;
     const off = viewer.scene.postRender.addEventListener(() => {
