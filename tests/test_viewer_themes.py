@@ -209,7 +209,30 @@ def test_viewer_themes(viewer_site: str, engine, tmp_path: Path) -> None:
         assert picked["record"]["parcel_code"] == code and code in page.inner_text("#record")
         page.wait_for_function("cimtwinDrape.highlight.length > 0")
         shot("parcel-picked")
-        # a real click on the same spot shows the same parcel; hiding the theme clears it
+        # an incident: the topmost theme, picked within a few pixels of its point
+        points = q(
+            engine,
+            "SELECT id, ST_X(p), ST_Y(p) FROM"
+            " (SELECT id, ST_Transform(geom, 4326) AS p FROM cim.incident) t",
+        )
+        on_screen = page.evaluate(
+            """([points, height, w, h]) => points.map(([id, lon, lat]) => {
+              const s = Cesium.SceneTransforms.worldToWindowCoordinates(cimtwinViewer.viewer.scene,
+                Cesium.Cartesian3.fromDegrees(lon, lat, height));
+              return s && s.x > 300 && s.x < w - 20 && s.y > 250 && s.y < h - 40
+                ? [id, s.x, s.y] : null; }).filter(Boolean)""",
+            [points, ground, W, H],
+        )
+        assert on_screen, "no incident in the fixed view"
+        _, ix, iy = on_screen[0]
+        hit = page.evaluate(f"cimtwinViewer.pick({ix}, {iy})")
+        near = [i for i, sx, sy in on_screen if math.hypot(sx - ix, sy - iy) < 10]
+        assert hit["theme"] == "incidents" and hit["properties"]["id"] in near, (hit, near)
+        (title,) = q(
+            engine, "SELECT title FROM cim.incident WHERE id = :i", i=hit["properties"]["id"]
+        )[0]
+        assert hit["record"]["title"] == title
+        # a real click on the parcel's spot shows the parcel again
         page.evaluate("cimtwinViewer.clearPick()")
         assert page.evaluate("cimtwinDrape.highlight.length") == 0
         page.mouse.click(x, y)
