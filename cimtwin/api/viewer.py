@@ -26,6 +26,10 @@ PACKAGES = {
     "cesium": "Build/Cesium",
     "swagger-ui-dist": "",
     "redoc": "bundles",
+    # vector tile decoding for the 3D viewer's draped themes (ES modules, via an import map)
+    "@mapbox/vector-tile": "",
+    "@mapbox/point-geometry": "",
+    "pbf": "",
 }
 LIB = "/viewer/lib"
 DOCS_URL, REDOC_URL = "/docs", "/redoc"

@@ -175,7 +175,10 @@ function groundAt(x, y) {
 state.pick = async (x, y) => {
   if (state.clickHandler) return state.clickHandler({ x, y, ground: groundAt(x, y) });
   const hit = state.viewer.scene.pick(new Cesium.Cartesian2(x, y));
-  if (hit instanceof Cesium.Cesium3DTileFeature) return showFeature(hit);
+  // the terrain tileset is the ground the themes are draped on: they come first there
+  const ground = hit instanceof Cesium.Cesium3DTileFeature
+    && state.layers.some((l) => l.id === "terrain" && l.tileset === hit.tileset);
+  if (hit instanceof Cesium.Cesium3DTileFeature && !ground) return showFeature(hit);
   clearPick();
   for (const plugin of state.plugins) {
     if (!plugin.pickAt) continue;
@@ -185,7 +188,7 @@ state.pick = async (x, y) => {
         { theme: found.theme, layer: found.layer });
     }
   }
-  return null;
+  return ground ? showFeature(hit) : null;
 };
 state.showAttributes = showAttributes;
 state.clearPick = clearPick;
@@ -235,6 +238,14 @@ async function start() {
   });
   state.viewer = viewer;
   viewer.scene.globe.depthTestAgainstTerrain = false;
+  // a fixed sun from the south-east, high over the district: the clock's sun left the models
+  // lit from below at night in China (dark, and pixel colours that changed with the hour)
+  const enu = Cesium.Transforms.eastNorthUpToFixedFrame(Cesium.Cartesian3.fromDegrees(DEFAULT_VIEW[0], DEFAULT_VIEW[1]));
+  viewer.scene.light = new Cesium.DirectionalLight({
+    direction: Cesium.Matrix4.multiplyByPointAsVector(enu,
+      Cesium.Cartesian3.normalize(new Cesium.Cartesian3(-0.3, 0.5, -1), new Cesium.Cartesian3()), new Cesium.Cartesian3()),
+    intensity: 2.0,  // as the SunLight's
+  });
   viewer.scene.renderError.addEventListener((scene, e) => setError(e));
   flyToHash();
   viewer.camera.moveEnd.addEventListener(writeHash);
