@@ -23,6 +23,7 @@
   let selected = null;     // {id, network, label} of the picked pipe
   const marks = new Map(); // tileset id -> Map(feature id -> css colour)
   const saved = new Map(); // coloured feature -> its colour before
+  let painted = new WeakSet(); // tile contents the current marks were applied to
   let els = {};
 
   // --- requests -------------------------------------------------------------------------
@@ -48,10 +49,27 @@
 
   const css = (c, alpha = 1) => Cesium.Color.fromCssColorString(c).withAlpha(alpha);
 
+  let typicalHeight = 0;  // of the current analysis' 3D geometry: where 2D points go without tiles
+
+  function heightAt(lon, lat) {
+    const scene = state.viewer.scene;
+    const h = scene.sampleHeightSupported
+      ? scene.sampleHeight(Cesium.Cartographic.fromDegrees(lon, lat)) : undefined;
+    return Number.isFinite(h) ? h : typicalHeight;
+  }
+
+  function typical(coords) {
+    const zs = coords.map((c) => c[2]).filter(Number.isFinite).sort((a, b) => a - b);
+    if (zs.length) typicalHeight = zs[Math.floor(zs.length / 2)] + 1;
+  }
+
   function addPoint(kind, id, lon, lat, height, colour, label, size = 12) {
     if (source.entities.values.length >= MAX_DRAWN) return null;
+    // a position without a height (a valve or building point in 2D) sits on what is drawn
+    // there (terrain or a roof), else at the analysis' own typical height
+    const z = Number.isFinite(height) ? height : heightAt(lon, lat);
     return source.entities.add({
-      position: Cesium.Cartesian3.fromDegrees(lon, lat, height || 0),
+      position: Cesium.Cartesian3.fromDegrees(lon, lat, z),
       point: {
         pixelSize: size, color: css(colour), outlineColor: Cesium.Color.BLACK, outlineWidth: 2,
         disableDepthTestDistance: Number.POSITIVE_INFINITY,  // seen through the ground
@@ -106,6 +124,7 @@
     if (!marks.has(tilesetId)) marks.set(tilesetId, new Map());
     const m = marks.get(tilesetId);
     for (const id of ids) m.set(id, colour);
+    painted = new WeakSet();
     const layer = state.layers.find((l) => l.id === tilesetId);
     if (layer) forEachFeature(layer.tileset.root, (f) => paint(tilesetId, f));
     return ids;
@@ -160,6 +179,7 @@
     }
     saved.clear();
     marks.clear();
+    painted = new WeakSet();
   }
 
   function clearAnalysis() {
@@ -259,6 +279,7 @@
     clearDrawing();
     status("valve isolation…");
     const answer = await call("POST", "pipelines/isolation", { segment_id: Number(segmentId) });
+    typical(answer.features.features.flatMap((f) => lines(f.geometry).flat()));
     const valves = [];
     for (const v of answer.valves) {
       if (v.point && addPoint("valve", v.valve, v.point[0], v.point[1], v.point[2], COLOURS.valve, v.valve_no || v.valve, 14)) {
@@ -275,7 +296,7 @@
     const buildings = answer.customers.items.map((b) => b.building_id);
     for (const b of answer.customers.items) {
       const [lon, lat] = b.point.coordinates;
-      addPoint("building", b.building_id, lon, lat, 0, COLOURS.building, null, 8);
+      addPoint("building", b.building_id, lon, lat, null, COLOURS.building, null, 8);
     }
     mark("pipelines", answer.isolated_segments.ids, COLOURS.isolated);
     mark("pipeline_points", answer.valves.map((v) => v.node_id).filter((id) => id !== null && id !== undefined), COLOURS.valve);
@@ -490,7 +511,8 @@
       geometry: { type: "Point", coordinates: [lon, lat] },
     }, { "X-API-Key": editorKey });
     const ctx = await call("GET", `incidents/${created.id}/context`);
-    addPoint("incident", created.id, lon, lat, 0, COLOURS.incident, `${type} #${created.id}`, 18);
+    addPoint("incident", created.id, lon, lat, null, COLOURS.incident, `${type} #${created.id}`, 18);
+    typical(ctx.hydrants.items.map((h) => h.geometry.coordinates));
     const hydrants = ctx.hydrants.items.map((h) => h.id);
     for (const h of ctx.hydrants.items) {
       const [hl, ha, hz] = h.geometry.coordinates;
@@ -586,7 +608,7 @@
   }
 
   function vertex(p) {
-    addPoint("vertex", tool.points.length, p[0], p[1], 0, COLOURS.vertex, null, 8);
+    addPoint("vertex", tool.points.length, p[0], p[1], null, COLOURS.vertex, null, 8);
     tool.points.push(p);
     if (tool.points.length > 1) addLine("draft", tool.points.length, tool.points.slice(-2), COLOURS.vertex, 2);
   }
@@ -616,8 +638,15 @@
     s.viewer.cesiumWidget.screenSpaceEventHandler.removeInputAction(Cesium.ScreenSpaceEventType.LEFT_DOUBLE_CLICK);
     new Cesium.ScreenSpaceEventHandler(s.viewer.scene.canvas).setInputAction(
       () => { finishPolygon(); }, Cesium.ScreenSpaceEventType.LEFT_DOUBLE_CLICK);
+    // tiles that load later take the marks once their features exist (a glTF tile's features
+    // come after tileLoad, when its model is ready): checked as tiles show, once per content
     for (const layer of s.layers) {
-      layer.tileset.tileLoad.addEventListener((tile) => featuresOf(tile.content, (f) => paint(layer.id, f)));
+      layer.tileset.tileVisible.addEventListener((tile) => {
+        const content = tile.content;
+        if (!marks.has(layer.id) || !content || painted.has(content) || !content.featuresLength) return;
+        painted.add(content);
+        featuresOf(content, (f) => paint(layer.id, f));
+      });
     }
     s.onPick.push(onPick);
     const box = document.getElementById("tools");
