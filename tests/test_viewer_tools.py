@@ -28,6 +28,9 @@ VALVE, ISOLATED, BUILDING = "#ff2d2d", "#ffd400", "#ff7a00"
 #: a section across the east-west roads at 114.0230 E, and an excavation on one of them
 SECTION = ([114.0230, 22.6080], [114.0230, 22.6100])
 DIG = [[114.0225, 22.6082], [114.0235, 22.6082], [114.0235, 22.6088], [114.0225, 22.6088]]
+#: one rendered frame (the scene renders on request in these tests)
+FRAME = """new Promise(r => { const s = cimtwinViewer.viewer.scene;
+  const off = s.postRender.addEventListener(() => { off(); r(); }); s.requestRender(); })"""
 
 
 @dataclass
@@ -42,13 +45,18 @@ class Session:
 
     def settle(self) -> None:
         """Wait until every tileset has loaded what the camera sees (asking for frames)."""
+        # two frames first, so the tilesets have seen the camera where it is now
+        for _ in range(2):
+            self.js(FRAME)
         self.page.wait_for_function(
             """() => { cimtwinViewer.viewer.scene.requestRender();
                  return cimtwinViewer.layers.every(l => l.tileset.tilesLoaded); }""",
             timeout=90_000,
             polling=200,
         )
-        self.page.wait_for_timeout(300)
+        # a few frames more: tile features appear (and take marks) in the frames after loading
+        for _ in range(3):
+            self.js(FRAME)
 
     def shot(self, name: str) -> None:
         self.settle()
@@ -149,8 +157,20 @@ def test_isolation_highlights_the_valves_the_api_returns(session: Session, engin
     )
     close_to(session, lon, lat, h, 12)
     nodes = {v["node_id"] for v in want["valves"]}
+    session.page.wait_for_function(
+        """([id, c]) => { cimtwinViewer.viewer.scene.requestRender();
+             return cimtwinViewer.markedFeatures('pipeline_points', c).includes(id); }""",
+        arg=[valve["node_id"], VALVE],
+        polling=250,
+        timeout=30_000,
+    )
     coloured = marked(session, "pipeline_points", VALVE)
-    assert valve["node_id"] in coloured and coloured == nodes & loaded(session, "pipeline_points")
+    here = loaded(session, "pipeline_points")
+    assert valve["node_id"] in coloured and coloured == nodes & here, (
+        valve["node_id"] in here,
+        len(here),
+        coloured,
+    )
     session.shot("isolation-valve.png")
     text = session.page.inner_text("#tools")
     for v in want["valves"]:

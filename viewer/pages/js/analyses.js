@@ -23,7 +23,7 @@
   let selected = null;     // {id, network, label} of the picked pipe
   const marks = new Map(); // tileset id -> Map(feature id -> css colour)
   const saved = new Map(); // coloured feature -> its colour before
-  let painted = new WeakSet(); // tile contents the current marks were applied to
+  let painted = new WeakMap(); // tile content -> times the current marks were applied to it
   let els = {};
 
   // --- requests -------------------------------------------------------------------------
@@ -124,7 +124,7 @@
     if (!marks.has(tilesetId)) marks.set(tilesetId, new Map());
     const m = marks.get(tilesetId);
     for (const id of ids) m.set(id, colour);
-    painted = new WeakSet();
+    painted = new WeakMap();
     const layer = state.layers.find((l) => l.id === tilesetId);
     if (layer) forEachFeature(layer.tileset.root, (f) => paint(tilesetId, f));
     return ids;
@@ -139,8 +139,10 @@
     const m = marks.get(tilesetId);
     const colour = m && m.get(feature.getProperty("id"));
     if (!colour) return;
+    const want = css(colour);
+    if (feature.color.equalsEpsilon(want, 0.002)) return;
     if (!saved.has(feature)) saved.set(feature, Cesium.Color.clone(feature.color));
-    feature.color = css(colour);
+    feature.color = want;
   }
 
   function featuresOf(content, fn) {
@@ -160,7 +162,10 @@
     if (!layer) return [];
     const out = new Set();
     const want = css(colour);
-    forEachFeature(layer.tileset.root, (f) => { if (single(f) && f.color.equals(want)) out.add(f.getProperty("id")); });
+    // colours come back from the tile's batch texture: compared to a byte's precision
+    forEachFeature(layer.tileset.root, (f) => {
+      if (single(f) && f.color.equalsEpsilon(want, 0.002)) out.add(f.getProperty("id"));
+    });
     return [...out];
   }
 
@@ -179,7 +184,7 @@
     }
     saved.clear();
     marks.clear();
-    painted = new WeakSet();
+    painted = new WeakMap();
   }
 
   function clearAnalysis() {
@@ -639,15 +644,29 @@
     new Cesium.ScreenSpaceEventHandler(s.viewer.scene.canvas).setInputAction(
       () => { finishPolygon(); }, Cesium.ScreenSpaceEventType.LEFT_DOUBLE_CLICK);
     // tiles that load later take the marks once their features exist (a glTF tile's features
-    // come after tileLoad, when its model is ready): checked as tiles show, once per content
-    for (const layer of s.layers) {
-      layer.tileset.tileVisible.addEventListener((tile) => {
-        const content = tile.content;
-        if (!marks.has(layer.id) || !content || painted.has(content) || !content.featuresLength) return;
-        painted.add(content);
-        featuresOf(content, (f) => paint(layer.id, f));
-      });
-    }
+    // come some frames after tileLoad, as its model gets ready): after each frame, every loaded
+    // tile of a marked tileset not painted twice yet is painted (twice: a colour set the frame
+    // the features came can be lost as the tile's batch table starts)
+    s.viewer.scene.postRender.addEventListener(() => {
+      let changed = false;
+      for (const layer of s.layers) {
+        if (!marks.has(layer.id)) continue;
+        const walk = (tile) => {
+          const content = tile.contentReady ? tile.content : null;
+          if (content && content.featuresLength) {
+            const times = painted.get(content) || 0;
+            if (times < 2) {
+              painted.set(content, times + 1);
+              featuresOf(content, (f) => paint(layer.id, f));
+              changed = true;
+            }
+          }
+          for (const child of tile.children) walk(child);
+        };
+        walk(layer.tileset.root);
+      }
+      if (changed) s.viewer.scene.requestRender();  // also when the scene renders on request
+    });
     s.onPick.push(onPick);
     const box = document.getElementById("tools");
     box.textContent = "";
