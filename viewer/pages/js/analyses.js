@@ -370,7 +370,7 @@
   // crossed pipe: a circle for a round pipe, a box for a rectangular one, drawn to the
   // vertical scale so its size is its diameter (at least 3 px to stay visible).
   function sectionChart(answer) {
-    const W = 560, H = 230, L = 48, R = 10, T = 22, B = 30;
+    const W = 480, H = 240, L = 44, R = 10, T = 22, B = 30;
     const NS = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(NS, "svg");
     // scaled to the box's width (no scroll bars beside the 3D view)
@@ -673,7 +673,7 @@
     const style = el("style", {}, `#tools button { font-size:12px; margin:1px; }
       #tools button.active { background:#ffd400; } #tools .row { margin:3px 0; }
       #tools input, #tools select { font-size:12px; } #tools .result-table td { padding:0 4px; border-bottom:1px solid #eee; }
-      #tools { width: 340px; max-height: calc(100% - 60px); overflow: visible; }
+      #tools { width: 370px; max-height: calc(100% - 60px); overflow: visible; }
       #tool-result { max-height: calc(100vh - 330px); overflow: auto; }
       #chart { overflow: visible; max-height: none; }`);
     els.pipe = el("div", { id: "tool-pipe", style: "color:#555" }, "click a pipe to isolate or trace it 点击管线");
