@@ -19,7 +19,9 @@ What the 3D Tiles source and the indoor API read:
 ``bim_space``: one room: ``model_id``, ``storey_id``, ``ifc_guid``, ``name`` (IFC Name,
     usually the room number), ``long_name``, ``usage`` (ObjectType, else
     Pset_SpaceCommon.Category / OccupancyType), ``area_m2`` / ``volume_m3`` (the file's
-    quantities, else computed from the geometry), ``floor_elevation_m`` /
+    standard quantities NetFloorArea / GrossFloorArea, NetVolume / GrossVolume, else computed
+    from the geometry: the floor plan's area, IfcOpenShell's footprint area; ``area_source``
+    says which), ``floor_elevation_m`` /
     ``ceiling_elevation_m`` (1985, bottom and top of the space's solid), ``footprint``
     (MULTIPOLYGON: its floor plan).
 ``bim_element``: one IFC product with geometry: ``model_id``, ``model`` (the model's name),
@@ -111,6 +113,7 @@ class BimSpace(Base):
     long_name: Mapped[str | None] = mapped_column(Text)
     usage: Mapped[str | None] = mapped_column(Text)
     area_m2: Mapped[float | None] = mapped_column(Float)
+    area_source: Mapped[str | None] = mapped_column(String(64))  # quantity name or geometry
     volume_m3: Mapped[float | None] = mapped_column(Float)
     floor_elevation_m: Mapped[float | None] = mapped_column(Float)
     ceiling_elevation_m: Mapped[float | None] = mapped_column(Float)

@@ -21,10 +21,10 @@ import numpy as np
 
 #: classes whose geometry is not the model's (voids cut from walls, the site's terrain)
 SKIPPED_CLASSES = ("IfcOpeningElement", "IfcSite", "IfcVirtualElement")
-#: quantity names holding a space's floor area and volume, best first (IFC4 base quantities,
-#: IFC2x3 exports, Revit's GSA set)
-AREA_QUANTITIES = ("NetFloorArea", "GrossFloorArea", "GSA BIM Area", "Area", "NetArea")
-VOLUME_QUANTITIES = ("NetVolume", "GrossVolume", "Volume")
+#: the standard quantities holding a space's floor area and volume, best first; other sets
+#: (Revit's "GSA BIM Area", measured to wall centres) stay in the element's quantities only
+AREA_QUANTITIES = ("NetFloorArea", "GrossFloorArea")
+VOLUME_QUANTITIES = ("NetVolume", "GrossVolume")
 
 
 class IfcReadError(ValueError):
@@ -56,6 +56,7 @@ class Element:
     long_name: str | None = None
     usage: str | None = None
     space_area: float | None = None  # project area units from the file's quantities
+    space_area_name: str | None = None
     space_volume: float | None = None
 
 
@@ -164,13 +165,13 @@ def _shapes(model: Any, project_unit_m: float, advance: Advance | None) -> dict[
     return out
 
 
-def _first(qtos: dict[str, Any], names: tuple[str, ...]) -> float | None:
+def _first(qtos: dict[str, Any], names: tuple[str, ...]) -> tuple[float | None, str | None]:
     for name in names:
         for qset in qtos.values():
             v = qset.get(name) if isinstance(qset, dict) else None
             if isinstance(v, int | float) and math.isfinite(v) and v > 0:
-                return float(v)
-    return None
+                return float(v), name
+    return None, None
 
 
 def _space_usage(space: Any, psets: dict[str, Any]) -> str | None:
@@ -250,8 +251,8 @@ def read_model(
         if p.is_a("IfcSpace"):
             e.long_name = p.LongName
             e.usage = _space_usage(p, psets)
-            e.space_area = _first(qtos, AREA_QUANTITIES)
-            e.space_volume = _first(qtos, VOLUME_QUANTITIES)
+            e.space_area, e.space_area_name = _first(qtos, AREA_QUANTITIES)
+            e.space_volume = _first(qtos, VOLUME_QUANTITIES)[0]
         elements.append(e)
     buildings = model.by_type("IfcBuilding")
     return ModelContent(

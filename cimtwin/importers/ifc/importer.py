@@ -29,6 +29,7 @@ from cimtwin.importers.ifc.store import (
     StoreyRow,
     as_multi,
     footprint,
+    solid_volume,
     write_model,
 )
 from cimtwin.importers.report import Report
@@ -110,12 +111,13 @@ def place(
         )
         if e.ifc_class == "IfcSpace":
             area = e.space_area * content.area_unit_m2 if e.space_area else None
+            source = e.space_area_name
             volume = e.space_volume * content.volume_unit_m3 if e.space_volume else None
             floor, ceiling = float(tris[:, :, 2].min()), float(tris[:, :, 2].max())
             if area is None and fp is not None:
-                area = float(fp.area)
-            if volume is None and area is not None:
-                volume = area * (ceiling - floor)
+                area, source = float(fp.area), "geometry"
+            if volume is None:
+                volume = solid_volume(tris)
             spaces.append(
                 SpaceRow(
                     e.guid,
@@ -124,6 +126,7 @@ def place(
                     e.long_name,
                     e.usage,
                     area,
+                    source,
                     volume,
                     floor,
                     ceiling,
@@ -191,6 +194,9 @@ class IfcImporter:
             user = user_placement(options)
             model = open_model(str(path))
             georef = find_georeference(model, user, crs_mod.storage_crs())
+            # the local origin first: a model on another continent is refused before its
+            # geometry is built (the whole extent is checked again once it is)
+            StoragePlacer(georef, crs_mod.storage_srid()).check_area(np.zeros((1, 3)), str(path))
             content = read_model(str(path), model, options.progress)
             placed = place(path, content, georef, options)
         except (GeorefError, IfcReadError) as exc:

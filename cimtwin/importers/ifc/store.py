@@ -62,6 +62,18 @@ def footprint(triangles: np.ndarray, min_area: float = 1e-6) -> shapely.MultiPol
     return as_multi(merged)
 
 
+def solid_volume(triangles: np.ndarray) -> float | None:
+    """The volume a closed triangle shell encloses (divergence theorem; None when open or
+    degenerate): a space's volume when the file gives none."""
+    tris = np.asarray(triangles, dtype=np.float64).reshape(-1, 3, 3)
+    if len(tris) < 4:
+        return None
+    o = tris.reshape(-1, 3).mean(axis=0)  # about the centre: no cancellation far from 0
+    a, b, c = tris[:, 0] - o, tris[:, 1] - o, tris[:, 2] - o
+    v = float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+    return abs(v) if abs(v) > 1e-9 else None
+
+
 def as_multi(geom: Any) -> shapely.MultiPolygon | None:
     """The polygonal part of a geometry as a MultiPolygon (None when it has none)."""
     if geom is None or geom.is_empty:
@@ -107,6 +119,7 @@ class SpaceRow:
     long_name: str | None
     usage: str | None
     area_m2: float | None
+    area_source: str | None
     volume_m3: float | None
     floor_elevation_m: float
     ceiling_elevation_m: float
@@ -235,8 +248,8 @@ def write_model(
     with conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO {T.bim_space} (model_id, storey_id, ifc_guid, name, long_name, usage, "
-            "area_m2, volume_m3, floor_elevation_m, ceiling_elevation_m, footprint, batch_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "area_m2, area_source, volume_m3, floor_elevation_m, ceiling_elevation_m, footprint, "
+            "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
             "ST_Multi(ST_GeomFromWKB(%s, %s)), %s)",
             [
                 (
@@ -247,6 +260,7 @@ def write_model(
                     sp.long_name,
                     sp.usage,
                     sp.area_m2,
+                    sp.area_source,
                     sp.volume_m3,
                     sp.floor_elevation_m,
                     sp.ceiling_elevation_m,

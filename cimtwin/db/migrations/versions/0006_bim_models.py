@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("long_name", sa.Text(), nullable=True),
         sa.Column("usage", sa.Text(), nullable=True),
         sa.Column("area_m2", sa.Float(), nullable=True),
+        sa.Column("area_source", sa.String(length=64), nullable=True),
         sa.Column("volume_m3", sa.Float(), nullable=True),
         sa.Column("floor_elevation_m", sa.Float(), nullable=True),
         sa.Column("ceiling_elevation_m", sa.Float(), nullable=True),
