@@ -7,7 +7,8 @@ float64 triangles (ISO WKB built with numpy, no text round trip).
 
 The model is linked to a building: ``--building CODE`` (refused when no such building), else
 the building whose footprint overlaps the model's footprint most, else a new ``building`` row
-made from the model (code ``BIM-<IfcBuilding GUID>``, its footprint, height above the
+made from the model (code ``BIM-<IfcBuilding GUID>``, with ``-<hash of the dataset>`` when the
+same IFC building was already imported as another dataset; its footprint, height above the
 project's ±0.00, floors = storeys holding spaces, or storeys at or above ±0.00). A building
 made this way belongs to the import batch and goes with it on re-import. Each model also gets a
 ``building_representation`` row of kind ``bim`` whose ``uri`` is ``bim_model:<id>``.
@@ -15,6 +16,7 @@ made this way belongs to the import batch and goes with it on re-import. Each mo
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,7 +160,7 @@ def _wkb(geom: shapely.Geometry | None) -> bytes | None:
 
 
 def link_building(
-    conn: psycopg.Connection, model: PlacedModel, srid: int, batch_id: int
+    conn: psycopg.Connection, model: PlacedModel, dataset: str, srid: int, batch_id: int
 ) -> tuple[int | None, str]:
     """The building the model belongs to, and how it was found (given, overlap, created)."""
     if model.building_code:
@@ -181,7 +183,10 @@ def link_building(
     ).fetchone()
     if row is not None:
         return int(row[0]), "overlap"
-    code = f"BIM-{model.building_guid}" if model.building_guid else f"BIM-{batch_id}"
+    code = f"BIM-{model.building_guid or hashlib.sha256(dataset.encode()).hexdigest()[:22]}"
+    taken = conn.execute(f"SELECT 1 FROM {T.building} WHERE building_code = %s", (code,))
+    if taken.fetchone() is not None:  # the same IFC building imported as another dataset
+        code = f"{code}-{hashlib.sha256(dataset.encode()).hexdigest()[:5]}"
     height = (model.max_z or 0.0) - model.base_elevation_m
     if height <= 0 and model.min_z is not None and model.max_z is not None:
         height = model.max_z - model.min_z
@@ -210,7 +215,7 @@ def write_model(
     conn: psycopg.Connection, model: PlacedModel, dataset: str, srid: int, batch_id: int
 ) -> dict[str, int]:
     """All rows of one model; returns counts per table."""
-    building_id, link = link_building(conn, model, srid, batch_id)
+    building_id, link = link_building(conn, model, dataset, srid, batch_id)
     row = conn.execute(
         f"INSERT INTO {T.bim_model} (dataset, name, source_file, ifc_schema, georef_path, "
         "map_crs, georef, building_id, building_link, element_count, min_z, max_z, footprint, "
