@@ -127,3 +127,17 @@ def test_element_by_guid(duplex: tuple) -> None:
     assert body["material_color"].startswith("#")
     assert client.get("/bim/elements/" + "0" * 22).status_code == 404
     assert client.get("/bim/elements/not-a-guid").status_code == 422
+
+
+def test_rooms_as_an_ogc_api_features_collection(duplex: tuple) -> None:
+    client, _, _ = duplex
+    r = client.get("/collections/rooms/items", params={"storey": "Level 2", "limit": 100})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["numberMatched"] == 10
+    assert {f["properties"]["storey"] for f in body["features"]} == {"Level 2"}
+    cql = client.get(
+        "/collections/rooms/items", params={"filter": "storey = 'Level 1' AND area_m2 > 20"}
+    )
+    assert cql.status_code == 200, cql.text
+    assert sorted(f["properties"]["name"] for f in cql.json()["features"]) == ["A102", "B102"]

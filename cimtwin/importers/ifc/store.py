@@ -242,6 +242,7 @@ def write_model(
     assert row is not None
     model_id = int(row[0])
     storey_ids: dict[str, int] = {}
+    storey_names = {s.guid: (s.name or "")[:128] or None for s in model.storeys}
     for s in model.storeys:
         r = conn.execute(
             f"INSERT INTO {T.bim_storey} (model_id, ifc_guid, name, elevation_m, height_m, "
@@ -252,14 +253,16 @@ def write_model(
         storey_ids[s.guid] = int(r[0])
     with conn.cursor() as cur:
         cur.executemany(
-            f"INSERT INTO {T.bim_space} (model_id, storey_id, ifc_guid, name, long_name, usage, "
+            f"INSERT INTO {T.bim_space} (model_id, storey_id, storey, ifc_guid, name, long_name, "
+            "usage, "
             "area_m2, area_source, volume_m3, floor_elevation_m, ceiling_elevation_m, footprint, "
-            "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
             "ST_Multi(ST_GeomFromWKB(%s, %s)), %s)",
             [
                 (
                     model_id,
                     storey_ids.get(sp.storey_guid or ""),
+                    storey_names.get(sp.storey_guid or ""),
                     sp.guid,
                     sp.name,
                     sp.long_name,
