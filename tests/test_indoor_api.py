@@ -1,6 +1,7 @@
 """The indoor API over a real BIM model: the Duplex (../shared/data/ifc) imported at the North
-Station with --origin into a scratch database, then storeys, rooms, a 3D point's room, and one
-element by GUID, compared with the IFC file itself."""
+Station with --origin into a scratch database holding the North Station sample, then storeys,
+rooms, a 3D point's room, one element by GUID (compared with the IFC file itself), and the grid
+and district summaries counting the model and its rooms."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def duplex(scratch_database: str) -> Iterator[tuple]:
 
     from cimtwin.api.app import create_app
     from cimtwin.importers.ifc.importer import IfcImporter
+    from cimtwin.samples.loader import load_sample
 
+    # the North Station sample first: grids and districts to count the model in
+    load_sample(ROOT / "data_samples" / "north_station", scratch_database)
     result = run_import(
         IfcImporter(),
         [DUPLEX],
@@ -141,3 +145,31 @@ def test_rooms_as_an_ogc_api_features_collection(duplex: tuple) -> None:
     )
     assert cql.status_code == 200, cql.text
     assert sorted(f["properties"]["name"] for f in cql.json()["features"]) == ["A102", "B102"]
+
+
+def test_grid_and_district_summaries_count_the_model(duplex: tuple) -> None:
+    client, _, url = duplex
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        grid, area = conn.execute(
+            "SELECT g.code, (SELECT sum(area_m2) FROM cim.bim_space WHERE model_id = m.id) "
+            "FROM cim.bim_model m JOIN cim.work_grid g ON "
+            "ST_Intersects(g.geom, ST_PointOnSurface(m.footprint)) "
+            "WHERE m.dataset = 'duplex-indoor'"
+        ).fetchone()
+        districts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT d.slug FROM cim.district d, cim.bim_model m WHERE m.dataset = "
+                "'duplex-indoor' AND ST_Intersects(d.geom, ST_PointOnSurface(m.footprint))"
+            )
+        ]
+        other = conn.execute(
+            "SELECT code FROM cim.work_grid WHERE code <> %s ORDER BY code LIMIT 1", (grid,)
+        ).fetchone()[0]
+    r = client.get(f"/grids/{grid}")
+    assert r.status_code == 200, r.text
+    assert r.json()["bim"] == {"models": 1, "rooms": 21, "room_area_m2": pytest.approx(area)}
+    assert client.get(f"/grids/{other}").json()["bim"]["models"] == 0
+    assert districts, "the sample has a district around the North Station"
+    d = client.get(f"/districts/{districts[0]}").json()["above_ground"]["bim"]
+    assert (d["models"], d["rooms"]) == (1, 21)
