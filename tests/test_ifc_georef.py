@@ -196,3 +196,44 @@ def test_height_datum_option() -> None:
     assert g.height_datum == "geoid" and not g.warnings
     with pytest.raises(GeorefError, match="--height-datum"):
         _georef("Duplex_A_20110907_georeferenced.ifc", height_datum="msl")
+
+
+def test_ifc43_map_conversion_scaled_is_read() -> None:
+    """IFC4.3's IfcMapConversionScaled: its per-axis factors multiply the unit scale."""
+    import ifcopenshell
+
+    f = ifcopenshell.file(schema="IFC4X3_ADD2")
+    mm = f.createIfcSIUnit(None, "LENGTHUNIT", "MILLI", "METRE")
+    f.createIfcProject(
+        ifcopenshell.guid.new(), None, "p", UnitsInContext=f.createIfcUnitAssignment([mm])
+    )
+    origin = f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0)))
+    ctx = f.createIfcGeometricRepresentationContext(None, "Model", 3, 1e-5, origin, None)
+    crs = f.createIfcProjectedCRS("EPSG:4547")
+    f.createIfcMapConversionScaled(
+        ctx, crs, 502000.0, 2501000.0, 10.0, 0.0, 1.0, None, 0.9996, 0.9997, 1.0
+    )
+    g = find_georeference(f, UserPlacement(), SHENZHEN)
+    assert g.path == "IfcMapConversionScaled" and g.map_crs_label == "EPSG:4547"
+    c = g.conversion
+    assert c.scale == pytest.approx(0.001)  # Scale empty: millimetres to metres
+    assert (c.factor_x, c.factor_y, c.factor_z) == (0.9996, 0.9997, 1.0)
+    # by hand: 90 degrees, so local +X (1000 mm) goes north scaled by FactorX
+    out = StoragePlacer(g, 4547).to_storage(np.array([[1000.0, 2000.0, 3000.0]]))[0]
+    assert out == pytest.approx([502000.0 - 2 * 0.9997, 2501000.0 + 1 * 0.9996, 13.0])
+
+
+def test_ellipsoidal_heights_invert_the_3d_tiles_placement() -> None:
+    """--height-datum ellipsoidal: H1985 = h - N - offset, so the 3D Tiles placement of the
+    stored height gives the file's ellipsoidal height back."""
+    from cimtwin.tiles.threed.placement import Placement
+
+    crs = local_projection(114.0239, 22.6080, SHENZHEN)
+    conv = MapConversion(0.0, 0.0, 100.0)
+    g = Georeference("origin", crs, crs.name, conv, 1.0, 1.0, "ellipsoidal", "")
+    (x, y, h1985) = StoragePlacer(g, 4547).to_storage(np.array([[0.0, 0.0, 0.0]]))[0]
+    placement = Placement(srid=4547)
+    if placement.grid is not None:  # EGM96 at Shenzhen North: N is about -3 m
+        assert h1985 == pytest.approx(100.0 - placement.offset + 3.2, abs=0.5)
+    back = placement.ellipsoidal(np.array([x, x]), np.array([y, y]), np.array([h1985, h1985]))
+    assert back == pytest.approx([100.0, 100.0], abs=1e-6)

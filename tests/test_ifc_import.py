@@ -390,6 +390,14 @@ def test_building_link_given_overlap_and_missing(scratch_database: str) -> None:
         )
     )
     assert links == {"basic-overlap": "overlap NS-TEST-1", "basic-given": "given NS-TEST-1"}
+    again = imp(
+        BASIC,
+        scratch_database,
+        origin="114.05,22.63,2",
+        dataset="basic-given",
+        building="NS-TEST-1",
+    )
+    assert again.status == "unchanged"  # same file, same placement: nothing to redo
     before = counts(scratch_database)
     with pytest.raises(ImportFailed, match="--building NO-SUCH.*nothing was written"):
         imp(
@@ -427,3 +435,21 @@ def test_a_failure_mid_import_leaves_no_rows(
         )[0][0]
         == 0
     )
+
+
+def test_a_file_that_is_not_ifc_is_refused_naming_it(scratch_database: str, tmp_path: Path) -> None:
+    bad = tmp_path / "drawing.ifc"
+    bad.write_text("ISO-10303-21;\nthis is not a model\n")
+    with pytest.raises(ImportFailed, match=r"drawing\.ifc: not an IFC file.*nothing was written"):
+        imp(bad, scratch_database, origin=NORTH_STATION)
+
+
+def test_a_bad_globalid_is_reported_and_skipped(scratch_database: str, tmp_path: Path) -> None:
+    broken = tmp_path / "basic-bad-guid.ifc"
+    text = BASIC.read_text()
+    assert "2f_ancUNT1$Btb3bI4H7gM" in text
+    broken.write_text(text.replace("2f_ancUNT1$Btb3bI4H7gM", "2f_ancUNT1$Btb3bI4H7gM_TOO_LONG"))
+    result = imp(broken, scratch_database, origin=NORTH_STATION, dataset="basic-bad-guid")
+    assert result.status == "succeeded" and result.counts["bim_element"] == 2
+    (problem,) = [p for p in result.report.warnings if p.rule == "ifc-geometry"]
+    assert "TOO_LONG" in problem.message and problem.row.startswith("IfcBeam #")

@@ -16,7 +16,8 @@ What the 3D Tiles source and the indoor API read:
 ``bim_storey``: ``model_id``, ``ifc_guid``, ``name``, ``elevation_m`` (1985 height of the
     storey's placement), ``height_m`` (to the next storey up; the last one: to the top of
     its elements), ``position`` (0 = lowest).
-``bim_space``: one room: ``model_id``, ``storey_id``, ``ifc_guid``, ``name`` (IFC Name,
+``bim_space``: one room: ``model_id``, ``storey_id``, ``storey`` (the storey's name, for
+    filters such as OGC API Features ``?storey=``), ``ifc_guid``, ``name`` (IFC Name,
     usually the room number), ``long_name``, ``usage`` (ObjectType, else
     Pset_SpaceCommon.Category / OccupancyType), ``area_m2`` / ``volume_m3`` (the file's
     standard quantities NetFloorArea / GrossFloorArea, NetVolume / GrossVolume, else computed
@@ -108,6 +109,7 @@ class BimSpace(Base):
     storey_id: Mapped[int | None] = mapped_column(
         ForeignKey(f"{SCHEMA}.bim_storey.id", ondelete="SET NULL"), index=True
     )
+    storey: Mapped[str | None] = mapped_column(String(128), index=True)  # its storey's name
     ifc_guid: Mapped[str] = mapped_column(String(22), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     long_name: Mapped[str | None] = mapped_column(Text)

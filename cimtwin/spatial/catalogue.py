@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
 from cimtwin.spatial.base import Base, schema_of, table_of
-from cimtwin.spatial.bim import BimElement
+from cimtwin.spatial.bim import BimElement, BimSpace
 from cimtwin.spatial.building import Building, UndergroundStructure
 from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.incident import Incident
@@ -192,6 +192,28 @@ LAYERS: tuple[Layer, ...] = (
             "grid_code",
         ),
         minzoom=13,
+    ),
+    Layer(
+        "rooms",
+        "Rooms (BIM)",
+        "Rooms (IfcSpace) of imported BIM models: floor plan, storey, floor and ceiling heights",
+        BimSpace,
+        "id",
+        "footprint",
+        "polygon",
+        (
+            "ifc_guid",
+            "name",
+            "long_name",
+            "usage",
+            "storey",
+            "area_m2",
+            "volume_m3",
+            "floor_elevation_m",
+            "ceiling_elevation_m",
+        ),
+        minzoom=16,
+        keywords=("indoor", "BIM", "IfcSpace"),
     ),
     Layer(
         "underground",

@@ -225,7 +225,17 @@ def read_model(
     shapes = _shapes(model, project_unit, advance)
 
     elements = []
+    seen: set[str] = set()
     for p in products:
+        guid = p.GlobalId or ""
+        if len(guid) != 22:
+            problems.append(
+                (f"{p.is_a()} #{p.id()}", f"GlobalId {guid!r} is not 22 characters; skipped")
+            )
+            continue
+        if guid in seen:
+            problems.append((f"{p.is_a()} {guid}", "GlobalId used twice in the file"))
+        seen.add(guid)
         found = shapes.get(p.id())
         if found is None:
             problems.append((f"{p.is_a()} {p.GlobalId}", "no geometry IfcOpenShell could build"))

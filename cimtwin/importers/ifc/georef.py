@@ -29,8 +29,9 @@ factor applied on top of the unit ratio; anything else is refused as ambiguous.
 
 The map unit is IfcProjectedCRS.MapUnit (ePSet_ProjectedCRS.MapUnit), else the CRS's own axis
 unit. Map coordinates then go to the storage CRS with pyproj (always_xy, float64, every vertex;
-a compound CRS's horizontal part). A CRS with an empty name cannot be transformed: such a model
-is refused unless ``--crs`` names the CRS the conversion is in, or ``--origin`` places it.
+a compound CRS's horizontal part; no transformation at all when that part is the storage CRS).
+A CRS with an empty name cannot be transformed: such a model is refused unless ``--crs`` names
+the CRS the conversion is in, or ``--origin`` places it.
 
 Heights: H (metres) is in the map CRS's vertical datum. It becomes a 1985 height by
 ``--height-datum``, else by what the file says (IfcProjectedCRS.VerticalDatum, the vertical

@@ -76,14 +76,18 @@ def unit_from_label(label: str | None) -> float | None:
 
 
 def _true_north(model: Any) -> tuple[float, float] | None:
-    contexts = [
-        c
-        for c in model.by_type("IfcGeometricRepresentationContext")
-        if not c.is_a("IfcGeometricRepresentationSubContext")
-    ]
-    contexts.sort(key=lambda c: (c.ContextType != "Model", c.id()))
+    """TrueNorth of the 3D model context, else of any context (sub-contexts last: theirs is
+    their parent's in IFC4, but IFC2x3 exporters write it there)."""
+    contexts = list(model.by_type("IfcGeometricRepresentationContext"))
+    contexts.sort(
+        key=lambda c: (
+            c.is_a("IfcGeometricRepresentationSubContext"),
+            c.ContextType != "Model",
+            c.id(),
+        )
+    )
     for c in contexts:
-        tn = c.TrueNorth
+        tn = getattr(c, "TrueNorth", None)
         if tn is not None:
             r = tn.DirectionRatios
             return float(r[0]), float(r[1])

@@ -9,7 +9,8 @@ The model is linked to a building: ``--building CODE`` (refused when no such bui
 the building whose footprint overlaps the model's footprint most, else a new ``building`` row
 made from the model (code ``BIM-<IfcBuilding GUID>``, with ``-<hash of the dataset>`` when the
 same IFC building was already imported as another dataset; its footprint, height above the
-project's ±0.00, floors = storeys holding spaces, or storeys at or above ±0.00). A building
+project's ±0.00, floors = storeys holding spaces, or storeys at or above ±0.00, the work grid
+holding its footprint's inner point, as every import assigns buildings to grids). A building
 made this way belongs to the import batch and goes with it on re-import. Each model also gets a
 ``building_representation`` row of kind ``bim`` whose ``uri`` is ``bim_model:<id>``.
 """
@@ -193,8 +194,10 @@ def link_building(
     area = float(model.footprint.area)
     row = conn.execute(
         f"INSERT INTO {T.building} (building_code, name, use, height_m, floors, "
-        "underground_floors, base_elevation_m, floor_area_m2, footprint, batch_id) VALUES "
-        "(%s, %s, NULL, %s, %s, 0, %s, %s, ST_Multi(ST_GeomFromWKB(%s, %s)), %s) RETURNING id",
+        "underground_floors, base_elevation_m, floor_area_m2, footprint, batch_id, grid_code) "
+        "SELECT %s, %s, NULL, %s, %s, 0, %s, %s, f, %s, "
+        f"(SELECT g.code FROM {T.work_grid} g WHERE ST_Intersects(g.geom, ST_PointOnSurface(f)) "
+        "ORDER BY g.code LIMIT 1) FROM ST_Multi(ST_GeomFromWKB(%s, %s)) f RETURNING id",
         (
             code[:32],
             model.building_name or model.name,
@@ -202,9 +205,9 @@ def link_building(
             model.floors,
             model.base_elevation_m,
             area * max(model.floors, 1),
+            batch_id,
             fp,
             srid,
-            batch_id,
         ),
     ).fetchone()
     assert row is not None  # INSERT ... RETURNING
@@ -242,6 +245,7 @@ def write_model(
     assert row is not None
     model_id = int(row[0])
     storey_ids: dict[str, int] = {}
+    storey_names = {s.guid: (s.name or "")[:128] or None for s in model.storeys}
     for s in model.storeys:
         r = conn.execute(
             f"INSERT INTO {T.bim_storey} (model_id, ifc_guid, name, elevation_m, height_m, "
@@ -252,14 +256,16 @@ def write_model(
         storey_ids[s.guid] = int(r[0])
     with conn.cursor() as cur:
         cur.executemany(
-            f"INSERT INTO {T.bim_space} (model_id, storey_id, ifc_guid, name, long_name, usage, "
+            f"INSERT INTO {T.bim_space} (model_id, storey_id, storey, ifc_guid, name, long_name, "
+            "usage, "
             "area_m2, area_source, volume_m3, floor_elevation_m, ceiling_elevation_m, footprint, "
-            "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
             "ST_Multi(ST_GeomFromWKB(%s, %s)), %s)",
             [
                 (
                     model_id,
                     storey_ids.get(sp.storey_guid or ""),
+                    storey_names.get(sp.storey_guid or ""),
                     sp.guid,
                     sp.name,
                     sp.long_name,

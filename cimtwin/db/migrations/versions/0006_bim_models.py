@@ -132,6 +132,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("model_id", sa.BigInteger(), nullable=False),
         sa.Column("storey_id", sa.BigInteger(), nullable=True),
+        sa.Column("storey", sa.String(length=128), nullable=True),
         sa.Column("ifc_guid", sa.String(length=22), nullable=False),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("long_name", sa.Text(), nullable=True),
@@ -192,6 +193,9 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_bim_space_model_id"), "bim_space", ["model_id"], unique=False, schema=SCHEMA
+    )
+    op.create_index(
+        op.f("ix_bim_space_storey"), "bim_space", ["storey"], unique=False, schema=SCHEMA
     )
     op.create_index(
         op.f("ix_bim_space_storey_id"), "bim_space", ["storey_id"], unique=False, schema=SCHEMA
@@ -277,6 +281,7 @@ def downgrade() -> None:
     op.drop_column("bim_element", "ifc_type", schema=SCHEMA)
     op.drop_column("bim_element", "model_id", schema=SCHEMA)
     op.drop_index(op.f("ix_bim_space_storey_id"), table_name="bim_space", schema=SCHEMA)
+    op.drop_index(op.f("ix_bim_space_storey"), table_name="bim_space", schema=SCHEMA)
     op.drop_index(op.f("ix_bim_space_model_id"), table_name="bim_space", schema=SCHEMA)
     op.drop_index(op.f("ix_bim_space_ifc_guid"), table_name="bim_space", schema=SCHEMA)
     op.drop_index(op.f("ix_bim_space_batch_id"), table_name="bim_space", schema=SCHEMA)
