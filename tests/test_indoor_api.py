@@ -27,6 +27,8 @@ IFC = next(
 )
 pytestmark = pytest.mark.skipif(not IFC.is_dir(), reason=f"{IFC} (../shared/data/ifc) is absent")
 DUPLEX = IFC / "Duplex_A_20110907_georeferenced.ifc"
+SAMPLE_IFC = ROOT / "data_samples" / "north_station" / "bim" / "JZ4403090000180.ifc"
+SAMPLE_BUILDING = "JZ4403090000180"  # 天悦广场, the building the sample's model is of
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +166,91 @@ def test_grid_and_district_summaries_count_the_model(duplex: tuple) -> None:
             )
         ]
         other = conn.execute(
-            "SELECT code FROM cim.work_grid WHERE code <> %s ORDER BY code LIMIT 1", (grid,)
+            "SELECT code FROM cim.work_grid g WHERE NOT EXISTS (SELECT 1 FROM cim.bim_model m "
+            "WHERE ST_Intersects(g.geom, ST_PointOnSurface(m.footprint))) ORDER BY code LIMIT 1"
         ).fetchone()[0]
+        (sample_grid,) = conn.execute(
+            "SELECT g.code FROM cim.bim_model m JOIN cim.work_grid g ON "
+            "ST_Intersects(g.geom, ST_PointOnSurface(m.footprint)) "
+            "WHERE m.dataset = 'sample:north_station:ifc'"
+        ).fetchone()
     r = client.get(f"/grids/{grid}")
     assert r.status_code == 200, r.text
     assert r.json()["bim"] == {"models": 1, "rooms": 21, "room_area_m2": pytest.approx(area)}
     assert client.get(f"/grids/{other}").json()["bim"]["models"] == 0
+    if sample_grid != grid:
+        sample = client.get(f"/grids/{sample_grid}").json()["bim"]
+        assert (sample["models"], sample["rooms"]) == (1, 55)
     assert districts, "the sample has a district around the North Station"
     d = client.get(f"/districts/{districts[0]}").json()["above_ground"]["bim"]
-    assert (d["models"], d["rooms"]) == (1, 21)
+    # the district holds the sample's own model (天悦广场, 55 rooms) beside the Duplex
+    assert (d["models"], d["rooms"]) == (2, 21 + 55)
+
+
+# --- the North Station sample's own model (bim/JZ4403090000180.ifc) ------------------------
+
+
+def sample_room(name: str) -> tuple[float, float, float, float, str]:
+    """(lon, lat, floor height, area, storey) of one of the sample model's rooms, computed by
+    hand from the IFC file: the centre of its extruded rectangle, through the file's own
+    IfcMapConversion (no cimtwin code)."""
+    import ifcopenshell
+    from pyproj import Transformer
+
+    model = ifcopenshell.open(str(SAMPLE_IFC))
+    (conv,) = model.by_type("IfcMapConversion")
+    space = next(s for s in model.by_type("IfcSpace") if s.Name == name)
+    storey = space.Decomposes[0].RelatingObject
+    (solid,) = space.Representation.Representations[0].Items
+    corner = solid.Position.Location.Coordinates
+    centre = solid.SweptArea.Position.Location.Coordinates
+    x, y = corner[0] + centre[0], corner[1] + centre[1]
+    a, o = conv.XAxisAbscissa, conv.XAxisOrdinate
+    east, north = conv.Eastings + a * x - o * y, conv.Northings + o * x + a * y
+    floor = conv.OrthogonalHeight + storey.Elevation + corner[2]
+    lon, lat = Transformer.from_crs("EPSG:4547", "EPSG:4490", always_xy=True).transform(east, north)
+    area = solid.SweptArea.XDim * solid.SweptArea.YDim
+    return lon, lat, floor, area, storey.Name
+
+
+def test_the_sample_models_storeys_and_rooms(duplex: tuple) -> None:
+    import ifcopenshell
+    import ifcopenshell.util.element as ue
+
+    client, _, _ = duplex
+    r = client.get(f"/buildings/{SAMPLE_BUILDING}/storeys")
+    assert r.status_code == 200, r.text
+    storeys = r.json()["storeys"]
+    assert [s["name"] for s in storeys] == ["1F", "2F", "3F", "4F", "5F"]
+    assert [s["rooms"] for s in storeys] == [11] * 5
+    # the building's base elevation (75.76 m, 1985) is the map conversion's height
+    assert [s["elevation_m"] for s in storeys] == pytest.approx([75.76 + 4.5 * k for k in range(5)])
+    model = ifcopenshell.open(str(SAMPLE_IFC))
+    expected = {
+        s.Name: ue.get_psets(s, qtos_only=True)["Qto_SpaceBaseQuantities"]["NetFloorArea"]
+        for s in model.by_type("IfcSpace")
+        if s.Name.startswith("2")
+    }
+    rooms = client.get(f"/buildings/{SAMPLE_BUILDING}/rooms", params={"storey": "2F"}).json()
+    got = {f["properties"]["name"]: f["properties"]["area_m2"] for f in rooms["features"]}
+    assert got == pytest.approx(expected) and len(got) == 11
+    assert {"201 商铺", "210 楼梯间", "211 走廊"} <= set(got)
+    lobby = client.get(f"/buildings/{SAMPLE_BUILDING}/rooms", params={"storey": "1F"}).json()
+    assert "101 大厅" in {f["properties"]["name"] for f in lobby["features"]}
+
+
+def test_locate_a_point_in_a_sample_room(duplex: tuple) -> None:
+    client, _, _ = duplex
+    lon, lat, floor, area, storey = sample_room("302 商铺")
+    assert storey == "3F" and area > 100
+    r = client.get("/indoor/locate", params={"lon": lon, "lat": lat, "h": floor + 1.5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] == "room" and body["building"] == SAMPLE_BUILDING
+    assert body["storey"] == "3F" and body["room"]["name"] == "302 商铺"
+    assert body["room"]["area_m2"] == pytest.approx(area, abs=1e-3)  # the Qto: 3 decimals
+    # one storey (4.5 m) up is the room above; below the ground floor is outside
+    above = client.get("/indoor/locate", params={"lon": lon, "lat": lat, "h": floor + 6.0})
+    assert above.json()["room"]["name"] == "402 商铺"
+    under = client.get("/indoor/locate", params={"lon": lon, "lat": lat, "h": floor - 20.0})
+    assert under.json()["answer"] == "outside"
