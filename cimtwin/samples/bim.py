@@ -235,6 +235,10 @@ def write_model(path: Path, c: Choice) -> dict[str, int]:
     f.header.file_name.time_stamp = FIXED_ISO_DATE
     f.header.file_name.author = ["cimtwin samples generate"]
     f.header.file_name.organization = ["cimtwin (synthetic sample)"]
+    # not IfcOpenShell's version: another release must not change the sample's bytes
+    f.header.file_name.preprocessor_version = "cimtwin samples"
+    f.header.file_name.originating_system = "cimtwin samples generate"
+    f.header.file_name.authorization = "none"
     units = f.create_entity(
         "IfcUnitAssignment",
         Units=[
