@@ -96,7 +96,12 @@ def test_one_valid_tileset_per_model_with_element_ids_and_placement(
     assert doc["asset"]["version"] == "1.1"
     extras = doc["asset"]["extras"]
     assert extras["layer"] == "bim_elements" and extras["id"] == tileset_id
-    assert extras["title"] == "BIM duplex-ns"
+    ((name, code),) = rows(
+        bim_db,
+        "SELECT b.name, b.building_code FROM cim.bim_model m JOIN cim.building b "
+        "ON b.id = m.building_id",
+    )
+    assert extras["title"] == " ".join(["BIM", *(v for v in (name, code) if v), "· duplex-ns"])
 
     # every drawn element once at full detail (leaves), with its id, GUID, class and storey
     stored = {

@@ -85,6 +85,13 @@ def model_tilesets(conn: psycopg.Connection) -> list[tuple[str, str]]:
     return [(tileset_id(r[0], r[1]), f"{__name__}:BimSource#{r[1]}") for r in rows]
 
 
+def model_title(model: str, building: str | None, code: str | None) -> str:
+    """The title the layer list shows: the building the model is of, then the model's name
+    (``BIM 天悦广场 JZ4403090000180 · sample:north_station:ifc``)."""
+    named = " ".join(v for v in (building, code) if v)
+    return f"BIM {named} · {model}" if named else f"BIM {model}"
+
+
 def rgba(color: str | None) -> tuple[int, int, int, int]:
     """``#rrggbb`` / ``#rrggbbaa`` -> RGBA; the default grey when absent or malformed."""
     v = (color or "").lstrip("#")
@@ -152,13 +159,16 @@ class BimSource:
     def _model_row(self, conn: psycopg.Connection) -> tuple[int, str] | None:
         if self._model is None:
             row = conn.execute(
-                f"SELECT id, name FROM {T.bim_model} WHERE dataset = %s", (self.dataset,)
+                f"""SELECT m.id, m.name, b.name, b.building_code FROM {T.bim_model} AS m
+                    LEFT JOIN {T.building} AS b ON b.id = m.building_id
+                    WHERE m.dataset = %s""",
+                (self.dataset,),
             ).fetchone()
             if row is None:
                 return None
             self._model = (int(row[0]), str(row[1]))
             self.id = tileset_id(self._model[1], self.dataset)
-            self.title = f"BIM {self._model[1]}"
+            self.title = model_title(row[1], row[2], row[3])
         return self._model
 
     def _params(self, conn: psycopg.Connection, box: Box) -> dict | None:
