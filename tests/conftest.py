@@ -109,7 +109,10 @@ def live_server(settings: Settings, loaded_sample) -> Iterator[str]:
     yield from serve(settings)
 
 
-#: the sample's tilesets the viewer tests serve (every source; about 10 s on the sample)
+#: the dataset of the sample's one BIM model (cimtwin/samples/loader.py) and its tileset's id
+SAMPLE_BIM_DATASET = "sample:north_station:ifc"
+SAMPLE_BIM_TILESET = "bim-sample_north_station_ifc-b31a4c"
+#: the sample's tilesets the viewer tests serve (every source and the BIM model; about 10 s)
 TWIN_TILESETS = (
     "terrain",
     "buildings",
@@ -117,17 +120,24 @@ TWIN_TILESETS = (
     "pipelines",
     "pipeline_points",
     "components",
+    SAMPLE_BIM_TILESET,
 )
 
 
 @pytest.fixture(scope="session")
 def twin_tiles(settings: Settings, loaded_sample, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample's 3D Tiles, built once per session for every viewer test."""
+    from cimtwin.tiles.cli import expand_families
     from cimtwin.tiles.threed.build import build_tileset
 
     root = tmp_path_factory.mktemp("twin3d")
-    for tileset_id in TWIN_TILESETS:
-        result = build_tileset(tileset_id, root, database_url=settings.database_url, workers=1)
+    # the bim family stands for one tileset per model: here the sample's one
+    targets = expand_families([*TWIN_TILESETS[:-1], "bim"], settings.database_url, root)
+    assert sorted(targets) == sorted(TWIN_TILESETS), targets
+    for tileset_id, target in targets.items():
+        result = build_tileset(
+            tileset_id, root, database_url=settings.database_url, workers=1, target=target
+        )
         assert result.path is not None, tileset_id
     return root
 

@@ -36,12 +36,15 @@ def built(
     settings: Settings, loaded_sample, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[str]]]:
     """The sample's 3D tilesets built by the engine into a fresh folder, served."""
+    from cimtwin.tiles.cli import expand_families
     from cimtwin.tiles.threed import registry
     from cimtwin.tiles.threed.build import build_tileset
 
     root = tmp_path_factory.mktemp("built3d")
     made = []
-    for tileset_id, target in [STAND_IN, *((i, None) for i in registry.available())]:
+    # a family (bim) stands for its members: the sample's BIM model
+    sources = expand_families(registry.available(), settings.database_url, root)
+    for tileset_id, target in [STAND_IN, *sources.items()]:
         result = build_tileset(
             tileset_id, root, database_url=settings.database_url, target=target, workers=1
         )
@@ -136,10 +139,12 @@ def test_cesium_loads_every_tileset_the_build_writes(built: tuple[str, list[str]
     import httpx
 
     from cimtwin.tiles.threed import registry
-    from tests.conftest import q
+    from tests.conftest import SAMPLE_BIM_TILESET, q
 
     base, made = built
-    assert sorted(made) == sorted([STAND_IN[0], *registry.available()])  # the sample has all
+    # the sample has every source, and one BIM model for the bim family
+    singles = [i for i in registry.available() if i not in registry.FAMILIES]
+    assert sorted(made) == sorted([STAND_IN[0], *singles, SAMPLE_BIM_TILESET])
     report, problems, _ = load_in_cesium(base, "?imagery=none")
     assert problems == [] and report["errors"] == [], (problems, report["errors"])
     loaded = {t["id"]: t for t in report["tilesets"]}

@@ -293,3 +293,14 @@ def test_volume_query_validation(client: TestClient) -> None:
     far = {"bbox": [113.5, 22.2, 113.6, 22.3], "elevation": {"from": -5, "to": 0}}
     r = query(client, far)
     assert r.status_code == 200 and r.json()["note"] == "the area does not meet the district"
+
+
+def test_bim_above_ground_equal_sql(summary: dict, engine: Engine) -> None:
+    models, rooms = q(
+        engine,
+        f"""SELECT count(DISTINCT m.id), count(s.id) FROM cim.bim_model m
+            LEFT JOIN cim.bim_space s ON s.model_id = m.id
+            WHERE ST_Within(ST_PointOnSurface(m.footprint), {D})""",
+    )[0]
+    bim = summary["above_ground"]["bim"]
+    assert (bim["models"], bim["rooms"]) == (models, rooms) == (1, 55)  # the sample's 天悦广场

@@ -413,3 +413,24 @@ def test_cached_summaries_follow_imports(scratch_database: str) -> None:
                 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""").fetchone()
         assert c.get(f"/grids/{code}").json()["buildings"]["count"] == n > 0
         assert c.get("/districts/north-station").json()["above_ground"]["buildings"]["count"] > 0
+
+
+def test_grid_summary_counts_the_sample_bim_model(client: TestClient, engine: Engine) -> None:
+    # the sample's one model (天悦广场, 5 storeys of 11 rooms) in the grid holding its
+    # footprint's inner point; its rooms' areas from the IFC's NetFloorArea
+    code, area = q(
+        engine,
+        """SELECT g.code, (SELECT sum(area_m2) FROM cim.bim_space s WHERE s.model_id = m.id)
+           FROM cim.bim_model m JOIN cim.work_grid g
+             ON ST_Intersects(g.geom, ST_PointOnSurface(m.footprint))""",
+    )[0]
+    r = client.get(f"/grids/{code}")
+    assert r.status_code == 200, r.text
+    assert r.json()["bim"] == {"models": 1, "rooms": 55, "room_area_m2": pytest.approx(area)}
+    assert area == pytest.approx(5 * 1941.2, abs=1.0)
+    (other,) = q(engine, "SELECT code FROM cim.work_grid WHERE code <> :c LIMIT 1", c=code)[0]
+    assert client.get(f"/grids/{other}").json()["bim"] == {
+        "models": 0,
+        "rooms": 0,
+        "room_area_m2": 0,
+    }

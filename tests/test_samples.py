@@ -163,6 +163,72 @@ def test_format_time_stamps_are_pinned(sample: Path) -> None:
         assert core.count("2026-01-01T00:00:00Z") == 2
 
 
+def test_bim_model_sits_on_its_building(sample: Path) -> None:
+    """The one IFC model: IFC4, georeferenced onto its building's footprint corner with the x
+    axis along the long side and the base elevation as height; storeys, rooms with areas,
+    walls with Pset_WallCommon, styled shapes, unique GUIDs; the header pinned."""
+    import ifcopenshell
+    import ifcopenshell.util.element as ue
+
+    (path,) = sorted((sample / "bim").glob("*.ifc"))
+    head = path.read_text(encoding="utf-8")[:600]
+    assert "2026-01-01T00:00:00.000Z" in head and "IfcOpenShell" not in head
+    building = read(sample / "gpkg/buildings.gpkg", "building").set_index("bldg_cd")
+    b = building.loc[path.stem]
+    assert 4 <= b.floors <= 8 and b.use in ("commercial", "office", "government")
+    model = ifcopenshell.open(str(path))
+    assert model.schema == "IFC4"
+    (conv,) = model.by_type("IfcMapConversion")
+    assert conv.TargetCRS.Name == "EPSG:4547" and "5737" in conv.TargetCRS.VerticalDatum
+    assert conv.OrthogonalHeight == pytest.approx(b.base_elev) and conv.Scale == 1.0
+    x0, y0, x1, y1 = b.geometry.bounds
+    corners = [(x, y) for x in (x0, x1) for y in (y0, y1)]
+    assert min(math.dist((conv.Eastings, conv.Northings), c) for c in corners) < 1e-3
+    axis = np.array([conv.XAxisAbscissa, conv.XAxisOrdinate])
+    long_side = np.array([1.0, 0.0]) if x1 - x0 >= y1 - y0 else np.array([0.0, 1.0])
+    assert abs(axis @ long_side) == pytest.approx(1.0)
+    # every corner of every element, mapped by hand, lies within the footprint (windows and
+    # doors stand 3 cm proud of the facade)
+    a, o = axis
+    inside = b.geometry.buffer(0.05)
+    for solid in model.by_type("IfcExtrudedAreaSolid"):
+        px, py, _ = solid.Position.Location.Coordinates
+        p = solid.SweptArea
+        for dx, dy in ((0, 0), (p.XDim, 0), (0, p.YDim), (p.XDim, p.YDim)):
+            lx, ly = px + dx, py + dy
+            e, n = conv.Eastings + a * lx - o * ly, conv.Northings + o * lx + a * ly
+            assert inside.covers(shapely.Point(e, n)), (solid, e, n)
+    storeys = sorted(model.by_type("IfcBuildingStorey"), key=lambda s: s.Elevation)
+    assert len(storeys) == b.floors
+    assert storeys[-1].Elevation + b.height_m / b.floors == pytest.approx(b.height_m)
+    guids = [e.GlobalId for e in model.by_type("IfcRoot")]
+    assert len(guids) == len(set(guids)) and all(len(g) == 22 for g in guids)
+    for wall in model.by_type("IfcWall"):
+        common = ue.get_psets(wall)["Pset_WallCommon"]
+        assert isinstance(common["IsExternal"], bool) and common["FireRating"]
+    assert (
+        sum(ue.get_psets(w)["Pset_WallCommon"]["IsExternal"] for w in model.by_type("IfcWall"))
+        == 4 * b.floors
+    )
+    spaces = model.by_type("IfcSpace")
+    for s in spaces:
+        storey = s.Decomposes[0].RelatingObject
+        assert s.Name.startswith(storey.Name.removesuffix("F")), s.Name
+        assert ue.get_psets(s, qtos_only=True)["Qto_SpaceBaseQuantities"]["NetFloorArea"] > 5
+        assert s.LongName and s.ObjectType
+    names = {s.Name for s in spaces}
+    assert "101 大厅" in names and all(f"{k}11 走廊" in names for k in range(1, b.floors + 1))
+    for cls in ("IfcDoor", "IfcWindow", "IfcSlab", "IfcStair"):
+        assert len(model.by_type(cls)) >= b.floors, cls
+    styled = {i.Item.id() for i in model.by_type("IfcStyledItem")}
+    assert styled == {s.id() for s in model.by_type("IfcExtrudedAreaSolid")}
+    manifest = json.loads((sample / "manifest.json").read_text(encoding="utf-8"))
+    rel = f"bim/{path.name}"
+    assert manifest["files"][rel]["count"]["IfcSpace"] == len(spaces)
+    assert manifest["counts"]["bim_spaces"] == len(spaces)
+    assert f"`{rel}`" in (sample / "README.md").read_text(encoding="utf-8")
+
+
 GDAL_WRITTEN = {".gpkg", ".shp", ".shx", ".dbf"}
 
 

@@ -24,6 +24,13 @@ from cimtwin.tiles.threed.sources.buildings import BuildingsSource
 from cimtwin.tiles.threed.sources.underground import UndergroundSource
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the buildings the LOD1 tileset draws: every one with a base, less those a BIM model draws
+#: (the sample's 天悦广场)
+DRAWN = (
+    "cim.building b WHERE base_elevation_m IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM cim.bim_model m WHERE m.building_id = b.id)"
+)
+BIM_BUILDING = "JZ4403090000180"
 
 
 def signed_volume(pos: np.ndarray, tri: np.ndarray) -> float:
@@ -230,11 +237,7 @@ def test_each_feature_is_in_exactly_one_leaf(conn, source) -> None:
     b = source.bounds(conn)
     assert b is not None
     root = (b.box[0], b.box[1], b.box[2] + 1.0, b.box[3] + 1.0)
-    table = (
-        "cim.building WHERE base_elevation_m IS NOT NULL"
-        if source.id == "buildings"
-        else "cim.underground_structure"
-    )
+    table = DRAWN if source.id == "buildings" else "cim.underground_structure"
     total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     assert source.count(conn, root) == total > 0
     # split on the sample's middle (a box edge through the station's anchors too)
@@ -263,10 +266,7 @@ def test_far_view_reports_what_it_leaves_out(conn) -> None:
     assert len(far.mesh.triangles) < len(full.mesh.triangles)
     kept = set(far.features.ids.tolist())
     truth = 0.0
-    for bid, wkt, height in conn.execute(
-        "SELECT id, ST_AsText(footprint), height_m FROM cim.building"
-        " WHERE base_elevation_m IS NOT NULL"
-    ):
+    for bid, wkt, height in conn.execute(f"SELECT id, ST_AsText(footprint), height_m FROM {DRAWN}"):
         fp = shapely.from_wkt(wkt)
         if bid in kept:
             i = far.features.ids.tolist().index(bid)
@@ -398,9 +398,14 @@ def test_the_sample_tilesets_validate(database_url, loaded_sample, tmp_path, til
     manifest = json.loads((tmp_path / tileset_id / "build.json").read_text())
     tiles = _tiles(doc["root"])
     leaves = [t for t in tiles if not t.get("children")]
-    table = "cim.building" if tileset_id == "buildings" else "cim.underground_structure"
+    table = DRAWN if tileset_id == "buildings" else "cim.underground_structure"
     with psycopg.connect(libpq_dsn(database_url)) as c:
         total = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if tileset_id == "buildings":  # the sample's one BIM building is the one left out
+            left_out = c.execute(
+                f"SELECT building_code FROM cim.building EXCEPT SELECT building_code FROM {table}"
+            ).fetchall()
+            assert left_out == [(BIM_BUILDING,)]
     keys = [t["content"]["uri"].removeprefix("tiles/").removesuffix(".glb") for t in leaves]
     assert sum(manifest["tiles"][k]["features"] for k in keys) == total
     # picking: every leaf glb's property table, decoded with pygltflib, names its features by

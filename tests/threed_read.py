@@ -3,6 +3,9 @@ through pygltflib's view of the file, and the tileset tree with its composed tra
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pygltflib
 
@@ -41,3 +44,36 @@ def walk_tiles(tile: dict, parent: np.ndarray, out: list) -> None:
     out.append((tile, world))
     for child in tile.get("children", []):
         walk_tiles(child, world, out)
+
+
+def feature_vertices_ecef(folder: Path, feature_id: int) -> np.ndarray:
+    """Every vertex of one feature in the tileset, through the composed tile transforms and
+    glTF's y-up convention, in ECEF."""
+    tileset = json.loads((folder / "tileset.json").read_text())
+    tiles: list = []
+    walk_tiles(tileset["root"], np.eye(4), tiles)
+    found = []
+    for tile, world in tiles:
+        uri = tile.get("content", {}).get("uri")
+        if not uri:
+            continue
+        g = pygltflib.GLTF2.load_binary(str(folder / uri))
+        blob = g.binary_blob()
+        table = g.extensions["EXT_structural_metadata"]["propertyTables"][0]
+        ids = np.array(table_column(g, blob, table["properties"]["id"], "UINT32"))
+        for mesh in g.meshes:
+            for prim in mesh.primitives:
+                pos = accessor(g, blob, prim.attributes.POSITION).astype(np.float64)
+                fid_set = prim.extensions["EXT_mesh_features"]["featureIds"][0]
+                rows = accessor(g, blob, prim.attributes._FEATURE_ID_0).astype(int)
+                assert fid_set["attribute"] == 0
+                mine = pos[ids[rows] == feature_id]
+                if len(mine) == 0:
+                    continue
+                node = next(n for n in g.nodes if n.mesh == g.meshes.index(mesh))
+                m = np.array(node.matrix).reshape(4, 4).T if node.matrix else np.eye(4)
+                local = (m @ np.c_[mine, np.ones(len(mine))].T).T[:, :3]
+                enu = np.column_stack([local[:, 0], -local[:, 2], local[:, 1]])  # y-up -> z-up
+                found.append((world @ np.c_[enu, np.ones(len(enu))].T).T[:, :3])
+    assert found, f"feature {feature_id} is in no tile"
+    return np.concatenate(found)

@@ -20,6 +20,7 @@ from cimtwin.api import (
     grids,
     health,
     incidents,
+    indoor,
     parcels,
     pipelines,
     search,
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(styles.router)
     app.include_router(threed.router)
     app.router.routes.append(threed.file_route)
-    for module in (grids, districts, pipelines, parcels, incidents, search):
+    for module in (grids, districts, pipelines, parcels, incidents, indoor, search):
         app.include_router(module.router)
     viewer.mount(app, settings)
     viewer.mount_docs(app)

@@ -26,6 +26,13 @@ class ImportOptions:
     from_gcj02: bool = False  # lon/lat from a Chinese web map (GCJ-02): convert to WGS 84
     allow_empty: bool = False  # an import without features may empty the dataset
     imported_by: str = "cimtwin"
+    # ifc: placement and the building the model belongs to
+    building: str | None = None  # --building CODE
+    origin: str | None = None  # --origin LON,LAT,H
+    rotation: float | None = None  # --rotation DEG
+    height_datum: str | None = None  # --height-datum 1985|geoid|ellipsoidal
+    #: ``progress(description, total) -> advance(n)`` for long steps (the CLI's bars)
+    progress: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass

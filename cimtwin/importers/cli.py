@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cimtwin.errors import UserError
 from cimtwin.importers.registry import importer_for, kinds
@@ -38,7 +45,7 @@ def check_paths(paths: list[Path]) -> None:
 def import_command(
     kind: Kind = typer.Argument(..., help="what the files hold"),
     paths: list[Path] = typer.Argument(
-        ..., help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM"
+        ..., help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM, an IFC model"
     ),
     crs: str = typer.Option(
         None,
@@ -88,6 +95,30 @@ def import_command(
         "GCJ-02 longitude/latitude from a Chinese web map (Amap/"
         "高德 ...); convert them to WGS 84",
     ),
+    building: str = typer.Option(
+        None,
+        "--building",
+        help="ifc: the building code the model belongs to (default: the building its "
+        "footprint overlaps most, else a new building made from the model)",
+    ),
+    origin: str = typer.Option(
+        None,
+        "--origin",
+        help="ifc: LON,LAT,H where the model's local origin goes (degrees, 1985 height in "
+        "metres); overrides the file's georeference",
+    ),
+    rotation: float = typer.Option(
+        None,
+        "--rotation",
+        help="ifc, with --origin: the model's +X axis turned DEG degrees counter-clockwise "
+        "from east",
+    ),
+    height_datum: str = typer.Option(
+        None,
+        "--height-datum",
+        help="ifc: what the file's heights are when it does not say: 1985 (unchanged), geoid "
+        "(above CIMTWIN_GEOID), ellipsoidal",
+    ),
     report: Path = typer.Option(
         None, "--report", help="write the validation report here (.json or .csv)"
     ),
@@ -118,17 +149,29 @@ def import_command(
         from_gcj02=from_gcj02,
         allow_empty=allow_empty,
         imported_by=by or getpass.getuser(),
+        building=building,
+        origin=origin,
+        rotation=rotation,
+        height_datum=height_datum,
     )
     importer = importer_for(kind.value)
     t0 = time.perf_counter()
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as progress:
         progress.add_task(f"{kind.value}: reading and validating {len(paths)} file(s)")
+
+        def step(description: str, total: int | None = None):
+            task = progress.add_task(description, total=total)
+            return lambda n=1: progress.advance(task, n)
+
+        options.progress = step
         try:
             result = run_import(importer, paths, options)
         except ImportFailed as exc:

@@ -111,6 +111,9 @@ def run_import(
         return result
 
     sha = files_sha256(paths)
+    fingerprint = getattr(importer, "options_fingerprint", None)
+    if fingerprint is not None:  # options that change what is written (ifc: --origin ...)
+        sha = hashlib.sha256(f"{sha}\n{fingerprint(options)}".encode()).hexdigest()
     sources = source_paths(paths)
     try:
         with psycopg.connect(
@@ -209,7 +212,7 @@ def _options_record(options: ImportOptions) -> dict:
     return {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(options).items()
-        if k not in ("imported_by",)
+        if k not in ("imported_by", "progress")
     }
 
 

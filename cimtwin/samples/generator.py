@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,6 +17,7 @@ from cimtwin.errors import UserError
 from cimtwin.samples import dirty as dirty_mod
 from cimtwin.samples import readme
 from cimtwin.samples.admin import build_admin
+from cimtwin.samples.bim import choose_building, write_model
 from cimtwin.samples.components import DEPARTMENTS, build_components
 from cimtwin.samples.dem import write_dem
 from cimtwin.samples.incidents import build_incidents
@@ -53,7 +55,7 @@ STEPS = (
 )
 POINT_FORMATS = {5: "%.3f", 6: "%.3f", 7: "%.2f", 8: "%.2f"}
 LINE_FORMATS = {4: "%.2f", 5: "%.2f"}
-SUBDIRS = ("pipelines", "gpkg", "shp")
+SUBDIRS = ("pipelines", "gpkg", "shp", "bim")
 
 Progress = Callable[[str, int, int], None]
 
@@ -139,7 +141,7 @@ def generate(
         comps, parcel, defects = dirty_mod.plant(
             point_rows, line_rows, comps, parcel, land.building, seed
         )
-    for sub in SUBDIRS:
+    for sub in SUBDIRS[:-1]:  # bim/ only when there is a model
         (out_dir / sub).mkdir(exist_ok=True)
 
     step(3)
@@ -192,6 +194,12 @@ def generate(
         write_json(out_dir / "defects.json", {"defects": defects})
     else:  # the defect sample is about vector defects; it has no DEM
         dem_cells = write_dem(out_dir / "dem.tif", terrain, lat)
+    # one BIM model, for the building nearest the station that suits one (none when dirty)
+    choice = None if dirty else choose_building(land.building, (lat.cx, lat.cy))
+    bim_counts: dict[str, int] = {}
+    bim_doc: tuple[str, str, int] | None = None
+    if choice is not None:
+        bim_counts = write_model(out_dir / "bim" / f"{choice.code}.ifc", choice)
 
     counts = {
         "streets": len(admin.street),
@@ -224,6 +232,15 @@ def generate(
     )
     if not dirty:
         file_counts["dem.tif"] = dem_cells
+    if choice is not None:
+        counts["bim_models"] = 1
+        counts["bim_spaces"] = bim_counts.get("IfcSpace", 0)
+        file_counts[f"bim/{choice.code}.ifc"] = bim_counts
+        bim_doc = (
+            choice.code,
+            choice.name,
+            sum(bim_counts.values()) - bim_counts["IfcBuildingStorey"],
+        )
     command = f"cimtwin samples generate OUT_DIR --scale {scale} --seed {seed}" + (
         " --dirty" if dirty else ""
     )
@@ -235,8 +252,9 @@ def generate(
         "counts": counts,
         "defects": defects,
         "pipeline_km": pipes.length_km(),
-        "files_doc": _files_doc(file_counts, dirty),
+        "files_doc": _files_doc(file_counts, dirty, bim_doc),
         "component_classes": _class_counts(comps),
+        "bim": None if choice is None else {**asdict(choice), "origin": list(choice.origin)},
     }
     (out_dir / "README.md").write_text(readme.render(meta), encoding="utf-8", newline="\n")
     files = {}
@@ -306,7 +324,9 @@ def _file_counts(
     return out
 
 
-def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, str]]:
+def _files_doc(
+    fc: dict, dirty: bool, bim: tuple[str, str, int] | None = None
+) -> list[tuple[str, str, str]]:
     def n(key: str) -> str:
         v = fc[key]
         return ", ".join(f"{k} {c}" for k, c in v.items()) if isinstance(v, dict) else str(v)
@@ -348,6 +368,16 @@ def _files_doc(fc: dict, dirty: bool) -> list[tuple[str, str, str]]:
                 "dem.tif",
                 "ground elevation (DEM), 5 m cells, float32 GeoTIFF, 1985 heights",
                 f"{fc['dem.tif']} cells",
+            )
+        )
+    if bim is not None:
+        code, name, n_elements = bim
+        spaces = fc[f"bim/{code}.ifc"].get("IfcSpace", 0)
+        rows.append(
+            (
+                f"bim/{code}.ifc",
+                f"IFC4 BIM model of {name} ({code}), georeferenced by IfcMapConversion",
+                f"{n_elements} elements, {spaces} rooms",
             )
         )
     if dirty:

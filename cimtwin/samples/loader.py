@@ -21,9 +21,11 @@ SAMPLE_STEPS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("pipelines", ("pipelines/points.csv", "pipelines/lines.csv"), SAMPLE_CRS),
     ("incidents", ("incidents.geojson",), None),
     ("dem", ("dem.tif",), None),
+    # after buildings (the model links to the building its footprint overlaps) and the DEM
+    ("ifc", ("bim/*.ifc",), None),
 )
-#: steps a sample folder may lack (the defect sample has no DEM)
-OPTIONAL_KINDS = frozenset({"dem"})
+#: steps a sample folder may lack (the defect sample has no DEM and no BIM model)
+OPTIONAL_KINDS = frozenset({"dem", "ifc"})
 
 
 def load_sample(
@@ -42,17 +44,28 @@ def load_sample(
         )
     results = []
     for kind, files, crs in SAMPLE_STEPS:
-        paths = [folder / f for f in files]
-        if kind in OPTIONAL_KINDS and not all(p.exists() for p in paths):
-            continue
-        options = ImportOptions(
-            crs=crs,
-            replace=replace,
-            imported_by="cimtwin samples load",
-            dataset=f"sample:{folder.name}:{kind}",
-        )
-        result = run_import(importer_for(kind), paths, options, database_url)
-        results.append(result)
-        if on_step:
-            on_step(kind, result)
+        for paths, dataset in _imports(folder, kind, files):
+            if kind in OPTIONAL_KINDS and not all(p.exists() for p in paths):
+                continue
+            options = ImportOptions(
+                crs=crs,
+                replace=replace,
+                imported_by="cimtwin samples load",
+                dataset=dataset,
+            )
+            result = run_import(importer_for(kind), paths, options, database_url)
+            results.append(result)
+            if on_step:
+                on_step(kind, result)
     return results
+
+
+def _imports(folder: Path, kind: str, files: tuple[str, ...]) -> list[tuple[list[Path], str]]:
+    """The imports of one step: its files together, or, for a pattern (``bim/*.ifc``), one
+    import per matching file (IFC is one model per import; a second model gets its own
+    dataset ``sample:FOLDER:ifc:STEM``)."""
+    dataset = f"sample:{folder.name}:{kind}"
+    if not any("*" in f for f in files):
+        return [([folder / f for f in files], dataset)]
+    found = sorted(p for f in files for p in folder.glob(f))
+    return [([p], dataset if k == 0 else f"{dataset}:{p.stem}") for k, p in enumerate(found)]

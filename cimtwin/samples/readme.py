@@ -197,6 +197,8 @@ def render(meta: dict) -> str:
     lines += _table(["class_cd", "name", "count"], [list(r) for r in meta["component_classes"]])
     lines += ["", "Department codes (invented, also in `departments.csv`):", ""]
     lines += _table(["code", "name"], [[k, v] for k, v in DEPARTMENTS.items()])
+    if meta.get("bim"):
+        lines += ["", *_bim_section(meta["bim"])]
     lines += ["", "## Counts", ""]
     lines += _table(["item", "count"], [[k, v] for k, v in c.items()])
     lines += [
@@ -233,3 +235,24 @@ def render(meta: dict) -> str:
         )
         lines.append("")
     return "\n".join(lines)
+
+
+def _bim_section(b: dict) -> list[str]:
+    """What the sample's IFC model is and how it is placed."""
+    e, n = b["origin"]
+    turn = "east" if b["axis"][0] > 0.5 else "north"
+    return [
+        "## BIM model",
+        "",
+        f"`bim/{b['code']}.ifc` (IFC4, metres) models {b['name']} ({b['code']}), "
+        f"{b['floors']} storeys of {b['storey_h']:g} m on its {b['length']:g} x "
+        f"{b['width']:g} m footprint: per storey a slab, exterior and interior walls "
+        "(Pset_WallCommon), a corridor with rooms on both sides (IfcSpace with "
+        "Qto_SpaceBaseQuantities.NetFloorArea), doors and windows as boxes in the walls and a "
+        "stair in the stair room; colours as IfcSurfaceStyle. Georeferenced by IfcMapConversion "
+        f"into IfcProjectedCRS EPSG:{STORAGE_EPSG}: the local origin is the footprint corner "
+        f"E {e:.3f}, N {n:.3f} at OrthogonalHeight {b['base_elev']:g} m (1985 heights, the "
+        f"CRS's VerticalDatum), the local x axis along the footprint's long side ({turn}). "
+        "The building keeps its row in `buildings.gpkg`; the model links to it by footprint.",
+        "",
+    ]

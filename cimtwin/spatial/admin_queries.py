@@ -142,6 +142,16 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
         "max_height_m": b[4],
     }
     out["residents"] = b[2]
+    bim = await one_row(
+        conn,
+        f"""
+        SELECT count(DISTINCT m.id), count(r.id), coalesce(sum(r.area_m2), 0)
+        FROM {T.bim_model} m LEFT JOIN {T.bim_space} r ON r.model_id = m.id
+        JOIN {T.work_grid} g ON ST_Intersects(g.geom, ST_PointOnSurface(m.footprint))
+        WHERE g.code = %s""",
+        (code,),
+    )
+    out["bim"] = {"models": bim[0], "rooms": bim[1], "room_area_m2": bim[2]}
     comp = await rows(
         conn,
         f"""

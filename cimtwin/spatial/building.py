@@ -1,4 +1,5 @@
-"""Buildings, their 3D representations, BIM elements, oblique-mesh tiles, underground structures.
+"""Buildings, their 3D representations, oblique-mesh tiles, underground structures (BIM models:
+:mod:`cimtwin.spatial.bim`).
 
 A building has one 2D footprint and any number of 3D representations (LOD1 extrusion, BIM
 model, oblique mesh); the 3D Tiles engine reads them from here.
@@ -6,12 +7,10 @@ model, oblique mesh); the 3D Tiles engine reads them from here.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom, json_object
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
 
 REPRESENTATION_KINDS = ("lod1", "bim", "oblique")
 
@@ -55,26 +54,6 @@ class BuildingRepresentation(Base):
     lod: Mapped[int | None] = mapped_column(Integer)
     uri: Mapped[str | None] = mapped_column(Text)  # model file / tileset, when not in geom
     geom: Mapped[object | None] = geom("GEOMETRYZ", nullable=True)  # PolyhedralSurfaceZ / TIN
-    batch_id: Mapped[int | None] = batch_fk()
-
-
-class BimElement(Base):
-    """One IFC product (wall, slab, space, ...) with its geometry in the storage CRS."""
-
-    __tablename__ = "bim_element"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    building_id: Mapped[int | None] = mapped_column(
-        ForeignKey(f"{SCHEMA}.building.id", ondelete="SET NULL"), index=True
-    )
-    model: Mapped[str] = mapped_column(String(200), index=True)  # source model name
-    ifc_guid: Mapped[str] = mapped_column(String(22))
-    ifc_class: Mapped[str] = mapped_column(String(64), index=True)
-    name: Mapped[str | None] = mapped_column(Text)
-    storey: Mapped[str | None] = mapped_column(String(128))
-    storey_elevation_m: Mapped[float | None] = mapped_column(Float)
-    properties: Mapped[dict[str, Any]] = json_object()
-    geom: Mapped[object | None] = geom("GEOMETRYZ", nullable=True)
     batch_id: Mapped[int | None] = batch_fk()
 
 

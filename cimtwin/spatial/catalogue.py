@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
 from cimtwin.spatial.base import Base, schema_of, table_of
+from cimtwin.spatial.bim import BimElement, BimSpace
 from cimtwin.spatial.building import Building, UndergroundStructure
 from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.incident import Incident
@@ -193,6 +194,28 @@ LAYERS: tuple[Layer, ...] = (
         minzoom=13,
     ),
     Layer(
+        "rooms",
+        "Rooms (BIM)",
+        "Rooms (IfcSpace) of imported BIM models: floor plan, storey, floor and ceiling heights",
+        BimSpace,
+        "id",
+        "footprint",
+        "polygon",
+        (
+            "ifc_guid",
+            "name",
+            "long_name",
+            "usage",
+            "storey",
+            "area_m2",
+            "volume_m3",
+            "floor_elevation_m",
+            "ceiling_elevation_m",
+        ),
+        minzoom=16,
+        keywords=("indoor", "BIM", "IfcSpace"),
+    ),
+    Layer(
         "underground",
         "Underground structures",
         "Metro tunnels and stations, passages",
@@ -306,6 +329,29 @@ LAYERS: tuple[Layer, ...] = (
         minzoom=8,
         simplify_px=0,
         temporal="reported_at",
+    ),
+    Layer(
+        "bim_elements",
+        "BIM elements",
+        "Elements of imported IFC models (walls, slabs, doors, windows, ...): footprints, with "
+        "the 3D geometry in the model's 3D Tiles",
+        BimElement,
+        "id",
+        "footprint",
+        "polygon",
+        (
+            "model",
+            "ifc_guid",
+            "ifc_class",
+            "name",
+            "ifc_type",
+            "storey",
+            "storey_elevation_m",
+            "material_color",
+            "building_id",
+        ),
+        minzoom=16,
+        tile_properties=("model", "ifc_guid", "ifc_class", "name", "storey"),
     ),
 )
 

@@ -219,6 +219,21 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
         ],
     }
 
+    bim = await one_row(
+        conn,
+        f"""
+        SELECT count(DISTINCT m.id), count(r.id), coalesce(sum(r.area_m2), 0)
+        FROM {T.bim_model} m LEFT JOIN {T.bim_space} r ON r.model_id = m.id, {D} d(geom)
+        WHERE ST_Intersects(d.geom, ST_PointOnSurface(m.footprint))""",
+        p,
+    )
+    above["bim"] = {
+        "models": bim[0],
+        "rooms": bim[1],
+        "room_area_m2": bim[2],
+        "rule": "BIM models whose footprint's inner point is in the district, their rooms",
+    }
+
     ground = ground_sql("ST_PointOnSurface(ST_Intersection(u.footprint, d.geom))")
     ug = await rows(
         conn,

@@ -3,8 +3,8 @@
 from cimtwin.spatial.access import ApiKey
 from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
 from cimtwin.spatial.base import SCHEMA, SRID, Base
+from cimtwin.spatial.bim import BimElement, BimModel, BimSpace, BimStorey
 from cimtwin.spatial.building import (
-    BimElement,
     Building,
     BuildingRepresentation,
     ObliqueMeshTile,
@@ -24,6 +24,9 @@ __all__ = [
     "ApiKey",
     "Base",
     "BimElement",
+    "BimModel",
+    "BimSpace",
+    "BimStorey",
     "Building",
     "BuildingRepresentation",
     "CityComponent",

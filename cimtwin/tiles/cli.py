@@ -66,12 +66,38 @@ def export_mvt(
     )
 
 
+def expand_families(wanted: list[str], database_url: str, folder: Path) -> dict[str, str]:
+    """Tileset id -> target, a family (``bim``) standing for one tileset per member; the
+    folders of members that are gone (a model deleted) are removed."""
+    import shutil
+
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from cimtwin.tiles.threed import registry
+
+    targets: dict[str, str] = {}
+    for name in wanted:
+        if name not in registry.FAMILIES:
+            targets[name] = registry.target_for(name)
+            continue
+        with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
+            members = registry.family_members(name, conn)
+        targets.update(members)
+        current = {m[0] for m in members}
+        for old in folder.glob(f"{name}-*"):
+            if old.is_dir() and old.name not in current and (old / "build.json").is_file():
+                shutil.rmtree(old)
+    return targets
+
+
 @app.command("build-3d")
 def build_3d(
     layers: str = typer.Option(
         "",
         "--layers",
-        help="comma-separated 3D tilesets (terrain,buildings,underground,pipelines,components); "
+        help="comma-separated 3D tilesets (terrain,buildings,underground,pipelines,"
+        "pipeline_points,components; bim: one tileset per imported IFC model); "
         "default: every one whose source is installed",
     ),
     out: Path | None = typer.Option(
@@ -103,13 +129,15 @@ def build_3d(
     wanted = [s.strip() for s in layers.split(",") if s.strip()] or registry.available()
     if not wanted:
         raise UserError("no 3D tileset source is installed")
-    targets = {name: registry.target_for(name) for name in wanted}
+    for name in wanted:
+        registry.target_for(name)  # an unknown name is refused before the database is asked
     from cimtwin.db.connect import require_set_up
 
     require_set_up(settings.database_url)
     if grid:
         area = grid_box(settings.database_url, grid)
     folder = out or Path(settings.tiles_dir)
+    targets = expand_families(wanted, settings.database_url, folder)
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description:<12}"),

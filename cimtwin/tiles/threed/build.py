@@ -366,7 +366,8 @@ def build_tileset(
             "settings": settings_key,
             "batches": batches,
             "last_batch": max((int(k) for k in batches), default=0),
-            "split": sorted(key_str(k) for k in split if k in plan.tiles),
+            # a collapsed tile stays split: its child stands in for it (plan_tree)
+            "split": sorted(key_str(k) for k in split if k in plan.tiles or k in plan.collapsed),
             "tiles": {key_str(k): s.to_json() for k, s in sorted(summaries.items())},
         },
     )

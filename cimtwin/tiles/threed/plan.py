@@ -5,7 +5,8 @@ source may set ``root_tile_m``) aligned to multiples of their size in the storag
 tile of level l is a quarter of its parent. So tile ``(l, x, y)`` has the same box in every
 build, which is what lets ``--changed`` keep a tile's file and what makes a key a stable URL.
 A tile is split while the source counts more than ``max_features_per_tile`` features in it
-(up to ``MAX_DEPTH``); only non-empty quarters become children.
+(up to ``MAX_DEPTH``); only non-empty quarters become children, and a tile whose one child
+holds all its features is left out (the child takes its place: no parent that only repeats it).
 
 A job (:class:`TileJob`) is plain data; :func:`run_job` opens its own database connection,
 reads PostGIS through the source, writes its one glb and returns a small
@@ -79,11 +80,14 @@ class PlannedTile:
 
 @dataclass(frozen=True)
 class Plan:
-    """The tree: ``roots`` are the non-empty level-0 tiles."""
+    """The tree: ``roots`` are the top tiles (the non-empty level-0 tiles, or the descendant
+    standing in for one: :func:`plan_tree` leaves out a parent whose one child holds all its
+    features, listed in ``collapsed``)."""
 
     root_m: float
     roots: tuple[Key, ...]
     tiles: dict[Key, PlannedTile]
+    collapsed: frozenset[Key] = frozenset()
 
     def parents(self) -> dict[Key, Key]:
         return {c: t.key for t in self.tiles.values() for c in t.children}
@@ -149,30 +153,41 @@ def plan_tree(
         return None
     x0, y0, x1, y1 = bounds.box
     tiles: dict[Key, PlannedTile] = {}
+    counts: dict[Key, int] = {}
+    collapsed: set[Key] = set()
 
-    def grow(key: Key) -> bool:
+    def grow(key: Key) -> Key | None:
+        """The key standing for this tile's subtree (itself, or the one descendant holding all
+        its features), None when it is empty."""
         box = tile_box(key, root_m)
         if clip is not None and not meets(box, clip):
-            return False
+            return None
         n = source.count(conn, box)
         if n == 0:
-            return False
+            return None
         children: list[Key] = []
         if (n > source.max_features_per_tile or (key in split and n > 1)) and key[0] < max_depth:
             level, x, y = key
             for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-                child = (level + 1, 2 * x + dx, 2 * y + dy)
-                if grow(child):
-                    children.append(child)
+                got = grow((level + 1, 2 * x + dx, 2 * y + dy))
+                if got is not None:
+                    children.append(got)
+        if len(children) == 1 and counts[children[0]] == n:
+            # a parent over the same features as its one child would be a copy of it (a
+            # compact cluster, a building's model, under a large tile): the child stands in
+            collapsed.add(key)
+            return children[0]
         tiles[key] = PlannedTile(key, box, tuple(children))
-        return True
+        counts[key] = n
+        return key
 
     roots = []
     for ix in range(math.floor(x0 / root_m), math.floor(x1 / root_m) + 1):
         for iy in range(math.floor(y0 / root_m), math.floor(y1 / root_m) + 1):
-            if grow((0, ix, iy)):
-                roots.append((0, ix, iy))
-    return Plan(root_m, tuple(roots), tiles)
+            got = grow((0, ix, iy))
+            if got is not None:
+                roots.append(got)
+    return Plan(root_m, tuple(roots), tiles, frozenset(collapsed))
 
 
 def jobs_for(

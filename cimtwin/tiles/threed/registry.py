@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib import import_module
 from importlib.util import find_spec
 
+import psycopg
+
 from cimtwin.errors import UserError
 from cimtwin.tiles.threed.sources.base import Source
 
@@ -21,11 +23,23 @@ TILESETS: dict[str, str] = {
     "pipeline_points": "cimtwin.tiles.threed.sources.pipeline_points:PipelinePointsSource",
     "components": "cimtwin.tiles.threed.sources.components:ComponentsSource",
 }
+#: families of tilesets, one per imported item (a BIM model): name -> ``module:function``
+#: listing ``(tileset id, target)`` from the database; a target ``module:Class#ARG`` makes
+#: ``Class(ARG)``
+FAMILIES: dict[str, str] = {
+    "bim": "cimtwin.tiles.threed.sources.bim:model_tilesets",
+}
 
 
 def ids() -> list[str]:
-    """Every tileset id, in build order."""
-    return list(TILESETS)
+    """Every tileset id and family name, in build order."""
+    return [*TILESETS, *FAMILIES]
+
+
+def family_members(name: str, conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(tileset id, target) of each member of the family ``name``, from the database."""
+    module, _, func = FAMILIES[name].partition(":")
+    return list(getattr(import_module(module), func)(conn))
 
 
 def _module_exists(target: str) -> bool:
@@ -37,21 +51,24 @@ def _module_exists(target: str) -> bool:
 
 
 def available() -> list[str]:
-    """The ids whose source module exists in this installation."""
-    return [k for k, t in TILESETS.items() if _module_exists(t)]
+    """The ids (and family names) whose source module exists in this installation."""
+    return [k for k, t in {**TILESETS, **FAMILIES}.items() if _module_exists(t)]
 
 
 def target_for(tileset_id: str) -> str:
     """The ``module:Class`` of a tileset; a one-line UserError for an unknown or absent one."""
-    if tileset_id not in TILESETS:
-        raise UserError(f"unknown 3D layer {tileset_id!r} (one of {', '.join(TILESETS)})")
-    target = TILESETS[tileset_id]
+    known = {**TILESETS, **FAMILIES}
+    if tileset_id not in known:
+        raise UserError(f"unknown 3D layer {tileset_id!r} (one of {', '.join(known)})")
+    target = known[tileset_id]
     if not _module_exists(target):
         raise UserError(f"3D layer {tileset_id!r}: its source {target} is not installed")
     return target
 
 
 def source_for(target: str) -> Source:
-    """A fresh Source instance from ``module:Class``."""
-    module, _, name = target.partition(":")
-    return getattr(import_module(module), name)()
+    """A fresh Source instance from ``module:Class`` (or ``module:Class#ARG``: ``Class(ARG)``)."""
+    module, _, rest = target.partition(":")
+    name, hashed, arg = rest.partition("#")
+    cls = getattr(import_module(module), name)
+    return cls(arg) if hashed else cls()

@@ -8,6 +8,10 @@ is a storey like the others, but a station hall's 15 m mean storey is not a base
 :data:`DEFAULT_STOREY_M` when either is unknown. A building without a base elevation has no
 known ground and is left out (counted nowhere).
 
+A building with a BIM model (``bim_model.building_id``) is left out: its model's own
+tileset (:mod:`.bim`) draws it, element by element; re-importing or deleting the model is an
+``ifc`` batch, so ``build-3d --changed`` rebuilds the building's tile.
+
 The above-ground prism has walls and a roof, and a floor only when there is no underground part
 (then its underside is the bottom a viewer sees from below ground); the underground prism has
 walls and a floor (its top is hidden by the building standing on it). Every feature is anchored
@@ -83,6 +87,7 @@ FROM {T.building} AS b
 CROSS JOIN LATERAL ST_PointOnSurface(b.footprint) AS a(pt)
 WHERE b.footprint && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID})
   AND b.base_elevation_m IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM {T.bim_model} AS m WHERE m.building_id = b.{_ID})
   AND ST_X(a.pt) >= %(x0)s AND ST_X(a.pt) < %(x1)s
   AND ST_Y(a.pt) >= %(y0)s AND ST_Y(a.pt) < %(y1)s
 """
@@ -123,8 +128,9 @@ class BuildingsSource:
     id = "buildings"
     title = "Buildings (LOD1)"
     layer = "buildings"
-    #: the import kinds whose batches can change it (``build-3d --changed``)
-    import_kinds = ("buildings",)
+    #: the import kinds whose batches can change it (``build-3d --changed``): an IFC model
+    #: replaces its building's LOD1 solid (the BIM tileset draws it)
+    import_kinds = ("buildings", "ifc")
     class_name = "building"
     properties = (
         PropertySpec("code", "STRING", "building code (building_code)"),
@@ -148,7 +154,9 @@ class BuildingsSource:
                          min(b.base_elevation_m - {_DEPTH_SQL})
                            AS lo,
                          max(b.base_elevation_m + {_HEIGHT_SQL}) AS hi
-                  FROM {T.building} AS b WHERE b.base_elevation_m IS NOT NULL) AS s"""
+                  FROM {T.building} AS b WHERE b.base_elevation_m IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM {T.bim_model} AS m
+                                    WHERE m.building_id = b.{_ID})) AS s"""
         ).fetchone()
         if row is None or row[0] is None:
             return None
