@@ -26,6 +26,11 @@ class ImportOptions:
     from_gcj02: bool = False  # lon/lat from a Chinese web map (GCJ-02): convert to WGS 84
     allow_empty: bool = False  # an import without features may empty the dataset
     imported_by: str = "cimtwin"
+    # oblique: where the production lies when it has no metadata.xml
+    origin: str | None = None  # --origin X,Y,Z (SRSOrigin, in --crs)
+    height_datum: str | None = None  # --height-datum 1985|geoid|ellipsoidal
+    #: ``progress(description, total) -> advance(n)`` for long steps (the CLI's bars)
+    progress: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass

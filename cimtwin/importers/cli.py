@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cimtwin.errors import UserError
 from cimtwin.importers.registry import importer_for, kinds
@@ -24,10 +31,15 @@ else:
     Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
 
 
-def check_paths(paths: list[Path]) -> None:
-    """Each path is a file: a folder or a missing name is refused before anything is read."""
+#: kinds whose input is a folder (an oblique photography production)
+FOLDER_KINDS = frozenset({"oblique"})
+
+
+def check_paths(paths: list[Path], folders: bool = False) -> None:
+    """Each path is a file (or, with ``folders``, a folder): anything else is refused before
+    anything is read."""
     for p in paths:
-        if p.is_dir():
+        if p.is_dir() and not folders:
             raise UserError(
                 f"{p}: is a folder; give the files in it (e.g. {p}/*.gpkg, {p}/*.shp, {p}/*.csv)"
             )
@@ -38,7 +50,9 @@ def check_paths(paths: list[Path]) -> None:
 def import_command(
     kind: Kind = typer.Argument(..., help="what the files hold"),
     paths: list[Path] = typer.Argument(
-        ..., help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM"
+        ...,
+        help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM; oblique: the "
+        "production's folder",
     ),
     crs: str = typer.Option(
         None,
@@ -88,6 +102,18 @@ def import_command(
         "GCJ-02 longitude/latitude from a Chinese web map (Amap/"
         "高德 ...); convert them to WGS 84",
     ),
+    origin: str = typer.Option(
+        None,
+        "--origin",
+        help="oblique: X,Y,Z the production's SRSOrigin in --crs (when it has no "
+        "metadata.xml, or to override it)",
+    ),
+    height_datum: str = typer.Option(
+        None,
+        "--height-datum",
+        help="oblique: what the production's heights are: 1985 (unchanged; default for a "
+        "projected SRS), geoid (above CIMTWIN_GEOID), ellipsoidal (default for ENU:)",
+    ),
     report: Path = typer.Option(
         None, "--report", help="write the validation report here (.json or .csv)"
     ),
@@ -101,7 +127,7 @@ def import_command(
 
     from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 
-    check_paths(paths)
+    check_paths(paths, folders=kind.value in FOLDER_KINDS)
     if not dry_run:  # refuse a database that cannot take the import before reading the files
         from cimtwin.db.connect import require_set_up
 
@@ -118,17 +144,27 @@ def import_command(
         from_gcj02=from_gcj02,
         allow_empty=allow_empty,
         imported_by=by or getpass.getuser(),
+        origin=origin,
+        height_datum=height_datum,
     )
     importer = importer_for(kind.value)
     t0 = time.perf_counter()
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as progress:
         progress.add_task(f"{kind.value}: reading and validating {len(paths)} file(s)")
+
+        def step(description: str, total: int | None = None):
+            task = progress.add_task(description, total=total)
+            return lambda n=1: progress.advance(task, n)
+
+        options.progress = step
         try:
             result = run_import(importer, paths, options)
         except ImportFailed as exc:

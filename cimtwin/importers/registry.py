@@ -21,6 +21,7 @@ IMPORTERS: dict[str, str] = {
     "incidents": "cimtwin.importers.incidents:IncidentsImporter",
     "valves": "cimtwin.importers.valves:ValvesImporter",
     "dem": "cimtwin.importers.dem:DemImporter",
+    "oblique": "cimtwin.importers.oblique.importer:ObliqueImporter",
 }
 
 

@@ -238,6 +238,16 @@ class PyramidWriter:
         if region is None:
             self.built.records.pop()
             return None
+        if record.uri is None:  # no mesh of its own: its records' bounds are its children's
+            below = [r for r in self.built.records if r.parent == number]
+            record.bounds = (
+                min(r.bounds[0] for r in below),
+                min(r.bounds[1] for r in below),
+                max(r.bounds[2] for r in below),
+                max(r.bounds[3] for r in below),
+            )
+            record.min_z = min(r.min_z for r in below)
+            record.max_z = max(r.max_z for r in below)
         error = geometric_error(node) if children else 0.0
         error = max([error] + [e for _, e, _ in children])
         record.geometric_error = error
