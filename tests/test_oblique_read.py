@@ -109,7 +109,8 @@ def test_geometric_errors_follow_the_production_ranges(built, tmp_path: Path) ->
         r, t = sphere_and_switch(osgt_text(path, tmp_path))
         want = 2 * 16 * r / t
         print(
-            f"level {level}: r {r} m, T {t} px, geometricError {tile['geometricError']:.6f} (2*S*r/T {want:.6f})"
+            f"level {level}: r {r} m, T {t} px, geometricError "
+            f"{tile['geometricError']:.6f} (2*S*r/T {want:.6f})"
         )
         assert tile["geometricError"] == pytest.approx(want, rel=1e-6)
         assert tile["refine"] == "REPLACE"
