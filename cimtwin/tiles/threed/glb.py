@@ -24,7 +24,7 @@ Choices a client sees:
   UNSIGNED_SHORT RGBA so dark colours keep their steps.
 * textures (optional): TEXCOORD_0 from the mesh's uvs, each image's bytes as they came (JPEG
   or PNG, no re-encoding), one material and one primitive per texture sharing the vertex
-  attributes, untextured triangles in material 0 as before.
+  attributes, untextured triangles in the plain material (material 0, as without textures).
 """
 
 from __future__ import annotations
@@ -304,9 +304,11 @@ def glb_bytes(
     }
     if translucent:
         material["alphaMode"] = "BLEND"
-    materials = [material]
+    # the untextured material only when a triangle uses it (always without textures)
+    used_groups = {t for t, _ in groups}
+    materials = [material] if -1 in used_groups else []
     images: list[dict] = []
-    material_of: dict[int, int] = {-1: 0}
+    material_of: dict[int, int] = {-1: 0} if -1 in used_groups else {}
     for t in sorted({t for t, _ in groups if t >= 0}):
         images.append(
             {"bufferView": buf.add(content.textures[t]), "mimeType": _mime(content.textures[t])}
