@@ -276,6 +276,10 @@ class _Scene:
         tris = np.concatenate(triangles) if triangles else np.empty((0, 3), dtype=np.int64)
         if len(tris) and (tris.min() < 0 or tris.max() >= len(positions)):
             raise OsgbError(f"{where}: an index refers to a vertex it does not have")
+        # triangles repeating a vertex draw nothing (ContextCapture leaves a few)
+        tris = tris[
+            (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
+        ]
         texture, color = self._state(block)
         return Geometry(positions, tris, uvs, texture if uvs is not None else None, color)
 
