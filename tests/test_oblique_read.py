@@ -21,7 +21,7 @@ from pyproj import CRS, Transformer
 from pyproj.crs import CompoundCRS
 
 from cimtwin.importers.oblique.georef import ToStorage, read_metadata
-from cimtwin.importers.oblique.osgb import OsgbError
+from cimtwin.importers.oblique.osgb import OsgbError, read_osgb
 from cimtwin.importers.oblique.pyramid import PyramidWriter, production_roots
 from cimtwin.importers.report import Report
 from tests.threed_check import validate
@@ -174,6 +174,15 @@ def test_a_root_vertex_lands_within_a_centimetre_of_proj(built, tmp_path: Path) 
     miss = float(np.linalg.norm(ecef[0] - want))
     print(f"root vertex {local} + SRSOrigin: {miss * 1000:.3f} mm from PROJ")
     assert miss < 0.01
+
+    # every vertex of the root tile, as the reader read them, within a centimetre too
+    (node,) = read_osgb(production() / ROOT_FILE).nodes
+    every = np.concatenate([g.positions for g in node.geometries]) + origin
+    assert np.allclose(every[0], local + origin)
+    proj_all = np.column_stack(proj.transform(every[:, 0], every[:, 1], every[:, 2]))
+    worst = float(np.linalg.norm(ecef - proj_all, axis=1).max())
+    print(f"all {len(every)} root vertices: at most {worst * 1000:.3f} mm from PROJ")
+    assert worst < 0.01
 
     # the label's definition would have put it tens of kilometres away
     labelled = Transformer.from_crs(CRS("EPSG:4547+5773"), CRS("EPSG:4978"), always_xy=True)
