@@ -218,3 +218,27 @@ def test_a_truncated_osgb_is_an_error_naming_it(tmp_path: Path) -> None:
         PyramidWriter(copy, ToStorage(meta.srs, meta.origin, None), out, Report()).build(
             production_roots(copy), {}
         )
+
+
+def test_several_tile_folders_hang_under_one_root(tmp_path: Path) -> None:
+    """A production of two tile folders (the sample's folder copied; the same place, which
+    does not matter here): one root without content over both pyramids, still valid."""
+    copy = tmp_path / "production"
+    shutil.copytree(production(), copy)
+    second = copy / "Data" / "Tile_+001_+012"
+    shutil.copytree(copy / "Data" / "Tile_+000_+012", second)
+    (second / "Tile_+000_+012.osgb").rename(second / "Tile_+001_+012.osgb")
+    assert [p.parent.name for p in production_roots(copy)] == ["Tile_+000_+012", "Tile_+001_+012"]
+    meta = read_metadata(copy / "metadata.xml")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = PyramidWriter(copy, ToStorage(meta.srs, meta.origin, None), out, Report()).build(
+        production_roots(copy), {}
+    )
+    assert len(result.records) == 80 and result.files_read == 18
+    validate(out / "tileset.json")
+    doc = json.loads((out / "tileset.json").read_text())
+    root = doc["root"]
+    assert "content" not in root and len(root["children"]) == 2
+    assert [c["geometricError"] for c in root["children"]] == pytest.approx([64.0, 64.0])
+    assert root["geometricError"] >= 64.0 and doc["geometricError"] >= root["geometricError"]
