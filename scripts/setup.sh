@@ -3,7 +3,8 @@
 #   1. .venv/ with cimtwin and its test extras
 #   2. Debian packages: PostGIS, pgRouting, GDAL tools, the map label fonts (DejaVu, and
 #      WenQuanYi Micro Hei for Chinese), redis-server, proj-data (the EGM96 geoid for 3D Tiles
-#      heights) (when run as root; else says what to install)
+#      heights), openscenegraph (osgconv, for OSGB oblique photography) (when run as root;
+#      else says what to install)
 #   3. a PostgreSQL server: the one CIMTWIN_DATABASE_URL names, or a private cluster in .pgdata/
 #   4. the database, its extensions (postgis, postgis_sfcgal, pgrouting) and the migrations
 set -euo pipefail
@@ -136,6 +137,12 @@ fi
 # --- the geoid grid: 3D Tiles need ellipsoidal heights (1985 height + geoid; CIMTWIN_GEOID) -----
 if [ "${CIMTWIN_GEOID:-egm96_15.gtx}" = egm96_15.gtx ] && [ ! -f /usr/share/proj/egm96_15.gtx ]; then
   if is_root; then apt_install proj-data; else die "the EGM96 geoid grid is missing: run as root: apt-get install -y proj-data (or set CIMTWIN_GEOID to a grid file, or none)"; fi
+fi
+
+# --- OpenSceneGraph's osgconv: reads ContextCapture OSGB oblique photography (import oblique) ---
+if ! command -v osgconv >/dev/null; then
+  if is_root; then apt_install openscenegraph
+  else say "osgconv missing: oblique photography (OSGB) cannot be imported (run as root: apt-get install -y openscenegraph)"; fi
 fi
 
 # --- front-end packages (served locally, no CDN) and the browser the map tests drive -------

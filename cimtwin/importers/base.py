@@ -26,9 +26,10 @@ class ImportOptions:
     from_gcj02: bool = False  # lon/lat from a Chinese web map (GCJ-02): convert to WGS 84
     allow_empty: bool = False  # an import without features may empty the dataset
     imported_by: str = "cimtwin"
-    # ifc: placement and the building the model belongs to
+    # ifc: placement and the building the model belongs to; oblique: where a production
+    # without metadata.xml lies
     building: str | None = None  # --building CODE
-    origin: str | None = None  # --origin LON,LAT,H
+    origin: str | None = None  # ifc: --origin LON,LAT,H; oblique: X,Y,Z (SRSOrigin, in --crs)
     rotation: float | None = None  # --rotation DEG
     height_datum: str | None = None  # --height-datum 1985|geoid|ellipsoidal
     #: ``progress(description, total) -> advance(n)`` for long steps (the CLI's bars)

@@ -31,10 +31,15 @@ else:
     Kind = enum.StrEnum("Kind", {k: k for k in kinds()})
 
 
-def check_paths(paths: list[Path]) -> None:
-    """Each path is a file: a folder or a missing name is refused before anything is read."""
+#: kinds whose input is a folder (an oblique photography production)
+FOLDER_KINDS = frozenset({"oblique"})
+
+
+def check_paths(paths: list[Path], folders: bool = False) -> None:
+    """Each path is a file (or, with ``folders``, a folder): anything else is refused before
+    anything is read."""
     for p in paths:
-        if p.is_dir():
+        if p.is_dir() and not folders:
             raise UserError(
                 f"{p}: is a folder; give the files in it (e.g. {p}/*.gpkg, {p}/*.shp, {p}/*.csv)"
             )
@@ -45,7 +50,9 @@ def check_paths(paths: list[Path]) -> None:
 def import_command(
     kind: Kind = typer.Argument(..., help="what the files hold"),
     paths: list[Path] = typer.Argument(
-        ..., help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM, an IFC model"
+        ...,
+        help="files: GIS layers, CSV/XLSX tables, .inp, a GeoTIFF DEM, an IFC model; oblique: "
+        "the production's folder",
     ),
     crs: str = typer.Option(
         None,
@@ -105,7 +112,8 @@ def import_command(
         None,
         "--origin",
         help="ifc: LON,LAT,H where the model's local origin goes (degrees, 1985 height in "
-        "metres); overrides the file's georeference",
+        "metres), overriding the file's georeference; oblique: X,Y,Z the production's "
+        "SRSOrigin in --crs (when it has no metadata.xml, or to override it)",
     ),
     rotation: float = typer.Option(
         None,
@@ -116,8 +124,9 @@ def import_command(
     height_datum: str = typer.Option(
         None,
         "--height-datum",
-        help="ifc: what the file's heights are when it does not say: 1985 (unchanged), geoid "
-        "(above CIMTWIN_GEOID), ellipsoidal",
+        help="ifc: what the file's heights are when it does not say; oblique: what the "
+        "production's heights are (default 1985 for a projected SRS, ellipsoidal for ENU:): "
+        "1985 (unchanged), geoid (above CIMTWIN_GEOID), ellipsoidal",
     ),
     report: Path = typer.Option(
         None, "--report", help="write the validation report here (.json or .csv)"
@@ -132,7 +141,7 @@ def import_command(
 
     from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 
-    check_paths(paths)
+    check_paths(paths, folders=kind.value in FOLDER_KINDS)
     if not dry_run:  # refuse a database that cannot take the import before reading the files
         from cimtwin.db.connect import require_set_up
 

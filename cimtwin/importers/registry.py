@@ -22,6 +22,7 @@ IMPORTERS: dict[str, str] = {
     "valves": "cimtwin.importers.valves:ValvesImporter",
     "dem": "cimtwin.importers.dem:DemImporter",
     "ifc": "cimtwin.importers.ifc.importer:IfcImporter",
+    "oblique": "cimtwin.importers.oblique.importer:ObliqueImporter",
 }
 
 

@@ -48,14 +48,17 @@ class ImportResult:
 
 
 def files_sha256(paths: list[Path]) -> str:
-    """One hash over the files in order, including a Shapefile's sidecar files."""
+    """One hash over the files in order, including a Shapefile's sidecar files; a folder
+    (an oblique production) is every file under it, by relative path."""
     h = hashlib.sha256()
     for p in paths:
         parts = [p]
         if p.suffix.lower() == ".shp":
             parts += [p.with_suffix(s) for s in SIDECARS if p.with_suffix(s).exists()]
+        if p.is_dir():
+            parts = sorted(f for f in p.rglob("*") if f.is_file())
         for part in parts:
-            h.update(part.name.encode())
+            h.update((str(part.relative_to(p)) if p.is_dir() else part.name).encode())
             with part.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
@@ -92,6 +95,28 @@ def run_import(
     dataset = options.dataset or default_dataset(importer.kind, paths)
     report = Report()
     prepared = importer.prepare(paths, options, report)
+    # an importer that writes files besides its rows (oblique: a 3D tileset) is told whether
+    # the import committed, so its files appear only with the rows, or not at all
+    finish = getattr(importer, "finish", None)
+    result: ImportResult | None = None
+    try:
+        result = _run_prepared(importer, paths, options, database_url, dataset, report, prepared)
+    finally:
+        if finish is not None:
+            finish(prepared, result is not None and result.status == "succeeded")
+    assert result is not None
+    return result
+
+
+def _run_prepared(
+    importer: Importer,
+    paths: list[Path],
+    options: ImportOptions,
+    database_url: str | None,
+    dataset: str,
+    report: Report,
+    prepared: Prepared,
+) -> ImportResult:
     result = ImportResult(
         importer.kind, dataset, None, "validated", report=report, prepared=prepared
     )

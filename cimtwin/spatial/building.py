@@ -79,6 +79,11 @@ class ObliqueMeshTile(Base):
         ForeignKey(f"{SCHEMA}.building.id", ondelete="SET NULL"), index=True
     )
     footprint: Mapped[object] = geom("POLYGON")  # 2D bounds in the storage CRS
+    # where its mesh went: the 3D tileset (a folder of CIMTWIN_TILES_DIR) and its glb there
+    tileset: Mapped[str | None] = mapped_column(String(64), index=True)
+    content_uri: Mapped[str | None] = mapped_column(Text)
+    triangle_count: Mapped[int | None] = mapped_column(Integer)
+    texture_bytes: Mapped[int | None] = mapped_column(BigInteger)
     batch_id: Mapped[int | None] = batch_fk()
 
 

@@ -22,6 +22,9 @@ Choices a client sees:
   float size, within half a degree; positions stay float32 (millimetres over a tile).
 * colours: the source's sRGB bytes, linearised (glTF's COLOR_0 is linear), as normalised
   UNSIGNED_SHORT RGBA so dark colours keep their steps.
+* textures (optional): TEXCOORD_0 from the mesh's uvs, each image's bytes as they came (JPEG
+  or PNG, no re-encoding), one material and one primitive per texture sharing the vertex
+  attributes, untextured triangles in the plain material (material 0, as without textures).
 """
 
 from __future__ import annotations
@@ -179,6 +182,15 @@ def _property_column(buf: _Buffer, spec: dict, name: str, values: list, count: i
     raise ValueError(f"property {name}: unknown component type {component}")
 
 
+def _mime(image: bytes) -> str:
+    """The media type of a texture's bytes (glTF core takes JPEG and PNG)."""
+    if image[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if image[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    raise ValueError("a texture is neither JPEG nor PNG")
+
+
 def glb_bytes(
     content: TileContent, placement: Placement, frame: Frame, tileset_schema: dict
 ) -> bytes:
@@ -246,7 +258,21 @@ def glb_bytes(
         "COLOR_0": accessor(colors, _USHORT, "VEC4", _ARRAY_BUFFER, normalized=True),
         "_FEATURE_ID_0": accessor(feature_ids, _FLOAT, "SCALAR", _ARRAY_BUFFER),
     }
-    index_accessor = accessor(indices, index_type, "SCALAR", _ELEMENT_ARRAY_BUFFER)
+    if mesh.uvs is not None:
+        attributes["TEXCOORD_0"] = accessor(mesh.uvs.astype("<f4"), _FLOAT, "VEC2", _ARRAY_BUFFER)
+    # one primitive per texture (all sharing the vertex attributes): glTF has one material
+    # per primitive; without textures the one primitive of every other source
+    groups: list[tuple[int, np.ndarray]] = [(-1, indices)]
+    if mesh.textures is not None:
+        if len(mesh.textures) and int(mesh.textures.max()) >= len(content.textures):
+            raise ValueError("a triangle refers to a texture the content does not have")
+        tri_indices = indices.reshape(-1, 3)
+        groups = [
+            (int(t), tri_indices[mesh.textures == t].reshape(-1)) for t in np.unique(mesh.textures)
+        ]
+    index_accessors = [
+        accessor(part, index_type, "SCALAR", _ELEMENT_ARRAY_BUFFER) for _, part in groups
+    ]
 
     table_props: dict[str, dict] = {
         "id": _property_column(
@@ -278,41 +304,48 @@ def glb_bytes(
     }
     if translucent:
         material["alphaMode"] = "BLEND"
+    # the untextured material only when a triangle uses it (always without textures)
+    used_groups = {t for t, _ in groups}
+    materials = [material] if -1 in used_groups else []
+    images: list[dict] = []
+    material_of: dict[int, int] = {-1: 0} if -1 in used_groups else {}
+    for t in sorted({t for t, _ in groups if t >= 0}):
+        images.append(
+            {"bufferView": buf.add(content.textures[t]), "mimeType": _mime(content.textures[t])}
+        )
+        textured = json.loads(json.dumps(material))
+        textured["pbrMetallicRoughness"]["baseColorTexture"] = {"index": len(images) - 1}
+        if content.unlit:
+            textured["extensions"] = {"KHR_materials_unlit": {}}
+        material_of[t] = len(materials)
+        materials.append(textured)
+    feature_ext = {
+        "EXT_mesh_features": {
+            "featureIds": [{"featureCount": int(len(used)), "attribute": 0, "propertyTable": 0}]
+        }
+    }
+    primitives = [
+        {
+            "attributes": attributes,
+            "indices": acc,
+            "material": material_of[t],
+            "mode": 4,
+            "extensions": feature_ext,
+        }
+        for (t, _), acc in zip(groups, index_accessors, strict=True)
+    ]
+    extensions_used = ["EXT_mesh_features", "EXT_structural_metadata", "KHR_mesh_quantization"]
+    if images and content.unlit:
+        extensions_used.append("KHR_materials_unlit")
     gltf: dict = {
         "asset": {"version": "2.0", "generator": "cimtwin"},
-        "extensionsUsed": [
-            "EXT_mesh_features",
-            "EXT_structural_metadata",
-            "KHR_mesh_quantization",
-        ],
+        "extensionsUsed": extensions_used,
         "extensionsRequired": ["KHR_mesh_quantization"],
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0}],
-        "meshes": [
-            {
-                "primitives": [
-                    {
-                        "attributes": attributes,
-                        "indices": index_accessor,
-                        "material": 0,
-                        "mode": 4,
-                        "extensions": {
-                            "EXT_mesh_features": {
-                                "featureIds": [
-                                    {
-                                        "featureCount": int(len(used)),
-                                        "attribute": 0,
-                                        "propertyTable": 0,
-                                    }
-                                ]
-                            }
-                        },
-                    }
-                ]
-            }
-        ],
-        "materials": [material],
+        "meshes": [{"primitives": primitives}],
+        "materials": materials,
         "accessors": accessors,
         "bufferViews": buf.views,
         "extensions": {
@@ -324,6 +357,13 @@ def glb_bytes(
             }
         },
     }
+    if images:
+        gltf["images"] = images
+        gltf["samplers"] = [
+            # photo atlases: linear, mipmapped, clamped (their charts end at the edges)
+            {"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}
+        ]
+        gltf["textures"] = [{"sampler": 0, "source": i} for i in range(len(images))]
     binary = buf.bytes()
     gltf["buffers"] = [{"byteLength": len(binary)}]
     text = json.dumps(gltf, separators=(",", ":")).encode("utf-8")

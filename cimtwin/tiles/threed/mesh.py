@@ -28,13 +28,20 @@ class Mesh:
     ``positions``: (n, 3) float64 easting, northing, 1985 height in the storage CRS;
     ``triangles``: (m, 3) vertex indices, counter-clockwise seen from outside;
     ``features``: (n,) row of each vertex in the tile's feature table;
-    ``colors``: (n, 4) uint8 RGBA (linear colour is the writer's business).
+    ``colors``: (n, 4) uint8 RGBA (linear colour is the writer's business);
+    ``uvs``: optional (n, 2) texture coordinates in glTF's convention (origin at the image's
+    top-left corner, v downwards);
+    ``textures``: optional (m,) per triangle, the index of its texture in the content's
+    :attr:`TileContent.textures`, -1 for an untextured triangle (drawn in its vertex colours;
+    a textured one is the texture times its vertex colours, so give those white).
     """
 
     positions: np.ndarray
     triangles: np.ndarray
     features: np.ndarray
     colors: np.ndarray
+    uvs: np.ndarray | None = None
+    textures: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
@@ -44,6 +51,16 @@ class Mesh:
         self.colors = np.broadcast_to(np.asarray(self.colors, dtype=np.uint8), (n, 4)).copy()
         if len(self.triangles) and int(self.triangles.max()) >= n:
             raise ValueError("a triangle refers to a vertex the mesh does not have")
+        if self.uvs is not None:
+            self.uvs = np.asarray(self.uvs, dtype=np.float64).reshape(-1, 2)
+            if len(self.uvs) != n:
+                raise ValueError(f"{len(self.uvs)} texture coordinates for {n} vertices")
+        if self.textures is not None:
+            self.textures = np.broadcast_to(
+                np.asarray(self.textures, dtype=np.int32), (len(self.triangles),)
+            ).copy()
+            if self.uvs is None and bool(np.any(self.textures >= 0)):
+                raise ValueError("textured triangles need texture coordinates (uvs)")
 
     @property
     def empty(self) -> bool:
@@ -56,11 +73,26 @@ class Mesh:
         if not meshes:
             return Mesh(np.empty((0, 3)), np.empty((0, 3)), np.empty(0), np.empty((0, 4)))
         offsets = np.cumsum([0] + [len(m.positions) for m in meshes[:-1]])
+        textured = any(m.textures is not None for m in meshes)
+        # texture indices are kept as they are: they must already refer to one list
         return Mesh(
             np.concatenate([m.positions for m in meshes]),
             np.concatenate([m.triangles + o for m, o in zip(meshes, offsets, strict=True)]),
             np.concatenate([m.features for m in meshes]),
             np.concatenate([m.colors for m in meshes]),
+            np.concatenate(
+                [np.zeros((len(m.positions), 2)) if m.uvs is None else m.uvs for m in meshes]
+            )
+            if textured
+            else None,
+            np.concatenate(
+                [
+                    np.full(len(m.triangles), -1) if m.textures is None else m.textures
+                    for m in meshes
+                ]
+            )
+            if textured
+            else None,
         )
 
 
@@ -105,3 +137,9 @@ class TileContent:
     mesh: Mesh
     features: FeatureTable
     error_m: float = 0.0
+    #: base-colour images (JPEG or PNG bytes, written as they are) the mesh's triangles
+    #: refer to by index (:attr:`Mesh.textures`)
+    textures: list[bytes] = field(default_factory=list)
+    #: textured materials without lighting (KHR_materials_unlit): photo textures have the
+    #: sun's shading in them already
+    unlit: bool = False

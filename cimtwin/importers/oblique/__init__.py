@@ -1,0 +1,1 @@
+"""Oblique photography (ContextCapture / Smart3D productions) into the twin."""
