@@ -41,22 +41,31 @@ PEER = ROOT / "benchmarks" / ".peers" / "py3dtiles"
 PEER_REQUIREMENTS = ROOT / "benchmarks" / "peers" / "py3dtiles-requirements.txt"
 
 
+GNU_TIME = Path("/usr/bin/time")
+
+
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of this command's processes alone (``os.wait4`` gives the
-    child's own resource use, its worker processes included), and its output."""
+    """Wall seconds, peak RSS (MiB) of this command's processes alone (the largest of it and
+    its worker processes), and its output.
+
+    Through GNU time when it is there: Linux keeps a process's peak RSS across exec, so a
+    command forked straight from this (possibly large) script would report at least this
+    script's size; time is small, and the command is forked from it."""
     import tempfile
 
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryFile("w+") as log, tempfile.NamedTemporaryFile("r") as peak:
+        wrapped = [str(GNU_TIME), "-f", "%M", "-o", peak.name, *cmd] if GNU_TIME.is_file() else cmd
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(wrapped, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
         text = log.read()
+        rss_kb = float(peak.read().strip().splitlines()[-1]) if GNU_TIME.is_file() else None
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{text[-6000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, (rss_kb if rss_kb is not None else usage.ru_maxrss) / 1024, text
 
 
 def files_of(folder: Path) -> dict[str, tuple[int, int]]:

@@ -36,6 +36,8 @@ NOT_DRAWN = ("IfcSpace", "IfcOpeningElement")
 #: a parent (far view) holds at most this many triangles, the largest elements first: about
 #: 0.7 MB of glb, so a tile split for its bytes gets a parent lighter than its children
 PARENT_TRIANGLES = 12_000
+#: vertices of one element closer than this (m), on faces of the same orientation, are one
+WELD_M = 1e-4
 #: an element without a colour of its own (IFC allows it): a light grey
 DEFAULT_RGBA = (200, 200, 200, 255)
 FAMILY = "bim"
@@ -290,14 +292,31 @@ class BimSource:
 
     @staticmethod
     def _mesh(row: int, element: ElementRow) -> Mesh:
-        tri = element.triangles
-        n = len(tri) * 3
+        positions, triangles = welded(element.triangles)
         # glTF colours are opaque here: a translucent element (glass) would make the whole
         # tile's material blended; its alpha is kept at 255 and glass reads by its colour
         color = (*rgba(element.color)[:3], 255)
         return Mesh(
-            tri.reshape(-1, 3),
-            np.arange(n).reshape(-1, 3),
-            np.full(n, row, dtype=np.uint32),
+            positions,
+            triangles,
+            np.full(len(positions), row, dtype=np.uint32),
             np.array(color, dtype=np.uint8),
         )
+
+
+def welded(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One element's triangles (n, 3, 3) as shared vertices and indices, a vertex shared only
+    by triangles of the same plane orientation (same point to 0.1 mm, same normal to about
+    0.06 degrees): the writer's normals stay the faces' own (sharp edges), and a box is 24
+    vertices instead of 36, a wall split into many coplanar triangles far fewer."""
+    if not len(triangles):
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
+    normal = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    length = np.linalg.norm(normal, axis=1, keepdims=True)
+    normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
+    corners = triangles.reshape(-1, 3)
+    key = np.column_stack(
+        [np.round(corners / WELD_M), np.repeat(np.round(normal * 1000.0), 3, axis=0)]
+    ).astype(np.int64)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return corners[first], inverse.reshape(-1, 3)
