@@ -9,7 +9,10 @@ building added later is picked up."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.model import SCHEMA
 from cimtwin.tiles.threed.mesh import NO_FEATURE
+from tests.conftest import ROOT
 from tests.test_oblique_read import OBLIQUE, ROOT_FILE, production
 from tests.threed_check import validate
 from tests.threed_read import accessor, table_column, walk_tiles
@@ -201,3 +205,59 @@ def test_a_footprint_is_baked_into_the_photo_mesh(scratch_database: str, tmp_pat
     assert {uri for uri, b in got if b == [BUILDING_ID]} == touching
     assert all(b in ([], [BUILDING_ID]) for _, b in got)
     assert via_index is not None and via_index[0] == len(touching)
+
+
+def test_build_3d_reimports_the_production_with_new_buildings(
+    scratch_database: str, tmp_path: Path
+) -> None:
+    """A building added after the import is baked in by ``build-3d --layers oblique`` (a new
+    import batch from the recorded folder and options); ``--changed`` then has nothing to do
+    (no buildings import since)."""
+    x0, y0, x1, y1 = sample_extent()
+    first = tmp_path / "first"
+    options = ImportOptions(dataset="later")
+    assert run_import(ObliqueImporter(tiles_dir=first), [production()], options, scratch_database)
+    w, h = x1 - x0, y1 - y0
+    east = shapely.box(x0 + 0.65 * w, y0 + 0.20 * h, x0 + 0.90 * w, y0 + 0.50 * h)
+    add_building(scratch_database, LATER_ID, "TEST-OBL-3", east, "后来楼")
+
+    def tiles_with(folder: Path, bid: int) -> set[str]:
+        return {t["uri"] for t in decoded_triangles(folder) if bid in t["table"].get("id", [])}
+
+    assert tiles_with(first / "oblique-later", LATER_ID) == set()
+
+    def build(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cimtwin.cli", "tiles", "build-3d", "--layers", "oblique"]
+            + ["--out", str(tmp_path / "out"), *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+            env={**os.environ, "CIMTWIN_DATABASE_URL": scratch_database, "COLUMNS": "300"},
+        )
+
+    proc = build()
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "out" / "oblique-later"
+    assert f"{folder / 'tileset.json'}: 40 tiles built" in proc.stderr
+    validate(folder / "tileset.json")
+    touched = tiles_with(folder, LATER_ID)
+    assert touched  # the new building is in the photo mesh now
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        batches = conn.execute(
+            f"SELECT status FROM {SCHEMA}.import_batch WHERE kind = 'oblique' "
+            "AND dataset = 'later' ORDER BY id"
+        ).fetchall()
+        listed = conn.execute(
+            f"SELECT content_uri FROM {SCHEMA}.oblique_mesh_tile WHERE dataset = 'later' "
+            "AND building_ids @> ARRAY[%s]::bigint[]",
+            (LATER_ID,),
+        ).fetchall()
+    # the rebuild is an import with its own provenance, replacing the first
+    assert batches == [("replaced",), ("succeeded",)]
+    assert {r[0] for r in listed} == touched
+
+    again = build("--changed")
+    assert again.returncode == 0, again.stderr
+    assert "tiles built" not in again.stderr  # no buildings import since: nothing to redo
