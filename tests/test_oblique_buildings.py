@@ -47,6 +47,7 @@ pytestmark = [
 ]
 
 BUILDING_ID, FAR_ID, LATER_ID = 910_001, 910_002, 910_003
+GRID, OTHER_GRID = "440199001001001", "440199001001002"
 #: a margin within which float32 positions may put a centroid on the other side (1 mm)
 EDGE_M = 0.001
 
@@ -85,9 +86,9 @@ def add_building(url: str, bid: int, code: str, shape: shapely.Polygon, name: st
         conn.execute(
             f"INSERT INTO {SCHEMA}.building (id, building_code, name, use, height_m, floors, "
             "underground_floors, base_elevation_m, grid_code, footprint) VALUES "
-            "(%s, %s, %s, 'office', 42.5, 12, 1, 10.0, '440100001001', "
+            "(%s, %s, %s, 'office', 42.5, 12, 1, 10.0, %s, "
             "ST_Multi(ST_GeomFromWKB(%s, %s)))",
-            (bid, code, name, shapely.to_wkb(shape), SRID),
+            (bid, code, name, GRID, shapely.to_wkb(shape), SRID),
         )
 
 
@@ -182,7 +183,7 @@ def test_a_footprint_is_baked_into_the_photo_mesh(scratch_database: str, tmp_pat
             assert t["id"] == [BUILDING_ID]  # the buildings collection's id, nothing else
             assert t["code"] == ["TEST-OBL-1"] and t["name"] == ["照片楼"]
             assert t["use"] == ["office"] and t["height"] == [42.5] and t["floors"] == [12]
-            assert t["grid"] == ["440100001001"]
+            assert t["grid"] == [GRID]
             assert set(ids[tris[marked, 0]].tolist()) == {0}
         else:
             assert not tile["table"]  # outside every footprint: no ids, no table
@@ -261,3 +262,58 @@ def test_build_3d_reimports_the_production_with_new_buildings(
     again = build("--changed")
     assert again.returncode == 0, again.stderr
     assert "tiles built" not in again.stderr  # no buildings import since: nothing to redo
+
+
+def test_the_grid_summary_counts_the_photo_tiles(scratch_database: str) -> None:
+    """A work grid over the western half of the sample: its summary counts the photo tiles
+    (with a mesh) whose bounds meet it, as shapely finds them from the rows, the leaves among
+    them, the productions, and its buildings baked into the mesh; a grid elsewhere none."""
+    from fastapi.testclient import TestClient
+
+    from cimtwin.api.app import create_app
+    from cimtwin.settings import Settings
+
+    x0, y0, x1, y1 = sample_extent()
+    west = shapely.box(x0 - 10, y0 - 10, (x0 + x1) / 2, y1 + 10)
+    away = shapely.box(x1 + 1000, y1 + 1000, x1 + 1100, y1 + 1100)
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.street (code, name, geom) VALUES ('440199001', '测试街', "
+            "ST_Multi(ST_GeomFromWKB(%s, %s)))",
+            (shapely.to_wkb(shapely.union(west, away).envelope), SRID),
+        )
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.community (code, street_code, name, geom) VALUES "
+            "('440199001001', '440199001', '测试社区', ST_Multi(ST_GeomFromWKB(%s, %s)))",
+            (shapely.to_wkb(shapely.union(west, away).envelope), SRID),
+        )
+        for code, box in ((GRID, west), (OTHER_GRID, away)):
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.work_grid (code, community_code, name, area_m2, geom) "
+                "VALUES (%s, '440199001001', %s, %s, ST_Multi(ST_GeomFromWKB(%s, %s)))",
+                (code, code, box.area, shapely.to_wkb(box), SRID),
+            )
+        tiles = conn.execute(
+            f"SELECT id, dataset, ST_AsBinary(footprint), content_uri IS NOT NULL, "
+            f"NOT EXISTS (SELECT 1 FROM {SCHEMA}.oblique_mesh_tile c WHERE c.parent_id = t.id) "
+            f"FROM {SCHEMA}.oblique_mesh_tile t"
+        ).fetchall()
+    meeting = [t for t in tiles if t[3] and shapely.intersects(west, shapely.from_wkb(bytes(t[2])))]
+    assert 0 < len(meeting) < sum(1 for t in tiles if t[3])  # the grid holds only some
+    with TestClient(create_app(Settings(database_url=scratch_database))) as client:
+        got = client.get(f"/grids/{GRID}")
+        assert got.status_code == 200, got.text
+        assert got.json()["oblique"] == {
+            "tiles": len(meeting),
+            "finest_tiles": sum(1 for t in meeting if t[4]),
+            "productions": len({t[1] for t in meeting}),
+            # the three test buildings are recorded in this grid: the pentagon and the later
+            # one are in the photo mesh, the far one in none
+            "buildings_in_mesh": 2,
+        }
+        assert client.get(f"/grids/{OTHER_GRID}").json()["oblique"] == {
+            "tiles": 0,
+            "finest_tiles": 0,
+            "productions": 0,
+            "buildings_in_mesh": 0,
+        }
