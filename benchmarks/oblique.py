@@ -182,14 +182,35 @@ def peer() -> str:
     )
     if got.returncode != 0:
         return f"pip install {PEER_PACKAGE} failed: {got.stderr.strip()[-300:]}"
+    # the package loads its bundled library only when converting: load it the same way
     probe = subprocess.run(
-        [str(python), "-c", "import osgb23dtiles"], capture_output=True, text=True
+        [
+            str(python),
+            "-c",
+            "import ctypes, osgb23dtiles.osgb23dtiles as m; ctypes.CDLL(m._get_library_path())",
+        ],
+        capture_output=True,
+        text=True,
     )
     if probe.returncode == 0:
-        return "loads"
+        return "its library loads (not measured further by this script)"
     last = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "?"
     libc = subprocess.run(["ldd", "--version"], capture_output=True, text=True).stdout
-    return f"does not load: {last} (this system: {libc.splitlines()[0]})"
+    lib = next(PEER.rglob("libthreedtiles_lib.so"), None)
+    missing = []
+    if lib is not None:  # everything the dynamic loader cannot satisfy, not only the first
+        deps = subprocess.run(["ldd", str(lib)], capture_output=True, text=True)
+        missing = sorted(
+            {
+                line.strip().split(" (required")[0].split(": ")[-1]
+                for line in (deps.stdout + deps.stderr).splitlines()
+                if "not found" in line
+            }
+        )
+    return (
+        f"does not load: {last}; unmet: {'; '.join(missing) or '?'} "
+        f"(this system: {libc.splitlines()[0]})"
+    )
 
 
 def main() -> None:
