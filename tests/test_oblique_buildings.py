@@ -133,6 +133,28 @@ def decoded_triangles(folder: Path) -> list[dict]:
     return out
 
 
+def test_labels_are_the_lowest_containing_footprint() -> None:
+    """Footprints.label against a brute-force shapely answer: random points, overlapping and
+    holed footprints; where several contain a point, the lowest id."""
+    from cimtwin.importers.oblique.footprints import Footprints
+
+    rng = np.random.default_rng(13)
+    shapes = [
+        shapely.Point(rng.uniform(0, 100), rng.uniform(0, 100)).buffer(rng.uniform(3, 20))
+        for _ in range(40)
+    ]
+    shapes[0] = shapely.box(10, 10, 60, 60).difference(shapely.box(20, 20, 40, 40))  # a hole
+    ids = np.arange(100, 140, dtype=np.int64)
+    found = Footprints(ids, [("", "", "", 0.0, 0, "")] * 40, np.array(shapes, dtype=object))
+    x, y = rng.uniform(-10, 110, 20_000), rng.uniform(-10, 110, 20_000)
+    want = np.full(len(x), -1)
+    for i in reversed(range(len(shapes))):
+        want[shapely.contains_xy(shapes[i], x, y)] = i
+    got = found.label(x, y)
+    assert np.array_equal(got, want)
+    assert (got == -1).sum() > 1000 and len(set(got.tolist())) > 30
+
+
 def test_a_footprint_is_baked_into_the_photo_mesh(scratch_database: str, tmp_path: Path) -> None:
     x0, y0, x1, y1 = sample_extent()
     shape = footprint(x0, y0, x1, y1)

@@ -93,13 +93,18 @@ class Footprints:
         if not len(self) or not len(x):
             return out
         box = shapely.box(float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+        # the points sorted by x: a footprint's x range is a slice (two binary searches),
+        # so each candidate costs its own points, not the tile's
+        order = np.argsort(x, kind="stable")
+        xs, ys = x[order], y[order]
         # ids are sorted, so the candidates in descending order let the lowest id write last
         for i in sorted(self.tree.query(box).tolist(), reverse=True):
             x0, y0, x1, y1 = shapely.bounds(self.geoms[i])
-            near = np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
-            if len(near):
-                inside = shapely.contains_xy(self.geoms[i], x[near], y[near])
-                out[near[inside]] = i
+            lo, hi = int(np.searchsorted(xs, x0, "left")), int(np.searchsorted(xs, x1, "right"))
+            band = np.arange(lo, hi)[(ys[lo:hi] >= y0) & (ys[lo:hi] <= y1)]
+            if len(band):
+                inside = shapely.contains_xy(self.geoms[i], xs[band], ys[band])
+                out[order[band[inside]]] = i
         return out
 
     def bake(self, mesh: Mesh) -> tuple[Mesh, FeatureTable, list[int]]:
