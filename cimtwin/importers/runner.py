@@ -94,6 +94,11 @@ def run_import(
             raise UserError(f"{p}: no such file")
     dataset = options.dataset or default_dataset(importer.kind, paths)
     report = Report()
+    # an importer that reads the database while preparing (oblique: the footprints baked
+    # into its mesh) is told which one, the one it will write to
+    use_database = getattr(importer, "use_database", None)
+    if use_database is not None:
+        use_database(database_url)
     prepared = importer.prepare(paths, options, report)
     # an importer that writes files besides its rows (oblique: a 3D tileset) is told whether
     # the import committed, so its files appear only with the rows, or not at all

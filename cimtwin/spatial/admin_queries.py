@@ -152,6 +152,31 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
         (code,),
     )
     out["bim"] = {"models": bim[0], "rooms": bim[1], "room_area_m2": bim[2]}
+    # photo tiles with a mesh whose bounds meet the grid (every level of the pyramid), the
+    # productions they are of, and the grid's buildings baked into some photo tile (单体化)
+    photo = await one_row(
+        conn,
+        f"""
+        SELECT count(*), count(DISTINCT t.dataset),
+               count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {T.oblique_mesh_tile} c
+                                                  WHERE c.parent_id = t.id))
+        FROM {T.oblique_mesh_tile} t JOIN {T.work_grid} g ON ST_Intersects(g.geom, t.footprint)
+        WHERE g.code = %s AND t.content_uri IS NOT NULL""",
+        (code,),
+    )
+    clickable = await one_row(
+        conn,
+        f"""
+        SELECT count(*) FROM {T.building} b WHERE b.grid_code = %s
+          AND EXISTS (SELECT 1 FROM {T.oblique_mesh_tile} t WHERE t.building_ids @> ARRAY[b.id])""",
+        (code,),
+    )
+    out["oblique"] = {
+        "tiles": photo[0],
+        "finest_tiles": photo[2],
+        "productions": photo[1],
+        "buildings_in_mesh": clickable[0],
+    }
     comp = await rows(
         conn,
         f"""

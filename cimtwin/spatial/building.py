@@ -7,7 +7,17 @@ model, oblique mesh); the 3D Tiles engine reads them from here.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
@@ -61,6 +71,9 @@ class ObliqueMeshTile(Base):
     """One node of an oblique-photography tile pyramid (ContextCapture OSGB/OBJ)."""
 
     __tablename__ = "oblique_mesh_tile"
+    __table_args__ = (
+        Index("ix_oblique_mesh_tile_building_ids", "building_ids", postgresql_using="gin"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     dataset: Mapped[str] = mapped_column(String(200), index=True)
@@ -84,6 +97,8 @@ class ObliqueMeshTile(Base):
     content_uri: Mapped[str | None] = mapped_column(Text)
     triangle_count: Mapped[int | None] = mapped_column(Integer)
     texture_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # 单体化: the buildings whose footprints its mesh's triangles fall in (their feature ids)
+    building_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     batch_id: Mapped[int | None] = batch_fk()
 
 

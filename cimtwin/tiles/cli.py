@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -68,7 +69,8 @@ def export_mvt(
 
 def expand_families(wanted: list[str], database_url: str, folder: Path) -> dict[str, str]:
     """Tileset id -> target, a family (``bim``) standing for one tileset per member; the
-    folders of members that are gone (a model deleted) are removed."""
+    folders of members that are gone (a model deleted) are removed. Reimported names
+    (``oblique``) are left out: :func:`build_3d` runs their import again."""
     import shutil
 
     import psycopg
@@ -78,6 +80,8 @@ def expand_families(wanted: list[str], database_url: str, folder: Path) -> dict[
 
     targets: dict[str, str] = {}
     for name in wanted:
+        if name in registry.REIMPORTED:
+            continue  # rebuilt by their import (build_3d), not by the builder
         if name not in registry.FAMILIES:
             targets[name] = registry.target_for(name)
             continue
@@ -97,7 +101,8 @@ def build_3d(
         "",
         "--layers",
         help="comma-separated 3D tilesets (terrain,buildings,underground,pipelines,"
-        "pipeline_points,components; bim: one tileset per imported IFC model); "
+        "pipeline_points,components; bim: one tileset per imported IFC model; oblique: "
+        "each imported oblique production, re-imported from its source folder); "
         "default: every one whose source is installed",
     ),
     out: Path | None = typer.Option(
@@ -126,7 +131,10 @@ def build_3d(
         raise UserError("--bbox and --grid: give one of them")
     settings = get_settings()
     area = parse_bbox(bbox) if bbox else None
-    wanted = [s.strip() for s in layers.split(",") if s.strip()] or registry.available()
+    wanted = [s.strip() for s in layers.split(",") if s.strip()] or [
+        *registry.available(),
+        *registry.REIMPORTED,
+    ]
     if not wanted:
         raise UserError("no 3D tileset source is installed")
     for name in wanted:
@@ -137,6 +145,8 @@ def build_3d(
     if grid:
         area = grid_box(settings.database_url, grid)
     folder = out or Path(settings.tiles_dir)
+    # tilesets an import writes (oblique) are rebuilt by that import, not by the builder
+    reimported = [n for n in wanted if n in registry.REIMPORTED]
     targets = expand_families(wanted, settings.database_url, folder)
     console = Console(stderr=True)
     with Progress(
@@ -168,6 +178,20 @@ def build_3d(
                     on_plan=planned,
                     on_tile=done,
                 )
+            )
+        for name in reimported:
+
+            def bar(description: str, total: int, label: str = name) -> Callable[[int], None]:
+                task = progress.add_task(label, total=total)
+                return lambda n: progress.advance(task, n)
+
+            results += registry.rebuilder(name)(
+                settings.database_url,
+                folder,
+                area=area,
+                changed=changed,
+                progress=bar,
+                warn=lambda text: console.print(f"[yellow]{text}[/]"),
             )
     for r in results:
         if r.path is None:

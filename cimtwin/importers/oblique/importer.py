@@ -9,6 +9,11 @@ folder replaces ``CIMTWIN_TILES_DIR/<tileset id>/`` only once that transaction c
 plain name, else ``oblique-<folder name>-<hash of the dataset key>``; ``/3dtiles`` lists it
 and the viewer shows it as any other tileset.
 
+The footprints of the buildings already in the database are baked into the mesh
+(:mod:`.footprints`): a click on a building in the photo mesh picks its record; each row
+lists the building ids its tile touches. ``cimtwin tiles build-3d --layers oblique``
+re-runs this import for every production (:mod:`.rebuild`), e.g. after new buildings.
+
 Without ``metadata.xml`` the production's place is unknown: the import is refused asking for
 ``--crs`` and ``--origin`` (an ``ENU:lat,lon`` CRS needs no origin).
 """
@@ -27,6 +32,7 @@ import psycopg
 import shapely
 
 from cimtwin.importers.base import ImportOptions, Prepared
+from cimtwin.importers.oblique.footprints import Footprints
 from cimtwin.importers.oblique.georef import (
     GeorefError,
     Metadata,
@@ -62,8 +68,23 @@ class ObliqueImporter:
     kind = "oblique"
     models = (ObliqueMeshTile,)
 
-    def __init__(self, tiles_dir: Path | None = None) -> None:
+    def __init__(self, tiles_dir: Path | None = None, database_url: str | None = None) -> None:
         self.tiles_dir = tiles_dir
+        #: where the building footprints baked into the mesh are read (单体化); the same
+        #: database the import writes to (default: CIMTWIN_DATABASE_URL)
+        self.database_url = database_url
+
+    def use_database(self, url: str | None) -> None:
+        """The runner's database (read for the footprints before the rows are written)."""
+        if url is not None:
+            self.database_url = url
+
+    def _footprints(self, bbox: tuple[float, float, float, float]) -> Footprints:
+        from cimtwin.db.engine import libpq_dsn
+
+        url = self.database_url or get_settings().database_url
+        with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
+            return Footprints.read(conn, bbox)
 
     def options_fingerprint(self, options: ImportOptions) -> str:
         """--crs, --origin and --height-datum change where the mesh lands."""
@@ -131,7 +152,10 @@ class ObliqueImporter:
             options.progress(f"oblique: {total} OSGB file(s)", total) if options.progress else None
         )
         try:
-            built = PyramidWriter(production, to_storage, staging, report, advance).build(
+            writer = PyramidWriter(
+                production, to_storage, staging, report, advance, footprints=self._footprints
+            )
+            built = writer.build(
                 roots,
                 {
                     "title": f"Oblique photography {options.dataset or production.name}",
@@ -201,9 +225,10 @@ class ObliqueImporter:
             row = conn.execute(
                 f"INSERT INTO {T.oblique_mesh_tile} (dataset, tile_path, parent_id, level, "
                 "geometric_error, format, vertex_count, texture_count, min_z, max_z, footprint, "
-                "tileset, content_uri, triangle_count, texture_bytes, batch_id) VALUES "
+                "tileset, content_uri, triangle_count, texture_bytes, building_ids, batch_id) "
+                "VALUES "
                 "(%s, %s, %s, %s, %s, 'osgb', %s, %s, %s, %s, ST_GeomFromWKB(%s, %s), %s, %s, "
-                "%s, %s, %s) RETURNING id",
+                "%s, %s, %s, %s) RETURNING id",
                 (
                     dataset,
                     r.source,
@@ -220,6 +245,7 @@ class ObliqueImporter:
                     r.uri,
                     r.triangle_count,
                     r.texture_bytes,
+                    r.building_ids,
                     batch_id,
                 ),
             ).fetchone()

@@ -28,26 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
+from cimtwin.importers.oblique.footprints import CLASS, PROPERTIES, Footprints
 from cimtwin.importers.oblique.georef import ToStorage
 from cimtwin.importers.oblique.osgb import LodNode, OsgbFile, read_osgb
 from cimtwin.importers.report import Report
-from cimtwin.tiles.threed.glb import SchemaProperty, glb_bytes, schema
-from cimtwin.tiles.threed.mesh import FeatureTable, Mesh, Property, TileContent
+from cimtwin.tiles.threed.glb import glb_bytes, schema
+from cimtwin.tiles.threed.mesh import Mesh, TileContent
 from cimtwin.tiles.threed.placement import Placement
 
 #: CesiumJS' default maximumScreenSpaceError
 MAX_SSE = 16.0
 #: for DISTANCE_FROM_EYE_POINT ranges: the view CesiumJS' error is compared at
 VIEW_HEIGHT_PX, FOV_DEG = 1080.0, 60.0
-CLASS = "oblique_tile"
-SCHEMA = schema(
-    "oblique",
-    CLASS,
-    [
-        SchemaProperty("level", "INT64", "depth in the production's pyramid, 0 = coarsest"),
-        SchemaProperty("source", "STRING", "the OSGB file and node the mesh comes from"),
-    ],
-)
+#: the features of the photo mesh are the buildings whose footprints it covers (单体化,
+#: :mod:`.footprints`); a tile's level and source are in its ``oblique_mesh_tile`` row
+SCHEMA = schema("oblique", CLASS, PROPERTIES)
 CONTENT_DIR = "content"
 
 
@@ -80,6 +75,7 @@ class TileRecord:
     triangle_count: int
     texture_count: int
     texture_bytes: int
+    building_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -107,9 +103,13 @@ class PyramidWriter:
         out: Path,
         report: Report,
         advance: Callable[[int], object] | None = None,
+        footprints: Callable[[tuple[float, float, float, float]], Footprints] | None = None,
     ) -> None:
         self.production, self.to_storage, self.out = production, to_storage, out
         self.report, self.advance = report, advance
+        #: given the production's extent, the footprints to bake in (read once)
+        self.read_footprints = footprints
+        self.footprints = Footprints.empty()
         self.placement = Placement()
         self.built = Built({})
 
@@ -160,13 +160,8 @@ class PyramidWriter:
                     np.full(len(g.triangles), tex),
                 )
             )
-        mesh = Mesh.concat(meshes)
+        mesh, features, touched = self.footprints.bake(Mesh.concat(meshes))
         source = f"{self._relative(node.file)}#{node.index}"
-        features = FeatureTable(
-            CLASS,
-            np.array([number]),
-            [Property("level", "INT64", [level]), Property("source", "STRING", [source])],
-        )
         content = TileContent(
             mesh, features, textures=[osgb.textures[name] for name in names], unlit=True
         )
@@ -185,6 +180,7 @@ class PyramidWriter:
             "min_z": float(lo[2]),
             "max_z": float(hi[2]),
             "vertex_count": len(p),
+            "building_ids": touched,
             "triangle_count": len(mesh.triangles),
             "texture_count": len(names),
             "texture_bytes": sum(len(osgb.textures[name]) for name in names),
@@ -258,7 +254,24 @@ class PyramidWriter:
             tile["children"] = [c for c, _, _ in children]
         return tile, error, region
 
+    def _extent(self, roots: list[Path]) -> tuple[float, float, float, float]:
+        """The storage-CRS box of the root nodes' bounding spheres: a first, cheap pass over
+        the coarsest files only (read again by the build: memory holds one file at a time)."""
+        corners = []
+        for root in roots:
+            for node in read_osgb(root).nodes:
+                c, r = node.center, node.radius
+                corners += [c + (dx * r, dy * r, 0.0) for dx in (-1, 1) for dy in (-1, 1)]
+        if not corners:
+            return (0.0, 0.0, 0.0, 0.0)
+        xy = self.to_storage(np.array(corners, dtype=np.float64))
+        margin = 1.0  # metres: the spheres are exact bounds of the meshes, rounding aside
+        lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+        return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
     def build(self, roots: list[Path], extras: dict) -> Built:
+        if self.read_footprints is not None:
+            self.footprints = self.read_footprints(self._extent(roots))
         built: list[tuple[dict, float, list[float]]] = []
         for root in roots:
             osgb = self._read(root)
@@ -286,7 +299,13 @@ class PyramidWriter:
             "asset": {
                 "version": "1.1",
                 "generator": "cimtwin import oblique",
-                "extras": {"placement": self.placement.description, **extras},
+                # the feature ids are those of the buildings collection (the viewer fetches
+                # /collections/buildings/items/{id} for a picked building)
+                "extras": {
+                    "placement": self.placement.description,
+                    "layer": "buildings",
+                    **extras,
+                },
             },
             "schema": SCHEMA,
             # twice the root's: the root is drawn from far away, refined at its own error

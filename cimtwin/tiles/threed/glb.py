@@ -17,7 +17,9 @@ Choices a client sees:
 * None becomes the property's ``noData`` value (a sentinel outside the data for numbers, the
   empty string for strings); booleans have no ``noData`` in the spec, None is false.
 * feature ids are a FLOAT vertex attribute (exact to 2^24 features; glTF allows no 32-bit
-  integer attributes, and UNSIGNED_SHORT would need 4-byte strides).
+  integer attributes, and UNSIGNED_SHORT would need 4-byte strides). A vertex of no feature
+  (``mesh.NO_FEATURE``) is EXT_mesh_features' ``nullFeatureId``; a content whose vertices
+  all belong to none has neither extension (both want at least one feature).
 * normals as normalised bytes (KHR_mesh_quantization, which CesiumJS reads): a third of the
   float size, within half a degree; positions stay float32 (millimetres over a tile).
 * colours: the source's sRGB bytes, linearised (glTF's COLOR_0 is linear), as normalised
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimtwin.tiles.threed.mesh import PropertyType, TileContent
+from cimtwin.tiles.threed.mesh import NO_FEATURE, PropertyType, TileContent
 from cimtwin.tiles.threed.placement import Frame, Placement, gltf_axes
 
 #: noData sentinels per written component type (outside any value a source writes)
@@ -205,8 +207,13 @@ def glb_bytes(
     if mesh.empty:
         raise ValueError("an empty mesh has no glb (a tile without content has no file)")
     used = np.unique(mesh.features)
-    if int(used.max()) >= len(features):
+    has_null = bool(used[-1] == NO_FEATURE)
+    used = used[used != NO_FEATURE]
+    if len(used) and int(used.max()) >= len(features):
         raise ValueError("a vertex refers to a feature row the table does not have")
+    # no feature at all (a photo tile outside every footprint): no ids, no table (the
+    # extensions want at least one feature and one row)
+    featured = len(used) > 0
 
     local = frame.to_local(placement.ecef(mesh.positions))
     positions = gltf_axes(local)
@@ -216,8 +223,8 @@ def glb_bytes(
     linear = np.column_stack([_srgb_to_linear(mesh.colors[:, :3]), rgba[:, 3] / 255.0])
     colors = np.round(linear * 65535.0).astype("<u2")
     feature_ids = mesh.features.astype("<f4")
-    if len(features) > 1 << 24:
-        raise ValueError("more than 2^24 features in one tile")
+    if len(features) >= NO_FEATURE:
+        raise ValueError("more than 2^24 - 2 features in one tile")
     n = len(positions)
     index_type = _USHORT if n <= 0xFFFF else _UINT
     indices = mesh.triangles.astype("<u2" if index_type == _USHORT else "<u4").reshape(-1)
@@ -256,8 +263,9 @@ def glb_bytes(
             _quantized_normals(normals), _BYTE, "VEC3", _ARRAY_BUFFER, 4, normalized=True
         ),
         "COLOR_0": accessor(colors, _USHORT, "VEC4", _ARRAY_BUFFER, normalized=True),
-        "_FEATURE_ID_0": accessor(feature_ids, _FLOAT, "SCALAR", _ARRAY_BUFFER),
     }
+    if featured:
+        attributes["_FEATURE_ID_0"] = accessor(feature_ids, _FLOAT, "SCALAR", _ARRAY_BUFFER)
     if mesh.uvs is not None:
         attributes["TEXCOORD_0"] = accessor(mesh.uvs.astype("<f4"), _FLOAT, "VEC2", _ARRAY_BUFFER)
     # one primitive per texture (all sharing the vertex attributes): glTF has one material
@@ -274,14 +282,14 @@ def glb_bytes(
         accessor(part, index_type, "SCALAR", _ELEMENT_ARRAY_BUFFER) for _, part in groups
     ]
 
-    table_props: dict[str, dict] = {
-        "id": _property_column(
+    table_props: dict[str, dict] = {}
+    if featured:
+        table_props["id"] = _property_column(
             buf, cls["properties"]["id"], "id", features.ids.tolist(), len(features)
         )
-    }
     given = {p.name: p for p in features.properties}
     for name, spec in cls["properties"].items():
-        if name == "id":
+        if name == "id" or not featured:
             continue
         values = given[name].values if name in given else [None] * len(features)
         if spec["type"] == "STRING" and not any(v not in (None, "") for v in values):
@@ -319,22 +327,23 @@ def glb_bytes(
             textured["extensions"] = {"KHR_materials_unlit": {}}
         material_of[t] = len(materials)
         materials.append(textured)
-    feature_ext = {
-        "EXT_mesh_features": {
-            "featureIds": [{"featureCount": int(len(used)), "attribute": 0, "propertyTable": 0}]
-        }
-    }
+    feature_id: dict = {"featureCount": int(len(used)), "attribute": 0, "propertyTable": 0}
+    if has_null:
+        feature_id["nullFeatureId"] = NO_FEATURE
+    feature_ext = {"EXT_mesh_features": {"featureIds": [feature_id]}} if featured else None
     primitives = [
         {
             "attributes": attributes,
             "indices": acc,
             "material": material_of[t],
             "mode": 4,
-            "extensions": feature_ext,
+            **({"extensions": feature_ext} if feature_ext else {}),
         }
         for (t, _), acc in zip(groups, index_accessors, strict=True)
     ]
-    extensions_used = ["EXT_mesh_features", "EXT_structural_metadata", "KHR_mesh_quantization"]
+    extensions_used = (["EXT_mesh_features", "EXT_structural_metadata"] if featured else []) + [
+        "KHR_mesh_quantization"
+    ]
     if images and content.unlit:
         extensions_used.append("KHR_materials_unlit")
     gltf: dict = {
@@ -348,15 +357,16 @@ def glb_bytes(
         "materials": materials,
         "accessors": accessors,
         "bufferViews": buf.views,
-        "extensions": {
+    }
+    if featured:
+        gltf["extensions"] = {
             "EXT_structural_metadata": {
                 "schema": tileset_schema,
                 "propertyTables": [
                     {"class": class_name, "count": len(features), "properties": table_props}
                 ],
             }
-        },
-    }
+        }
     if images:
         gltf["images"] = images
         gltf["samplers"] = [

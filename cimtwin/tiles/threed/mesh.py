@@ -19,6 +19,9 @@ import numpy as np
 
 #: property types the writer knows (EXT_structural_metadata class property types)
 PropertyType = Literal["STRING", "FLOAT64", "INT64", "BOOLEAN"]
+#: a vertex's feature when it belongs to none (EXT_mesh_features' ``nullFeatureId``): the
+#: largest id a float32 attribute holds exactly, never a table row (tiles stay far below)
+NO_FEATURE = (1 << 24) - 1
 
 
 @dataclass
@@ -27,7 +30,7 @@ class Mesh:
 
     ``positions``: (n, 3) float64 easting, northing, 1985 height in the storage CRS;
     ``triangles``: (m, 3) vertex indices, counter-clockwise seen from outside;
-    ``features``: (n,) row of each vertex in the tile's feature table;
+    ``features``: (n,) row of each vertex in the tile's feature table, or :data:`NO_FEATURE`;
     ``colors``: (n, 4) uint8 RGBA (linear colour is the writer's business);
     ``uvs``: optional (n, 2) texture coordinates in glTF's convention (origin at the image's
     top-left corner, v downwards);

@@ -7,6 +7,7 @@ branch) are skipped by :func:`available`, so the list can name every planned til
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 from importlib.util import find_spec
 
@@ -29,17 +30,29 @@ TILESETS: dict[str, str] = {
 FAMILIES: dict[str, str] = {
     "bim": "cimtwin.tiles.threed.sources.bim:model_tilesets",
 }
+#: tilesets an import writes from its source files (not from the database), rebuilt by
+#: running that import again: name -> ``module:function(database_url, folder, *, area,
+#: changed, progress, warn) -> list[BuildResult]`` (oblique: one tileset per production)
+REIMPORTED: dict[str, str] = {
+    "oblique": "cimtwin.importers.oblique.rebuild:rebuild",
+}
 
 
 def ids() -> list[str]:
     """Every tileset id and family name, in build order."""
-    return [*TILESETS, *FAMILIES]
+    return [*TILESETS, *FAMILIES, *REIMPORTED]
 
 
 def family_members(name: str, conn: psycopg.Connection) -> list[tuple[str, str]]:
     """(tileset id, target) of each member of the family ``name``, from the database."""
     module, _, func = FAMILIES[name].partition(":")
     return list(getattr(import_module(module), func)(conn))
+
+
+def rebuilder(name: str) -> Callable[..., list]:
+    """The function that rebuilds the reimported tilesets ``name`` (:data:`REIMPORTED`)."""
+    module, _, func = REIMPORTED[name].partition(":")
+    return getattr(import_module(module), func)
 
 
 def _module_exists(target: str) -> bool:
@@ -51,13 +64,14 @@ def _module_exists(target: str) -> bool:
 
 
 def available() -> list[str]:
-    """The ids (and family names) whose source module exists in this installation."""
+    """The ids (and family names) whose source module exists in this installation (the
+    builder's; :data:`REIMPORTED` names are not among them)."""
     return [k for k, t in {**TILESETS, **FAMILIES}.items() if _module_exists(t)]
 
 
 def target_for(tileset_id: str) -> str:
     """The ``module:Class`` of a tileset; a one-line UserError for an unknown or absent one."""
-    known = {**TILESETS, **FAMILIES}
+    known = {**TILESETS, **FAMILIES, **REIMPORTED}
     if tileset_id not in known:
         raise UserError(f"unknown 3D layer {tileset_id!r} (one of {', '.join(known)})")
     target = known[tileset_id]
