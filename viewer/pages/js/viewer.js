@@ -12,7 +12,8 @@
 // state.onPick listeners hear every pick result, state.onClear every cleared highlight.
 const params = new URLSearchParams(location.search);
 const headers = params.get("key") ? { "X-API-Key": params.get("key") } : {};
-const DEFAULT_VIEW = [114.0239, 22.6119, 1200, 0, -45];  // over the North Station
+// south of the North Station (22.6119 N), looking north at it from about 1.3 km away
+const DEFAULT_VIEW = [114.0239, 22.6000, 1400, 0, -45];
 const api = (path) => new URL("../" + path.replace(/^\//, ""), location.href);
 const state = {
   viewer: null, layers: [], picked: null, pickedColor: null, started: performance.now(),
