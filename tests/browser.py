@@ -74,3 +74,15 @@ def only_this_server(
             r.abort()
 
     return route
+
+
+def watch(page: Any, problems: list[str]) -> None:
+    """Record in ``problems`` what a page must not do: console errors, uncaught exceptions,
+    HTTP errors and failed requests."""
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on(
+        "response",
+        lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+    )
+    page.on("requestfailed", lambda r: problems.append(f"failed {r.url}: {r.failure}"))

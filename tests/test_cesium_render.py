@@ -14,7 +14,7 @@ import pytest
 
 from cimtwin.api.viewer import viewer_dir
 from cimtwin.settings import Settings
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve, watch
 from tests.test_threed_api import make_tileset
 
 pytestmark = needs_chromium
@@ -64,13 +64,7 @@ def load_in_cesium(base: str, query: str = "") -> tuple[dict[str, Any], list[str
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 800, "height": 600})
         page.route("**/*", only_this_server(base, problems, requested.append))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on(
-            "response",
-            lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
-        )
-        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}: {r.failure}"))
+        watch(page, problems)
         page.goto(f"{base}/viewer/threed-check.html{query}")
         page.wait_for_function("window.cimtwin3d && window.cimtwin3d.ready", timeout=120_000)
         report = page.evaluate("window.cimtwin3d")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from cimtwin.api.app import create_app
 from cimtwin.api.viewer import viewer_dir
 from cimtwin.settings import Settings
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve, watch
 
 #: src/href attributes, and the quoted URLs the inline scripts pass (url: '/openapi.json')
 REFERENCE = re.compile(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""")
@@ -109,13 +109,7 @@ def open_in_chromium(base: str, page_path: str, selector: str) -> tuple[int, lis
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.route("**/*", only_this_server(base, problems, seen))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on(
-            "response",
-            lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
-        )
-        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}: {r.failure}"))
+        watch(page, problems)
         page.goto(urljoin(base, page_path))
         page.wait_for_selector(selector, state="attached", timeout=60_000)
         page.wait_for_load_state("networkidle")

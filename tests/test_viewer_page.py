@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cimtwin.settings import Settings
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve, watch
 from tests.conftest import TWIN_TILESETS
 
 pytestmark = needs_chromium
@@ -41,13 +41,7 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 800, "height": 600})
         page.route("**/*", only_this_server(base, problems))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on(
-            "response",
-            lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
-        )
-        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}: {r.failure}"))
+        watch(page, problems)
         started = time.monotonic()
         page.goto(f"{base}/viewer/{HASH}")
         page.wait_for_function("document.body.dataset.ready", timeout=180_000)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server
+from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, watch
 from tests.conftest import q
 
 pytestmark = needs_chromium
@@ -73,13 +73,7 @@ def session(viewer_site: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         page = browser.new_page(viewport={"width": 960, "height": 640})
         s = Session(page, viewer_site, shots)
         page.route("**/*", only_this_server(viewer_site, s.problems))
-        page.on("console", lambda m: s.problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: s.problems.append(str(e)))
-        page.on(
-            "response",
-            lambda r: s.problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
-        )
-        page.on("requestfailed", lambda r: s.problems.append(f"failed {r.url}: {r.failure}"))
+        watch(page, s.problems)
         page.goto(f"{viewer_site}/viewer/{HASH}")
         page.wait_for_function("document.body.dataset.ready", timeout=180_000)
         assert page.evaluate("document.body.dataset.ready") == "true", s.problems
