@@ -4,7 +4,6 @@ the units, and which path each sample file takes with which parameters."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,17 +22,8 @@ from cimtwin.importers.ifc.georef import (
     true_north_rotation,
 )
 from cimtwin.importers.ifc.locate import UserPlacement, find_georeference
+from tests.shared_data import IFC, needs_ifc
 
-ROOT = Path(__file__).resolve().parents[1]
-IFC = next(
-    (
-        p
-        for p in (ROOT.parent / "shared/data/ifc", ROOT.parent.parent / "shared/data/ifc")
-        if p.is_dir()
-    ),
-    ROOT.parent / "shared/data/ifc",
-)
-needs_ifc = pytest.mark.skipif(not IFC.is_dir(), reason=f"{IFC} (../shared/data/ifc) is absent")
 SHENZHEN = CRS.from_epsg(4547)
 
 

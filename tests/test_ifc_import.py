@@ -26,17 +26,10 @@ from cimtwin.db import bootstrap
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.runner import ImportFailed, run_import
+from tests.shared_data import IFC, needs_ifc
 
 ROOT = Path(__file__).resolve().parents[1]
-IFC = next(
-    (
-        p
-        for p in (ROOT.parent / "shared/data/ifc", ROOT.parent.parent / "shared/data/ifc")
-        if p.is_dir()
-    ),
-    ROOT.parent / "shared/data/ifc",
-)
-pytestmark = pytest.mark.skipif(not IFC.is_dir(), reason=f"{IFC} (../shared/data/ifc) is absent")
+pytestmark = needs_ifc
 DUPLEX = IFC / "Duplex_A_20110907.ifc"
 DUPLEX_GEO = IFC / "Duplex_A_20110907_georeferenced.ifc"
 BASIC = IFC / "ifcopenshell_basic.ifc"

@@ -15,17 +15,10 @@ from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.runner import run_import
 from cimtwin.settings import Settings
+from tests.shared_data import IFC, needs_ifc
 
 ROOT = Path(__file__).resolve().parents[1]
-IFC = next(
-    (
-        p
-        for p in (ROOT.parent / "shared/data/ifc", ROOT.parent.parent / "shared/data/ifc")
-        if p.is_dir()
-    ),
-    ROOT.parent / "shared/data/ifc",
-)
-pytestmark = pytest.mark.skipif(not IFC.is_dir(), reason=f"{IFC} (../shared/data/ifc) is absent")
+pytestmark = needs_ifc
 DUPLEX = IFC / "Duplex_A_20110907_georeferenced.ifc"
 SAMPLE_IFC = ROOT / "data_samples" / "north_station" / "bim" / "JZ4403090000180.ifc"
 SAMPLE_BUILDING = "JZ4403090000180"  # 天悦广场, the building the sample's model is of

@@ -20,21 +20,13 @@ from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.runner import run_import
 from cimtwin.tiles.cli import expand_families
 from cimtwin.tiles.threed.build import build_tileset
+from tests.shared_data import IFC, needs_ifc
 from tests.threed_check import validate
 from tests.threed_read import feature_vertices_ecef, table_column, walk_tiles
 
-ROOT = Path(__file__).resolve().parents[1]
-IFC = next(
-    (
-        p
-        for p in (ROOT.parent / "shared/data/ifc", ROOT.parent.parent / "shared/data/ifc")
-        if p.is_dir()
-    ),
-    ROOT.parent / "shared/data/ifc",
-)
 DUPLEX_GEO = IFC / "Duplex_A_20110907_georeferenced.ifc"
 GRIDS = Path("/usr/share/proj")
-pytestmark = pytest.mark.skipif(not IFC.is_dir(), reason=f"{IFC} (../shared/data/ifc) is absent")
+pytestmark = needs_ifc
 
 
 def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
