@@ -57,7 +57,7 @@ PEER_PACKAGE = "osgb23dtiles==0.1.0"
 
 
 def _tree_rss_kib(pid: int) -> int:
-    """The summed VmRSS of ``pid`` and its descendants now (a pool's workers run at once,
+    """The summed PSS of ``pid`` and its descendants now (a pool's workers run at once,
     so the largest single process understates the import's memory)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -71,9 +71,9 @@ def _tree_rss_kib(pid: int) -> int:
     while todo:
         p = todo.pop()
         todo += children.get(p, [])
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+        try:  # PSS: pages a forked worker shares with its parent counted once, not twice
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -82,7 +82,7 @@ def _tree_rss_kib(pid: int) -> int:
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
     """Wall seconds, peak RSS (MiB) of the command's largest process (``os.wait4``, osgconv
-    children included), its output, and the peak of the process tree's summed RSS (MiB,
+    children included), its output, and the peak of the process tree's summed PSS (MiB,
     sampled every 0.2 s)."""
     import tempfile
     import threading
@@ -299,7 +299,7 @@ def main() -> None:
                 "ms / node": 1000 * wall / max(nodes, 1),
                 "MB/s": mb / wall,
                 "peak RSS MiB": rss,
-                "peak RSS sum MiB": rss_sum,
+                "peak PSS sum MiB": rss_sum,
                 "output MB": size_mb(folder),
                 "glb MB": size_mb(folder, ".glb"),
                 "validator": validates(folder / "tileset.json"),
@@ -322,7 +322,7 @@ def main() -> None:
     print(
         f"\nbuild-3d --layers oblique (re-imports all {len(rebuilt)} productions, "
         f"{buildings} footprints): {wall:.1f} s, peak RSS {rss:.0f} MiB (largest process), "
-        f"{rss_sum:.0f} MiB (all processes)"
+        f"{rss_sum:.0f} MiB PSS (all processes)"
     )
     if not args.skip_peer:
         print(f"\npeer osgb23dtiles (PyPI, fanvanzh/3dtiles' converter): {peer()}")

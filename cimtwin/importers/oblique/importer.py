@@ -14,6 +14,10 @@ The footprints of the buildings already in the database are baked into the mesh
 lists the building ids its tile touches. ``cimtwin tiles build-3d --layers oblique``
 re-runs this import for every production (:mod:`.rebuild`), e.g. after new buildings.
 
+Tile folders are converted in parallel by ``CIMTWIN_OBLIQUE_WORKERS`` processes (0, the
+default: one per core), the same files for any number (:mod:`.pyramid`); the progress bar
+advances per finished tile folder.
+
 Without ``metadata.xml`` the production's place is unknown: the import is refused asking for
 ``--crs`` and ``--origin`` (an ``ENU:lat,lon`` CRS needs no origin).
 """
