@@ -1,6 +1,7 @@
 """Tile folders converted in parallel (the same files for 1 and 2 workers, a worker's error
-names its file) and a production of many folders grouped under parent tiles (fan-out bound,
-bounds the union of the children's, still valid)."""
+names its file, an import then writes nothing; progress per folder) and a production of many
+folders grouped under parent tiles (fan-out bound, bounds the union of the children's, still
+valid)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import re
 import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from cimtwin.db.engine import libpq_dsn
+from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.oblique.georef import ToStorage, read_metadata
+from cimtwin.importers.oblique.importer import ObliqueImporter
 from cimtwin.importers.oblique.osgb import OsgbError
 from cimtwin.importers.oblique.pyramid import (
     FANOUT,
@@ -21,6 +26,8 @@ from cimtwin.importers.oblique.pyramid import (
     production_roots,
 )
 from cimtwin.importers.report import Report
+from cimtwin.importers.runner import ImportFailed, run_import
+from cimtwin.spatial.model import SCHEMA
 from tests.test_oblique_read import production
 from tests.test_oblique_read import pytestmark as _read_marks
 from tests.threed_check import validate
@@ -162,3 +169,44 @@ def test_group_bounds_the_fan_out_of_folders_spread_on_a_grid() -> None:
     for t in leaf_groups:
         r = t["boundingVolume"]["region"]
         assert (r[2] - r[0]) * (r[3] - r[1]) < 0.04 * 0.025 / 8
+
+
+def test_an_import_whose_worker_fails_writes_nothing(scratch_database: str, tmp_path: Path) -> None:
+    """Through the runner, 2 workers: the error names the file, no rows, no tileset, no
+    staging folder; then the intact copy imports with its parent rows linked across folders."""
+    two_folders = copies(tmp_path / "two", 2)
+    broken = two_folders / "Data" / "Tile_+000_+001" / f"{TILE}_L17_0uuu.osgb"
+    data = broken.read_bytes()
+    tiles = tmp_path / "tiles"
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImportFailed, match=re.escape(str(broken))) as failed:
+        run_import(
+            ObliqueImporter(tiles_dir=tiles, workers=2),
+            [two_folders],
+            ImportOptions(dataset="broken2"),
+            scratch_database,
+        )
+    assert "nothing was written" in str(failed.value)
+    assert not tiles.exists() or not list(tiles.iterdir())
+    broken.write_bytes(data)
+    steps: list[int] = []
+
+    def progress(_description: str, total: int):
+        assert total == 2  # tile folders, not OSGB files
+        return steps.append
+
+    result = run_import(
+        ObliqueImporter(tiles_dir=tiles, workers=2),
+        [two_folders],
+        ImportOptions(dataset="two", progress=progress),
+        scratch_database,
+    )
+    assert result.counts["oblique_mesh_tile"] == 80 and steps == [1, 1]
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        linked = conn.execute(
+            f"SELECT count(*), count(DISTINCT p.tile_path) FROM {SCHEMA}.oblique_mesh_tile c "
+            f"JOIN {SCHEMA}.oblique_mesh_tile p ON p.id = c.parent_id WHERE c.dataset = 'two'"
+        ).fetchone()
+    assert linked is not None and linked[0] == 80 - 2  # every tile but the 2 roots
+    assert not [p for p in tiles.iterdir() if p.name.startswith(".")]
+    validate(tiles / "oblique-two" / "tileset.json")
