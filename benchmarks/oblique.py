@@ -7,7 +7,8 @@ One run on this machine:
 2. the sample production (``../shared/data/oblique/production_cgcs2000_gk``: one tile folder
    of 9 OSGB files, 40 pyramid nodes) imported by the CLI: wall time, time per tile folder
    and per pyramid node, MB of OSGB read per second, peak RSS, output size, the 3D Tiles
-   validator's verdict;
+   validator's verdict; tile folders are converted by CIMTWIN_OBLIQUE_WORKERS processes
+   (default one per core; set it to 1 for the serial figures);
 3. a larger production: the sample's tile folder copied to a 6 x 6 grid of folder names
    ``Tile_+00x_+0yy`` (each folder's root file renamed after it; the level files keep their
    names, which is how the PagedLOD nodes name their children, so nothing inside the binary
@@ -55,24 +56,61 @@ PEER = ROOT / "benchmarks" / ".peers" / "osgb23dtiles"
 PEER_PACKAGE = "osgb23dtiles==0.1.0"
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the command's own processes (``os.wait4``, osgconv
-    children included) and its output."""
+def _tree_rss_kib(pid: int) -> int:
+    """The summed PSS of ``pid`` and its descendants now (a pool's workers run at once,
+    so the largest single process understates the import's memory)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:  # PSS: pages a forked worker shares with its parent counted once, not twice
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MiB) of the command's largest process (``os.wait4``, osgconv
+    children included), its output, and the peak of the process tree's summed PSS (MiB,
+    sampled every 0.2 s)."""
     import tempfile
+    import threading
 
     with tempfile.TemporaryFile("w+") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT
         )
+        peak = [0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                peak[0] = max(peak[0], _tree_rss_kib(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        stop.set()
+        sampler.join()
         wall = time.perf_counter() - t0
         code = os.waitstatus_to_exitcode(status)
         log.seek(0)
         text = log.read()
     if code != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{text[-6000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_maxrss / 1024, text, peak[0] / 1024
 
 
 def validates(tileset: Path) -> str:
@@ -243,7 +281,7 @@ def main() -> None:
         osgb = sorted(production.rglob("*.osgb"))
         mb = sum(p.stat().st_size for p in osgb) / 1e6
         folders = len([p for p in (production / "Data").iterdir() if p.is_dir()])
-        wall, rss, text = run(
+        wall, rss, text, rss_sum = run(
             [*CLI, "import", "oblique", str(production), "--dataset", dataset], env
         )
         nodes, baked = recorded(url, dataset)
@@ -261,6 +299,7 @@ def main() -> None:
                 "ms / node": 1000 * wall / max(nodes, 1),
                 "MB/s": mb / wall,
                 "peak RSS MiB": rss,
+                "peak PSS sum MiB": rss_sum,
                 "output MB": size_mb(folder),
                 "glb MB": size_mb(folder, ".glb"),
                 "validator": validates(folder / "tileset.json"),
@@ -268,7 +307,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
 
-    wall, rss, text = run([*CLI, "tiles", "build-3d", "--layers", "oblique"], env)
+    wall, rss, text, rss_sum = run([*CLI, "tiles", "build-3d", "--layers", "oblique"], env)
     rebuilt = [line for line in text.splitlines() if "tiles built" in line]
     print(
         f"build-3d --layers oblique: {wall:.1f} s, peak RSS {rss:.0f} MiB, {len(rebuilt)} rebuilt"
@@ -282,7 +321,8 @@ def main() -> None:
         print("| " + " | ".join(cells) + " |")
     print(
         f"\nbuild-3d --layers oblique (re-imports all {len(rebuilt)} productions, "
-        f"{buildings} footprints): {wall:.1f} s, peak RSS {rss:.0f} MiB"
+        f"{buildings} footprints): {wall:.1f} s, peak RSS {rss:.0f} MiB (largest process), "
+        f"{rss_sum:.0f} MiB PSS (all processes)"
     )
     if not args.skip_peer:
         print(f"\npeer osgb23dtiles (PyPI, fanvanzh/3dtiles' converter): {peer()}")

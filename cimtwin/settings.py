@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     tiles_dir: str = Field(
         "var/3dtiles", description="where `cimtwin tiles build-3d` writes the 3D tilesets"
     )
+    oblique_workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="processes converting an oblique production's tile folders in parallel "
+        "(0: one per core)",
+    )
     viewer_dir: str | None = Field(
         None, description="folder with the map pages and npm packages (default: ./viewer)"
     )

@@ -14,6 +14,10 @@ The footprints of the buildings already in the database are baked into the mesh
 lists the building ids its tile touches. ``cimtwin tiles build-3d --layers oblique``
 re-runs this import for every production (:mod:`.rebuild`), e.g. after new buildings.
 
+Tile folders are converted in parallel by ``CIMTWIN_OBLIQUE_WORKERS`` processes (0, the
+default: one per core), the same files for any number (:mod:`.pyramid`); the progress bar
+advances per finished tile folder.
+
 Without ``metadata.xml`` the production's place is unknown: the import is refused asking for
 ``--crs`` and ``--origin`` (an ``ENU:lat,lon`` CRS needs no origin).
 """
@@ -68,8 +72,16 @@ class ObliqueImporter:
     kind = "oblique"
     models = (ObliqueMeshTile,)
 
-    def __init__(self, tiles_dir: Path | None = None, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tiles_dir: Path | None = None,
+        database_url: str | None = None,
+        workers: int | None = None,
+    ) -> None:
         self.tiles_dir = tiles_dir
+        #: processes converting tile folders in parallel (default: CIMTWIN_OBLIQUE_WORKERS,
+        #: whose 0 means one per core)
+        self.workers = workers
         #: where the building footprints baked into the mesh are read (单体化); the same
         #: database the import writes to (default: CIMTWIN_DATABASE_URL)
         self.database_url = database_url
@@ -147,13 +159,21 @@ class ObliqueImporter:
         staging = root / f".{tid}.{os.getpid()}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        total = sum(1 for _ in production.rglob("*.osgb"))
+        workers = self.workers or get_settings().oblique_workers or os.cpu_count() or 1
         advance = (
-            options.progress(f"oblique: {total} OSGB file(s)", total) if options.progress else None
+            options.progress(f"oblique: {len(roots)} tile folder(s)", len(roots))
+            if options.progress
+            else None
         )
         try:
             writer = PyramidWriter(
-                production, to_storage, staging, report, advance, footprints=self._footprints
+                production,
+                to_storage,
+                staging,
+                report,
+                advance,
+                footprints=self._footprints,
+                workers=workers,
             )
             built = writer.build(
                 roots,

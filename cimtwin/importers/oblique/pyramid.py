@@ -11,7 +11,14 @@ at CesiumJS' default 60° field of view on a 1080-pixel-high view. A leaf (no ch
 none present: the sample's L20 references) has error 0.
 
 Files are read and written one at a time, depth first: memory holds one file's meshes and
-the chain of parents above it, not the production.
+the chain of parents above it, not the production. Tile folders are independent pyramids:
+with ``workers`` > 1 a process pool converts them in parallel (each worker one folder at a
+time, so memory is bounded per worker); each returns its records and its subtree's JSON node
+and the parent assembles them in folder order, so the files are the same for any number of
+workers (a folder's glbs are named by folder index and local tile number).
+
+More than :data:`GROUP_OVER` tile folders are grouped (:func:`group`) under parent tiles
+without content, :data:`FANOUT` children at most, so the root is not thousands of children.
 
 Tiles are placed by :mod:`cimtwin.tiles.threed.placement` (an ENU frame per content tile,
 vertices float32 relative to it; a child's transform is relative to its parent's frame, as in
@@ -22,7 +29,9 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +40,7 @@ import numpy as np
 from cimtwin.importers.oblique.footprints import CLASS, PROPERTIES, Footprints
 from cimtwin.importers.oblique.georef import ToStorage
 from cimtwin.importers.oblique.osgb import LodNode, OsgbFile, read_osgb
-from cimtwin.importers.report import Report
+from cimtwin.importers.report import Problem, Report
 from cimtwin.tiles.threed.glb import glb_bytes, schema
 from cimtwin.tiles.threed.mesh import Mesh, TileContent
 from cimtwin.tiles.threed.placement import Placement
@@ -44,6 +53,10 @@ VIEW_HEIGHT_PX, FOV_DEG = 1080.0, 60.0
 #: :mod:`.footprints`); a tile's level and source are in its ``oblique_mesh_tile`` row
 SCHEMA = schema("oblique", CLASS, PROPERTIES)
 CONTENT_DIR = "content"
+#: a production of more tile folders than this gets parent tiles over them ...
+GROUP_OVER = 64
+#: ... each of at most this many children
+FANOUT = 16
 
 
 def geometric_error(node: LodNode) -> float:
@@ -86,6 +99,74 @@ class Built:
     osgconv_s: float = 0.0
 
 
+#: a built tile: (JSON node, geometric error, region)
+Node = tuple[dict, float, list[float]]
+
+
+@dataclass
+class Folder:
+    """What one tile folder's conversion hands back to the parent process (small: the glbs
+    are already on disk). Record numbers are local to the folder."""
+
+    tiles: list[Node]
+    records: list[TileRecord]
+    files_read: int
+    osgconv_s: float
+    problems: list[Problem]
+
+
+#: the writer a forked worker converts with (inherited, not pickled: footprints and all)
+_WORKER: PyramidWriter | None = None
+
+
+def _folder_job(index: int, root: Path) -> Folder:
+    assert _WORKER is not None
+    return _WORKER.folder(index, root)
+
+
+def _parent_tile(items: list[Node]) -> Node:
+    """A tile without content over ``items``: their union; twice the largest child's error,
+    the rule of the production's root, so a group's children load as the view nears them
+    (an empty tile is never drawn, its error only says when to look below)."""
+    region = None
+    for _, _, r in items:
+        region = _union(region, r)
+    assert region is not None
+    error = max(e for _, e, _ in items) * 2
+    tile = {
+        "boundingVolume": {"region": region},
+        "geometricError": error,
+        "refine": "REPLACE",
+        "children": [t for t, _, _ in items],
+    }
+    return tile, error, region
+
+
+def group(items: list[Node], fanout: int = FANOUT) -> list[Node]:
+    """At most ``fanout`` tiles over ``items``: split in four by the median of the regions'
+    centres (west/east, then south/north within each half; a balanced quadtree however the
+    folders are spread, identical places included), recursively."""
+    if len(items) <= fanout:
+        return items
+
+    def centre(k: int, axis: int) -> tuple[float, int]:
+        r = items[k][2]
+        return ((r[axis] + r[axis + 2]) / 2, k)  # the index keeps ties in folder order
+
+    by_x = sorted(range(len(items)), key=lambda k: centre(k, 0))
+    half = len(by_x) // 2
+    out = []
+    for side in (by_x[:half], by_x[half:]):
+        by_y = sorted(side, key=lambda k: centre(k, 1))
+        mid = len(by_y) // 2
+        for part in (by_y[:mid], by_y[mid:]):
+            if not part:
+                continue
+            sub = group([items[k] for k in sorted(part)], fanout)
+            out.append(sub[0] if len(sub) == 1 else _parent_tile(sub))
+    return out
+
+
 def _union(a: list[float] | None, b: list[float] | None) -> list[float] | None:
     if a is None or b is None:
         return a or b
@@ -104,6 +185,7 @@ class PyramidWriter:
         report: Report,
         advance: Callable[[int], object] | None = None,
         footprints: Callable[[tuple[float, float, float, float]], Footprints] | None = None,
+        workers: int = 1,
     ) -> None:
         self.production, self.to_storage, self.out = production, to_storage, out
         self.report, self.advance = report, advance
@@ -112,6 +194,8 @@ class PyramidWriter:
         self.footprints = Footprints.empty()
         self.placement = Placement()
         self.built = Built({})
+        self.workers = max(1, workers)
+        self.index = 0  # the tile folder being converted (names its glbs)
 
     def _relative(self, path: Path) -> str:
         try:
@@ -123,8 +207,6 @@ class PyramidWriter:
         osgb = read_osgb(path)
         self.built.files_read += 1
         self.built.osgconv_s += osgb.seconds_osgconv
-        if self.advance:
-            self.advance(1)
         return osgb
 
     def _content(self, node: LodNode, osgb: OsgbFile, number: int, level: int) -> tuple | None:
@@ -169,7 +251,7 @@ class PyramidWriter:
         lo, hi = p.min(axis=0), p.max(axis=0)
         mid = (lo + hi) / 2
         frame = self.placement.frame(float(mid[0]), float(mid[1]), float(mid[2]))
-        uri = f"{CONTENT_DIR}/{number}.glb"
+        uri = f"{CONTENT_DIR}/{self.index}/{number}.glb"
         path = self.out / uri
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(glb_bytes(content, self.placement, frame, SCHEMA))
@@ -269,31 +351,74 @@ class PyramidWriter:
         lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
         return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
-    def build(self, roots: list[Path], extras: dict) -> Built:
-        if self.read_footprints is not None:
-            self.footprints = self.read_footprints(self._extent(roots))
-        built: list[tuple[dict, float, list[float]]] = []
-        for root in roots:
+    def folder(self, index: int, root: Path) -> Folder:
+        """One tile folder's pyramid, its glbs written (in a worker or in this process)."""
+        self.index, self.built = index, Built({})
+        report, self.report = self.report, Report()
+        try:
+            tiles = []
             osgb = self._read(root)
             for node in osgb.nodes:
                 one = self._tile(node, osgb, 0, None, np.eye(4))
                 if one is not None:
-                    built.append(one)
+                    tiles.append(one)
+            b = self.built
+            return Folder(tiles, b.records, b.files_read, b.osgconv_s, self.report.problems)
+        finally:
+            self.report = report
+
+    def _folders(self, roots: list[Path]) -> list[Folder]:
+        """Every folder converted, in folder order; progress per finished folder."""
+        workers = min(self.workers, len(roots))
+        if workers <= 1:
+            done = []
+            for index, root in enumerate(roots):
+                done.append(self.folder(index, root))
+                if self.advance:
+                    self.advance(1)
+            return done
+        global _WORKER
+        _WORKER = self
+        results: list[Folder | None] = [None] * len(roots)
+        # fork: the workers inherit the footprints and the transformers instead of pickling
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        try:
+            futures = {pool.submit(_folder_job, i, root): i for i, root in enumerate(roots)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if self.advance:
+                    self.advance(1)
+        finally:
+            # on an error the queued folders are dropped and the running ones awaited, so
+            # nothing writes into the staging folder once the caller removes it
+            pool.shutdown(wait=True, cancel_futures=True)
+            _WORKER = None
+        return [r for r in results if r is not None]
+
+    def build(self, roots: list[Path], extras: dict) -> Built:
+        if self.read_footprints is not None:
+            self.footprints = self.read_footprints(self._extent(roots))
+        total = Built({})
+        built: list[Node] = []
+        for done in self._folders(roots):
+            offset = len(total.records)
+            for rec in done.records:
+                rec.number += offset
+                rec.parent = None if rec.parent is None else rec.parent + offset
+            total.records += done.records
+            total.files_read += done.files_read
+            total.osgconv_s += done.osgconv_s
+            self.report.problems += done.problems
+            built += done.tiles
+        self.built = total
         if not built:
             raise ValueError(f"{self.production}: no triangles in the production")
+        if len(built) > GROUP_OVER:
+            built = group(built)
         if len(built) == 1:
             root_tile, root_error, _ = built[0]
         else:
-            region = None
-            for _, _, r in built:
-                region = _union(region, r)
-            root_error = max(e for _, e, _ in built) * 2
-            root_tile = {
-                "boundingVolume": {"region": region},
-                "geometricError": root_error,
-                "refine": "REPLACE",
-                "children": [t for t, _, _ in built],
-            }
+            root_tile, root_error, _ = _parent_tile(built)
         root_tile.setdefault("refine", "REPLACE")
         self.built.tileset = {
             "asset": {
