@@ -150,8 +150,8 @@ class ObliqueImporter:
         roots = production_roots(production)
         if not roots:
             raise ImportFailed(
-                f"{production}: no OSGB tiles (Data/Tile_*/Tile_*.osgb, or *.osgb in the "
-                "folder); nothing was written"
+                f"{production}: no OSGB or OBJ tiles (Data/Tile_*/Tile_*.osgb or .obj, or "
+                "*.osgb in the folder); nothing was written"
             )
         dataset = options.dataset or default_dataset(self.kind, paths)
         tid = tileset_id(dataset, production, options.dataset is not None)
@@ -199,7 +199,7 @@ class ObliqueImporter:
             max(b[3] for b in boxes),
         )
         return Prepared(
-            format="osgb",
+            format=roots[0].suffix.lower().lstrip("."),
             source_crs=located.srs.label,
             feature_count=len(built.records),
             extra={
@@ -247,7 +247,7 @@ class ObliqueImporter:
                 "geometric_error, format, vertex_count, texture_count, min_z, max_z, footprint, "
                 "tileset, content_uri, triangle_count, texture_bytes, building_ids, batch_id) "
                 "VALUES "
-                "(%s, %s, %s, %s, %s, 'osgb', %s, %s, %s, %s, ST_GeomFromWKB(%s, %s), %s, %s, "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, ST_GeomFromWKB(%s, %s), %s, %s, "
                 "%s, %s, %s, %s) RETURNING id",
                 (
                     dataset,
@@ -255,6 +255,7 @@ class ObliqueImporter:
                     ids.get(r.parent) if r.parent is not None else None,
                     r.level,
                     r.geometric_error,
+                    prepared.format,
                     r.vertex_count,
                     r.texture_count,
                     r.min_z,

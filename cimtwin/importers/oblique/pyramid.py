@@ -39,6 +39,7 @@ import numpy as np
 
 from cimtwin.importers.oblique.footprints import CLASS, PROPERTIES, Footprints
 from cimtwin.importers.oblique.georef import ToStorage
+from cimtwin.importers.oblique.obj import read_obj
 from cimtwin.importers.oblique.osgb import LodNode, OsgbFile, read_osgb
 from cimtwin.importers.report import Problem, Report
 from cimtwin.tiles.threed.glb import glb_bytes, schema
@@ -196,6 +197,8 @@ class PyramidWriter:
         self.built = Built({})
         self.workers = max(1, workers)
         self.index = 0  # the tile folder being converted (names its glbs)
+        #: the folder root's sphere radius (OBJ productions derive their switches from it)
+        self.root_radius: float | None = None
 
     def _relative(self, path: Path) -> str:
         try:
@@ -204,7 +207,9 @@ class PyramidWriter:
             return path.name
 
     def _read(self, path: Path) -> OsgbFile:
-        osgb = read_osgb(path)
+        osgb = read_level(path, self.root_radius)
+        if self.root_radius is None and osgb.nodes:  # an OBJ folder's root: its switch scale
+            self.root_radius = osgb.nodes[0].radius
         self.built.files_read += 1
         self.built.osgconv_s += osgb.seconds_osgconv
         return osgb
@@ -341,7 +346,7 @@ class PyramidWriter:
         the coarsest files only (read again by the build: memory holds one file at a time)."""
         corners = []
         for root in roots:
-            for node in read_osgb(root).nodes:
+            for node in read_level(root, None).nodes:
                 c, r = node.center, node.radius
                 corners += [c + (dx * r, dy * r, 0.0) for dx in (-1, 1) for dy in (-1, 1)]
         if not corners:
@@ -353,7 +358,7 @@ class PyramidWriter:
 
     def folder(self, index: int, root: Path) -> Folder:
         """One tile folder's pyramid, its glbs written (in a worker or in this process)."""
-        self.index, self.built = index, Built({})
+        self.index, self.built, self.root_radius = index, Built({}), None
         report, self.report = self.report, Report()
         try:
             tiles = []
@@ -441,20 +446,32 @@ class PyramidWriter:
         return self.built
 
 
+def read_level(path: Path, root_radius: float | None) -> OsgbFile:
+    """A level file of either kind of production (:mod:`.osgb` or :mod:`.obj`)."""
+    if path.suffix.lower() == ".obj":
+        return read_obj(path, root_radius)
+    return read_osgb(path)
+
+
 def production_roots(production: Path) -> list[Path]:
-    """The root OSGB files: ``Data/Tile_x/Tile_x.osgb`` of every tile folder, else the
-    level-less ``*.osgb`` files of the folder itself (a single-tile production)."""
+    """The root files: ``Data/Tile_x/Tile_x.osgb`` of every tile folder, else the level-less
+    ``*.osgb`` files of the folder itself (a single-tile production); a production with no
+    OSGB at all but ``.obj`` level files in the same places is an OBJ production."""
+    return _roots(production, "osgb") or _roots(production, "obj")
+
+
+def _roots(production: Path, ext: str) -> list[Path]:
     data = production / "Data"
     if data.is_dir():
         roots = []
         for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-            root = folder / f"{folder.name}.osgb"
+            root = folder / f"{folder.name}.{ext}"
             if root.is_file():
                 roots.append(root)
         return roots
-    own = production / f"{production.name}.osgb"
+    own = production / f"{production.name}.{ext}"
     if own.is_file():
         return [own]
     import re
 
-    return sorted(p for p in production.glob("*.osgb") if not re.search(r"_L\d+_", p.name))
+    return sorted(p for p in production.glob(f"*.{ext}") if not re.search(r"_L\d+_", p.name))
