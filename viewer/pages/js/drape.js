@@ -35,6 +35,10 @@ const ITEM_ID = {
   parcels: (f) => f.id, components: (f) => f.id, incidents: (f) => f.id,
 };
 const FETCH_ZOOM = 16;  // about 0.15 m per tile unit: finer than the texture
+// the most MVT tiles one theme fetches for its texture: a drape of a district at z16 is
+// about 200; a rectangle that needs more (an empty database answers the whole world as its
+// bounds) is fetched at a lower zoom, and not at all when even the layers' minzoom needs more
+const MAX_TILES = 1024;
 const TEXTURE_PX = 2048;  // the longer side; about 0.9 m a pixel on the sample's terrain
 const PICK_PX = 7;  // how near (screen pixels) a click must be to a point or an outline
 const SCALE_PX = 100;  // the scale bar's measured width at the bottom centre
@@ -69,7 +73,13 @@ function tileRange(rect, z) {
 // 2 line, 3 polygon), id, properties, parts: [[lon, lat]...][] , tile: [w, s, e, n]}.
 async function loadFeatures(cv, theme, rect) {
   const names = theme.layers.filter((l) => theme.tilejson.vector_layers.some((v) => v.id === l));
-  const zoom = Math.min(Math.max(FETCH_ZOOM, theme.tilejson.minzoom), theme.tilejson.maxzoom);
+  let zoom = Math.min(Math.max(FETCH_ZOOM, theme.tilejson.minzoom), theme.tilejson.maxzoom);
+  const count = (z) => { const [a, b, c, d] = tileRange(rect, z); return (b - a + 1) * (d - c + 1); };
+  while (zoom > theme.tilejson.minzoom && count(zoom) > MAX_TILES) zoom -= 1;
+  if (count(zoom) > MAX_TILES) {
+    console.warn(`drape: ${theme.id} not drawn: its extent needs ${count(zoom)} tiles at z${zoom}`);
+    return [];
+  }
   const [x0, x1, y0, y1] = tileRange(rect, zoom);
   const jobs = [];
   for (let x = x0; x <= x1; x++) {
