@@ -16,6 +16,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CIMTWIN_", env_file=".env", extra="ignore")
 
     database_url: str = Field(DEFAULT_DATABASE_URL, description="PostgreSQL/PostGIS connection URL")
+    database_replica_urls: str = Field(
+        "",
+        description="streaming replicas of the database (comma-separated URLs): GET "
+        "requests read on them in turn while they are healthy and caught up; writes, "
+        "keys, incidents and change notifications stay on the primary",
+    )
     db_schema: str = Field(
         "cim", pattern=r"^[a-z_][a-z0-9_]*$", description="schema holding the twin"
     )

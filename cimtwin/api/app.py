@@ -31,6 +31,7 @@ from cimtwin.api import (
 )
 from cimtwin.api.db import make_pool
 from cimtwin.api.inputs import no_nul_characters
+from cimtwin.api.replicas import ReadRouter, Replica, RetryReadsOnPrimary
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
 from cimtwin.tiles.cache import listen_for_changes, tile_cache_for
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = make_pool(settings)
         await app.state.pool.open(wait=False)
+        app.state.reads = ReadRouter(app.state.pool, replicas_of(settings))
+        await app.state.reads.open()
         cache = app.state.tile_cache
         await cache.open()
         listener = None
@@ -50,7 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ready = asyncio.Event()
             listener = asyncio.create_task(
                 listen_for_changes(
-                    libpq_dsn(settings.database_url), cache, ready, schema=settings.db_schema
+                    libpq_dsn(settings.database_url),
+                    cache,
+                    ready,
+                    schema=settings.db_schema,
+                    on_change=app.state.reads.note_change,
                 )
             )
             # serve only once changes can be heard, or a stale tile could be cached for good
@@ -64,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await cache.close()
+            await app.state.reads.close()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -93,9 +101,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     viewer.mount(app, settings)
     viewer.mount_docs(app)
     errors.install(app)
+    if settings.database_replica_urls.strip():
+        app.add_middleware(RetryReadsOnPrimary)
     _allow_cross_origin(app, settings)
     _document_plain_routes(app)
     return app
+
+
+def replicas_of(settings: Settings) -> list[Replica]:
+    """A pool per replica URL of the settings (named ``replica1``, ``replica2``... in
+    /healthz, so no URL or password is shown)."""
+    urls = [u.strip() for u in settings.database_replica_urls.split(",") if u.strip()]
+    return [
+        Replica(f"replica{i}", make_pool(settings, url, name="cimtwin-api-replica"))
+        for i, url in enumerate(urls, 1)
+    ]
 
 
 class OriginGatedCORS:

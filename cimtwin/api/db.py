@@ -173,19 +173,21 @@ def lenient_loader(type_name: str) -> type[Loader]:
 LENIENT = {name: lenient_loader(name) for name in ("timestamptz", "timestamp", "date")}
 
 
-def make_pool(settings: Settings) -> ApiPool:
+def make_pool(settings: Settings, url: str | None = None, name: str = "cimtwin-api") -> ApiPool:
+    """The pool of the primary (``settings.database_url``) or, with ``url``, a replica's."""
+
     async def configure(conn: AsyncConnection) -> None:
-        for name, loader in LENIENT.items():
-            conn.adapters.register_loader(name, loader)
+        for type_name, loader in LENIENT.items():
+            conn.adapters.register_loader(type_name, loader)
         await conn.execute(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
-        await conn.execute("SET application_name = 'cimtwin-api'")
+        await conn.execute("SELECT set_config('application_name', %s, false)", (name,))
         # short OLTP-style queries: PostGIS cost estimates otherwise buy JIT compilations
         # that take longer than the queries themselves
         await conn.execute("SET jit = off")
         await conn.commit()
 
     return ApiPool(
-        libpq_dsn(settings.database_url),
+        libpq_dsn(url or settings.database_url),
         min_size=1,
         max_size=settings.pool_size,
         configure=configure,
@@ -196,12 +198,30 @@ def make_pool(settings: Settings) -> ApiPool:
     )
 
 
+def reads_on_primary(request: Request) -> bool:
+    """Whether this request's reads must see the primary: anything but GET/HEAD (it writes,
+    or reads what it is about to write), or a GET retried after its replica failed."""
+    from cimtwin.api.replicas import PRIMARY_ONLY, READ_METHODS
+
+    return request.method not in READ_METHODS or bool(getattr(request.state, PRIMARY_ONLY, False))
+
+
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """FastAPI dependency: one pooled connection for the request (no connection in time, or
-    a database that refuses them, is a 503 answered by :mod:`cimtwin.api.errors`)."""
+    """FastAPI dependency: one pooled connection for the request, a replica's for GET and
+    HEAD when replicas are configured (:mod:`cimtwin.api.replicas`). No connection in time,
+    or a database that refuses them, is a 503 answered by :mod:`cimtwin.api.errors`."""
+    async with request.app.state.reads.read_connection(reads_on_primary(request)) as conn:
+        yield conn
+
+
+async def primary_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """FastAPI dependency: a connection to the primary, for reads that must see the writes
+    just made (incidents and their context)."""
     async with request.app.state.pool.connection() as conn:
         yield conn
 
 
 #: a route parameter holding the request's pooled connection
 Conn = Annotated[AsyncConnection, Depends(connection)]
+#: the same, always on the primary
+PrimaryConn = Annotated[AsyncConnection, Depends(primary_connection)]

@@ -3,7 +3,7 @@ cache work."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -11,7 +11,7 @@ from psycopg import AsyncConnection, Error
 from pydantic import BaseModel
 
 from cimtwin import __version__
-from cimtwin.api.db import connection
+from cimtwin.api.db import primary_connection
 from cimtwin.spatial.sql_toolkit import one, one_row
 
 router = APIRouter(tags=["service"])
@@ -25,12 +25,14 @@ class Health(BaseModel):
     schema_revision: str | None = None
     storage_srid: int
     tile_cache: str | None = None
+    #: each streaming replica: healthy, replay lag in bytes of WAL and seconds, last error
+    replicas: list[dict[str, Any]] | None = None
     detail: str | None = None
 
 
 @router.get("/healthz", response_model=Health, summary="Service and database health")
 async def healthz(
-    request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
+    request: Request, conn: Annotated[AsyncConnection, Depends(primary_connection)]
 ) -> Health | JSONResponse:
     settings = request.app.state.settings
     schema = settings.db_schema
@@ -66,5 +68,6 @@ async def healthz(
         schema_revision=revision,
         storage_srid=settings.storage_srid,
         tile_cache=cache,
+        replicas=request.app.state.reads.health() or None,
         detail="; ".join(problems) or None,
     )

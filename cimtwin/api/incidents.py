@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import Editor, require_read
-from cimtwin.api.db import Conn
+from cimtwin.api.db import PrimaryConn as Conn
 from cimtwin.api.districts import PointIn, geometry_to_storage
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import FILTER_MAX, FILTER_MIN, GEOJSON, dumps, feature_json, rfc3339

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.routing import Route
 
 from cimtwin.api.auth import check_read, require_read
+from cimtwin.api.db import reads_on_primary
 from cimtwin.api.inputs import shown
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.spatial.layer_extent import extent_cache, layer_extent, rounded_outward
@@ -41,7 +42,11 @@ async def _render_layer(request: Request, layer: Layer, tile: TileRequest) -> by
     if q is None:
         return b""
     statement, params = q
-    async with request.app.state.tile_slots, request.app.state.pool.connection() as conn:
+    reads = request.app.state.reads
+    async with (
+        request.app.state.tile_slots,
+        reads.read_connection(reads_on_primary(request)) as conn,
+    ):
         # binary: the tile comes back as raw bytes, not hex text that both ends must convert
         cur = await conn.execute(statement, params, prepare=True, binary=True)
         row = await cur.fetchone()

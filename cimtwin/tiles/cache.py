@@ -20,6 +20,7 @@ import json
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -280,9 +281,15 @@ async def _change_seq(conn: psycopg.AsyncConnection, schema: str) -> int | None:
 
 
 async def listen_for_changes(
-    dsn: str, cache: TileCache, ready: asyncio.Event | None = None, schema: str = SCHEMA
+    dsn: str,
+    cache: TileCache,
+    ready: asyncio.Event | None = None,
+    schema: str = SCHEMA,
+    on_change: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Keep a LISTEN connection open and apply every change to ``cache``; reconnects."""
+    """Keep a LISTEN connection open and apply every change to ``cache``; reconnects.
+    ``on_change`` runs before the cache drops a change's tiles (replicas must catch up
+    before they serve the tiles again)."""
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
@@ -294,6 +301,8 @@ async def listen_for_changes(
                 if ready:
                     ready.set()
                 async for note in conn.notifies():
+                    if on_change is not None:
+                        await on_change()
                     n = await cache.apply_change(note.payload)
                     log.info("data change on %s: %d cached tiles dropped", note.payload[:200], n)
         except asyncio.CancelledError:
