@@ -16,8 +16,9 @@ import numpy as np
 import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
@@ -30,7 +31,7 @@ from cimtwin.api.grids import (
     summary_cache,
     to_storage,
 )
-from cimtwin.api.inputs import Finite, Position
+from cimtwin.api.inputs import MAX_VERTICES, Finite, Position, StrictBody, check_vertex_count
 from cimtwin.spatial.district_queries import (
     VOLUME_LAYERS,
     clip_to_district,
@@ -46,7 +47,6 @@ Slug = Annotated[
     str,
     Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="district slug, e.g. north-station"),
 ]
-MAX_VERTICES = 10_000
 MAX_RINGS = 500
 MAX_LIST = 200
 DEFAULT_QUERY_LIMIT = 1000
@@ -63,14 +63,18 @@ def _check_ring(ring: list[list[float]], where: str) -> None:
         raise ValueError(f"{where}: a linear ring must end where it starts")
 
 
-class PolygonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PolygonIn(StrictBody):
     type: Literal["Polygon"]
     coordinates: Annotated[
         list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
         Field(min_length=1, max_length=MAX_RINGS),
     ]
+
+    @field_validator("coordinates", mode="before")
+    @classmethod
+    def bounded(cls, value: Any) -> Any:
+        check_vertex_count(value, 2, "the polygon")
+        return value
 
     @field_validator("coordinates")
     @classmethod
@@ -82,14 +86,18 @@ class PolygonIn(BaseModel):
         return value
 
 
-class MultiPolygonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MultiPolygonIn(StrictBody):
     type: Literal["MultiPolygon"]
     coordinates: Annotated[
         list[Annotated[list[list[Position]], Field(min_length=1)]],
         Field(min_length=1, max_length=MAX_RINGS),
     ]
+
+    @field_validator("coordinates", mode="before")
+    @classmethod
+    def bounded(cls, value: Any) -> Any:
+        check_vertex_count(value, 3, "the multipolygon")
+        return value
 
     @field_validator("coordinates")
     @classmethod
@@ -104,9 +112,7 @@ class MultiPolygonIn(BaseModel):
         return value
 
 
-class PointIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PointIn(StrictBody):
     type: Literal["Point"]
     coordinates: Position
 
@@ -202,7 +208,7 @@ async def district(request: Request, slug: Slug, conn: Conn) -> Response:
 # --- volume query ---------------------------------------------------------------------------
 
 
-class ElevationRange(BaseModel):
+class ElevationRange(StrictBody):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     from_m: float = Field(
@@ -229,10 +235,8 @@ class ElevationRange(BaseModel):
         return self
 
 
-class VolumeQuery(BaseModel):
+class VolumeQuery(StrictBody):
     """An area (polygon or box; the whole district when neither) and an elevation range."""
-
-    model_config = ConfigDict(extra="forbid")
 
     geometry: AreaGeometry | None = Field(None, description="GeoJSON Polygon or MultiPolygon")
     bbox: Annotated[list[Finite], Field(min_length=4, max_length=4)] | None = Field(
@@ -302,6 +306,9 @@ def _range(lo: Any, hi: Any) -> dict[str, Any] | None:
 @router.post(
     "/districts/{slug}/query",
     summary="Objects in a district that meet an area and an elevation range",
+    # before Conn: a volume query with a 10 000-vertex polygon costs PostgreSQL as much as a
+    # network analysis, so it waits for an analysis slot holding no connection
+    dependencies=[Depends(analysis_slot)],
 )
 async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
     """Buildings (base .. base + height), underground structures (bottom .. top), pipes (their

@@ -29,10 +29,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyproj import CRS
 
+from cimtwin.api.admission import BulkSlot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
+from cimtwin.api.inputs import StrictBody
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
     GRID_LAYERS,
@@ -329,10 +331,8 @@ async def grid_layer_features(
 # --- 进格入块 -------------------------------------------------------------------------------
 
 
-class AssignBody(BaseModel):
+class AssignBody(StrictBody):
     """JSON form of POST /grids/assign."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rows: list[dict[str, Any]] = Field(
         ...,
@@ -545,7 +545,7 @@ def body_charset(content_type: str, media: str) -> str:
     },
 )
 async def grids_assign(
-    request: Request, options: Annotated[AssignOptions, Query()], conn: Conn
+    request: Request, options: Annotated[AssignOptions, Query()], _: BulkSlot, conn: Conn
 ) -> Response:
     """Rows in (JSON ``{"rows": [...]}`` or a bare array, or a ``text/csv`` body with a header
     line), the same rows out in the same format with ``street_code``, ``community_code`` and

@@ -24,7 +24,7 @@ import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import Editor, require_read
@@ -39,6 +39,7 @@ from cimtwin.api.grids import (
     crs_or_422,
     feature_collection,
 )
+from cimtwin.api.inputs import StrictBody
 from cimtwin.api.parcels import BBoxQuery
 from cimtwin.spatial.incident import INCIDENT_STATUSES, TRANSITIONS
 from cimtwin.spatial.incident_context import (
@@ -102,10 +103,8 @@ def sane_report_time(value: datetime | None) -> datetime | None:
     return value
 
 
-class IncidentFields(BaseModel):
+class IncidentFields(StrictBody):
     """What a client may set on an incident (all optional here; see the create model)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     incident_type: str | None = Field(
         None, pattern=TYPE_RE, description="e.g. pipe_burst, gas_leak, fire"
