@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -25,7 +26,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyproj import CRS
 
@@ -421,11 +422,16 @@ def _json_numbers(rows: list[dict[str, Any]], field: str) -> np.ndarray:
     return out
 
 
+#: rows serialised (JSON) or read and written (CSV) at a time: an answer is never held whole
+CHUNK_ROWS = 10_000
+
+
 def _assign_json(lookup: GridLookup, body: bytes, query: AssignOptions, max_rows: int) -> Response:
     text = body.lstrip()
     if text[:1] == b"[":  # a bare array of rows
         body = b'{"rows":' + body + b"}"
     req = AssignBody.model_validate_json(body)
+    del body, text  # the rows are parsed: the bytes are not needed any more
     if len(req.rows) > max_rows:
         raise HTTPException(413, f"{len(req.rows)} rows: at most {max_rows} per request")
     columns = set(req.rows[0])
@@ -437,31 +443,49 @@ def _assign_json(lookup: GridLookup, body: bytes, query: AssignOptions, max_rows
     x, y = _json_numbers(req.rows, xf), _json_numbers(req.rows, yf)
     check_positions(x, y, crs)
     streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
-    out = [
-        {**r, "street_code": s, "community_code": c, "grid_code": g}
-        for r, s, c, g in zip(req.rows, streets, communities, grids, strict=True)
-    ]
     outside = int(sum(g is None for g in grids))
-    return json_response(
-        {
-            "crs": crs.label,
-            "x_field": xf,
-            "y_field": yf,
-            "count": len(out),
-            "outside": outside,
-            "rows": out,
-        },
-        headers={"X-Rows-Outside-Grids": str(outside)},
+    head = dumps(
+        {"crs": crs.label, "x_field": xf, "y_field": yf, "count": len(req.rows), "outside": outside}
+    )
+    rows = req.rows
+
+    def chunks() -> Iterator[bytes]:
+        """The answer a chunk of rows at a time, each row given its codes in place (no copy)."""
+        yield (head[:-1] + ',"rows":[').encode()
+        for start in range(0, len(rows), CHUNK_ROWS):
+            part = rows[start : start + CHUNK_ROWS]
+            for r, s, c, g in zip(
+                part,
+                streets[start : start + CHUNK_ROWS],
+                communities[start : start + CHUNK_ROWS],
+                grids[start : start + CHUNK_ROWS],
+                strict=True,
+            ):
+                r["street_code"], r["community_code"], r["grid_code"] = s, c, g
+            text = dumps(part)[1:-1]
+            yield (("," if start else "") + text).encode()
+        yield b"]}"
+
+    return StreamingResponse(
+        chunks(), media_type=JSON, headers={"X-Rows-Outside-Grids": str(outside)}
     )
 
 
 def _assign_csv(
     lookup: GridLookup, body: bytes, charset: str, query: AssignOptions, max_rows: int
 ) -> Response:
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(body), dtype=str, keep_default_na=False, encoding=charset, nrows=max_rows + 1
+    """Two passes over the CSV: the coordinate columns (checked and assigned before anything
+    is answered), then the rows a chunk at a time, written out with their codes."""
+
+    def read(**options: Any) -> Any:
+        return pd.read_csv(
+            io.BytesIO(body), dtype=str, keep_default_na=False, encoding=charset, **options
         )
+
+    try:
+        columns = [str(c) for c in read(nrows=0).columns]
+        xf, yf, crs = _fields(columns, query.x_field, query.y_field, query.crs)
+        coords = read(usecols=[xf, yf], nrows=max_rows + 1)
     except UnicodeError:
         raise invalid(
             f"CSV is not {charset}: say the encoding in the Content-Type, e.g. "
@@ -469,20 +493,31 @@ def _assign_csv(
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, LookupError) as exc:
         raise invalid(f"CSV could not be read: {exc}") from None
-    if frame.empty:
+    if coords.empty:
         raise invalid("CSV has a header but no rows")
-    if len(frame) > max_rows:
+    if len(coords) > max_rows:
         raise HTTPException(413, f"more than {max_rows} rows: at most {max_rows} per request")
-    columns = [str(c) for c in frame.columns]
-    xf, yf, crs = _fields(columns, query.x_field, query.y_field, query.crs)
-    x = pd.to_numeric(frame[xf].str.strip(), errors="coerce").to_numpy(dtype=float)
-    y = pd.to_numeric(frame[yf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    x = pd.to_numeric(coords[xf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(coords[yf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    del coords
     check_positions(x, y, crs)
     streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
-    frame = frame.assign(street_code=streets, community_code=communities, grid_code=grids)
-    outside = int(pd.isna(frame["grid_code"]).sum())
-    return Response(
-        frame.to_csv(index=False, lineterminator="\n"),
+    outside = int(pd.isna(pd.Series(grids, dtype=object)).sum())
+
+    def chunks() -> Iterator[bytes]:
+        start = 0
+        for frame in read(chunksize=CHUNK_ROWS):
+            end = start + len(frame)
+            frame = frame.assign(
+                street_code=streets[start:end],
+                community_code=communities[start:end],
+                grid_code=grids[start:end],
+            )
+            yield frame.to_csv(index=False, header=start == 0, lineterminator="\n").encode()
+            start = end
+
+    return StreamingResponse(
+        chunks(),
         media_type="text/csv; charset=utf-8",
         headers={"X-Rows-Outside-Grids": str(outside), "X-Coordinate-Crs": crs.label},
     )
