@@ -256,3 +256,25 @@ def test_bulk_answers_are_written_a_chunk_at_a_time(client: TestClient) -> None:
     # measured: 113 MB in place and streamed, 195 MB with copied rows and the whole answer
     size = len(text) / 2**20
     assert peak_j < 16 * size, (peak_j, size)
+
+
+# --- structure: one home for inputs ---------------------------------------------------------
+
+ROUTERS = ("districts", "grids", "incidents", "indoor", "parcels", "pipelines", "search")
+
+
+def test_routers_import_no_other_router() -> None:
+    """Inputs come from cimtwin.api.inputs, response helpers from cimtwin.api.responses."""
+    import ast
+    from pathlib import Path
+
+    api = Path(__file__).resolve().parents[1] / "cimtwin" / "api"
+    found = []
+    for name in ROUTERS:
+        tree = ast.parse((api / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                other = node.module.removeprefix("cimtwin.api.")
+                if other in ROUTERS and other != name:
+                    found.append(f"{name} imports {node.module}")
+    assert found == []

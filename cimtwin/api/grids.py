@@ -5,9 +5,6 @@
     GET  /grids/{code}                  summary of one grid
     GET  /grids/{code}/features?layer=  GeoJSON of one layer in the grid
     POST /grids/assign                  JSON rows or a CSV body in, the same rows with codes out
-
-Also home of the helpers the other use-case routers share: input CRS, bounded request bodies
-and GeoJSON feature collections.
 """
 
 from __future__ import annotations
@@ -19,8 +16,6 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -28,24 +23,33 @@ import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pyproj import CRS
 
 from cimtwin.api.admission import BulkSlot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
-from cimtwin.api.inputs import StrictBody
+from cimtwin.api.inputs import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    InputCrs,
+    StrictBody,
+    check_positions,
+    crs_or_422,
+    input_crs,
+    read_body,
+    storage_bounds,
+    to_storage,
+)
+from cimtwin.api.responses import feature_collection, json_response, summary_cache
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
     GRID_LAYERS,
     GridLookup,
-    ImportCache,
     grid_exists,
     grid_features,
     grid_lookup,
     grid_summary,
-    import_cache,
     locate,
 )
 from cimtwin.spatial.base import SRID
@@ -55,150 +59,6 @@ router = APIRouter(tags=["grids"], dependencies=[Depends(require_read)])
 GridCode = Annotated[
     str, Path(pattern=r"^[0-9]{14,15}$", description="work-grid code: 14 or 15 digits")
 ]
-CRS84_HEADER = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
-
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 10_000
-
-
-# --- shared helpers -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InputCrs:
-    """A CRS for input coordinates, always given in (x, y) = (lon, lat) / (east, north) order."""
-
-    label: str
-    source: str  # for pyproj
-    geographic: bool
-
-    @property
-    def is_storage(self) -> bool:
-        return self.source == f"EPSG:{SRID}"
-
-
-CRS84_NAMES = {
-    "crs84",
-    "ogc:crs84",
-    "http://www.opengis.net/def/crs/ogc/1.3/crs84",
-    "https://www.opengis.net/def/crs/ogc/1.3/crs84",
-    "urn:ogc:def:crs:ogc:1.3:crs84",
-    "urn:ogc:def:crs:ogc::crs84",
-}
-_EPSG = re.compile(
-    r"(?:epsg:|urn:ogc:def:crs:epsg::|https?://www\.opengis\.net/def/crs/epsg/0/)"
-    r"(\d{4,6})"
-)
-
-
-@lru_cache(maxsize=64)
-def input_crs(text: str) -> InputCrs:
-    """'OGC:CRS84' (default for lon/lat), 'EPSG:4326', 'EPSG:4490', 'EPSG:4547', any 2D EPSG
-    CRS, or their OGC URIs; ValueError with the accepted forms otherwise."""
-    key = text.strip().lower()
-    if key.startswith("[") and key.endswith("]"):
-        key = key[1:-1]
-    if key in CRS84_NAMES:
-        return InputCrs("OGC:CRS84", "OGC:CRS84", True)
-    m = _EPSG.fullmatch(key)
-    if not m:
-        raise ValueError(
-            f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
-            f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI"
-        )
-    try:
-        crs = CRS.from_epsg(int(m.group(1)))
-    except Exception:
-        raise ValueError(f"crs: EPSG:{m.group(1)} is not a known EPSG CRS") from None
-    if not (crs.is_geographic or crs.is_projected) or len(crs.axis_info) != 2:
-        raise ValueError(
-            f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or projected CRS"
-        )
-    return InputCrs(f"EPSG:{m.group(1)}", f"EPSG:{m.group(1)}", crs.is_geographic)
-
-
-def crs_or_422(text: str) -> InputCrs:
-    try:
-        return input_crs(text)
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
-
-
-@lru_cache
-def storage_bounds() -> tuple[float, float, float, float]:
-    """The storage CRS's area of use in its own metres, padded by 2 %."""
-    x0, y0, x1, y1 = crs_mod.projected_bounds(f"EPSG:{SRID}")
-    px, py = (x1 - x0) * 0.02, (y1 - y0) * 0.02
-    return x0 - px, y0 - py, x1 + px, y1 + py
-
-
-def check_positions(x: np.ndarray, y: np.ndarray, crs: InputCrs, what: str = "row") -> None:
-    """422 naming the first offending positions: not finite, out of range or implausible."""
-    bad = ~(np.isfinite(x) & np.isfinite(y))
-    if bad.any():
-        raise invalid(f"{_rows(bad, what)}: coordinates missing or not numbers")
-    if crs.geographic:
-        for mask, text in (
-            (np.abs(x) > 180, "longitude outside -180..180"),
-            (np.abs(y) > 90, "latitude outside -90..90"),
-        ):
-            if mask.any():
-                raise invalid(f"{_rows(mask, what)}: {text}")
-        return
-    for _, mask, message in crs_mod.implausible_coordinates(x, y, CRS.from_user_input(crs.source)):
-        raise invalid(f"{_rows(mask, what)}: {message}")
-
-
-def _rows(mask: np.ndarray, what: str) -> str:
-    idx = np.flatnonzero(mask)
-    shown = ", ".join(str(i + 1) for i in idx[:5])
-    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-    return f"{what}{'s' if len(idx) > 1 else ''} {shown}{more}"
-
-
-def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray, np.ndarray]:
-    if crs.is_storage:
-        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    sx, sy = crs_mod.transform_arrays(crs_mod.transformer(crs.source, SRID), x, y)
-    return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``max_bytes``."""
-    length = request.headers.get("content-length")
-    too_big = HTTPException(
-        413, f"request body larger than {max_bytes // 2**20} MiB; send fewer rows per request"
-    )
-    if length and length.isdigit() and int(length) > max_bytes:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def feature_collection(
-    features: list[str], extra: dict[str, Any] | None = None, status: int = 200
-) -> Response:
-    """A GeoJSON FeatureCollection (CRS84) from features already serialised."""
-    head = dumps({"type": "FeatureCollection", **(extra or {}), "numberReturned": len(features)})
-    body = head[:-1] + ',"features":[' + ",".join(features) + "]}"
-    return Response(
-        body, status_code=status, media_type=GEOJSON, headers={"Content-Crs": CRS84_HEADER}
-    )
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
-def summary_cache(request: Request) -> ImportCache | None:
-    """The process's cache of what only imports change (setting ``summary_cache_s``;
-    0 turns it off)."""
-    return import_cache(request.app.state, request.app.state.settings.summary_cache_s)
 
 
 # --- locate ---------------------------------------------------------------------------------

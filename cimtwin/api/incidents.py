@@ -29,18 +29,18 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import Editor, require_read
 from cimtwin.api.db import Conn
-from cimtwin.api.districts import PointIn, geometry_to_storage
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import FILTER_MAX, FILTER_MIN, GEOJSON, dumps, feature_json, rfc3339
-from cimtwin.api.grids import (
-    CRS84_HEADER,
+from cimtwin.api.inputs import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    BBoxQuery,
+    PointIn,
+    StrictBody,
     crs_or_422,
-    feature_collection,
+    geometry_to_storage,
 )
-from cimtwin.api.inputs import StrictBody
-from cimtwin.api.parcels import BBoxQuery
+from cimtwin.api.responses import CRS84_HEADER, feature_collection
 from cimtwin.spatial.incident import INCIDENT_STATUSES, TRANSITIONS
 from cimtwin.spatial.incident_context import (
     BURST_SNAP_M,
