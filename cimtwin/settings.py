@@ -82,8 +82,23 @@ class Settings(BaseSettings):
     open_reads: bool = Field(
         True, description="reads need no API key (writes always need one with the right role)"
     )
+    max_body_kb: int = Field(
+        1024,
+        ge=1,
+        description="largest request body (KB) of every route but POST /grids/assign: "
+        "413 before it is parsed",
+    )
     assign_max_rows: int = Field(200_000, ge=1, description="rows per POST /grids/assign")
     assign_max_body_mb: int = Field(64, ge=1, description="body size of POST /grids/assign")
+    bulk_concurrency: int = Field(
+        2,
+        ge=1,
+        description="POST /grids/assign requests one API process works on at once (each "
+        "holds its rows in memory); the others wait, holding neither body nor connection",
+    )
+    bulk_wait_s: float = Field(
+        10, gt=0, description="how long a bulk assign waits for its turn before a 503"
+    )
     analysis_concurrency: int = Field(
         2,
         ge=1,

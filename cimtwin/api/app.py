@@ -29,6 +29,7 @@ from cimtwin.api import (
     tiles,
     viewer,
 )
+from cimtwin.api.body_limit import BodyLimit
 from cimtwin.api.db import make_pool
 from cimtwin.api.inputs import no_nul_characters
 from cimtwin.api.replicas import ReadRouter, Replica, RetryReadsOnPrimary
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tile_cache = tile_cache_for(settings)
     app.state.tile_slots = asyncio.Semaphore(settings.tile_db_concurrency or settings.pool_size)
     app.state.analysis_slots = asyncio.Semaphore(settings.analysis_concurrency)
+    app.state.bulk_slots = asyncio.Semaphore(settings.bulk_concurrency)
     app.state.cache_control = f"public, max-age={settings.tile_max_age_s}"
     app.include_router(health.router)
     app.include_router(features.router)
@@ -103,6 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     if settings.database_replica_urls.strip():
         app.add_middleware(RetryReadsOnPrimary)
+    # inside CORS (added after it), so that a 413 carries the CORS headers too
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_kb * 1024, own_limit=frozenset({"/grids/assign"})
+    )
     _allow_cross_origin(app, settings)
     _document_plain_routes(app)
     return app

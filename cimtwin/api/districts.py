@@ -4,33 +4,24 @@ and which buildings, underground structures, pipes and pipeline points meet a vo
     GET  /districts                 the districts (with ?summary=true, each one's summary)
     GET  /districts/{slug}          summary above and below ground
     POST /districts/{slug}/query    area (polygon or box) x elevation range, per layer
-
-Also home of the GeoJSON geometry inputs the other use-case routers share.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
-from cimtwin.api.geojson import dumps, feature_json, storage_window
-from cimtwin.api.grids import (
-    InputCrs,
-    crs_or_422,
-    json_response,
-    storage_bounds,
-    summary_cache,
-    to_storage,
-)
-from cimtwin.api.inputs import Finite, Position
+from cimtwin.api.geojson import dumps, feature_json
+from cimtwin.api.inputs import AreaGeometry, Finite, StrictBody, crs_or_422, geometry_to_storage
+from cimtwin.api.responses import json_response, summary_cache
 from cimtwin.spatial.district_queries import (
     VOLUME_LAYERS,
     clip_to_district,
@@ -46,126 +37,9 @@ Slug = Annotated[
     str,
     Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="district slug, e.g. north-station"),
 ]
-MAX_VERTICES = 10_000
-MAX_RINGS = 500
 MAX_LIST = 200
 DEFAULT_QUERY_LIMIT = 1000
 MAX_QUERY_LIMIT = 10_000
-
-
-# --- geometry inputs (GeoJSON, any accepted CRS, (x, y) order) -------------------------------
-
-
-def _check_ring(ring: list[list[float]], where: str) -> None:
-    if len(ring) < 4:
-        raise ValueError(f"{where}: a linear ring needs at least 4 positions")
-    if ring[0][:2] != ring[-1][:2]:
-        raise ValueError(f"{where}: a linear ring must end where it starts")
-
-
-class PolygonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["Polygon"]
-    coordinates: Annotated[
-        list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
-        Field(min_length=1, max_length=MAX_RINGS),
-    ]
-
-    @field_validator("coordinates")
-    @classmethod
-    def rings(cls, value: list[list[list[float]]]) -> list[list[list[float]]]:
-        for i, ring in enumerate(value):
-            _check_ring(ring, f"ring {i}")
-        if sum(len(r) for r in value) > MAX_VERTICES:
-            raise ValueError(f"more than {MAX_VERTICES} positions")
-        return value
-
-
-class MultiPolygonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["MultiPolygon"]
-    coordinates: Annotated[
-        list[Annotated[list[list[Position]], Field(min_length=1)]],
-        Field(min_length=1, max_length=MAX_RINGS),
-    ]
-
-    @field_validator("coordinates")
-    @classmethod
-    def rings(cls, value: list[list[list[list[float]]]]) -> list[list[list[list[float]]]]:
-        total = 0
-        for i, poly in enumerate(value):
-            for j, ring in enumerate(poly):
-                _check_ring(ring, f"polygon {i} ring {j}")
-                total += len(ring)
-        if total > MAX_VERTICES:
-            raise ValueError(f"more than {MAX_VERTICES} positions")
-        return value
-
-
-class PointIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["Point"]
-    coordinates: Position
-
-
-AreaGeometry = Annotated[PolygonIn | MultiPolygonIn, Field(discriminator="type")]
-
-
-def check_xy(xs: np.ndarray, ys: np.ndarray, crs: InputCrs, what: str) -> None:
-    """ValueError unless the positions can be in ``crs`` and near the storage CRS's area."""
-    if crs.geographic:
-        if (np.abs(xs) > 180).any() or (np.abs(ys) > 90).any():
-            raise ValueError(
-                f"{what}: longitude must be within -180..180 and latitude within "
-                f"-90..90 ({crs.label} positions are lon, lat)"
-            )
-        w, s, e, n = storage_window()
-        if (xs < w).any() or (xs > e).any() or (ys < s).any() or (ys > n).any():
-            raise ValueError(
-                f"{what}: outside the area this twin covers (lon {w:.1f}..{e:.1f}, "
-                f"lat {s:.1f}..{n:.1f})"
-            )
-        return
-    sx, sy = to_storage(xs, ys, crs)
-    x0, y0, x1, y1 = storage_bounds()
-    if (
-        not (np.isfinite(sx).all() and np.isfinite(sy).all())
-        or (sx < x0).any()
-        or (sx > x1).any()
-        or (sy < y0).any()
-        or (sy > y1).any()
-    ):
-        hint = ""
-        if crs.is_storage and (np.abs(xs) <= 180).all() and (np.abs(ys) <= 90).all():
-            hint = " (these look like lon/lat: say crs OGC:CRS84)"
-        elif crs.is_storage and (xs > 1e6).all() and (ys < 1e6).all():
-            hint = " (x and y look swapped: x is the easting, y the northing)"
-        raise ValueError(f"{what}: outside the area of {crs.label}{hint}")
-
-
-def geometry_to_storage(geom: shapely.Geometry, crs: InputCrs, what: str) -> shapely.Geometry:
-    """A validated 2D shapely geometry in the storage CRS (ValueError says what is wrong)."""
-    geom = shapely.force_2d(geom)
-    coords = shapely.get_coordinates(geom)
-    check_xy(coords[:, 0], coords[:, 1], crs, what)
-    if not shapely.is_valid(geom):
-        raise ValueError(f"{what}: not a valid geometry ({shapely.is_valid_reason(geom)})")
-    if not crs.is_storage:
-        if crs.geographic and geom.geom_type != "Point":
-            x0, y0, x1, y1 = shapely.bounds(geom)
-            geom = shapely.segmentize(geom, max(max(x1 - x0, y1 - y0) / 64.0, 1e-5))
-
-        def fn(xy: np.ndarray) -> np.ndarray:
-            sx, sy = to_storage(xy[:, 0], xy[:, 1], crs)
-            return np.column_stack([sx, sy])
-
-        geom = shapely.transform(geom, fn)
-    if not shapely.is_valid(geom):
-        raise ValueError(f"{what}: not a valid geometry ({shapely.is_valid_reason(geom)})")
-    return geom
 
 
 # --- list and summary -----------------------------------------------------------------------
@@ -202,7 +76,7 @@ async def district(request: Request, slug: Slug, conn: Conn) -> Response:
 # --- volume query ---------------------------------------------------------------------------
 
 
-class ElevationRange(BaseModel):
+class ElevationRange(StrictBody):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     from_m: float = Field(
@@ -229,10 +103,8 @@ class ElevationRange(BaseModel):
         return self
 
 
-class VolumeQuery(BaseModel):
+class VolumeQuery(StrictBody):
     """An area (polygon or box; the whole district when neither) and an elevation range."""
-
-    model_config = ConfigDict(extra="forbid")
 
     geometry: AreaGeometry | None = Field(None, description="GeoJSON Polygon or MultiPolygon")
     bbox: Annotated[list[Finite], Field(min_length=4, max_length=4)] | None = Field(
@@ -302,6 +174,9 @@ def _range(lo: Any, hi: Any) -> dict[str, Any] | None:
 @router.post(
     "/districts/{slug}/query",
     summary="Objects in a district that meet an area and an elevation range",
+    # before Conn: a volume query with a 10 000-vertex polygon costs PostgreSQL as much as a
+    # network analysis, so it waits for an analysis slot holding no connection
+    dependencies=[Depends(analysis_slot)],
 )
 async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
     """Buildings (base .. base + height), underground structures (bottom .. top), pipes (their

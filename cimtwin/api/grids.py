@@ -5,9 +5,6 @@
     GET  /grids/{code}                  summary of one grid
     GET  /grids/{code}/features?layer=  GeoJSON of one layer in the grid
     POST /grids/assign                  JSON rows or a CSV body in, the same rows with codes out
-
-Also home of the helpers the other use-case routers share: input CRS, bounded request bodies
-and GeoJSON feature collections.
 """
 
 from __future__ import annotations
@@ -18,31 +15,41 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pyproj import CRS
 
+from cimtwin.api.admission import BulkSlot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
+from cimtwin.api.inputs import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    InputCrs,
+    StrictBody,
+    check_positions,
+    crs_or_422,
+    input_crs,
+    read_body,
+    storage_bounds,
+    to_storage,
+)
+from cimtwin.api.responses import feature_collection, json_response, summary_cache
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
     GRID_LAYERS,
     GridLookup,
-    ImportCache,
     grid_exists,
     grid_features,
     grid_lookup,
     grid_summary,
-    import_cache,
     locate,
 )
 from cimtwin.spatial.base import SRID
@@ -52,150 +59,6 @@ router = APIRouter(tags=["grids"], dependencies=[Depends(require_read)])
 GridCode = Annotated[
     str, Path(pattern=r"^[0-9]{14,15}$", description="work-grid code: 14 or 15 digits")
 ]
-CRS84_HEADER = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
-
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 10_000
-
-
-# --- shared helpers -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InputCrs:
-    """A CRS for input coordinates, always given in (x, y) = (lon, lat) / (east, north) order."""
-
-    label: str
-    source: str  # for pyproj
-    geographic: bool
-
-    @property
-    def is_storage(self) -> bool:
-        return self.source == f"EPSG:{SRID}"
-
-
-CRS84_NAMES = {
-    "crs84",
-    "ogc:crs84",
-    "http://www.opengis.net/def/crs/ogc/1.3/crs84",
-    "https://www.opengis.net/def/crs/ogc/1.3/crs84",
-    "urn:ogc:def:crs:ogc:1.3:crs84",
-    "urn:ogc:def:crs:ogc::crs84",
-}
-_EPSG = re.compile(
-    r"(?:epsg:|urn:ogc:def:crs:epsg::|https?://www\.opengis\.net/def/crs/epsg/0/)"
-    r"(\d{4,6})"
-)
-
-
-@lru_cache(maxsize=64)
-def input_crs(text: str) -> InputCrs:
-    """'OGC:CRS84' (default for lon/lat), 'EPSG:4326', 'EPSG:4490', 'EPSG:4547', any 2D EPSG
-    CRS, or their OGC URIs; ValueError with the accepted forms otherwise."""
-    key = text.strip().lower()
-    if key.startswith("[") and key.endswith("]"):
-        key = key[1:-1]
-    if key in CRS84_NAMES:
-        return InputCrs("OGC:CRS84", "OGC:CRS84", True)
-    m = _EPSG.fullmatch(key)
-    if not m:
-        raise ValueError(
-            f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
-            f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI"
-        )
-    try:
-        crs = CRS.from_epsg(int(m.group(1)))
-    except Exception:
-        raise ValueError(f"crs: EPSG:{m.group(1)} is not a known EPSG CRS") from None
-    if not (crs.is_geographic or crs.is_projected) or len(crs.axis_info) != 2:
-        raise ValueError(
-            f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or projected CRS"
-        )
-    return InputCrs(f"EPSG:{m.group(1)}", f"EPSG:{m.group(1)}", crs.is_geographic)
-
-
-def crs_or_422(text: str) -> InputCrs:
-    try:
-        return input_crs(text)
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
-
-
-@lru_cache
-def storage_bounds() -> tuple[float, float, float, float]:
-    """The storage CRS's area of use in its own metres, padded by 2 %."""
-    x0, y0, x1, y1 = crs_mod.projected_bounds(f"EPSG:{SRID}")
-    px, py = (x1 - x0) * 0.02, (y1 - y0) * 0.02
-    return x0 - px, y0 - py, x1 + px, y1 + py
-
-
-def check_positions(x: np.ndarray, y: np.ndarray, crs: InputCrs, what: str = "row") -> None:
-    """422 naming the first offending positions: not finite, out of range or implausible."""
-    bad = ~(np.isfinite(x) & np.isfinite(y))
-    if bad.any():
-        raise invalid(f"{_rows(bad, what)}: coordinates missing or not numbers")
-    if crs.geographic:
-        for mask, text in (
-            (np.abs(x) > 180, "longitude outside -180..180"),
-            (np.abs(y) > 90, "latitude outside -90..90"),
-        ):
-            if mask.any():
-                raise invalid(f"{_rows(mask, what)}: {text}")
-        return
-    for _, mask, message in crs_mod.implausible_coordinates(x, y, CRS.from_user_input(crs.source)):
-        raise invalid(f"{_rows(mask, what)}: {message}")
-
-
-def _rows(mask: np.ndarray, what: str) -> str:
-    idx = np.flatnonzero(mask)
-    shown = ", ".join(str(i + 1) for i in idx[:5])
-    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-    return f"{what}{'s' if len(idx) > 1 else ''} {shown}{more}"
-
-
-def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray, np.ndarray]:
-    if crs.is_storage:
-        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    sx, sy = crs_mod.transform_arrays(crs_mod.transformer(crs.source, SRID), x, y)
-    return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``max_bytes``."""
-    length = request.headers.get("content-length")
-    too_big = HTTPException(
-        413, f"request body larger than {max_bytes // 2**20} MiB; send fewer rows per request"
-    )
-    if length and length.isdigit() and int(length) > max_bytes:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def feature_collection(
-    features: list[str], extra: dict[str, Any] | None = None, status: int = 200
-) -> Response:
-    """A GeoJSON FeatureCollection (CRS84) from features already serialised."""
-    head = dumps({"type": "FeatureCollection", **(extra or {}), "numberReturned": len(features)})
-    body = head[:-1] + ',"features":[' + ",".join(features) + "]}"
-    return Response(
-        body, status_code=status, media_type=GEOJSON, headers={"Content-Crs": CRS84_HEADER}
-    )
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
-def summary_cache(request: Request) -> ImportCache | None:
-    """The process's cache of what only imports change (setting ``summary_cache_s``;
-    0 turns it off)."""
-    return import_cache(request.app.state, request.app.state.settings.summary_cache_s)
 
 
 # --- locate ---------------------------------------------------------------------------------
@@ -329,10 +192,8 @@ async def grid_layer_features(
 # --- 进格入块 -------------------------------------------------------------------------------
 
 
-class AssignBody(BaseModel):
+class AssignBody(StrictBody):
     """JSON form of POST /grids/assign."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rows: list[dict[str, Any]] = Field(
         ...,
@@ -421,11 +282,16 @@ def _json_numbers(rows: list[dict[str, Any]], field: str) -> np.ndarray:
     return out
 
 
+#: rows serialised (JSON) or read and written (CSV) at a time: an answer is never held whole
+CHUNK_ROWS = 10_000
+
+
 def _assign_json(lookup: GridLookup, body: bytes, query: AssignOptions, max_rows: int) -> Response:
     text = body.lstrip()
     if text[:1] == b"[":  # a bare array of rows
         body = b'{"rows":' + body + b"}"
     req = AssignBody.model_validate_json(body)
+    del body, text  # the rows are parsed: the bytes are not needed any more
     if len(req.rows) > max_rows:
         raise HTTPException(413, f"{len(req.rows)} rows: at most {max_rows} per request")
     columns = set(req.rows[0])
@@ -437,31 +303,49 @@ def _assign_json(lookup: GridLookup, body: bytes, query: AssignOptions, max_rows
     x, y = _json_numbers(req.rows, xf), _json_numbers(req.rows, yf)
     check_positions(x, y, crs)
     streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
-    out = [
-        {**r, "street_code": s, "community_code": c, "grid_code": g}
-        for r, s, c, g in zip(req.rows, streets, communities, grids, strict=True)
-    ]
     outside = int(sum(g is None for g in grids))
-    return json_response(
-        {
-            "crs": crs.label,
-            "x_field": xf,
-            "y_field": yf,
-            "count": len(out),
-            "outside": outside,
-            "rows": out,
-        },
-        headers={"X-Rows-Outside-Grids": str(outside)},
+    head = dumps(
+        {"crs": crs.label, "x_field": xf, "y_field": yf, "count": len(req.rows), "outside": outside}
+    )
+    rows = req.rows
+
+    def chunks() -> Iterator[bytes]:
+        """The answer a chunk of rows at a time, each row given its codes in place (no copy)."""
+        yield (head[:-1] + ',"rows":[').encode()
+        for start in range(0, len(rows), CHUNK_ROWS):
+            part = rows[start : start + CHUNK_ROWS]
+            for r, s, c, g in zip(
+                part,
+                streets[start : start + CHUNK_ROWS],
+                communities[start : start + CHUNK_ROWS],
+                grids[start : start + CHUNK_ROWS],
+                strict=True,
+            ):
+                r["street_code"], r["community_code"], r["grid_code"] = s, c, g
+            text = dumps(part)[1:-1]
+            yield (("," if start else "") + text).encode()
+        yield b"]}"
+
+    return StreamingResponse(
+        chunks(), media_type=JSON, headers={"X-Rows-Outside-Grids": str(outside)}
     )
 
 
 def _assign_csv(
     lookup: GridLookup, body: bytes, charset: str, query: AssignOptions, max_rows: int
 ) -> Response:
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(body), dtype=str, keep_default_na=False, encoding=charset, nrows=max_rows + 1
+    """Two passes over the CSV: the coordinate columns (checked and assigned before anything
+    is answered), then the rows a chunk at a time, written out with their codes."""
+
+    def read(**options: Any) -> Any:
+        return pd.read_csv(
+            io.BytesIO(body), dtype=str, keep_default_na=False, encoding=charset, **options
         )
+
+    try:
+        columns = [str(c) for c in read(nrows=0).columns]
+        xf, yf, crs = _fields(columns, query.x_field, query.y_field, query.crs)
+        coords = read(usecols=[xf, yf], nrows=max_rows + 1)
     except UnicodeError:
         raise invalid(
             f"CSV is not {charset}: say the encoding in the Content-Type, e.g. "
@@ -469,20 +353,31 @@ def _assign_csv(
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, LookupError) as exc:
         raise invalid(f"CSV could not be read: {exc}") from None
-    if frame.empty:
+    if coords.empty:
         raise invalid("CSV has a header but no rows")
-    if len(frame) > max_rows:
+    if len(coords) > max_rows:
         raise HTTPException(413, f"more than {max_rows} rows: at most {max_rows} per request")
-    columns = [str(c) for c in frame.columns]
-    xf, yf, crs = _fields(columns, query.x_field, query.y_field, query.crs)
-    x = pd.to_numeric(frame[xf].str.strip(), errors="coerce").to_numpy(dtype=float)
-    y = pd.to_numeric(frame[yf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    x = pd.to_numeric(coords[xf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(coords[yf].str.strip(), errors="coerce").to_numpy(dtype=float)
+    del coords
     check_positions(x, y, crs)
     streets, communities, grids = lookup.assign(*to_storage(x, y, crs))
-    frame = frame.assign(street_code=streets, community_code=communities, grid_code=grids)
-    outside = int(pd.isna(frame["grid_code"]).sum())
-    return Response(
-        frame.to_csv(index=False, lineterminator="\n"),
+    outside = int(pd.isna(pd.Series(grids, dtype=object)).sum())
+
+    def chunks() -> Iterator[bytes]:
+        start = 0
+        for frame in read(chunksize=CHUNK_ROWS):
+            end = start + len(frame)
+            frame = frame.assign(
+                street_code=streets[start:end],
+                community_code=communities[start:end],
+                grid_code=grids[start:end],
+            )
+            yield frame.to_csv(index=False, header=start == 0, lineterminator="\n").encode()
+            start = end
+
+    return StreamingResponse(
+        chunks(),
         media_type="text/csv; charset=utf-8",
         headers={"X-Rows-Outside-Grids": str(outside), "X-Coordinate-Crs": crs.label},
     )
@@ -545,7 +440,7 @@ def body_charset(content_type: str, media: str) -> str:
     },
 )
 async def grids_assign(
-    request: Request, options: Annotated[AssignOptions, Query()], conn: Conn
+    request: Request, options: Annotated[AssignOptions, Query()], _: BulkSlot, conn: Conn
 ) -> Response:
     """Rows in (JSON ``{"rows": [...]}`` or a bare array, or a ``text/csv`` body with a header
     line), the same rows out in the same format with ``street_code``, ``community_code`` and

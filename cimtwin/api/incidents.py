@@ -24,22 +24,23 @@ import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import Editor, require_read
 from cimtwin.api.db import PrimaryConn as Conn
-from cimtwin.api.districts import PointIn, geometry_to_storage
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import FILTER_MAX, FILTER_MIN, GEOJSON, dumps, feature_json, rfc3339
-from cimtwin.api.grids import (
-    CRS84_HEADER,
+from cimtwin.api.inputs import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    BBoxQuery,
+    PointIn,
+    StrictBody,
     crs_or_422,
-    feature_collection,
+    geometry_to_storage,
 )
-from cimtwin.api.parcels import BBoxQuery
+from cimtwin.api.responses import CRS84_HEADER, feature_collection
 from cimtwin.spatial.incident import INCIDENT_STATUSES, TRANSITIONS
 from cimtwin.spatial.incident_context import (
     BURST_SNAP_M,
@@ -102,10 +103,8 @@ def sane_report_time(value: datetime | None) -> datetime | None:
     return value
 
 
-class IncidentFields(BaseModel):
+class IncidentFields(StrictBody):
     """What a client may set on an incident (all optional here; see the create model)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     incident_type: str | None = Field(
         None, pattern=TYPE_RE, description="e.g. pipe_burst, gas_leak, fire"

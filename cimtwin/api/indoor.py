@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.geojson import feature_json
-from cimtwin.api.grids import feature_collection, json_response
+from cimtwin.api.responses import feature_collection, json_response
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows

@@ -1,19 +1,33 @@
-"""Request field types shared by the use-case routers (grids, districts, pipelines), and
-checks every request gets (NUL characters, which PostgreSQL refuses in text).
+"""Request inputs, the one home of what the routers take: input CRS and coordinate checks,
+GeoJSON geometries (bounded in vertices), bounding boxes, bounded bodies, strict body models,
+and checks every request gets (NUL characters, which PostgreSQL refuses in text).
 
-Their coordinates are always (x, y): longitude, latitude in CRS84 and EPSG:4490, easting,
+Coordinates are always (x, y): longitude, latitude in CRS84 and EPSG:4490, easting,
 northing in the storage CRS; each request names its CRS.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 
+import numpy as np
+import shapely
 from fastapi import HTTPException, Request
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pyproj import CRS
 
 from cimtwin.api.errors import invalid
+from cimtwin.api.geojson import storage_window
+from cimtwin.spatial import crs as crs_mod
+from cimtwin.spatial.base import SRID
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+MAX_RINGS = 500
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Position = Annotated[
@@ -80,3 +94,369 @@ async def no_nul_characters(request: Request) -> None:
         return  # not JSON: the route's own validation answers
     if found := nul_paths(parsed):
         raise _nul_error(found)
+
+
+# --- request bodies -----------------------------------------------------------------------
+
+#: positions (vertices) one polygon, multipolygon or line of a request may have
+MAX_VERTICES = 10_000
+_KEYS: dict[type, frozenset[str]] = {}
+
+
+def _known_keys(model: type[BaseModel]) -> frozenset[str]:
+    keys = _KEYS.get(model)
+    if keys is None:
+        names = set(model.model_fields)
+        names |= {f.alias for f in model.model_fields.values() if f.alias}
+        keys = _KEYS[model] = frozenset(names)
+    return keys
+
+
+class StrictBody(BaseModel):
+    """Base of every JSON body model: unknown keys are refused with one error naming the
+    first few, before any field is validated. (``extra="forbid"`` alone makes pydantic build
+    an error per key: a body of 80 000 stray keys cost half a second of the event loop.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = _known_keys(cls)
+            unknown = data.keys() - known
+            if unknown:
+                first = [shown(str(k)) for k in data if k in unknown][:5]
+                more = f" ({len(unknown)} in all)" if len(unknown) > len(first) else ""
+                raise ValueError(
+                    f"unknown field(s) {', '.join(first)}{more}; "
+                    f"the fields here are {', '.join(sorted(known))}"
+                )
+        return data
+
+
+def count_positions(coordinates: Any, depth: int) -> int:
+    """Positions in GeoJSON ``coordinates`` nested ``depth`` lists above the positions
+    (1: a line, 2: a polygon, 3: a multipolygon), without looking into them; what is not a
+    list counts as nothing (the model's own validation says what is wrong with it)."""
+    if not isinstance(coordinates, list):
+        return 0
+    if depth <= 1:
+        return len(coordinates)
+    return sum(count_positions(c, depth - 1) for c in coordinates)
+
+
+def check_vertex_count(coordinates: Any, depth: int, what: str) -> None:
+    """ValueError naming :data:`MAX_VERTICES` when a geometry has more positions."""
+    n = count_positions(coordinates, depth)
+    if n > MAX_VERTICES:
+        raise ValueError(
+            f"{what} has {n} positions: at most {MAX_VERTICES} (vertices) per request geometry"
+        )
+
+
+# --- CRS and coordinates ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputCrs:
+    """A CRS for input coordinates, always given in (x, y) = (lon, lat) / (east, north) order."""
+
+    label: str
+    source: str  # for pyproj
+    geographic: bool
+
+    @property
+    def is_storage(self) -> bool:
+        return self.source == f"EPSG:{SRID}"
+
+
+CRS84_NAMES = {
+    "crs84",
+    "ogc:crs84",
+    "http://www.opengis.net/def/crs/ogc/1.3/crs84",
+    "https://www.opengis.net/def/crs/ogc/1.3/crs84",
+    "urn:ogc:def:crs:ogc:1.3:crs84",
+    "urn:ogc:def:crs:ogc::crs84",
+}
+_EPSG = re.compile(
+    r"(?:epsg:|urn:ogc:def:crs:epsg::|https?://www\.opengis\.net/def/crs/epsg/0/)"
+    r"(\d{4,6})"
+)
+
+
+@lru_cache(maxsize=64)
+def input_crs(text: str) -> InputCrs:
+    """'OGC:CRS84' (default for lon/lat), 'EPSG:4326', 'EPSG:4490', 'EPSG:4547', any 2D EPSG
+    CRS, or their OGC URIs; ValueError with the accepted forms otherwise."""
+    key = text.strip().lower()
+    if key.startswith("[") and key.endswith("]"):
+        key = key[1:-1]
+    if key in CRS84_NAMES:
+        return InputCrs("OGC:CRS84", "OGC:CRS84", True)
+    m = _EPSG.fullmatch(key)
+    if not m:
+        raise ValueError(
+            f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
+            f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI"
+        )
+    try:
+        crs = CRS.from_epsg(int(m.group(1)))
+    except Exception:
+        raise ValueError(f"crs: EPSG:{m.group(1)} is not a known EPSG CRS") from None
+    if not (crs.is_geographic or crs.is_projected) or len(crs.axis_info) != 2:
+        raise ValueError(
+            f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or projected CRS"
+        )
+    return InputCrs(f"EPSG:{m.group(1)}", f"EPSG:{m.group(1)}", crs.is_geographic)
+
+
+def crs_or_422(text: str) -> InputCrs:
+    try:
+        return input_crs(text)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+@lru_cache
+def storage_bounds() -> tuple[float, float, float, float]:
+    """The storage CRS's area of use in its own metres, padded by 2 %."""
+    x0, y0, x1, y1 = crs_mod.projected_bounds(f"EPSG:{SRID}")
+    px, py = (x1 - x0) * 0.02, (y1 - y0) * 0.02
+    return x0 - px, y0 - py, x1 + px, y1 + py
+
+
+def check_positions(x: np.ndarray, y: np.ndarray, crs: InputCrs, what: str = "row") -> None:
+    """422 naming the first offending positions: not finite, out of range or implausible."""
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if bad.any():
+        raise invalid(f"{_rows(bad, what)}: coordinates missing or not numbers")
+    if crs.geographic:
+        for mask, text in (
+            (np.abs(x) > 180, "longitude outside -180..180"),
+            (np.abs(y) > 90, "latitude outside -90..90"),
+        ):
+            if mask.any():
+                raise invalid(f"{_rows(mask, what)}: {text}")
+        return
+    for _, mask, message in crs_mod.implausible_coordinates(x, y, CRS.from_user_input(crs.source)):
+        raise invalid(f"{_rows(mask, what)}: {message}")
+
+
+def _rows(mask: np.ndarray, what: str) -> str:
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(str(i + 1) for i in idx[:5])
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return f"{what}{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def to_storage(x: np.ndarray, y: np.ndarray, crs: InputCrs) -> tuple[np.ndarray, np.ndarray]:
+    if crs.is_storage:
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    sx, sy = crs_mod.transform_arrays(crs_mod.transformer(crs.source, SRID), x, y)
+    return np.asarray(sx, dtype=float), np.asarray(sy, dtype=float)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``max_bytes``."""
+    length = request.headers.get("content-length")
+    too_big = HTTPException(
+        413, f"request body larger than {max_bytes // 2**20} MiB; send fewer rows per request"
+    )
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- GeoJSON geometries -----------------------------------------------------------------------
+
+
+def _check_ring(ring: list[list[float]], where: str) -> None:
+    if len(ring) < 4:
+        raise ValueError(f"{where}: a linear ring needs at least 4 positions")
+    if ring[0][:2] != ring[-1][:2]:
+        raise ValueError(f"{where}: a linear ring must end where it starts")
+
+
+class PolygonIn(StrictBody):
+    type: Literal["Polygon"]
+    coordinates: Annotated[
+        list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
+        Field(min_length=1, max_length=MAX_RINGS),
+    ]
+
+    @field_validator("coordinates", mode="before")
+    @classmethod
+    def bounded(cls, value: Any) -> Any:
+        check_vertex_count(value, 2, "the polygon")
+        return value
+
+    @field_validator("coordinates")
+    @classmethod
+    def rings(cls, value: list[list[list[float]]]) -> list[list[list[float]]]:
+        for i, ring in enumerate(value):
+            _check_ring(ring, f"ring {i}")
+        if sum(len(r) for r in value) > MAX_VERTICES:
+            raise ValueError(f"more than {MAX_VERTICES} positions")
+        return value
+
+
+class MultiPolygonIn(StrictBody):
+    type: Literal["MultiPolygon"]
+    coordinates: Annotated[
+        list[Annotated[list[list[Position]], Field(min_length=1)]],
+        Field(min_length=1, max_length=MAX_RINGS),
+    ]
+
+    @field_validator("coordinates", mode="before")
+    @classmethod
+    def bounded(cls, value: Any) -> Any:
+        check_vertex_count(value, 3, "the multipolygon")
+        return value
+
+    @field_validator("coordinates")
+    @classmethod
+    def rings(cls, value: list[list[list[list[float]]]]) -> list[list[list[list[float]]]]:
+        total = 0
+        for i, poly in enumerate(value):
+            for j, ring in enumerate(poly):
+                _check_ring(ring, f"polygon {i} ring {j}")
+                total += len(ring)
+        if total > MAX_VERTICES:
+            raise ValueError(f"more than {MAX_VERTICES} positions")
+        return value
+
+
+class PointIn(StrictBody):
+    type: Literal["Point"]
+    coordinates: Position
+
+
+AreaGeometry = Annotated[PolygonIn | MultiPolygonIn, Field(discriminator="type")]
+
+
+def check_xy(xs: np.ndarray, ys: np.ndarray, crs: InputCrs, what: str) -> None:
+    """ValueError unless the positions can be in ``crs`` and near the storage CRS's area."""
+    if crs.geographic:
+        if (np.abs(xs) > 180).any() or (np.abs(ys) > 90).any():
+            raise ValueError(
+                f"{what}: longitude must be within -180..180 and latitude within "
+                f"-90..90 ({crs.label} positions are lon, lat)"
+            )
+        w, s, e, n = storage_window()
+        if (xs < w).any() or (xs > e).any() or (ys < s).any() or (ys > n).any():
+            raise ValueError(
+                f"{what}: outside the area this twin covers (lon {w:.1f}..{e:.1f}, "
+                f"lat {s:.1f}..{n:.1f})"
+            )
+        return
+    sx, sy = to_storage(xs, ys, crs)
+    x0, y0, x1, y1 = storage_bounds()
+    if (
+        not (np.isfinite(sx).all() and np.isfinite(sy).all())
+        or (sx < x0).any()
+        or (sx > x1).any()
+        or (sy < y0).any()
+        or (sy > y1).any()
+    ):
+        hint = ""
+        if crs.is_storage and (np.abs(xs) <= 180).all() and (np.abs(ys) <= 90).all():
+            hint = " (these look like lon/lat: say crs OGC:CRS84)"
+        elif crs.is_storage and (xs > 1e6).all() and (ys < 1e6).all():
+            hint = " (x and y look swapped: x is the easting, y the northing)"
+        raise ValueError(f"{what}: outside the area of {crs.label}{hint}")
+
+
+def geometry_to_storage(geom: shapely.Geometry, crs: InputCrs, what: str) -> shapely.Geometry:
+    """A validated 2D shapely geometry in the storage CRS (ValueError says what is wrong)."""
+    geom = shapely.force_2d(geom)
+    coords = shapely.get_coordinates(geom)
+    check_xy(coords[:, 0], coords[:, 1], crs, what)
+    if not shapely.is_valid(geom):
+        raise ValueError(f"{what}: not a valid geometry ({shapely.is_valid_reason(geom)})")
+    if not crs.is_storage:
+        if crs.geographic and geom.geom_type != "Point":
+            x0, y0, x1, y1 = shapely.bounds(geom)
+            geom = shapely.segmentize(geom, max(max(x1 - x0, y1 - y0) / 64.0, 1e-5))
+
+        def fn(xy: np.ndarray) -> np.ndarray:
+            sx, sy = to_storage(xy[:, 0], xy[:, 1], crs)
+            return np.column_stack([sx, sy])
+
+        geom = shapely.transform(geom, fn)
+    if not shapely.is_valid(geom):
+        raise ValueError(f"{what}: not a valid geometry ({shapely.is_valid_reason(geom)})")
+    return geom
+
+
+# --- bounding boxes ---------------------------------------------------------------------------
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """'minx,miny,maxx,maxy' as four finite numbers with min < max."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise ValueError(
+            f"expected 4 comma-separated numbers (minx,miny,maxx,maxy), got {len(parts)}"
+        )
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r} is not 4 numbers") from None
+    if not all(v == v and abs(v) != float("inf") for v in (x0, y0, x1, y1)):
+        raise ValueError("coordinates must be finite numbers")
+    if x0 > x1 or y0 > y1:
+        raise ValueError("minx must not exceed maxx, nor miny maxy")
+    return x0, y0, x1, y1
+
+
+class BBoxQuery(BaseModel):
+    """``bbox`` in ``bbox_crs`` (CRS84 by default; (x, y) order), validated for range."""
+
+    bbox: str | None = Field(
+        None,
+        max_length=200,
+        description="minx,miny,maxx,maxy",
+        examples=["114.02,22.605,114.03,22.612"],
+    )
+    bbox_crs: str = Field(
+        "OGC:CRS84",
+        max_length=200,
+        description=f"CRS of bbox: OGC:CRS84, EPSG:4490, EPSG:{SRID} ...",
+    )
+
+    @field_validator("bbox")
+    @classmethod
+    def numbers(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bbox(value)
+        return value
+
+    @field_validator("bbox_crs")
+    @classmethod
+    def known_crs(cls, value: str) -> str:
+        input_crs(value)
+        return value
+
+    @model_validator(mode="after")
+    def in_range(self) -> BBoxQuery:
+        if self.bbox is not None:
+            crs = input_crs(self.bbox_crs)
+            x0, y0, x1, y1 = parse_bbox(self.bbox)
+            check_xy(np.array([x0, x1]), np.array([y0, y1]), crs, "bbox")
+        return self
+
+    def storage_box(self) -> bytes | None:
+        """The box as a polygon in the storage CRS (WKB), its edges densified when bent."""
+        if self.bbox is None:
+            return None
+        geom = geometry_to_storage(
+            shapely.box(*parse_bbox(self.bbox)), crs_or_422(self.bbox_crs), "bbox"
+        )
+        return shapely.to_wkb(geom)

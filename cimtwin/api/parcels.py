@@ -9,27 +9,16 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-import numpy as np
-import shapely
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
-from cimtwin.api.districts import check_xy, geometry_to_storage
 from cimtwin.api.errors import invalid
 from cimtwin.api.geojson import GEOJSON, feature_json
-from cimtwin.api.grids import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    crs_or_422,
-    feature_collection,
-    input_crs,
-    json_response,
-    summary_cache,
-)
-from cimtwin.spatial.base import SRID
+from cimtwin.api.inputs import DEFAULT_LIMIT, MAX_LIMIT, BBoxQuery
+from cimtwin.api.responses import feature_collection, json_response, summary_cache
 from cimtwin.spatial.parcel_queries import (
     PARCEL_PROPERTIES,
     find_parcel,
@@ -41,70 +30,6 @@ from cimtwin.spatial.parcel_queries import (
 router = APIRouter(tags=["parcels"], dependencies=[Depends(require_read)])
 LAND_USE = re.compile(r"[A-Z][A-Z0-9]{0,3}")
 MAX_LAND_USES = 20
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """'minx,miny,maxx,maxy' as four finite numbers with min < max."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 4:
-        raise ValueError(
-            f"expected 4 comma-separated numbers (minx,miny,maxx,maxy), got {len(parts)}"
-        )
-    try:
-        x0, y0, x1, y1 = (float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{text!r} is not 4 numbers") from None
-    if not all(v == v and abs(v) != float("inf") for v in (x0, y0, x1, y1)):
-        raise ValueError("coordinates must be finite numbers")
-    if x0 > x1 or y0 > y1:
-        raise ValueError("minx must not exceed maxx, nor miny maxy")
-    return x0, y0, x1, y1
-
-
-class BBoxQuery(BaseModel):
-    """``bbox`` in ``bbox_crs`` (CRS84 by default; (x, y) order), validated for range."""
-
-    bbox: str | None = Field(
-        None,
-        max_length=200,
-        description="minx,miny,maxx,maxy",
-        examples=["114.02,22.605,114.03,22.612"],
-    )
-    bbox_crs: str = Field(
-        "OGC:CRS84",
-        max_length=200,
-        description=f"CRS of bbox: OGC:CRS84, EPSG:4490, EPSG:{SRID} ...",
-    )
-
-    @field_validator("bbox")
-    @classmethod
-    def numbers(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_bbox(value)
-        return value
-
-    @field_validator("bbox_crs")
-    @classmethod
-    def known_crs(cls, value: str) -> str:
-        input_crs(value)
-        return value
-
-    @model_validator(mode="after")
-    def in_range(self) -> BBoxQuery:
-        if self.bbox is not None:
-            crs = input_crs(self.bbox_crs)
-            x0, y0, x1, y1 = parse_bbox(self.bbox)
-            check_xy(np.array([x0, x1]), np.array([y0, y1]), crs, "bbox")
-        return self
-
-    def storage_box(self) -> bytes | None:
-        """The box as a polygon in the storage CRS (WKB), its edges densified when bent."""
-        if self.bbox is None:
-            return None
-        geom = geometry_to_storage(
-            shapely.box(*parse_bbox(self.bbox)), crs_or_422(self.bbox_crs), "bbox"
-        )
-        return shapely.to_wkb(geom)
 
 
 class ParcelQuery(BBoxQuery):

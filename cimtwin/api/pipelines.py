@@ -28,7 +28,6 @@ import shapely.geometry
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -42,7 +41,7 @@ from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import error_response
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
-from cimtwin.api.inputs import Position
+from cimtwin.api.inputs import MAX_VERTICES, Position, StrictBody, check_vertex_count
 from cimtwin.reference import network_codes
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
@@ -56,7 +55,6 @@ from cimtwin.spatial.pipelines.trace import trace_analysis
 router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_read)])
 Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
 
-MAX_VERTICES = 10_000
 MAX_CLEARANCE_AREA_M2 = 4_000_000.0  # 2 km x 2 km
 MAX_EXCAVATION_AREA_M2 = 250_000.0
 MAX_SECTION_M = 2_000.0
@@ -119,7 +117,7 @@ def _transform(xy: np.ndarray, crs: CrsDef) -> np.ndarray:
     return np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
 
 
-class Body(BaseModel):
+class Body(StrictBody):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     crs: str = Field("OGC:CRS84", description=CRS_HELP)
@@ -131,7 +129,7 @@ class Body(BaseModel):
         return value
 
 
-class PolygonIn(BaseModel):
+class PolygonIn(StrictBody):
     """A GeoJSON Polygon or MultiPolygon geometry."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -141,6 +139,7 @@ class PolygonIn(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> PolygonIn:
+        check_vertex_count(self.coordinates, 2 if self.type == "Polygon" else 3, "area")
         polys = [self.coordinates] if self.type == "Polygon" else self.coordinates
         count = 0
         for pi, rings in enumerate(polys):
@@ -235,7 +234,7 @@ class IsolationRequest(Body):
         return self
 
 
-class TraceStart(BaseModel):
+class TraceStart(StrictBody):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     segment_id: int | None = Field(None, ge=1)
@@ -325,7 +324,7 @@ class ExcavationRequest(Body):
         return self
 
 
-class LineIn(BaseModel):
+class LineIn(StrictBody):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["LineString"]
