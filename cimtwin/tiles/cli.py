@@ -117,8 +117,25 @@ def build_3d(
     changed: bool = typer.Option(
         False, "--changed", help="rebuild only tiles meeting data imported since the last build"
     ),
-    jobs: int = typer.Option(
-        0, "--jobs", min=0, help="worker processes (0: one per CPU; 1: in this process)"
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help="Dask LocalCluster worker processes, one thread each (0: one per CPU; "
+        "1: in this process)",
+    ),
+    jobs: int = typer.Option(0, "--jobs", min=0, hidden=True, help="old name of --workers"),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        envvar="CIMTWIN_DASK_SCHEDULER",
+        help="an existing Dask scheduler (tcp://host:8786) to run the tile jobs on instead; "
+        "its workers must reach the database and the output folder",
+    ),
+    memory_limit: str = typer.Option(
+        "auto",
+        "--memory-limit",
+        help="memory per LocalCluster worker (e.g. 2GiB; auto: the machine's shared out)",
     ),
 ) -> None:
     """Build OGC 3D Tiles 1.1 tilesets from the database into OUT/{id}/tileset.json."""
@@ -148,6 +165,12 @@ def build_3d(
     # tilesets an import writes (oblique) are rebuilt by that import, not by the builder
     reimported = [n for n in wanted if n in registry.REIMPORTED]
     targets = expand_families(wanted, settings.database_url, folder)
+    from cimtwin.tiles.threed import cluster
+
+    # a bad memory limit or an unreachable scheduler is told before any progress bar
+    cluster.check_memory_limit(memory_limit)
+    if scheduler:
+        cluster.client_for(0, scheduler)
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description:<12}"),
@@ -174,7 +197,9 @@ def build_3d(
                     target=target,
                     area=area,
                     changed=changed,
-                    workers=jobs or None,
+                    workers=workers or jobs or None,
+                    scheduler=scheduler or None,
+                    memory_limit=memory_limit,
                     on_plan=planned,
                     on_tile=done,
                 )

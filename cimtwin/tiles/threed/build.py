@@ -1,4 +1,4 @@
-"""The 3D build runner: plan a tileset, run its tile jobs (a process pool, or in-process),
+"""The 3D build runner: plan a tileset, run its tile jobs (on Dask distributed, or in-process),
 write tileset.json and the manifest that makes the next build incremental.
 
 ``{out}/{id}/build.json`` records, per tile, its box, tolerance, content hash and summary,
@@ -11,14 +11,11 @@ parent), and every ancestor of those are rebuilt; every other content file is le
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import psycopg
@@ -198,44 +195,27 @@ def _dirty(
     return dirty
 
 
-#: worker pools by size, kept for the process's life: one start-up for every tileset built
-_POOLS: dict[int, ProcessPoolExecutor] = {}
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of forkserver workers: each forks from a server that imported the job code
-    once (spawn would import numpy, pyproj and the sources again in every worker; fork would
-    copy the builder's open database connection into them)."""
-    pool = _POOLS.get(workers)
-    if pool is None:
-        ctx = get_context("forkserver")
-        ctx.set_forkserver_preload(["cimtwin.tiles.threed.plan", "cimtwin.tiles.threed.registry"])
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        _POOLS[workers] = pool
-        atexit.register(pool.shutdown, cancel_futures=True)
-    return pool
-
-
 def run_jobs(
-    jobs: list[TileJob], workers: int, on_done: Callable[[], None] | None = None
+    jobs: list[TileJob],
+    workers: int,
+    on_done: Callable[[], None] | None = None,
+    *,
+    scheduler: str | None = None,
+    memory_limit: str = "auto",
 ) -> Iterable[TileSummary]:
-    """The jobs' summaries as they finish: in this process for one worker (or one job), else
-    in a pool of worker processes."""
-    if workers <= 1 or len(jobs) <= 1:
+    """The jobs' summaries as they finish: on the Dask cluster at ``scheduler`` when one is
+    given, in this process for one worker (or one job), else on a LocalCluster of
+    ``workers`` processes (:mod:`cimtwin.tiles.threed.cluster`)."""
+    if scheduler is None and (workers <= 1 or len(jobs) <= 1):
         for job in jobs:
             yield run_job(job)
             if on_done:
                 on_done()
         return
-    futures = [_pool(workers).submit(run_job, job) for job in jobs]
-    try:
-        for future in as_completed(futures):
-            yield future.result()
-            if on_done:
-                on_done()
-    finally:
-        for future in futures:
-            future.cancel()
+    from cimtwin.tiles.threed import cluster
+
+    client = cluster.client_for(workers, scheduler, memory_limit)
+    yield from cluster.run_on_cluster(client, jobs, on_done)
 
 
 def build_tileset(
@@ -247,6 +227,8 @@ def build_tileset(
     area: Box | None = None,
     changed: bool = False,
     workers: int | None = None,
+    scheduler: str | None = None,
+    memory_limit: str = "auto",
     placement: Placement | None = None,
     max_depth: int = MAX_DEPTH,
     max_content_bytes: int = MAX_CONTENT_BYTES,
@@ -255,7 +237,10 @@ def build_tileset(
 ) -> BuildResult:
     """Build (or, with ``changed`` or ``area``, update) one tileset in ``out_root/{id}``.
 
-    ``target`` overrides the registry's ``module:Class`` (tests' synthetic sources)."""
+    ``target`` overrides the registry's ``module:Class`` (tests' synthetic sources).
+    ``workers`` (default: one per CPU) above 1 runs the tile jobs on a Dask LocalCluster with
+    ``memory_limit`` per worker; ``scheduler`` (``tcp://host:8786``) on an existing cluster,
+    whose workers must reach the database and ``out_root`` (a shared folder)."""
     target = target or registry.target_for(tileset_id)
     source = registry.source_for(target)
     placement = placement or Placement()
@@ -313,11 +298,17 @@ def build_tileset(
                     todo,
                     source=target,
                     dsn=dsn,
-                    out_dir=folder,
+                    out_dir=folder.absolute(),  # a worker's working folder may differ
                     schema=tileset_schema,
                     placement=placement,
                 )
-                for summary in run_jobs(jobs, workers or os.cpu_count() or 1, on_tile):
+                for summary in run_jobs(
+                    jobs,
+                    workers or os.cpu_count() or 1,
+                    on_tile,
+                    scheduler=scheduler,
+                    memory_limit=memory_limit,
+                ):
                     summaries[summary.key] = summary
                     rebuilt.add(summary.key)
                     result.built += 1

@@ -1,0 +1,118 @@
+"""Tile jobs on Dask distributed: a LocalCluster on this machine, or an existing cluster.
+
+A tile job (:class:`~cimtwin.tiles.threed.plan.TileJob`) is plain data carrying the database
+DSN and the output folder: the worker that runs it reads PostGIS itself and writes the tile's
+file itself, and only its small :class:`TileSummary` comes back. The driver plans the tree
+and assembles tileset.json; nothing is shared beyond the database and the output folder, so
+any ``dask-worker`` that can reach both can build tiles (``--scheduler tcp://host:8786``).
+
+Clients are kept for the process's life (like the pool they replace): the CLI builds several
+tilesets in a row, and a LocalCluster's start-up (a few seconds of imports per worker) is paid
+once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from cimtwin.errors import UserError
+from cimtwin.tiles.threed.plan import TileJob, TileSummary, run_job
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+#: the environment variable naming an existing scheduler (``--scheduler``)
+SCHEDULER_ENV = "CIMTWIN_DASK_SCHEDULER"
+#: seconds to wait for an existing scheduler before telling the user it is unreachable
+CONNECT_TIMEOUT_S = 10
+
+_CLIENTS: dict[tuple[str, str], Client] = {}
+
+
+def _close_all() -> None:
+    for client in list(_CLIENTS.values()):
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    _CLIENTS.clear()
+
+
+atexit.register(_close_all)
+
+
+def client_for(workers: int, scheduler: str | None = None, memory_limit: str = "auto") -> Client:
+    """A client of ``scheduler`` or, without one, of a LocalCluster of ``workers`` processes
+    with one thread each (jobs are CPU-bound numpy and keep one connection per worker) and
+    ``memory_limit`` per worker (dask's ``auto``: the machine's memory shared out; a worker
+    over it is restarted and its job run again elsewhere)."""
+    from distributed import Client, LocalCluster
+
+    key = ("scheduler", scheduler) if scheduler else ("local", f"{workers}/{memory_limit}")
+    client = _CLIENTS.get(key)
+    if client is not None and client.status == "running":
+        return client
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(
+                f"--scheduler {scheduler}: no Dask scheduler answers there "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from None
+    else:
+        check_memory_limit(memory_limit)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=None,  # no fixed port to clash with another build
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    _CLIENTS[key] = client
+    return client
+
+
+def check_memory_limit(text: str) -> None:
+    """Refuse a ``--memory-limit`` dask cannot read before any work starts."""
+    from dask.utils import parse_bytes
+
+    if text == "auto":
+        return
+    try:
+        if parse_bytes(text) <= 0:
+            raise ValueError(text)
+    except ValueError:
+        raise UserError(f"--memory-limit {text!r}: give a size such as 2GiB, or auto") from None
+
+
+def run_on_cluster(
+    client: Client, jobs: list[TileJob], on_done: Callable[[], None] | None = None
+) -> Iterator[TileSummary]:
+    """The jobs' summaries in the order they finish on the cluster's workers (one future per
+    tile, so the progress bar moves with the cluster's completed tasks)."""
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    # pure=False: every job gets a fresh key (the prefix names them in the task stream), so
+    # no job is answered from an earlier build's result for the same tile
+    futures = client.map(run_job, jobs, pure=False, key="tile-job")
+    try:
+        for future in as_completed(futures):
+            try:
+                summary = future.result()
+            except KilledWorker as exc:
+                raise UserError(
+                    f"a tile job's worker died again and again ({exc}); a tile over the "
+                    "worker memory limit? give --memory-limit more"
+                ) from None
+            yield summary
+            if on_done:
+                on_done()
+    finally:
+        client.cancel(futures)
