@@ -31,6 +31,7 @@ from cimtwin.api import (
 )
 from cimtwin.api.db import make_pool
 from cimtwin.api.inputs import no_nul_characters
+from cimtwin.api.page_gate import PageGate
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
 from cimtwin.tiles.cache import listen_for_changes, tile_cache_for
@@ -80,7 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tile_cache = tile_cache_for(settings)
     app.state.tile_slots = asyncio.Semaphore(settings.tile_db_concurrency or settings.pool_size)
     app.state.analysis_slots = asyncio.Semaphore(settings.analysis_concurrency)
-    app.state.cache_control = f"public, max-age={settings.tile_max_age_s}"
+    # closed reads: every tile went to a key holder, so no shared proxy may keep it
+    scope = "public" if settings.open_reads else "private"
+    app.state.cache_control = f"{scope}, max-age={settings.tile_max_age_s}"
+    app.state.vary = "Accept-Encoding" + (
+        "" if settings.open_reads else ", Authorization, X-API-Key"
+    )
     app.include_router(health.router)
     app.include_router(features.router)
     app.router.routes.insert(0, tiles.tile_route)  # first: the hottest path matches at once
@@ -93,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     viewer.mount(app, settings)
     viewer.mount_docs(app)
     errors.install(app)
+    if not settings.open_reads:
+        app.add_middleware(PageGate)
     _allow_cross_origin(app, settings)
     _document_plain_routes(app)
     return app
