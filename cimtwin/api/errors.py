@@ -39,6 +39,7 @@ CODES = {
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     422: "InvalidParameterValue",
+    500: "InternalServerError",
     503: "ServiceUnavailable",
 }
 
