@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         30, gt=0, description="how long an analysis waits for its turn before a 503"
     )
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
+    body_timeout_s: float = Field(
+        30, gt=0, description="a request body must arrive within this (else 408)"
+    )
     access_log: bool = Field(True, description="`cimtwin serve` logs every request")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -45,3 +45,44 @@ def test_unhandled_error_is_json_500(client: TestClient) -> None:
     assert r.json()["code"] == "InternalServerError"
     assert "secret internals" not in r.text
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_half_sent_body_is_408(settings: Settings) -> None:
+    import asyncio
+
+    from cimtwin.api.hardening import BodyTimeout
+
+    async def echo(scope, receive, send) -> None:  # an app that reads the whole body
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run(chunks: list[bytes]) -> list[dict]:
+        queue: asyncio.Queue = asyncio.Queue()
+        for c in chunks:
+            queue.put_nowait({"type": "http.request", "body": c, "more_body": c != b"end"})
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+        await BodyTimeout(echo, seconds=0.2)(scope, queue.get, send)
+        return sent
+
+    # a body that stops half-way: 408 in the error format, in about the deadline
+    sent = asyncio.run(asyncio.wait_for(run([b"{", b"half"]), 5))
+    assert sent[0]["status"] == 408
+    assert b"RequestTimeout" in sent[1]["body"] and b"0.2 s" in sent[1]["body"]
+    # a whole body goes through
+    sent = asyncio.run(run([b"{", b"end"]))
+    assert sent[0]["status"] == 200
+
+
+def test_the_app_times_out_slow_bodies(settings: Settings) -> None:
+    from cimtwin.api.hardening import BodyTimeout
+
+    app = create_app(settings.model_copy(update={"body_timeout_s": 7.5}))
+    found = [m for m in app.user_middleware if m.cls is BodyTimeout]
+    assert found and found[0].kwargs["seconds"] == 7.5

@@ -5,10 +5,13 @@ script) and ``Referrer-Policy: no-referrer`` (pages may be opened with ``?key=``
 not leave in a Referer). An exception no handler took answers a 500 in the service's JSON
 error format (:mod:`cimtwin.api.errors`), logged with its traceback, instead of Starlette's
 plain-text page; once an answer has started it cannot be replaced and is left to the
-server."""
+server. A body that does not arrive in time is a 408 (:class:`BodyTimeout`); headers that do
+not arrive are the server's to time out (uvicorn only times out idle keep-alive connections:
+behind a proxy, as docs/deployment.md says, the proxy's header timeout covers them)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.datastructures import MutableHeaders
@@ -54,3 +57,60 @@ class Hardening:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = error_response(500, "internal error: the server log has the details")
             await response(scope, receive, send_hardened)
+
+
+class BodyTimeout:
+    """ASGI middleware: a request body must arrive within ``seconds`` of the request's start,
+    else a 408 in the service's error format and the connection is dropped.
+
+    A half-sent body (slowloris) would otherwise hold a worker's request, and any pool
+    connection it took, for as long as the client likes; the deadline is for the whole body,
+    not per chunk, so a byte every few seconds does not keep it alive. After the body, the
+    app's waits for a disconnect go through untimed."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        body_done = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise _SlowBody from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, watched_send)
+        except _SlowBody:
+            if started:
+                raise
+            response = error_response(
+                408,
+                f"the request body did not arrive within {self.seconds:g} s",
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, watched_send)
+
+
+class _SlowBody(Exception):
+    """The body's deadline passed (raised out of ``receive``, caught by :class:`BodyTimeout`)."""
