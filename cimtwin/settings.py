@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     )
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
+    trusted_hosts: str = Field(
+        "*",
+        description="Host header values the service answers (comma-separated, '*.x.org' for "
+        "subdomains; '*': any): style and TileJSON URLs come from the Host when public_url "
+        "is unset, so a public deployment sets one of the two",
+    )
     cors_origins: str = Field(
         "*",
         description="web origins whose pages may call the API (comma-separated, '*' for "

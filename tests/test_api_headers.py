@@ -86,3 +86,21 @@ def test_the_app_times_out_slow_bodies(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"body_timeout_s": 7.5}))
     found = [m for m in app.user_middleware if m.cls is BodyTimeout]
     assert found and found[0].kwargs["seconds"] == 7.5
+
+
+def test_an_untrusted_host_gets_no_style(settings: Settings) -> None:
+    trusting = settings.model_copy(update={"trusted_hosts": "twin.example.gov.cn, testserver"})
+    with TestClient(create_app(trusting)) as c:
+        r = c.get("/styles/twin.json", headers={"Host": "evil.example"})
+        assert r.status_code == 400 and r.json()["code"] == "InvalidParameterValue"
+        assert "evil" not in r.text
+        r = c.get("/styles/twin.json", headers={"Host": "twin.example.gov.cn:8443"})
+        assert r.status_code == 200
+        assert r.json()["glyphs"].startswith("http://twin.example.gov.cn:8443/fonts/")
+    public = settings.model_copy(update={"public_url": "https://twin.example.gov.cn/cim"})
+    with TestClient(create_app(public)) as c:
+        r = c.get("/styles/twin.json", headers={"Host": "evil.example"})
+        assert "evil" not in r.text
+        assert r.json()["glyphs"].startswith("https://twin.example.gov.cn/cim/fonts/")
+        r = c.get("/tiles/grids/tilejson.json", headers={"Host": "evil.example"})
+        assert r.json()["tiles"][0].startswith("https://twin.example.gov.cn/cim/tiles/grids/")

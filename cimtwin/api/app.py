@@ -30,7 +30,7 @@ from cimtwin.api import (
     viewer,
 )
 from cimtwin.api.db import make_pool
-from cimtwin.api.hardening import BodyTimeout, Hardening
+from cimtwin.api.hardening import BodyTimeout, Hardening, TrustedHosts
 from cimtwin.api.inputs import no_nul_characters
 from cimtwin.api.page_gate import PageGate
 from cimtwin.db.engine import libpq_dsn
@@ -104,6 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(PageGate)
     _allow_cross_origin(app, settings)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
+    hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()]
+    if hosts and "*" not in hosts:
+        app.add_middleware(TrustedHosts, hosts=hosts)
     app.add_middleware(Hardening)  # outermost: its headers go on every answer, CORS too
     _document_plain_routes(app)
     return app

@@ -114,3 +114,27 @@ class BodyTimeout:
 
 class _SlowBody(Exception):
     """The body's deadline passed (raised out of ``receive``, caught by :class:`BodyTimeout`)."""
+
+
+class TrustedHosts:
+    """ASGI middleware: only requests whose ``Host`` is on the list get in (400 otherwise, in
+    the error format). Style documents and TileJSON build their URLs from the request's host
+    when ``CIMTWIN_PUBLIC_URL`` is unset: an attacker's ``Host`` must not end up in them (or in
+    a proxy cache holding them). ``*.example.org`` takes the subdomains."""
+
+    def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
+        self.app = app
+        self.hosts = [h.lower() for h in hosts]
+
+    def allowed(self, host: str) -> bool:
+        name = host.lower().rsplit(":", 1)[0] if not host.endswith("]") else host.lower()
+        return any(name == h or (h.startswith("*.") and name.endswith(h[1:])) for h in self.hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if not self.allowed(host):
+                response = error_response(400, "this service does not answer for that Host")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
