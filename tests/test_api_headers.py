@@ -104,3 +104,18 @@ def test_an_untrusted_host_gets_no_style(settings: Settings) -> None:
         assert r.json()["glyphs"].startswith("https://twin.example.gov.cn/cim/fonts/")
         r = c.get("/tiles/grids/tilejson.json", headers={"Host": "evil.example"})
         assert r.json()["tiles"][0].startswith("https://twin.example.gov.cn/cim/tiles/grids/")
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/viewer/", "/viewer/map.html"])
+def test_pages_have_a_content_security_policy(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'self'" and csp["object-src"] == "'none'"
+    assert "http" not in r.headers["content-security-policy"]  # no foreign origin anywhere
+    assert "blob:" in csp["worker-src"]
+
+
+def test_data_answers_have_no_page_policy(client: TestClient) -> None:
+    r = client.get("/healthz")
+    assert "content-security-policy" not in r.headers

@@ -1,5 +1,6 @@
 """Headers every answer carries, and the last word on errors nothing else caught.
 
+A ``Content-Security-Policy`` on the HTML pages (:data:`PAGE_CSP`),
 ``X-Content-Type-Options: nosniff`` (a browser never runs a tile or a GeoJSON answer as a
 script) and ``Referrer-Policy: no-referrer`` (pages may be opened with ``?key=``: the key must
 not leave in a Referer). An exception no handler took answers a 500 in the service's JSON
@@ -27,6 +28,29 @@ SECURITY_HEADERS = {
 }
 
 
+#: for the HTML pages (the viewers, /docs, /redoc): everything from this origin only. CesiumJS
+#: needs 'unsafe-eval' (its widgets' knockout bindings compile with ``new Function``) and
+#: WebAssembly (draco, KTX2); MapLibre and Cesium run workers from blob: URLs and draw images
+#: from data: and blob:; the pages and Swagger UI have inline scripts ('unsafe-inline' until
+#: they move to files or hashes); no plugins, no framing by other sites, no foreign forms
+PAGE_CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval' 'wasm-unsafe-eval' blob:",
+        "worker-src 'self' blob:",
+        "child-src 'self' blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self' data: blob:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'self'",
+    )
+)
+
+
 class Hardening:
     """ASGI middleware: :data:`SECURITY_HEADERS` on every answer, JSON 500s."""
 
@@ -47,6 +71,9 @@ class Hardening:
                 for name, value in SECURITY_HEADERS.items():
                     if name not in headers:
                         headers[name] = value
+                html = headers.get("content-type", "").startswith("text/html")
+                if html and "content-security-policy" not in headers:
+                    headers["Content-Security-Policy"] = PAGE_CSP
             await send(message)
 
         try:
