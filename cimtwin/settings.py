@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     )
     tile_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of tiles")
     public_url: str | None = Field(None, description="base URL in styles/TileJSON if proxied")
+    trusted_hosts: str = Field(
+        "*",
+        description="Host header values the service answers (comma-separated, '*.x.org' for "
+        "subdomains; '*': any): style and TileJSON URLs come from the Host when public_url "
+        "is unset, so a public deployment sets one of the two",
+    )
     cors_origins: str = Field(
         "*",
         description="web origins whose pages may call the API (comma-separated, '*' for "
@@ -109,6 +115,9 @@ class Settings(BaseSettings):
         30, gt=0, description="how long an analysis waits for its turn before a 503"
     )
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
+    body_timeout_s: float = Field(
+        30, gt=0, description="a request body must arrive within this (else 408)"
+    )
     access_log: bool = Field(True, description="`cimtwin serve` logs every request")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

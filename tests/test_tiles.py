@@ -338,7 +338,7 @@ def test_closed_reads_need_a_key_for_tiles_too(settings: Settings, loaded_sample
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert "API key" in r.json()["description"]
         r = c.get("/tiles/pipelines/15/26762/14270.mvt", headers={"X-API-Key": "nonsense"})
-        assert r.status_code == 401 and r.json()["description"] == "unknown API key"
+        assert r.status_code == 401 and r.json()["description"] == "invalid or revoked key"
 
 
 def test_one_tile_query_at_a_time_still_serves_composite_tiles(

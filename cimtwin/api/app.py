@@ -31,7 +31,9 @@ from cimtwin.api import (
 )
 from cimtwin.api.body_limit import BodyLimit
 from cimtwin.api.db import make_pool
+from cimtwin.api.hardening import BodyTimeout, Hardening, TrustedHosts
 from cimtwin.api.inputs import no_nul_characters
+from cimtwin.api.page_gate import PageGate
 from cimtwin.api.replicas import ReadRouter, Replica, RetryReadsOnPrimary
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings, get_settings
@@ -90,7 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tile_slots = asyncio.Semaphore(settings.tile_db_concurrency or settings.pool_size)
     app.state.analysis_slots = asyncio.Semaphore(settings.analysis_concurrency)
     app.state.bulk_slots = asyncio.Semaphore(settings.bulk_concurrency)
-    app.state.cache_control = f"public, max-age={settings.tile_max_age_s}"
+    # closed reads: every tile went to a key holder, so no shared proxy may keep it
+    scope = "public" if settings.open_reads else "private"
+    app.state.cache_control = f"{scope}, max-age={settings.tile_max_age_s}"
+    app.state.vary = "Accept-Encoding" + (
+        "" if settings.open_reads else ", Authorization, X-API-Key"
+    )
     app.include_router(health.router)
     app.include_router(features.router)
     app.router.routes.insert(0, tiles.tile_route)  # first: the hottest path matches at once
@@ -109,7 +116,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_kb * 1024, own_limit=frozenset({"/grids/assign"})
     )
+    if not settings.open_reads:
+        app.add_middleware(PageGate)
     _allow_cross_origin(app, settings)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
+    hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()]
+    if hosts and "*" not in hosts:
+        app.add_middleware(TrustedHosts, hosts=hosts)
+    app.add_middleware(Hardening)  # outermost: its headers go on every answer, CORS too
     _document_plain_routes(app)
     return app
 

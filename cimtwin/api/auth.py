@@ -33,6 +33,7 @@ from cimtwin.spatial.access_queries import lookup_key, role_allows, touch_key
 log = logging.getLogger(__name__)
 
 BEARER = {"WWW-Authenticate": "Bearer"}
+INVALID_KEY = "invalid or revoked key"
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -61,12 +62,9 @@ def presented_key(bearer: HTTPAuthorizationCredentials | None, header: str | Non
 
 async def authenticate(conn: AsyncConnection, key: str) -> Principal:
     record = await lookup_key(conn, key)
-    if record is None:
-        raise HTTPException(401, "unknown API key", headers=BEARER)
-    if not record.active:
-        raise HTTPException(
-            401, f"API key {record.name!r} ({record.prefix}...) was revoked", headers=BEARER
-        )
+    # one message for both: an answer must not tell which keys exist or whose they were
+    if record is None or not record.active:
+        raise HTTPException(401, INVALID_KEY, headers=BEARER)
     try:
         await touch_key(conn, record)
     except psycopg.Error as exc:  # bookkeeping only: never fail a request on it
@@ -78,8 +76,8 @@ def _authorise(principal: Principal, role: str, action: str) -> Principal:
     if not role_allows(principal.role, role):
         raise HTTPException(
             403,
-            f"API key {principal.name!r} has role {principal.role!r}; {action} needs "
-            f"role {role!r} or higher ({' < '.join(ROLES)})",
+            # the route's documented need, never the key's name or role
+            f"this key may not {action}: it needs role {role!r} or higher ({' < '.join(ROLES)})",
         )
     return principal
 

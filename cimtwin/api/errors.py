@@ -35,10 +35,12 @@ CODES = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     409: "Conflict",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     422: "InvalidParameterValue",
+    500: "InternalServerError",
     503: "ServiceUnavailable",
 }
 

@@ -1,5 +1,10 @@
 """``/healthz``: is the database there, which PostGIS, is the schema migrated, does the tile
-cache work."""
+cache work.
+
+With closed reads (``open_reads`` off) the probe stays open but, without a key, answers only
+``{"status": ...}`` (503 when the database is away): no versions, revision or cache figures
+for an anonymous caller. A request with a valid key (any role) gets the full answer; an
+invalid key is a 401, as everywhere."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from psycopg import AsyncConnection, Error
 from pydantic import BaseModel
 
 from cimtwin import __version__
+from cimtwin.api.auth import check_read, request_key
 from cimtwin.api.db import primary_connection
 from cimtwin.spatial.sql_toolkit import one, one_row
 
@@ -35,6 +41,21 @@ async def healthz(
     request: Request, conn: Annotated[AsyncConnection, Depends(primary_connection)]
 ) -> Health | JSONResponse:
     settings = request.app.state.settings
+    key = request_key(request)
+    bare = not settings.open_reads and key is None
+    if not settings.open_reads and key is not None:
+        await check_read(request, key)
+    answer = await _health(request, conn)
+    if bare:
+        status = 503 if answer.status == "error" else 200
+        return JSONResponse({"status": answer.status}, status_code=status)
+    if answer.status == "error":
+        return JSONResponse(answer.model_dump(), status_code=503)
+    return answer
+
+
+async def _health(request: Request, conn: AsyncConnection) -> Health:
+    settings = request.app.state.settings
     schema = settings.db_schema
     try:
         pg, postgis, migrated = await one_row(
@@ -48,13 +69,12 @@ async def healthz(
             row = await one(conn, f'SELECT version_num FROM "{schema}".alembic_version')
             revision = row[0] if row else None
     except Error as exc:
-        body = Health(
+        return Health(
             status="error",
             version=__version__,
             storage_srid=settings.storage_srid,
             detail=f"database: {exc.__class__.__name__}: {exc}".strip(),
         )
-        return JSONResponse(body.model_dump(), status_code=503)
     # a broken shared tile cache is degraded, not an error: tiles are then served uncached
     cache, cache_ok = await request.app.state.tile_cache.health()
     problems = [] if revision is not None else ["schema not migrated: run `cimtwin db upgrade`"]

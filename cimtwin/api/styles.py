@@ -38,6 +38,7 @@ async def style(request: Request, name: str) -> dict:
 
 @router.get("/fonts/{fontstack}/{start}-{end}.pbf", summary="SDF glyphs for map labels")
 async def glyphs(
+    request: Request,
     fontstack: str,
     start: int = Path(ge=0, le=65280),
     end: int = Path(ge=255, le=65535),
@@ -50,5 +51,9 @@ async def glyphs(
     return Response(
         body,
         media_type="application/x-protobuf",
-        headers={"Cache-Control": "public, max-age=86400"},
+        # closed reads: only key holders got them, so no shared proxy may keep them
+        headers={
+            "Cache-Control": ("public" if request.app.state.settings.open_reads else "private")
+            + ", max-age=86400"
+        },
     )

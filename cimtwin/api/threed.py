@@ -263,7 +263,9 @@ async def tile_file(request: Request) -> Response:
     etag = f'{f.etag[:-1]}-gz"' if gzip else f.etag
     headers = {"ETag": etag, "Cache-Control": request.app.state.cache_control}
     if compressible:
-        headers["Vary"] = "Accept-Encoding"
+        headers["Vary"] = request.app.state.vary
+    elif not request.app.state.settings.open_reads:
+        headers["Vary"] = "Authorization, X-API-Key"
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)

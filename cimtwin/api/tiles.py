@@ -104,7 +104,7 @@ async def tile(request: Request) -> Response:
     headers = {
         "ETag": entry.etag,
         "Cache-Control": request.app.state.cache_control,
-        "Vary": "Accept-Encoding",
+        "Vary": request.app.state.vary,
     }
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and entry.etag in [v.strip() for v in if_none_match.split(",")]:
