@@ -661,3 +661,30 @@ def test_ogr2ogr_follows_next_links(server: str, engine: Engine, tmp_path: Path)
     assert len(expected) > 1000  # more than one page
     assert len(feats) == len(expected)
     assert sorted(f["properties"]["component_id"] for f in feats) == sorted(expected)
+
+
+def test_links_use_the_public_url_with_its_prefix(settings, loaded_sample) -> None:
+    """Behind a prefixed proxy every absolute link (landing, collections, paging, districts)
+    stays on CIMTWIN_PUBLIC_URL, so GDAL/QGIS following `next` keep working."""
+    from fastapi.testclient import TestClient
+
+    from cimtwin.api.app import create_app
+
+    public = "https://twin.example.gov.cn/cim"
+    app = create_app(settings.model_copy(update={"public_url": public}))
+    with TestClient(app) as c:
+        hrefs = [x["href"] for x in c.get("/").json()["links"]]
+        hrefs += [x["href"] for x in c.get("/collections").json()["links"]]
+        for col in c.get("/collections").json()["collections"]:
+            hrefs += [x["href"] for x in col["links"]]
+        page = c.get("/collections/pipelines/items", params={"limit": 2, "offset": 2}).json()
+        rels = {x["rel"]: x["href"] for x in page["links"]}
+        hrefs += list(rels.values())
+        hrefs += [d["href"] for d in c.get("/districts").json()["districts"]]
+    assert rels["next"] == f"{public}/collections/pipelines/items?limit=2&offset=4"
+    assert rels["prev"] == f"{public}/collections/pipelines/items?limit=2&offset=0"
+    assert rels["self"] == f"{public}/collections/pipelines/items?limit=2&offset=2"
+    assert any("/districts/" in h for h in hrefs)
+    bad = [h for h in hrefs if h.startswith("http") and not h.startswith(public + "/")]
+    assert not bad
+    assert not [h for h in hrefs if h.startswith("/")]

@@ -57,8 +57,10 @@ async def districts(
             full = await district_summary(conn, d["slug"], summary_cache(request)) or {}
             d["above_ground"] = full.get("above_ground")
             d["below_ground"] = full.get("below_ground")
+    public = request.app.state.settings.public_url
+    root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
     for d in found:
-        d["href"] = f"/districts/{d['slug']}"
+        d["href"] = f"{root}/districts/{d['slug']}"
     return json_response({"districts": found, "count": len(found)})
 
 

@@ -88,7 +88,17 @@ def _layer(collection_id: str) -> Layer:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url)
+    """Root of absolute links, ending in '/': CIMTWIN_PUBLIC_URL (with its path prefix) behind
+    a proxy, else the request's own base, so clients that follow links stay on the public URL."""
+    public = request.app.state.settings.public_url
+    return public.rstrip("/") + "/" if public else str(request.base_url)
+
+
+def _url(request: Request, **params: int) -> str:
+    """This request's URL under _base (query kept, `params` replaced)."""
+    url = request.url.include_query_params(**params) if params else request.url
+    path = url.path.lstrip("/")
+    return f"{_base(request)}{path}" + (f"?{url.query}" if url.query else "")
 
 
 # --- landing page, conformance, OpenAPI -----------------------------------------------------
@@ -369,7 +379,7 @@ async def items(
         matched = (await fetch_rows(conn, count, q.params))[0][0]
 
     links = [
-        {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
+        {"href": _url(request), "rel": "self", "type": GEOJSON, "title": "This page"},
         {
             "href": f"{_base(request)}collections/{layer.id}",
             "rel": "collection",
@@ -380,7 +390,7 @@ async def items(
     if q.offset + len(rows) < matched:
         links.append(
             {
-                "href": str(request.url.include_query_params(offset=q.offset + q.limit)),
+                "href": _url(request, offset=q.offset + q.limit),
                 "rel": "next",
                 "type": GEOJSON,
                 "title": "Next page",
@@ -389,7 +399,7 @@ async def items(
     if q.offset > 0:
         links.append(
             {
-                "href": str(request.url.include_query_params(offset=max(0, q.offset - q.limit))),
+                "href": _url(request, offset=max(0, q.offset - q.limit)),
                 "rel": "prev",
                 "type": GEOJSON,
                 "title": "Previous page",
@@ -447,7 +457,7 @@ async def item(
     )
     links = dumps(
         [
-            {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
+            {"href": _url(request), "rel": "self", "type": GEOJSON, "title": "This feature"},
             {"href": base, "rel": "collection", "type": JSON, "title": layer.title},
         ]
     )
