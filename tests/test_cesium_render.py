@@ -89,7 +89,9 @@ def test_cesium_is_installed_and_served(hand_made: str, settings: Settings) -> N
 def test_closed_reads_load_with_a_key(
     settings: Settings, scratch_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """With open_reads off, the page sends ?key= with the list and every tile request."""
+    """With open_reads off, the page itself needs the key (401 without, in the error format),
+    and with ?key= it sends the key with the list and every tile request."""
+    import httpx
     import psycopg
 
     from cimtwin.db.engine import libpq_dsn
@@ -103,9 +105,9 @@ def test_closed_reads_load_with_a_key(
         update={"database_url": scratch_database, "tiles_dir": str(root), "open_reads": False}
     )
     for base in serve(closed):
-        denied, denied_problems, _ = load_in_cesium(base, "?imagery=none")
+        denied = httpx.get(f"{base}/viewer/threed-check.html?imagery=none")
         report, problems, _ = load_in_cesium(base, f"?imagery=none&key={key}")
-    assert any("401" in e for e in denied["errors"]) and denied_problems, denied
+    assert denied.status_code == 401 and denied.json()["code"] == "Unauthorized", denied.text
     assert problems == [] and report["errors"] == [], (problems, report["errors"])
     assert report["tilesets"][0]["triangles"] == 24
 
