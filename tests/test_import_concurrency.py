@@ -41,18 +41,27 @@ def _halves(tmp: Path) -> list[Path]:
 
 def _import_together(files: list[Path], url: str) -> tuple[dict, list]:
     """One thread per file, released at the same moment; results and errors by file."""
-    start = threading.Barrier(len(files))
+    jobs = [
+        ("components", files[i], ImportOptions(dataset=f"conc-{i}", replace=True))
+        for i in range(len(files))
+    ]
+    return _run_together(jobs, url)
+
+
+def _run_together(jobs: list[tuple[str, Path, ImportOptions]], url: str) -> tuple[dict, list]:
+    """One thread per (kind, file, options), released at the same moment."""
+    start = threading.Barrier(len(jobs))
     results, errors = {}, []
 
     def go(i: int) -> None:
-        options = ImportOptions(dataset=f"conc-{i}", replace=True)
+        kind, path, options = jobs[i]
         try:
             start.wait(30)
-            results[i] = run_import(importer_for("components"), [files[i]], options, url)
+            results[i] = run_import(importer_for(kind), [path], options, url)
         except Exception as exc:  # noqa: BLE001 - collected and asserted by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(files))]
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(jobs))]
     for t in threads:
         t.start()
     for t in threads:
@@ -73,3 +82,39 @@ def test_two_component_imports_into_different_datasets_both_succeed(
         assert errors == [], f"attempt {attempt + 1}: {errors}"
         assert [results[i].status for i in range(2)] == ["succeeded", "succeeded"]
         assert results[0].counts["city_component"] + results[1].counts["city_component"] == 5452
+
+
+def test_network_reimport_valves_and_components_at_once(concurrent_db: str, tmp_path: Path):
+    """A network re-import (partition swap), a valve layer import on that network and a
+    component import, released together three times: all succeed, and every valve ends on
+    the network's current batch (the re-import moved them, or they were placed after it)."""
+    import psycopg
+    import wntr
+
+    from cimtwin.db.engine import libpq_dsn
+
+    net3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+    net = ImportOptions(
+        dataset="conc-net", crs="EPSG:4547", local_transform="500000,2500000,0,-695200"
+    )
+    run_import(importer_for("pipelines"), [net3], net, concurrent_db)
+    layer = wntr.network.layer.generate_valve_layer(
+        wntr.network.WaterNetworkModel(str(net3)), "strategic", 2, seed=3
+    )
+    layer.to_csv(tmp_path / "valves.csv")
+    files = _halves(tmp_path)
+    for attempt in range(ROUNDS):
+        net.replace = True
+        jobs = [
+            ("pipelines", net3, net),
+            ("valves", tmp_path / "valves.csv", ImportOptions(dataset="conc-net", replace=True)),
+            ("components", files[0], ImportOptions(dataset="conc-0", replace=True)),
+        ]
+        results, errors = _run_together(jobs, concurrent_db)
+        assert errors == [], f"attempt {attempt + 1}: {errors}"
+        assert all(r.status == "succeeded" for r in results.values())
+        with psycopg.connect(libpq_dsn(concurrent_db)) as conn:
+            batches = conn.execute(
+                "SELECT network_batch_id, count(*) FROM cim.pipeline_valve GROUP BY 1"
+            ).fetchall()
+        assert batches == [(results[0].batch_id, len(layer))], attempt

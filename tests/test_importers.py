@@ -450,3 +450,72 @@ def test_components_replace_their_partition_and_ids_stay_unique(scratch_database
             importer_for("components"), comp, ImportOptions(dataset="comp-b"), scratch_database
         )
     assert table_fingerprint(scratch_database) == before
+
+
+def test_pipelines_reimport_swaps_partitions_and_keeps_the_valves(
+    scratch_database: str, tmp_path: Path
+):
+    """A network lives one partition per batch (nodes and segments): a re-import attaches the
+    new partitions and drops the old, and the valve layer on it moves onto the new pipes (same
+    model links and nodes) instead of vanishing with the old rows."""
+    import wntr
+
+    net3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+    options = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200")
+    first = run_import(
+        importer_for("pipelines"),
+        [net3],
+        ImportOptions(dataset="net3-swap", **options),
+        scratch_database,
+    )
+    wn = wntr.network.WaterNetworkModel(str(net3))
+    layer = wntr.network.layer.generate_valve_layer(wn, "strategic", 2, seed=7)
+    layer.to_csv(tmp_path / "valves.csv")
+    valves = run_import(
+        importer_for("valves"),
+        [tmp_path / "valves.csv"],
+        ImportOptions(dataset="net3-swap"),
+        scratch_database,
+    )
+    query = (
+        "SELECT v.valve_no, s.source_id, n.point_no, v.network_batch_id, "
+        "ST_AsText(v.geom) FROM cim.pipeline_valve v "
+        "JOIN cim.pipeline_segment s ON (s.batch_id, s.id) = (v.network_batch_id, v.segment_id) "
+        "JOIN cim.pipeline_node n ON (n.batch_id, n.id) = (v.network_batch_id, v.node_id) "
+        "WHERE v.batch_id = %s ORDER BY v.valve_no"
+    )
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        before = conn.execute(query, (valves.batch_id,)).fetchall()
+    assert len(before) == len(layer) > 0 and {r[3] for r in before} == {first.batch_id}
+
+    again = run_import(
+        importer_for("pipelines"),
+        [net3],
+        ImportOptions(dataset="net3-swap", replace=True, **options),
+        scratch_database,
+    )
+    assert again.batch_id != first.batch_id
+    assert again.counts["pipeline_valve_relinked"] == len(layer)
+    assert again.counts["pipeline_valve_dropped"] == 0
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        parts = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname LIKE 'pipeline_%%'"
+            )
+        }
+        after = conn.execute(query, (valves.batch_id,)).fetchall()
+        left = conn.execute(
+            "SELECT count(*) FROM cim.pipeline_segment WHERE batch_id = %s", (first.batch_id,)
+        ).fetchone()[0]
+        status = conn.execute(
+            "SELECT status FROM cim.import_batch WHERE id = %s", (first.batch_id,)
+        ).fetchone()[0]
+    for table in ("pipeline_node", "pipeline_segment"):
+        assert f"{table}_b{again.batch_id}" in parts
+        assert f"{table}_b{first.batch_id}" not in parts
+    assert left == 0 and status == "replaced"
+    # every valve on the same link and node as before, now in the new batch, same position
+    assert [r[:3] + r[4:] for r in after] == [r[:3] + r[4:] for r in before]
+    assert {r[3] for r in after} == {again.batch_id}

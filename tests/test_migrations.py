@@ -9,6 +9,7 @@ from cimtwin import reference
 from cimtwin.db import bootstrap, migrate
 from cimtwin.db.engine import sqlalchemy_url
 from cimtwin.spatial.model import SCHEMA, SRID, Base
+from tests.pipeline_rows import network_batch
 
 EXPECTED_TABLES = {
     "street",
@@ -172,51 +173,80 @@ def test_metadata_and_dictionaries_seeded(engine: Engine) -> None:
 def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
     """A PointZ/LineStringZ pipe keeps its heights; a segment cannot start and end at one node."""
     with engine.begin() as c:
+        raw = c.connection.driver_connection
+        batch = network_batch(raw.execute, "t")
         ids = (
             c.execute(
                 text(
-                    f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, "
+                    f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, "
                     "subtype, geom) "
                     "VALUES "
-                    "('t', 'JS1', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502456, 2501564, "
+                    "(:batch, 't', 'JS1', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502456, 2501564, "
                     f"80.5), {SRID})),"
-                    "('t', 'JS2', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502500, 2501564, "
+                    "(:batch, 't', 'JS2', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502500, 2501564, "
                     f"80.1), {SRID})) "
                     "RETURNING id"
-                )
+                ),
+                {"batch": batch},
             )
             .scalars()
             .all()
         )
         seg = c.execute(
             text(
-                f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, subtype, from_node_id, "
-                "to_node_id, depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', 'JP', "
+                f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, subtype, "
+                "from_node_id, to_node_id, depth_ref, flow_direction, length_m, geom) VALUES "
+                "(:batch, 't', 'JS', 'JP', "
                 f":a, :b, 'top', 0, 44, ST_SetSRID(ST_MakeLine(ST_MakePoint(502456, 2501564, 79.3),"
                 f" ST_MakePoint(502500, 2501564, 78.9)), {SRID})) RETURNING ST_3DLength(geom), "
                 "ST_ZMin(geom)"
             ),
-            {"a": ids[0], "b": ids[1]},
+            {"a": ids[0], "b": ids[1], "batch": batch},
         ).one()
         assert seg[0] == pytest.approx((44**2 + 0.4**2) ** 0.5)
         assert seg[1] == pytest.approx(78.9)
         c.rollback()
     with pytest.raises(Exception, match="not_a_loop"), engine.begin() as c:
+        batch = network_batch(c.connection.driver_connection.execute, "t")
         nid = c.execute(
             text(
-                f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, geom) VALUES "
-                f"('t', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID})) RETURNING id"
-            )
+                f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, geom)"
+                f" VALUES (:batch, 't', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID}))"
+                " RETURNING id"
+            ),
+            {"batch": batch},
         ).scalar()
         c.execute(
             text(
-                f"INSERT INTO {SCHEMA}.pipeline_segment (dataset, network, from_node_id, "
-                "to_node_id, "
-                "depth_ref, flow_direction, length_m, geom) VALUES ('t', 'JS', :n, :n, "
+                f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, "
+                "from_node_id, to_node_id, "
+                "depth_ref, flow_direction, length_m, geom) VALUES (:batch, 't', 'JS', :n, :n, "
                 "'top', 0, 0, "
                 f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"
             ),
-            {"n": nid},
+            {"n": nid, "batch": batch},
+        )
+    with pytest.raises(Exception, match="fk_pipeline_segment_from_node"), engine.begin() as c:
+        # a segment's end nodes are in its own batch (composite key): another batch's node
+        # with the same id does not do
+        first = network_batch(c.connection.driver_connection.execute, "t1")
+        other = network_batch(c.connection.driver_connection.execute, "t2")
+        nid = c.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, geom)"
+                f" VALUES (:batch, 't1', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID}))"
+                " RETURNING id"
+            ),
+            {"batch": first},
+        ).scalar()
+        c.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, "
+                "from_node_id, to_node_id, depth_ref, flow_direction, length_m, geom) VALUES "
+                "(:batch, 't2', 'JS', :n, :n + 1, 'top', 0, 1, "
+                f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"
+            ),
+            {"n": nid, "batch": other},
         )
 
 

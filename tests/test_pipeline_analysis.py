@@ -34,6 +34,7 @@ from cimtwin.spatial.pipelines.qa import dangling_ends, qa_analysis
 from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
 from cimtwin.spatial.pipelines.shared import NotFound
 from cimtwin.spatial.pipelines.trace import trace_analysis
+from tests.pipeline_rows import network_batch
 
 NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
 NET3_OPTIONS = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200", dataset="net3")
@@ -66,12 +67,14 @@ def add_network(
     centre z at from, centre z at to, diameter mm, flow, depth_ref, extra columns).
     Returns (node ids, segment ids) by name."""
     nid, sid = {}, {}
+    batch = network_batch(conn.execute, dataset)
     for name, (x, y, ground, feature, app) in nodes.items():
         nid[name] = conn.execute(
-            f"INSERT INTO {SCHEMA}.pipeline_node (dataset, point_no, network, subtype, feature,"
-            " appurtenance, ground_elevation_m, valve_state, geom) VALUES (%s, %s, %s, %s, %s, "
-            "%s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s, %s), 4547)) RETURNING id",
+            f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, subtype,"
+            " feature, appurtenance, ground_elevation_m, valve_state, geom) VALUES (%s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s, %s), 4547)) RETURNING id",
             (
+                batch,
                 dataset,
                 name,
                 network,
@@ -91,6 +94,7 @@ def add_network(
         h = dia / 2000.0
         shift = {"top": h, "invert": -h, "centre": 0.0}[ref]
         cols = {
+            "batch_id": batch,
             "dataset": dataset,
             "network": network,
             "subtype": subtype,
@@ -205,8 +209,9 @@ def scratch(scratch_database: str, tmp_path_factory) -> dict:
             conn, "tiny-js", "JS", "JP", TINY_JS_NODES, TINY_JS_PIPES
         )
         ids["L1"] = conn.execute(
-            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, segment_id, node_id, "
-            "geom) SELECT 'tiny-js', 'L1', s.id, s.from_node_id, ST_LineInterpolatePoint("
+            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, network_batch_id, "
+            "segment_id, node_id, geom) SELECT 'tiny-js', 'L1', s.batch_id, s.id, "
+            "s.from_node_id, ST_LineInterpolatePoint("
             "s.geom, 0.1) FROM cim.pipeline_segment s WHERE s.id = %s RETURNING id",
             (ids["js"]["s11"],),
         ).fetchone()[0]
@@ -566,8 +571,9 @@ def test_the_graph_cache_sees_new_rows(scratch):
     assert set(r["isolated_segments"]["ids"]) == {pipes["a"], pipes["b"]} and not r["valves"]
     with psycopg.connect(libpq_dsn(url)) as conn:
         vid = conn.execute(
-            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, segment_id, node_id, geom)"
-            " SELECT 'tiny-cache', 'C1', s.id, s.from_node_id, ST_StartPoint(s.geom) FROM "
+            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, network_batch_id, "
+            "segment_id, node_id, geom) SELECT 'tiny-cache', 'C1', s.batch_id, s.id, "
+            "s.from_node_id, ST_StartPoint(s.geom) FROM "
             "cim.pipeline_segment s WHERE s.id = %s RETURNING id",
             (pipes["b"],),
         ).fetchone()[0]

@@ -469,14 +469,16 @@ def test_a_pipe_never_sized_is_drawn_thin_with_no_size(conn):
     default diameter with an empty size."""
     from cimtwin.tiles.threed.sources.pipelines import DEFAULT_DIAMETER_MM
 
-    a, b = conn.execute("SELECT id FROM cim.pipeline_node ORDER BY id LIMIT 2").fetchall()
+    a, b = conn.execute(
+        "SELECT id, batch_id FROM cim.pipeline_node ORDER BY batch_id, id LIMIT 2"
+    ).fetchall()
     try:
         pid = conn.execute(
-            "INSERT INTO cim.pipeline_segment (id, dataset, network, from_node_id, to_node_id,"
-            " link_type, depth_ref, flow_direction, length_m, geom) VALUES (999999, 'gap',"
-            " 'JS', %s, %s, 'pipe', 'top', 0, 30, ST_GeomFromText("
+            "INSERT INTO cim.pipeline_segment (batch_id, id, dataset, network, from_node_id,"
+            " to_node_id, link_type, depth_ref, flow_direction, length_m, geom) VALUES (%s,"
+            " 999999, 'gap', 'JS', %s, %s, 'pipe', 'top', 0, 30, ST_GeomFromText("
             "'LINESTRING Z (502000 2501500 70, 502030 2501500 70)', 4547)) RETURNING id",
-            (a[0], b[0]),
+            (a[1], a[0], b[0]),
         ).fetchone()[0]
         content = PipelinesSource().content(conn, around(502015, 2501500), 0.0)
         assert prop(content, "size", pid) is None

@@ -38,6 +38,7 @@ from cimtwin.importers.sources import (
     read_tables,
     resolve_columns,
 )
+from cimtwin.importers.valves import relink_valves
 from cimtwin.spatial import bulk
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment
@@ -382,7 +383,9 @@ class PipelinesImporter(CopyWriter):
             prepared.extra,
             prepared.bbox,
         )
-        return super().write(conn, prepared, batch_id)
+        counts = super().write(conn, prepared, batch_id)
+        # the runner drops the replaced batches' partitions after this: valves on them first
+        return counts | relink_valves(conn, prepared.extra.get("replacing", []), batch_id)
 
 
 def _device_ends(lines: pd.DataFrame) -> frozenset[frozenset[str]]:

@@ -149,7 +149,14 @@ def _run_prepared(
         with psycopg.connect(
             libpq_dsn(database_url), application_name=f"cimtwin-import {importer.kind}"
         ) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (dataset,))
+            # the dataset's lock, and those of datasets the import writes onto (a valve
+            # layer: its network), in one order so two imports never wait on each other
+            for name in sorted({dataset, *prepared.extra.get("lock_datasets", ())}):
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+            # before import_batch is first read: dropping a detached partition locks
+            # import_batch exclusively (its key triggers), so an import that read it and then
+            # queued for this lock would deadlock with the one holding it
+            bulk.lock_partition_swaps(conn, importer.models)
             previous = conn.execute(
                 f"SELECT id, sha256, source_files FROM {T.import_batch} WHERE kind = %s "
                 "AND dataset = %s AND status = 'succeeded' ORDER BY id",
@@ -166,7 +173,6 @@ def _run_prepared(
                     "was written (pass --replace to replace it with these files, or --dataset "
                     "NAME to import them as another dataset)"
                 )
-            bulk.lock_partition_swaps(conn, importer.models)  # before the batch row's lock
             batch_row = conn.execute(
                 f"INSERT INTO {T.import_batch} (kind, dataset, source_files, sha256, format, "
                 "source_crs, vertical_datum, feature_count, error_count, warning_count, counts, "

@@ -172,7 +172,10 @@ class ValvesImporter:
             source_crs="(positions from the network)",
             feature_count=len(df),
             frames={PipelineValve: df},
-            extra={"network_dataset": nds, "report": report},
+            # the network's import lock too (the runner takes it): a re-import of the
+            # network and this import take turns, and the re-import moves these valves
+            # onto its new pipes (relink_valves)
+            extra={"network_dataset": nds, "report": report, "lock_datasets": (nds,)},
         )
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
@@ -189,8 +192,10 @@ class ValvesImporter:
         by_ends: dict[tuple[str, str], tuple[int, int, int]] = {}
         for sid, source, a, b, a_no, b_no in conn.execute(
             f"SELECT s.id, s.source_id, s.from_node_id, s.to_node_id, na.point_no, "
-            f"nb.point_no FROM {seg} s JOIN {node} na ON na.id = s.from_node_id "
-            f"JOIN {node} nb ON nb.id = s.to_node_id WHERE s.dataset = %s",
+            f"nb.point_no FROM {seg} s "
+            f"JOIN {node} na ON (na.batch_id, na.id) = (s.batch_id, s.from_node_id) "
+            f"JOIN {node} nb ON (nb.batch_id, nb.id) = (s.batch_id, s.to_node_id) "
+            "WHERE s.dataset = %s",
             (nds,),
         ):
             if source:
@@ -236,25 +241,76 @@ class ValvesImporter:
             )
         valve = bulk.qualified(PipelineValve).as_string(conn)
         cur = conn.execute(
-            f"""INSERT INTO {valve} (dataset, valve_no, segment_id, node_id, state, geom,
-                                     batch_id)
-                SELECT %s, v.no, v.seg, v.node, v.state,
-                       ST_LineInterpolatePoint(s.geom, CASE WHEN s.from_node_id = v.node
-                           THEN v.f ELSE 1 - v.f END), %s
-                FROM (SELECT u.no, u.seg, u.node, u.state,
-                             LEAST(0.25, %s / NULLIF(ST_Length(s2.geom), 0)) AS f
-                      FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[])
-                           AS u(no, seg, node, state)
-                      JOIN {seg} s2 ON s2.id = u.seg) v
-                JOIN {seg} s ON s.id = v.seg""",
+            f"""INSERT INTO {valve} (dataset, valve_no, network_batch_id, segment_id, node_id,
+                                     state, geom, batch_id)
+                SELECT %s, u.no, s.batch_id, u.seg, u.node, u.state,
+                       {valve_position_sql("s", "u.node")}, %s
+                FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[])
+                     AS u(no, seg, node, state)
+                JOIN {seg} s ON s.id = u.seg AND s.dataset = %s""",
             (
                 dataset,
                 batch_id,
-                VALVE_OFFSET_M,
                 df["valve_no"].tolist(),
                 seg_ids,
                 node_ids,
                 df["state"].tolist(),
+                nds,
             ),
         )
         return {PipelineValve.__tablename__: cur.rowcount}
+
+
+def valve_position_sql(segment: str, node_id: str) -> str:
+    """SQL for a valve's point on pipe row ``segment``, next to its end ``node_id``:
+    VALVE_OFFSET_M along the pipe from that end, or a quarter of a short pipe."""
+    f = f"LEAST(0.25, {float(VALVE_OFFSET_M)} / NULLIF(ST_Length({segment}.geom), 0))"
+    return (
+        f"ST_LineInterpolatePoint({segment}.geom, CASE WHEN {segment}.from_node_id = "
+        f"{node_id} THEN {f} ELSE 1 - {f} END)"
+    )
+
+
+def relink_valves(conn: psycopg.Connection, old_batches: list[int], new_batch: int) -> dict:
+    """Move the valves on a network's replaced batches onto its new batch, in the import's
+    transaction (before the old partitions are dropped): each valve goes to the new pipe with
+    the same model link id, else with the same end point numbers, and to the end node with
+    the same point number. Valves whose pipe or node is gone are deleted, as before partitions
+    (the counts say how many)."""
+    if not old_batches:
+        return {}
+    seg = bulk.qualified(PipelineSegment).as_string(conn)
+    node = bulk.qualified(PipelineNode).as_string(conn)
+    valve = bulk.qualified(PipelineValve).as_string(conn)
+    moved = conn.execute(
+        f"""WITH old AS (
+                SELECT v.id, s.source_id, na.point_no AS a_no, nb.point_no AS b_no,
+                       n.point_no AS node_no
+                FROM {valve} v
+                JOIN {seg} s ON (s.batch_id, s.id) = (v.network_batch_id, v.segment_id)
+                JOIN {node} na ON (na.batch_id, na.id) = (s.batch_id, s.from_node_id)
+                JOIN {node} nb ON (nb.batch_id, nb.id) = (s.batch_id, s.to_node_id)
+                JOIN {node} n ON (n.batch_id, n.id) = (v.network_batch_id, v.node_id)
+                WHERE v.network_batch_id = ANY(%(old)s)),
+            target AS (
+                SELECT DISTINCT ON (o.id) o.id, s.id AS seg, n.id AS node
+                FROM old o
+                JOIN {node} n ON n.batch_id = %(new)s AND n.point_no = o.node_no
+                JOIN {seg} s ON s.batch_id = %(new)s AND n.id IN (s.from_node_id, s.to_node_id)
+                JOIN {node} na ON (na.batch_id, na.id) = (s.batch_id, s.from_node_id)
+                JOIN {node} nb ON (nb.batch_id, nb.id) = (s.batch_id, s.to_node_id)
+                WHERE s.source_id = o.source_id
+                   OR (o.source_id IS NULL AND s.source_id IS NULL
+                       AND ((na.point_no, nb.point_no) = (o.a_no, o.b_no)
+                            OR (na.point_no, nb.point_no) = (o.b_no, o.a_no)))
+                ORDER BY o.id, s.id)
+            UPDATE {valve} v SET network_batch_id = %(new)s, segment_id = t.seg,
+                   node_id = t.node, geom = {valve_position_sql("s", "t.node")}
+            FROM target t JOIN {seg} s ON s.batch_id = %(new)s AND s.id = t.seg
+            WHERE v.id = t.id""",
+        {"old": old_batches, "new": new_batch},
+    ).rowcount
+    dropped = conn.execute(
+        f"DELETE FROM {valve} WHERE network_batch_id = ANY(%s)", (old_batches,)
+    ).rowcount
+    return {"pipeline_valve_relinked": moved, "pipeline_valve_dropped": dropped}

@@ -89,10 +89,11 @@ def lock_partition_swaps(conn: psycopg.Connection, models: Sequence[type[Base]])
     """Serialise imports that attach or drop partitions, for the rest of the transaction.
 
     Attaching a partition locks the parent table and then import_batch (to add the partition's
-    foreign key), while each import already holds a lock on import_batch from inserting its
-    batch row: two such imports took those locks in opposite orders and deadlocked. Taken
-    before the batch row is inserted, this lock puts them in one order. Imports of plain
-    tables do not take it; they still run alongside."""
+    foreign key), and dropping a detached one locks import_batch exclusively (its key
+    triggers), while each import holds a lock on import_batch from reading it and inserting
+    its batch row: two such imports took those locks in opposite orders and deadlocked. Taken
+    before import_batch is first read, this lock puts them in one order. Imports of plain
+    tables do not take it; they still run alongside (a swap waits for their commit)."""
     if any(is_partitioned(m) for m in models):
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('cimtwin'), hashtext(%s))", ("partition-swap",)
@@ -175,8 +176,17 @@ def delete_batches(conn: psycopg.Connection, model: type[Base], batch_ids: Seque
     if not batch_ids:
         return 0
     if is_partitioned(model):
+        # detached first: a partition that other tables' keys point at (a network's nodes
+        # and pipes) cannot be dropped while attached, and detaching checks no row still
+        # references it
         for b in batch_ids:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition_name(model, b)))
+            part = partition_name(model, b)
+            exists = conn.execute("SELECT to_regclass(%s)", (part.as_string(conn),)).fetchone()
+            if exists and exists[0] is not None:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(qualified(model), part)
+                )
+                conn.execute(sql.SQL("DROP TABLE {}").format(part))
         return len(batch_ids)
     cur = conn.execute(
         sql.SQL("DELETE FROM {} WHERE batch_id = ANY(%s)").format(qualified(model)),

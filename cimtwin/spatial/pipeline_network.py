@@ -4,6 +4,15 @@ Elevations are in the storage height datum. The 3D geometry is the pipe's centre
 CJJ 61 burial depth is measured to the pipe top for pressure pipes and cable ducts and to the
 invert (inside bottom) for gravity drainage; ``depth_ref`` records which, and the centre
 elevation follows from it and the pipe's size.
+
+Nodes and segments are stored one partition per import batch, as city components are: a
+district's network loads into bare partitions that are indexed and key-checked in bulk, and
+re-importing it attaches the new partitions and detaches and drops the old ones, instead of
+deleting and re-inserting a district's pipes row by row under every index. The topology keys
+are composite for that reason: a segment references its end nodes by (batch_id, id) inside
+its own batch, and a valve references its pipe and node by (network_batch_id, id), so every
+key is checked within one pair of partitions. Ids still come from one sequence per table, so
+an id alone names one row everywhere (the OGC API and 3D Tiles feature ids).
 """
 
 from __future__ import annotations
@@ -13,7 +22,10 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
+    Index,
     Integer,
+    Sequence,
     SmallInteger,
     String,
     UniqueConstraint,
@@ -21,6 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
+
+_NODE_ID = Sequence("pipeline_node_id_seq", schema=SCHEMA, metadata=Base.metadata)
+_SEGMENT_ID = Sequence("pipeline_segment_id_seq", schema=SCHEMA, metadata=Base.metadata)
+_PARTITIONED = {"postgresql_partition_by": "LIST (batch_id)"}
+
+
+def _batch_key() -> Mapped[int]:
+    """The partition key: the import batch that wrote the row, part of the primary key."""
+    return mapped_column(BigInteger, ForeignKey(f"{SCHEMA}.import_batch.id"), primary_key=True)
 
 
 def pipe_size_mm_sql(alias: str) -> str:
@@ -38,9 +59,18 @@ class PipelineNode(Base):
     """A survey point (物探点): feature point or appurtenance (valve, hydrant, manhole)."""
 
     __tablename__ = "pipeline_node"
-    __table_args__ = (UniqueConstraint("dataset", "point_no"),)
+    __table_args__ = (
+        # one dataset per batch, so this is the survey's point numbers unique per dataset
+        UniqueConstraint("batch_id", "point_no"),
+        Index("ix_pipeline_node_id", "id"),
+        Index("ix_pipeline_node_dataset_point_no", "dataset", "point_no"),
+        _PARTITIONED,
+    )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = _batch_key()
+    id: Mapped[int] = mapped_column(
+        BigInteger, _NODE_ID, server_default=_NODE_ID.next_value(), primary_key=True
+    )
     dataset: Mapped[str] = mapped_column(String(200))
     point_no: Mapped[str] = mapped_column(String(32))  # 物探点号
     network: Mapped[str] = mapped_column(String(4), index=True)  # CJJ 61 major letters
@@ -52,7 +82,6 @@ class PipelineNode(Base):
     valve_state: Mapped[str | None] = mapped_column(String(8))  # open / closed, for valves
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
     geom: Mapped[object] = geom("POINTZ")  # ground position, Z = ground elevation
-    batch_id: Mapped[int | None] = batch_fk()
 
 
 class PipelineSegment(Base):
@@ -64,18 +93,32 @@ class PipelineSegment(Base):
         CheckConstraint("flow_direction IN (-1, 0, 1)", name="flow_direction"),
         CheckConstraint("depth_ref IN ('top','centre','invert')", name="depth_ref"),
         CheckConstraint("link_type IN ('pipe','valve','pump')", name="link_type"),
+        # end nodes in the segment's own batch (its own pair of partitions)
+        ForeignKeyConstraint(
+            ["batch_id", "from_node_id"],
+            [f"{SCHEMA}.pipeline_node.batch_id", f"{SCHEMA}.pipeline_node.id"],
+            name="fk_pipeline_segment_from_node",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["batch_id", "to_node_id"],
+            [f"{SCHEMA}.pipeline_node.batch_id", f"{SCHEMA}.pipeline_node.id"],
+            name="fk_pipeline_segment_to_node",
+            ondelete="CASCADE",
+        ),
+        Index("ix_pipeline_segment_id", "id"),
+        _PARTITIONED,
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = _batch_key()
+    id: Mapped[int] = mapped_column(
+        BigInteger, _SEGMENT_ID, server_default=_SEGMENT_ID.next_value(), primary_key=True
+    )
     dataset: Mapped[str] = mapped_column(String(200), index=True)
     network: Mapped[str] = mapped_column(String(4), index=True)
     subtype: Mapped[str | None] = mapped_column(ForeignKey(f"{SCHEMA}.pipeline_type.code"))
-    from_node_id: Mapped[int] = mapped_column(
-        ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
-    )
-    to_node_id: Mapped[int] = mapped_column(
-        ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
-    )
+    from_node_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    to_node_id: Mapped[int] = mapped_column(BigInteger, index=True)
     # EPANET models carry valves and pumps as links; survey tables carry valves as points
     link_type: Mapped[str] = mapped_column(String(8), default="pipe", server_default="pipe")
     source_id: Mapped[str | None] = mapped_column(String(64))  # link id in the source model
@@ -102,7 +145,6 @@ class PipelineSegment(Base):
     road: Mapped[str | None] = mapped_column(String(64))
     length_m: Mapped[float] = mapped_column(Float)  # 3D length
     geom: Mapped[object] = geom("LINESTRINGZ")  # centre line
-    batch_id: Mapped[int | None] = batch_fk()
 
 
 class PipelineValve(Base):
@@ -113,17 +155,30 @@ class PipelineValve(Base):
     """
 
     __tablename__ = "pipeline_valve"
-    __table_args__ = (UniqueConstraint("dataset", "valve_no"),)
+    __table_args__ = (
+        UniqueConstraint("dataset", "valve_no"),
+        ForeignKeyConstraint(
+            ["network_batch_id", "segment_id"],
+            [f"{SCHEMA}.pipeline_segment.batch_id", f"{SCHEMA}.pipeline_segment.id"],
+            name="fk_pipeline_valve_segment",
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["network_batch_id", "node_id"],
+            [f"{SCHEMA}.pipeline_node.batch_id", f"{SCHEMA}.pipeline_node.id"],
+            name="fk_pipeline_valve_node",
+            ondelete="CASCADE",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     dataset: Mapped[str] = mapped_column(String(200), index=True)
     valve_no: Mapped[str] = mapped_column(String(32))
-    segment_id: Mapped[int] = mapped_column(
-        ForeignKey(f"{SCHEMA}.pipeline_segment.id", ondelete="CASCADE"), index=True
-    )
-    node_id: Mapped[int] = mapped_column(
-        ForeignKey(f"{SCHEMA}.pipeline_node.id", ondelete="CASCADE"), index=True
-    )
+    # the import batch of the network the valve sits on (its segment's and node's partition);
+    # a re-import of that network moves the valve onto the new batch's pipe
+    network_batch_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    segment_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, index=True)
     state: Mapped[str] = mapped_column(String(8), default="open", server_default="open")
     geom: Mapped[object] = geom("POINTZ")
     batch_id: Mapped[int | None] = batch_fk()
