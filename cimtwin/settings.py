@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30, gt=0, description="a request body must arrive within this (else 408)"
     )
+    header_timeout_s: float = Field(
+        10,
+        gt=0,
+        description="`cimtwin serve` closes a connection whose request headers are not "
+        "complete within this (slowloris)",
+    )
     access_log: bool = Field(True, description="`cimtwin serve` logs every request")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

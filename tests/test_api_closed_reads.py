@@ -26,7 +26,7 @@ DOORS = (
     "/styles",
     "/styles/twin.json",
     "/legends",
-    "/fonts/Noto%20Sans%20Regular/0-255.pbf",
+    "/fonts/cimtwin%20Sans/0-255.pbf",
     "/map",
     "/viewer/",
     "/viewer/map.html",
@@ -118,10 +118,10 @@ def test_keyed_tiles_are_private(closed: TestClient, opened: TestClient, keys: d
     assert r.headers["cache-control"] == "private, max-age=60"
     vary = {v.strip().lower() for v in r.headers["vary"].split(",")}
     assert {"authorization", "x-api-key", "accept-encoding"} <= vary
-    r = closed.get("/fonts/Noto%20Sans%20Regular/0-255.pbf", headers={"X-API-Key": keys["viewer"]})
+    r = closed.get("/fonts/cimtwin%20Sans/0-255.pbf", headers={"X-API-Key": keys["viewer"]})
     assert r.headers["cache-control"].startswith("private")
     r = opened.get(url)
     assert r.headers["cache-control"] == "public, max-age=60"
     assert r.headers["vary"] == "Accept-Encoding"
-    r = opened.get("/fonts/Noto%20Sans%20Regular/0-255.pbf")
+    r = opened.get("/fonts/cimtwin%20Sans/0-255.pbf")
     assert r.headers["cache-control"].startswith("public")

@@ -143,3 +143,54 @@ def test_one_cjk_range_renders_quickly(start: int) -> None:
     t0 = time.perf_counter()
     glyphs.glyph_range(STACK, start)
     assert time.perf_counter() - t0 < 0.01
+
+
+def _counting_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stacks rendered from now on: ``font_files`` runs once per rendered (uncached) range."""
+    calls: list[str] = []
+    real = glyphs.font_files
+
+    def counted(stack: str) -> list[Path]:
+        calls.append(stack)
+        return real(stack)
+
+    glyphs._glyph_range.cache_clear()
+    monkeypatch.setattr(glyphs, "font_files", counted)
+    return calls
+
+
+def test_unknown_font_stacks_are_404_without_rendering(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from cimtwin.api.app import create_app
+
+    renders = _counting_renders(monkeypatch)
+    with TestClient(create_app(settings)) as client:
+        for i in range(50):
+            r = client.get(f"/fonts/Made Up {i},Arial Unicode MS Regular/0-255.pbf")
+            assert r.status_code == 404, r.text
+            assert "no known font" in r.json()["description"] and STACK in r.json()["description"]
+    assert renders == []
+    assert glyphs._glyph_range.cache_info().currsize == 0
+    with pytest.raises(LookupError):
+        glyphs.glyph_range("Noto Sans Regular", 0)
+
+
+def test_spellings_of_a_known_stack_share_one_render(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from cimtwin.api.app import create_app
+
+    renders = _counting_renders(monkeypatch)
+    variants = [STACK, f"{STACK},foo", f"foo, {STACK}", f" {STACK} ,{STACK},bar"]
+    with TestClient(create_app(settings)) as client:
+        bodies = {client.get(f"/fonts/{v}/0-255.pbf").content for v in variants}
+    assert renders == [STACK]  # rendered once, for the canonical stack
+    assert len(bodies) == 1
+    stack, rng, found = parse_glyphs(bodies.pop())
+    assert stack == STACK and rng == "0-255" and ord("A") in found
+    assert glyphs.known_stack(f"x,{STACK},y") == STACK and glyphs.known_stack("x,y") is None

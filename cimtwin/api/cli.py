@@ -22,6 +22,8 @@ def serve(
     """Serve the API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from cimtwin.api.header_deadline import PROTOCOL
+
     s = get_settings()
     uvicorn.run(
         "cimtwin.api.app:create_app",
@@ -31,4 +33,5 @@ def serve(
         workers=workers,
         reload=reload,
         access_log=s.access_log if access_log is None else access_log,
+        http=PROTOCOL,  # uvicorn's httptools protocol with a deadline for request headers
     )

@@ -7,8 +7,7 @@ not leave in a Referer). An exception no handler took answers a 500 in the servi
 error format (:mod:`cimtwin.api.errors`), logged with its traceback, instead of Starlette's
 plain-text page; once an answer has started it cannot be replaced and is left to the
 server. A body that does not arrive in time is a 408 (:class:`BodyTimeout`); headers that do
-not arrive are the server's to time out (uvicorn only times out idle keep-alive connections:
-behind a proxy, as docs/deployment.md says, the proxy's header timeout covers them)."""
+not arrive are the server's to time out (:mod:`cimtwin.api.header_deadline`)."""
 
 from __future__ import annotations
 

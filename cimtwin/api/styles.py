@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cimtwin import styles
+from cimtwin.api.inputs import shown
 from cimtwin.api.tiles import base_url
 
 router = APIRouter(tags=["styles"])
@@ -43,11 +44,16 @@ async def glyphs(
     start: int = Path(ge=0, le=65280),
     end: int = Path(ge=255, le=65535),
 ) -> Response:
-    from cimtwin.styles.glyphs import glyph_range
+    from cimtwin.styles.glyphs import FONTS, glyph_range, known_stack
 
     if start % 256 or end != start + 255:
         raise HTTPException(400, "glyph ranges are 256 code points: START-(START+255)")
-    body = await run_in_threadpool(glyph_range, fontstack, start)
+    canonical = known_stack(fontstack)
+    if canonical is None:  # answered before any rendering: made-up stacks cost nothing
+        raise HTTPException(
+            404, f"no known font in stack {shown(fontstack)}; known: {', '.join(FONTS)}"
+        )
+    body = await run_in_threadpool(glyph_range, canonical, start)
     return Response(
         body,
         media_type="application/x-protobuf",

@@ -114,14 +114,27 @@ def _sdf(alpha: np.ndarray) -> np.ndarray:
     return np.clip(np.round(val), 0, 255).astype(np.uint8)
 
 
+def known_stack(stack: str) -> str | None:
+    """The canonical form of ``stack``: its names that are in :data:`FONTS`, each once, in
+    the stack's order (the fallback order); None when it names no font of ours.
+
+    A glyph request is cheap to make and a rendered range costs 50-200 ms, so only stacks
+    that name a known font are rendered, and all spellings of one ('cimtwin Sans,foo',
+    ' cimtwin Sans') share one cache entry: made-up stack strings neither cost renders
+    nor fill the cache."""
+    known = dict.fromkeys(n.strip() for n in stack.split(",") if n.strip() in FONTS)
+    return ",".join(known) or None
+
+
 def glyph_range(stack: str, start: int) -> bytes:
     """The PBF for code points start..start+255 of ``stack``: each code point from the first
-    font of the chain that has it (empty glyph list if none has any). The cache is keyed by
-    the stack's known names only, so made-up stack strings cannot fill it."""
-    known = list(dict.fromkeys(n.strip() for n in stack.split(",") if n.strip() in FONTS))
-    if not known:  # no font of ours (or CIMTWIN_FONT_FILE only): made each time, not kept
-        return _glyph_range.__wrapped__(stack.split(",")[0].strip()[:64], start)
-    return _glyph_range(",".join(known), start)
+    font of the chain that has it (empty glyph list if none has any); rendered once per
+    canonical stack (:func:`known_stack`) and range. ``LookupError`` when the stack names no
+    known font."""
+    canonical = known_stack(stack)
+    if canonical is None:
+        raise LookupError(f"no known font in stack {stack!r}")
+    return _glyph_range(canonical, start)
 
 
 @lru_cache(maxsize=512)

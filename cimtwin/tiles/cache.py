@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ Key = tuple[tuple[str, ...], int, int, int]
 Box = tuple[float, float, float, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedTile:
     body_gz: bytes
     etag: str
@@ -175,14 +176,41 @@ class TileCache(Protocol):
         """A one-line description for /healthz and whether the cache works as configured."""
 
 
+#: bytes one OrderedDict slot takes beyond its key and value: the dict's entry and index
+#: (amortised over its resizes) and the ordering node; measured with tracemalloc on CPython
+#: 3.11 (about 93 bytes averaged over 60 000 puts)
+SLOT_BYTES = 100
+
+
+def entry_cost(key: Key, entry: CachedTile) -> int:
+    """What keeping ``entry`` under ``key`` costs the process, in bytes: the key tuple, its
+    layer tuple, names and numbers, the entry object and each of its fields, and the slot.
+
+    An empty tile's gzip body is zero bytes, so counting only the body let 60 000 empty
+    tiles grow a server by 42 MB while the cache reported 0. An empty tile is counted at
+    about 1 000 bytes where tracemalloc measures 730: objects several entries share (the
+    tables set, interned names) are counted in each, so the figure errs high, never low."""
+    layers, z, x, y = key
+    size = SLOT_BYTES + sys.getsizeof(key) + sys.getsizeof(layers)
+    size += sum(sys.getsizeof(name) for name in layers)
+    size += sys.getsizeof(z) + sys.getsizeof(x) + sys.getsizeof(y)
+    size += sys.getsizeof(entry) + sys.getsizeof(entry.body_gz) + sys.getsizeof(entry.etag)
+    size += sys.getsizeof(entry.raw_size) + sys.getsizeof(entry.tables)
+    size += sum(sys.getsizeof(t) for t in entry.tables)
+    size += sys.getsizeof(entry.bounds) + sum(sys.getsizeof(v) for v in entry.bounds)
+    return size
+
+
 class MemoryTileCache:
-    """Per-process LRU by bytes; ``invalidate`` drops the tiles of some tables inside a box."""
+    """Per-process LRU by bytes, each entry counted at its full cost (:func:`entry_cost`, not
+    only its gzip body); ``invalidate`` drops the tiles of some tables inside a box."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[Key, CachedTile] = OrderedDict()
+        self.entries: OrderedDict[Key, tuple[CachedTile, int]] = OrderedDict()  # entry, cost
         self.size = 0
-        self.hits = self.misses = self.evicted = 0
+        self.hits = self.misses = self.evicted = 0  # evicted: dropped by data changes
+        self.pushed_out = 0  # dropped to stay within max_bytes (least recently used first)
         self.generation = 0  # bumped by every invalidation; the put() token
 
     @property
@@ -196,39 +224,41 @@ class MemoryTileCache:
         self.clear()
 
     async def get(self, key: Key) -> CachedTile | None:
-        entry = self.entries.get(key)
-        if entry is None:
+        held = self.entries.get(key)
+        if held is None:
             self.misses += 1
             return None
         self.entries.move_to_end(key)
         self.hits += 1
-        return entry
+        return held[0]
 
     async def token(self) -> int:
         return self.generation
 
     async def put(self, key: Key, entry: CachedTile, token: int) -> None:
-        if token != self.generation or not self.enabled or len(entry.body_gz) > self.max_bytes:
+        cost = entry_cost(key, entry)
+        if token != self.generation or not self.enabled or cost > self.max_bytes:
             return
         old = self.entries.pop(key, None)
         if old:
-            self.size -= len(old.body_gz)
-        self.entries[key] = entry
-        self.size += len(entry.body_gz)
+            self.size -= old[1]
+        self.entries[key] = (entry, cost)
+        self.size += cost
         while self.size > self.max_bytes:
-            _, dropped = self.entries.popitem(last=False)
-            self.size -= len(dropped.body_gz)
+            _, (_, dropped) = self.entries.popitem(last=False)
+            self.size -= dropped
+            self.pushed_out += 1
 
     def invalidate(self, tables: set[str] | frozenset[str], bbox: Box | None) -> int:
         """Forget tiles of ``tables`` meeting ``bbox`` (lon/lat); None means everywhere."""
         self.generation += 1
         doomed = [
             k
-            for k, v in self.entries.items()
+            for k, (v, _) in self.entries.items()
             if v.tables & tables and (bbox is None or meets(v.bounds, bbox))
         ]
         for k in doomed:
-            self.size -= len(self.entries.pop(k).body_gz)
+            self.size -= self.entries.pop(k)[1]
         self.evicted += len(doomed)
         return len(doomed)
 
@@ -256,7 +286,11 @@ class MemoryTileCache:
     async def health(self) -> tuple[str, bool]:
         if not self.enabled:
             return "off", True
-        return f"memory: {len(self.entries)} tiles, {self.size / 2**20:.1f} MiB", True
+        return (
+            f"memory: {len(self.entries)} tiles, {self.size / 2**20:.1f} of "
+            f"{self.max_bytes / 2**20:.0f} MiB",
+            True,
+        )
 
 
 def tile_cache_for(settings: Settings) -> TileCache:
