@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 from cimtwin.api.cql2 import instant_literal, parse_date, parse_timestamp
@@ -161,8 +162,11 @@ class _Reader:
         if op in ("and", "or"):
             items = tuple(self.condition(x, p, d) for x, p in zip(args, a, strict=True))
             return And(items) if op == "and" else Or(items)
-        if op == "not":
-            return Not(self.condition(args[0], a[0], d))
+        if op == "not":  # NOT LIKE/BETWEEN/IN, IS NOT NULL: the tree CQL2-text gives
+            inner = self.condition(args[0], a[0], d)
+            if isinstance(inner, Like | Between | In | IsNull):
+                return replace(inner, negated=not inner.negated)
+            return Not(inner)
         if op in COMPARISON_OPERATORS:
             return Comparison(op, self.value(args[0], a[0], d), self.value(args[1], a[1], d), at)
         if op == "like":
