@@ -464,3 +464,15 @@ def test_conformance_lists_what_the_compiler_supports() -> None:
     )
     assert ("array-functions" in names) == has_arrays
     assert "functions" not in names  # no custom functions (/functions) are offered
+
+
+def test_negative_wkt_coordinates_are_numbers_not_subtractions() -> None:
+    # 'POINT(1 -2)': after the operand 1 the lexer reads '-' as an operator; WKT takes it back
+    assert parse("S_INTERSECTS(geom, POINT Z (1 -2 -3))").b.coords == (1.0, -2.0)
+    ring = parse("S_INTERSECTS(geom, POLYGON((-1 -1, 1 -1, 1 1, -1 -1)))").b.coords[0]
+    assert ring == [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, -1.0)]
+    assert parse("S_INTERSECTS(geom, MULTIPOINT(1 -2, -3 4))").b.coords == [
+        (1.0, -2.0),
+        (-3.0, 4.0),
+    ]
+    assert "a number" in str(error("S_INTERSECTS(geom, POINT(1 - x))"))

@@ -507,17 +507,25 @@ class _Parser:
     def coord(self) -> tuple[float, float]:
         x = self.number()
         y = self.number()
-        if self.peek().kind == "NUM":  # Z (and M) are accepted and dropped
-            self.advance()
-            if self.peek().kind == "NUM":
-                self.advance()
+        if self.at_number():  # Z (and M) are accepted and dropped
+            self.number()
+            if self.at_number():
+                self.number()
         return (x, y)
 
-    def number(self) -> float:
+    def at_number(self) -> bool:
         tok = self.peek()
-        if tok.kind != "NUM":
+        signed = tok.kind == "ARITH" and tok.value in "+-" and self.peek(1).kind == "NUM"
+        return tok.kind == "NUM" or signed
+
+    def number(self) -> float:
+        """A coordinate: the lexer reads '-2' in 'POINT(1 -2)' as a minus after an operand."""
+        tok = self.peek()
+        if not self.at_number():
             raise self.error("a number")
         self.advance()
+        if tok.kind == "ARITH":
+            return float(self.advance().value) * (-1 if tok.value == "-" else 1)
         return float(tok.value)
 
 

@@ -24,13 +24,12 @@ from cimtwin.api.cql2_ast import (
     SPATIAL_FUNCTIONS,
     And,
     Arithmetic,
-    ArrayLiteral,
     ArrayPredicate,
     Between,
     Comparison,
     CQL2Error,
+    GeometryLiteral,
     In,
-    Interval,
     IsNull,
     Like,
     Literal,
@@ -364,9 +363,8 @@ class Compiler:
         if isinstance(prop, Property) and prop.name in self.ctx.geometry_names:
             col = sql.Identifier(self.ctx.geometry_column)
         elif isinstance(prop, Property):
-            kind = self.prop_kind(prop)  # any queryable, arrays and objects too
+            self.prop_kind(prop)  # any queryable, arrays and objects too
             col = sql.Identifier(prop.name)
-            del kind
         else:
             col, _ = self.subject(prop, "IS NULL")
         return sql.SQL("({} {})").format(col, sql.SQL("IS NOT NULL" if node.negated else "IS NULL"))
@@ -388,7 +386,7 @@ class Compiler:
                     arg.pos,
                 )
             return sql.Identifier(self.ctx.geometry_column)
-        if isinstance(arg, Interval | ArrayLiteral) or not hasattr(arg, "coords"):
+        if not isinstance(arg, GeometryLiteral):
             raise CQL2Error(f"{node.func} takes geometries, not {describe(arg)}", arg.pos)
         expr, params = geometry_sql(arg, self.ctx.literal_crs)
         self.params.extend(params)
