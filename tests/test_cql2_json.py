@@ -227,3 +227,16 @@ def test_parse_json_builds_the_text_tree_without_positions() -> None:
 
     text = "NOT (CASEI(network) = 'js' OR T_AFTER(reported_at, DATE('2026-11-01')))"
     assert strip(parse_json(json.dumps(cql2rs.parse_text(text).to_json()))) == strip(parse(text))
+
+
+def test_errors_quote_client_text_cut_short() -> None:
+    long_name = "x" * 3000
+    exc = json_error({"op": "=", "args": [{"property": long_name}, 1]})
+    assert "(3000 characters)" in str(exc) and len(str(exc)) < 1000
+    exc = json_error({"op": long_name, "args": []})
+    assert "(3000 characters)" in str(exc) and len(str(exc)) < 300
+    exc = json_error({"op": "s_intersects", "args": [{"property": "geom"}, {"type": {"a": 1}}]})
+    assert "unknown GeoJSON geometry type an object" in str(exc)
+    with pytest.raises(CQL2Error) as info:
+        to_sql(f"network = '{'y' * 1900}' OR", PIPES)
+    assert len(str(info.value)) < 300

@@ -60,6 +60,7 @@ from cimtwin.api.cql2_ast import (
     describe,
 )
 from cimtwin.api.cql2_lexer import KEYWORDS, Token, tokenize
+from cimtwin.api.inputs import shown
 
 __all__ = [
     "ARRAY_FUNCTIONS",
@@ -124,7 +125,7 @@ class _Parser:
 
     def error(self, expected: str, tok: Token | None = None) -> CQL2Error:
         tok = tok or self.peek()
-        got = "end of filter" if tok.kind == "EOF" else repr(tok.text)
+        got = "end of filter" if tok.kind == "EOF" else shown(tok.text)
         return CQL2Error(f"expected {expected}, got {got}", tok.pos)
 
     def expect(self, kind: str, expected: str) -> Token:
@@ -325,7 +326,7 @@ class _Parser:
             if word in KEYWORDS:
                 raise self.error("a property name or a literal", tok)
             if self.peek().kind == "LP":
-                raise CQL2Error(f"unknown function {tok.text!r}", tok.pos)
+                raise CQL2Error(f"unknown function {shown(tok.text)}", tok.pos)
             return Property(tok.value, tok.pos)
         raise self.error("a property name or a literal", tok)
 
@@ -372,7 +373,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "STR":
             self.advance()
-            return instant_literal(tok.value, tok.pos, tok.text)
+            return instant_literal(tok.value, tok.pos, shown(tok.value))
         node = self.scalar()
         if isinstance(node, Property) or (
             isinstance(node, Literal) and node.kind in ("date", "timestamp")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cimtwin.api.inputs import shown
+
 #: where a node came from: a character offset (text) or a JSON Pointer (JSON)
 Pos = int | str
 
@@ -204,12 +206,20 @@ GEOMETRY_TYPES = (
 )
 
 
+def quote(value: Any) -> str:
+    """A client's value as an error message quotes it, cut short (never a page of text)."""
+    if isinstance(value, str):
+        return shown(value)
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def describe(node: Any) -> str:
     """The node as an error message names it."""
     if isinstance(node, Property):
-        return f"property {node.name!r}"
+        return f"property {quote(node.name)}"
     if isinstance(node, Literal):
-        return f"the {node.kind} literal {node.value!r}"
+        return f"the {node.kind} literal {quote(node.value)}"
     if isinstance(node, StringFunction):
         return f"{node.func}({describe(node.arg)})"
     if isinstance(node, Arithmetic):

@@ -43,6 +43,7 @@ from cimtwin.api.cql2_ast import (
     StringFunction,
     Temporal,
 )
+from cimtwin.api.inputs import shown
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 20
@@ -75,7 +76,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise CQL2Error(f"the key {key!r} appears twice in one JSON object")
+            raise CQL2Error(f"the key {_show(key)} appears twice in one JSON object")
         out[key] = value
     return out
 
@@ -110,6 +111,11 @@ def parse_json(text: str) -> Any:
     return _Reader().condition(load(text), "", 0)
 
 
+def _show(value: Any) -> str:
+    """A client's member as an error message quotes it (cut short)."""
+    return shown(value) if isinstance(value, str) else _kind(value)
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
@@ -137,14 +143,16 @@ class _Reader:
         if not isinstance(op, str):
             raise CQL2Error(f"'op' must be a string, got {_kind(op)}", f"{at}/op")
         if not isinstance(args, list):
-            raise CQL2Error(f"'args' of {op!r} must be an array, got {_kind(args)}", f"{at}/args")
+            raise CQL2Error(
+                f"'args' of {_show(op)} must be an array, got {_kind(args)}", f"{at}/args"
+            )
         name = op if op in COMPARISON_OPERATORS else op.lower()
         if name not in _ARITY:
-            raise CQL2Error(f"unknown operator or function {op!r}", f"{at}/op")
+            raise CQL2Error(f"unknown operator or function {_show(op)}", f"{at}/op")
         lo, hi = _ARITY[name]
         if not lo <= len(args) <= hi:
             want = str(lo) if lo == hi else f"at least {lo}"
-            raise CQL2Error(f"{op!r} takes {want} argument(s), got {len(args)}", f"{at}/args")
+            raise CQL2Error(f"{_show(op)} takes {want} argument(s), got {len(args)}", f"{at}/args")
         return name, args
 
     @staticmethod
@@ -196,7 +204,7 @@ class _Reader:
             return ArrayPredicate(
                 func, self.array(args[0], a[0], d), self.array(args[1], a[1], d), at
             )
-        raise CQL2Error(f"{op!r} is a value, not a condition", at)
+        raise CQL2Error(f"{_show(op)} is a value, not a condition", at)
 
     def value(self, doc: Any, at: str, depth: int) -> Any:
         if isinstance(doc, bool):
@@ -220,7 +228,7 @@ class _Reader:
                     return Arithmetic(op, left, self.value(args[1], f"{at}/args/1", d), at)
                 if op.upper() in STRING_FUNCTIONS:
                     return StringFunction(op.upper(), self.value(args[0], f"{at}/args/0", d), at)
-                raise CQL2Error(f"{doc['op']!r} is a condition, not a value", at)
+                raise CQL2Error(f"{_show(doc['op'])} is a condition, not a value", at)
         if doc is None:
             raise CQL2Error("null is not a CQL2 value (use isNull)", at)
         raise CQL2Error(f"expected a value (literal, property or function), got {_kind(doc)}", at)
@@ -241,11 +249,11 @@ class _Reader:
         if key == "date":
             day = parse_date(text)
             if day is None:
-                raise CQL2Error(f"{{'date': {text!r}}} is not a YYYY-MM-DD date", at)
+                raise CQL2Error(f"{{'date': {_show(text)}}} is not a YYYY-MM-DD date", at)
             return Literal("date", day, at)
         moment = parse_timestamp(text)
         if moment is None:
-            raise CQL2Error(f"{{'timestamp': {text!r}}} is not an RFC 3339 date-time", at)
+            raise CQL2Error(f"{{'timestamp': {_show(text)}}} is not an RFC 3339 date-time", at)
         return Literal("timestamp", moment, at)
 
     def temporal(self, doc: Any, at: str, depth: int) -> Any:
@@ -259,7 +267,7 @@ class _Reader:
 
     def interval_end(self, doc: Any, at: str) -> Literal | Property | None:
         if isinstance(doc, str):
-            return instant_literal(doc, at, repr(doc))
+            return instant_literal(doc, at, _show(doc))
         if isinstance(doc, dict) and "property" in doc:
             return self.property(doc, at)
         if isinstance(doc, dict) and ("timestamp" in doc or "date" in doc):
@@ -292,10 +300,11 @@ class _Reader:
         )
 
     def geometry(self, doc: dict[str, Any], at: str, depth: int) -> GeometryLiteral:
-        kind = _GEOJSON.get(doc.get("type"))  # type: ignore[arg-type]
+        given = doc.get("type")
+        kind = _GEOJSON.get(given) if isinstance(given, str) else None
         if kind is None:
             raise CQL2Error(
-                f"unknown GeoJSON geometry type {doc.get('type')!r} (one of {', '.join(_GEOJSON)})",
+                f"unknown GeoJSON geometry type {_show(given)} (one of {', '.join(_GEOJSON)})",
                 f"{at}/type",
             )
         if kind == "GEOMETRYCOLLECTION":

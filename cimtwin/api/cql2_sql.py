@@ -40,6 +40,7 @@ from cimtwin.api.cql2_ast import (
     StringFunction,
     Temporal,
     describe,
+    quote,
 )
 from cimtwin.api.cql2_geometry import geometry_sql
 from cimtwin.api.cql2_json import parse_json
@@ -138,7 +139,9 @@ class Compiler:
         kind = self.ctx.properties.get(node.name)
         if kind is None:
             allowed = ", ".join(sorted(self.ctx.properties))
-            raise CQL2Error(f"unknown property {node.name!r} (queryables: {allowed})", node.pos)
+            raise CQL2Error(
+                f"unknown property {quote(node.name)} (queryables: {allowed})", node.pos
+            )
         return kind
 
     def prop_family(self, node: Property) -> str:
@@ -191,7 +194,7 @@ class Compiler:
                     return value
         raise CQL2Error(
             f"{other} is a {family}: compare it with {_WANT.get(family, family)}, "
-            f"not the {lit.kind} literal {lit.value!r}",
+            f"not the {lit.kind} literal {quote(lit.value)}",
             lit.pos,
         )
 
@@ -249,7 +252,7 @@ class Compiler:
         if isinstance(node, Literal):
             if node.kind != "boolean":
                 raise CQL2Error(
-                    f"the {node.kind} literal {node.value!r} is not a condition", node.pos
+                    f"the {node.kind} literal {quote(node.value)} is not a condition", node.pos
                 )
             return sql.SQL("TRUE" if node.value else "FALSE")
         if isinstance(node, Comparison):
@@ -296,8 +299,8 @@ class Compiler:
         (ka, va), (kb, vb) = norm(a), norm(b)
         if ka != kb:
             raise CQL2Error(
-                f"cannot compare the {a.kind} literal {a.value!r} with the "
-                f"{b.kind} literal {b.value!r}",
+                f"cannot compare the {a.kind} literal {quote(a.value)} with the "
+                f"{b.kind} literal {quote(b.value)}",
                 node.pos,
             )
         if ka == "boolean" and node.op not in ("=", "<>"):
@@ -380,7 +383,7 @@ class Compiler:
         if isinstance(arg, Property):
             if arg.name not in self.ctx.geometry_names:
                 raise CQL2Error(
-                    f"{node.func}: {arg.name!r} is not the geometry of this "
+                    f"{node.func}: {quote(arg.name)} is not the geometry of this "
                     f"collection (use 'geometry' or "
                     f"{self.ctx.geometry_column!r})",
                     arg.pos,
