@@ -295,3 +295,184 @@ def test_world_sized_literals_are_clipped_to_the_storage_zone() -> None:
     window = params[1:5]
     assert window[0] <= 112.5 and window[2] >= 115.5  # EPSG:4547 zone: 112.5E .. 115.5E
     assert cql2.MAX_DEPTH == 20 and cql2.MAX_LENGTH == 2000
+
+
+# --- Basic-CQL2 additions: arithmetic, CASEI/ACCENTI, temporal and array functions ---------
+
+
+def test_arithmetic_precedence_signs_and_value_parentheses() -> None:
+    from cimtwin.api.cql2 import Arithmetic
+
+    tree = parse("a + b * c ^ 2 > 1")
+    assert isinstance(tree, Comparison) and isinstance(tree.left, Arithmetic)
+    assert tree.left.op == "+" and tree.left.right.op == "*" and tree.left.right.right.op == "^"
+    # a sign after an operand is an operator; after an operator it belongs to the number
+    assert parse("a-1 > 0").left == Arithmetic("-", Property("a", 1), Literal("number", 1, 3), 2)
+    assert parse("a = -1").right == Literal("number", -1, 5)
+    assert parse("a - -1 > 0").left.right == Literal("number", -1, 5)
+    neg = parse("-a < 0").left
+    assert neg == Arithmetic("*", Literal("number", -1, 1), Property("a", 2), 1)
+    # a parenthesis closing before an operator groups a value; otherwise a condition
+    tree = parse("(a + 1) * 2 > 3")
+    assert isinstance(tree, Comparison) and tree.left.op == "*" and tree.left.left.op == "+"
+    tree = parse("((a + 1) > 3 OR b = 2) AND c = 1")
+    assert isinstance(tree, And) and isinstance(tree.items[0], Or)
+    assert parse("a div 2 = 1").left.op == "div" and parse("a % 2 = 1").left.op == "%"
+
+
+def test_arithmetic_compiles_with_real_division_and_checks_types() -> None:
+    text, params = render("diameter_mm / 2 > 100 AND (from_depth_m + to_depth_m) / 2 >= 1.5")
+    assert text == (
+        '(((CAST("diameter_mm" AS double precision) / %s) > %s) AND '
+        '((CAST(("from_depth_m" + "to_depth_m") AS double precision) / %s) >= %s))'
+    )
+    assert params == [2, 100, 2, 1.5]
+    assert render("diameter_mm % 200 = 100")[0] == (
+        '(mod(CAST("diameter_mm" AS numeric), CAST(%s AS numeric)) = %s)'
+    )
+    assert render("diameter_mm div 300 = 1")[0].startswith('(div(CAST("diameter_mm" AS numeric)')
+    assert render("diameter_mm ^ 2 > 10")[0] == (
+        '(power(CAST("diameter_mm" AS double precision), %s) > %s)'
+    )
+    assert "cannot compare the '+' operation (number) with property 'network'" in str(
+        error("network + 1 > 2")
+    )
+    assert "is a number" in str(error("diameter_mm * 2 = 'x'"))
+    exc = error("diameter_mm / 0 > 1")
+    assert "division by zero" in str(exc) and exc.position == 15
+
+
+def test_casei_and_accenti() -> None:
+    from cimtwin.api.cql2 import StringFunction
+
+    tree = parse("CASEI(material) = casei('pe')")
+    assert tree.left == StringFunction("CASEI", Property("material", 7), 1)
+    assert render("CASEI(material) = casei('pe')") == (
+        '(lower("material") = lower(CAST(%s AS text)))',
+        ["pe"],
+    )
+    text, params = render("ACCENTI(CASEI(owner)) LIKE CASEI(ACCENTI('%Shui%'))")
+    assert text == '(unaccent(lower("owner")) LIKE lower(unaccent(CAST(%s AS text))))'
+    assert params == ["%Shui%"]
+    assert render("CASEI(network) IN ('js', 'ps')")[0] == '(lower("network") IN (%s, %s))'
+    assert "CASEI takes a string, not property 'diameter_mm'" in str(
+        error("CASEI(diameter_mm) = 'a'")
+    )
+    assert "CASEI takes a string" in str(error("CASEI(3) = 'a'"))
+    assert "')' closing CASEI(" in str(error("CASEI(material = 'a'"))
+
+
+def test_temporal_functions_compile_to_interval_comparisons() -> None:
+    from cimtwin.api.cql2 import Interval, Temporal
+
+    tree = parse("T_DURING(reported_at, INTERVAL('2026-11-01', '..'))")
+    assert isinstance(tree, Temporal) and isinstance(tree.b, Interval)
+    assert tree.b.start == Literal("date", date(2026, 11, 1), 32) and tree.b.end is None
+    text, params = render(
+        "T_DURING(reported_at, INTERVAL('2026-11-01T00:00:00Z', '2026-11-10T00:00:00Z'))",
+        INC_CTX,
+    )
+    assert text == (
+        '("reported_at" > CAST(%s AS timestamptz) AND "reported_at" < CAST(%s AS timestamptz))'
+    )
+    assert params == [datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC)]
+    text, _ = render("T_AFTER(reported_at, DATE('2026-11-01'))", INC_CTX)
+    assert text == '("reported_at" > CAST(%s AS timestamptz))'
+    text, _ = render("T_BEFORE(reported_at, INTERVAL('..', updated_at))", INC_CTX)
+    assert text == "(\"reported_at\" < CAST('-infinity' AS timestamptz))"
+    text, _ = render(
+        "T_INTERSECTS(INTERVAL(reported_at, updated_at), TIMESTAMP('2026-11-01T00:00:00Z'))",
+        INC_CTX,
+    )
+    assert text == (
+        '("reported_at" <= CAST(%s AS timestamptz) AND "updated_at" >= CAST(%s AS timestamptz))'
+    )
+    text, _ = render("T_DISJOINT(reported_at, updated_at)", INC_CTX)
+    assert text == '("reported_at" > "updated_at" OR "reported_at" < "updated_at")'
+    for func in cql2.TEMPORAL_FUNCTIONS:  # every one compiles
+        assert render(f"{func}(reported_at, updated_at)", INC_CTX)[0].startswith("(")
+
+
+def test_temporal_errors() -> None:
+    assert "property 'severity' is a number" in str(
+        error("T_BEFORE(severity, DATE('2026-11-01'))", INC_CTX)
+    )
+    assert "starts after it ends" in str(
+        error("T_DURING(reported_at, INTERVAL('2026-12-01', '2026-11-01'))", INC_CTX)
+    )
+    exc = error("T_AFTER(reported_at, INTERVAL('soon', '..'))", INC_CTX)
+    assert "INTERVAL end 'soon'" in str(exc) and exc.position == 31
+    assert "T_AFTER takes a datetime property" in str(error("T_AFTER(reported_at, 5)", INC_CTX))
+    assert "INTERVAL end is" in str(error("T_AFTER(reported_at, INTERVAL(5, '..'))", INC_CTX))
+
+
+ARRAY_CTX = FilterContext(
+    {"tags": "array:string", "codes": "array:integer", "name": "string"}, "geom"
+)
+
+
+def test_array_functions_need_array_queryables() -> None:
+    from cimtwin.api.cql2 import ArrayLiteral, ArrayPredicate
+
+    tree = parse("A_CONTAINS(tags, ('a', 'b'))")
+    assert isinstance(tree, ArrayPredicate) and isinstance(tree.b, ArrayLiteral)
+    assert [i.value for i in tree.b.items] == ["a", "b"]
+    assert render("A_CONTAINS(tags, ('a', 'b'))", ARRAY_CTX) == (
+        '(CAST("tags" AS text[]) @> CAST(%s AS text[]))',
+        [["a", "b"]],
+    )
+    assert render("A_OVERLAPS(codes, (1, 2))", ARRAY_CTX)[0] == (
+        '(CAST("codes" AS bigint[]) && CAST(%s AS bigint[]))'
+    )
+    assert " <@ " in render("A_CONTAINEDBY(tags, ('a'))", ARRAY_CTX)[0]
+    assert " = " in render("A_EQUALS(tags, ())", ARRAY_CTX)[0]
+    assert "is not an integer" in str(error("A_OVERLAPS(codes, (1.5))", ARRAY_CTX))
+    assert "is a string" in str(error("A_OVERLAPS(tags, (1))", ARRAY_CTX))
+    assert "nested arrays" in str(error("A_OVERLAPS(tags, (('a')))", ARRAY_CTX))
+    assert "is an array: use A_EQUALS" in str(error("tags = 'a'", ARRAY_CTX))
+    exc = error("A_CONTAINS(name, ('a'))", ARRAY_CTX)
+    assert "'name' is not an array (array queryables: codes, tags)" in str(exc)
+    # no collection of the catalogue has an array column: a clear 400 there
+    exc = error("A_CONTAINS(network, ('JS'))")
+    assert "'network' is not an array (this collection has none)" in str(exc)
+    assert exc.position == 12
+
+
+def test_sql_comments_are_named() -> None:
+    assert "SQL comment" in str(error("network = 'JS' -- comment"))
+    assert "SQL comment" in str(error("network = 'JS' /* x */"))
+
+
+def test_conformance_lists_what_the_compiler_supports() -> None:
+    from cimtwin.api.cql2_sql import CONFORMANCE, queryable_types
+    from cimtwin.spatial.catalogue import COLLECTIONS
+
+    names = {c.rsplit("/", 1)[1] for c in CONFORMANCE}
+    assert {
+        "cql2-text",
+        "cql2-json",
+        "basic-cql2",
+        "case-insensitive-comparison",
+        "accent-insensitive-comparison",
+        "temporal-functions",
+        "arithmetic",
+        "spatial-functions",
+        "property-property",
+    } <= names
+    has_arrays = any(
+        t.startswith("array:") for layer in COLLECTIONS for t in queryable_types(layer).values()
+    )
+    assert ("array-functions" in names) == has_arrays
+    assert "functions" not in names  # no custom functions (/functions) are offered
+
+
+def test_negative_wkt_coordinates_are_numbers_not_subtractions() -> None:
+    # 'POINT(1 -2)': after the operand 1 the lexer reads '-' as an operator; WKT takes it back
+    assert parse("S_INTERSECTS(geom, POINT Z (1 -2 -3))").b.coords == (1.0, -2.0)
+    ring = parse("S_INTERSECTS(geom, POLYGON((-1 -1, 1 -1, 1 1, -1 -1)))").b.coords[0]
+    assert ring == [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, -1.0)]
+    assert parse("S_INTERSECTS(geom, MULTIPOINT(1 -2, -3 4))").b.coords == [
+        (1.0, -2.0),
+        (-3.0, 4.0),
+    ]
+    assert "a number" in str(error("S_INTERSECTS(geom, POINT(1 - x))"))

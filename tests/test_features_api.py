@@ -546,7 +546,7 @@ def test_single_feature(client: TestClient, engine: Engine) -> None:
             "unknown property '1=1 OR name'",
         ),
         ("/collections/grids/items?filter=area_m2%20%3D%20'big'", 400, "is a number"),
-        ("/collections/grids/items?filter=name%3D'x'&filter-lang=cql2-json", 400, "filter-lang"),
+        ("/collections/grids/items?filter=name%3D'x'&filter-lang=cql-json", 400, "filter-lang"),
         ("/collections/grids/items?filter-crs=EPSG:4490", 400, "without filter"),
         ("/collections/grids/items?nosuch=1", 400, "unknown query parameter(s) 'nosuch'"),
         ("/collections/grids/items?crs=EPSG:3857", 400, "crs: unsupported CRS 'EPSG:3857'"),

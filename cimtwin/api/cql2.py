@@ -1,236 +1,99 @@
-"""A CQL2-text subset (OGC API - Features Part 3): tokens, syntax tree and parser (compiled to
-SQL by :mod:`cimtwin.api.cql2_sql`).
+"""CQL2-text (OGC API - Features Part 3, CQL2 1.0): tokens and a parser building the tree of
+:mod:`cimtwin.api.cql2_ast` (CQL2-JSON is read by :mod:`cimtwin.api.cql2_json`; both are
+compiled to SQL by :mod:`cimtwin.api.cql2_sql`).
 
 Supported: comparisons (``= <> < <= > >=``), ``[NOT] LIKE``, ``[NOT] BETWEEN .. AND ..``,
 ``[NOT] IN (..)``, ``IS [NOT] NULL``, ``AND`` / ``OR`` / ``NOT`` with parentheses, literals
-(numbers, 'strings' with '' escapes, TRUE/FALSE, ``TIMESTAMP('..')``, ``DATE('..')``) and the
+(numbers, 'strings' with '' escapes, TRUE/FALSE, ``TIMESTAMP('..')``, ``DATE('..')``,
+``INTERVAL(.., ..)``), arithmetic (``+ - * / % ^ div``), ``CASEI()`` and ``ACCENTI()``, the
 spatial functions ``S_INTERSECTS`` (and ``S_DISJOINT``, ``S_WITHIN``, ``S_CONTAINS``,
 ``S_TOUCHES``, ``S_OVERLAPS``, ``S_CROSSES``, ``S_EQUALS``) between the geometry and a WKT
-literal (POINT, LINESTRING, POLYGON, MULTI*, GEOMETRYCOLLECTION) or ``BBOX(..)``.
+literal (POINT, LINESTRING, POLYGON, MULTI*, GEOMETRYCOLLECTION) or ``BBOX(..)``, the temporal
+functions ``T_AFTER`` .. ``T_STARTS`` and the array functions ``A_EQUALS``, ``A_CONTAINS``,
+``A_CONTAINEDBY``, ``A_OVERLAPS`` with ``( .. )`` array literals.
 
-The tokenizer and the recursive-descent parser are hand-written and bounded (``MAX_LENGTH``
-characters, ``MAX_DEPTH`` levels). The compiler only emits identifiers named in the filter
-context (the layer catalogue), and every user value travels as a query parameter.
-Positions in error messages are 1-based character offsets into the filter text.
+Why a hand-written parser rather than the ``cql2`` package (cql2-rs bindings, evaluated for
+issue 14): cql2-rs 0.6 turns every number into a float (``diameter_mm = 300`` arrives as
+``300.0``), accepts what CQL2 is not (``!=``, ``AND = 1`` as a property named AND, ``foo(1)``,
+``DATE('2026-13-01')``, ``POINT(1)`` as a function call), rejects ``.5``, and reports only a
+line:column with its grammar's rule names ("expected GEOMETRY, Identifier, Negative, ...");
+its JSON validation says only "not valid under any of the schemas listed in the 'oneOf'
+keyword". The tests here ask for errors that name the token and its position, so the parser
+stays ours; the tests use cql2-rs as a reference, checking that its CQL2-JSON translation
+of each text filter compiles to the same SQL as our text parser gives.
+
+The tokenizer and the recursive-descent parser are bounded (``MAX_LENGTH`` characters,
+``MAX_DEPTH`` levels). Positions in error messages are 1-based character offsets.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from cimtwin.api.cql2_ast import (
+    ARRAY_FUNCTIONS,
+    GEOMETRY_TYPES,
+    SPATIAL_FUNCTIONS,
+    STRING_FUNCTIONS,
+    TEMPORAL_FUNCTIONS,
+    And,
+    Arithmetic,
+    ArrayLiteral,
+    ArrayPredicate,
+    Between,
+    Comparison,
+    CQL2Error,
+    GeometryLiteral,
+    In,
+    Interval,
+    IsNull,
+    Like,
+    Literal,
+    Not,
+    Or,
+    Pos,
+    Property,
+    Spatial,
+    StringFunction,
+    Temporal,
+    describe,
+)
+from cimtwin.api.cql2_lexer import KEYWORDS, Token, tokenize
+from cimtwin.api.inputs import shown
+
+__all__ = [
+    "ARRAY_FUNCTIONS",
+    "GEOMETRY_TYPES",
+    "SPATIAL_FUNCTIONS",
+    "TEMPORAL_FUNCTIONS",
+    "And",
+    "Arithmetic",
+    "ArrayLiteral",
+    "ArrayPredicate",
+    "Between",
+    "CQL2Error",
+    "Comparison",
+    "GeometryLiteral",
+    "In",
+    "Interval",
+    "IsNull",
+    "Like",
+    "Literal",
+    "Not",
+    "Or",
+    "Property",
+    "Spatial",
+    "StringFunction",
+    "Temporal",
+    "describe",
+    "parse",
+    "parse_date",
+    "parse_timestamp",
+]
+
 MAX_LENGTH = 2000
 MAX_DEPTH = 20
-
-
-class CQL2Error(ValueError):
-    """A filter that cannot be parsed or does not fit the collection."""
-
-    def __init__(self, message: str, position: int | None = None) -> None:
-        self.message = message
-        self.position = position
-        super().__init__(message if position is None else f"{message} at position {position}")
-
-
-# --- tokens ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # NUM STR IDENT QIDENT OP LP RP COMMA EOF
-    value: Any
-    pos: int  # 1-based
-    text: str
-
-
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_IDENT = re.compile(r"[^\W\d]\w*")
-_OPERATORS = ("<=", ">=", "<>", "=", "<", ">")
-_PUNCT = {"(": "LP", ")": "RP", ",": "COMMA"}
-
-
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            i += 1
-            continue
-        pos = i + 1
-        if c in ("'", '"'):
-            j, buf = i + 1, []
-            while True:
-                if j >= n:
-                    what = "string literal" if c == "'" else "quoted property name"
-                    raise CQL2Error(f"unterminated {what} starting with {text[i : i + 12]!r}", pos)
-                if text[j] == c:
-                    if j + 1 < n and text[j + 1] == c:
-                        buf.append(c)
-                        j += 2
-                        continue
-                    break
-                buf.append(text[j])
-                j += 1
-            value = "".join(buf)
-            if c == '"' and not value:
-                raise CQL2Error("empty quoted property name", pos)
-            tokens.append(Token("STR" if c == "'" else "QIDENT", value, pos, text[i : j + 1]))
-            i = j + 1
-            continue
-        if c in _PUNCT:
-            tokens.append(Token(_PUNCT[c], c, pos, c))
-            i += 1
-            continue
-        op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
-        if op:
-            tokens.append(Token("OP", op, pos, op))
-            i += len(op)
-            continue
-        m = _NUMBER.match(text, i)
-        if m:
-            t = m.group()
-            tokens.append(Token("NUM", int(t) if _INTEGER.fullmatch(t) else float(t), pos, t))
-            i = m.end()
-            continue
-        m = _IDENT.match(text, i)
-        if m:
-            tokens.append(Token("IDENT", m.group(), pos, m.group()))
-            i = m.end()
-            continue
-        hint = " (CQL2 writes 'not equal' as <>)" if c == "!" else ""
-        raise CQL2Error(f"unexpected character {c!r}{hint}", pos)
-    tokens.append(Token("EOF", None, n + 1, ""))
-    return tokens
-
-
-# --- syntax tree ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Literal:
-    kind: str  # number, string, boolean, timestamp, date
-    value: Any
-    pos: int
-
-
-@dataclass(frozen=True)
-class Property:
-    name: str
-    pos: int
-
-
-@dataclass(frozen=True)
-class GeometryLiteral:
-    """WKT geometry (coordinates as written, Z dropped) or a BBOX (kind 'BBOX')."""
-
-    kind: str
-    coords: Any
-    pos: int
-
-
-@dataclass(frozen=True)
-class Comparison:
-    op: str
-    left: Any
-    right: Any
-    pos: int
-
-
-@dataclass(frozen=True)
-class Like:
-    expr: Any
-    pattern: Any
-    negated: bool
-    pos: int
-
-
-@dataclass(frozen=True)
-class Between:
-    expr: Any
-    low: Any
-    high: Any
-    negated: bool
-    pos: int
-
-
-@dataclass(frozen=True)
-class In:
-    expr: Any
-    items: tuple[Any, ...]
-    negated: bool
-    pos: int
-
-
-@dataclass(frozen=True)
-class IsNull:
-    expr: Any
-    negated: bool
-    pos: int
-
-
-@dataclass(frozen=True)
-class And:
-    items: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Or:
-    items: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    item: Any
-
-
-@dataclass(frozen=True)
-class Spatial:
-    func: str
-    a: Any
-    b: Any
-    pos: int
-
-
-SPATIAL_FUNCTIONS = {
-    "S_INTERSECTS": "ST_Intersects",
-    "S_DISJOINT": "ST_Disjoint",
-    "S_WITHIN": "ST_Within",
-    "S_CONTAINS": "ST_Contains",
-    "S_TOUCHES": "ST_Touches",
-    "S_OVERLAPS": "ST_Overlaps",
-    "S_CROSSES": "ST_Crosses",
-    "S_EQUALS": "ST_Equals",
-}
-GEOMETRY_TYPES = (
-    "POINT",
-    "LINESTRING",
-    "POLYGON",
-    "MULTIPOINT",
-    "MULTILINESTRING",
-    "MULTIPOLYGON",
-    "GEOMETRYCOLLECTION",
-    "BBOX",
-)
-KEYWORDS = {
-    "AND",
-    "OR",
-    "NOT",
-    "LIKE",
-    "BETWEEN",
-    "IN",
-    "IS",
-    "NULL",
-    "TRUE",
-    "FALSE",
-    "TIMESTAMP",
-    "DATE",
-    *SPATIAL_FUNCTIONS,
-    *GEOMETRY_TYPES,
-}
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -262,7 +125,7 @@ class _Parser:
 
     def error(self, expected: str, tok: Token | None = None) -> CQL2Error:
         tok = tok or self.peek()
-        got = "end of filter" if tok.kind == "EOF" else repr(tok.text)
+        got = "end of filter" if tok.kind == "EOF" else shown(tok.text)
         return CQL2Error(f"expected {expected}, got {got}", tok.pos)
 
     def expect(self, kind: str, expected: str) -> Token:
@@ -314,23 +177,49 @@ class _Parser:
 
     def primary(self) -> Any:
         tok = self.peek()
-        if tok.kind == "LP":
+        if tok.kind == "LP" and not self.value_follows_group():
             self.advance()
             self.enter(tok)
             node = self.or_expr()
             self.expect("RP", "')'")
             self.leave()
             return node
-        if self.kw(tok) in SPATIAL_FUNCTIONS and self.peek(1).kind == "LP":
-            return self.spatial()
+        word = self.kw(tok)
+        if self.peek(1).kind == "LP":
+            if word in SPATIAL_FUNCTIONS:
+                return self.spatial()
+            if word in TEMPORAL_FUNCTIONS:
+                return self.binary_function(Temporal, self.temporal_arg)
+            if word in ARRAY_FUNCTIONS:
+                return self.binary_function(ArrayPredicate, self.array_arg)
         return self.predicate()
 
+    def value_follows_group(self) -> bool:
+        """Whether the parenthesis opening here closes before an operator, as in
+        ``(a + 1) * 2 > 3``: then it groups a value, not a condition."""
+        depth = 0
+        for k in range(self.i, len(self.tokens)):
+            kind = self.tokens[k].kind
+            if kind == "LP":
+                depth += 1
+            elif kind == "RP":
+                depth -= 1
+                if depth == 0:
+                    nxt = self.tokens[k + 1] if k + 1 < len(self.tokens) else None
+                    return nxt is not None and (
+                        nxt.kind in ("OP", "ARITH")
+                        or self.kw(nxt) in ("LIKE", "BETWEEN", "IN", "IS", "NOT", "DIV")
+                    )
+            elif kind == "EOF":
+                return False
+        return False
+
     def predicate(self) -> Any:
-        left = self.scalar()
+        left = self.value()
         tok = self.peek()
         if tok.kind == "OP":
             self.advance()
-            return Comparison(tok.value, left, self.scalar(), tok.pos)
+            return Comparison(tok.value, left, self.value(), tok.pos)
         word = self.kw(tok)
         negated = False
         if word == "NOT":
@@ -342,19 +231,19 @@ class _Parser:
                 raise self.error("LIKE, BETWEEN or IN after NOT")
         if word == "LIKE":
             self.advance()
-            return Like(left, self.scalar(), negated, tok.pos)
+            return Like(left, self.value(), negated, tok.pos)
         if word == "BETWEEN":
             self.advance()
-            low = self.scalar()
+            low = self.value()
             self.expect_kw("AND")
-            return Between(left, low, self.scalar(), negated, tok.pos)
+            return Between(left, low, self.value(), negated, tok.pos)
         if word == "IN":
             self.advance()
             self.expect("LP", "'(' after IN")
-            items = [self.scalar()]
+            items = [self.value()]
             while self.peek().kind == "COMMA":
                 self.advance()
-                items.append(self.scalar())
+                items.append(self.value())
             self.expect("RP", "',' or ')' in the IN list")
             return In(left, tuple(items), negated, tok.pos)
         if word == "IS":
@@ -365,6 +254,53 @@ class _Parser:
         if isinstance(left, Literal) and left.kind == "boolean":
             return left
         raise self.error(f"a comparison operator, LIKE, BETWEEN, IN or IS after {describe(left)}")
+
+    # arithmetic: value = term {(+|-) term}; term = power {(*|/|%|div) power};
+    # power = factor [^ factor]; factor = [-] operand | ( value )
+    def value(self) -> Any:
+        node = self.term()
+        while self.peek().kind == "ARITH" and self.peek().value in "+-":
+            tok = self.advance()
+            node = Arithmetic(tok.value, node, self.term(), tok.pos)
+        return node
+
+    def term(self) -> Any:
+        node = self.power()
+        while (self.peek().kind == "ARITH" and self.peek().value in "*/%") or self.kw(
+            self.peek()
+        ) == "DIV":
+            tok = self.advance()
+            op = "div" if tok.kind == "IDENT" else tok.value
+            node = Arithmetic(op, node, self.power(), tok.pos)
+        return node
+
+    def power(self) -> Any:
+        node = self.factor()
+        if self.peek().kind == "ARITH" and self.peek().value == "^":
+            tok = self.advance()
+            node = Arithmetic("^", node, self.factor(), tok.pos)
+        return node
+
+    def factor(self) -> Any:
+        tok = self.peek()
+        if tok.kind == "LP":
+            self.advance()
+            self.enter(tok)
+            node = self.value()
+            self.expect("RP", "')' or an arithmetic operator")
+            self.leave()
+            return node
+        if tok.kind == "ARITH" and tok.value in "+-":
+            self.advance()
+            self.enter(tok)
+            node = self.factor()
+            self.leave()
+            if tok.value == "+":
+                return node
+            if isinstance(node, Literal) and node.kind == "number":
+                return Literal("number", -node.value, tok.pos)
+            return Arithmetic("*", Literal("number", -1, tok.pos), node, tok.pos)
+        return self.scalar()
 
     def scalar(self) -> Any:
         tok = self.advance()
@@ -380,10 +316,17 @@ class _Parser:
                 return Literal("boolean", word == "TRUE", tok.pos)
             if word in ("TIMESTAMP", "DATE") and self.peek().kind == "LP":
                 return self.temporal(word, tok)
+            if word in STRING_FUNCTIONS and self.peek().kind == "LP":
+                self.advance()
+                self.enter(tok)
+                arg = self.value()
+                self.expect("RP", f"')' closing {word}(")
+                self.leave()
+                return StringFunction(word, arg, tok.pos)
             if word in KEYWORDS:
                 raise self.error("a property name or a literal", tok)
             if self.peek().kind == "LP":
-                raise CQL2Error(f"unknown function {tok.text!r}", tok.pos)
+                raise CQL2Error(f"unknown function {shown(tok.text)}", tok.pos)
             return Property(tok.value, tok.pos)
         raise self.error("a property name or a literal", tok)
 
@@ -392,16 +335,70 @@ class _Parser:
         s = self.expect("STR", f"a quoted {word.lower()} string")
         self.expect("RP", "')'")
         if word == "DATE":
-            try:
-                if len(s.value) != 10:
-                    raise ValueError
-                return Literal("date", date.fromisoformat(s.value), tok.pos)
-            except ValueError:
-                raise CQL2Error(f"DATE({s.text}) is not a YYYY-MM-DD date", s.pos) from None
+            day = parse_date(s.value)
+            if day is None:
+                raise CQL2Error(f"DATE({s.text}) is not a YYYY-MM-DD date", s.pos)
+            return Literal("date", day, tok.pos)
         value = parse_timestamp(s.value)
         if value is None:
             raise CQL2Error(f"TIMESTAMP({s.text}) is not an RFC 3339 date-time", s.pos)
         return Literal("timestamp", value, tok.pos)
+
+    def binary_function(self, node: type, arg: Any) -> Any:
+        tok = self.advance()
+        self.expect("LP", "'('")
+        self.enter(tok)
+        a = arg()
+        self.expect("COMMA", "','")
+        b = arg()
+        self.expect("RP", "')'")
+        self.leave()
+        return node(tok.value.upper(), a, b, tok.pos)
+
+    def temporal_arg(self) -> Any:
+        tok = self.peek()
+        if self.kw(tok) == "INTERVAL" and self.peek(1).kind == "LP":
+            self.advance()
+            self.advance()
+            start = self.instant()
+            self.expect("COMMA", "',' between the ends of the INTERVAL")
+            end = self.instant()
+            self.expect("RP", "')' closing the INTERVAL")
+            return Interval(start, end, tok.pos)
+        return self.scalar()
+
+    def instant(self) -> Literal | Property | None:
+        """An end of an INTERVAL: '..' (open), a date or timestamp string, DATE(..),
+        TIMESTAMP(..) or a property."""
+        tok = self.peek()
+        if tok.kind == "STR":
+            self.advance()
+            return instant_literal(tok.value, tok.pos, shown(tok.value))
+        node = self.scalar()
+        if isinstance(node, Property) or (
+            isinstance(node, Literal) and node.kind in ("date", "timestamp")
+        ):
+            return node
+        raise CQL2Error(
+            f"an INTERVAL end is '..', a date or timestamp, or a property, not {describe(node)}",
+            tok.pos,
+        )
+
+    def array_arg(self) -> Any:
+        tok = self.peek()
+        if tok.kind == "LP":
+            self.advance()
+            self.enter(tok)
+            items: list[Any] = []
+            if self.peek().kind != "RP":
+                items.append(self.array_arg())
+                while self.peek().kind == "COMMA":
+                    self.advance()
+                    items.append(self.array_arg())
+            self.expect("RP", "',' or ')' in the array")
+            self.leave()
+            return ArrayLiteral(tuple(items), tok.pos)
+        return self.value()
 
     def spatial(self) -> Spatial:
         tok = self.advance()
@@ -511,29 +508,55 @@ class _Parser:
     def coord(self) -> tuple[float, float]:
         x = self.number()
         y = self.number()
-        if self.peek().kind == "NUM":  # Z (and M) are accepted and dropped
-            self.advance()
-            if self.peek().kind == "NUM":
-                self.advance()
+        if self.at_number():  # Z (and M) are accepted and dropped
+            self.number()
+            if self.at_number():
+                self.number()
         return (x, y)
 
-    def number(self) -> float:
+    def at_number(self) -> bool:
         tok = self.peek()
-        if tok.kind != "NUM":
+        signed = tok.kind == "ARITH" and tok.value in "+-" and self.peek(1).kind == "NUM"
+        return tok.kind == "NUM" or signed
+
+    def number(self) -> float:
+        """A coordinate: the lexer reads '-2' in 'POINT(1 -2)' as a minus after an operand."""
+        tok = self.peek()
+        if not self.at_number():
             raise self.error("a number")
         self.advance()
+        if tok.kind == "ARITH":
+            return float(self.advance().value) * (-1 if tok.value == "-" else 1)
         return float(tok.value)
 
 
-def describe(node: Any) -> str:
-    if isinstance(node, Property):
-        return f"property {node.name!r}"
-    if isinstance(node, Literal):
-        return f"the {node.kind} literal {node.value!r}"
-    return "the expression"
+def parse_date(text: str) -> date | None:
+    """A YYYY-MM-DD date, or None."""
+    if len(text) != 10:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def instant_literal(text: str, pos: Pos, shown: str) -> Literal | None:
+    """An INTERVAL end written as a string: '..' (open, None), a date or an RFC 3339 instant."""
+    if text == "..":
+        return None
+    day = parse_date(text)
+    if day is not None:
+        return Literal("date", day, pos)
+    moment = parse_timestamp(text)
+    if moment is None:
+        raise CQL2Error(
+            f"INTERVAL end {shown} is not '..', a YYYY-MM-DD date or an RFC 3339 date-time", pos
+        )
+    return Literal("timestamp", moment, pos)
 
 
 def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 date-time (UTC when it names no offset), or None."""
     t = text.strip()
     if "T" not in t.upper():
         return None

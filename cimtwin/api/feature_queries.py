@@ -211,17 +211,16 @@ def _filter_condition(
             which = "filter-lang" if lang is not None else "filter-crs"
             raise bad_request(f"{which}: given without filter")
         return
-    if lang is not None and lang.strip().lower() != "cql2-text":
-        raise bad_request(f"filter-lang: {lang!r} is not supported; use cql2-text")
+    language = "cql2-text" if lang is None else lang.strip().lower()
+    if language not in cql2_sql.FILTER_LANGS:
+        langs = " or ".join(cql2_sql.FILTER_LANGS)
+        raise bad_request(f"filter-lang: {lang!r} is not supported; use {langs}")
     try:
         crs = parse_crs(filter_crs, "filter-crs") if filter_crs is not None else default_crs()
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    ctx = cql2_sql.FilterContext(
-        {p: layer.column_type(p) for p in layer.properties}, layer.geometry_column, crs
-    )
     try:
-        cond, params = cql2_sql.to_sql(text, ctx)
+        cond, params = cql2_sql.to_sql(text, cql2_sql.context_for(layer, crs), language)
     except cql2.CQL2Error as exc:
         raise bad_request(f"filter: {exc}") from None
     q.conditions.append(cond)
@@ -275,6 +274,13 @@ async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[An
         ) from None
     except psycopg.errors.DataError as exc:
         raise bad_request(f"invalid value: {exc.diag.message_primary or exc}") from None
+    except psycopg.errors.UndefinedFunction as exc:
+        if "unaccent" not in str(exc):
+            raise
+        raise bad_request(
+            "filter: ACCENTI needs the PostgreSQL extension unaccent, which this database "
+            "lacks (cimtwin db setup creates it where the server has it)"
+        ) from None
 
 
 def feature_texts(layer: Layer, rows: list[Any]) -> list[str]:
@@ -338,14 +344,19 @@ ITEMS_OPENAPI = {
             "name": "filter",
             "in": "query",
             "required": False,
-            "description": "CQL2-text filter over the queryables",
+            "description": "CQL2 filter over the queryables (CQL2-text, or CQL2-JSON "
+            "with filter-lang=cql2-json)",
             "schema": {"type": "string"},
         },
         {
             "name": "filter-lang",
             "in": "query",
             "required": False,
-            "schema": {"type": "string", "enum": ["cql2-text"], "default": "cql2-text"},
+            "schema": {
+                "type": "string",
+                "enum": list(cql2_sql.FILTER_LANGS),
+                "default": "cql2-text",
+            },
         },
         {
             "name": "filter-crs",

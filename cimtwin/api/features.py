@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from psycopg import AsyncConnection, sql
 
 from cimtwin.api.auth import require_read
+from cimtwin.api.cql2_sql import CONFORMANCE as CQL2_CONFORMANCE
 from cimtwin.api.db import connection
 from cimtwin.api.errors import bad_request, not_found
 from cimtwin.api.feature_queries import (
@@ -60,11 +61,7 @@ CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
-    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
-    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
-    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
-    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
-    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+    *CQL2_CONFORMANCE,
 )
 
 

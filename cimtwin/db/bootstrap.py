@@ -10,6 +10,9 @@ from cimtwin.db.engine import libpq_dsn, sqlalchemy_url
 from cimtwin.errors import UserError
 
 EXTENSIONS = ("postgis", "postgis_sfcgal", "pgrouting")
+#: created when the server has them: unaccent serves CQL2 ACCENTI() (PostgreSQL's contrib,
+#: part of Debian's postgresql-<version> package); without it ACCENTI answers 400
+OPTIONAL_EXTENSIONS = ("unaccent",)
 
 
 def server_reachable(url: str | None = None) -> bool:
@@ -65,7 +68,8 @@ def create_extensions(url: str | None = None) -> None:
             "postgresql-<version>-pgrouting (scripts/setup.sh does this when run as root)"
         )
     with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
-        for ext in EXTENSIONS:
+        have = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+        for ext in (*EXTENSIONS, *(e for e in OPTIONAL_EXTENSIONS if e in have)):
             conn.execute(
                 sql.SQL("CREATE EXTENSION IF NOT EXISTS {} CASCADE").format(sql.Identifier(ext))
             )
