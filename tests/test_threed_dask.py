@@ -101,7 +101,7 @@ def _cli(args: list[str], settings, tmp_path, monkeypatch):
 def test_build_3d_workers_2_and_scheduler(settings, loaded_sample, tmp_path, monkeypatch):
     from cimtwin.tiles.threed import cluster
 
-    cluster._close_all()  # the command must start its own LocalCluster of 2
+    # --workers 2 runs on a LocalCluster of 2 (the one the test above left, or a new one)
     layers = "buildings,pipelines,components"
     r = _cli(["--layers", layers, "--workers", "2"], settings, tmp_path / "a", monkeypatch)
     assert r.exit_code == 0, r.output
@@ -146,6 +146,7 @@ def test_dask_mistakes_are_one_line(settings, loaded_sample, tmp_path, args, mes
 
     env = {**os.environ, "CIMTWIN_DATABASE_URL": settings.database_url}
     env.pop("CIMTWIN_DASK_SCHEDULER", None)
+    env["CIMTWIN_DASK_CONNECT_TIMEOUT_S"] = "2"  # the unreachable scheduler: a short wait
     proc = subprocess.run(
         [sys.executable, "-m", "cimtwin.cli", "tiles", "build-3d", "--layers", TILESET]
         + ["--out", str(tmp_path), *args],

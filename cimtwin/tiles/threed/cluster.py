@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,24 @@ if TYPE_CHECKING:
 #: the environment variable naming an existing scheduler (``--scheduler``)
 SCHEDULER_ENV = "CIMTWIN_DASK_SCHEDULER"
 #: seconds to wait for an existing scheduler before telling the user it is unreachable
-CONNECT_TIMEOUT_S = 10
+#: (``CIMTWIN_DASK_CONNECT_TIMEOUT_S``; a scheduler across a slow link may need more)
+CONNECT_TIMEOUT_ENV = "CIMTWIN_DASK_CONNECT_TIMEOUT_S"
+CONNECT_TIMEOUT_S = 10.0
+
+
+def connect_timeout_s() -> float:
+    """The scheduler connect timeout: the environment's, else CONNECT_TIMEOUT_S."""
+    text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise UserError(f"{CONNECT_TIMEOUT_ENV}={text!r}: give seconds between 0 and 3600")
+    return value
+
 
 _CLIENTS: dict[tuple[str, str], Client] = {}
 
@@ -57,7 +75,7 @@ def client_for(workers: int, scheduler: str | None = None, memory_limit: str = "
         return client
     if scheduler:
         try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+            client = Client(scheduler, timeout=connect_timeout_s())
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(
                 f"--scheduler {scheduler}: no Dask scheduler answers there "
