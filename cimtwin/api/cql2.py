@@ -21,17 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from cimtwin.errors import CQL2Error
+
 MAX_LENGTH = 2000
 MAX_DEPTH = 20
-
-
-class CQL2Error(ValueError):
-    """A filter that cannot be parsed or does not fit the collection."""
-
-    def __init__(self, message: str, position: int | None = None) -> None:
-        self.message = message
-        self.position = position
-        super().__init__(message if position is None else f"{message} at position {position}")
 
 
 # --- tokens ---------------------------------------------------------------------------------
