@@ -24,10 +24,9 @@ from cimtwin.api.geojson import (
     geometry_output_sql,
     literal_geometry_sql,
     parse_bbox,
-    parse_crs,
     parse_datetime,
 )
-from cimtwin.api.inputs import shown
+from cimtwin.api.inputs import parse_crs, shown
 from cimtwin.errors import UnavailableError
 from cimtwin.spatial.catalogue import Layer
 
