@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import shapely
@@ -303,53 +303,54 @@ def _check_ring(ring: list[list[float]], where: str) -> None:
         raise ValueError(f"{where}: a linear ring must end where it starts")
 
 
-class PolygonIn(StrictBody):
+class _Areal(StrictBody):
+    """What Polygon and MultiPolygon share: the vertex bound, counted before the positions are
+    parsed, and closed rings of at least 4 positions."""
+
+    #: nesting of the positions in ``coordinates`` (2: rings, 3: polygons of rings)
+    depth: ClassVar[int]
+    noun: ClassVar[str]
+
+    @field_validator("coordinates", mode="before", check_fields=False)
+    @classmethod
+    def bounded(cls, value: Any) -> Any:
+        check_vertex_count(value, cls.depth, f"the {cls.noun}")
+        return value
+
+    @field_validator("coordinates", check_fields=False)
+    @classmethod
+    def rings(cls, value: list[Any]) -> list[Any]:
+        polygons = value if cls.depth == 3 else [value]
+        total = 0
+        for i, poly in enumerate(polygons):
+            for j, ring in enumerate(poly):
+                _check_ring(ring, f"polygon {i} ring {j}" if cls.depth == 3 else f"ring {j}")
+                total += len(ring)
+        if total > MAX_VERTICES:
+            raise ValueError(f"more than {MAX_VERTICES} positions")
+        return value
+
+
+class PolygonIn(_Areal):
+    depth: ClassVar[int] = 2
+    noun: ClassVar[str] = "polygon"
+
     type: Literal["Polygon"]
     coordinates: Annotated[
         list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
         Field(min_length=1, max_length=MAX_RINGS),
     ]
 
-    @field_validator("coordinates", mode="before")
-    @classmethod
-    def bounded(cls, value: Any) -> Any:
-        check_vertex_count(value, 2, "the polygon")
-        return value
 
-    @field_validator("coordinates")
-    @classmethod
-    def rings(cls, value: list[list[list[float]]]) -> list[list[list[float]]]:
-        for i, ring in enumerate(value):
-            _check_ring(ring, f"ring {i}")
-        if sum(len(r) for r in value) > MAX_VERTICES:
-            raise ValueError(f"more than {MAX_VERTICES} positions")
-        return value
+class MultiPolygonIn(_Areal):
+    depth: ClassVar[int] = 3
+    noun: ClassVar[str] = "multipolygon"
 
-
-class MultiPolygonIn(StrictBody):
     type: Literal["MultiPolygon"]
     coordinates: Annotated[
         list[Annotated[list[list[Position]], Field(min_length=1)]],
         Field(min_length=1, max_length=MAX_RINGS),
     ]
-
-    @field_validator("coordinates", mode="before")
-    @classmethod
-    def bounded(cls, value: Any) -> Any:
-        check_vertex_count(value, 3, "the multipolygon")
-        return value
-
-    @field_validator("coordinates")
-    @classmethod
-    def rings(cls, value: list[list[list[list[float]]]]) -> list[list[list[list[float]]]]:
-        total = 0
-        for i, poly in enumerate(value):
-            for j, ring in enumerate(poly):
-                _check_ring(ring, f"polygon {i} ring {j}")
-                total += len(ring)
-        if total > MAX_VERTICES:
-            raise ValueError(f"more than {MAX_VERTICES} positions")
-        return value
 
 
 class PointIn(StrictBody):
