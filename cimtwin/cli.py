@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from cimtwin.errors import UserError
+from cimtwin.errors import CimtwinError
 
 if TYPE_CHECKING:
     # Typer vendors its own Click (typer._click), and TyperGroup's methods take its classes;
@@ -100,7 +100,7 @@ def main() -> None:
     """Run the CLI; user mistakes print one clear line and exit 2, no traceback."""
     try:
         app()
-    except UserError as exc:
+    except CimtwinError as exc:
         from rich.console import Console
         from rich.markup import escape
 

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cimtwin"
+
+
+def _slots(default: int, description: str) -> Any:
+    """A concurrency bound: how many of a kind of heavy request run at once."""
+    return Field(default, ge=1, description=description)
+
+
+def _turn_wait(default: float, what: str) -> Any:
+    """How long a request bounded by :func:`_slots` waits for its turn."""
+    return Field(default, gt=0, description=f"how long {what} waits for its turn before a 503")
 
 
 class Settings(BaseSettings):
@@ -96,24 +107,18 @@ class Settings(BaseSettings):
     )
     assign_max_rows: int = Field(200_000, ge=1, description="rows per POST /grids/assign")
     assign_max_body_mb: int = Field(64, ge=1, description="body size of POST /grids/assign")
-    bulk_concurrency: int = Field(
+    bulk_concurrency: int = _slots(
         2,
-        ge=1,
-        description="POST /grids/assign requests one API process works on at once (each "
-        "holds its rows in memory); the others wait, holding neither body nor connection",
+        "POST /grids/assign requests one API process works on at once (each holds its rows "
+        "in memory); the others wait, holding neither body nor connection",
     )
-    bulk_wait_s: float = Field(
-        10, gt=0, description="how long a bulk assign waits for its turn before a 503"
-    )
-    analysis_concurrency: int = Field(
+    bulk_wait_s: float = _turn_wait(10, "a bulk assign")
+    analysis_concurrency: int = _slots(
         2,
-        ge=1,
-        description="network analyses (isolation, trace, clearance, incident "
-        "context...) one API process runs at once; lookups and tiles never wait for them",
+        "network analyses (isolation, trace, clearance, incident context...) one API process "
+        "runs at once; lookups and tiles never wait for them",
     )
-    analysis_wait_s: float = Field(
-        30, gt=0, description="how long an analysis waits for its turn before a 503"
-    )
+    analysis_wait_s: float = _turn_wait(30, "an analysis")
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
     body_timeout_s: float = Field(
         30, gt=0, description="a request body must arrive within this (else 408)"

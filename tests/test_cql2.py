@@ -25,7 +25,7 @@ from cimtwin.api.cql2 import (
     parse,
 )
 from cimtwin.api.cql2_sql import FilterContext, to_sql
-from cimtwin.api.geojson import parse_crs
+from cimtwin.api.inputs import parse_crs
 from cimtwin.spatial.catalogue import BY_ID
 
 PIPES = BY_ID["pipelines"]

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from psycopg import sql as psql
 from sqlalchemy import Engine, text
 
-from cimtwin.api.geojson import bbox_wkt, literal_geometry_sql, parse_crs
+from cimtwin.api.geojson import bbox_wkt, literal_geometry_sql
+from cimtwin.api.inputs import parse_crs
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
 from cimtwin.spatial.catalogue import BY_ID, Layer

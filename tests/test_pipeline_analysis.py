@@ -16,6 +16,7 @@ import shapely
 import wntr
 
 from cimtwin.db.engine import libpq_dsn
+from cimtwin.errors import NotFoundError
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 from cimtwin.spatial.district_queries import volume_query
@@ -32,7 +33,6 @@ from cimtwin.spatial.pipelines.isolation import isolate, isolation_analysis
 from cimtwin.spatial.pipelines.profile import profile_analysis
 from cimtwin.spatial.pipelines.qa import dangling_ends, qa_analysis
 from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
-from cimtwin.spatial.pipelines.shared import NotFound
 from cimtwin.spatial.pipelines.trace import trace_analysis
 from tests.pipeline_rows import network_batch
 
@@ -463,7 +463,7 @@ def test_a_failed_valve_expands_to_the_next_ring(scratch):
     r = _iso(scratch, "s2", [f"valve:{scratch['L1']}", f"node:{nd['V4']}"])
     assert set(r["isolated_segments"]["ids"]) == {js["s2"], js["s3"], js["s7"], js["s11"]}
     assert r["failed_valves"]["not_on_boundary"] == [f"node:{nd['V4']}"]
-    with pytest.raises(NotFound, match="node:999999"):
+    with pytest.raises(NotFoundError, match="node:999999"):
         _iso(scratch, "s2", ["node:999999"])
 
 

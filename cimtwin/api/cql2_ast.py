@@ -10,24 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cimtwin.api.inputs import shown
+from cimtwin.errors import CQL2Error
+
+__all__ = ["CQL2Error"]  # raised by the parsers; defined with the other errors
 
 #: where a node came from: a character offset (text) or a JSON Pointer (JSON)
 Pos = int | str
-
-
-class CQL2Error(ValueError):
-    """A filter that cannot be parsed or does not fit the collection."""
-
-    def __init__(self, message: str, position: Pos | None = None) -> None:
-        self.message = message
-        self.position = position
-        if position is None:
-            full = message
-        elif isinstance(position, int):
-            full = f"{message} at position {position}"
-        else:
-            full = f"{message} at {position or 'the top of the JSON filter'}"
-        super().__init__(full)
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,12 @@ from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cimtwin.db.engine import libpq_dsn
+from cimtwin.errors import DatabaseUnavailable
 from cimtwin.settings import Settings
 
 #: a pool that gave up reconnecting starts again on the next request, so a database back after
 #: a long outage is found within about half of this
 RECONNECT_TIMEOUT_S = 30.0
-
-
-class DatabaseUnavailable(PoolTimeout):
-    """The database refuses connections: no use waiting for one (answered as a 503)."""
 
 
 def unavailable_reason(exc: psycopg.OperationalError) -> str | None:
@@ -90,7 +87,7 @@ class ApiPool(AsyncConnectionPool):
             return await super().getconn(timeout)
         if self.unavailable is not None:
             self._start_probe()
-            raise DatabaseUnavailable(self.unavailable)
+            raise DatabaseUnavailable(f"database unavailable: {self.unavailable}")
         # wait for a connection, but no longer than the next connection attempt takes to fail
         if self._failure is None:
             self._failure = asyncio.get_running_loop().create_future()
@@ -104,7 +101,7 @@ class ApiPool(AsyncConnectionPool):
         if waiter.done():
             return waiter.result()
         await self._abandon(waiter)
-        raise DatabaseUnavailable(failure.result())
+        raise DatabaseUnavailable(f"database unavailable: {failure.result()}")
 
     async def _abandon(self, waiter: asyncio.Future[Any]) -> None:
         """Stop waiting; a connection handed over meanwhile goes back to the pool."""

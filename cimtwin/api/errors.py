@@ -6,8 +6,8 @@ exception format), for every router and for what no router catches.
 it is; a statement timeout is a 503 that says to narrow the request; a database that gives no
 connection in time, refuses connections or loses one mid-query is a 503 with ``Retry-After``
 (never the plain-text 500 of an unhandled error); a value PostgreSQL refuses (class 22, data
-exception) is a 422; the features API's and the pipeline analyses' own errors keep their
-status.
+exception) is a 422; an error of the :mod:`cimtwin.errors` hierarchy gets the status of its
+kind from :data:`STATUS`, the one place that says which kind is which status.
 """
 
 from __future__ import annotations
@@ -23,8 +23,15 @@ from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cimtwin.api.db import DatabaseUnavailable
 from cimtwin.api.geojson import JSON, dumps
+from cimtwin.errors import (
+    CimtwinError,
+    ConflictError,
+    DatabaseUnavailable,
+    InputError,
+    NotFoundError,
+    UnavailableError,
+)
 
 #: seconds a client should wait before retrying while the database is away
 RETRY_AFTER = {"Retry-After": "5"}
@@ -82,29 +89,36 @@ def invalid(description: str) -> HTTPException:
     return HTTPException(422, description)
 
 
-class ApiError(Exception):
-    """An OGC API exception: HTTP status, code and a description for the client."""
+#: the HTTP status of each kind of :class:`~cimtwin.errors.CimtwinError`; a class not listed
+#: answers with its nearest listed base's (:func:`status_of`). A bare ``CimtwinError`` says no
+#: kind, so it is the service's fault.
+STATUS: dict[type[CimtwinError], int] = {
+    CimtwinError: 500,
+    InputError: 400,
+    NotFoundError: 404,
+    ConflictError: 409,
+    UnavailableError: 503,
+}
 
-    def __init__(self, status: int, code: str, description: str) -> None:
-        super().__init__(description)
-        self.status, self.code, self.description = status, code, description
-
-    def response(self) -> Response:
-        body = dumps({"code": self.code, "description": self.description})
-        return Response(body, status_code=self.status, media_type=JSON)
+#: kinds whose answer tells the client when to try again
+RETRY: dict[type[CimtwinError], dict[str, str]] = {DatabaseUnavailable: RETRY_AFTER}
 
 
-def bad_request(description: str) -> ApiError:
-    return ApiError(400, "InvalidParameterValue", description)
+def status_of(kind: type[CimtwinError]) -> int:
+    """The status of an error kind: its own entry in :data:`STATUS` or its nearest base's."""
+    return next(STATUS[k] for k in kind.__mro__ if k in STATUS)
 
 
-def not_found(description: str) -> ApiError:
-    return ApiError(404, "NotFound", description)
+def bad_request(description: str) -> InputError:
+    return InputError(description)
+
+
+def not_found(description: str) -> NotFoundError:
+    return NotFoundError(description)
 
 
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one format."""
-    from cimtwin.spatial.pipelines.shared import AnalysisError
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -125,8 +139,6 @@ def install(app: FastAPI) -> None:
         )
 
     async def no_connection(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, DatabaseUnavailable):
-            return error_response(503, f"database unavailable: {exc}", headers=RETRY_AFTER)
         return error_response(
             503, "database unavailable: no connection within the pool timeout", headers=RETRY_AFTER
         )
@@ -145,13 +157,11 @@ def install(app: FastAPI) -> None:
         message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
         return error_response(422, f"invalid value: {message[:300]}")
 
-    async def ogc_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return exc.response()
-
-    async def analysis_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AnalysisError)
-        return error_response(exc.status, str(exc))
+    async def twin_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CimtwinError)
+        kind = type(exc)
+        headers = next((RETRY[k] for k in kind.__mro__ if k in RETRY), None)
+        return error_response(status_of(kind), str(exc), headers=headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_input)
@@ -161,5 +171,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.OperationalError, connection_lost)
     app.add_exception_handler(psycopg.InterfaceError, connection_lost)
     app.add_exception_handler(psycopg.DataError, bad_value)
-    app.add_exception_handler(ApiError, ogc_error)
-    app.add_exception_handler(AnalysisError, analysis_error)
+    # DatabaseUnavailable is also a PoolTimeout: its CimtwinError bases come first in its MRO,
+    # so Starlette answers it with twin_error
+    app.add_exception_handler(CimtwinError, twin_error)

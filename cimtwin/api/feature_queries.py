@@ -15,7 +15,7 @@ from fastapi import Request
 from psycopg import AsyncConnection, sql
 
 from cimtwin.api import cql2, cql2_sql
-from cimtwin.api.errors import ApiError, bad_request
+from cimtwin.api.errors import bad_request
 from cimtwin.api.geojson import (
     CrsDef,
     bbox_wkt,
@@ -24,10 +24,10 @@ from cimtwin.api.geojson import (
     geometry_output_sql,
     literal_geometry_sql,
     parse_bbox,
-    parse_crs,
     parse_datetime,
 )
-from cimtwin.api.inputs import shown
+from cimtwin.api.inputs import parse_crs, shown
+from cimtwin.errors import UnavailableError
 from cimtwin.spatial.catalogue import Layer
 
 DEFAULT_LIMIT = 100
@@ -266,9 +266,7 @@ async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[An
         cur = await conn.execute(query, params)
         return await cur.fetchall()
     except psycopg.errors.QueryCanceled:
-        raise ApiError(
-            503,
-            "ServiceUnavailable",
+        raise UnavailableError(
             "the query took longer than the statement "
             "timeout; narrow it with bbox, filter or a smaller limit",
         ) from None

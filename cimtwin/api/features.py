@@ -38,12 +38,11 @@ from cimtwin.api.geojson import (
     default_crs,
     dumps,
     feature_json,
-    parse_crs,
     rfc3339,
     storage_crs_def,
     supported_crs,
 )
-from cimtwin.api.inputs import shown
+from cimtwin.api.inputs import parse_crs, shown
 from cimtwin.spatial.catalogue import COLLECTIONS, Layer, get_collection
 from cimtwin.spatial.layer_extent import extent_cache, layer_extent, rounded_outward
 

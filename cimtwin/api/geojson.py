@@ -83,33 +83,6 @@ def storage_crs_def() -> CrsDef:
     return next(c for c in supported_crs() if c.srid == SRID)
 
 
-def _aliases(c: CrsDef) -> set[str]:
-    names = {c.uri.lower(), c.uri.lower().replace("http://", "https://"), c.label.lower()}
-    if c.uri == CRS84_URI:
-        names |= {
-            "crs84",
-            "ogc:crs84",
-            "urn:ogc:def:crs:ogc:1.3:crs84",
-            "urn:ogc:def:crs:ogc::crs84",
-        }
-    else:
-        names |= {f"urn:ogc:def:crs:epsg::{c.srid}", f"epsg:{c.srid}"}
-    return names
-
-
-def parse_crs(text: str, param: str) -> CrsDef:
-    """One of the supported CRS from a URI, a safe CURIE ``[EPSG:4490]`` or ``EPSG:4490``."""
-    key = text.strip()
-    if key.startswith("[") and key.endswith("]"):
-        key = key[1:-1]
-    key = key.lower()
-    for c in supported_crs():
-        if key in _aliases(c):
-            return c
-    allowed = ", ".join(c.uri for c in supported_crs())
-    raise ValueError(f"{param}: unsupported CRS {text!r}; supported: {allowed}")
-
-
 @lru_cache
 def storage_window() -> tuple[float, float, float, float]:
     """Longitude/latitude window in which geographic geometries are transformed to storage."""

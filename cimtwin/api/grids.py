@@ -35,10 +35,10 @@ from cimtwin.api.inputs import (
     InputCrs,
     StrictBody,
     check_positions,
+    check_xy,
     crs_or_422,
     input_crs,
     read_body,
-    storage_bounds,
     to_storage,
 )
 from cimtwin.api.responses import feature_collection, json_response, summary_cache
@@ -99,17 +99,13 @@ class LocateQuery(BaseModel):
                 f"a position is needed: lon and lat, or x and y (EPSG:{SRID} easting and northing)"
             )
         if self.x is not None and self.y is not None:
-            x0, y0, x1, y1 = storage_bounds()
-            if not (x0 <= self.x <= x1 and y0 <= self.y <= y1):
-                hint = ""
-                if x0 <= self.y <= x1 and y0 <= self.x <= y1:
-                    hint = " (x and y look swapped: x is the easting, y the northing)"
-                elif abs(self.x) <= 180 and abs(self.y) <= 90:
-                    hint = " (these look like lon/lat: use lon= and lat=)"
-                raise ValueError(
-                    f"x={self.x}, y={self.y} is outside the area of EPSG:{SRID} "
-                    f"(x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}){hint}"
-                )
+            check_xy(
+                np.array([self.x]),
+                np.array([self.y]),
+                input_crs(f"EPSG:{SRID}"),
+                f"x={self.x}, y={self.y}",
+                lonlat_hint="use lon= and lat=",
+            )
         return self
 
 

@@ -58,7 +58,6 @@ from cimtwin.spatial.incident_context import (
 from cimtwin.spatial.incident_queries import (
     COLUMNS,
     IncidentFilter,
-    TransitionError,
     create_incident,
     external_id_taken,
     get_incident,
@@ -350,8 +349,6 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
         await _unique_external_id(conn, changes["external_id"], incident_id)
     try:
         done = await update_incident(conn, incident_id, changes, xy)
-    except TransitionError as exc:
-        raise HTTPException(409, str(exc)) from None
     except psycopg.errors.UniqueViolation as exc:
         if not _on_external_id(exc):
             raise

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import shapely
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pyproj import CRS
 
 from cimtwin.api.errors import invalid
-from cimtwin.api.geojson import storage_window
+from cimtwin.api.geojson import CrsDef, storage_window, supported_crs
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
 
@@ -185,30 +185,49 @@ _EPSG = re.compile(
 )
 
 
-@lru_cache(maxsize=64)
-def input_crs(text: str) -> InputCrs:
-    """'OGC:CRS84' (default for lon/lat), 'EPSG:4326', 'EPSG:4490', 'EPSG:4547', any 2D EPSG
-    CRS, or their OGC URIs; ValueError with the accepted forms otherwise."""
+def crs_name(text: str) -> str | None:
+    """The one reading of a CRS parameter: 'OGC:CRS84' or 'EPSG:<code>' from a label, a safe
+    CURIE ``[EPSG:4490]``, an OGC URI or URN (any case); None when it names no CRS."""
     key = text.strip().lower()
     if key.startswith("[") and key.endswith("]"):
         key = key[1:-1]
     if key in CRS84_NAMES:
-        return InputCrs("OGC:CRS84", "OGC:CRS84", True)
+        return "OGC:CRS84"
     m = _EPSG.fullmatch(key)
-    if not m:
+    return f"EPSG:{m.group(1)}" if m else None
+
+
+@lru_cache(maxsize=64)
+def input_crs(text: str) -> InputCrs:
+    """'OGC:CRS84' (default for lon/lat), 'EPSG:4326', 'EPSG:4490', 'EPSG:4547', any 2D EPSG
+    CRS, or their OGC URIs, for coordinates in request bodies; ValueError with the accepted
+    forms otherwise."""
+    name = crs_name(text)
+    if name is None:
         raise ValueError(
             f"crs: {text!r} is not a CRS this API takes; use OGC:CRS84, "
             f"EPSG:4490, EPSG:{SRID} (or another EPSG code), or its OGC URI"
         )
+    if name == "OGC:CRS84":
+        return InputCrs(name, name, True)
     try:
-        crs = CRS.from_epsg(int(m.group(1)))
-    except Exception:
-        raise ValueError(f"crs: EPSG:{m.group(1)} is not a known EPSG CRS") from None
+        crs = crs_mod.parse_crs(name, "crs")
+    except ValueError:
+        raise ValueError(f"crs: {name} is not a known EPSG CRS") from None
     if not (crs.is_geographic or crs.is_projected) or len(crs.axis_info) != 2:
-        raise ValueError(
-            f"crs: EPSG:{m.group(1)} ({crs.name}) is not a 2D geographic or projected CRS"
-        )
-    return InputCrs(f"EPSG:{m.group(1)}", f"EPSG:{m.group(1)}", crs.is_geographic)
+        raise ValueError(f"crs: {name} ({crs.name}) is not a 2D geographic or projected CRS")
+    return InputCrs(name, name, crs.is_geographic)
+
+
+def parse_crs(text: str, param: str) -> CrsDef:
+    """One of the CRS the features API advertises (:func:`supported_crs`) for its ``crs``,
+    ``bbox-crs`` and ``filter-crs`` parameters, named as :func:`crs_name` reads them."""
+    name = crs_name(text)
+    for c in supported_crs():
+        if c.label == name:
+            return c
+    allowed = ", ".join(c.uri for c in supported_crs())
+    raise ValueError(f"{param}: unsupported CRS {text!r}; supported: {allowed}")
 
 
 def crs_or_422(text: str) -> InputCrs:
@@ -284,53 +303,54 @@ def _check_ring(ring: list[list[float]], where: str) -> None:
         raise ValueError(f"{where}: a linear ring must end where it starts")
 
 
-class PolygonIn(StrictBody):
+class _Areal(StrictBody):
+    """What Polygon and MultiPolygon share: the vertex bound, counted before the positions are
+    parsed, and closed rings of at least 4 positions."""
+
+    #: nesting of the positions in ``coordinates`` (2: rings, 3: polygons of rings)
+    depth: ClassVar[int]
+    noun: ClassVar[str]
+
+    @field_validator("coordinates", mode="before", check_fields=False)
+    @classmethod
+    def bounded(cls, value: Any) -> Any:
+        check_vertex_count(value, cls.depth, f"the {cls.noun}")
+        return value
+
+    @field_validator("coordinates", check_fields=False)
+    @classmethod
+    def rings(cls, value: list[Any]) -> list[Any]:
+        polygons = value if cls.depth == 3 else [value]
+        total = 0
+        for i, poly in enumerate(polygons):
+            for j, ring in enumerate(poly):
+                _check_ring(ring, f"polygon {i} ring {j}" if cls.depth == 3 else f"ring {j}")
+                total += len(ring)
+        if total > MAX_VERTICES:
+            raise ValueError(f"more than {MAX_VERTICES} positions")
+        return value
+
+
+class PolygonIn(_Areal):
+    depth: ClassVar[int] = 2
+    noun: ClassVar[str] = "polygon"
+
     type: Literal["Polygon"]
     coordinates: Annotated[
         list[Annotated[list[Position], Field(max_length=MAX_VERTICES)]],
         Field(min_length=1, max_length=MAX_RINGS),
     ]
 
-    @field_validator("coordinates", mode="before")
-    @classmethod
-    def bounded(cls, value: Any) -> Any:
-        check_vertex_count(value, 2, "the polygon")
-        return value
 
-    @field_validator("coordinates")
-    @classmethod
-    def rings(cls, value: list[list[list[float]]]) -> list[list[list[float]]]:
-        for i, ring in enumerate(value):
-            _check_ring(ring, f"ring {i}")
-        if sum(len(r) for r in value) > MAX_VERTICES:
-            raise ValueError(f"more than {MAX_VERTICES} positions")
-        return value
+class MultiPolygonIn(_Areal):
+    depth: ClassVar[int] = 3
+    noun: ClassVar[str] = "multipolygon"
 
-
-class MultiPolygonIn(StrictBody):
     type: Literal["MultiPolygon"]
     coordinates: Annotated[
         list[Annotated[list[list[Position]], Field(min_length=1)]],
         Field(min_length=1, max_length=MAX_RINGS),
     ]
-
-    @field_validator("coordinates", mode="before")
-    @classmethod
-    def bounded(cls, value: Any) -> Any:
-        check_vertex_count(value, 3, "the multipolygon")
-        return value
-
-    @field_validator("coordinates")
-    @classmethod
-    def rings(cls, value: list[list[list[list[float]]]]) -> list[list[list[list[float]]]]:
-        total = 0
-        for i, poly in enumerate(value):
-            for j, ring in enumerate(poly):
-                _check_ring(ring, f"polygon {i} ring {j}")
-                total += len(ring)
-        if total > MAX_VERTICES:
-            raise ValueError(f"more than {MAX_VERTICES} positions")
-        return value
 
 
 class PointIn(StrictBody):
@@ -341,13 +361,22 @@ class PointIn(StrictBody):
 AreaGeometry = Annotated[PolygonIn | MultiPolygonIn, Field(discriminator="type")]
 
 
-def check_xy(xs: np.ndarray, ys: np.ndarray, crs: InputCrs, what: str) -> None:
-    """ValueError unless the positions can be in ``crs`` and near the storage CRS's area."""
+def check_xy(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    crs: InputCrs,
+    what: str,
+    lonlat_hint: str = "say crs OGC:CRS84",
+) -> None:
+    """ValueError unless the positions can be in ``crs`` and near the storage CRS's area; for
+    storage-CRS positions it says when they look like lon/lat (``lonlat_hint``: how to give
+    those) or swapped."""
     if crs.geographic:
         if (np.abs(xs) > 180).any() or (np.abs(ys) > 90).any():
             raise ValueError(
-                f"{what}: longitude must be within -180..180 and latitude within "
-                f"-90..90 ({crs.label} positions are lon, lat)"
+                f"{what}: longitude/latitude out of range: longitude must be within -180..180 "
+                f"and latitude within -90..90 ({crs.label} positions are lon, lat; for "
+                f'EPSG:{SRID} coordinates say so with "crs")'
             )
         w, s, e, n = storage_window()
         if (xs < w).any() or (xs > e).any() or (ys < s).any() or (ys > n).any():
@@ -366,20 +395,33 @@ def check_xy(xs: np.ndarray, ys: np.ndarray, crs: InputCrs, what: str) -> None:
         or (sy > y1).any()
     ):
         hint = ""
-        if crs.is_storage and (np.abs(xs) <= 180).all() and (np.abs(ys) <= 90).all():
-            hint = " (these look like lon/lat: say crs OGC:CRS84)"
-        elif crs.is_storage and (xs > 1e6).all() and (ys < 1e6).all():
-            hint = " (x and y look swapped: x is the easting, y the northing)"
+        if crs.is_storage:
+            hint = f" (x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f})"
+            if ((x0 <= ys) & (ys <= x1) & (y0 <= xs) & (xs <= y1)).all():
+                hint += " (x and y look swapped: x is the easting, y the northing)"
+            elif (np.abs(xs) <= 180).all() and (np.abs(ys) <= 90).all():
+                hint += f" (these look like lon/lat: {lonlat_hint})"
         raise ValueError(f"{what}: outside the area of {crs.label}{hint}")
 
 
-def geometry_to_storage(geom: shapely.Geometry, crs: InputCrs, what: str) -> shapely.Geometry:
-    """A validated 2D shapely geometry in the storage CRS (ValueError says what is wrong)."""
+def positions_to_storage(points: Any, crs: InputCrs, what: str) -> np.ndarray:
+    """(k, 2) storage-CRS positions from (k, 2 or 3) positions in ``crs``, checked by
+    :func:`check_xy` (ValueError says what is wrong)."""
+    xy = np.asarray(points, dtype=float)[:, :2]
+    check_xy(xy[:, 0], xy[:, 1], crs, what)
+    return np.column_stack(to_storage(xy[:, 0], xy[:, 1], crs))
+
+
+def geometry_to_storage(
+    geom: shapely.Geometry, crs: InputCrs, what: str, kind: str = "geometry"
+) -> shapely.Geometry:
+    """A validated 2D shapely geometry in the storage CRS (ValueError says what is wrong,
+    calling the geometry a ``kind``)."""
     geom = shapely.force_2d(geom)
     coords = shapely.get_coordinates(geom)
     check_xy(coords[:, 0], coords[:, 1], crs, what)
     if not shapely.is_valid(geom):
-        raise ValueError(f"{what}: not a valid geometry ({shapely.is_valid_reason(geom)})")
+        raise ValueError(f"{what}: not a valid {kind} ({shapely.is_valid_reason(geom)})")
     if not crs.is_storage:
         if crs.geographic and geom.geom_type != "Point":
             x0, y0, x1, y1 = shapely.bounds(geom)
@@ -391,7 +433,7 @@ def geometry_to_storage(geom: shapely.Geometry, crs: InputCrs, what: str) -> sha
 
         geom = shapely.transform(geom, fn)
     if not shapely.is_valid(geom):
-        raise ValueError(f"{what}: not a valid geometry ({shapely.is_valid_reason(geom)})")
+        raise ValueError(f"{what}: not a valid {kind} ({shapely.is_valid_reason(geom)})")
     return geom
 
 

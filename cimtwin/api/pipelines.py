@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, overload
 
-import numpy as np
 import shapely
 import shapely.errors
 import shapely.geometry
@@ -40,10 +39,19 @@ from cimtwin.api.admission import analysis_slot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import error_response
-from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
-from cimtwin.api.inputs import MAX_VERTICES, Position, StrictBody, check_vertex_count
+from cimtwin.api.geojson import GEOJSON, JSON, dumps
+from cimtwin.api.inputs import (
+    AreaGeometry,
+    InputCrs,
+    MultiPolygonIn,
+    PolygonIn,
+    Position,
+    StrictBody,
+    geometry_to_storage,
+    input_crs,
+    positions_to_storage,
+)
 from cimtwin.reference import network_codes
-from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.pipelines.clearance import clearance_analysis
 from cimtwin.spatial.pipelines.isolation import SERVICE_RADIUS_M, isolation_analysis
@@ -62,8 +70,9 @@ MAX_TOLERANCE_M = 100.0
 
 ValveRef = Annotated[str, StringConstraints(pattern=r"^(valve|node):\d{1,18}$")]
 CRS_HELP = (
-    "CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default), EPSG:4490 "
-    f"or EPSG:{SRID} (the storage CRS: easting, northing); always in x, y order"
+    "CRS of the coordinates: OGC:CRS84 (longitude, latitude; the default), EPSG:4490, "
+    f"EPSG:{SRID} (the storage CRS: easting, northing) or another 2D EPSG CRS; always in x, y "
+    "order"
 )
 
 
@@ -82,41 +91,6 @@ def _network(value: str | None) -> str | None:
     return code
 
 
-def _crs(text: str) -> CrsDef:
-    return parse_crs(text, "crs")
-
-
-def to_storage(points: np.ndarray, crs: CrsDef, what: str) -> np.ndarray:
-    """(k, 2) positions in ``crs`` -> storage CRS; ValueError when they cannot be there."""
-    xy = np.asarray(points, dtype=float)[:, :2]
-    if crs.geographic:
-        if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
-            raise ValueError(
-                f"{what}: longitude/latitude out of range (coordinates are "
-                f'x, y; for EPSG:{SRID} coordinates say so with "crs")'
-            )
-        w, s, e, n = storage_window()
-        outside = (xy[:, 0] < w) | (xy[:, 0] > e) | (xy[:, 1] < s) | (xy[:, 1] > n)
-        if outside.any():
-            raise ValueError(
-                f"{what}: outside the area EPSG:{SRID} covers ({w:g}..{e:g} E, {s:g}..{n:g} N)"
-            )
-        return _transform(xy, crs)
-    for _, mask, message in crs_mod.implausible_coordinates(
-        xy[:, 0], xy[:, 1], crs_mod.parse_crs(crs.label)
-    ):
-        if mask.any():
-            raise ValueError(f"{what}: {message}")
-    if crs.srid == SRID:
-        return xy
-    return _transform(xy, crs)
-
-
-def _transform(xy: np.ndarray, crs: CrsDef) -> np.ndarray:
-    x, y = crs_mod.transformer(crs.label, SRID).transform(xy[:, 0].tolist(), xy[:, 1].tolist())
-    return np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
-
-
 class Body(StrictBody):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -125,61 +99,23 @@ class Body(StrictBody):
     @field_validator("crs")
     @classmethod
     def _known_crs(cls, value: str) -> str:
-        _crs(value)
+        input_crs(value)
         return value
 
-
-class PolygonIn(StrictBody):
-    """A GeoJSON Polygon or MultiPolygon geometry."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    type: Literal["Polygon", "MultiPolygon"]
-    coordinates: list[Any]
-
-    @model_validator(mode="after")
-    def _shape(self) -> PolygonIn:
-        check_vertex_count(self.coordinates, 2 if self.type == "Polygon" else 3, "area")
-        polys = [self.coordinates] if self.type == "Polygon" else self.coordinates
-        count = 0
-        for pi, rings in enumerate(polys):
-            if not isinstance(rings, list) or not rings:
-                raise ValueError(f"polygon {pi}: a list of linear rings is needed")
-            for ri, ring in enumerate(rings):
-                where = f"ring {ri}" if self.type == "Polygon" else f"polygon {pi} ring {ri}"
-                if not isinstance(ring, list) or len(ring) < 4:
-                    raise ValueError(f"{where}: a linear ring needs at least 4 positions")
-                for p in ring:
-                    if (
-                        not isinstance(p, list)
-                        or not 2 <= len(p) <= 3
-                        or not all(
-                            isinstance(v, int | float)
-                            and not isinstance(v, bool)
-                            and np.isfinite(v)
-                            for v in p
-                        )
-                    ):
-                        raise ValueError(f"{where}: positions are 2 or 3 finite numbers")
-                if ring[0][:2] != ring[-1][:2]:
-                    raise ValueError(f"{where}: a linear ring must end where it starts")
-                count += len(ring)
-        if count > MAX_VERTICES:
-            raise ValueError(f"at most {MAX_VERTICES} positions")
-        return self
+    @property
+    def in_crs(self) -> InputCrs:
+        return input_crs(self.crs)
 
 
-def polygon_storage(poly: PolygonIn, crs: CrsDef, max_area_m2: float, what: str) -> bytes:
+def polygon_storage(
+    poly: PolygonIn | MultiPolygonIn, crs: InputCrs, max_area_m2: float, what: str
+) -> bytes:
     """WKB of the polygon in the storage CRS, valid and of a bounded size."""
     try:
-        geom = shapely.force_2d(
-            shapely.geometry.shape({"type": poly.type, "coordinates": poly.coordinates})
-        )
+        geom = shapely.geometry.shape({"type": poly.type, "coordinates": poly.coordinates})
     except (ValueError, TypeError, IndexError, shapely.errors.GEOSException) as exc:
         raise ValueError(f"{what}: not a GeoJSON {poly.type} ({exc})") from None
-    geom = shapely.transform(geom, lambda xy: to_storage(xy, crs, what))
-    if not geom.is_valid:
-        raise ValueError(f"{what}: not a valid polygon ({shapely.is_valid_reason(geom)})")
+    geom = geometry_to_storage(geom, crs, what, "polygon")
     if geom.area <= 0:
         raise ValueError(f"{what}: the polygon has no area")
     if geom.area > max_area_m2:
@@ -230,7 +166,7 @@ class IsolationRequest(Body):
         if (self.segment_id is None) == (self.point is None):
             raise ValueError("give exactly one of segment_id and point")
         if self.point is not None:
-            self._xy = tuple(to_storage(np.array([self.point]), _crs(self.crs), "point")[0])
+            self._xy = tuple(positions_to_storage([self.point], self.in_crs, "point")[0])
         return self
 
 
@@ -284,13 +220,13 @@ class TraceRequest(Body):
     def _point(self) -> TraceRequest:
         if self.start.point is not None:
             self._xy = tuple(
-                to_storage(np.array([self.start.point]), _crs(self.crs), "start.point")[0]
+                positions_to_storage([self.start.point], self.in_crs, "start.point")[0]
             )
         return self
 
 
 class ClearanceRequest(Body):
-    area: PolygonIn | None = Field(None, description="pipes that meet this polygon are checked")
+    area: AreaGeometry | None = Field(None, description="pipes that meet this polygon are checked")
     networks: list[str] | None = Field(
         None, min_length=1, max_length=12, description="pipes of these networks are checked"
     )
@@ -308,19 +244,19 @@ class ClearanceRequest(Body):
         if self.area is None and not self.networks:
             raise ValueError("give an area, networks, or both")
         if self.area is not None:
-            self._wkb = polygon_storage(self.area, _crs(self.crs), MAX_CLEARANCE_AREA_M2, "area")
+            self._wkb = polygon_storage(self.area, self.in_crs, MAX_CLEARANCE_AREA_M2, "area")
         return self
 
 
 class ExcavationRequest(Body):
-    polygon: PolygonIn
+    polygon: AreaGeometry
     depth: float = Field(gt=0, le=50, description="excavation depth below ground (m)")
     max_results: int = Field(5000, ge=1, le=20_000)
     _wkb: bytes = PrivateAttr(b"")  # set by _area
 
     @model_validator(mode="after")
     def _area(self) -> ExcavationRequest:
-        self._wkb = polygon_storage(self.polygon, _crs(self.crs), MAX_EXCAVATION_AREA_M2, "polygon")
+        self._wkb = polygon_storage(self.polygon, self.in_crs, MAX_EXCAVATION_AREA_M2, "polygon")
         return self
 
 
@@ -342,7 +278,7 @@ class CrossSectionRequest(Body):
     @model_validator(mode="after")
     def _line(self) -> CrossSectionRequest:
         coords = self.line.coordinates if isinstance(self.line, LineIn) else self.line
-        xy = to_storage(np.array([c[:2] for c in coords]), _crs(self.crs), "line")
+        xy = positions_to_storage(coords, self.in_crs, "line")
         line = shapely.LineString(xy)
         if line.length < 0.01:
             raise ValueError("line: the two points are the same")

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from cimtwin.db.engine import libpq_dsn
-from cimtwin.errors import UserError
+from cimtwin.errors import ImportFailed, UserError
 from cimtwin.importers.base import Importer, ImportOptions, Prepared
 from cimtwin.importers.report import Report
 from cimtwin.spatial import bulk
@@ -26,14 +26,6 @@ from cimtwin.spatial.provenance import DATASET_CHARS
 from cimtwin.spatial.sql_toolkit import T
 
 SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
-
-
-class ImportFailed(UserError):
-    """Validation or writing failed; the database is unchanged."""
-
-    def __init__(self, message: str, report: Report | None = None) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass

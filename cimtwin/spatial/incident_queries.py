@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from cimtwin.errors import ConflictError
 from cimtwin.spatial.admin_queries import LOCATE_SQL
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.incident import FIRST_STATUS, TRANSITIONS, WORKFLOW_TEXT
@@ -39,17 +40,13 @@ SELECT = (
 POINT = f"ST_SetSRID(ST_MakePoint(%(x)s, %(y)s), {SRID})"
 
 
-class TransitionError(ValueError):
-    """A status change the workflow does not allow."""
-
-
 def check_transition(old: str, new: str) -> None:
     if new == old:
         return
     allowed = TRANSITIONS.get(old, ())
     if new not in allowed:
         nxt = " or ".join(allowed) if allowed else "nothing (closed is final)"
-        raise TransitionError(
+        raise ConflictError(
             f"status cannot go from {old!r} to {new!r}; from {old!r} it may "
             f"go to {nxt} ({WORKFLOW_TEXT})"
         )
@@ -161,7 +158,7 @@ async def update_incident(
     """Apply ``changes`` (and a move to ``xy``, which reassigns the grid) in one transaction.
 
     Returns {"old_status", "grid_code"} or None when the incident does not exist; raises
-    :class:`TransitionError` for a status change the workflow does not allow."""
+    :class:`~cimtwin.errors.ConflictError` for a status change the workflow does not allow."""
     from psycopg.types.json import Jsonb
 
     async with conn.transaction():

@@ -19,16 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from cimtwin.errors import IfcReadError
+
 #: classes whose geometry is not the model's (voids cut from walls, the site's terrain)
 SKIPPED_CLASSES = ("IfcOpeningElement", "IfcSite", "IfcVirtualElement")
 #: the standard quantities holding a space's floor area and volume, best first; other sets
 #: (Revit's "GSA BIM Area", measured to wall centres) stay in the element's quantities only
 AREA_QUANTITIES = ("NetFloorArea", "GrossFloorArea")
 VOLUME_QUANTITIES = ("NetVolume", "GrossVolume")
-
-
-class IfcReadError(ValueError):
-    """The file is not an IFC model IfcOpenShell can read (message names file and element)."""
 
 
 @dataclass

@@ -57,13 +57,11 @@ from typing import Any
 import numpy as np
 from pyproj import CRS, Transformer
 
+from cimtwin.errors import GeorefError
+
 HEIGHT_DATUMS = ("1985", "geoid", "ellipsoidal")
 #: how far (degrees) a model may reach beyond the storage CRS's area of use
 AREA_MARGIN_DEG = 0.5
-
-
-class GeorefError(ValueError):
-    """The model cannot be placed: the message says why and what to pass."""
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cimtwin.errors import NotFoundError
 from cimtwin.importers.base import ImportOptions, Prepared
 from cimtwin.importers.ifc.elements import IfcReadError, ModelContent, open_model, read_model
 from cimtwin.importers.ifc.georef import Georeference, GeorefError, StoragePlacer, parse_origin
 from cimtwin.importers.ifc.locate import UserPlacement, find_georeference
 from cimtwin.importers.ifc.store import (
-    BuildingNotFound,
     ElementRow,
     PlacedModel,
     SpaceRow,
@@ -234,5 +234,5 @@ class IfcImporter:
             return write_model(
                 conn, prepared.extra["model"], dataset, crs_mod.storage_srid(), batch_id
             )
-        except BuildingNotFound as exc:
+        except NotFoundError as exc:
             raise ImportFailed(f"{exc}; nothing was written") from exc

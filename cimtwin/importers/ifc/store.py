@@ -26,6 +26,7 @@ import psycopg
 import shapely
 from psycopg.types.json import Jsonb
 
+from cimtwin.errors import NotFoundError
 from cimtwin.spatial.sql_toolkit import T
 
 #: ISO WKB type codes of TIN Z and Triangle Z
@@ -152,10 +153,6 @@ class PlacedModel:
     elements: list[ElementRow] = field(default_factory=list)
 
 
-class BuildingNotFound(LookupError):
-    """--building names no building of the twin."""
-
-
 def _wkb(geom: shapely.Geometry | None) -> bytes | None:
     return None if geom is None else shapely.to_wkb(geom, output_dimension=2)
 
@@ -169,7 +166,7 @@ def link_building(
             f"SELECT id FROM {T.building} WHERE building_code = %s", (model.building_code,)
         ).fetchone()
         if row is None:
-            raise BuildingNotFound(
+            raise NotFoundError(
                 f"--building {model.building_code}: no building with that code in the twin"
             )
         return int(row[0]), "given"

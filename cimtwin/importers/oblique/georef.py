@@ -35,16 +35,13 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
+from cimtwin.errors import GeorefError
 from cimtwin.spatial import crs as crs_mod
 
 HEIGHT_DATUMS = ("1985", "geoid", "ellipsoidal")
 #: label and parameters "agree" when they put the origin within this distance (m)
 AGREE_M = 0.01
 _OUTER_AUTHORITY = re.compile(r',\s*AUTHORITY\s*\[\s*"([^"]+)"\s*,\s*"?([^"\]]+)"?\s*\]\s*\]\s*$')
-
-
-class GeorefError(ValueError):
-    """The production cannot be placed: the message says why and what to pass."""
 
 
 @dataclass(frozen=True)

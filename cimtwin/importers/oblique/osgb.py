@@ -32,15 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cimtwin.errors import OsgbError
+
 OSGCONV_OPTIONS = "WriteImageHint=WriteOut precision 9"
 #: seconds one file may take to convert (the largest sample file takes 0.6 s)
 OSGCONV_TIMEOUT_S = 120
 #: OSG's default range for the last child of a PagedLOD: "always"
 FAR = 1e29
-
-
-class OsgbError(ValueError):
-    """A file OpenSceneGraph cannot read, or a scene this reader does not understand."""
 
 
 @dataclass

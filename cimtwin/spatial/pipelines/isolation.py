@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
+from cimtwin.errors import NotFoundError
 from cimtwin.spatial.pipelines.graph import NetworkGraph, network_graph
 from cimtwin.spatial.pipelines.lookup import (
     resolve_segment,
@@ -38,7 +39,6 @@ from cimtwin.spatial.pipelines.shared import (
     NODE,
     SEG,
     VALVE,
-    NotFound,
     fetch_all,
     fetch_all_nojit,
     lonlat,
@@ -74,10 +74,6 @@ class Isolation:
     rings: int  # how many rings beyond the first were needed
 
 
-class UnknownValve(LookupError):
-    pass
-
-
 def isolate(g: NetworkGraph, seg: int, failed: Iterable[str] = ()) -> Isolation:
     """The valve segment of segment index ``seg`` and the valves that isolate it, growing past
     every failed valve (refs ``valve:<id>`` / ``node:<id>``) to the next ring."""
@@ -86,7 +82,10 @@ def isolate(g: NetworkGraph, seg: int, failed: Iterable[str] = ()) -> Isolation:
     failed_refs = list(dict.fromkeys(failed))
     unknown = [r for r in failed_refs if r not in g.valve_refs]
     if unknown:
-        raise UnknownValve(", ".join(unknown))
+        raise NotFoundError(
+            f"not a valve of network {g.network}: {', '.join(unknown)}; valves are named "
+            "valve:<pipeline_valve id> or node:<survey valve point id>"
+        )
     failed_idx = {i for r in failed_refs for i in g.valve_refs[r]}
     start = int(vs.labels[n + seg])
     depth = {start: 0}
@@ -245,14 +244,8 @@ async def isolation_analysis(
     g = await network_graph(conn, net)
     s = g.seg_index(seg_id)
     if s is None:  # written between the two queries
-        raise NotFound(f"segment {seg_id} does not exist")
-    try:
-        iso = isolate(g, s, failed_valves)
-    except UnknownValve as exc:
-        raise NotFound(
-            f"not a valve of network {net}: {exc}; valves are named "
-            "valve:<pipeline_valve id> or node:<survey valve point id>"
-        ) from exc
+        raise NotFoundError(f"segment {seg_id} does not exist")
+    iso = isolate(g, s, failed_valves)
     seg_ids = g.seg_id[iso.segments].tolist()
     node_ids = g.node_id[iso.nodes].tolist()
     length = float(g.seg_len[iso.segments].sum())

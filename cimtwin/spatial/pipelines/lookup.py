@@ -10,12 +10,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from cimtwin.errors import InputError, NotFoundError
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.pipelines.shared import (
     NODE,
     SEG,
-    AnalysisError,
-    NotFound,
     fetch_all,
     lonlat,
 )
@@ -187,16 +186,16 @@ async def resolve_segment(
     if segment_id is not None:
         info = await segment_info(conn, segment_id)
         if info is None:
-            raise NotFound(f"segment {segment_id} does not exist")
+            raise NotFoundError(f"segment {segment_id} does not exist")
         if dataset and info[2] != dataset:
-            raise NotFound(
+            raise NotFoundError(
                 f"segment {segment_id} is not in dataset {dataset!r} (it is in {info[2]!r})"
             )
         if network and info[1] != network:
-            raise AnalysisError(f"segment {segment_id} belongs to network {info[1]}, not {network}")
+            raise InputError(f"segment {segment_id} belongs to network {info[1]}, not {network}")
         return segment_id, info[1], None
     if point is None:
-        raise AnalysisError("give a segment id or a point")
+        raise InputError("give a segment id or a point")
     near = await nearest_segment(conn, point[0], point[1], network, dataset)
     if near is None:
         where = " ".join(
@@ -207,9 +206,9 @@ async def resolve_segment(
             )
             if x
         )
-        raise AnalysisError(f"there are no pipes {where}".strip())
+        raise InputError(f"there are no pipes {where}".strip())
     if near[3] > tolerance_m:
-        raise AnalysisError(
+        raise InputError(
             f"the point is {near[3]:.1f} m from the nearest pipe "
             f"(segment {near[0]}); the tolerance is {tolerance_m:g} m"
         )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
+from cimtwin.errors import NotFoundError
 from cimtwin.spatial.pipelines.graph import NetworkGraph, network_graph
 from cimtwin.spatial.pipelines.lookup import (
     segment_info,
@@ -18,7 +19,6 @@ from cimtwin.spatial.pipelines.lookup import (
 from cimtwin.spatial.pipelines.shared import (
     NODE,
     SEG,
-    NotFound,
     fetch_all,
     half_h,
     lonlat,
@@ -128,11 +128,11 @@ async def profile_analysis(
     """Longitudinal profile along the chain of pipes that starts at ``segment_id``."""
     info = await segment_info(conn, segment_id)
     if info is None:
-        raise NotFound(f"segment {segment_id} does not exist")
+        raise NotFoundError(f"segment {segment_id} does not exist")
     g = await network_graph(conn, info[1])
     s = g.seg_index(segment_id)
     if s is None:
-        raise NotFound(f"segment {segment_id} does not exist")
+        raise NotFoundError(f"segment {segment_id} does not exist")
     chain, why = profile_chain(g, s, reverse=reverse, max_segments=max_segments)
     ids = [int(g.seg_id[x]) for x, _ in chain]
     rows = {r[0]: r for r in await fetch_all(conn, PROFILE_SEGMENTS_SQL, (ids,))}

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
+from cimtwin.errors import NotFoundError
 from cimtwin.spatial.pipelines.graph import NetworkGraph, connected_components, network_graph
 from cimtwin.spatial.pipelines.shared import (
     SEG,
-    NotFound,
     fetch_all,
     fetch_all_nojit,
     half_h,
@@ -191,7 +191,7 @@ async def qa_analysis(
     for net in nets:
         g = await network_graph(conn, net)
         if len(g.seg_id) == 0 and len(g.node_id) == 0:
-            raise NotFound(f"network {net} has no pipes or points")
+            raise NotFoundError(f"network {net} has no pipes or points")
         reports.append(await _qa_network(conn, g, max_items))
     return {"networks": reports}
 

@@ -58,18 +58,6 @@ def rounded(v: float | None, nd: int = 3) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), nd)
 
 
-class AnalysisError(Exception):
-    """A request the data cannot answer as asked (HTTP 400)."""
-
-    status = 400
-
-
-class NotFound(AnalysisError):
-    """An id that is not in the twin (HTTP 404)."""
-
-    status = 404
-
-
 MAX_IDS = 100_000
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from cimtwin.errors import InputError, NotFoundError
 from cimtwin.spatial.pipelines.graph import NetworkGraph, network_graph
 from cimtwin.spatial.pipelines.lookup import (
     node_features,
@@ -22,8 +23,6 @@ from cimtwin.spatial.pipelines.lookup import (
 )
 from cimtwin.spatial.pipelines.shared import (
     MAX_IDS,
-    AnalysisError,
-    NotFound,
 )
 
 # --- traces ----------------------------------------------------------------------------------
@@ -187,11 +186,11 @@ async def trace_analysis(
     if node_id is not None:
         info = await node_info(conn, node_id)
         if info is None:
-            raise NotFound(f"node {node_id} does not exist")
+            raise NotFoundError(f"node {node_id} does not exist")
         g = await network_graph(conn, network)
         k = g.node_index(node_id)
         if k is None:
-            raise AnalysisError(
+            raise InputError(
                 f"node {node_id} is not on network {network} (it is a {info[1]} point)"
             )
         t = trace(
@@ -210,7 +209,7 @@ async def trace_analysis(
         g = await network_graph(conn, network)
         s = g.seg_index(seg_id)
         if s is None:
-            raise NotFound(f"segment {seg_id} does not exist")
+            raise NotFoundError(f"segment {seg_id} does not exist")
         t = trace(
             g,
             start_segment=s,
