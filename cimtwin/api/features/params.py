@@ -1,7 +1,6 @@
-"""OGC API - Features items requests: query parameters checked and typed against the layer
-catalogue (the allow-list), and the SQL they become (filters, datetime, CQL2, order, CRS
-output), for the routes in :mod:`cimtwin.api.features`.
-"""
+"""OGC API - Features request parameters: checked and typed against the layer catalogue (the
+allow-list), and the SQL conditions they become (filters, datetime, CQL2, order), with
+values as query parameters."""
 
 from __future__ import annotations
 
@@ -10,18 +9,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from fastapi import Request
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 
 from cimtwin.api import cql2, cql2_sql
-from cimtwin.api.errors import ApiError, bad_request
+from cimtwin.api.errors import bad_request
 from cimtwin.api.geojson import (
     CrsDef,
     bbox_wkt,
     default_crs,
-    feature_json,
-    geometry_output_sql,
     literal_geometry_sql,
     parse_bbox,
     parse_crs,
@@ -249,122 +245,3 @@ def _order(layer: Layer, sortby: str | None) -> list[sql.Composable]:
     if layer.id_column not in names:
         order.append(sql.SQL("{} ASC").format(sql.Identifier(layer.id_column)))
     return order
-
-
-def select_sql(layer: Layer, crs: CrsDef) -> sql.Composable:
-    cols = [
-        sql.Identifier(layer.id_column),
-        geometry_output_sql(sql.Identifier(layer.geometry_column), crs),
-        *(sql.Identifier(p) for p in layer.properties),
-    ]
-    return sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table)
-    )
-
-
-async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[Any]) -> list[Any]:
-    try:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall()
-    except psycopg.errors.QueryCanceled:
-        raise ApiError(
-            503,
-            "ServiceUnavailable",
-            "the query took longer than the statement "
-            "timeout; narrow it with bbox, filter or a smaller limit",
-        ) from None
-    except psycopg.errors.DataError as exc:
-        raise bad_request(f"invalid value: {exc.diag.message_primary or exc}") from None
-
-
-def feature_texts(layer: Layer, rows: list[Any]) -> list[str]:
-    props = layer.properties
-    return [feature_json(r[0], r[1], dict(zip(props, r[2:], strict=True))) for r in rows]
-
-
-ITEMS_OPENAPI = {
-    "parameters": [
-        {
-            "name": "limit",
-            "in": "query",
-            "required": False,
-            "style": "form",
-            "explode": False,
-            "description": f"features per page (1 .. {MAX_LIMIT}, default {DEFAULT_LIMIT})",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT,
-            },
-        },
-        {
-            "name": "offset",
-            "in": "query",
-            "required": False,
-            "description": "features to skip (paging; prefer the 'next' links)",
-            "schema": {"type": "integer", "minimum": 0, "default": 0},
-        },
-        {
-            "name": "bbox",
-            "in": "query",
-            "required": False,
-            "style": "form",
-            "explode": False,
-            "description": "minx,miny,maxx,maxy in bbox-crs (CRS84 by default)",
-            "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
-        },
-        {
-            "name": "bbox-crs",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "format": "uri"},
-        },
-        {
-            "name": "datetime",
-            "in": "query",
-            "required": False,
-            "description": "RFC 3339 instant or interval (start/end, '..' for open)",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "crs",
-            "in": "query",
-            "required": False,
-            "description": "output CRS (CRS84 by default)",
-            "schema": {"type": "string", "format": "uri"},
-        },
-        {
-            "name": "filter",
-            "in": "query",
-            "required": False,
-            "description": "CQL2-text filter over the queryables",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "filter-lang",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "enum": ["cql2-text"], "default": "cql2-text"},
-        },
-        {
-            "name": "filter-crs",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "format": "uri"},
-        },
-        {
-            "name": "sortby",
-            "in": "query",
-            "required": False,
-            "description": "comma-separated properties, '-' prefix for descending",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "f",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "enum": ["json"]},
-        },
-    ]
-}

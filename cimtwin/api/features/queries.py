@@ -1,0 +1,45 @@
+"""The SQL of the features routes: the feature SELECT in an output CRS, page and count, and
+database errors turned into the service's answers (503 on a statement timeout, 400 on a
+value PostgreSQL refuses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, sql
+
+from cimtwin.api.errors import ApiError, bad_request
+from cimtwin.api.geojson import CrsDef, feature_json, geometry_output_sql
+from cimtwin.spatial.catalogue import Layer
+
+
+def select_sql(layer: Layer, crs: CrsDef) -> sql.Composable:
+    cols = [
+        sql.Identifier(layer.id_column),
+        geometry_output_sql(sql.Identifier(layer.geometry_column), crs),
+        *(sql.Identifier(p) for p in layer.properties),
+    ]
+    return sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table)
+    )
+
+
+async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[Any]) -> list[Any]:
+    try:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+    except psycopg.errors.QueryCanceled:
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            "the query took longer than the statement "
+            "timeout; narrow it with bbox, filter or a smaller limit",
+        ) from None
+    except psycopg.errors.DataError as exc:
+        raise bad_request(f"invalid value: {exc.diag.message_primary or exc}") from None
+
+
+def feature_texts(layer: Layer, rows: list[Any]) -> list[str]:
+    props = layer.properties
+    return [feature_json(r[0], r[1], dict(zip(props, r[2:], strict=True))) for r in rows]
