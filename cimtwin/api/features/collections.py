@@ -20,7 +20,7 @@ from cimtwin.api.features.deps import (
     collection_layer,
     json_response,
 )
-from cimtwin.api.features.openapi import openapi_30
+from cimtwin.api.features.openapi import collection_paths, openapi_30
 from cimtwin.api.features.params import check_params
 from cimtwin.api.geojson import GEOJSON, JSON, default_crs, rfc3339, storage_crs_def, supported_crs
 from cimtwin.spatial.catalogue import COLLECTIONS, Layer
@@ -104,7 +104,7 @@ async def conformance(request: Request) -> Response:
 @router.get("/api", summary="API definition (OpenAPI 3.0)", include_in_schema=False)
 async def api_definition(request: Request) -> Response:
     check_params(request, ("f",))
-    return json_response(openapi_30(request.app.openapi()), media_type=OPENAPI_30)
+    return json_response(openapi_30(collection_paths(request.app.openapi())), media_type=OPENAPI_30)
 
 
 # --- collections ----------------------------------------------------------------------------

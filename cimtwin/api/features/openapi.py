@@ -1,5 +1,8 @@
-"""The OpenAPI side of the features API: the documented query parameters of /items and the
-app's OpenAPI 3.1 document rewritten as 3.0 for OGC clients (``/api``, ``rel=service-desc``).
+"""The OpenAPI side of the features API: the documented query parameters of /items, one
+``/collections/{id}/items`` path per collection with its property filters (what GDAL's OAPIF
+driver reads to push ``-where`` down: ``filter-lang`` listing ``cql-text`` and the queryable
+properties as query parameters), and the app's OpenAPI 3.1 document rewritten as 3.0 for OGC
+clients (``/api``, ``rel=service-desc``).
 """
 
 from __future__ import annotations
@@ -7,7 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cimtwin.api.features.params import DEFAULT_LIMIT, MAX_LIMIT
+from cimtwin.api.features.params import DEFAULT_LIMIT, FILTER_LANGS, MAX_LIMIT
+from cimtwin.api.features.schemas import property_schema
+from cimtwin.spatial.catalogue import COLLECTIONS, Layer
 
 ITEMS_OPENAPI = {
     "parameters": [
@@ -72,7 +77,9 @@ ITEMS_OPENAPI = {
             "name": "filter-lang",
             "in": "query",
             "required": False,
-            "schema": {"type": "string", "enum": ["cql2-text"], "default": "cql2-text"},
+            "description": "cql2-text; cql-text (its older name, as GDAL's OAPIF driver sends "
+            "it) is read as cql2-text",
+            "schema": {"type": "string", "enum": list(FILTER_LANGS), "default": "cql2-text"},
         },
         {
             "name": "filter-crs",
@@ -140,3 +147,38 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
     converted.pop("webhooks", None)
     converted.pop("jsonSchemaDialect", None)
     return converted
+
+
+def _property_parameter(layer: Layer, prop: str) -> dict[str, Any]:
+    schema = property_schema(layer, prop)
+    schema.pop("title", None)
+    return {
+        "name": prop,
+        "in": "query",
+        "required": False,
+        "style": "form",
+        "explode": True,
+        "description": f"features whose {prop} equals the value (repeat for any of several)",
+        "schema": schema,
+    }
+
+
+def collection_paths(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with one items path per collection: the generic operation's answers and
+    parameters (less ``collectionId``) plus the collection's properties as filters."""
+    generic = doc.get("paths", {}).get("/collections/{collectionId}/items", {}).get("get")
+    if generic is None:
+        return doc
+    common = [p for p in generic.get("parameters", []) if p.get("name") != "collectionId"]
+    paths = dict(doc["paths"])
+    for layer in COLLECTIONS:
+        op = copy.deepcopy(generic)
+        op["operationId"] = f"items_{layer.id}"
+        op["summary"] = f"{layer.title}: features"
+        op["parameters"] = copy.deepcopy(common) + [
+            _property_parameter(layer, prop)
+            for prop in layer.properties
+            if layer.column_type(prop) != "object"
+        ]
+        paths[f"/collections/{layer.id}/items"] = {"get": op}
+    return {**doc, "paths": paths}

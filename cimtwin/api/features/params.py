@@ -44,6 +44,9 @@ ITEMS_PARAMS = (
     "f",
 )
 ITEM_PARAMS = ("crs", "f")
+#: filter languages read as CQL2-text: ``cql-text`` is its pre-standard name, the one GDAL's
+#: OAPIF driver (3.6 to 3.12) looks for in the API document and sends with its filters
+FILTER_LANGS = ("cql2-text", "cql-text")
 JSON_FORMATS = ("json", "geojson", "application/json", "application/geo+json")
 
 
@@ -207,8 +210,10 @@ def _filter_condition(
             which = "filter-lang" if lang is not None else "filter-crs"
             raise bad_request(f"{which}: given without filter")
         return
-    if lang is not None and lang.strip().lower() != "cql2-text":
-        raise bad_request(f"filter-lang: {lang!r} is not supported; use cql2-text")
+    if lang is not None and lang.strip().lower() not in FILTER_LANGS:
+        raise bad_request(
+            f"filter-lang: {lang!r} is not supported; use {' or '.join(FILTER_LANGS)}"
+        )
     try:
         crs = parse_crs(filter_crs, "filter-crs") if filter_crs is not None else default_crs()
     except ValueError as exc:
