@@ -4,6 +4,7 @@ answers. Counts are checked against direct SQL on the same database."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -110,3 +111,51 @@ def test_api_document_lists_each_collections_filters(client) -> None:
         != "collectionId"
     )
     assert params["reported_at"]["schema"] == {"type": "string", "format": "date-time"}
+
+
+OGR_TYPES = {"integer": "Integer", "number": "Real", "string": "String", "datetime": "DateTime"}
+
+
+def _fields(out: str) -> dict[str, str]:
+    """``name: Type (w.p)`` lines of ``ogrinfo -so`` as {name: Type}."""
+    found = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"(\w+): (\w+) \(\d+\.\d+\)", line.strip())
+        if m:
+            found[m[1]] = m[2]
+    return found
+
+
+@pytest.mark.parametrize("collection", ["pipelines", "incidents", "buildings"])
+def test_gdal_types_fields_from_the_schema(server: str, collection: str) -> None:
+    """Not from the first page, where an all-null width_mm would be a String."""
+    layer = BY_ID[collection]
+    out, log = gdal("ogrinfo", "-ro", "-so", f"OAPIF:{server}/", collection)
+    assert f"HTTP: Fetch({server}/collections/{collection}/schema)" in log
+    assert "OAPIF: Using JSON schema" in log
+    fields = _fields(out)
+    expected = {p: OGR_TYPES[layer.column_type(p)] for p in layer.properties}
+    assert {p: fields.get(p) for p in expected} == expected
+    if collection == "pipelines":
+        assert fields["width_mm"] == fields["height_mm"] == "Real"
+
+
+def test_schema_document_describes_a_geojson_feature(client) -> None:
+    col = client.get("/collections/pipelines").json()
+    rels = {(x["rel"], x["href"]) for x in col["links"]}
+    assert ("describedby", "http://testserver/collections/pipelines/schema") in rels
+    r = client.get("/collections/pipelines/schema")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/schema+json"
+    doc = r.json()
+    props = doc["properties"]["properties"]["properties"]
+    assert props["width_mm"]["type"] == "number" and props["build_year"]["type"] == "integer"
+    assert doc["properties"]["id"] == {
+        "title": "feature id ('id')",
+        "type": "integer",
+        "x-ogc-role": "id",
+    }
+    geometry = doc["properties"]["geometry"]
+    assert geometry["x-ogc-role"] == "primary-geometry"
+    assert geometry["properties"]["type"]["enum"] == ["LineString"]
+    assert client.get("/collections/nope/schema").status_code == 404
+    assert client.get("/collections/pipelines/schema", params={"x": 1}).status_code == 400

@@ -150,6 +150,17 @@ async def _collection(request: Request, conn: AsyncConnection, layer: Layer) -> 
                 "type": GEOJSON,
                 "title": f"{layer.title}: features",
             },
+            # rel compares case-insensitively (RFC 8288), but GDAL up to 3.7 matches
+            # "describedBy" exactly: both spellings, one schema
+            *(
+                {
+                    "href": f"{base}/schema",
+                    "rel": rel,
+                    "type": SCHEMA_JSON,
+                    "title": "JSON Schema of the features",
+                }
+                for rel in ("describedby", "describedBy")
+            ),
             {
                 "href": f"{base}/queryables",
                 "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
@@ -202,3 +213,10 @@ async def queryables(
     check_params(request, ("f",))
     schema_id = f"{base_url(request)}collections/{layer.id}/queryables"
     return json_response(schemas.queryables(layer, schema_id), media_type=SCHEMA_JSON)
+
+
+@router.get("/collections/{collectionId}/schema", summary="JSON Schema of the features")
+async def schema(request: Request, layer: Annotated[Layer, Depends(collection_layer)]) -> Response:
+    check_params(request, ("f",))
+    schema_id = f"{base_url(request)}collections/{layer.id}/schema"
+    return json_response(schemas.feature_schema(layer, schema_id), media_type=SCHEMA_JSON)

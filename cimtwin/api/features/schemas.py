@@ -52,3 +52,67 @@ def queryables(layer: Layer, schema_id: str) -> dict[str, Any]:
         "properties": props,
         "additionalProperties": False,
     }
+
+
+#: GeoJSON geometry types a column of each declared type holds (GEOMETRY: any of them)
+GEOJSON_TYPES = {
+    "POINT": ("Point",),
+    "LINESTRING": ("LineString",),
+    "POLYGON": ("Polygon",),
+    "MULTIPOINT": ("MultiPoint",),
+    "MULTILINESTRING": ("MultiLineString",),
+    "MULTIPOLYGON": ("MultiPolygon",),
+}
+ANY_GEOMETRY = (
+    "Point",
+    "LineString",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
+)
+
+
+def geometry_types(layer: Layer) -> tuple[str, ...]:
+    """The GeoJSON geometry types the collection's features can have."""
+    return GEOJSON_TYPES.get(storage_geometry_type(layer), ANY_GEOMETRY)
+
+
+def feature_schema(layer: Layer, schema_id: str) -> dict[str, Any]:
+    """JSON Schema of one GeoJSON feature of the collection (``rel=describedby``), with the
+    roles of OGC API Features Part 5 (``x-ogc-role``) on the id and the geometry.
+
+    Each member has one ``type`` (values may also be null): GDAL's OAPIF driver types its
+    fields from this document, and reads a field whose ``type`` is a list as a string."""
+    geometry = {
+        "title": f"geometry ('{layer.geometry_column}')",
+        "type": "object",
+        "x-ogc-role": "primary-geometry",
+        "format": GEOMETRY_FORMATS.get(storage_geometry_type(layer), "geometry-any"),
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": list(geometry_types(layer))}},
+    }
+    id_kind = layer.column_type(layer.id_column)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": schema_id,
+        "title": f"{layer.title}: a feature",
+        "description": "A GeoJSON feature of the collection; property values may be null.",
+        "type": "object",
+        "required": ["type", "id", "geometry", "properties"],
+        "properties": {
+            "type": {"type": "string", "enum": ["Feature"]},
+            "id": {
+                "title": f"feature id ('{layer.id_column}')",
+                "type": "integer" if id_kind == "integer" else "string",
+                "x-ogc-role": "id",
+            },
+            "geometry": geometry,
+            "properties": {
+                "type": "object",
+                "properties": {p: property_schema(layer, p) for p in layer.properties},
+                "additionalProperties": False,
+            },
+        },
+    }
