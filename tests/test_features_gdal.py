@@ -159,3 +159,44 @@ def test_schema_document_describes_a_geojson_feature(client) -> None:
     assert geometry["properties"]["type"]["enum"] == ["LineString"]
     assert client.get("/collections/nope/schema").status_code == 404
     assert client.get("/collections/pipelines/schema", params={"x": 1}).status_code == 400
+
+
+SPLIT = {"components_points": "Point", "components_lines": "Multi Line String"}
+SPLIT["components_polygons"] = "Multi Polygon"
+
+
+def test_ogr2ogr_copies_components_to_geopackage_without_nlt(
+    server: str, engine: Engine, tmp_path
+) -> None:
+    """``components`` mixes points, lines and polygons (GDAL calls it Point from its first
+    page and a GeoPackage then refuses the rest); its one-type collections copy as they are."""
+    gpkg = tmp_path / "components.gpkg"
+    _, log = gdal(
+        "ogr2ogr", "-oo", "PAGE_SIZE=1000", "-f", "GPKG", str(gpkg), f"OAPIF:{server}/", *SPLIT
+    )
+    assert "not normally allowed" not in log and "ERROR" not in log
+    out, _ = gdal("ogrinfo", "-ro", "-so", "-al", str(gpkg))
+    found = dict(re.findall(r"Layer name: (\w+)\n(?:.*\n)*?Geometry: (.+)\n", out))
+    assert found == SPLIT
+    counts = [int(n) for n in re.findall(r"Feature Count: (\d+)", out)]
+    components = table(BY_ID["components"])
+    expected = [
+        q(engine, f"SELECT count(*) FROM {components} WHERE ST_Dimension(geom) = {d}")[0][0]
+        for d in (0, 1, 2)
+    ]
+    assert counts == expected and all(expected)
+    total = q(engine, f"SELECT count(*) FROM {components}")[0][0]
+    assert sum(counts) == total
+
+
+def test_mixed_collection_says_its_geometry_types(client) -> None:
+    geometry = client.get("/collections/components/schema").json()["properties"]["geometry"]
+    assert geometry["format"] == "geometry-any"
+    assert {"Point", "LineString", "MultiPolygon"} <= set(geometry["properties"]["type"]["enum"])
+    lines = client.get("/collections/components_lines/schema").json()["properties"]["geometry"]
+    assert lines["properties"]["type"]["enum"] == ["MultiLineString"]
+    page = client.get("/collections/components_polygons/items", params={"limit": 1000}).json()
+    assert {f["geometry"]["type"] for f in page["features"]} == {"MultiPolygon"}
+    one = page["features"][0]["id"]
+    assert client.get(f"/collections/components_polygons/items/{one}").status_code == 200
+    assert client.get(f"/collections/components_points/items/{one}").status_code == 404

@@ -17,7 +17,7 @@ from cimtwin.api.features.deps import base_url, collection_layer, this_url
 from cimtwin.api.features.errors import unknown_feature
 from cimtwin.api.features.openapi import ITEMS_OPENAPI
 from cimtwin.api.features.params import INT_TEXT, ITEM_PARAMS, check_params, parse_items_query
-from cimtwin.api.features.queries import feature_texts, fetch_rows, select_sql
+from cimtwin.api.features.queries import feature_texts, fetch_rows, layer_condition, select_sql
 from cimtwin.api.geojson import GEOJSON, JSON, default_crs, dumps, feature_json, parse_crs, rfc3339
 from cimtwin.spatial.catalogue import Layer
 
@@ -116,9 +116,11 @@ async def item(
         if not INT_TEXT.fullmatch(feature_id) or abs(int(feature_id)) >= 2**63:
             raise unknown_feature(layer, feature_id, integer_ids=True)
         fid = int(feature_id)
-    query = sql.SQL("{} WHERE {} = {}").format(
-        select_sql(layer, crs), sql.Identifier(layer.id_column), sql.Placeholder()
-    )
+    conditions = [
+        sql.SQL("{} = {}").format(sql.Identifier(layer.id_column), sql.Placeholder()),
+        *layer_condition(layer),
+    ]
+    query = sql.SQL("{} WHERE {}").format(select_sql(layer, crs), sql.SQL(" AND ").join(conditions))
     rows = await fetch_rows(conn, query, [fid])
     if not rows:
         raise unknown_feature(layer, feature_id)

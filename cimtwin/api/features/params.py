@@ -14,6 +14,7 @@ from psycopg import sql
 
 from cimtwin.api import cql2, cql2_sql
 from cimtwin.api.errors import bad_request
+from cimtwin.api.features.queries import layer_condition
 from cimtwin.api.geojson import (
     CrsDef,
     bbox_wkt,
@@ -128,6 +129,7 @@ def parse_items_query(request: Request, layer: Layer) -> ItemsQuery:
     check_params(request, ITEMS_PARAMS, layer.properties)
     qp = request.query_params
     q = ItemsQuery()
+    q.conditions += layer_condition(layer)
     geom = sql.Identifier(layer.geometry_column)
 
     if (text := qp.get("limit")) is not None:

@@ -15,14 +15,24 @@ from cimtwin.spatial.catalogue import Layer
 
 
 def select_sql(layer: Layer, crs: CrsDef) -> sql.Composable:
+    geom: sql.Composable = sql.Identifier(layer.geometry_column)
+    if (layer.features_geometry or "").startswith("MULTI"):
+        geom = sql.SQL("ST_Multi({})").format(geom)
     cols = [
         sql.Identifier(layer.id_column),
-        geometry_output_sql(sql.Identifier(layer.geometry_column), crs),
+        geometry_output_sql(geom, crs),
         *(sql.Identifier(p) for p in layer.properties),
     ]
     return sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table)
     )
+
+
+def layer_condition(layer: Layer) -> list[sql.Composable]:
+    """The catalogue's fixed condition selecting the collection's rows (none: all rows)."""
+    if layer.features_where is None:
+        return []
+    return [sql.SQL(layer.features_where)]
 
 
 async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[Any]) -> list[Any]:

@@ -30,6 +30,8 @@ def property_schema(layer: Layer, prop: str) -> dict[str, Any]:
 
 def storage_geometry_type(layer: Layer) -> str:
     """The geometry column's declared type (POINT, MULTIPOLYGON, ... or GEOMETRY), without Z/M."""
+    if layer.features_geometry is not None:
+        return layer.features_geometry
     column = layer.model.__table__.columns[layer.geometry_column]
     return str(getattr(column.type, "geometry_type", "GEOMETRY")).upper().rstrip("ZM")
 
