@@ -200,3 +200,31 @@ def test_mixed_collection_says_its_geometry_types(client) -> None:
     one = page["features"][0]["id"]
     assert client.get(f"/collections/components_polygons/items/{one}").status_code == 200
     assert client.get(f"/collections/components_points/items/{one}").status_code == 404
+
+
+def test_pages_of_a_thousand(server: str, engine: Engine, client, tmp_path) -> None:
+    """The API document advertises limit's default and maximum (what GDAL 3.8 and later read
+    to choose their page size); GDAL 3.6 pages at 10 whatever a server says, so the README
+    gives it ``-oo PAGE_SIZE=1000``, and the next links keep that size to the last page."""
+    for path in ("/collections/{collectionId}/items", "/collections/components/items"):
+        params = client.get("/api").json()["paths"][path]["get"]["parameters"]
+        (limit,) = [p for p in params if p["name"] == "limit"]
+        assert limit["schema"]["maximum"] >= 1000 and limit["schema"]["default"] == 100
+    out = tmp_path / "components.geojson"
+    _, log = gdal(
+        "ogr2ogr",
+        "-oo",
+        "PAGE_SIZE=1000",
+        "-f",
+        "GeoJSON",
+        str(out),
+        f"OAPIF:{server}/",
+        "components",
+    )
+    requests = item_requests(log, "components")
+    total = q(engine, f"SELECT count(*) FROM {table(BY_ID['components'])}")[0][0]
+    assert total > 5000
+    assert {r["limit"][0] for r in requests} == {"1000"}
+    # the schema probe, then one request per page of 1000
+    assert len(requests) == 1 + -(-total // 1000)
+    assert [int(r.get("offset", ["0"])[0]) for r in requests[1:]] == list(range(0, total, 1000))
