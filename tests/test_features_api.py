@@ -558,7 +558,7 @@ def test_single_feature(client: TestClient, engine: Engine) -> None:
         ("/collections/grids/items?nosuch=1", 400, "unknown query parameter(s) 'nosuch'"),
         ("/collections/grids/items?crs=EPSG:3857", 400, "crs: unsupported CRS 'EPSG:3857'"),
         ("/collections/grids/items?crs=nonsense", 400, "crs: unsupported CRS"),
-        ("/collections/grids/items?f=html", 400, "f: unsupported format"),
+        ("/collections/grids/items?f=xml", 400, "f: unsupported format"),
         ("/collections/grids/items?datetime=2026-01-01T00:00:00Z", 400, "no temporal property"),
         ("/collections/incidents/items?datetime=yesterday", 400, "datetime"),
         ("/collections/incidents/items?datetime=2026-12-01/2026-01-01", 400, "start is after"),

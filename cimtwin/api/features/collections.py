@@ -11,7 +11,7 @@ from psycopg import AsyncConnection
 
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import connection
-from cimtwin.api.features import schemas
+from cimtwin.api.features import html, schemas
 from cimtwin.api.features.deps import (
     OPENAPI_30,
     OPENAPI_31,
@@ -21,7 +21,7 @@ from cimtwin.api.features.deps import (
     json_response,
 )
 from cimtwin.api.features.openapi import collection_paths, openapi_30
-from cimtwin.api.features.params import check_params
+from cimtwin.api.features.params import check_params, wants_html
 from cimtwin.api.geojson import GEOJSON, JSON, default_crs, rfc3339, storage_crs_def, supported_crs
 from cimtwin.spatial.catalogue import COLLECTIONS, Layer
 from cimtwin.spatial.layer_extent import extent_cache, layer_extent, rounded_outward
@@ -51,48 +51,47 @@ router = APIRouter(tags=["OGC API - Features"], dependencies=[Depends(require_re
 
 @router.get("/", summary="Landing page")
 async def landing_page(request: Request) -> Response:
-    check_params(request, ("f",))
+    check_params(request, ("f",), html=True)
     base = base_url(request)
-    return json_response(
-        {
-            "title": "cimtwin: city information model features",
-            "description": "OGC API - Features for the CIM / digital-twin layers: work grids, "
-            "parcels, buildings, pipelines, city components, incidents.",
-            "links": [
-                {"href": base, "rel": "self", "type": JSON, "title": "This document"},
-                {
-                    "href": f"{base}api",
-                    "rel": "service-desc",
-                    "type": OPENAPI_30,
-                    "title": "API definition (OpenAPI 3.0)",
-                },
-                {
-                    "href": f"{base}openapi.json",
-                    "rel": "service-desc",
-                    "type": OPENAPI_31,
-                    "title": "API definition (OpenAPI 3.1, as generated)",
-                },
-                {
-                    "href": f"{base}docs",
-                    "rel": "service-doc",
-                    "type": "text/html",
-                    "title": "API documentation",
-                },
-                {
-                    "href": f"{base}conformance",
-                    "rel": "conformance",
-                    "type": JSON,
-                    "title": "Conformance classes",
-                },
-                {
-                    "href": f"{base}collections",
-                    "rel": "data",
-                    "type": JSON,
-                    "title": "Feature collections",
-                },
-            ],
-        }
-    )
+    doc = {
+        "title": "cimtwin: city information model features",
+        "description": "OGC API - Features for the CIM / digital-twin layers: work grids, "
+        "parcels, buildings, pipelines, city components, incidents.",
+        "links": [
+            {"href": base, "rel": "self", "type": JSON, "title": "This document"},
+            {
+                "href": f"{base}api",
+                "rel": "service-desc",
+                "type": OPENAPI_30,
+                "title": "API definition (OpenAPI 3.0)",
+            },
+            {
+                "href": f"{base}openapi.json",
+                "rel": "service-desc",
+                "type": OPENAPI_31,
+                "title": "API definition (OpenAPI 3.1, as generated)",
+            },
+            {
+                "href": f"{base}docs",
+                "rel": "service-doc",
+                "type": "text/html",
+                "title": "API documentation",
+            },
+            {
+                "href": f"{base}conformance",
+                "rel": "conformance",
+                "type": JSON,
+                "title": "Conformance classes",
+            },
+            {
+                "href": f"{base}collections",
+                "rel": "data",
+                "type": JSON,
+                "title": "Feature collections",
+            },
+        ],
+    }
+    return html.landing(doc) if wants_html(request) else json_response(doc)
 
 
 @router.get("/conformance", summary="Conformance classes implemented")
@@ -178,22 +177,21 @@ async def _collection(request: Request, conn: AsyncConnection, layer: Layer) -> 
 async def collections(
     request: Request, conn: Annotated[AsyncConnection, Depends(connection)]
 ) -> Response:
-    check_params(request, ("f",))
+    check_params(request, ("f",), html=True)
     base = base_url(request)
-    return json_response(
-        {
-            "links": [
-                {
-                    "href": f"{base}collections",
-                    "rel": "self",
-                    "type": JSON,
-                    "title": "Feature collections",
-                }
-            ],
-            "crs": _crs_list(),
-            "collections": [await _collection(request, conn, layer) for layer in COLLECTIONS],
-        }
-    )
+    doc = {
+        "links": [
+            {
+                "href": f"{base}collections",
+                "rel": "self",
+                "type": JSON,
+                "title": "Feature collections",
+            }
+        ],
+        "crs": _crs_list(),
+        "collections": [await _collection(request, conn, layer) for layer in COLLECTIONS],
+    }
+    return html.collections(doc) if wants_html(request) else json_response(doc)
 
 
 @router.get("/collections/{collectionId}", summary="One feature collection")
@@ -202,8 +200,9 @@ async def collection(
     layer: Annotated[Layer, Depends(collection_layer)],
     conn: Annotated[AsyncConnection, Depends(connection)],
 ) -> Response:
-    check_params(request, ("f",))
-    return json_response(await _collection(request, conn, layer))
+    check_params(request, ("f",), html=True)
+    doc = await _collection(request, conn, layer)
+    return html.collection(doc) if wants_html(request) else json_response(doc)
 
 
 @router.get("/collections/{collectionId}/queryables", summary="Queryable properties")

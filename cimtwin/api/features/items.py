@@ -3,6 +3,7 @@ one feature."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,12 +14,21 @@ from psycopg import AsyncConnection, sql
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import connection
 from cimtwin.api.errors import bad_request
+from cimtwin.api.features import html
 from cimtwin.api.features.deps import base_url, collection_layer, this_url
 from cimtwin.api.features.errors import unknown_feature
 from cimtwin.api.features.openapi import ITEMS_OPENAPI
-from cimtwin.api.features.params import INT_TEXT, ITEM_PARAMS, check_params, parse_items_query
+from cimtwin.api.features.params import (
+    INT_TEXT,
+    ITEM_PARAMS,
+    check_params,
+    parse_items_query,
+    selected_properties,
+    wants_html,
+)
 from cimtwin.api.features.queries import feature_texts, fetch_rows, layer_condition, select_sql
 from cimtwin.api.geojson import GEOJSON, JSON, default_crs, dumps, feature_json, parse_crs, rfc3339
+from cimtwin.api.responses import maybe_gzip
 from cimtwin.spatial.catalogue import Layer
 
 router = APIRouter(tags=["OGC API - Features"], dependencies=[Depends(require_read)])
@@ -38,7 +48,7 @@ async def items(
     q = parse_items_query(request, layer)
     where = q.where()
     page = sql.SQL("{}{} ORDER BY {} LIMIT {} OFFSET {}").format(
-        select_sql(layer, q.crs),
+        select_sql(layer, q.crs, q.props),
         where,
         sql.SQL(", ").join(q.order),
         sql.Placeholder(),
@@ -80,17 +90,18 @@ async def items(
                 "title": "Previous page",
             }
         )
-    head = dumps(
-        {
-            "type": "FeatureCollection",
-            "numberMatched": matched,
-            "numberReturned": len(rows),
-            "timeStamp": rfc3339(datetime.now(UTC)),
-            "links": links,
-        }
-    )
-    body = head[:-1] + ',"features":[' + ",".join(feature_texts(layer, rows)) + "]}"
-    return Response(body, media_type=GEOJSON, headers={"Content-Crs": q.crs.header})
+    page_doc = {
+        "type": "FeatureCollection",
+        "numberMatched": matched,
+        "numberReturned": len(rows),
+        "timeStamp": rfc3339(datetime.now(UTC)),
+        "links": links,
+    }
+    texts = feature_texts(layer, rows, q.props)
+    if wants_html(request):
+        return html.items(layer.title, page_doc, [json.loads(t) for t in texts])
+    body = dumps(page_doc)[:-1] + ',"features":[' + ",".join(texts) + "]}"
+    return maybe_gzip(request, body, GEOJSON, {"Content-Crs": q.crs.header}, vary="Accept")
 
 
 @router.get(
@@ -104,7 +115,8 @@ async def item(
     feature_id: Annotated[str, Path(alias="featureId")],
     conn: Annotated[AsyncConnection, Depends(connection)],
 ) -> Response:
-    check_params(request, ITEM_PARAMS)
+    check_params(request, ITEM_PARAMS, html=True)
+    props = selected_properties(layer, request.query_params.get("properties"))
     crs = default_crs()
     if (text := request.query_params.get("crs")) is not None:
         try:
@@ -120,19 +132,19 @@ async def item(
         sql.SQL("{} = {}").format(sql.Identifier(layer.id_column), sql.Placeholder()),
         *layer_condition(layer),
     ]
-    query = sql.SQL("{} WHERE {}").format(select_sql(layer, crs), sql.SQL(" AND ").join(conditions))
+    query = sql.SQL("{} WHERE {}").format(
+        select_sql(layer, crs, props), sql.SQL(" AND ").join(conditions)
+    )
     rows = await fetch_rows(conn, query, [fid])
     if not rows:
         raise unknown_feature(layer, feature_id)
     base = f"{base_url(request)}collections/{layer.id}"
-    feature = feature_json(
-        rows[0][0], rows[0][1], dict(zip(layer.properties, rows[0][2:], strict=True))
-    )
-    links = dumps(
-        [
-            {"href": this_url(request), "rel": "self", "type": GEOJSON, "title": "This feature"},
-            {"href": base, "rel": "collection", "type": JSON, "title": layer.title},
-        ]
-    )
-    body = feature[:-1] + ',"links":' + links + "}"
-    return Response(body, media_type=GEOJSON, headers={"Content-Crs": crs.header})
+    feature = feature_json(rows[0][0], rows[0][1], dict(zip(props, rows[0][2:], strict=True)))
+    links = [
+        {"href": this_url(request), "rel": "self", "type": GEOJSON, "title": "This feature"},
+        {"href": base, "rel": "collection", "type": JSON, "title": layer.title},
+    ]
+    if wants_html(request):
+        return html.item(layer.title, {**json.loads(feature), "links": links})
+    body = feature[:-1] + ',"links":' + dumps(links) + "}"
+    return maybe_gzip(request, body, GEOJSON, {"Content-Crs": crs.header}, vary="Accept")

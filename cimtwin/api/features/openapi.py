@@ -95,10 +95,21 @@ ITEMS_OPENAPI = {
             "schema": {"type": "string"},
         },
         {
+            "name": "properties",
+            "in": "query",
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "description": "the properties each feature carries, comma-separated (empty: none; "
+            "absent: all); a name the collection does not have is a 400",
+            "schema": {"type": "array", "items": {"type": "string"}},
+        },
+        {
             "name": "f",
             "in": "query",
             "required": False,
-            "schema": {"type": "string", "enum": ["json"]},
+            "description": "json (GeoJSON) or html (a page for a browser)",
+            "schema": {"type": "string", "enum": ["json", "html"]},
         },
     ]
 }

@@ -42,21 +42,25 @@ ITEMS_PARAMS = (
     "filter-lang",
     "filter-crs",
     "sortby",
+    "properties",
     "f",
 )
-ITEM_PARAMS = ("crs", "f")
+ITEM_PARAMS = ("crs", "properties", "f")
 #: filter languages read as CQL2-text: ``cql-text`` is its pre-standard name, the one GDAL's
 #: OAPIF driver (3.6 to 3.12) looks for in the API document and sends with its filters
 FILTER_LANGS = ("cql2-text", "cql-text")
 JSON_FORMATS = ("json", "geojson", "application/json", "application/geo+json")
+HTML_FORMATS = ("html", "text/html")
 
 
 def check_params(
     request: Request,
     allowed: tuple[str, ...],
     extra: tuple[str, ...] = (),
+    html: bool = False,
 ) -> None:
-    """400 for unknown or repeated query parameters, and for formats other than JSON."""
+    """400 for unknown or repeated query parameters, and for formats other than JSON (and
+    HTML where the route has a page, ``html``)."""
     counts = Counter(k for k, _ in request.query_params.multi_items())
     unknown = sorted(k for k in counts if k not in allowed and k not in extra)
     if unknown:
@@ -69,8 +73,35 @@ def check_params(
     if repeated:
         raise bad_request(f"query parameter(s) given more than once: {', '.join(repeated)}")
     f = request.query_params.get("f")
-    if f is not None and f.lower() not in JSON_FORMATS:
-        raise bad_request(f"f: unsupported format {f!r}; this API answers in JSON (f=json)")
+    if f is not None and f.lower() not in JSON_FORMATS + (HTML_FORMATS if html else ()):
+        also = " or HTML (f=html)" if html else ""
+        raise bad_request(f"f: unsupported format {f!r}; this answers in JSON (f=json){also}")
+
+
+def wants_html(request: Request) -> bool:
+    """An HTML page rather than JSON: ``f=html``, or (without ``f``) a browser's Accept that
+    names text/html and no JSON type; GIS clients ask for JSON or send ``*/*``."""
+    f = request.query_params.get("f")
+    if f is not None:
+        return f.lower() in HTML_FORMATS
+    accept = request.headers.get("accept", "").lower()
+    return "text/html" in accept and "json" not in accept
+
+
+def selected_properties(layer: Layer, text: str | None) -> tuple[str, ...]:
+    """``properties=a,b``: the properties each feature carries, from the collection's own
+    (an unknown name is a 400 naming it); empty: none; absent: all."""
+    if text is None:
+        return layer.properties
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in layer.properties]
+    if unknown:
+        raise bad_request(
+            f"properties: unknown propert{'ies' if len(unknown) > 1 else 'y'} "
+            f"{', '.join(shown(n) for n in unknown)}; "
+            f"{layer.id!r} has: {', '.join(layer.properties)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass
@@ -83,6 +114,8 @@ class ItemsQuery:
     conditions: list[sql.Composable] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
     order: list[sql.Composable] = field(default_factory=list)
+    #: the properties each feature carries (``properties=``)
+    props: tuple[str, ...] = ()
 
     def where(self) -> sql.Composable:
         if not self.conditions:
@@ -126,9 +159,9 @@ def _typed_value(layer: Layer, prop: str, text: str) -> Any:
 
 
 def parse_items_query(request: Request, layer: Layer) -> ItemsQuery:
-    check_params(request, ITEMS_PARAMS, layer.properties)
+    check_params(request, ITEMS_PARAMS, layer.properties, html=True)
     qp = request.query_params
-    q = ItemsQuery()
+    q = ItemsQuery(props=selected_properties(layer, qp.get("properties")))
     q.conditions += layer_condition(layer)
     geom = sql.Identifier(layer.geometry_column)
 

@@ -14,14 +14,15 @@ from cimtwin.api.geojson import CrsDef, feature_json, geometry_output_sql
 from cimtwin.spatial.catalogue import Layer
 
 
-def select_sql(layer: Layer, crs: CrsDef) -> sql.Composable:
+def select_sql(layer: Layer, crs: CrsDef, props: tuple[str, ...] | None = None) -> sql.Composable:
+    """id, geometry (GeoJSON in ``crs``) and ``props`` (all the layer's by default)."""
     geom: sql.Composable = sql.Identifier(layer.geometry_column)
     if (layer.features_geometry or "").startswith("MULTI"):
         geom = sql.SQL("ST_Multi({})").format(geom)
     cols = [
         sql.Identifier(layer.id_column),
         geometry_output_sql(geom, crs),
-        *(sql.Identifier(p) for p in layer.properties),
+        *(sql.Identifier(p) for p in (layer.properties if props is None else props)),
     ]
     return sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table)
@@ -50,6 +51,6 @@ async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[An
         raise bad_request(f"invalid value: {exc.diag.message_primary or exc}") from None
 
 
-def feature_texts(layer: Layer, rows: list[Any]) -> list[str]:
-    props = layer.properties
+def feature_texts(layer: Layer, rows: list[Any], props: tuple[str, ...] | None = None) -> list[str]:
+    props = layer.properties if props is None else props
     return [feature_json(r[0], r[1], dict(zip(props, r[2:], strict=True))) for r in rows]
