@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from cimtwin.api.auth import check_read, require_read
 from cimtwin.api.inputs import shown
+from cimtwin.api.responses import accepts_gzip
 from cimtwin.api.tiles import base_url
 from cimtwin.settings import Settings
 from cimtwin.spatial.catalogue import BY_ID
@@ -219,23 +220,6 @@ class GzipCache:
 
 
 _gzip_cache = GzipCache()
-
-
-def accepts_gzip(header: str) -> bool:
-    """Whether an Accept-Encoding header takes gzip (``gzip;q=0`` refuses it)."""
-    for item in header.lower().split(","):
-        name, _, params = item.strip().partition(";")
-        if name.strip() in ("gzip", "*"):
-            q = params.strip()
-            return not (q.startswith("q=") and _quality(q[2:]) == 0)
-    return False
-
-
-def _quality(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return 1.0
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:

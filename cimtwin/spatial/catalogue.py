@@ -5,7 +5,7 @@ SQL unless it is written here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cimtwin.spatial.admin_grid import Community, District, Street, WorkGrid
 from cimtwin.spatial.base import Base, schema_of, table_of
@@ -53,6 +53,10 @@ class Layer:
 
     #: published as an OGC API Features collection (label layers are tiles only)
     features: bool = True
+    #: features collections only: a fixed SQL condition from this file selecting the layer's
+    #: rows (never user text), and the geometry type they are given (MULTI*: ST_Multi)
+    features_where: str | None = None
+    features_geometry: str | None = None
 
     @property
     def table(self) -> str:
@@ -356,8 +360,39 @@ LAYERS: tuple[Layer, ...] = (
 )
 
 BY_ID: dict[str, Layer] = {layer.id: layer for layer in LAYERS}
+
+#: (suffix, ST_Dimension, geometry type given, geometry_type) of the one-type collections
+_DIMENSIONS = (
+    ("points", 0, None, "point"),
+    ("lines", 1, "MULTILINESTRING", "line"),
+    ("polygons", 2, "MULTIPOLYGON", "polygon"),
+)
+
+
+def _by_geometry_type(layer: Layer) -> tuple[Layer, ...]:
+    """One collection per geometry family of a layer that mixes them (``components``: points,
+    lines and polygons), so that a client keeping one geometry type per layer (GDAL, for a
+    GeoPackage) copies it as it is; lines and polygons are given as multi-geometries, so each
+    collection has one type."""
+    return tuple(
+        replace(
+            layer,
+            id=f"{layer.id}_{suffix}",
+            title=f"{layer.title}: {suffix}",
+            description=f"{layer.description}: the {suffix} only",
+            geometry_type=family,
+            features_where=f"ST_Dimension({layer.geometry_column}) = {dimension}",
+            features_geometry=geometry or "POINT",
+        )
+        for suffix, dimension, geometry, family in _DIMENSIONS
+    )
+
+
 #: the OGC API Features collections
-COLLECTIONS: tuple[Layer, ...] = tuple(layer for layer in LAYERS if layer.features)
+COLLECTIONS: tuple[Layer, ...] = tuple(layer for layer in LAYERS if layer.features) + (
+    _by_geometry_type(BY_ID["components"])
+)
+_COLLECTION_BY_ID: dict[str, Layer] = {layer.id: layer for layer in COLLECTIONS}
 
 
 def get_layer(layer_id: str) -> Layer | None:
@@ -365,5 +400,4 @@ def get_layer(layer_id: str) -> Layer | None:
 
 
 def get_collection(layer_id: str) -> Layer | None:
-    layer = BY_ID.get(layer_id)
-    return layer if layer is not None and layer.features else None
+    return _COLLECTION_BY_ID.get(layer_id)

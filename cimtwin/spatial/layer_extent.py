@@ -32,13 +32,21 @@ def _box_sql(layer: Layer) -> sql.Composed:
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
         " SELECT ST_Envelope(ST_Transform(ST_Segmentize(b, GREATEST(ST_XMax(b) - ST_XMin(b),"
         " ST_YMax(b) - ST_YMin(b), 1.0) / 32), 4326)) AS e"
-        " FROM (SELECT ST_SetSRID(ST_Extent({geom})::geometry, {srid}) AS b FROM {table}) s"
+        " FROM (SELECT ST_SetSRID(ST_Extent({geom})::geometry, {srid}) AS b FROM {table}{where}) s"
         ") t"
     ).format(
         geom=sql.Identifier(layer.geometry_column),
         srid=sql.Literal(SRID),
         table=sql.Identifier(layer.schema, layer.table),
+        where=_where(layer),
     )
+
+
+def _where(layer: Layer) -> sql.Composable:
+    """The catalogue's fixed condition of a one-geometry-type collection (fixed SQL text)."""
+    if layer.features_where is None:
+        return sql.SQL("")
+    return sql.SQL(" WHERE " + layer.features_where)
 
 
 async def layer_extent(
@@ -62,8 +70,8 @@ async def layer_extent(
         col = sql.Identifier(layer.temporal)
         row = await (
             await conn.execute(
-                sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
-                    c=col, t=sql.Identifier(layer.schema, layer.table)
+                sql.SQL("SELECT min({c}), max({c}) FROM {t}{w}").format(
+                    c=col, t=sql.Identifier(layer.schema, layer.table), w=_where(layer)
                 )
             )
         ).fetchone()

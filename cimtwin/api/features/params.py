@@ -1,7 +1,6 @@
-"""OGC API - Features items requests: query parameters checked and typed against the layer
-catalogue (the allow-list), and the SQL they become (filters, datetime, CQL2, order, CRS
-output), for the routes in :mod:`cimtwin.api.features`.
-"""
+"""OGC API - Features request parameters: checked and typed against the layer catalogue (the
+allow-list), and the SQL conditions they become (filters, datetime, CQL2, order), with
+values as query parameters."""
 
 from __future__ import annotations
 
@@ -10,24 +9,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from fastapi import Request
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 
 from cimtwin.api import cql2, cql2_sql
 from cimtwin.api.errors import bad_request
+from cimtwin.api.features.queries import layer_condition
 from cimtwin.api.geojson import (
     CrsDef,
     bbox_wkt,
     default_crs,
-    feature_json,
-    geometry_output_sql,
     literal_geometry_sql,
     parse_bbox,
     parse_datetime,
 )
 from cimtwin.api.inputs import parse_crs, shown
-from cimtwin.errors import UnavailableError
 from cimtwin.spatial.catalogue import Layer
 
 DEFAULT_LIMIT = 100
@@ -45,18 +41,25 @@ ITEMS_PARAMS = (
     "filter-lang",
     "filter-crs",
     "sortby",
+    "properties",
     "f",
 )
-ITEM_PARAMS = ("crs", "f")
+ITEM_PARAMS = ("crs", "properties", "f")
+#: filter languages read as CQL2-text: ``cql-text`` is its pre-standard name, the one GDAL's
+#: OAPIF driver (3.6 to 3.12) looks for in the API document and sends with its filters
+FILTER_LANGS = (*cql2_sql.FILTER_LANGS, "cql-text")
 JSON_FORMATS = ("json", "geojson", "application/json", "application/geo+json")
+HTML_FORMATS = ("html", "text/html")
 
 
 def check_params(
     request: Request,
     allowed: tuple[str, ...],
     extra: tuple[str, ...] = (),
+    html: bool = False,
 ) -> None:
-    """400 for unknown or repeated query parameters, and for formats other than JSON."""
+    """400 for unknown or repeated query parameters, and for formats other than JSON (and
+    HTML where the route has a page, ``html``)."""
     counts = Counter(k for k, _ in request.query_params.multi_items())
     unknown = sorted(k for k in counts if k not in allowed and k not in extra)
     if unknown:
@@ -69,8 +72,35 @@ def check_params(
     if repeated:
         raise bad_request(f"query parameter(s) given more than once: {', '.join(repeated)}")
     f = request.query_params.get("f")
-    if f is not None and f.lower() not in JSON_FORMATS:
-        raise bad_request(f"f: unsupported format {f!r}; this API answers in JSON (f=json)")
+    if f is not None and f.lower() not in JSON_FORMATS + (HTML_FORMATS if html else ()):
+        also = " or HTML (f=html)" if html else ""
+        raise bad_request(f"f: unsupported format {f!r}; this answers in JSON (f=json){also}")
+
+
+def wants_html(request: Request) -> bool:
+    """An HTML page rather than JSON: ``f=html``, or (without ``f``) a browser's Accept that
+    names text/html and no JSON type; GIS clients ask for JSON or send ``*/*``."""
+    f = request.query_params.get("f")
+    if f is not None:
+        return f.lower() in HTML_FORMATS
+    accept = request.headers.get("accept", "").lower()
+    return "text/html" in accept and "json" not in accept
+
+
+def selected_properties(layer: Layer, text: str | None) -> tuple[str, ...]:
+    """``properties=a,b``: the properties each feature carries, from the collection's own
+    (an unknown name is a 400 naming it); empty: none; absent: all."""
+    if text is None:
+        return layer.properties
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in layer.properties]
+    if unknown:
+        raise bad_request(
+            f"properties: unknown propert{'ies' if len(unknown) > 1 else 'y'} "
+            f"{', '.join(shown(n) for n in unknown)}; "
+            f"{layer.id!r} has: {', '.join(layer.properties)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass
@@ -83,6 +113,8 @@ class ItemsQuery:
     conditions: list[sql.Composable] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
     order: list[sql.Composable] = field(default_factory=list)
+    #: the properties each feature carries (``properties=``)
+    props: tuple[str, ...] = ()
 
     def where(self) -> sql.Composable:
         if not self.conditions:
@@ -126,9 +158,10 @@ def _typed_value(layer: Layer, prop: str, text: str) -> Any:
 
 
 def parse_items_query(request: Request, layer: Layer) -> ItemsQuery:
-    check_params(request, ITEMS_PARAMS, layer.properties)
+    check_params(request, ITEMS_PARAMS, layer.properties, html=True)
     qp = request.query_params
-    q = ItemsQuery()
+    q = ItemsQuery(props=selected_properties(layer, qp.get("properties")))
+    q.conditions += layer_condition(layer)
     geom = sql.Identifier(layer.geometry_column)
 
     if (text := qp.get("limit")) is not None:
@@ -212,9 +245,12 @@ def _filter_condition(
             raise bad_request(f"{which}: given without filter")
         return
     language = "cql2-text" if lang is None else lang.strip().lower()
-    if language not in cql2_sql.FILTER_LANGS:
-        langs = " or ".join(cql2_sql.FILTER_LANGS)
-        raise bad_request(f"filter-lang: {lang!r} is not supported; use {langs}")
+    if language not in FILTER_LANGS:
+        raise bad_request(
+            f"filter-lang: {lang!r} is not supported; use {' or '.join(FILTER_LANGS)}"
+        )
+    if language == "cql-text":  # CQL2-text's older name, as GDAL's OAPIF driver sends it
+        language = "cql2-text"
     try:
         crs = parse_crs(filter_crs, "filter-crs") if filter_crs is not None else default_crs()
     except ValueError as exc:
@@ -248,132 +284,3 @@ def _order(layer: Layer, sortby: str | None) -> list[sql.Composable]:
     if layer.id_column not in names:
         order.append(sql.SQL("{} ASC").format(sql.Identifier(layer.id_column)))
     return order
-
-
-def select_sql(layer: Layer, crs: CrsDef) -> sql.Composable:
-    cols = [
-        sql.Identifier(layer.id_column),
-        geometry_output_sql(sql.Identifier(layer.geometry_column), crs),
-        *(sql.Identifier(p) for p in layer.properties),
-    ]
-    return sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(cols), sql.Identifier(layer.schema, layer.table)
-    )
-
-
-async def fetch_rows(conn: AsyncConnection, query: sql.Composed, params: list[Any]) -> list[Any]:
-    try:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall()
-    except psycopg.errors.QueryCanceled:
-        raise UnavailableError(
-            "the query took longer than the statement "
-            "timeout; narrow it with bbox, filter or a smaller limit",
-        ) from None
-    except psycopg.errors.DataError as exc:
-        raise bad_request(f"invalid value: {exc.diag.message_primary or exc}") from None
-    except psycopg.errors.UndefinedFunction as exc:
-        if "unaccent" not in str(exc):
-            raise
-        raise bad_request(
-            "filter: ACCENTI needs the PostgreSQL extension unaccent, which this database "
-            "lacks (cimtwin db setup creates it where the server has it)"
-        ) from None
-
-
-def feature_texts(layer: Layer, rows: list[Any]) -> list[str]:
-    props = layer.properties
-    return [feature_json(r[0], r[1], dict(zip(props, r[2:], strict=True))) for r in rows]
-
-
-ITEMS_OPENAPI = {
-    "parameters": [
-        {
-            "name": "limit",
-            "in": "query",
-            "required": False,
-            "style": "form",
-            "explode": False,
-            "description": f"features per page (1 .. {MAX_LIMIT}, default {DEFAULT_LIMIT})",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT,
-            },
-        },
-        {
-            "name": "offset",
-            "in": "query",
-            "required": False,
-            "description": "features to skip (paging; prefer the 'next' links)",
-            "schema": {"type": "integer", "minimum": 0, "default": 0},
-        },
-        {
-            "name": "bbox",
-            "in": "query",
-            "required": False,
-            "style": "form",
-            "explode": False,
-            "description": "minx,miny,maxx,maxy in bbox-crs (CRS84 by default)",
-            "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
-        },
-        {
-            "name": "bbox-crs",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "format": "uri"},
-        },
-        {
-            "name": "datetime",
-            "in": "query",
-            "required": False,
-            "description": "RFC 3339 instant or interval (start/end, '..' for open)",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "crs",
-            "in": "query",
-            "required": False,
-            "description": "output CRS (CRS84 by default)",
-            "schema": {"type": "string", "format": "uri"},
-        },
-        {
-            "name": "filter",
-            "in": "query",
-            "required": False,
-            "description": "CQL2 filter over the queryables (CQL2-text, or CQL2-JSON "
-            "with filter-lang=cql2-json)",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "filter-lang",
-            "in": "query",
-            "required": False,
-            "schema": {
-                "type": "string",
-                "enum": list(cql2_sql.FILTER_LANGS),
-                "default": "cql2-text",
-            },
-        },
-        {
-            "name": "filter-crs",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "format": "uri"},
-        },
-        {
-            "name": "sortby",
-            "in": "query",
-            "required": False,
-            "description": "comma-separated properties, '-' prefix for descending",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "f",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "enum": ["json"]},
-        },
-    ]
-}
