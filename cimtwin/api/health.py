@@ -36,7 +36,12 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-@router.get("/healthz", response_model=Health, summary="Service and database health")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Service and database health",
+    responses={503: {"model": Health, "description": "the database is unavailable"}},
+)
 async def healthz(
     request: Request, conn: Annotated[AsyncConnection, Depends(primary_connection)]
 ) -> Health | JSONResponse:
