@@ -172,4 +172,3 @@ def _allow_cross_origin(app: FastAPI, settings: Settings) -> None:
         expose_headers=["ETag", "Content-Crs"],
         max_age=3600,
     )
-

@@ -28,7 +28,7 @@ from cimtwin.api.admission import BulkSlot
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
-from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
+from cimtwin.api.geojson import JSON, dumps, feature_json
 from cimtwin.api.inputs import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -41,7 +41,12 @@ from cimtwin.api.inputs import (
     storage_bounds,
     to_storage,
 )
-from cimtwin.api.responses import feature_collection, json_response, summary_cache
+from cimtwin.api.responses import (
+    FEATURE_COLLECTION,
+    feature_collection,
+    json_response,
+    summary_cache,
+)
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
     GRID_LAYERS,
@@ -113,7 +118,11 @@ class LocateQuery(BaseModel):
         return self
 
 
-@router.get("/grids/locate", summary="Street, community and work grid at a position")
+@router.get(
+    "/grids/locate",
+    summary="Street, community and work grid at a position",
+    responses={404: {"description": "the position is outside every work grid"}},
+)
 async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Response:
     if query.lon is not None:
         assert query.lat is not None  # LocateQuery.one_pair: lon and lat go together
@@ -165,7 +174,7 @@ async def grid(request: Request, code: GridCode, conn: Conn) -> Response:
 @router.get(
     "/grids/{code}/features",
     summary="GeoJSON features of one layer in a work grid",
-    responses={200: {"content": {GEOJSON: {}}}},
+    responses={200: FEATURE_COLLECTION},
 )
 async def grid_layer_features(
     code: GridCode,
@@ -437,6 +446,7 @@ def body_charset(content_type: str, media: str) -> str:
     responses={
         200: {"content": {"application/json": {}, "text/csv": {}}},
         413: {"description": "body or row count over the limit"},
+        415: {"description": "a Content-Type other than JSON or CSV, or an unusable charset"},
     },
 )
 async def grids_assign(

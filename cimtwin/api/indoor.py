@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.geojson import feature_json
-from cimtwin.api.responses import feature_collection, json_response
+from cimtwin.api.responses import FEATURE_COLLECTION, feature_collection, json_response
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
@@ -107,7 +107,11 @@ class RoomsQuery(BaseModel):
     )
 
 
-@router.get("/buildings/{code}/rooms", summary="Rooms of a building as GeoJSON")
+@router.get(
+    "/buildings/{code}/rooms",
+    summary="Rooms of a building as GeoJSON",
+    responses={200: FEATURE_COLLECTION},
+)
 async def rooms(code: BuildingCode, query: Annotated[RoomsQuery, Query()], conn: Conn) -> Response:
     """Rooms (IfcSpace) with their floor plan (CRS84), storey, area, volume and floor and
     ceiling heights; ``storey`` keeps one storey's (404 when the building has no such storey)."""

@@ -35,21 +35,8 @@ from cimtwin.api.auth import require_read
 from cimtwin.api.db import connection, primary_connection
 from cimtwin.api.geojson import GEOJSON, JSON
 from cimtwin.api.page_gate import gated
+from cimtwin.api.responses import ERROR_REF, FEATURE_COLLECTION_REF, FEATURE_REF
 from cimtwin.spatial.access import ROLES
-
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
-FEATURE_REF = {"$ref": "#/components/schemas/Feature"}
-FEATURE_COLLECTION_REF = {"$ref": "#/components/schemas/FeatureCollection"}
-
-#: for a route decorator: ``responses={200: FEATURE_COLLECTION}``
-FEATURE_COLLECTION: dict[str, Any] = {
-    "description": "GeoJSON features (CRS84 unless a crs parameter says otherwise)",
-    "content": {GEOJSON: {"schema": FEATURE_COLLECTION_REF}},
-}
-FEATURE: dict[str, Any] = {
-    "description": "one GeoJSON feature",
-    "content": {GEOJSON: {"schema": FEATURE_REF}},
-}
 
 _POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 4}
 _NESTED = {"type": "array"}  # rings, lines and parts: arrays of positions at some depth
@@ -348,5 +335,5 @@ def _secure(op: dict[str, Any], facts: RouteFacts, open_reads: bool, schemes: li
     if not (facts.read or facts.role):
         op.pop("security", None)
         return
-    required = [{name: []} for name in schemes]
+    required: list[dict[str, list[str]]] = [{name: []} for name in schemes]
     op["security"] = [{}, *required] if facts.read and not facts.role and open_reads else required

@@ -42,6 +42,7 @@ from cimtwin.api.db import Conn
 from cimtwin.api.errors import error_response
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
 from cimtwin.api.inputs import MAX_VERTICES, Position, StrictBody, check_vertex_count
+from cimtwin.api.responses import ANALYSIS_ERRORS
 from cimtwin.reference import network_codes
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
@@ -52,7 +53,9 @@ from cimtwin.spatial.pipelines.qa import qa_analysis
 from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
 from cimtwin.spatial.pipelines.trace import trace_analysis
 
-router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_read)])
+router = APIRouter(
+    tags=["pipelines"], dependencies=[Depends(require_read)], responses=ANALYSIS_ERRORS
+)
 Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
 
 MAX_CLEARANCE_AREA_M2 = 4_000_000.0  # 2 km x 2 km
@@ -476,7 +479,9 @@ async def qa(
         net = _network(network)
     except ValueError as exc:
         return error_response(
-            422, f"network: {exc}", errors=[{"where": "network", "message": str(exc)}]
+            422,
+            f"network: {exc}",
+            errors=[{"where": "network", "message": str(exc), "type": "value_error"}],
         )
     return _json(await qa_analysis(conn, net, max_items))
 
