@@ -53,11 +53,16 @@ def fuzz_server(scratch_database: str) -> Iterator[tuple[str, str]]:
     yield from ((url, admin) for url in serve(Settings(database_url=scratch_database)))
 
 
-def _fuzz(url: str, headers: dict[str, str]) -> tuple[int, int, Counter[str], list[str]]:
-    """Run every operation; returns (operations, cases, failures per check, examples)."""
+Outcome = tuple[int, int, Counter[str], list[str], Counter[int]]
+
+
+def _fuzz(url: str, headers: dict[str, str]) -> Outcome:
+    """Run every operation; returns (operations, cases, failures per check, examples,
+    statuses answered)."""
     document = httpx.get(f"{url}/openapi.json", headers=headers, timeout=30).json()
     schema = schemathesis.openapi.from_dict(document)
     failures: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
     examples: list[str] = []
     cases = 0
     operations = 0
@@ -78,6 +83,7 @@ def _fuzz(url: str, headers: dict[str, str]) -> tuple[int, int, Counter[str], li
             nonlocal cases
             cases += 1
             response = case.call(base_url=url, headers=headers, timeout=60)
+            statuses[response.status_code] += 1
             for check in CHECKS:
                 try:
                     case.validate_response(response, checks=[check], headers=headers)
@@ -91,13 +97,14 @@ def _fuzz(url: str, headers: dict[str, str]) -> tuple[int, int, Counter[str], li
                         )
 
         run()
-    return operations, cases, failures, examples
+    return operations, cases, failures, examples, statuses
 
 
-def _report(name: str, outcome: tuple[int, int, Counter[str], list[str]], took: float) -> None:
-    operations, cases, failures, examples = outcome
+def _report(name: str, outcome: Outcome, took: float) -> None:
+    operations, cases, failures, examples, statuses = outcome
     counts = ", ".join(f"{c.__name__}={failures[c.__name__]}" for c in CHECKS)
     print(f"\n[{name}] {operations} operations, {cases} cases in {took:.1f} s; failures: {counts}")
+    print(f"[{name}] statuses: {dict(sorted(statuses.items()))}")
     for line in examples:
         print("  ", line)
 
@@ -109,7 +116,8 @@ def test_schemathesis(fuzz_server: tuple[str, str], who: str) -> None:
     started = time.monotonic()
     outcome = _fuzz(url, headers)
     _report(who, outcome, time.monotonic() - started)
-    operations, cases, failures, examples = outcome
+    operations, cases, failures, examples, statuses = outcome
+    assert sum(n for status, n in statuses.items() if status < 300) > 0, statuses
     assert operations >= 40, operations
     assert cases >= operations * 2, cases
     assert not failures, examples

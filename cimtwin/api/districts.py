@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import ConfigDict, Field, model_validator
 
 from cimtwin.api.admission import analysis_slot
+from cimtwin.api.answers import VolumeAnswer, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
@@ -179,6 +180,7 @@ def _range(lo: Any, hi: Any) -> dict[str, Any] | None:
     # before Conn: a volume query with a 10 000-vertex polygon costs PostgreSQL as much as a
     # network analysis, so it waits for an analysis slot holding no connection
     dependencies=[Depends(analysis_slot)],
+    responses=answer(VolumeAnswer, "the objects met, by layer"),
 )
 async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
     """Buildings (base .. base + height), underground structures (bottom .. top), pipes (their

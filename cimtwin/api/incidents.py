@@ -27,6 +27,7 @@ from psycopg import AsyncConnection
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.admission import analysis_slot
+from cimtwin.api.answers import IncidentContext, answer
 from cimtwin.api.auth import Editor, require_read
 from cimtwin.api.db import PrimaryConn as Conn
 from cimtwin.api.errors import invalid
@@ -372,6 +373,7 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
     "/incidents/{incident_id}/context",
     summary="Dispatch context of an incident",
     dependencies=[Reader, Depends(analysis_slot)],
+    responses=answer(IncidentContext, "the incident's dispatch context"),
 )
 async def context(
     incident_id: IncidentId,

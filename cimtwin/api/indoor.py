@@ -158,8 +158,16 @@ async def locate(query: Annotated[IndoorPoint, Query()], conn: Conn) -> Response
     else the BIM building whose model holds it, with the storey at that height; else
     ``"outside"``."""
     x, y = crs_mod.lonlat_to_storage(query.lon, query.lat)
-    position = {"lon": query.lon, "lat": query.lat, "h": query.h, "x": x, "y": y}
+    position: dict[str, float | None] = {
+        "lon": query.lon,
+        "lat": query.lat,
+        "h": query.h,
+        "x": x,
+        "y": y,
+    }
     if not (math.isfinite(x) and math.isfinite(y)):
+        # far outside the storage CRS: no storage coordinates (inf is not JSON)
+        position.update(x=None, y=None)
         return json_response({"position": position, "inside": False, "answer": "outside"})
     point = "ST_SetSRID(ST_MakePoint(%s, %s), %s)"
     room = await one(

@@ -316,6 +316,11 @@ def _document(
         if _own_schema(declared):  # e.g. /healthz's 503 is its health report
             answer["content"] = declared["content"]
         responses[status] = answer
+    for status, answer in responses.items():
+        content = answer.get("content", {})
+        # FastAPI adds an empty application/json to answers a route declares in its own type
+        if status[:1] == "2" and len(content) > 1 and not content.get(JSON, {}).get("schema"):
+            content.pop(JSON, None)
     if path in OGC_ANSWERS:
         ok = responses.setdefault("200", {"description": "OK"})
         media = GEOJSON if OGC_ANSWERS[path] in (FEATURE_REF, FEATURE_COLLECTION_REF) else JSON

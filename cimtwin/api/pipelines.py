@@ -37,12 +37,21 @@ from pydantic import (
 )
 
 from cimtwin.api.admission import analysis_slot
+from cimtwin.api.answers import (
+    ClearanceCheck,
+    CrossSection,
+    ExcavationCheck,
+    Isolation,
+    NetworkQA,
+    Profile,
+    answer,
+)
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import error_response
 from cimtwin.api.geojson import GEOJSON, JSON, CrsDef, dumps, parse_crs, storage_window
 from cimtwin.api.inputs import MAX_VERTICES, Position, StrictBody, check_vertex_count
-from cimtwin.api.responses import ANALYSIS_ERRORS
+from cimtwin.api.responses import ANALYSIS_ERRORS, FEATURE_COLLECTION
 from cimtwin.reference import network_codes
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
@@ -365,7 +374,10 @@ def _json(body: Any, media_type: str = JSON) -> Response:
 
 
 @router.post(
-    "/pipelines/isolation", dependencies=[Analysis], summary="Valves to close for a burst pipe"
+    "/pipelines/isolation",
+    dependencies=[Analysis],
+    summary="Valves to close for a burst pipe",
+    responses=answer(Isolation, "the isolation plan"),
 )
 async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     """The valve segment containing the burst pipe: the valves on its boundary, the segments
@@ -395,6 +407,7 @@ async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     "/pipelines/trace",
     dependencies=[Analysis],
     summary="Trace up or down the flow, or by connectivity",
+    responses={200: FEATURE_COLLECTION},
 )
 async def trace(body: TraceRequest, conn: Conn) -> Response:
     """Gravity networks (PS) follow ``flow_direction``; pressure networks are traced by
@@ -420,7 +433,10 @@ async def trace(body: TraceRequest, conn: Conn) -> Response:
 
 
 @router.post(
-    "/pipelines/clearance-check", dependencies=[Analysis], summary="GB 50289-2016 clearances"
+    "/pipelines/clearance-check",
+    dependencies=[Analysis],
+    summary="GB 50289-2016 clearances",
+    responses=answer(ClearanceCheck, "violations and counts"),
 )
 async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
     """Pipe pairs (of one network too, unless joined at a node), and pipes and buildings,
@@ -439,7 +455,10 @@ async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
 
 
 @router.post(
-    "/pipelines/excavation-check", dependencies=[Analysis], summary="What an excavation would hit"
+    "/pipelines/excavation-check",
+    dependencies=[Analysis],
+    summary="What an excavation would hit",
+    responses=answer(ExcavationCheck, "pipes and nodes hit"),
 )
 async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
     """Pipes whose top is above the excavation bottom inside the polygon, and the points
@@ -452,7 +471,10 @@ async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
 
 
 @router.post(
-    "/pipelines/cross-section", dependencies=[Analysis], summary="Pipes crossed by a section line"
+    "/pipelines/cross-section",
+    dependencies=[Analysis],
+    summary="Pipes crossed by a section line",
+    responses=answer(CrossSection, "the section"),
 )
 async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     """Every pipe the line crosses, with its offset along the line and its centre, top and
@@ -464,7 +486,12 @@ async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     )
 
 
-@router.get("/pipelines/qa", dependencies=[Analysis], summary="Topology QA of a network")
+@router.get(
+    "/pipelines/qa",
+    dependencies=[Analysis],
+    summary="Topology QA of a network",
+    responses=answer(NetworkQA, "QA per network"),
+)
 async def qa(
     conn: Conn,
     network: Annotated[
@@ -487,7 +514,10 @@ async def qa(
 
 
 @router.get(
-    "/pipelines/{segment_id}/profile", dependencies=[Analysis], summary="Longitudinal profile"
+    "/pipelines/{segment_id}/profile",
+    dependencies=[Analysis],
+    summary="Longitudinal profile",
+    responses=answer(Profile, "the profile"),
 )
 async def profile(
     conn: Conn,
