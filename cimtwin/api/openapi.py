@@ -319,7 +319,8 @@ def _document(
     for status, answer in responses.items():
         content = answer.get("content", {})
         # FastAPI adds an empty application/json to answers a route declares in its own type
-        if status[:1] == "2" and len(content) > 1 and not content.get(JSON, {}).get("schema"):
+        typed = any(m.get("schema") for media, m in content.items() if media != JSON)
+        if status[:1] == "2" and typed and not content.get(JSON, {}).get("schema"):
             content.pop(JSON, None)
     if path in OGC_ANSWERS:
         ok = responses.setdefault("200", {"description": "OK"})

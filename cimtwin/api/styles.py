@@ -40,7 +40,12 @@ async def style(request: Request, name: str) -> dict:
     "/fonts/{fontstack}/{start}-{end}.pbf",
     summary="SDF glyphs for map labels",
     responses={
-        200: {"content": {"application/x-protobuf": {}}, "description": "glyph PBF"},
+        200: {
+            "content": {
+                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "glyph PBF",
+        },
         400: {"description": "a range that is not START-(START+255) with START % 256 == 0"},
     },
 )
