@@ -129,6 +129,22 @@ def test_analysis_answers_have_their_models(doc: dict[str, Any]) -> None:
     }
 
 
+#: answers not (yet) documented by a schema: rows echoed back as sent, 3D Tiles files as built
+UNTYPED = ("/grids/assign", "/3dtiles/")
+
+
+def test_every_json_success_has_a_schema(doc: dict[str, Any]) -> None:
+    missing = []
+    for method, path, op in _operations(doc):
+        if path in BINARY or path.startswith(UNTYPED):
+            continue
+        for status, answer in op["responses"].items():
+            for media, body in answer.get("content", {}).items():
+                if status[0] == "2" and "json" in media and not body.get("schema"):
+                    missing.append(f"{method.upper()} {path} {status} {media}")
+    assert not missing, missing
+
+
 def test_no_answer_is_documented_twice_with_an_empty_schema(doc: dict[str, Any]) -> None:
     for method, path, op in _operations(doc):
         for status, answer in op["responses"].items():

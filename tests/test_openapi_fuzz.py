@@ -41,16 +41,17 @@ CHECKS = (not_a_server_error, status_code_conformance, response_schema_conforman
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(scratch_database: str) -> Iterator[tuple[str, str]]:
+def fuzz_server(scratch_database: str) -> Iterator[tuple[str, str, str]]:
     """A live API over its own database (writes land there, not in the session's) with the
-    sample loaded, and an admin key for it."""
+    sample loaded: its URL, an admin key for it and the database's URL."""
     from cimtwin.samples.loader import load_sample
     from tests.browser import serve
 
     load_sample(SAMPLE, scratch_database)
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
         admin = create_key(conn, "fuzz-admin", "admin")[0]
-    yield from ((url, admin) for url in serve(Settings(database_url=scratch_database)))
+    for url in serve(Settings(database_url=scratch_database)):
+        yield url, admin, scratch_database
 
 
 Outcome = tuple[int, int, Counter[str], list[str], Counter[int]]
@@ -110,8 +111,8 @@ def _report(name: str, outcome: Outcome, took: float) -> None:
 
 
 @pytest.mark.parametrize("who", ["open-reads-no-key", "admin-key"])
-def test_schemathesis(fuzz_server: tuple[str, str], who: str) -> None:
-    url, admin = fuzz_server
+def test_schemathesis(fuzz_server: tuple[str, str, str], who: str) -> None:
+    url, admin, _ = fuzz_server
     headers = {"X-API-Key": admin} if who == "admin-key" else {}
     started = time.monotonic()
     outcome = _fuzz(url, headers)
@@ -121,3 +122,117 @@ def test_schemathesis(fuzz_server: tuple[str, str], who: str) -> None:
     assert operations >= 40, operations
     assert cases >= operations * 2, cases
     assert not failures, examples
+
+
+def _known_good(db: str) -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]]:
+    """Requests that find something in the sample: (method, path, path params, query, body).
+
+    Generated cases rarely hit an id that exists; these make every documented 200 schema
+    meet a real answer."""
+    with psycopg.connect(libpq_dsn(db)) as conn:
+
+        def one(query: str) -> tuple:
+            row = conn.execute(query).fetchone()
+            assert row is not None, query
+            return row
+
+        grid = one("SELECT code FROM cim.work_grid ORDER BY code LIMIT 1")[0]
+        lon, lat = one(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_PointOnSurface(geom), 4326) p "
+            "FROM cim.work_grid ORDER BY code LIMIT 1) s"
+        )
+        parcel = one("SELECT id FROM cim.parcel ORDER BY id LIMIT 1")[0]
+        slug = one("SELECT slug FROM cim.district ORDER BY slug LIMIT 1")[0]
+        water = one(
+            "SELECT id FROM cim.pipeline_segment WHERE subtype = 'JP' AND length_m > 30 "
+            "ORDER BY id LIMIT 1"
+        )[0]
+        drain = one(
+            "SELECT id FROM cim.pipeline_segment WHERE subtype = 'YS' ORDER BY id OFFSET 20 LIMIT 1"
+        )[0]
+        (cx, cy) = one(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) p FROM "
+            "cim.pipeline_node WHERE network = 'RQ' ORDER BY id LIMIT 1) s"
+        )
+    d = 0.0005  # about 50 m
+    square = {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [cx - d, cy - d],
+                [cx + d, cy - d],
+                [cx + d, cy + d],
+                [cx - d, cy + d],
+                [cx - d, cy - d],
+            ]
+        ],
+    }
+    return [
+        ("get", "/grids/locate", {}, {"lon": lon, "lat": lat}, None),
+        ("get", "/grids/{code}", {"code": grid}, {}, None),
+        ("get", "/grids/{code}/features", {"code": grid}, {"layer": "buildings"}, None),
+        ("get", "/districts", {}, {"summary": True}, None),
+        ("get", "/districts/{slug}", {"slug": slug}, {}, None),
+        (
+            "post",
+            "/districts/{slug}/query",
+            {"slug": slug},
+            {},
+            {"elevation": {"from": -25, "to": 50, "reference": "ground"}},
+        ),
+        ("get", "/parcels", {}, {"limit": 5}, None),
+        ("get", "/parcels/{parcel}/report", {"parcel": str(parcel)}, {}, None),
+        ("get", "/search", {}, {"q": grid[:6]}, None),
+        ("get", "/indoor/locate", {}, {"lon": lon, "lat": lat, "h": 10}, None),
+        ("post", "/pipelines/isolation", {}, {}, {"segment_id": water}),
+        (
+            "post",
+            "/pipelines/trace",
+            {},
+            {},
+            {"network": "PS", "start": {"segment_id": drain}, "direction": "downstream"},
+        ),
+        ("post", "/pipelines/clearance-check", {}, {}, {"area": square}),
+        ("post", "/pipelines/excavation-check", {}, {}, {"polygon": square, "depth": 2}),
+        ("post", "/pipelines/cross-section", {}, {}, {"line": square["coordinates"][0][:3:2]}),
+        ("get", "/pipelines/qa", {}, {"network": "PS", "max_items": 5}, None),
+        ("get", "/pipelines/{segment_id}/profile", {"segment_id": drain}, {}, None),
+        ("get", "/collections", {}, {}, None),
+        (
+            "get",
+            "/collections/{collectionId}/items",
+            {"collectionId": "pipelines"},
+            {"limit": 3},
+            None,
+        ),
+        ("get", "/tiles/{layers}/tilejson.json", {"layers": "buildings"}, {}, None),
+        ("get", "/styles", {}, {}, None),
+        ("get", "/legends", {}, {}, None),
+        ("get", "/healthz", {}, {}, None),
+    ]
+
+
+def test_real_answers_match_their_documented_schemas(fuzz_server: tuple[str, str, str]) -> None:
+    url, admin, db = fuzz_server
+    headers = {"X-API-Key": admin}
+    schema = schemathesis.openapi.from_dict(httpx.get(f"{url}/openapi.json", timeout=30).json())
+    database = httpx.get(f"{url}/healthz", timeout=30).json()
+    assert database["status"] == "ok", database
+    problems = []
+    for method, path, params, query, body in _known_good(db):
+        operation = schema[path][method]
+        kwargs: dict[str, Any] = {"path_parameters": params, "query": query}
+        if body is not None:
+            kwargs.update(body=body, media_type="application/json")
+        case = operation.Case(**kwargs)
+        response = case.call(base_url=url, headers=headers, timeout=60)
+        if response.status_code != 200:
+            problems.append(
+                f"{method.upper()} {path}: {response.status_code} {response.text[:300]}"
+            )
+            continue
+        try:
+            case.validate_response(response, checks=[response_schema_conformance], headers=headers)
+        except (Failure, FailureGroup) as exc:
+            problems.append(f"{method.upper()} {path}: {str(exc)[:600]}")
+    assert not problems, "\n".join(problems)

@@ -25,6 +25,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cimtwin.api.admission import BulkSlot
+from cimtwin.api.answers import GridLocation, GridSummary, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
@@ -121,7 +122,10 @@ class LocateQuery(BaseModel):
 @router.get(
     "/grids/locate",
     summary="Street, community and work grid at a position",
-    responses={404: {"description": "the position is outside every work grid"}},
+    responses={
+        **answer(GridLocation, "the hierarchy at the position"),
+        404: {"description": "the position is outside every work grid"},
+    },
 )
 async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Response:
     if query.lon is not None:
@@ -160,7 +164,11 @@ async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Re
 # --- summary and features -------------------------------------------------------------------
 
 
-@router.get("/grids/{code}", summary="Summary of one work grid")
+@router.get(
+    "/grids/{code}",
+    summary="Summary of one work grid",
+    responses=answer(GridSummary, "what the grid holds"),
+)
 async def grid(request: Request, code: GridCode, conn: Conn) -> Response:
     """Street, community, officer; buildings (count, floor area), residents, components by
     class, pipe length per network clipped to the grid, parcels by land use, open incidents.

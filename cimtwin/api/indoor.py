@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cimtwin.api.answers import BimElement, IndoorLocation, Storeys, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.geojson import feature_json
@@ -58,7 +59,11 @@ async def _building_id(conn: Conn, code: str) -> int:
     return int(found[0])
 
 
-@router.get("/buildings/{code}/storeys", summary="Storeys of a building's BIM model")
+@router.get(
+    "/buildings/{code}/storeys",
+    summary="Storeys of a building's BIM model",
+    responses=answer(Storeys, "the storeys"),
+)
 async def storeys(code: BuildingCode, conn: Conn) -> Response:
     """Each storey: name, elevation and height (1985 m), its rooms' count and area, the model."""
     bid = await _building_id(conn, code)
@@ -152,7 +157,11 @@ class IndoorPoint(BaseModel):
     )
 
 
-@router.get("/indoor/locate", summary="Building, storey and room at a 3D point")
+@router.get(
+    "/indoor/locate",
+    summary="Building, storey and room at a 3D point",
+    responses=answer(IndoorLocation, "room, building or outside"),
+)
 async def locate(query: Annotated[IndoorPoint, Query()], conn: Conn) -> Response:
     """The room whose floor plan holds the point between its floor and ceiling (±0.5 m);
     else the BIM building whose model holds it, with the storey at that height; else
@@ -223,7 +232,11 @@ Guid = Annotated[
 ]
 
 
-@router.get("/bim/elements/{guid}", summary="One BIM element by its IFC GlobalId")
+@router.get(
+    "/bim/elements/{guid}",
+    summary="One BIM element by its IFC GlobalId",
+    responses=answer(BimElement, "the element"),
+)
 async def element(guid: Guid, conn: Conn) -> Response:
     """Class, name, type, storey, property sets, quantities and colour of an element, and the
     model and building it belongs to; ``other_models`` lists further models holding the GUID

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import ConfigDict, Field, field_validator
 
+from cimtwin.api.answers import ParcelReport, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
@@ -86,7 +87,11 @@ async def parcels(query: Annotated[ParcelQuery, Query()], conn: Conn) -> Respons
     return feature_collection(features, {"numberMatched": matched})
 
 
-@router.get("/parcels/{parcel}/report", summary="Planning report of one parcel")
+@router.get(
+    "/parcels/{parcel}/report",
+    summary="Planning report of one parcel",
+    responses=answer(ParcelReport, "the report"),
+)
 async def report(
     request: Request,
     parcel: Annotated[
