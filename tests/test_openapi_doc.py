@@ -65,7 +65,7 @@ def _statuses(doc: dict[str, Any], method: str, path: str) -> set[str]:
 
 def test_error_responses_follow_the_route_dependencies(doc: dict[str, Any]) -> None:
     # a write: key and role, a body, a path id, a database, its own 409
-    assert {"401", "403", "404", "408", "409", "413", "422", "503"} <= _statuses(
+    assert {"400", "401", "403", "404", "408", "409", "413", "422", "503"} <= _statuses(
         doc, "patch", "/incidents/{incident_id}"
     )
     # a read with an optional key: an invalid key is still a 401, but no role check

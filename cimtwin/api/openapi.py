@@ -9,7 +9,8 @@ that a new route is documented by declaring its dependencies, not by hand-listin
 - a role dependency (:func:`cimtwin.api.auth.require_role`): 401 and 403, key required;
 - a database connection: 503 with ``Retry-After`` (database away, statement timeout);
 - an analysis or bulk slot (:mod:`cimtwin.api.admission`): 503 with ``Retry-After``;
-- a body: 413 (``CIMTWIN_MAX_BODY_KB``), 408 (body timeout) and 422;
+- a body: 413 (``CIMTWIN_MAX_BODY_KB``), 408 (body timeout), 400 (a body that cannot be
+  decoded) and 422;
 - path parameters: 404; any parameter or body: 422;
 - the OGC API - Features operations check their query parameters: 400.
 
@@ -226,7 +227,7 @@ class RouteFacts:
         self.role = False  # a role: 401 and 403, key always required
         self.database = False  # 503 (database away or statement timeout)
         self.slot = False  # 503 with Retry-After when no slot frees in time
-        self.body = False  # 413, 408, 422
+        self.body = False  # 400, 408, 413, 422
         self.paths = False  # 404
         self.params = False  # 422
         self.ogc = False  # 400 for unknown or bad query parameters
@@ -287,6 +288,8 @@ def _document(
     wanted: dict[str, tuple[str, dict[str, Any] | None]] = {}
     if facts.ogc:
         wanted["400"] = ("an unknown query parameter or a bad value (named)", None)
+    elif facts.body:  # FastAPI's own answer to a body it cannot decode (not UTF-8 JSON)
+        wanted["400"] = ("the body cannot be parsed", None)
     if facts.read or facts.role:
         wanted["401"] = ("no key where one is needed, or an invalid or revoked key", None)
     if facts.role:
