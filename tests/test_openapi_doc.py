@@ -186,3 +186,12 @@ def test_closed_reads_require_the_key_everywhere_but_healthz() -> None:
         assert op.get("security"), (method, path)
         assert not _optional(op), (method, path)
         assert "401" in op["responses"], (method, path)
+
+
+def test_healthz_documents_its_bare_answer_and_its_503(doc: dict[str, Any]) -> None:
+    answers = doc["paths"]["/healthz"]["get"]["responses"]
+    ok = answers["200"]["content"]["application/json"]["schema"]["anyOf"]
+    assert {"$ref": "#/components/schemas/HealthStatus"} in ok  # closed reads, no key
+    down = answers["503"]["content"]["application/json"]["schema"]["anyOf"]
+    assert {"$ref": "#/components/schemas/Error"} in down  # no connection at all
+    assert {"$ref": "#/components/schemas/Health"} in down

@@ -18,22 +18,20 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given  # noqa: E402
-from hypothesis import settings as hypothesis_settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.core.failures import Failure, FailureGroup  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import schemathesis
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
 
-from cimtwin.db.engine import libpq_dsn  # noqa: E402
-from cimtwin.settings import Settings  # noqa: E402
-from cimtwin.spatial.access_queries import create_key  # noqa: E402
-from tests.conftest import SAMPLE  # noqa: E402
+from cimtwin.db.engine import libpq_dsn
+from cimtwin.settings import Settings
+from cimtwin.spatial.access_queries import create_key
+from tests.conftest import SAMPLE
 
 #: cases generated per operation and pass: ~45 operations x 2 passes x up to 8 = a few hundred
 EXAMPLES = 8
