@@ -103,7 +103,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["type", "geometry", "properties"],
         "properties": {
             "type": {"type": "string", "enum": ["Feature"]},
-            "id": {"type": ["string", "integer"]},
+            "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
             "geometry": {"anyOf": [{"$ref": "#/components/schemas/Geometry"}, {"type": "null"}]},
             "properties": {"type": ["object", "null"]},
             "links": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
