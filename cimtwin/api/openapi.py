@@ -302,8 +302,9 @@ def _document(
     if facts.params:
         wanted["422"] = ("invalid input: each problem listed with where it is", None)
     if facts.database or facts.slot:
+        busy = "busy (no free slot in time), " if facts.slot else ""
         wanted["503"] = (
-            "busy (no analysis slot in time), database unavailable or statement timeout",
+            f"{busy}database unavailable or statement timeout (narrow the request)",
             RETRY_AFTER_HEADER,
         )
     for status, answer in list(responses.items()):
