@@ -21,6 +21,7 @@ from cimtwin.api import (
     health,
     incidents,
     indoor,
+    openapi,
     parcels,
     pipelines,
     search,
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if hosts and "*" not in hosts:
         app.add_middleware(TrustedHosts, hosts=hosts)
     app.add_middleware(Hardening)  # outermost: its headers go on every answer, CORS too
-    _document_plain_routes(app)
+    openapi.install(app)
     return app
 
 
@@ -171,18 +172,3 @@ def _allow_cross_origin(app: FastAPI, settings: Settings) -> None:
         expose_headers=["ETag", "Content-Crs"],
         max_age=3600,
     )
-
-
-def _document_plain_routes(app: FastAPI) -> None:
-    """Add the plain Starlette routes (vector tiles, 3D Tiles files) to the OpenAPI document."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = app.openapi_schema
-        if schema is None:
-            schema = generate()  # also kept as app.openapi_schema
-            schema["paths"].update(tiles.OPENAPI_PATHS)
-            schema["paths"].update(threed.OPENAPI_PATHS)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

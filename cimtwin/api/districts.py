@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import ConfigDict, Field, model_validator
 
 from cimtwin.api.admission import analysis_slot
+from cimtwin.api.answers import DistrictList, DistrictSummary, VolumeAnswer, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
@@ -45,7 +46,9 @@ MAX_QUERY_LIMIT = 10_000
 # --- list and summary -----------------------------------------------------------------------
 
 
-@router.get("/districts", summary="Named districts")
+@router.get(
+    "/districts", summary="Named districts", responses=answer(DistrictList, "the districts")
+)
 async def districts(
     request: Request,
     conn: Conn,
@@ -64,7 +67,11 @@ async def districts(
     return json_response({"districts": found, "count": len(found)})
 
 
-@router.get("/districts/{slug}", summary="A district above and below ground")
+@router.get(
+    "/districts/{slug}",
+    summary="A district above and below ground",
+    responses=answer(DistrictSummary, "the district's summary"),
+)
 async def district(request: Request, slug: Slug, conn: Conn) -> Response:
     """Buildings, components, parcels by land use and open incidents above ground;
     underground structures by kind with their depth range and pipes by network and depth band
@@ -179,6 +186,7 @@ def _range(lo: Any, hi: Any) -> dict[str, Any] | None:
     # before Conn: a volume query with a 10 000-vertex polygon costs PostgreSQL as much as a
     # network analysis, so it waits for an analysis slot holding no connection
     dependencies=[Depends(analysis_slot)],
+    responses=answer(VolumeAnswer, "the objects met, by layer"),
 )
 async def district_query(slug: Slug, body: VolumeQuery, conn: Conn) -> Response:
     """Buildings (base .. base + height), underground structures (bottom .. top), pipes (their

@@ -25,10 +25,11 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cimtwin.api.admission import BulkSlot
+from cimtwin.api.answers import GridLocation, GridSummary, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
-from cimtwin.api.geojson import GEOJSON, JSON, dumps, feature_json
+from cimtwin.api.geojson import JSON, dumps, feature_json
 from cimtwin.api.inputs import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -41,7 +42,12 @@ from cimtwin.api.inputs import (
     read_body,
     to_storage,
 )
-from cimtwin.api.responses import feature_collection, json_response, summary_cache
+from cimtwin.api.responses import (
+    FEATURE_COLLECTION,
+    feature_collection,
+    json_response,
+    summary_cache,
+)
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.admin_queries import (
     GRID_LAYERS,
@@ -109,7 +115,14 @@ class LocateQuery(BaseModel):
         return self
 
 
-@router.get("/grids/locate", summary="Street, community and work grid at a position")
+@router.get(
+    "/grids/locate",
+    summary="Street, community and work grid at a position",
+    responses={
+        **answer(GridLocation, "the hierarchy at the position"),
+        404: {"description": "the position is outside every work grid"},
+    },
+)
 async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Response:
     if query.lon is not None:
         assert query.lat is not None  # LocateQuery.one_pair: lon and lat go together
@@ -147,7 +160,11 @@ async def grids_locate(query: Annotated[LocateQuery, Query()], conn: Conn) -> Re
 # --- summary and features -------------------------------------------------------------------
 
 
-@router.get("/grids/{code}", summary="Summary of one work grid")
+@router.get(
+    "/grids/{code}",
+    summary="Summary of one work grid",
+    responses=answer(GridSummary, "what the grid holds"),
+)
 async def grid(request: Request, code: GridCode, conn: Conn) -> Response:
     """Street, community, officer; buildings (count, floor area), residents, components by
     class, pipe length per network clipped to the grid, parcels by land use, open incidents.
@@ -161,7 +178,7 @@ async def grid(request: Request, code: GridCode, conn: Conn) -> Response:
 @router.get(
     "/grids/{code}/features",
     summary="GeoJSON features of one layer in a work grid",
-    responses={200: {"content": {GEOJSON: {}}}},
+    responses={200: FEATURE_COLLECTION},
 )
 async def grid_layer_features(
     code: GridCode,
@@ -433,6 +450,7 @@ def body_charset(content_type: str, media: str) -> str:
     responses={
         200: {"content": {"application/json": {}, "text/csv": {}}},
         413: {"description": "body or row count over the limit"},
+        415: {"description": "a Content-Type other than JSON or CSV, or an unusable charset"},
     },
 )
 async def grids_assign(

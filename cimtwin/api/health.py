@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from cimtwin import __version__
 from cimtwin.api.auth import check_read, request_key
 from cimtwin.api.db import primary_connection
+from cimtwin.api.responses import ERROR_REF
 from cimtwin.spatial.sql_toolkit import one, one_row
 
 router = APIRouter(tags=["service"])
@@ -36,7 +37,35 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-@router.get("/healthz", response_model=Health, summary="Service and database health")
+class HealthStatus(BaseModel):
+    """The bare answer under closed reads without a key: no versions or figures."""
+
+    status: str
+
+
+@router.get(
+    "/healthz",
+    # the full report, or under closed reads without a key only its status
+    response_model=Health | HealthStatus,
+    summary="Service and database health",
+    responses={
+        503: {
+            "description": "the database is unavailable: the report, or the error format when "
+            "no connection came at all",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/Health"},
+                            {"$ref": "#/components/schemas/HealthStatus"},
+                            ERROR_REF,
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
 async def healthz(
     request: Request, conn: Annotated[AsyncConnection, Depends(primary_connection)]
 ) -> Health | JSONResponse:

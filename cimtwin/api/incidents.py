@@ -27,6 +27,7 @@ from psycopg import AsyncConnection
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cimtwin.api.admission import analysis_slot
+from cimtwin.api.answers import IncidentContext, answer
 from cimtwin.api.auth import Editor, require_read
 from cimtwin.api.db import PrimaryConn as Conn
 from cimtwin.api.errors import invalid
@@ -40,7 +41,7 @@ from cimtwin.api.inputs import (
     crs_or_422,
     geometry_to_storage,
 )
-from cimtwin.api.responses import CRS84_HEADER, feature_collection
+from cimtwin.api.responses import CRS84_HEADER, FEATURE, FEATURE_COLLECTION, feature_collection
 from cimtwin.spatial.incident import INCIDENT_STATUSES, TRANSITIONS
 from cimtwin.spatial.incident_context import (
     BURST_SNAP_M,
@@ -225,7 +226,7 @@ def _on_external_id(exc: psycopg.errors.UniqueViolation) -> bool:
     "/incidents",
     summary="Report an incident (editor)",
     status_code=201,
-    responses={201: {"content": {GEOJSON: {}}}},
+    responses={201: FEATURE, 409: {"description": "the external_id is already used"}},
 )
 async def create(body: IncidentCreate, conn: Conn, _: Editor) -> Response:
     """Insert and read back in one transaction: nothing is stored that is not answered."""
@@ -304,7 +305,7 @@ class IncidentQuery(BBoxQuery):
     "/incidents",
     summary="Incidents as GeoJSON",
     dependencies=[Reader],
-    responses={200: {"content": {GEOJSON: {}}}},
+    responses={200: FEATURE_COLLECTION},
 )
 async def incidents(query: Annotated[IncidentQuery, Query()], conn: Conn) -> Response:
     try:
@@ -328,7 +329,7 @@ async def incidents(query: Annotated[IncidentQuery, Query()], conn: Conn) -> Res
     "/incidents/{incident_id}",
     summary="One incident",
     dependencies=[Reader],
-    responses={200: {"content": {GEOJSON: {}}}},
+    responses={200: FEATURE},
 )
 async def incident(incident_id: IncidentId, conn: Conn) -> Response:
     row = await get_incident(conn, incident_id)
@@ -340,7 +341,10 @@ async def incident(incident_id: IncidentId, conn: Conn) -> Response:
 @router.patch(
     "/incidents/{incident_id}",
     summary="Edit an incident (editor)",
-    responses={200: {"content": {GEOJSON: {}}}},
+    responses={
+        200: FEATURE,
+        409: {"description": "the external_id is already used, or a status change not allowed"},
+    },
 )
 async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Editor) -> Response:
     xy = body.storage_xy()
@@ -366,6 +370,7 @@ async def edit(incident_id: IncidentId, body: IncidentPatch, conn: Conn, _: Edit
     "/incidents/{incident_id}/context",
     summary="Dispatch context of an incident",
     dependencies=[Reader, Depends(analysis_slot)],
+    responses=answer(IncidentContext, "the incident's dispatch context"),
 )
 async def context(
     incident_id: IncidentId,

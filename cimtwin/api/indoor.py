@@ -18,10 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cimtwin.api.answers import BimElement, IndoorLocation, Storeys, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.geojson import feature_json
-from cimtwin.api.responses import feature_collection, json_response
+from cimtwin.api.responses import FEATURE_COLLECTION, feature_collection, json_response
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
@@ -58,7 +59,11 @@ async def _building_id(conn: Conn, code: str) -> int:
     return int(found[0])
 
 
-@router.get("/buildings/{code}/storeys", summary="Storeys of a building's BIM model")
+@router.get(
+    "/buildings/{code}/storeys",
+    summary="Storeys of a building's BIM model",
+    responses=answer(Storeys, "the storeys"),
+)
 async def storeys(code: BuildingCode, conn: Conn) -> Response:
     """Each storey: name, elevation and height (1985 m), its rooms' count and area, the model."""
     bid = await _building_id(conn, code)
@@ -107,7 +112,11 @@ class RoomsQuery(BaseModel):
     )
 
 
-@router.get("/buildings/{code}/rooms", summary="Rooms of a building as GeoJSON")
+@router.get(
+    "/buildings/{code}/rooms",
+    summary="Rooms of a building as GeoJSON",
+    responses={200: FEATURE_COLLECTION},
+)
 async def rooms(code: BuildingCode, query: Annotated[RoomsQuery, Query()], conn: Conn) -> Response:
     """Rooms (IfcSpace) with their floor plan (CRS84), storey, area, volume and floor and
     ceiling heights; ``storey`` keeps one storey's (404 when the building has no such storey)."""
@@ -148,14 +157,26 @@ class IndoorPoint(BaseModel):
     )
 
 
-@router.get("/indoor/locate", summary="Building, storey and room at a 3D point")
+@router.get(
+    "/indoor/locate",
+    summary="Building, storey and room at a 3D point",
+    responses=answer(IndoorLocation, "room, building or outside"),
+)
 async def locate(query: Annotated[IndoorPoint, Query()], conn: Conn) -> Response:
     """The room whose floor plan holds the point between its floor and ceiling (±0.5 m);
     else the BIM building whose model holds it, with the storey at that height; else
     ``"outside"``."""
     x, y = crs_mod.lonlat_to_storage(query.lon, query.lat)
-    position = {"lon": query.lon, "lat": query.lat, "h": query.h, "x": x, "y": y}
+    position: dict[str, float | None] = {
+        "lon": query.lon,
+        "lat": query.lat,
+        "h": query.h,
+        "x": x,
+        "y": y,
+    }
     if not (math.isfinite(x) and math.isfinite(y)):
+        # far outside the storage CRS: no storage coordinates (inf is not JSON)
+        position.update(x=None, y=None)
         return json_response({"position": position, "inside": False, "answer": "outside"})
     point = "ST_SetSRID(ST_MakePoint(%s, %s), %s)"
     room = await one(
@@ -211,7 +232,11 @@ Guid = Annotated[
 ]
 
 
-@router.get("/bim/elements/{guid}", summary="One BIM element by its IFC GlobalId")
+@router.get(
+    "/bim/elements/{guid}",
+    summary="One BIM element by its IFC GlobalId",
+    responses=answer(BimElement, "the element"),
+)
 async def element(guid: Guid, conn: Conn) -> Response:
     """Class, name, type, storey, property sets, quantities and colour of an element, and the
     model and building it belongs to; ``other_models`` lists further models holding the GUID

@@ -13,12 +13,18 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import ConfigDict, Field, field_validator
 
+from cimtwin.api.answers import ParcelReport, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
-from cimtwin.api.geojson import GEOJSON, feature_json
+from cimtwin.api.geojson import feature_json
 from cimtwin.api.inputs import DEFAULT_LIMIT, MAX_LIMIT, BBoxQuery
-from cimtwin.api.responses import feature_collection, json_response, summary_cache
+from cimtwin.api.responses import (
+    FEATURE_COLLECTION,
+    feature_collection,
+    json_response,
+    summary_cache,
+)
 from cimtwin.spatial.parcel_queries import (
     PARCEL_PROPERTIES,
     find_parcel,
@@ -64,9 +70,7 @@ class ParcelQuery(BBoxQuery):
         return ",".join(dict.fromkeys(codes))
 
 
-@router.get(
-    "/parcels", summary="Land parcels as GeoJSON", responses={200: {"content": {GEOJSON: {}}}}
-)
+@router.get("/parcels", summary="Land parcels as GeoJSON", responses={200: FEATURE_COLLECTION})
 async def parcels(query: Annotated[ParcelQuery, Query()], conn: Conn) -> Response:
     try:
         box = query.storage_box()
@@ -83,7 +87,11 @@ async def parcels(query: Annotated[ParcelQuery, Query()], conn: Conn) -> Respons
     return feature_collection(features, {"numberMatched": matched})
 
 
-@router.get("/parcels/{parcel}/report", summary="Planning report of one parcel")
+@router.get(
+    "/parcels/{parcel}/report",
+    summary="Planning report of one parcel",
+    responses=answer(ParcelReport, "the report"),
+)
 async def report(
     request: Request,
     parcel: Annotated[

@@ -36,6 +36,15 @@ from pydantic import (
 )
 
 from cimtwin.api.admission import analysis_slot
+from cimtwin.api.answers import (
+    ClearanceCheck,
+    CrossSection,
+    ExcavationCheck,
+    Isolation,
+    NetworkQA,
+    Profile,
+    answer,
+)
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import error_response
@@ -51,6 +60,7 @@ from cimtwin.api.inputs import (
     input_crs,
     positions_to_storage,
 )
+from cimtwin.api.responses import ANALYSIS_ERRORS, FEATURE_COLLECTION
 from cimtwin.reference import network_codes
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.pipelines.clearance import clearance_analysis
@@ -60,7 +70,9 @@ from cimtwin.spatial.pipelines.qa import qa_analysis
 from cimtwin.spatial.pipelines.sections import cross_section_analysis, excavation_analysis
 from cimtwin.spatial.pipelines.trace import trace_analysis
 
-router = APIRouter(tags=["pipelines"], dependencies=[Depends(require_read)])
+router = APIRouter(
+    tags=["pipelines"], dependencies=[Depends(require_read)], responses=ANALYSIS_ERRORS
+)
 Analysis = Depends(analysis_slot)  # before Conn: waiting analyses hold no connection
 
 MAX_CLEARANCE_AREA_M2 = 4_000_000.0  # 2 km x 2 km
@@ -298,7 +310,10 @@ def _json(body: Any, media_type: str = JSON) -> Response:
 
 
 @router.post(
-    "/pipelines/isolation", dependencies=[Analysis], summary="Valves to close for a burst pipe"
+    "/pipelines/isolation",
+    dependencies=[Analysis],
+    summary="Valves to close for a burst pipe",
+    responses=answer(Isolation, "the isolation plan"),
 )
 async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     """The valve segment containing the burst pipe: the valves on its boundary, the segments
@@ -328,6 +343,7 @@ async def isolation(body: IsolationRequest, conn: Conn) -> Response:
     "/pipelines/trace",
     dependencies=[Analysis],
     summary="Trace up or down the flow, or by connectivity",
+    responses={200: FEATURE_COLLECTION},
 )
 async def trace(body: TraceRequest, conn: Conn) -> Response:
     """Gravity networks (PS) follow ``flow_direction``; pressure networks are traced by
@@ -353,7 +369,10 @@ async def trace(body: TraceRequest, conn: Conn) -> Response:
 
 
 @router.post(
-    "/pipelines/clearance-check", dependencies=[Analysis], summary="GB 50289-2016 clearances"
+    "/pipelines/clearance-check",
+    dependencies=[Analysis],
+    summary="GB 50289-2016 clearances",
+    responses=answer(ClearanceCheck, "violations and counts"),
 )
 async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
     """Pipe pairs (of one network too, unless joined at a node), and pipes and buildings,
@@ -372,7 +391,10 @@ async def clearance_check(body: ClearanceRequest, conn: Conn) -> Response:
 
 
 @router.post(
-    "/pipelines/excavation-check", dependencies=[Analysis], summary="What an excavation would hit"
+    "/pipelines/excavation-check",
+    dependencies=[Analysis],
+    summary="What an excavation would hit",
+    responses=answer(ExcavationCheck, "pipes and nodes hit"),
 )
 async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
     """Pipes whose top is above the excavation bottom inside the polygon, and the points
@@ -385,7 +407,10 @@ async def excavation_check(body: ExcavationRequest, conn: Conn) -> Response:
 
 
 @router.post(
-    "/pipelines/cross-section", dependencies=[Analysis], summary="Pipes crossed by a section line"
+    "/pipelines/cross-section",
+    dependencies=[Analysis],
+    summary="Pipes crossed by a section line",
+    responses=answer(CrossSection, "the section"),
 )
 async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     """Every pipe the line crosses, with its offset along the line and its centre, top and
@@ -397,7 +422,12 @@ async def cross_section(body: CrossSectionRequest, conn: Conn) -> Response:
     )
 
 
-@router.get("/pipelines/qa", dependencies=[Analysis], summary="Topology QA of a network")
+@router.get(
+    "/pipelines/qa",
+    dependencies=[Analysis],
+    summary="Topology QA of a network",
+    responses=answer(NetworkQA, "QA per network"),
+)
 async def qa(
     conn: Conn,
     network: Annotated[
@@ -412,13 +442,18 @@ async def qa(
         net = _network(network)
     except ValueError as exc:
         return error_response(
-            422, f"network: {exc}", errors=[{"where": "network", "message": str(exc)}]
+            422,
+            f"network: {exc}",
+            errors=[{"where": "network", "message": str(exc), "type": "value_error"}],
         )
     return _json(await qa_analysis(conn, net, max_items))
 
 
 @router.get(
-    "/pipelines/{segment_id}/profile", dependencies=[Analysis], summary="Longitudinal profile"
+    "/pipelines/{segment_id}/profile",
+    dependencies=[Analysis],
+    summary="Longitudinal profile",
+    responses=answer(Profile, "the profile"),
 )
 async def profile(
     conn: Conn,

@@ -15,6 +15,27 @@ from cimtwin.spatial.admin_queries import ImportCache, import_cache
 
 CRS84_HEADER = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
 
+# --- for route decorators: the documented answers (schemas in cimtwin.api.openapi) ---------
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+FEATURE_REF = {"$ref": "#/components/schemas/Feature"}
+FEATURE_COLLECTION_REF = {"$ref": "#/components/schemas/FeatureCollection"}
+
+#: for a route decorator: ``responses={200: FEATURE_COLLECTION}``
+FEATURE_COLLECTION: dict[str, Any] = {
+    "description": "GeoJSON features (CRS84 unless a crs parameter says otherwise)",
+    "content": {GEOJSON: {"schema": FEATURE_COLLECTION_REF}},
+}
+FEATURE: dict[str, Any] = {
+    "description": "one GeoJSON feature",
+    "content": {GEOJSON: {"schema": FEATURE_REF}},
+}
+#: what a pipeline analysis answers when the data cannot answer it as asked
+ANALYSIS_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the data cannot answer the request as asked (the reason is given)"},
+    404: {"description": "a segment or point id that is not in the twin"},
+}
+
 
 def feature_collection(
     features: list[str], extra: dict[str, Any] | None = None, status: int = 200

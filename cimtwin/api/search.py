@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from cimtwin.api.answers import SearchAnswer, answer
 from cimtwin.api.auth import require_read
 from cimtwin.api.db import Conn
 from cimtwin.api.errors import invalid
@@ -127,7 +128,11 @@ SEARCH_SQL = (
 )
 
 
-@router.get("/search", summary="Find buildings, grids, parcels and pipe points by code or name")
+@router.get(
+    "/search",
+    summary="Find buildings, grids, parcels and pipe points by code or name",
+    responses=answer(SearchAnswer, "the matches, best first"),
+)
 async def search(
     conn: Conn,
     q: Annotated[

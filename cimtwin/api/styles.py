@@ -37,7 +37,19 @@ async def style(request: Request, name: str) -> dict:
         ) from exc
 
 
-@router.get("/fonts/{fontstack}/{start}-{end}.pbf", summary="SDF glyphs for map labels")
+@router.get(
+    "/fonts/{fontstack}/{start}-{end}.pbf",
+    summary="SDF glyphs for map labels",
+    responses={
+        200: {
+            "content": {
+                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "glyph PBF",
+        },
+        400: {"description": "a range that is not START-(START+255) with START % 256 == 0"},
+    },
+)
 async def glyphs(
     request: Request,
     fontstack: str,

@@ -177,7 +177,14 @@ def base_url(request: Request) -> str:
     return (public or str(request.base_url)).rstrip("/")
 
 
-@router.get("/tiles/{layers}/tilejson.json", summary="TileJSON 3.0 of one or more layers")
+@router.get(
+    "/tiles/{layers}/tilejson.json",
+    summary="TileJSON 3.0 of one or more layers",
+    responses={
+        400: {"description": f"more than {MAX_LAYERS_PER_TILE} layers"},
+        503: {"description": "database unavailable (the layers' extent is read from it)"},
+    },
+)
 async def tilejson(request: Request, layers: str) -> dict:
     ids = parse_layers(layers)
     chosen = [BY_ID[i] for i in ids]
