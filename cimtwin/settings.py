@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     analysis_wait_s: float = Field(
         30, gt=0, description="how long an analysis waits for its turn before a 503"
     )
+    pipeline_graph_dir: str = Field(
+        "",
+        description="folder where API workers share the pipe network graphs they build "
+        "(memory-mapped; default /dev/shm, else the temporary folder); 'off': each worker "
+        "keeps its own",
+    )
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
     body_timeout_s: float = Field(
         30, gt=0, description="a request body must arrive within this (else 408)"
