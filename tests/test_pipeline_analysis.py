@@ -5,6 +5,8 @@ and geometry recomputed with shapely or PostGIS in the test."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -699,7 +701,12 @@ def test_a_stored_graph_gives_way_to_changed_tables(scratch, tmp_path, share_gra
     assert g.seg_index(pipes["a"]) is not None
     key, fingerprint = _key_and_fingerprint(url, "RQ")
     store = GraphStore(tmp_path / "aged", max_age_s=900.0)
+    dropped, other = tmp_path / "aged" / "g0dropped-0", tmp_path / "aged" / "g0other-0"
+    dropped.mkdir(parents=True)
+    other.mkdir()
+    os.utime(dropped, (time.time() - 1000, time.time() - 1000))  # past the maximum age
     store.save(key, fingerprint, g)
+    assert not dropped.exists() and other.exists()  # another database's recent build stays
     assert store.load(key, fingerprint) is not None
     assert store.load(key, (*fingerprint, "changed")) is None
     assert GraphStore(tmp_path / "aged", max_age_s=0.0).load(key, fingerprint) is None
@@ -708,6 +715,13 @@ def test_a_stored_graph_gives_way_to_changed_tables(scratch, tmp_path, share_gra
     stored = _stored(tmp_path)
     assert arun(url, lambda c: network_graph(c, "RQ")).seg_index(pipes["b"]) is not None
     assert _stored(tmp_path) == stored  # nothing written
+    shared_by_all = tmp_path / "open"
+    shared_by_all.mkdir()
+    shared_by_all.chmod(0o777)  # anyone could plant a graph here: not used
+    share_graphs(str(shared_by_all))
+    clear_graph_cache()
+    assert arun(url, lambda c: network_graph(c, "RQ")).seg_index(pipes["b"]) is not None
+    assert _stored(shared_by_all) == []
 
 
 def _key_and_fingerprint(url: str, network: str) -> tuple:

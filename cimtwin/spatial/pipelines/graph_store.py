@@ -1,7 +1,7 @@
 """Network graphs shared by every API worker on a host: built once, then memory-mapped.
 
 Each worker used to build its own graph from the database (the district's water network:
-about 1.5 s and 77 MB per worker, and again in every worker after each change). The first
+1.5-2.5 s and 77-95 MB per worker, and again in every worker after each change). The first
 worker that needs a graph now builds it and writes its arrays as ``.npy`` files into a
 folder named by the database and the tables' fingerprint (:data:`.graph.FINGERPRINT_SQL`);
 the other workers map those files read-only, so the pages are held once by the operating
@@ -9,10 +9,11 @@ system whatever the number of workers. A file lock makes the workers that miss t
 wait for one build.
 
 A folder is used only while its fingerprint is the current one and it is younger than the
-graph's maximum age (the same rule as the in-process cache); a newer build of the same
-network removes the older folders (a worker still mapping one keeps its pages until it lets
-go). The default place is ``/dev/shm`` (memory, never written to disk), else the temporary
-folder; ``CIMTWIN_PIPELINE_GRAPH_DIR`` names another, ``off`` keeps every graph private.
+graph's maximum age (the same rule as the in-process cache). Each new build removes the older
+builds of its network and every folder past the maximum age (a worker still mapping one keeps
+its pages until it lets go). The default place is ``/dev/shm`` (memory, never written to
+disk), else the temporary folder; ``CIMTWIN_PIPELINE_GRAPH_DIR`` names another, ``off`` keeps
+every graph private.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Hashable, Sequence
@@ -78,10 +80,19 @@ class GraphStore:
         self.root = root
         self.max_age_s = max_age_s
 
+    def _ready(self) -> None:
+        """Create the folder (owner only); refuse one another user could write into, since
+        every worker trusts what it maps from it."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(self.root)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise PermissionError(f"{self.root} is not a folder only this user can write to")
+
     def load(self, key: Hashable, fingerprint: tuple) -> NetworkGraph | None:
         """The stored graph, memory-mapped, or None when there is no fresh one."""
         folder = self.root / folder_name(key, fingerprint)[1]
         try:
+            self._ready()
             meta = json.loads((folder / "meta.json").read_text())
             if time.time() - meta["built_at"] > self.max_age_s or meta["format"] != FORMAT:
                 return None
@@ -92,7 +103,7 @@ class GraphStore:
     def save(self, key: Hashable, fingerprint: tuple, graph: NetworkGraph) -> None:
         """Write the graph's folder atomically (a rename) and drop older builds."""
         prefix, name = folder_name(key, fingerprint)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ready()
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
             _write(tmp, graph)
@@ -103,14 +114,20 @@ class GraphStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        for old in self.root.glob(f"{prefix}*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        # older builds of this network, and builds of any database too old to be used again
+        # (a dropped database's never are): nothing else ever removes them
+        too_old = time.time() - self.max_age_s
+        for old in self.root.glob("g*"):
+            if old.name == name or not old.is_dir():
+                continue
+            with contextlib.suppress(OSError):
+                if old.name.startswith(prefix) or old.stat().st_mtime < too_old:
+                    shutil.rmtree(old, ignore_errors=True)
 
     def lock(self, key: Hashable) -> IO[bytes]:
         """Take the build lock of ``key``, waiting while another process builds it; give the
         file to :meth:`unlock` (from any thread)."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ready()
         prefix, _ = folder_name(key, ())
         fh = open(self.root / f"{prefix}lock", "a+b")  # noqa: SIM115 - held across threads
         try:
