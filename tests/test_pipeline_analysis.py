@@ -5,6 +5,7 @@ and geometry recomputed with shapely or PostGIS in the test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import defaultdict, deque
@@ -650,6 +651,15 @@ def test_workers_map_the_graph_one_of_them_built(scratch, tmp_path, monkeypatch,
         for i in seg_ids[::40]
     ]
     assert answers_shared == answers_off
+    # a build made 800 s ago by another worker has 100 s left here, not the full 900 s
+    (folder,) = _stored(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "built_at": time.time() - 800}))
+    clear_graph_cache()
+    aged = arun(url, lambda c: network_graph(c, "JS"))
+    assert aged.age_s == pytest.approx(800, abs=30)
+    ((_, since, cached),) = graph_module.GRAPHS.entries.values()
+    assert cached is aged and time.monotonic() - since == pytest.approx(800, abs=30)
     # a failed valve grows the isolation the same way on the mapped graph
     ref = private.valves[0].ref
     seg = private.valves[0].seg

@@ -60,7 +60,8 @@ class FingerprintCache:
                 return value
             self.misses += 1
             value = await (compute(fingerprint) if self.pass_fingerprint else compute())
-            self._put(key, fingerprint, value)
+            # a value computed elsewhere earlier (a graph another worker built) ages from then
+            self._put(key, fingerprint, value, float(getattr(value, "age_s", 0.0)))
             return value
 
     def clear(self) -> None:
@@ -76,9 +77,9 @@ class FingerprintCache:
                 return True, entry[2]
             return False, None
 
-    def _put(self, key: Hashable, fingerprint: tuple, value: Any) -> None:
+    def _put(self, key: Hashable, fingerprint: tuple, value: Any, age_s: float = 0.0) -> None:
         with self._guard:
-            self.entries[key] = (fingerprint, time.monotonic(), value)
+            self.entries[key] = (fingerprint, time.monotonic() - age_s, value)
             self.entries.move_to_end(key)
             while len(self.entries) > self.max_entries:
                 old, _ = self.entries.popitem(last=False)

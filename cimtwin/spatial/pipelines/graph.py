@@ -98,6 +98,8 @@ class NetworkGraph:
     node_appurtenance: Sequence[str]
     node_point_no: Sequence[str]
     valves: Sequence[Valve]
+    #: seconds since the graph was built, when it was built by another process
+    age_s: float = 0.0
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

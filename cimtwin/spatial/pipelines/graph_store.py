@@ -219,6 +219,8 @@ def _read(folder: Path, meta: dict[str, Any]) -> NetworkGraph:
         valves=ValveTable({f: arr(f"valve_{f}") for f in VALVE_COLUMNS}),
         **columns,
     )
+    # how old the build already is: the in-process cache counts the maximum age from the build
+    g.age_s = max(0.0, time.time() - meta["built_at"])
     # the cached properties, as built by the first worker
     g.__dict__["incidence"] = (arr("incidence_indptr"), arr("incidence_segs"))
     g.__dict__["valve_segments"] = _ValveSegments(*(arr(f"vs_{name}") for name in SEGMENTS))
