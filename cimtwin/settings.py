@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         "runs at once; lookups and tiles never wait for them",
     )
     analysis_wait_s: float = _turn_wait(30, "an analysis")
+    pipeline_graph_dir: str = Field(
+        "",
+        description="folder where API workers share the pipe network graphs they build "
+        "(memory-mapped; default /dev/shm, else the temporary folder); 'off': each worker "
+        "keeps its own",
+    )
     summary_cache_s: float = Field(300, ge=0, description="grid/district summary cache; 0 off")
     body_timeout_s: float = Field(
         30, gt=0, description="a request body must arrive within this (else 408)"

@@ -5,6 +5,9 @@ and geometry recomputed with shapely or PostGIS in the test."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -19,7 +22,9 @@ from cimtwin.db.engine import libpq_dsn
 from cimtwin.errors import NotFoundError
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
+from cimtwin.settings import get_settings
 from cimtwin.spatial.district_queries import volume_query
+from cimtwin.spatial.pipelines import graph as graph_module
 from cimtwin.spatial.pipelines.clearance import clearance_analysis
 from cimtwin.spatial.pipelines.clearance_rules import (
     BUILDING,
@@ -28,7 +33,13 @@ from cimtwin.spatial.pipelines.clearance_rules import (
     clearance_rules,
     gas_class,
 )
-from cimtwin.spatial.pipelines.graph import NetworkGraph, connected_components, network_graph
+from cimtwin.spatial.pipelines.graph import (
+    NetworkGraph,
+    clear_graph_cache,
+    connected_components,
+    network_graph,
+)
+from cimtwin.spatial.pipelines.graph_store import GraphStore
 from cimtwin.spatial.pipelines.isolation import isolate, isolation_analysis
 from cimtwin.spatial.pipelines.profile import profile_analysis
 from cimtwin.spatial.pipelines.qa import dangling_ends, qa_analysis
@@ -584,6 +595,161 @@ def test_the_graph_cache_sees_new_rows(scratch):
     assert arun(url, lambda c: network_graph(c, "RQ")) is not first
 
 
+@pytest.fixture
+def share_graphs(monkeypatch):
+    """``share_graphs(value)`` sets CIMTWIN_PIPELINE_GRAPH_DIR for the process's settings."""
+
+    def share(value: str) -> None:
+        monkeypatch.setenv("CIMTWIN_PIPELINE_GRAPH_DIR", value)
+        get_settings.cache_clear()
+
+    yield share
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    clear_graph_cache()
+
+
+def _stored(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _same_isolation(a: NetworkGraph, b: NetworkGraph, seg: int) -> bool:
+    x, y = isolate(a, seg), isolate(b, seg)
+    return (
+        np.array_equal(x.segments, y.segments)
+        and np.array_equal(x.nodes, y.nodes)
+        and x.valves == y.valves
+        and x.rings == y.rings
+    )
+
+
+def test_workers_map_the_graph_one_of_them_built(scratch, tmp_path, monkeypatch, share_graphs):
+    """The first worker builds the water graph and stores it; another one (an empty
+    in-process cache) maps the stored arrays without reading the network tables, and every
+    Net3 isolation and whole analysis answers as with a graph built privately."""
+    url = scratch["url"]
+    private = arun(url, lambda c: graph_module._load_graph(c, "JS"))
+    seg_ids = private.seg_id.tolist()
+    share_graphs("off")
+    clear_graph_cache()
+    answers_off = [
+        arun(url, lambda c, i=i: isolation_analysis(c, segment_id=i, max_features=5))
+        for i in seg_ids[::40]
+    ]
+    share_graphs(str(tmp_path))
+    clear_graph_cache()
+    first = arun(url, lambda c: network_graph(c, "JS"))
+    assert len(_stored(tmp_path)) == 1
+    clear_graph_cache()  # another worker
+
+    async def no_tables(conn, network):
+        raise AssertionError("the stored graph was not used")
+
+    monkeypatch.setattr(graph_module, "_load_graph", no_tables)
+    other = arun(url, lambda c: network_graph(c, "JS"))
+    assert other is not first and not other.seg_id.flags.writeable  # mapped read-only
+    assert np.array_equal(other.seg_id, private.seg_id)
+    assert list(other.node_point_no) == list(private.node_point_no)
+    assert list(other.valves) == list(private.valves)
+    assert all(_same_isolation(private, other, s) for s in range(len(seg_ids)))
+    answers_shared = [
+        arun(url, lambda c, i=i: isolation_analysis(c, segment_id=i, max_features=5))
+        for i in seg_ids[::40]
+    ]
+    assert answers_shared == answers_off
+    # a build made 800 s ago by another worker has 100 s left here, not the full 900 s
+    (folder,) = _stored(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "built_at": time.time() - 800}))
+    clear_graph_cache()
+    aged = arun(url, lambda c: network_graph(c, "JS"))
+    assert aged.age_s == pytest.approx(800, abs=30)
+    ((_, since, cached),) = graph_module.GRAPHS.entries.values()
+    assert cached is aged and time.monotonic() - since == pytest.approx(800, abs=30)
+    # a failed valve grows the isolation the same way on the mapped graph
+    ref = private.valves[0].ref
+    seg = private.valves[0].seg
+    assert (
+        isolate(other, seg, [ref]).segments.tolist()
+        == isolate(private, seg, [ref]).segments.tolist()
+    )
+
+
+def test_a_stored_graph_gives_way_to_changed_tables(scratch, tmp_path, share_graphs):
+    """A change of the network tables makes a new build, which replaces the older folder;
+    a folder older than the graphs' maximum age is not used; 'off' stores nothing."""
+    url = scratch["url"]
+    share_graphs(str(tmp_path))
+    clear_graph_cache()
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        _, pipes = add_network(
+            conn,
+            "tiny-store",
+            "RQ",
+            "TR",
+            {
+                "N1": (7000, 0, 100.0, None, None),
+                "N2": (7100, 0, 100.0, None, None),
+                "N3": (7200, 0, 100.0, None, None),
+            },
+            {"a": pressure_pipe("N1", "N2"), "b": pressure_pipe("N2", "N3")},
+        )
+        conn.commit()
+    r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
+    assert set(r["isolated_segments"]["ids"]) >= {pipes["a"], pipes["b"]}
+    before = _stored(tmp_path)
+    assert len(before) == 1
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        vid = conn.execute(
+            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, segment_id, node_id, geom)"
+            " SELECT 'tiny-store', 'S1', s.id, s.from_node_id, ST_StartPoint(s.geom) FROM "
+            "cim.pipeline_segment s WHERE s.id = %s RETURNING id",
+            (pipes["b"],),
+        ).fetchone()[0]
+        conn.commit()
+    clear_graph_cache()  # a worker that has not seen the graph yet must not map the old one
+    r = arun(url, lambda c: isolation_analysis(c, segment_id=pipes["a"]))
+    assert r["isolated_segments"]["ids"] == [pipes["a"]]
+    assert [v["valve"] for v in r["valves"]] == [f"valve:{vid}"]
+    after = _stored(tmp_path)
+    assert len(after) == 1 and after != before
+    g = arun(url, lambda c: network_graph(c, "RQ"))
+    assert g.seg_index(pipes["a"]) is not None
+    key, fingerprint = _key_and_fingerprint(url, "RQ")
+    store = GraphStore(tmp_path / "aged", max_age_s=900.0)
+    dropped, other = tmp_path / "aged" / "g0dropped-0", tmp_path / "aged" / "g0other-0"
+    dropped.mkdir(parents=True)
+    other.mkdir()
+    os.utime(dropped, (time.time() - 1000, time.time() - 1000))  # past the maximum age
+    store.save(key, fingerprint, g)
+    assert not dropped.exists() and other.exists()  # another database's recent build stays
+    assert store.load(key, fingerprint) is not None
+    assert store.load(key, (*fingerprint, "changed")) is None
+    assert GraphStore(tmp_path / "aged", max_age_s=0.0).load(key, fingerprint) is None
+    share_graphs("off")
+    clear_graph_cache()
+    stored = _stored(tmp_path)
+    assert arun(url, lambda c: network_graph(c, "RQ")).seg_index(pipes["b"]) is not None
+    assert _stored(tmp_path) == stored  # nothing written
+    shared_by_all = tmp_path / "open"
+    shared_by_all.mkdir()
+    shared_by_all.chmod(0o777)  # anyone could plant a graph here: not used
+    share_graphs(str(shared_by_all))
+    clear_graph_cache()
+    assert arun(url, lambda c: network_graph(c, "RQ")).seg_index(pipes["b"]) is not None
+    assert _stored(shared_by_all) == []
+
+
+def _key_and_fingerprint(url: str, network: str) -> tuple:
+    async def get(conn):
+        info = conn.info
+        return (info.host, info.port, info.dbname, network), await graph_module.GRAPHS.fingerprint(
+            conn
+        )
+
+    return arun(url, get)
+
+
 # --- Net3 against WNTR ----------------------------------------------------------------------------
 
 
@@ -938,3 +1104,38 @@ def test_cross_section_offsets_match_line_locate_point(loaded_sample, database_u
     samples = r["ground"]["samples"]
     assert len(samples) == 31 and samples[-1]["offset_m"] == pytest.approx(section.length)
     assert all(60 < s["elevation_m"] < 90 for s in samples)
+
+
+def test_analysis_statements_run_without_jit_in_one_round_trip_on_pooled_connections(scratch):
+    """rows_nojit turns JIT off for its statement only on a plain connection; on the API's
+    pooled connections (JIT off for the session already) it opens no transaction."""
+    from cimtwin.api.db import make_pool
+    from cimtwin.settings import Settings
+    from cimtwin.spatial.sql_toolkit import rows_nojit
+
+    url = scratch["url"]
+    query = "SELECT current_setting('jit')"
+
+    async def plain(conn):
+        default = (await (await conn.execute(query)).fetchone())[0]
+        inside = (await rows_nojit(conn, query))[0][0]
+        return default, inside, (await (await conn.execute(query)).fetchone())[0]
+
+    default, inside, after = arun(url, plain)
+    assert inside == "off" and after == default  # SET LOCAL: the session keeps its setting
+
+    async def pooled():
+        pool = make_pool(Settings(database_url=url))
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+
+                def no_transaction(*a, **k):
+                    raise AssertionError("a transaction was opened")
+
+                conn.transaction = no_transaction
+                return (await rows_nojit(conn, query))[0][0]
+        finally:
+            await pool.close()
+
+    assert asyncio.run(pooled()) == "off"

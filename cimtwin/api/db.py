@@ -55,6 +55,10 @@ class ApiPool(AsyncConnectionPool):
         class Connection(AsyncConnection):
             """Tells the pool how each connection attempt went."""
 
+            #: :func:`make_pool` turns JIT off for the whole session, so the analyses need
+            #: not wrap a statement in a transaction to turn it off (three round trips)
+            jit_off = True
+
             @classmethod
             async def connect(cls, *args: Any, **kw: Any) -> Any:
                 try:

@@ -23,8 +23,15 @@ class FingerprintCache:
     """``await cache.get(conn, key, compute)``: the cached value while ``fingerprint_sql``
     answers as it did when the value was computed, else ``await compute()``."""
 
-    def __init__(self, fingerprint_sql: str, max_age_s: float, max_entries: int) -> None:
+    def __init__(
+        self,
+        fingerprint_sql: str,
+        max_age_s: float,
+        max_entries: int,
+        pass_fingerprint: bool = False,
+    ) -> None:
         self.fingerprint_sql = fingerprint_sql
+        self.pass_fingerprint = pass_fingerprint
         self.max_age_s = max_age_s
         self.max_entries = max_entries
         self.entries: OrderedDict[Hashable, tuple[tuple, float, Any]] = OrderedDict()
@@ -37,8 +44,10 @@ class FingerprintCache:
         return tuple(await cur.fetchone() or ())
 
     async def get(
-        self, conn: AsyncConnection, key: Hashable, compute: Callable[[], Awaitable[Any]]
+        self, conn: AsyncConnection, key: Hashable, compute: Callable[..., Awaitable[Any]]
     ) -> Any:
+        """``compute()``, or ``compute(fingerprint)`` when the cache was made with
+        ``pass_fingerprint`` (to key a copy kept elsewhere by the same state)."""
         fingerprint = await self.fingerprint(conn)
         found, value = self._fresh(key, fingerprint)
         if found:
@@ -50,8 +59,9 @@ class FingerprintCache:
             if found:
                 return value
             self.misses += 1
-            value = await compute()
-            self._put(key, fingerprint, value)
+            value = await (compute(fingerprint) if self.pass_fingerprint else compute())
+            # a value computed elsewhere earlier (a graph another worker built) ages from then
+            self._put(key, fingerprint, value, float(getattr(value, "age_s", 0.0)))
             return value
 
     def clear(self) -> None:
@@ -67,9 +77,9 @@ class FingerprintCache:
                 return True, entry[2]
             return False, None
 
-    def _put(self, key: Hashable, fingerprint: tuple, value: Any) -> None:
+    def _put(self, key: Hashable, fingerprint: tuple, value: Any, age_s: float = 0.0) -> None:
         with self._guard:
-            self.entries[key] = (fingerprint, time.monotonic(), value)
+            self.entries[key] = (fingerprint, time.monotonic() - age_s, value)
             self.entries.move_to_end(key)
             while len(self.entries) > self.max_entries:
                 old, _ = self.entries.popitem(last=False)

@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import dijkstra
 from cimtwin.spatial.incident_queries import POINT, grid_at
 from cimtwin.spatial.pipelines.graph import network_graph
 from cimtwin.spatial.pipelines.isolation import isolate
-from cimtwin.spatial.sql_toolkit import T, geojson_text, one, one_row, rows
+from cimtwin.spatial.sql_toolkit import T, geojson_text, one, rows
 
 HYDRANT = "消防栓"
 VALVE = "阀门"
@@ -435,23 +435,20 @@ async def buildings_within(
     conn: AsyncConnection, x: float, y: float, radius: float, cap: int
 ) -> dict[str, Any]:
     p = {"x": x, "y": y, "r": radius, "cap": cap}
-    total = await one_row(
-        conn,
-        f"""
-        SELECT count(*), coalesce(sum(residents), 0), count(residents),
-               coalesce(sum(floor_area_m2), 0)
-        FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)""",
-        p,
-    )
+    # one statement: the totals over every building in the radius are window aggregates,
+    # computed before the LIMIT (the listed rows carry them)
     found = await rows(
         conn,
         f"""
         SELECT id, building_code, name, use, height_m, floors, residents,
-               ST_Distance(footprint, {POINT}) AS d
+               ST_Distance(footprint, {POINT}) AS d,
+               count(*) OVER (), coalesce(sum(residents) OVER (), 0), count(residents) OVER (),
+               coalesce(sum(floor_area_m2) OVER (), 0)
         FROM {T.building} WHERE ST_DWithin(footprint, {POINT}, %(r)s)
         ORDER BY d, id LIMIT %(cap)s""",
         p,
     )
+    total = found[0][8:12] if found else (0, 0, 0, 0.0)  # the types the aggregates give
     keys = ("id", "building_code", "name", "use", "height_m", "floors", "residents")
     return {
         "count": total[0],

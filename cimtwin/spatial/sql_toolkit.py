@@ -71,7 +71,10 @@ async def one_row(conn: AsyncConnection, query: Any, params: Any = None) -> tupl
 
 async def rows_nojit(conn: AsyncConnection, query: Any, params: Any = None) -> list[tuple]:
     """For the spatial analyses: set-returning PostGIS functions make the planner's costs
-    huge, which buys a JIT compilation costing far more than the query (0.6 s for 1 ms)."""
+    huge, which buys a JIT compilation costing far more than the query (0.6 s for 1 ms).
+    The API's pooled connections have JIT off already (``jit_off``): one round trip."""
+    if getattr(conn, "jit_off", False):
+        return await rows(conn, query, params)
     async with conn.transaction():
         await conn.execute("SET LOCAL jit = off")
         cur = await conn.execute(query, params)

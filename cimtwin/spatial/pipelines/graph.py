@@ -13,6 +13,7 @@ are built with the graph and kept with it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,6 +29,8 @@ from cimtwin.spatial.pipelines.shared import (
     VALVE,
     fetch_all,
 )
+
+log = logging.getLogger(__name__)
 
 #: networks whose pipes carry water by gravity along ``flow_direction`` (the importer's rule)
 GRAVITY_NETWORKS = frozenset({"PS"})
@@ -90,10 +93,13 @@ class NetworkGraph:
     seg_size: np.ndarray  # mm, 0 when unknown
     node_id: np.ndarray
     node_xy: np.ndarray  # (n, 2) storage CRS
-    node_feature: list[str]
-    node_appurtenance: list[str]
-    node_point_no: list[str]
-    valves: list[Valve]
+    # lists when built here; read-only columns when mapped from another worker's build
+    node_feature: Sequence[str]
+    node_appurtenance: Sequence[str]
+    node_point_no: Sequence[str]
+    valves: Sequence[Valve]
+    #: seconds since the graph was built, when it was built by another process
+    age_s: float = 0.0
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -304,7 +310,9 @@ FROM {VALVE} v JOIN {SEG} s ON s.id = v.segment_id WHERE s.network = %s
 """
 
 #: this process's graphs, one per (server, database, network)
-GRAPHS = FingerprintCache(FINGERPRINT_SQL, GRAPH_MAX_AGE_S, MAX_CACHED_GRAPHS)
+GRAPHS = FingerprintCache(
+    FINGERPRINT_SQL, GRAPH_MAX_AGE_S, MAX_CACHED_GRAPHS, pass_fingerprint=True
+)
 
 
 def clear_graph_cache() -> None:
@@ -325,7 +333,42 @@ async def network_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
     """
     info = conn.info
     key = (info.host, info.port, info.dbname, network)
-    return await GRAPHS.get(conn, key, lambda: _load_graph(conn, network))
+    return await GRAPHS.get(conn, key, lambda fp: _shared_graph(conn, key, fp, network))
+
+
+async def _shared_graph(
+    conn: AsyncConnection, key: tuple, fingerprint: tuple, network: str
+) -> NetworkGraph:
+    """The graph as another worker of this host stored it (:mod:`.graph_store`), else built
+    here and stored for them; built privately when there is nowhere to store it."""
+    from cimtwin.spatial.pipelines.graph_store import GraphStore, default_dir
+
+    root = default_dir()
+    if root is None:
+        return await _load_graph(conn, network)
+    store = GraphStore(root, GRAPH_MAX_AGE_S)
+    found = await asyncio.to_thread(store.load, key, fingerprint)
+    if found is not None:
+        return found
+    try:
+        lock = await asyncio.to_thread(store.lock, key)
+    except OSError as exc:
+        log.warning("pipeline graphs are not shared (%s): %s", root, exc)
+        return await _load_graph(conn, network)
+    try:
+        found = await asyncio.to_thread(store.load, key, fingerprint)
+        if found is not None:  # built by the worker that held the lock
+            return found
+        graph = await _load_graph(conn, network)
+        try:
+            await asyncio.to_thread(store.save, key, fingerprint, graph)
+        except OSError as exc:
+            log.warning("pipeline graph not stored in %s: %s", root, exc)
+            return graph
+        # map the stored copy here too, so this worker's private arrays can go
+        return await asyncio.to_thread(store.load, key, fingerprint) or graph
+    finally:
+        await asyncio.to_thread(store.unlock, lock)
 
 
 async def _load_graph(conn: AsyncConnection, network: str) -> NetworkGraph:
