@@ -512,6 +512,13 @@ def test_pipelines_reimport_swaps_partitions_and_keeps_the_valves(
         status = conn.execute(
             "SELECT status FROM cim.import_batch WHERE id = %s", (first.batch_id,)
         ).fetchone()[0]
+        # the import analysed what it wrote: column statistics exist for the new partition
+        # (only ANALYZE makes them; autovacuum may be late, or off)
+        stats = conn.execute(
+            "SELECT count(*) FROM pg_stats WHERE tablename = %s",
+            (f"pipeline_segment_b{again.batch_id}",),
+        ).fetchone()[0]
+    assert stats > 10
     for table in ("pipeline_node", "pipeline_segment"):
         assert f"{table}_b{again.batch_id}" in parts
         assert f"{table}_b{first.batch_id}" not in parts

@@ -151,6 +151,11 @@ OGC_ANSWERS: dict[str, dict[str, Any]] = {
         "required": ["type", "properties"],
         "properties": {"type": {"const": "object"}, "properties": {"type": "object"}},
     },
+    "/collections/{collectionId}/schema": {
+        "type": "object",
+        "required": ["type", "properties"],
+        "properties": {"type": {"const": "object"}, "properties": {"type": "object"}},
+    },
     "/collections/{collectionId}/items": FEATURE_COLLECTION_REF,
     "/collections/{collectionId}/items/{featureId}": FEATURE_REF,
 }
@@ -329,7 +334,7 @@ def _document(
     if path in OGC_ANSWERS:
         ok = responses.setdefault("200", {"description": "OK"})
         media = GEOJSON if OGC_ANSWERS[path] in (FEATURE_REF, FEATURE_COLLECTION_REF) else JSON
-        if path.endswith("/queryables"):
+        if path.endswith(("/queryables", "/schema")):
             media = "application/schema+json"
         ok["content"] = {media: {"schema": OGC_ANSWERS[path]}}
     _secure(op, facts, open_reads, schemes)
