@@ -701,8 +701,9 @@ def test_a_stored_graph_gives_way_to_changed_tables(scratch, tmp_path, share_gra
     assert len(before) == 1
     with psycopg.connect(libpq_dsn(url)) as conn:
         vid = conn.execute(
-            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, segment_id, node_id, geom)"
-            " SELECT 'tiny-store', 'S1', s.id, s.from_node_id, ST_StartPoint(s.geom) FROM "
+            f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, network_batch_id, "
+            "segment_id, node_id, geom) SELECT 'tiny-store', 'S1', s.batch_id, s.id, "
+            "s.from_node_id, ST_StartPoint(s.geom) FROM "
             "cim.pipeline_segment s WHERE s.id = %s RETURNING id",
             (pipes["b"],),
         ).fetchone()[0]
