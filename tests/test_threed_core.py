@@ -459,6 +459,7 @@ def test_batch_extents_and_changed_areas(loaded_sample, database_url):
 
 def test_a_job_reconnects_when_its_kept_connection_was_closed(fake_db, tmp_path):
     from cimtwin.db.engine import libpq_dsn
+    from cimtwin.tiles import cluster
     from cimtwin.tiles.threed import plan as plan_mod
 
     placement = Placement(geoid="none")
@@ -475,6 +476,6 @@ def test_a_job_reconnects_when_its_kept_connection_was_closed(fake_db, tmp_path)
         height_offset_m=placement.offset,
     )
     first = plan_mod.run_job(job)
-    plan_mod._connection(dsn).close()  # as a server restart would leave it
+    cluster.worker_connection(dsn).close()  # as a server restart would leave it
     again = plan_mod.run_job(job)
     assert first.features == again.features == 144 and first.sha256 == again.sha256

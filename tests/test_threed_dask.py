@@ -28,19 +28,19 @@ def _files(folder: Path) -> dict[str, str]:
 
 
 def _dsns_opened_by_workers(client: Client) -> dict[str, list[str]]:
-    """Per worker, the DSNs its tile jobs connected to (plan._CONNECTIONS in that process)."""
+    """Per worker, the DSNs its tile jobs connected to (its kept connections)."""
 
     def opened() -> list[str]:
-        from cimtwin.tiles.threed import plan
+        from cimtwin.tiles import cluster
 
-        return sorted(plan._CONNECTIONS)
+        return sorted(cluster.WORKER_CONNECTIONS)
 
     return client.run(opened)
 
 
 def test_one_and_two_dask_workers_write_the_same_bytes(settings, loaded_sample, tmp_path):
     from cimtwin.db.engine import libpq_dsn
-    from cimtwin.tiles.threed import cluster
+    from cimtwin.tiles import cluster
     from cimtwin.tiles.threed.build import build_tileset
 
     # earlier builds in this process (default workers: one per CPU) keep their LocalCluster,
@@ -99,7 +99,7 @@ def _cli(args: list[str], settings, tmp_path, monkeypatch):
 
 
 def test_build_3d_workers_2_and_scheduler(settings, loaded_sample, tmp_path, monkeypatch):
-    from cimtwin.tiles.threed import cluster
+    from cimtwin.tiles import cluster
 
     # --workers 2 runs on a LocalCluster of 2 (the one the test above left, or a new one)
     layers = "buildings,pipelines,components"

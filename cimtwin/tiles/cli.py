@@ -29,9 +29,33 @@ def export_mvt(
     minzoom: int = typer.Option(12, "--minzoom", min=0, max=22),
     maxzoom: int = typer.Option(16, "--maxzoom", min=0, max=22),
     out: Path = typer.Option(..., "--out", help="FILE.pmtiles (v3) or FILE.mbtiles"),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help="Dask LocalCluster worker processes rendering the tiles (0: one per CPU; "
+        "1: in this process); the archive is the same file either way",
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        envvar="CIMTWIN_DASK_SCHEDULER",
+        help="an existing Dask scheduler (tcp://host:8786) to render on instead; its "
+        "workers must reach the database",
+    ),
+    memory_limit: str = typer.Option(
+        "auto", "--memory-limit", help="memory per LocalCluster worker (e.g. 2GiB)"
+    ),
 ) -> None:
     """Write the layers' vector tiles over the data's extent to a PMTiles or MBTiles file."""
+    import os
+
+    from cimtwin.tiles import cluster
     from cimtwin.tiles.export import export
+
+    cluster.check_memory_limit(memory_limit)
+    if scheduler:
+        cluster.client_for(0, scheduler)  # unreachable: one line before any work
 
     console = Console(stderr=True)
     with Progress(
@@ -60,6 +84,9 @@ def export_mvt(
             out,
             on_total=total,
             on_tile=step,
+            workers=workers or os.cpu_count() or 1,
+            scheduler=scheduler,
+            memory_limit=memory_limit,
         )
     console.print(
         f"{out}: {counts['tiles_written']:,} tiles written "
@@ -165,7 +192,7 @@ def build_3d(
     # tilesets an import writes (oblique) are rebuilt by that import, not by the builder
     reimported = [n for n in wanted if n in registry.REIMPORTED]
     targets = expand_families(wanted, settings.database_url, folder)
-    from cimtwin.tiles.threed import cluster
+    from cimtwin.tiles import cluster
 
     # a bad memory limit or an unreachable scheduler is told before any progress bar
     cluster.check_memory_limit(memory_limit)

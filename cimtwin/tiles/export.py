@@ -1,7 +1,10 @@
 """Static export of vector tiles to PMTiles v3 or MBTiles, for offline use or static hosting.
 
 The tiles are the same as the API serves (same statements); the tile list covers the data's
-extent at each zoom, and empty tiles are left out.
+extent at each zoom, and empty tiles are left out. With more than one worker (or a Dask
+scheduler) the tiles are rendered on Dask distributed, a run of tiles per job, each worker
+with its own database connection; the driver writes the one archive file in tile order, so
+the file is the same byte for byte whoever rendered it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import gzip
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import morecantile
@@ -18,6 +22,7 @@ from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
 
 from cimtwin.db.connect import connect, not_set_up, schema_revision
+from cimtwin.db.engine import libpq_dsn
 from cimtwin.errors import UserError
 from cimtwin.settings import get_settings
 from cimtwin.spatial import crs as crs_mod
@@ -26,6 +31,36 @@ from cimtwin.tiles.mvt import WEB_MERCATOR, TileRequest, layer_query
 
 #: data extent: west, south, east, north in degrees (EPSG:4326, longitude first)
 Bounds = tuple[float, float, float, float]
+#: tiles per Dask job: enough to amortise a task's overhead, few enough to share out
+TILES_PER_JOB = 256
+
+
+@dataclass(frozen=True)
+class MvtJob:
+    """A run of tiles for one worker: plain data (the worker opens its own connection)."""
+
+    dsn: str
+    layer_ids: tuple[str, ...]
+    tiles: tuple[tuple[int, int, int], ...]
+    max_features: int
+
+
+def run_mvt_job(job: MvtJob) -> list[tuple[int, int, int, bytes]]:
+    """The job's non-empty tiles, gzipped, in the job's order (runs on a Dask worker)."""
+    from cimtwin.tiles.cluster import forget_connection, worker_connection
+
+    layers = [BY_ID[i] for i in job.layer_ids]
+    out = []
+    for z, x, y in job.tiles:
+        tile = morecantile.Tile(x, y, z)
+        try:
+            body = render(worker_connection(job.dsn), layers, tile, job.max_features)
+        except psycopg.OperationalError:  # the kept connection died since the last job
+            forget_connection(job.dsn)
+            body = render(worker_connection(job.dsn), layers, tile, job.max_features)
+        if body:
+            out.append((z, x, y, gzip.compress(body, mtime=0)))
+    return out
 
 
 def data_bounds(conn: psycopg.Connection, layers: list[Layer]) -> Bounds | None:
@@ -82,9 +117,15 @@ def export(
     max_features: int = 50_000,
     on_total: Callable[[int], None] | None = None,
     on_tile: Callable[[], None] | None = None,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    memory_limit: str = "auto",
+    tiles_per_job: int = TILES_PER_JOB,
 ) -> dict[str, int]:
     """Write the tiles of ``layer_ids`` for zooms minzoom..maxzoom to ``out`` (.pmtiles or
-    .mbtiles); returns counts of tiles visited and written."""
+    .mbtiles); returns counts of tiles visited and written. ``workers`` above 1 renders on a
+    Dask LocalCluster of that many processes, ``scheduler`` on an existing cluster."""
     unknown = [i for i in layer_ids if i not in BY_ID]
     if unknown:
         raise UserError(f"unknown layer(s) {', '.join(unknown)}; known: {', '.join(BY_ID)}")
@@ -112,11 +153,37 @@ def export(
                 if body:
                     yield t, gzip.compress(body, mtime=0)
 
+        def rendered_on_cluster() -> Iterator[tuple[morecantile.Tile, bytes]]:
+            from cimtwin.tiles import cluster
+
+            client = cluster.client_for(workers, scheduler, memory_limit)
+            dsn = libpq_dsn(database_url)
+            jobs = [
+                MvtJob(
+                    dsn,
+                    tuple(layer_ids),
+                    tuple((t.z, t.x, t.y) for t in tiles[i : i + tiles_per_job]),
+                    max_features,
+                )
+                for i in range(0, len(tiles), tiles_per_job)
+            ]
+            for job, done in zip(
+                jobs,
+                cluster.run_on_cluster(client, run_mvt_job, jobs, key="mvt-job", ordered=True),
+                strict=True,
+            ):
+                for z, x, y, body in done:
+                    yield morecantile.Tile(x, y, z), body
+                if on_tile:
+                    for _ in job.tiles:
+                        on_tile()
+
         meta = _metadata(layers, minzoom, maxzoom, bounds)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
+        on_cluster = scheduler is not None or (workers > 1 and len(tiles) > tiles_per_job)
         written = (_write_pmtiles if suffix == ".pmtiles" else _write_mbtiles)(
-            tmp, rendered(), meta, bounds, minzoom, maxzoom
+            tmp, rendered_on_cluster() if on_cluster else rendered(), meta, bounds, minzoom, maxzoom
         )
         tmp.replace(out)  # a half-written archive never takes the real name
     return {"tiles_visited": len(tiles), "tiles_written": written}

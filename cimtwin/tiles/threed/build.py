@@ -205,17 +205,17 @@ def run_jobs(
 ) -> Iterable[TileSummary]:
     """The jobs' summaries as they finish: on the Dask cluster at ``scheduler`` when one is
     given, in this process for one worker (or one job), else on a LocalCluster of
-    ``workers`` processes (:mod:`cimtwin.tiles.threed.cluster`)."""
+    ``workers`` processes (:mod:`cimtwin.tiles.cluster`)."""
     if scheduler is None and (workers <= 1 or len(jobs) <= 1):
         for job in jobs:
             yield run_job(job)
             if on_done:
                 on_done()
         return
-    from cimtwin.tiles.threed import cluster
+    from cimtwin.tiles import cluster
 
     client = cluster.client_for(workers, scheduler, memory_limit)
-    yield from cluster.run_on_cluster(client, jobs, on_done)
+    yield from cluster.run_on_cluster(client, run_job, jobs, on_done)
 
 
 def build_tileset(

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from cimtwin.tiles.cluster import forget_connection, worker_connection
 from cimtwin.tiles.threed.glb import glb_bytes
 from cimtwin.tiles.threed.placement import Placement
 from cimtwin.tiles.threed.sources.base import Box, Source
@@ -221,18 +222,6 @@ def jobs_for(
     return out
 
 
-_CONNECTIONS: dict[str, psycopg.Connection] = {}
-
-
-def _connection(dsn: str) -> psycopg.Connection:
-    """The worker's connection to ``dsn``: opened by the first job that needs it, kept for
-    the next jobs, opened again when the server closed it (a restart between builds)."""
-    conn = _CONNECTIONS.get(dsn)
-    if conn is None or conn.closed or conn.broken:
-        conn = _CONNECTIONS[dsn] = psycopg.connect(dsn, autocommit=True)
-    return conn
-
-
 @lru_cache(maxsize=4)
 def _placement(geoid: str, offset: float) -> Placement:
     return Placement(geoid=geoid, height_offset_m=offset)
@@ -249,12 +238,12 @@ def run_job(job: TileJob) -> TileSummary:
     """Read the tile's content from PostGIS, write its glb, report what it wrote."""
     source = _source(job.source)
     try:
-        content = source.content(_connection(job.dsn), job.box, job.tolerance_m)
+        content = source.content(worker_connection(job.dsn), job.box, job.tolerance_m)
     except psycopg.OperationalError:
         # the kept connection died since the last job (a server restart, a dropped and
         # recreated database): a closed connection only shows when used, so open it again once
-        _CONNECTIONS.pop(job.dsn, None)
-        content = source.content(_connection(job.dsn), job.box, job.tolerance_m)
+        forget_connection(job.dsn)
+        content = source.content(worker_connection(job.dsn), job.box, job.tolerance_m)
     target = Path(job.out_dir) / job.path
     if content is None or content.mesh.empty:
         target.unlink(missing_ok=True)

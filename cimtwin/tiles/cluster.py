@@ -1,10 +1,12 @@
 """Tile jobs on Dask distributed: a LocalCluster on this machine, or an existing cluster.
 
-A tile job (:class:`~cimtwin.tiles.threed.plan.TileJob`) is plain data carrying the database
-DSN and the output folder: the worker that runs it reads PostGIS itself and writes the tile's
-file itself, and only its small :class:`TileSummary` comes back. The driver plans the tree
-and assembles tileset.json; nothing is shared beyond the database and the output folder, so
-any ``dask-worker`` that can reach both can build tiles (``--scheduler tcp://host:8786``).
+Both tile builds run here: 3D Tiles (a :class:`~cimtwin.tiles.threed.plan.TileJob` per tile:
+the worker reads PostGIS and writes the tile's glb itself, and only a small summary comes
+back; the driver plans the tree and assembles tileset.json) and the static vector-tile export
+(an :class:`~cimtwin.tiles.export.MvtJob` per run of tiles: the worker renders them, the
+driver writes the one PMTiles or MBTiles file). A job is plain data carrying the database
+DSN; nothing is shared beyond the database and the output, so any ``dask-worker`` that can
+reach both can build tiles (``--scheduler tcp://host:8786``).
 
 Clients are kept for the process's life (like the pool they replace): the CLI builds several
 tilesets in a row, and a LocalCluster's start-up (a few seconds of imports per worker) is paid
@@ -16,11 +18,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
 
 from cimtwin.errors import UserError
-from cimtwin.tiles.threed.plan import TileJob, TileSummary, run_job
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -48,6 +51,24 @@ def connect_timeout_s() -> float:
 
 
 _CLIENTS: dict[tuple[str, str], Client] = {}
+#: per worker process: its database connections, by DSN (kept for the next jobs)
+WORKER_CONNECTIONS: dict[str, psycopg.Connection] = {}
+
+Job = TypeVar("Job")
+
+
+def worker_connection(dsn: str) -> psycopg.Connection:
+    """The worker's connection to ``dsn``: opened by the first job that needs it, kept for
+    the next jobs, opened again when the server closed it (a restart between builds)."""
+    conn = WORKER_CONNECTIONS.get(dsn)
+    if conn is None or conn.closed or conn.broken:
+        conn = WORKER_CONNECTIONS[dsn] = psycopg.connect(dsn, autocommit=True)
+    return conn
+
+
+def forget_connection(dsn: str) -> None:
+    """Drop the kept connection to ``dsn`` (it failed; the next job opens a new one)."""
+    WORKER_CONNECTIONS.pop(dsn, None)
 
 
 def _close_all() -> None:
@@ -110,26 +131,33 @@ def check_memory_limit(text: str) -> None:
 
 
 def run_on_cluster(
-    client: Client, jobs: list[TileJob], on_done: Callable[[], None] | None = None
-) -> Iterator[TileSummary]:
-    """The jobs' summaries in the order they finish on the cluster's workers (one future per
-    tile, so the progress bar moves with the cluster's completed tasks)."""
+    client: Client,
+    fn: Callable[[Job], Any],
+    jobs: Sequence[Job],
+    on_done: Callable[[], None] | None = None,
+    *,
+    key: str = "tile-job",
+    ordered: bool = False,
+) -> Iterator[Any]:
+    """``fn(job)`` for every job on the cluster's workers, one future per job (so the
+    progress bar moves with the cluster's completed tasks): results as they finish, or in
+    the jobs' order with ``ordered`` (what a single output file is written in)."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     # pure=False: every job gets a fresh key (the prefix names them in the task stream), so
     # no job is answered from an earlier build's result for the same tile
-    futures = client.map(run_job, jobs, pure=False, key="tile-job")
+    futures = client.map(fn, jobs, pure=False, key=key)
     try:
-        for future in as_completed(futures):
+        for future in futures if ordered else as_completed(futures):
             try:
-                summary = future.result()
+                result = future.result()
             except KilledWorker as exc:
                 raise UserError(
                     f"a tile job's worker died again and again ({exc}); a tile over the "
                     "worker memory limit? give --memory-limit more"
                 ) from None
-            yield summary
+            yield result
             if on_done:
                 on_done()
     finally:
