@@ -77,6 +77,9 @@ def test_each_district_has_its_own_county_codes(city: Path) -> None:
         assert all(c.startswith(f"DK{county.code}") for c in found["parcel"])
     for kind in per[0]:
         assert per[0][kind].isdisjoint(per[1][kind]), kind
+    # the same named areas (core, hub, plan) in each, moved with its district
+    named = [{s.split("-", 1)[1] for s in found["district"]} for found in per]
+    assert named[0] == named[1] and "north-station" in named[0]
 
 
 def test_districts_lie_side_by_side_without_overlapping(city: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from cimtwin.samples import names
-from cimtwin.samples.layout import Lattice
+from cimtwin.samples.layout import Lattice, station_xy
 from cimtwin.samples.spec import (
     CORE_EXTENT,
     COUNTY_CODE,
@@ -158,9 +158,12 @@ def build_admin(lat: Lattice, seed: int) -> Admin:
 
 
 def _cells_in_extent(lat: Lattice, extent: tuple[float, float, float, float]) -> tuple[int, ...]:
-    """Block index range (i0, i1, j0, j1) whose centres fall inside a lon/lat box."""
+    """Block index range (i0, i1, j0, j1) whose centres fall inside a lon/lat box around the
+    North Station, moved with the lattice (a city's other districts sit elsewhere)."""
     tr = transformer(4490, STORAGE_EPSG)
     xs, ys = tr.transform([extent[0], extent[2]], [extent[1], extent[3]])
+    sx, sy = station_xy()
+    xs, ys = np.asarray(xs) + (lat.cx - sx), np.asarray(ys) + (lat.cy - sy)
     mx = (lat.xs[:-1] + lat.xs[1:]) / 2
     my = (lat.ys[:-1] + lat.ys[1:]) / 2
     ii = np.nonzero((mx >= xs[0]) & (mx <= xs[1]))[0]
