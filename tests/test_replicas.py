@@ -9,125 +9,31 @@ request when the standby is stopped in the middle of a load."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from cimtwin.db import bootstrap
 from cimtwin.settings import Settings
 from cimtwin.spatial.model import SCHEMA
 from cimtwin.spatial.provenance import CHANGE_CHANNEL
 from tests.browser import serve
+from tests.replica_pair import Pair, available, pg_ctl, replica_pair
 
-BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = pytest.mark.skipif(
-    not (BIN / "pg_basebackup").exists(),
+    not available(),
     reason="PostgreSQL 15 server binaries missing (scripts/setup.sh installs postgresql-15)",
 )
 #: a building inside the storage CRS's area (EPSG:4547 by default), near the North Station
 SQUARE = "POLYGON((400000 2500000, 400020 2500000, 400020 2500020, 400000 2500020, 400000 2500000))"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def as_postgres(*cmd: str) -> list[str]:
-    """PostgreSQL refuses to run as root: run its programs as the postgres user then."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
-
-
-def pg_ctl(data: Path, *args: str) -> None:
-    subprocess.run(
-        as_postgres(str(BIN / "pg_ctl"), "-D", str(data), *args),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-class Pair:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.primary_port, self.replica_port = free_port(), free_port()
-        self.primary_dir, self.replica_dir = root / "primary", root / "replica"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.primary_port}/twin"
-        self.replica_url = f"postgresql+psycopg://postgres@127.0.0.1:{self.replica_port}/twin"
-
-    def dsn(self, port: int) -> str:
-        return f"host=127.0.0.1 port={port} user=postgres dbname=twin"
-
-    def start(self, data: Path, port: int) -> None:
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
-        pg_ctl(data, "-w", "-l", str(data / "server.log"), "-o", options, "start")
-
-    def replica_sql(self, statement: str) -> list[tuple]:
-        with psycopg.connect(self.dsn(self.replica_port), autocommit=True) as conn:
-            cur = conn.execute(statement)
-            return cur.fetchall() if cur.description else []
-
-    def primary_sql(self, statement: str, params: tuple = ()) -> list[tuple]:
-        with psycopg.connect(self.dsn(self.primary_port), autocommit=True) as conn:
-            cur = conn.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-
-    def caught_up(self, timeout_s: float = 30) -> None:
-        (want,) = self.primary_sql("SELECT pg_current_wal_lsn()")[0]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            (ok,) = self.replica_sql(f"SELECT pg_last_wal_replay_lsn() >= '{want}'::pg_lsn")[0]
-            if ok:
-                return
-            time.sleep(0.1)
-        raise AssertionError("the standby did not catch up")
-
-
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    root = Path(tempfile.mkdtemp(prefix="cimtwin-replica-", dir="/tmp"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    p = Pair(root)
-    subprocess.run(
-        as_postgres(
-            str(BIN / "initdb"), "-D", str(p.primary_dir), "-U", "postgres", "--auth=trust"
-        ),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    p.start(p.primary_dir, p.primary_port)
-    try:
-        bootstrap.recreate_database(p.url)
-        subprocess.run(
-            as_postgres(
-                str(BIN / "pg_basebackup"),
-                *("-h", "127.0.0.1", "-p", str(p.primary_port), "-U", "postgres"),
-                *("-D", str(p.replica_dir), "-R", "-X", "stream", "-c", "fast"),
-            ),
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        p.start(p.replica_dir, p.replica_port)
+    with replica_pair() as p:
         yield p
-    finally:
-        for data in (p.replica_dir, p.primary_dir):
-            if (data / "postmaster.pid").exists():
-                pg_ctl(data, "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def add_building(pair: Pair, bid: int) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from cimtwin.samples import names
-from cimtwin.samples.layout import Lattice
+from cimtwin.samples.layout import Lattice, station_xy
 from cimtwin.samples.spec import (
     CORE_EXTENT,
     COUNTY_CODE,
@@ -43,14 +43,15 @@ class Admin:
     district: gpd.GeoDataFrame
 
 
-def _street_codes(n: int, station_street: int) -> list[str]:
-    """Synthetic street codes; the station's street gets the 民治 code used by every scale."""
+def _street_codes(n: int, station_street: int, county: str = COUNTY_CODE) -> list[str]:
+    """Synthetic street codes; the station's street gets the 民治 code used by every scale
+    (in another county, the same street number under that county's code)."""
     minzhi = int(MINZHI_STREET_CODE[-3:])
     others = [c for c in range(1, n + 2) if c != minzhi]
     out = []
     for k in range(n):
         out.append(
-            MINZHI_STREET_CODE if k == station_street else f"{COUNTY_CODE}{others.pop(0):03d}"
+            f"{county}{minzhi:03d}" if k == station_street else f"{county}{others.pop(0):03d}"
         )
     return out
 
@@ -77,7 +78,7 @@ def build_admin(lat: Lattice, seed: int) -> Admin:
         for k, (r, c) in enumerate(streets_rc)
         if sxb[c] <= station_gx < sxb[c + 1] and syb[r] <= station_gy < syb[r + 1]
     )
-    codes = _street_codes(len(streets_rc), station_street)
+    codes = _street_codes(len(streets_rc), station_street, lat.county.code)
     snames = names.street_names(len(streets_rc))
     # 民治 first in the name list: give it to the station's street, the rest in order
     order = [station_street] + [k for k in range(len(streets_rc)) if k != station_street]
@@ -157,9 +158,12 @@ def build_admin(lat: Lattice, seed: int) -> Admin:
 
 
 def _cells_in_extent(lat: Lattice, extent: tuple[float, float, float, float]) -> tuple[int, ...]:
-    """Block index range (i0, i1, j0, j1) whose centres fall inside a lon/lat box."""
+    """Block index range (i0, i1, j0, j1) whose centres fall inside a lon/lat box around the
+    North Station, moved with the lattice (a city's other districts sit elsewhere)."""
     tr = transformer(4490, STORAGE_EPSG)
     xs, ys = tr.transform([extent[0], extent[2]], [extent[1], extent[3]])
+    sx, sy = station_xy()
+    xs, ys = np.asarray(xs) + (lat.cx - sx), np.asarray(ys) + (lat.cy - sy)
     mx = (lat.xs[:-1] + lat.xs[1:]) / 2
     my = (lat.ys[:-1] + lat.ys[1:]) / 2
     ii = np.nonzero((mx >= xs[0]) & (mx <= xs[1]))[0]
@@ -203,7 +207,7 @@ def build_districts(lat: Lattice) -> gpd.GeoDataFrame:
     geoms = [_mpoly(ex[r[4][0]], ey[r[4][2]], ex[r[4][1]], ey[r[4][3]]) for r in rows]
     return gpd.GeoDataFrame(
         {
-            "slug": [r[0] for r in rows],
+            "slug": [lat.county.local(r[0]) for r in rows],
             "name": [r[1] for r in rows],
             "kind": [r[2] for r in rows],
             "descr": [r[3] for r in rows],

@@ -19,7 +19,7 @@ from cimtwin.reference import component_classes
 from cimtwin.samples.landuse import LandUse
 from cimtwin.samples.layout import Lattice, Terrain
 from cimtwin.samples.network import PipelineSet
-from cimtwin.samples.spec import COUNTY_CODE, STORAGE_EPSG, substream
+from cimtwin.samples.spec import STORAGE_EPSG, substream
 
 # Invented department code list (主管/权属/养护), written to departments.csv as well.
 DEPARTMENTS = {
@@ -302,7 +302,7 @@ def build_components(
     batches.append(_Batch("0211", lnames, geoms=lines))
     batches += _parcel_batches(land, rng, cname)
     batches.append(_station_batch(lat))
-    return _assemble(batches, terrain, rng)
+    return _assemble(batches, terrain, rng, lat.county.code)
 
 
 def _parcel_batches(land: LandUse, rng: np.random.Generator, cname: dict[str, str]) -> list[_Batch]:
@@ -373,7 +373,7 @@ def _station_batch(lat: Lattice) -> _Batch:
 
 
 def _assemble(
-    batches: list[_Batch], terrain: Terrain, rng: np.random.Generator
+    batches: list[_Batch], terrain: Terrain, rng: np.random.Generator, county: str
 ) -> gpd.GeoDataFrame:
     order = sorted(range(len(batches)), key=lambda k: (batches[k].cls, k))
     frames_cls, frames_names, geoms, elev, own = [], [], [], [], []
@@ -402,7 +402,7 @@ def _assemble(
     for k, c in enumerate(frames_cls):
         counters[c] = counters.get(c, 0) + 1
         seq[k] = counters[c]
-    ids = [f"{COUNTY_CODE}{c}{s:06d}" for c, s in zip(frames_cls, seq.tolist(), strict=True)]
+    ids = [f"{county}{c}{s:06d}" for c, s in zip(frames_cls, seq.tolist(), strict=True)]
     depts = [CLASS_DEPTS[c] for c in frames_cls]
     cover = np.isin(cls, COVER_CLASSES)
     p_cover = np.array([0.93, 0.045, 0.01, 0.015])

@@ -27,10 +27,12 @@ from cimtwin.samples.network import LINE_COLUMNS, POINT_COLUMNS
 from cimtwin.samples.pipelines import build_pipelines
 from cimtwin.samples.spec import (
     DEFAULT_SEED,
+    LONGHUA,
     PUBLIC_SCALES,
     SCALES,
     STORAGE_EPSG,
     VERTICAL_DATUM,
+    County,
 )
 from cimtwin.samples.underground import build_underground
 from cimtwin.samples.writers import (
@@ -106,10 +108,16 @@ def generate(
     seed: int = DEFAULT_SEED,
     dirty: bool = False,
     progress: Progress | None = None,
+    *,
+    county: County = LONGHUA,
+    centre: tuple[float, float] | None = None,
+    city: dict | None = None,
 ) -> dict:
     """Write the sample for ``scale`` into ``out_dir``; returns the counts per object kind.
 
     ``dirty`` writes the small defect sample (a cut-down layout) instead, with defects.json.
+    ``county``, ``centre`` and ``city`` (what the README and manifest say about the city the
+    folder belongs to) make it one district of ``cimtwin samples generate --scale city``.
     """
     if scale not in PUBLIC_SCALES:
         raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(PUBLIC_SCALES)}")
@@ -124,7 +132,7 @@ def generate(
             progress(STEPS[k], k, len(STEPS))
 
     step(0)
-    lat = build_lattice(spec, seed)
+    lat = build_lattice(spec, seed, county, centre)
     terrain = Terrain(seed, lat.cx, lat.cy)
     admin = build_admin(lat, seed)
     land = build_landuse(lat, terrain, seed)
@@ -244,6 +252,8 @@ def generate(
     command = f"cimtwin samples generate OUT_DIR --scale {scale} --seed {seed}" + (
         " --dirty" if dirty else ""
     )
+    if city is not None:
+        command = city["command"]
     meta = {
         "scale": spec.name if dirty else scale,
         "seed": seed,
@@ -255,6 +265,7 @@ def generate(
         "files_doc": _files_doc(file_counts, dirty, bim_doc),
         "component_classes": _class_counts(comps),
         "bim": None if choice is None else {**asdict(choice), "origin": list(choice.origin)},
+        "city": city,
     }
     (out_dir / "README.md").write_text(readme.render(meta), encoding="utf-8", newline="\n")
     files = {}
@@ -263,21 +274,22 @@ def generate(
         files[rel] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
         if rel in file_counts:
             files[rel]["count"] = file_counts[rel]
-    write_json(
-        out_dir / "manifest.json",
-        {
-            "generator": "cimtwin samples generate",
-            "scale": meta["scale"],
-            "seed": seed,
-            "dirty": dirty,
-            "crs": f"EPSG:{STORAGE_EPSG}",
-            "vertical_datum": VERTICAL_DATUM,
-            "synthetic": True,
-            "counts": counts,
-            "pipeline_km": meta["pipeline_km"],
-            "files": files,
-        },
-    )
+    doc = {
+        "generator": "cimtwin samples generate",
+        "scale": meta["scale"],
+        "seed": seed,
+        "dirty": dirty,
+        "crs": f"EPSG:{STORAGE_EPSG}",
+        "vertical_datum": VERTICAL_DATUM,
+        "synthetic": True,
+        "counts": counts,
+        "pipeline_km": meta["pipeline_km"],
+        "files": files,
+    }
+    if city is not None:
+        doc["county"] = {"code": county.code, "name": county.name}
+        doc["city"] = city
+    write_json(out_dir / "manifest.json", doc)
     return counts
 
 

@@ -210,7 +210,7 @@ def build_incidents(
     lon, lat_ = tr.transform(np.array([r["x"] for r in out]), np.array([r["y"] for r in out]))
     features = []
     for k, r in enumerate(out):
-        ext = f"LH-{r['when']:%Y%m%d}-{k + 1:06d}"
+        ext = f"{lat.county.abbr}-{r['when']:%Y%m%d}-{k + 1:06d}"
         features.append(
             {
                 "type": "Feature",

@@ -19,7 +19,6 @@ from cimtwin.reference import land_use_classes
 from cimtwin.samples import names
 from cimtwin.samples.layout import Lattice, Terrain, round_rect
 from cimtwin.samples.spec import (
-    COUNTY_CODE,
     HALL_FLOOR_AREA,
     HALL_HEIGHT,
     HALL_NS,
@@ -273,11 +272,13 @@ def build_landuse(lat: Lattice, terrain: Terrain, seed: int) -> LandUse:
     p_rows: list[tuple] = []
     b_rows: list[tuple] = []
 
+    county = lat.county.code
+
     def parcel_code() -> str:
-        return f"DK{COUNTY_CODE}{len(p_rows) + 1:06d}"
+        return f"DK{county}{len(p_rows) + 1:06d}"
 
     def building_code() -> str:
-        return f"JZ{COUNTY_CODE}{len(b_rows) + 1:07d}"
+        return f"JZ{county}{len(b_rows) + 1:07d}"
 
     def add_building(
         rect: tuple[float, float, float, float],

@@ -16,9 +16,11 @@ import numpy as np
 
 from cimtwin.samples import names
 from cimtwin.samples.spec import (
+    LONGHUA,
     STATION_LAT,
     STATION_LON,
     STORAGE_EPSG,
+    County,
     ScaleSpec,
     substream,
 )
@@ -106,6 +108,7 @@ class Lattice:
     cy: float
     station_node: tuple[int, int]
     superblock: tuple[int, int, int, int]  # node ranges i0, i1, j0, j1 (inclusive)
+    county: County = LONGHUA  # whose codes the district's objects carry
 
     @property
     def nx(self) -> int:
@@ -190,11 +193,26 @@ def _lines(
     return np.round(pos - pos[k] + centre, 3)
 
 
-def build_lattice(spec: ScaleSpec, seed: int) -> Lattice:
-    """The road lattice for a scale: lines, roads with names and widths, the cut superblock."""
+def max_extent(spec: ScaleSpec) -> tuple[float, float]:
+    """Upper bound of a lattice's admin extent (width, height) over every seed: what a city
+    spaces its districts by so that they never overlap."""
+    return (
+        spec.nx * (spec.block_w + spec.jitter) + 2 * OUTER_MARGIN,
+        spec.ny * (spec.block_h + spec.jitter) + 2 * OUTER_MARGIN,
+    )
+
+
+def build_lattice(
+    spec: ScaleSpec,
+    seed: int,
+    county: County = LONGHUA,
+    centre: tuple[float, float] | None = None,
+) -> Lattice:
+    """The road lattice for a scale: lines, roads with names and widths, the cut superblock;
+    centred on ``centre`` (EPSG:4547, rounded to the mm), by default the North Station."""
     rng = substream(seed, "layout")
     name_rng = substream(seed, "names")
-    cx, cy = station_xy()
+    cx, cy = station_xy() if centre is None else (round(centre[0], 3), round(centre[1], 3))
     ic, jc = spec.nx // 2, spec.ny // 2
     xs = _lines(rng, spec.nx, spec.block_w, spec.jitter, cx, ic)
     ys = _lines(rng, spec.ny, spec.block_h, spec.jitter, cy, jc)
@@ -220,5 +238,16 @@ def build_lattice(spec: ScaleSpec, seed: int) -> Lattice:
     for i in range(i0 + 1, i1):
         ns_edge[i, j0:j1] = False
     return Lattice(
-        spec, xs, ys, ns_roads, ew_roads, ew_edge, ns_edge, cx, cy, (ic, jc), (i0, i1, j0, j1)
+        spec,
+        xs,
+        ys,
+        ns_roads,
+        ew_roads,
+        ew_edge,
+        ns_edge,
+        cx,
+        cy,
+        (ic, jc),
+        (i0, i1, j0, j1),
+        county,
     )

@@ -3,6 +3,7 @@ everything else gets its work grid at import time)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def load_sample(
             f"{folder}: not a sample folder (no manifest.json); "
             "run `cimtwin samples generate` first"
         )
+    city = _city_districts(folder)
+    if city is not None:  # a simulated city: each district folder in turn, as written
+        results = []
+        for sub in city:
+            results += load_sample(sub, database_url, replace, on_step)
+        return results
     results = []
     for kind, files, crs in SAMPLE_STEPS:
         for paths, dataset in _imports(folder, kind, files):
@@ -58,6 +65,27 @@ def load_sample(
             if on_step:
                 on_step(kind, result)
     return results
+
+
+def _city_districts(folder: Path) -> list[Path] | None:
+    """The district folders a city manifest lists (None for a one-district sample)."""
+    try:
+        doc = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{folder}/manifest.json is not readable JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("scale") != "city":
+        return None
+    subs = []
+    for d in doc.get("districts") or []:
+        name = d.get("folder") if isinstance(d, dict) else None
+        plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+        sub = folder / str(name) if plain else None
+        if sub is None or not (sub / "manifest.json").is_file():
+            raise UserError(f"{folder}: city manifest lists district {name!r} with no folder")
+        subs.append(sub)
+    if not subs:
+        raise UserError(f"{folder}: city manifest lists no districts")
+    return subs
 
 
 def _imports(folder: Path, kind: str, files: tuple[str, ...]) -> list[tuple[list[Path], str]]:

@@ -86,6 +86,22 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return out
 
 
+def _city_note(city: dict | None) -> list[str]:
+    """What a district folder of a simulated city differs in from the standalone sample."""
+    if city is None:
+        return []
+    return [
+        f"This folder is district {city['index'] + 1} of a simulated city (any N >= "
+        f"{city['index'] + 1} in the command above): "
+        f"the same layout generated with seed {city['district_seed']} and centred at E "
+        f"{city['centre'][0]:.0f}, N {city['centre'][1]:.0f}; every street, community, grid, "
+        f"component, parcel and building code carries county {city['county']} "
+        f"({city['county_name']}) instead of 440309, incident ids start with "
+        f"`{city['abbr']}-`. Place names are the template's.",
+        "",
+    ]
+
+
 def render(meta: dict) -> str:
     """README text for a generated folder; ``meta`` comes from the generator."""
     c = meta["counts"]
@@ -104,6 +120,7 @@ def render(meta: dict) -> str:
         "",
         f"Regenerate with `{meta['command']}` (same seed: byte-identical files).",
         "",
+        *_city_note(meta.get("city")),
         "## Coordinate reference",
         "",
         f"- Horizontal: CGCS2000 / 3-degree Gauss-Kruger CM 114E, **EPSG:{STORAGE_EPSG}**, "

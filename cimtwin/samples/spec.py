@@ -120,6 +120,39 @@ SCALES: dict[str, ScaleSpec] = {
 
 PUBLIC_SCALES = ("sample", "district")
 
+
+@dataclass(frozen=True)
+class County:
+    """A county-level district (区) whose GB/T 2260 code prefixes every code a sample writes:
+    street and grid codes, component ids, parcel and building codes; its abbreviation prefixes
+    incident ids.  Codes only unique inside one district (underground structures, named
+    areas) carry the county code too, except for Longhua, the standalone sample's own."""
+
+    code: str
+    name: str
+    slug: str
+    abbr: str
+
+    def local(self, key: str, sep: str = "-") -> str:
+        """``key`` made unique across the city: Longhua's own keys stay as they were."""
+        return key if self.code == COUNTY_CODE else f"{self.code}{sep}{key}"
+
+
+#: Shenzhen's ten districts (GB/T 2260), in the order `--scale city --districts N` uses them.
+SHENZHEN: tuple[County, ...] = (
+    County("440303", "罗湖区", "luohu", "LU"),
+    County("440304", "福田区", "futian", "FT"),
+    County("440305", "南山区", "nanshan", "NS"),
+    County("440306", "宝安区", "baoan", "BA"),
+    County("440307", "龙岗区", "longgang", "LG"),
+    County("440308", "盐田区", "yantian", "YT"),
+    County("440309", "龙华区", "longhua", "LH"),
+    County("440310", "坪山区", "pingshan", "PS"),
+    County("440311", "光明区", "guangming", "GM"),
+    County("440343", "大鹏新区", "dapeng", "DP"),
+)
+LONGHUA = next(c for c in SHENZHEN if c.code == COUNTY_CODE)
+
 # Stable ids of the random sub-streams; append new names, never renumber.
 _STREAMS = {
     "layout": 1,

@@ -86,7 +86,7 @@ def build_underground(lat: Lattice, terrain: Terrain) -> gpd.GeoDataFrame:
     )
     return gpd.GeoDataFrame(
         {
-            "code": [r[0] for r in rows],
+            "code": [lat.county.local(r[0]) for r in rows],
             "kind": [r[1] for r in rows],
             "name": [r[2] for r in rows],
             "top_elev": [r[3] for r in rows],
