@@ -39,6 +39,16 @@ _SEGMENT_ID = Sequence("pipeline_segment_id_seq", schema=SCHEMA, metadata=Base.m
 _PARTITIONED = {"postgresql_partition_by": "LIST (batch_id)"}
 
 
+def _in_batch(batch: str, column: str, table: str, name: str) -> ForeignKeyConstraint:
+    """A topology key checked inside one batch: (batch, column) -> table (batch_id, id)."""
+    return ForeignKeyConstraint(
+        [batch, column],
+        [f"{SCHEMA}.{table}.batch_id", f"{SCHEMA}.{table}.id"],
+        name=name,
+        ondelete="CASCADE",
+    )
+
+
 def _batch_key() -> Mapped[int]:
     """The partition key: the import batch that wrote the row, part of the primary key."""
     return mapped_column(BigInteger, ForeignKey(f"{SCHEMA}.import_batch.id"), primary_key=True)
@@ -94,18 +104,8 @@ class PipelineSegment(Base):
         CheckConstraint("depth_ref IN ('top','centre','invert')", name="depth_ref"),
         CheckConstraint("link_type IN ('pipe','valve','pump')", name="link_type"),
         # end nodes in the segment's own batch (its own pair of partitions)
-        ForeignKeyConstraint(
-            ["batch_id", "from_node_id"],
-            [f"{SCHEMA}.pipeline_node.batch_id", f"{SCHEMA}.pipeline_node.id"],
-            name="fk_pipeline_segment_from_node",
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["batch_id", "to_node_id"],
-            [f"{SCHEMA}.pipeline_node.batch_id", f"{SCHEMA}.pipeline_node.id"],
-            name="fk_pipeline_segment_to_node",
-            ondelete="CASCADE",
-        ),
+        _in_batch("batch_id", "from_node_id", "pipeline_node", "fk_pipeline_segment_from_node"),
+        _in_batch("batch_id", "to_node_id", "pipeline_node", "fk_pipeline_segment_to_node"),
         Index("ix_pipeline_segment_id", "id"),
         _PARTITIONED,
     )
@@ -157,18 +157,10 @@ class PipelineValve(Base):
     __tablename__ = "pipeline_valve"
     __table_args__ = (
         UniqueConstraint("dataset", "valve_no"),
-        ForeignKeyConstraint(
-            ["network_batch_id", "segment_id"],
-            [f"{SCHEMA}.pipeline_segment.batch_id", f"{SCHEMA}.pipeline_segment.id"],
-            name="fk_pipeline_valve_segment",
-            ondelete="CASCADE",
+        _in_batch(
+            "network_batch_id", "segment_id", "pipeline_segment", "fk_pipeline_valve_segment"
         ),
-        ForeignKeyConstraint(
-            ["network_batch_id", "node_id"],
-            [f"{SCHEMA}.pipeline_node.batch_id", f"{SCHEMA}.pipeline_node.id"],
-            name="fk_pipeline_valve_node",
-            ondelete="CASCADE",
-        ),
+        _in_batch("network_batch_id", "node_id", "pipeline_node", "fk_pipeline_valve_node"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
