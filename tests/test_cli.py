@@ -117,6 +117,26 @@ def test_readme_holds_the_two_commands_ci_runs() -> None:
     assert "\nrun:" in makefile and "\ntest:" in makefile
 
 
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    """A setting nobody can find is a setting nobody uses: each CIMTWIN_* variable has a row
+    (a new setting without one fails here)."""
+    import re
+    from pathlib import Path
+
+    from cimtwin.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {
+        v
+        for line in readme.splitlines()
+        if line.startswith("| `CIMTWIN_")
+        for v in re.findall(r"`(CIMTWIN_[A-Z0-9_]+)`", line.split("|")[1])
+    }
+    variables = [f"CIMTWIN_{n.upper()}" for n in Settings.model_fields]
+    assert len(variables) > 30
+    assert [v for v in variables if v not in rows] == []
+
+
 @pytest.mark.parametrize("flag, logged", [("--access-log", True), ("--no-access-log", False)])
 def test_serve_access_log_switch(database_url: str, loaded_sample, flag: str, logged: bool) -> None:
     """`cimtwin serve` logs each request unless told not to (a proxy in front logs them)."""
