@@ -128,7 +128,10 @@ def test_refused_connections_answer_503_at_once(capsys: pytest.CaptureFixture) -
             f" median {1000 * took[len(took) // 2]:.1f} ms, max {1000 * took[-1]:.1f} ms"
             f" (pool timeout {POOL_TIMEOUT_S:g} s)"
         )
-    assert took[-1] < FAST_S, took
+    # none waited for the pool (5 s); a lone slow one is a pause of the test process itself
+    # (a full suite's garbage collection was seen at 0.53 s), not the service waiting
+    assert took[len(took) // 2] < FAST_S / 5, took
+    assert took[-1] < POOL_TIMEOUT_S / 4, took
 
 
 def test_the_pool_recovers_when_the_database_comes_back(

@@ -80,17 +80,31 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         eng.dispose()
 
 
-def test_models_match_migrations(engine: Engine) -> None:
-    """Alembic autogenerate finds nothing to do: the migration and the models agree."""
+def _not_a_partition_clone(obj, name, type_, reflected, compare_to) -> bool:
+    """PostgreSQL gives a table that references a partitioned one a foreign key per partition
+    (``..._fkey1`` to ``cim_part.pipeline_node_bN``): its own bookkeeping, not the model's."""
+    return not (
+        type_ == "foreign_key_constraint"
+        and reflected
+        and obj.referred_table.schema == f"{SCHEMA}_part"
+    )
+
+
+def test_models_match_migrations(engine: Engine, loaded_sample) -> None:
+    """Alembic autogenerate finds nothing to do: the migration and the models agree (with
+    imported data, so the partitioned tables have partitions)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from geoalchemy2 import alembic_helpers
+
+    def include(*args) -> bool:
+        return alembic_helpers.include_object(*args) and _not_a_partition_clone(*args)
 
     with engine.connect() as c:
         ctx = MigrationContext.configure(
             c,
             opts={
-                "include_object": alembic_helpers.include_object,
+                "include_object": include,
                 "include_schemas": True,
                 "include_name": lambda name, kind, _: kind != "schema" or name == SCHEMA,
                 "version_table_schema": SCHEMA,
