@@ -32,7 +32,6 @@ import json
 import math
 import multiprocessing
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import http_client  # noqa: E402
+from benchmarks.api_server import stop_server, wait_until_healthy  # noqa: E402
 from benchmarks.http_client import Connection, HTTPError  # noqa: E402
 from cimtwin.db import bootstrap, migrate  # noqa: E402
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
@@ -114,29 +114,7 @@ def start_server(url: str, port: int, args: argparse.Namespace) -> subprocess.Po
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit("the API exited while starting")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(proc)
-    sys.exit("the API did not answer /healthz within 90 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server this script started (its own process group: uvicorn and workers)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    return wait_until_healthy(proc, port)
 
 
 def rss_mb(pid: int) -> float:

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import http_client, queries  # noqa: E402
+from benchmarks.api_server import stop_server  # noqa: E402
 from cimtwin.db import bootstrap, migrate  # noqa: E402
 from cimtwin.db.engine import sqlalchemy_url  # noqa: E402
 from cimtwin.samples.city import MAX_DISTRICTS, generate_city  # noqa: E402
@@ -263,7 +264,7 @@ def query_mix(folders: list[Path], args: argparse.Namespace) -> None:
                     )[0]
                     print(f"API connections on the standby: {served}")
             finally:
-                queries.stop_server(proc)
+                stop_server(proc)
                 if saved is None:
                     os.environ.pop("CIMTWIN_DATABASE_REPLICA_URLS", None)
                 else:

@@ -20,7 +20,6 @@ import asyncio
 import math
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -30,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import http_client  # noqa: E402
+from benchmarks.api_server import stop_server, wait_until_healthy  # noqa: E402
 from benchmarks.http_client import Connection, HTTPError  # noqa: E402
 from cimtwin.db import bootstrap, migrate  # noqa: E402
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
@@ -375,29 +374,7 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the API exited: {proc.stderr.read().decode()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(proc)
-    sys.exit("the API did not answer /healthz within 90 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server this script started (its own process group: uvicorn and workers)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    return wait_until_healthy(proc, port)
 
 
 def main() -> None:

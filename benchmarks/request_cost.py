@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import http_client  # noqa: E402
+from benchmarks.api_server import stop_server  # noqa: E402
 from benchmarks.http_client import Connection  # noqa: E402
 from benchmarks.queries import (  # noqa: E402
     Endpoint,
@@ -52,7 +53,6 @@ from benchmarks.queries import (  # noqa: E402
     pipeline_endpoints,
     prepare_database,
     start_server,
-    stop_server,
 )
 from cimtwin.db.engine import libpq_dsn  # noqa: E402
 
