@@ -20,6 +20,9 @@ needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
     reason="Debian chromium is not installed (scripts/setup.sh installs it when run as root)",
 )
+#: the viewer's query for software WebGL: half the resolution, a quarter of the pixels to shade
+#: (CSS pixels, clicks and layout unchanged)
+SOFTWARE_GL = "resolution=0.5"
 #: headless, software WebGL (SwiftShader), and none of Chromium's own connections out
 FLAGS = [
     "--no-sandbox",

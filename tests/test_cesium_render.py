@@ -14,7 +14,15 @@ import pytest
 
 from cimtwin.api.viewer import viewer_dir
 from cimtwin.settings import Settings
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve, watch
+from tests.browser import (
+    CHROMIUM,
+    FLAGS,
+    SOFTWARE_GL,
+    needs_chromium,
+    only_this_server,
+    serve,
+    watch,
+)
 from tests.test_threed_api import make_tileset
 
 pytestmark = needs_chromium
@@ -65,7 +73,7 @@ def load_in_cesium(base: str, query: str = "") -> tuple[dict[str, Any], list[str
         page = browser.new_page(viewport={"width": 800, "height": 600})
         page.route("**/*", only_this_server(base, problems, requested.append))
         watch(page, problems)
-        page.goto(f"{base}/viewer/threed-check.html{query}")
+        page.goto(f"{base}/viewer/threed-check.html{query or '?'}&{SOFTWARE_GL}")
         page.wait_for_function("window.cimtwin3d && window.cimtwin3d.ready", timeout=120_000)
         report = page.evaluate("window.cimtwin3d")
         browser.close()

@@ -16,7 +16,7 @@ from cimtwin.importers.oblique.georef import ToStorage, read_metadata
 from cimtwin.importers.oblique.pyramid import PyramidWriter, production_roots
 from cimtwin.importers.report import Report
 from cimtwin.settings import Settings
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve
+from tests.browser import CHROMIUM, FLAGS, SOFTWARE_GL, needs_chromium, only_this_server, serve
 from tests.test_oblique_buildings import BUILDING_ID, GRID, footprint, sample_extent
 from tests.test_oblique_read import OBLIQUE, production
 
@@ -55,7 +55,7 @@ def test_cesium_draws_the_textured_photo_mesh(settings: Settings, tmp_path: Path
             page.route("**/*", only_this_server(base, problems, lambda _: None))
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{base}/viewer/threed-check.html?imagery=none")
+            page.goto(f"{base}/viewer/threed-check.html?imagery=none&{SOFTWARE_GL}")
             page.wait_for_function("window.cimtwin3d && window.cimtwin3d.ready", timeout=120_000)
             report = page.evaluate("window.cimtwin3d")
             page.wait_for_timeout(1500)

@@ -25,7 +25,15 @@ from cimtwin.importers.report import Report
 from cimtwin.settings import Settings
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.model import SCHEMA
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve, watch
+from tests.browser import (
+    CHROMIUM,
+    FLAGS,
+    SOFTWARE_GL,
+    needs_chromium,
+    only_this_server,
+    serve,
+    watch,
+)
 from tests.test_oblique_buildings import BUILDING_ID, GRID, add_building, footprint, sample_extent
 from tests.test_oblique_read import OBLIQUE, production
 
@@ -112,7 +120,7 @@ def test_clicking_the_photo_mesh_selects_the_building(settings: Settings, tmp_pa
                 page = browser.new_page(viewport={"width": 800, "height": 600})
                 page.route("**/*", only_this_server(base, problems))
                 watch(page, problems)
-                page.goto(f"{base}/viewer/")
+                page.goto(f"{base}/viewer/?{SOFTWARE_GL}")
                 page.wait_for_function("document.body.dataset.ready", timeout=180_000)
                 assert page.evaluate("document.body.dataset.ready") == "true", problems
                 mid_height = page.evaluate(LOOK_DOWN, TILESET)

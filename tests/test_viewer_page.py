@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from cimtwin.settings import Settings
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, serve, watch
+from tests.browser import (
+    CHROMIUM,
+    FLAGS,
+    SOFTWARE_GL,
+    needs_chromium,
+    only_this_server,
+    serve,
+    watch,
+)
 from tests.conftest import TWIN_TILESETS
 
 pytestmark = needs_chromium
@@ -43,12 +51,19 @@ def test_viewer_page(viewer_site: str, engine, tmp_path: Path) -> None:
         page.route("**/*", only_this_server(base, problems))
         watch(page, problems)
         started = time.monotonic()
-        page.goto(f"{base}/viewer/{HASH}")
+        page.goto(f"{base}/viewer/?{SOFTWARE_GL}{HASH}")
         page.wait_for_function("document.body.dataset.ready", timeout=180_000)
         seconds = time.monotonic() - started
         state = page.evaluate("[document.body.dataset.ready, document.body.dataset.error]")
         assert state == ["true", None], (state, problems)
         print(f"viewer ready in {seconds:.1f} s")
+        # ?resolution=0.5 draws half the CSS pixels each way, and the layout keeps its size
+        canvas = page.evaluate(
+            """(() => { const c = cimtwinViewer.viewer.scene.canvas;
+                 return [c.width, c.height, c.clientWidth, c.clientHeight]; })()"""
+        )
+        assert canvas[2] > 0 and abs(canvas[0] - canvas[2] / 2) <= 1, canvas
+        assert abs(canvas[1] - canvas[3] / 2) <= 1, canvas
         page.screenshot(path=str(tmp_path / "viewer.png"))
         # the view is the hash's
         lon, lat, height, heading, pitch = page.evaluate(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, watch
+from tests.browser import CHROMIUM, FLAGS, SOFTWARE_GL, needs_chromium, only_this_server, watch
 
 pytestmark = needs_chromium
 #: a fixed camera south of the station looking north: lon, lat, height (m), heading, pitch
@@ -91,7 +91,7 @@ def test_viewer_themes(viewer_site: str, engine, tmp_path: Path) -> None:
         page.route("**/*", only_this_server(base, problems))
         watch(page, problems)
         started = time.monotonic()
-        page.goto(f"{base}/viewer/{HASH}")
+        page.goto(f"{base}/viewer/?{SOFTWARE_GL}{HASH}")
         page.wait_for_function("document.body.dataset.ready", timeout=180_000)
         seconds = time.monotonic() - started
         state = page.evaluate("[document.body.dataset.ready, document.body.dataset.error]")

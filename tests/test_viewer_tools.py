@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM, FLAGS, needs_chromium, only_this_server, watch
+from tests.browser import CHROMIUM, FLAGS, SOFTWARE_GL, needs_chromium, only_this_server, watch
 from tests.conftest import q
 
 pytestmark = needs_chromium
@@ -74,7 +74,7 @@ def session(viewer_site: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         s = Session(page, viewer_site, shots)
         page.route("**/*", only_this_server(viewer_site, s.problems))
         watch(page, s.problems)
-        page.goto(f"{viewer_site}/viewer/{HASH}")
+        page.goto(f"{viewer_site}/viewer/?{SOFTWARE_GL}{HASH}")
         page.wait_for_function("document.body.dataset.ready", timeout=180_000)
         assert page.evaluate("document.body.dataset.ready") == "true", s.problems
         # software WebGL on a small shared machine: frames only when something changed, or

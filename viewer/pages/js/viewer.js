@@ -238,6 +238,10 @@ async function start() {
     fullscreenButton: false, infoBox: false, selectionIndicator: false,
   });
   state.viewer = viewer;
+  // ?resolution=0.5: draw at that fraction of the screen's pixels (0.25-1), for machines that
+  // render WebGL in software (no GPU, remote desktops); the page's layout is unchanged
+  const resolution = Number(params.get("resolution"));
+  if (resolution >= 0.25 && resolution <= 1) viewer.resolutionScale = resolution;
   viewer.scene.globe.depthTestAgainstTerrain = false;
   // a fixed sun from the south-east, high over the district: the clock's sun left the models
   // lit from below at night in China (dark, and pixel colours that changed with the hour)
