@@ -99,3 +99,50 @@ KEY_VIOLATIONS = frozenset(
 def county_of(grid_code: str | None) -> str | None:
     """The county a grid code lies in (its first six digits); None without a grid code."""
     return grid_code[:COUNTY_DIGITS] if grid_code else None
+
+
+#: statements of the service that join two big tables without ``county_code`` (found in the
+#: source by ``tests/test_citus_layout.py``), by "module:function" with the tables joined.
+JOINS_WITHOUT_COUNTY: dict[str, frozenset[str]] = {
+    "cimtwin/api/indoor.py:<module>": frozenset(
+        ["bim_model", "bim_space", "bim_storey", "building"]
+    ),
+    "cimtwin/api/indoor.py:element": frozenset(["bim_element", "bim_model", "building"]),
+    "cimtwin/api/indoor.py:locate": frozenset(["bim_model", "building"]),
+    "cimtwin/api/indoor.py:rooms": frozenset(["bim_model", "bim_storey"]),
+    "cimtwin/api/indoor.py:storeys": frozenset(["bim_model", "bim_space", "bim_storey"]),
+    "cimtwin/importers/valves.py:write": frozenset(["pipeline_node", "pipeline_segment"]),
+    "cimtwin/spatial/admin_queries.py:_grid_static": frozenset(
+        ["bim_model", "bim_space", "oblique_mesh_tile"]
+    ),
+    "cimtwin/spatial/district_queries.py:_static_summary": frozenset(["bim_model", "bim_space"]),
+    "cimtwin/spatial/district_queries.py:_volume_sql": frozenset(
+        ["pipeline_node", "pipeline_segment"]
+    ),
+    "cimtwin/spatial/district_queries.py:ground_sql": frozenset(["building", "pipeline_node"]),
+    "cimtwin/spatial/incident_context.py:_walk": frozenset(["pipeline_segment", "pipeline_valve"]),
+    "cimtwin/spatial/parcel_queries.py:parcel_report": frozenset(
+        ["building", "city_component", "parcel", "pipeline_segment"]
+    ),
+    "cimtwin/spatial/pipelines/clearance.py:clearance_buildings_sql": frozenset(
+        ["building", "pipeline_segment"]
+    ),
+    "cimtwin/spatial/pipelines/clearance.py:clearance_pairs_sql": frozenset(["pipeline_segment"]),
+    "cimtwin/spatial/pipelines/graph.py:<module>": frozenset(
+        ["pipeline_node", "pipeline_segment", "pipeline_valve"]
+    ),
+    "cimtwin/spatial/pipelines/isolation.py:<module>": frozenset(["building", "pipeline_segment"]),
+    "cimtwin/spatial/pipelines/profile.py:<module>": frozenset(
+        ["pipeline_node", "pipeline_segment"]
+    ),
+    "cimtwin/spatial/pipelines/sections.py:<module>": frozenset(
+        ["pipeline_node", "pipeline_segment"]
+    ),
+    "cimtwin/tiles/threed/sources/bim.py:_model_row": frozenset(["bim_model", "building"]),
+    "cimtwin/tiles/threed/sources/buildings.py:<module>": frozenset(["bim_model", "building"]),
+    "cimtwin/tiles/threed/sources/buildings.py:bounds": frozenset(["bim_model", "building"]),
+    "cimtwin/tiles/threed/sources/pipeline_points.py:<module>": frozenset(["pipeline_segment"]),
+    "cimtwin/tiles/threed/sources/pipeline_points.py:bounds": frozenset(
+        ["pipeline_node", "pipeline_segment"]
+    ),
+}
