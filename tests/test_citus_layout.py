@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,6 +302,13 @@ def _module_aliases(tree: ast.Module) -> dict[str, set[str]]:
     return out
 
 
+def _text(node: ast.AST) -> str:
+    """The literal SQL text inside an f-string (its constant parts)."""
+    return " ".join(
+        c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+    )
+
+
 def _statements(path: Path, tree: ast.Module, aliases: dict[str, set[str]]) -> Iterator:
     """(function, big tables referenced, SQL text) of each f-string of a module."""
     owner: dict[int, ast.AST] = {}
@@ -311,28 +317,33 @@ def _statements(path: Path, tree: ast.Module, aliases: dict[str, set[str]]) -> I
     for scope in scopes:  # a nested function is walked after its parent: innermost wins
         for n in ast.walk(scope):
             owner[id(n)] = scope
-    local: dict[tuple[int, str], set[str]] = {}
+    # names bound in a function to one table, or to an SQL fragment (whose text then counts
+    # as part of the statement it is put into)
+    local: dict[tuple[int, str], tuple[set[str], str]] = {}
     for scope in scopes[1:]:
         for n in ast.walk(scope):
             if isinstance(n, ast.Assign) and len(n.targets) == 1:
                 target = n.targets[0]
-                if isinstance(target, ast.Name) and len(found := _named_tables(n.value)) == 1:
-                    local[(id(owner[id(n)]), target.id)] = found
+                if isinstance(target, ast.Name) and (found := _named_tables(n.value)):
+                    fragment = isinstance(n.value, ast.JoinedStr)
+                    if fragment or len(found) == 1:
+                        text = _text(n.value) if fragment else ""
+                        local[(id(owner[id(n)]), target.id)] = (found, text)
     for n in ast.walk(tree):
         if not isinstance(n, ast.JoinedStr):
             continue
         scope = owner[id(n)]
         refs: list[str] = []  # one entry per table reference: a self-join counts twice
+        sql = _text(n)
         for part in n.values:
             if isinstance(part, ast.FormattedValue):
                 found = _named_tables(part.value)
                 for v in ast.walk(part.value):
                     if isinstance(v, ast.Name):
-                        found |= local.get((id(scope), v.id), aliases.get(v.id, set()))
+                        tables, text = local.get((id(scope), v.id), (aliases.get(v.id, set()), ""))
+                        found |= tables
+                        sql += " " + text
                 refs += sorted(found)
-        sql = " ".join(
-            c.value for c in ast.walk(n) if isinstance(c, ast.Constant) and isinstance(c.value, str)
-        )
         yield getattr(scope, "name", "<module>"), refs, sql
 
 
@@ -354,8 +365,7 @@ def _joins_without_county() -> dict[str, frozenset[str]]:
                     if a.name in exported[n.module]:
                         aliases[a.asname or a.name] = exported[n.module][a.name]
         for func, refs, sql in _statements(path, tree, aliases):
-            joins = re.search(r"\bJOIN\b|\bFROM\b[^;]*,", sql, re.I)
-            if len(refs) >= 2 and joins and KEY not in sql:
+            if len(refs) >= 2 and KEY not in sql:
                 key = f"{path.relative_to(ROOT).as_posix()}:{func}"
                 out.setdefault(key, set()).update(refs)
     return {k: frozenset(v) for k, v in out.items()}

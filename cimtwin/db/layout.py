@@ -101,26 +101,14 @@ def county_of(grid_code: str | None) -> str | None:
     return grid_code[:COUNTY_DIGITS] if grid_code else None
 
 
-#: statements of the service that join two big tables without ``county_code`` (found in the
-#: source by ``tests/test_citus_layout.py``), by "module:function" with the tables joined.
+#: statements of the service that combine rows of big tables (joins, subqueries, unions of
+#: extents) without ``county_code``, found in the source by ``tests/test_citus_layout.py``:
+#: "module:function" (or ":<module>" for module constants) with the tables. Joins by id
+#: carry the key already; these are spatial joins, the pipeline analyses' graph statements
+#: and extents, which docs/scaling.md says how Citus would run.
 JOINS_WITHOUT_COUNTY: dict[str, frozenset[str]] = {
-    "cimtwin/api/indoor.py:<module>": frozenset(
-        ["bim_model", "bim_space", "bim_storey", "building"]
-    ),
-    "cimtwin/api/indoor.py:element": frozenset(["bim_element", "bim_model", "building"]),
-    "cimtwin/api/indoor.py:locate": frozenset(["bim_model", "building"]),
-    "cimtwin/api/indoor.py:rooms": frozenset(["bim_model", "bim_storey"]),
-    "cimtwin/api/indoor.py:storeys": frozenset(["bim_model", "bim_space", "bim_storey"]),
-    "cimtwin/importers/valves.py:write": frozenset(["pipeline_node", "pipeline_segment"]),
-    "cimtwin/spatial/admin_queries.py:_grid_static": frozenset(
-        ["bim_model", "bim_space", "oblique_mesh_tile"]
-    ),
-    "cimtwin/spatial/district_queries.py:_static_summary": frozenset(["bim_model", "bim_space"]),
-    "cimtwin/spatial/district_queries.py:_volume_sql": frozenset(
-        ["pipeline_node", "pipeline_segment"]
-    ),
+    "cimtwin/spatial/admin_queries.py:_grid_static": frozenset(["building", "oblique_mesh_tile"]),
     "cimtwin/spatial/district_queries.py:ground_sql": frozenset(["building", "pipeline_node"]),
-    "cimtwin/spatial/incident_context.py:_walk": frozenset(["pipeline_segment", "pipeline_valve"]),
     "cimtwin/spatial/parcel_queries.py:parcel_report": frozenset(
         ["building", "city_component", "parcel", "pipeline_segment"]
     ),
@@ -138,11 +126,16 @@ JOINS_WITHOUT_COUNTY: dict[str, frozenset[str]] = {
     "cimtwin/spatial/pipelines/sections.py:<module>": frozenset(
         ["pipeline_node", "pipeline_segment"]
     ),
-    "cimtwin/tiles/threed/sources/bim.py:_model_row": frozenset(["bim_model", "building"]),
     "cimtwin/tiles/threed/sources/buildings.py:<module>": frozenset(["bim_model", "building"]),
     "cimtwin/tiles/threed/sources/buildings.py:bounds": frozenset(["bim_model", "building"]),
+    "cimtwin/tiles/threed/sources/components.py:bounds": frozenset(
+        ["city_component", "pipeline_node"]
+    ),
     "cimtwin/tiles/threed/sources/pipeline_points.py:<module>": frozenset(["pipeline_segment"]),
     "cimtwin/tiles/threed/sources/pipeline_points.py:bounds": frozenset(
+        ["pipeline_node", "pipeline_segment"]
+    ),
+    "cimtwin/tiles/threed/sources/pipeline_points.py:rows": frozenset(
         ["pipeline_node", "pipeline_segment"]
     ),
 }

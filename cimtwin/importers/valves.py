@@ -193,8 +193,10 @@ class ValvesImporter:
         for sid, source, a, b, a_no, b_no in conn.execute(
             f"SELECT s.id, s.source_id, s.from_node_id, s.to_node_id, na.point_no, "
             f"nb.point_no FROM {seg} s "
-            f"JOIN {node} na ON (na.batch_id, na.id) = (s.batch_id, s.from_node_id) "
-            f"JOIN {node} nb ON (nb.batch_id, nb.id) = (s.batch_id, s.to_node_id) "
+            f"JOIN {node} na ON (na.county_code, na.batch_id, na.id) = "
+            "(s.county_code, s.batch_id, s.from_node_id) "
+            f"JOIN {node} nb ON (nb.county_code, nb.batch_id, nb.id) = "
+            "(s.county_code, s.batch_id, s.to_node_id) "
             "WHERE s.dataset = %s",
             (nds,),
         ):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import psycopg
 
 from cimtwin.db.layout import COUNTY_DIGITS
@@ -30,10 +31,9 @@ LISTED = 5
 
 def counties_of(grid_codes: Sequence[str | None] | np.ndarray) -> np.ndarray:
     """The county of each grid code (its first six digits); None where there is none."""
-    return np.array(
-        [g[:COUNTY_DIGITS] if isinstance(g, str) and g else None for g in grid_codes],
-        dtype=object,
-    )
+    codes = pd.Series(np.asarray(grid_codes, dtype=object), dtype=object)
+    has = codes.notna() & (codes != "")
+    return codes.str[:COUNTY_DIGITS].where(has, None).to_numpy(dtype=object)
 
 
 class CountyPlacement:
@@ -57,7 +57,7 @@ class CountyPlacement:
         """``counties`` with every None filled (the batch's county, else the twin's one);
         :class:`ImportFailed` naming ``where`` and the features ``names`` when that fails."""
         out = np.asarray(counties, dtype=object).copy()
-        missing = np.array([c is None for c in out], dtype=bool)
+        missing = pd.isna(out)
         if not missing.any():
             return out
         placed = sorted({c for c in out[~missing]})
