@@ -381,3 +381,41 @@ def test_joins_of_big_tables_without_the_county_code_are_the_known_list() -> Non
     gone = sorted(set(layout.JOINS_WITHOUT_COUNTY) - set(found))
     assert new == {}, "joins of big tables without county_code, not in the layout's list"
     assert gone == [], "listed joins that now carry county_code or are gone"
+
+
+def test_migration_0010_fills_the_key_as_the_importers_do(
+    database_url: str, engine: Engine, loaded_sample
+) -> None:
+    """Down to 0009 (the column goes) and up again on the imported sample: the back-fill
+    gives every row the county the importers gave it."""
+    from cimtwin.db import migrate
+
+    def keys() -> dict[str, list[tuple]]:
+        with engine.connect() as c:
+            return {
+                t: [
+                    tuple(r)
+                    for r in c.execute(
+                        text(f"SELECT id, county_code FROM {SCHEMA}.{t} ORDER BY id")
+                    ).all()
+                ]
+                for t in sorted(layout.DISTRIBUTED)
+            }
+
+    assert loaded_sample
+    before = keys()
+    assert sum(len(v) for v in before.values()) > 1000
+    migrate.downgrade(database_url, "0009")
+    try:
+        with engine.connect() as c:
+            gone = c.execute(
+                text(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_schema = :s "
+                    "AND column_name = 'county_code'"
+                ),
+                {"s": SCHEMA},
+            ).scalar()
+        assert gone == 0
+    finally:
+        migrate.upgrade(database_url)
+    assert keys() == before
