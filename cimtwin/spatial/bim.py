@@ -81,7 +81,7 @@ class BimModel(Base):
     min_z: Mapped[float | None] = mapped_column(Float)
     max_z: Mapped[float | None] = mapped_column(Float)
     footprint: Mapped[object | None] = geometry_column("MULTIPOLYGON", nullable=True)
-    county_code: Mapped[str] = county_key()  # where its footprint (else its building) lies
+    county_code: Mapped[str] = county_key()  # its building's, else its footprint's
     batch_id: Mapped[int | None] = batch_fk()
 
 

@@ -158,18 +158,19 @@ def _wkb(geom: shapely.Geometry | None) -> bytes | None:
     return None if geom is None else shapely.to_wkb(geom, output_dimension=2)
 
 
-def model_county(conn: psycopg.Connection, model: PlacedModel) -> str:
-    """The district key of the model's rows: the county of the work grid holding its
-    footprint, else of the building it is given (``--building``), else the twin's one county
-    (:class:`~cimtwin.spatial.county.CountyPlacement`); ImportFailed when none fits."""
+def model_county(conn: psycopg.Connection, model: PlacedModel, building_id: int | None) -> str:
+    """The district key of the model's rows: its building's county (the model's rows and
+    its building stay on one node), else the county of the work grid holding its footprint,
+    else the twin's one county (:class:`~cimtwin.spatial.county.CountyPlacement`);
+    ImportFailed when none fits."""
+    if building_id is not None:
+        row = conn.execute(
+            f"SELECT county_code FROM {T.building} WHERE id = %s", (building_id,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
     placement = CountyPlacement.load(conn)
     county = placement.at([model.footprint])[0] if model.footprint is not None else None
-    if county is None and model.building_code:
-        row = conn.execute(
-            f"SELECT county_code FROM {T.building} WHERE building_code = %s",
-            (model.building_code,),
-        ).fetchone()
-        county = row[0] if row else None
     where = f"{model.source_file}: bim_model"
     return str(placement.complete(np.array([county], dtype=object), where, [model.name])[0])
 
@@ -180,7 +181,6 @@ def link_building(
     dataset: str,
     srid: int,
     batch_id: int,
-    county: str,
 ) -> tuple[int | None, str]:
     """The building the model belongs to, and how it was found (given, overlap, created)."""
     if model.building_code:
@@ -225,7 +225,7 @@ def link_building(
             model.base_elevation_m,
             area * max(model.floors, 1),
             batch_id,
-            county,
+            model_county(conn, model, None),
             fp,
             srid,
         ),
@@ -238,8 +238,8 @@ def write_model(
     conn: psycopg.Connection, model: PlacedModel, dataset: str, srid: int, batch_id: int
 ) -> dict[str, int]:
     """All rows of one model; returns counts per table."""
-    county = model_county(conn, model)
-    building_id, link = link_building(conn, model, dataset, srid, batch_id, county)
+    building_id, link = link_building(conn, model, dataset, srid, batch_id)
+    county = model_county(conn, model, building_id)
     row = conn.execute(
         f"INSERT INTO {T.bim_model} (dataset, name, source_file, ifc_schema, georef_path, "
         "map_crs, georef, building_id, building_link, element_count, min_z, max_z, footprint, "

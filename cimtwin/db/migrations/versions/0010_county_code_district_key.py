@@ -8,8 +8,8 @@ Every table ``cimtwin.db.layout`` distributes gains ``county_code`` (GB/T 2260, 
 NOT NULL), the column a Citus cluster would distribute by. The importers fill it; this
 migration fills the rows already there: a row with a grid code takes its first six digits, a
 row with a position takes the county of the work grid holding it, a pipe its from-node's, a
-valve its pipe's, a representation its building's, BIM storeys, spaces and elements their
-model's, an oblique pyramid the county most of its tiles lie in. What is still unplaced (a
+valve its pipe's, a representation its building's, a BIM model its building's (else its
+footprint's grid's), BIM storeys, spaces and elements their model's, an oblique pyramid the county most of its tiles lie in. What is still unplaced (a
 row outside every grid) takes the twin's county: the grids' one county, else the configured
 ``CIMTWIN_COUNTY_CODE``. Keys are unchanged (see ``KEY_VIOLATIONS`` in the layout).
 """
@@ -88,8 +88,8 @@ def upgrade() -> None:
     building = f"(SELECT b.county_code FROM {S}.building b WHERE b.id = t.building_id)"
     model = f"(SELECT m.county_code FROM {S}.bim_model m WHERE m.id = t.model_id)"
     _fill("building_representation", building)
-    _fill("bim_model", _grid_county("t.footprint"), "t.footprint IS NOT NULL")
     _fill("bim_model", building)
+    _fill("bim_model", _grid_county("t.footprint"), "t.footprint IS NOT NULL")
     for table in ("bim_storey", "bim_space", "bim_element"):
         _fill(table, model)
     _fill("bim_element", building)
