@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from cimtwin.db import bootstrap  # noqa: E402
 from cimtwin.db.engine import libpq_dsn, sqlalchemy_url  # noqa: E402
+from cimtwin.settings import get_settings  # noqa: E402
 from cimtwin.spatial.model import SCHEMA  # noqa: E402
 
 #: this checkout's CLI (``.venv/bin/cimtwin`` may be another checkout's in a worktree)
@@ -180,12 +181,13 @@ def footprints(url: str, per_side: int = 8) -> int:
                 )
                 conn.execute(
                     f"INSERT INTO {SCHEMA}.building (id, building_code, name, use, height_m, "
-                    "floors, underground_floors, footprint) VALUES "
-                    "(%s, %s, %s, 'residential', 20, 6, 0, ST_Multi(ST_GeomFromWKB(%s, %s)))",
+                    "floors, underground_floors, county_code, footprint) VALUES "
+                    "(%s, %s, %s, 'residential', 20, 6, 0, %s, ST_Multi(ST_GeomFromWKB(%s, %s)))",
                     (
                         9_000_000 + i * per_side + j,
                         f"BENCH-{i}-{j}",
                         f"楼 {i}-{j}",
+                        get_settings().county_code,
                         shapely.to_wkb(box),
                         SRID,
                     ),

@@ -149,8 +149,9 @@ def odd_rows(db: str) -> dict[str, int]:
             db,
             """
             INSERT INTO cim.incident (incident_type, severity, status, title, reported_at,
-                updated_at, grid_code, attributes, geom)
-            SELECT 'fire', 2, 'reported', %s, %s::timestamptz, %s::timestamptz, g.code, '{}',
+                updated_at, grid_code, county_code, attributes, geom)
+            SELECT 'fire', 2, 'reported', %s, %s::timestamptz, %s::timestamptz, g.code,
+                left(g.code, 6), '{}',
                 ST_PointOnSurface(g.geom)
             FROM cim.work_grid g ORDER BY g.code LIMIT 1 RETURNING id""",
             (f"odd {name}", stamp, stamp),

@@ -363,8 +363,9 @@ def test_building_link_given_overlap_and_missing(scratch_database: str) -> None:
     )[0]
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
         conn.execute(
-            "INSERT INTO cim.building (building_code, height_m, underground_floors, footprint) "
-            "VALUES ('NS-TEST-1', 10, 0, ST_Multi(ST_MakeEnvelope(%s, %s, %s, %s, 4547)))",
+            "INSERT INTO cim.building (building_code, height_m, underground_floors, county_code, "
+            "footprint) VALUES ('NS-TEST-1', 10, 0, '440309', "
+            "ST_Multi(ST_MakeEnvelope(%s, %s, %s, %s, 4547)))",
             (x0 - 5, y0 - 5, x0 + 5, y0 + 5),
         )
     imp(BASIC, scratch_database, origin="114.04,22.62,2", dataset="basic-overlap")

@@ -105,10 +105,12 @@ def test_create_assigns_the_grid_and_reads_back(client: TestClient, editor: dict
     assert got["properties"]["attributes"] == {"road": "民治大道"}
     assert got["properties"]["description"] == "井盖丢失"
     assert got["geometry"]["coordinates"] == pytest.approx(coords, abs=1e-7)
-    ((status, grid, ext),) = q(
-        db, "SELECT status, grid_code, external_id FROM cim.incident WHERE id = %s", (f["id"],)
+    ((status, grid, ext, county),) = q(
+        db,
+        "SELECT status, grid_code, external_id, county_code FROM cim.incident WHERE id = %s",
+        (f["id"],),
     )
-    assert (status, grid, ext) == ("reported", code, "T-0001")
+    assert (status, grid, ext, county) == ("reported", code, "T-0001", code[:6])
     r = client.post(
         "/incidents",
         headers=editor,
@@ -183,8 +185,10 @@ def test_status_workflow_and_move(client: TestClient, editor: dict, db: str) -> 
     coords = lonlat(db, f"ST_SetSRID(ST_MakePoint({px}, {py}), 4547)")
     code, body = patch({"geometry": {"type": "Point", "coordinates": coords}, "description": None})
     assert code == 200 and body["properties"]["grid_code"] == code_b
-    ((grid,),) = q(db, "SELECT grid_code FROM cim.incident WHERE id = %s", (f["id"],))
-    assert grid == code_b
+    ((grid, county),) = q(
+        db, "SELECT grid_code, county_code FROM cim.incident WHERE id = %s", (f["id"],)
+    )
+    assert (grid, county) == (code_b, code_b[:6])
     code, body = patch({"geometry": {"type": "Point", "coordinates": [px, py]}, "crs": "EPSG:4547"})
     assert code == 200 and body["properties"]["grid_code"] == code_b
     for bad in (

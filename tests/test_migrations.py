@@ -193,12 +193,12 @@ def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
             c.execute(
                 text(
                     f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, "
-                    "subtype, geom) "
+                    "subtype, county_code, geom) "
                     "VALUES "
-                    "(:batch, 't', 'JS1', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502456, 2501564, "
-                    f"80.5), {SRID})),"
-                    "(:batch, 't', 'JS2', 'JS', 'JP', ST_SetSRID(ST_MakePoint(502500, 2501564, "
-                    f"80.1), {SRID})) "
+                    "(:batch, 't', 'JS1', 'JS', 'JP', '440309', ST_SetSRID(ST_MakePoint(502456, "
+                    f"2501564, 80.5), {SRID})),"
+                    "(:batch, 't', 'JS2', 'JS', 'JP', '440309', ST_SetSRID(ST_MakePoint(502500, "
+                    f"2501564, 80.1), {SRID})) "
                     "RETURNING id"
                 ),
                 {"batch": batch},
@@ -209,9 +209,10 @@ def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
         seg = c.execute(
             text(
                 f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, subtype, "
-                "from_node_id, to_node_id, depth_ref, flow_direction, length_m, geom) VALUES "
-                "(:batch, 't', 'JS', 'JP', "
-                f":a, :b, 'top', 0, 44, ST_SetSRID(ST_MakeLine(ST_MakePoint(502456, 2501564, 79.3),"
+                "from_node_id, to_node_id, depth_ref, flow_direction, length_m, county_code, geom) "
+                "VALUES (:batch, 't', 'JS', 'JP', "
+                ":a, :b, 'top', 0, 44, '440309', "
+                "ST_SetSRID(ST_MakeLine(ST_MakePoint(502456, 2501564, 79.3),"
                 f" ST_MakePoint(502500, 2501564, 78.9)), {SRID})) RETURNING ST_3DLength(geom), "
                 "ST_ZMin(geom)"
             ),
@@ -224,8 +225,10 @@ def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
         batch = network_batch(c.connection.driver_connection.execute, "t")
         nid = c.execute(
             text(
-                f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, geom)"
-                f" VALUES (:batch, 't', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID}))"
+                f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, "
+                "county_code, geom)"
+                " VALUES (:batch, 't', 'X1', 'JS', '440309', "
+                f"ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID}))"
                 " RETURNING id"
             ),
             {"batch": batch},
@@ -234,8 +237,9 @@ def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
             text(
                 f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, "
                 "from_node_id, to_node_id, "
-                "depth_ref, flow_direction, length_m, geom) VALUES (:batch, 't', 'JS', :n, :n, "
-                "'top', 0, 0, "
+                "depth_ref, flow_direction, length_m, county_code, geom) "
+                "VALUES (:batch, 't', 'JS', "
+                ":n, :n, 'top', 0, 0, '440309', "
                 f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"
             ),
             {"n": nid, "batch": batch},
@@ -247,8 +251,10 @@ def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
         other = network_batch(c.connection.driver_connection.execute, "t2")
         nid = c.execute(
             text(
-                f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, geom)"
-                f" VALUES (:batch, 't1', 'X1', 'JS', ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID}))"
+                f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, "
+                "county_code, geom)"
+                " VALUES (:batch, 't1', 'X1', 'JS', '440309', "
+                f"ST_SetSRID(ST_MakePoint(0, 0, 0), {SRID}))"
                 " RETURNING id"
             ),
             {"batch": first},
@@ -256,8 +262,8 @@ def test_3d_pipe_round_trip_and_topology_constraints(engine: Engine) -> None:
         c.execute(
             text(
                 f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, "
-                "from_node_id, to_node_id, depth_ref, flow_direction, length_m, geom) VALUES "
-                "(:batch, 't2', 'JS', :n, :n + 1, 'top', 0, 1, "
+                "from_node_id, to_node_id, depth_ref, flow_direction, length_m, county_code, geom) "
+                "VALUES (:batch, 't2', 'JS', :n, :n + 1, 'top', 0, 1, '440309', "
                 f"ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, {SRID}))"
             ),
             {"n": nid, "batch": other},

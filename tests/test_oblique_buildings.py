@@ -85,10 +85,10 @@ def add_building(url: str, bid: int, code: str, shape: shapely.Polygon, name: st
     with psycopg.connect(libpq_dsn(url)) as conn:
         conn.execute(
             f"INSERT INTO {SCHEMA}.building (id, building_code, name, use, height_m, floors, "
-            "underground_floors, base_elevation_m, grid_code, footprint) VALUES "
-            "(%s, %s, %s, 'office', 42.5, 12, 1, 10.0, %s, "
+            "underground_floors, base_elevation_m, grid_code, county_code, footprint) VALUES "
+            "(%s, %s, %s, 'office', 42.5, 12, 1, 10.0, %s, left(%s, 6), "
             "ST_Multi(ST_GeomFromWKB(%s, %s)))",
-            (bid, code, name, GRID, shapely.to_wkb(shape), SRID),
+            (bid, code, name, GRID, GRID, shapely.to_wkb(shape), SRID),
         )
 
 

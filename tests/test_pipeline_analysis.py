@@ -82,8 +82,9 @@ def add_network(
     for name, (x, y, ground, feature, app) in nodes.items():
         nid[name] = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_node (batch_id, dataset, point_no, network, subtype,"
-            " feature, appurtenance, ground_elevation_m, valve_state, geom) VALUES (%s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s, %s), 4547)) RETURNING id",
+            " feature, appurtenance, ground_elevation_m, valve_state, county_code, geom) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, '440309', "
+            "ST_SetSRID(ST_MakePoint(%s, %s, %s), 4547)) RETURNING id",
             (
                 batch,
                 dataset,
@@ -120,6 +121,7 @@ def add_network(
             "to_depth_m": nodes[b][2] - zb - shift,
             "length_m": float(np.hypot(xb - xa, yb - ya)),
             "source_id": name,
+            "county_code": "440309",
             **extra,
         }
         names = ", ".join(cols)
@@ -221,8 +223,8 @@ def scratch(scratch_database: str, tmp_path_factory) -> dict:
         )
         ids["L1"] = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, network_batch_id, "
-            "segment_id, node_id, geom) SELECT 'tiny-js', 'L1', s.batch_id, s.id, "
-            "s.from_node_id, ST_LineInterpolatePoint("
+            "segment_id, node_id, county_code, geom) SELECT 'tiny-js', 'L1', s.batch_id, s.id, "
+            "s.from_node_id, s.county_code, ST_LineInterpolatePoint("
             "s.geom, 0.1) FROM cim.pipeline_segment s WHERE s.id = %s RETURNING id",
             (ids["js"]["s11"],),
         ).fetchone()[0]
@@ -583,8 +585,8 @@ def test_the_graph_cache_sees_new_rows(scratch):
     with psycopg.connect(libpq_dsn(url)) as conn:
         vid = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, network_batch_id, "
-            "segment_id, node_id, geom) SELECT 'tiny-cache', 'C1', s.batch_id, s.id, "
-            "s.from_node_id, ST_StartPoint(s.geom) FROM "
+            "segment_id, node_id, county_code, geom) SELECT 'tiny-cache', 'C1', s.batch_id, s.id, "
+            "s.from_node_id, s.county_code, ST_StartPoint(s.geom) FROM "
             "cim.pipeline_segment s WHERE s.id = %s RETURNING id",
             (pipes["b"],),
         ).fetchone()[0]
@@ -702,8 +704,8 @@ def test_a_stored_graph_gives_way_to_changed_tables(scratch, tmp_path, share_gra
     with psycopg.connect(libpq_dsn(url)) as conn:
         vid = conn.execute(
             f"INSERT INTO {SCHEMA}.pipeline_valve (dataset, valve_no, network_batch_id, "
-            "segment_id, node_id, geom) SELECT 'tiny-store', 'S1', s.batch_id, s.id, "
-            "s.from_node_id, ST_StartPoint(s.geom) FROM "
+            "segment_id, node_id, county_code, geom) SELECT 'tiny-store', 'S1', s.batch_id, s.id, "
+            "s.from_node_id, s.county_code, ST_StartPoint(s.geom) FROM "
             "cim.pipeline_segment s WHERE s.id = %s RETURNING id",
             (pipes["b"],),
         ).fetchone()[0]

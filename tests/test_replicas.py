@@ -39,8 +39,8 @@ def pair() -> Iterator[Pair]:
 def add_building(pair: Pair, bid: int) -> None:
     pair.primary_sql(
         f"INSERT INTO {SCHEMA}.building (id, building_code, name, height_m, floors, "
-        "underground_floors, footprint)"
-        " VALUES (%s, %s, 'replica test', 12, 4, 0, ST_Multi(ST_GeomFromText(%s, "
+        "underground_floors, county_code, footprint)"
+        " VALUES (%s, %s, 'replica test', 12, 4, 0, '440309', ST_Multi(ST_GeomFromText(%s, "
         f"(SELECT srid FROM geometry_columns WHERE f_table_schema = '{SCHEMA}'"
         " AND f_table_name = 'building' AND f_geometry_column = 'footprint'))))",
         (bid, f"REPL-{bid}", SQUARE),

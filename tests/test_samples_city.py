@@ -136,6 +136,16 @@ def test_load_imports_every_district(city: Path, scratch_database: str) -> None:
             "SELECT count(*) FROM cim.city_component WHERE grid_code IS NULL"
             " OR left(grid_code, 6) <> left(component_id, 6)"
         ).fetchone()
+        # the district key: each district's rows in its own county (datasets are named
+        # after their district's folder, "<county>_<name>")
+        keyed = {
+            t: conn.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE position(x.county_code IN b.dataset)"
+                f" = 0), count(DISTINCT x.county_code) FROM cim.{t} x "
+                "JOIN cim.import_batch b ON b.id = x.batch_id"
+            ).fetchone()
+            for t in ("building", "city_component", "pipeline_node", "pipeline_segment", "parcel")
+        }
     assert {r[2] for r in rows} == {"succeeded"}
     names = {r[0] for r in rows}
     assert {n.split(":")[1] for n in names} == {"440303_luohu", "440304_futian"}
@@ -144,6 +154,8 @@ def test_load_imports_every_district(city: Path, scratch_database: str) -> None:
         assert by_county[d["county"]] == d["counts"]["components"]
         assert grids[d["county"]] == d["counts"]["work_grids"]
     assert outside == (0,)  # every component got a grid of its own district
+    for t, (rows_in, elsewhere, counties) in keyed.items():
+        assert rows_in > 0 and elsewhere == 0 and counties == 2, (t, rows_in, elsewhere, counties)
 
 
 def test_cli_options_and_mistakes(tmp_path: Path) -> None:

@@ -452,8 +452,8 @@ def test_far_view_of_a_detailed_footprint_measures_its_simplification(conn) -> N
     try:
         bid = conn.execute(
             """INSERT INTO cim.building (building_code, use, height_m, floors, underground_floors,
-                                         base_elevation_m, footprint)
-               VALUES ('TEST-STAR', 'office', 30, 8, 0, 70,
+                                         base_elevation_m, county_code, footprint)
+               VALUES ('TEST-STAR', 'office', 30, 8, 0, 70, '440309',
                        ST_Multi(ST_GeomFromText(%s, 4547))) RETURNING id""",
             (star.wkt,),
         ).fetchone()[0]

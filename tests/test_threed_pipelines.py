@@ -475,8 +475,9 @@ def test_a_pipe_never_sized_is_drawn_thin_with_no_size(conn):
     try:
         pid = conn.execute(
             "INSERT INTO cim.pipeline_segment (batch_id, id, dataset, network, from_node_id,"
-            " to_node_id, link_type, depth_ref, flow_direction, length_m, geom) VALUES (%s,"
-            " 999999, 'gap', 'JS', %s, %s, 'pipe', 'top', 0, 30, ST_GeomFromText("
+            " to_node_id, link_type, depth_ref, flow_direction, length_m, county_code, geom)"
+            " VALUES (%s, 999999, 'gap', 'JS', %s, %s, 'pipe', 'top', 0, 30, '440309',"
+            " ST_GeomFromText("
             "'LINESTRING Z (502000 2501500 70, 502030 2501500 70)', 4547)) RETURNING id",
             (a[1], a[0], b[0]),
         ).fetchone()[0]

@@ -71,7 +71,8 @@ async def storeys(code: BuildingCode, conn: Conn) -> Response:
         conn,
         f"SELECT s.name, s.elevation_m, s.height_m, s.position, m.name, s.ifc_guid, "
         f"count(r.id), sum(r.area_m2) FROM {T.bim_storey} s JOIN {T.bim_model} m "
-        f"ON m.id = s.model_id LEFT JOIN {T.bim_space} r ON r.storey_id = s.id "
+        f"ON (m.county_code, m.id) = (s.county_code, s.model_id) LEFT JOIN {T.bim_space} r "
+        "ON (r.county_code, r.storey_id) = (s.county_code, s.id) "
         "WHERE m.building_id = %s GROUP BY s.id, m.name ORDER BY m.name, s.position",
         (bid,),
     )
@@ -99,8 +100,9 @@ _ROOMS_SQL = (
     f"SELECT r.id, {geojson_text('r.footprint')}, r.ifc_guid, r.name, r.long_name, r.usage, "
     "r.area_m2, r.area_source, r.volume_m3, s.name, s.elevation_m, r.floor_elevation_m, "
     f"r.ceiling_elevation_m, m.name, b.building_code FROM {T.bim_space} r JOIN {T.bim_model} m "
-    f"ON m.id = r.model_id LEFT JOIN {T.bim_storey} s ON s.id = r.storey_id "
-    f"LEFT JOIN {T.building} b ON b.id = m.building_id "
+    f"ON (m.county_code, m.id) = (r.county_code, r.model_id) LEFT JOIN {T.bim_storey} s "
+    "ON (s.county_code, s.id) = (r.county_code, r.storey_id) "
+    f"LEFT JOIN {T.building} b ON (b.county_code, b.id) = (m.county_code, m.building_id) "
 )
 
 
@@ -131,7 +133,8 @@ async def rooms(code: BuildingCode, query: Annotated[RoomsQuery, Query()], conn:
         known = await rows(
             conn,
             f"SELECT DISTINCT s.name FROM {T.bim_storey} s JOIN {T.bim_model} m "
-            "ON m.id = s.model_id WHERE m.building_id = %s ORDER BY 1",
+            "ON (m.county_code, m.id) = (s.county_code, s.model_id) WHERE m.building_id = %s "
+            "ORDER BY 1",
             (bid,),
         )
         names = [k[0] for k in known]
@@ -202,7 +205,8 @@ async def locate(query: Annotated[IndoorPoint, Query()], conn: Conn) -> Response
     model = await one(
         conn,
         f"SELECT m.id, b.building_code, m.name FROM {T.bim_model} m LEFT JOIN {T.building} b "
-        f"ON b.id = m.building_id WHERE ST_Covers(m.footprint, {point}) "
+        "ON (b.county_code, b.id) = (m.county_code, m.building_id) "
+        f"WHERE ST_Covers(m.footprint, {point}) "
         "AND %s BETWEEN m.min_z - %s AND m.max_z + %s ORDER BY m.id DESC LIMIT 1",
         (x, y, SRID, query.h, HEIGHT_TOLERANCE_M, HEIGHT_TOLERANCE_M),
     )
@@ -246,8 +250,10 @@ async def element(guid: Guid, conn: Conn) -> Response:
         "SELECT e.ifc_guid, e.ifc_class, e.name, e.ifc_type, e.storey, e.storey_elevation_m, "
         "e.properties, e.quantities, e.material_color, m.name, m.dataset, b.building_code, "
         "ST_ZMin(e.geom), ST_ZMax(e.geom) "
-        f"FROM {T.bim_element} e LEFT JOIN {T.bim_model} m ON m.id = e.model_id "
-        f"LEFT JOIN {T.building} b ON b.id = e.building_id WHERE e.ifc_guid = %s "
+        f"FROM {T.bim_element} e LEFT JOIN {T.bim_model} m "
+        "ON (m.county_code, m.id) = (e.county_code, e.model_id) "
+        f"LEFT JOIN {T.building} b ON (b.county_code, b.id) = (e.county_code, e.building_id) "
+        "WHERE e.ifc_guid = %s "
         "ORDER BY e.id DESC LIMIT 20",
         (guid,),
     )

@@ -75,7 +75,9 @@ class CopyWriter:
 
     Frames whose model has a ``grid_code`` column get it by location (进格入块) from the work
     grids in the database, inside the import's transaction; the shapely geometries for that are
-    in ``prepared.extra['shapes'][model]``.
+    in ``prepared.extra['shapes'][model]``. Frames whose model has the district key
+    ``county_code`` get it from their grid code (:mod:`cimtwin.spatial.county`), or from
+    :meth:`county_codes` for tables placed by the rows they belong to.
     """
 
     models: ClassVar[tuple[type[Base], ...]]
@@ -83,10 +85,13 @@ class CopyWriter:
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         from cimtwin.spatial import bulk
         from cimtwin.spatial.admin_grid import GridIndex
+        from cimtwin.spatial.county import CountyPlacement
 
         counts: dict[str, int] = {}
         shapes = prepared.extra.get("shapes", {})
         grids = None
+        placement = None
+        written: dict[type[Base], pd.DataFrame] = {}
         for model in self.models:
             df = prepared.frames.get(model)
             if df is None:
@@ -96,6 +101,12 @@ class CopyWriter:
                 grids = grids or GridIndex.load(conn)
                 df["grid_code"] = grids.assign(shapes[model])
                 counts[f"{model.__tablename__}_outside_grids"] = int(df["grid_code"].isna().sum())
+            if "county_code" in table_of(model).columns:
+                placement = placement or CountyPlacement.load(conn, grids)
+                df["county_code"] = self._counties(
+                    conn, model, df, written, placement, batch_id, shapes.get(model)
+                )
+            written[model] = df
             if bulk.is_partitioned(model):
                 counts[model.__tablename__] = bulk.load_partition(
                     conn, model, df, batch_id, self.before_attach(model, prepared)
@@ -103,6 +114,25 @@ class CopyWriter:
             else:
                 counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
         return counts
+
+    def county_codes(
+        self, model: type[Base], frame: pd.DataFrame, written: dict[type[Base], pd.DataFrame]
+    ) -> Any:
+        """The county of each row of a table without a grid code, from rows written before
+        it in this import (``written``, e.g. a pipe's from-node); None: not placed here."""
+        return None
+
+    def _counties(self, conn, model, df, written, placement, batch_id: int, shapes) -> Any:
+        from cimtwin.spatial.county import batch_files, counties_of, feature_names
+
+        if "grid_code" in df.columns:
+            counties = counties_of(df["grid_code"].to_numpy())
+        elif (counties := self.county_codes(model, df, written)) is None:
+            if shapes is None:
+                raise TypeError(f"{self.__class__.__name__} does not place {model.__tablename__}")
+            counties = placement.at(shapes)
+        where = f"{batch_files(conn, batch_id)}: {model.__tablename__}"
+        return placement.complete(counties, where, feature_names(df))
 
     def before_attach(self, model: type[Base], prepared: Prepared):
         """A check to run on a new partition before it joins the table (None: no check)."""

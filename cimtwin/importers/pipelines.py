@@ -387,6 +387,14 @@ class PipelinesImporter(CopyWriter):
         # the runner drops the replaced batches' partitions after this: valves on them first
         return counts | relink_valves(conn, prepared.extra.get("replacing", []), batch_id)
 
+    def county_codes(self, model, frame: pd.DataFrame, written) -> np.ndarray | None:
+        """A pipe lies in its from-node's county (both ends are in one batch)."""
+        if model is not PipelineSegment:
+            return None
+        nodes = written[PipelineNode]
+        county = pd.Series(nodes["county_code"].to_numpy(), index=nodes["id"].to_numpy())
+        return county.reindex(frame["from_node_id"].to_numpy()).to_numpy(dtype=object)
+
 
 def _device_ends(lines: pd.DataFrame) -> frozenset[frozenset[str]]:
     """The end-point pairs of pumps and valves (model links), which may share a position."""

@@ -193,8 +193,10 @@ class ValvesImporter:
         for sid, source, a, b, a_no, b_no in conn.execute(
             f"SELECT s.id, s.source_id, s.from_node_id, s.to_node_id, na.point_no, "
             f"nb.point_no FROM {seg} s "
-            f"JOIN {node} na ON (na.batch_id, na.id) = (s.batch_id, s.from_node_id) "
-            f"JOIN {node} nb ON (nb.batch_id, nb.id) = (s.batch_id, s.to_node_id) "
+            f"JOIN {node} na ON (na.county_code, na.batch_id, na.id) = "
+            "(s.county_code, s.batch_id, s.from_node_id) "
+            f"JOIN {node} nb ON (nb.county_code, nb.batch_id, nb.id) = "
+            "(s.county_code, s.batch_id, s.to_node_id) "
             "WHERE s.dataset = %s",
             (nds,),
         ):
@@ -242,9 +244,9 @@ class ValvesImporter:
         valve = bulk.qualified(PipelineValve).as_string(conn)
         cur = conn.execute(
             f"""INSERT INTO {valve} (dataset, valve_no, network_batch_id, segment_id, node_id,
-                                     state, geom, batch_id)
+                                     state, geom, batch_id, county_code)
                 SELECT %s, u.no, s.batch_id, u.seg, u.node, u.state,
-                       {valve_position_sql("s", "u.node")}, %s
+                       {valve_position_sql("s", "u.node")}, %s, s.county_code
                 FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[])
                      AS u(no, seg, node, state)
                 JOIN {seg} s ON s.id = u.seg AND s.dataset = %s""",
@@ -305,7 +307,8 @@ def relink_valves(conn: psycopg.Connection, old_batches: list[int], new_batch: i
                             OR (na.point_no, nb.point_no) = (o.b_no, o.a_no)))
                 ORDER BY o.id, s.id)
             UPDATE {valve} v SET network_batch_id = %(new)s, segment_id = t.seg,
-                   node_id = t.node, geom = {valve_position_sql("s", "t.node")}
+                   node_id = t.node, geom = {valve_position_sql("s", "t.node")},
+                   county_code = s.county_code
             FROM target t JOIN {seg} s ON s.batch_id = %(new)s AND s.id = t.seg
             WHERE v.id = t.id""",
         {"old": old_batches, "new": new_batch},

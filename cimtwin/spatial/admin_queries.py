@@ -146,7 +146,8 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
         conn,
         f"""
         SELECT count(DISTINCT m.id), count(r.id), coalesce(sum(r.area_m2), 0)
-        FROM {T.bim_model} m LEFT JOIN {T.bim_space} r ON r.model_id = m.id
+        FROM {T.bim_model} m LEFT JOIN {T.bim_space} r
+            ON (r.county_code, r.model_id) = (m.county_code, m.id)
         JOIN {T.work_grid} g ON ST_Intersects(g.geom, ST_PointOnSurface(m.footprint))
         WHERE g.code = %s""",
         (code,),
@@ -159,7 +160,8 @@ async def _grid_static(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
         f"""
         SELECT count(*), count(DISTINCT t.dataset),
                count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {T.oblique_mesh_tile} c
-                                                  WHERE c.parent_id = t.id))
+                                                  WHERE (c.county_code, c.parent_id)
+                                                      = (t.county_code, t.id)))
         FROM {T.oblique_mesh_tile} t JOIN {T.work_grid} g ON ST_Intersects(g.geom, t.footprint)
         WHERE g.code = %s AND t.content_uri IS NOT NULL""",
         (code,),

@@ -10,7 +10,17 @@ from datetime import datetime
 from typing import cast
 
 from geoalchemy2 import Geometry
-from sqlalchemy import BigInteger, DateTime, ForeignKey, MetaData, Table, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,6 +67,17 @@ def batch_fk() -> Mapped[int | None]:
     """Provenance: the import batch that wrote this row (NULL for rows made in the API)."""
     return mapped_column(
         BigInteger, ForeignKey(f"{SCHEMA}.import_batch.id", ondelete="SET NULL"), index=True
+    )
+
+
+def county_key() -> Mapped[str]:
+    """The district key: the 6-digit GB/T 2260 county code of the row, by which a Citus
+    cluster distributes the big tables (:mod:`cimtwin.db.layout`). Filled at import from the
+    row's grid code or the data it belongs to; never NULL."""
+    return mapped_column(
+        String(6),
+        CheckConstraint("county_code ~ '^[0-9]{6}$'", name="county_code"),
+        nullable=False,
     )
 
 

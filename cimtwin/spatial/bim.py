@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, batch_fk, json_object
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, county_key, json_object
 from cimtwin.spatial.base import geom as geometry_column
 
 GEOREF_PATHS = (
@@ -81,6 +81,7 @@ class BimModel(Base):
     min_z: Mapped[float | None] = mapped_column(Float)
     max_z: Mapped[float | None] = mapped_column(Float)
     footprint: Mapped[object | None] = geometry_column("MULTIPOLYGON", nullable=True)
+    county_code: Mapped[str] = county_key()  # its building's, else its footprint's
     batch_id: Mapped[int | None] = batch_fk()
 
 
@@ -96,6 +97,7 @@ class BimStorey(Base):
     elevation_m: Mapped[float | None] = mapped_column(Float)
     height_m: Mapped[float | None] = mapped_column(Float)
     position: Mapped[int] = mapped_column(Integer)
+    county_code: Mapped[str] = county_key()  # its model's
     batch_id: Mapped[int | None] = batch_fk()
 
 
@@ -120,6 +122,7 @@ class BimSpace(Base):
     floor_elevation_m: Mapped[float | None] = mapped_column(Float)
     ceiling_elevation_m: Mapped[float | None] = mapped_column(Float)
     footprint: Mapped[object | None] = geometry_column("MULTIPOLYGON", nullable=True)
+    county_code: Mapped[str] = county_key()  # its model's
     batch_id: Mapped[int | None] = batch_fk()
 
 
@@ -147,4 +150,5 @@ class BimElement(Base):
     material_color: Mapped[str | None] = mapped_column(String(9))
     geom: Mapped[object | None] = geometry_column("GEOMETRYZ", nullable=True)  # TIN Z
     footprint: Mapped[object | None] = geometry_column("MULTIPOLYGON", nullable=True)
+    county_code: Mapped[str] = county_key()  # its model's
     batch_id: Mapped[int | None] = batch_fk()

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, county_key, geom
 
 REPRESENTATION_KINDS = ("lod1", "bim", "oblique")
 
@@ -46,6 +46,7 @@ class Building(Base):
     build_year: Mapped[int | None] = mapped_column(Integer)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
     parcel_code: Mapped[str | None] = mapped_column(String(32), index=True)
+    county_code: Mapped[str] = county_key()
     footprint: Mapped[object] = geom("MULTIPOLYGON")
     batch_id: Mapped[int | None] = batch_fk()
 
@@ -64,6 +65,7 @@ class BuildingRepresentation(Base):
     lod: Mapped[int | None] = mapped_column(Integer)
     uri: Mapped[str | None] = mapped_column(Text)  # model file / tileset, when not in geom
     geom: Mapped[object | None] = geom("GEOMETRYZ", nullable=True)  # PolyhedralSurfaceZ / TIN
+    county_code: Mapped[str] = county_key()  # its building's
     batch_id: Mapped[int | None] = batch_fk()
 
 
@@ -99,6 +101,7 @@ class ObliqueMeshTile(Base):
     texture_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # 单体化: the buildings whose footprints its mesh's triangles fall in (their feature ids)
     building_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    county_code: Mapped[str] = county_key()  # one per dataset: a pyramid stays on one node
     batch_id: Mapped[int | None] = batch_fk()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Sequence, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, geom
+from cimtwin.spatial.base import SCHEMA, Base, county_key, geom
 
 _ID = Sequence("city_component_id_seq", schema=SCHEMA, metadata=Base.metadata)
 
@@ -41,4 +41,5 @@ class CityComponent(Base):
     status: Mapped[str | None] = mapped_column(String(16))  # 完好, 破损, 丢失, 占用 ...
     elevation_m: Mapped[float | None] = mapped_column(Float)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    county_code: Mapped[str] = county_key()
     geom: Mapped[object] = geom("GEOMETRY")  # points mostly; lines and polygons for some classes

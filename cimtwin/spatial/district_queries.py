@@ -223,7 +223,8 @@ async def _static_summary(conn: AsyncConnection, slug: str) -> dict[str, Any] | 
         conn,
         f"""
         SELECT count(DISTINCT m.id), count(r.id), coalesce(sum(r.area_m2), 0)
-        FROM {T.bim_model} m LEFT JOIN {T.bim_space} r ON r.model_id = m.id, {D} d(geom)
+        FROM {T.bim_model} m LEFT JOIN {T.bim_space} r
+            ON (r.county_code, r.model_id) = (m.county_code, m.id), {D} d(geom)
         WHERE ST_Intersects(d.geom, ST_PointOnSurface(m.footprint))""",
         p,
     )
@@ -381,8 +382,10 @@ def _volume_sql(layer: str, relative: bool) -> str:
                  'depth_ref', s.depth_ref, 'material', s.material, 'owner', s.owner),
                {lo_abs}, {hi_abs}, {lo_rel}, {hi_rel}, count(*) OVER ()
         FROM {T.pipeline_segment} s
-        JOIN {T.pipeline_node} fn ON fn.id = s.from_node_id
-        JOIN {T.pipeline_node} tn ON tn.id = s.to_node_id,
+        JOIN {T.pipeline_node} fn
+            ON (fn.county_code, fn.batch_id, fn.id) = (s.county_code, s.batch_id, s.from_node_id)
+        JOIN {T.pipeline_node} tn
+            ON (tn.county_code, tn.batch_id, tn.id) = (s.county_code, s.batch_id, s.to_node_id),
         (SELECT {region} AS r) q
         WHERE ST_Intersects(s.geom, q.r) AND {_range_filter(lo, hi)}
         ORDER BY s.id LIMIT %(limit)s"""
@@ -391,7 +394,8 @@ def _volume_sql(layer: str, relative: bool) -> str:
         bottom = f"""(SELECT max(CASE WHEN s.from_node_id = n.id THEN s.from_depth_m
                                       ELSE s.to_depth_m END - {TOP_OFFSET} + {PIPE_SIZE})
                       FROM {T.pipeline_segment} s
-                      WHERE s.from_node_id = n.id OR s.to_node_id = n.id)"""
+                      WHERE (s.county_code, s.batch_id) = (n.county_code, n.batch_id)
+                        AND (s.from_node_id = n.id OR s.to_node_id = n.id))"""
         lo_rel, hi_rel = "(-n.depth)", "0.0"
         lo_abs, hi_abs = "(n.ground - n.depth)", "n.ground"
         lo, hi = (lo_rel, hi_rel) if relative else (lo_abs, hi_abs)

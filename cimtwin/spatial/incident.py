@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import Base, batch_fk, created_at, geom, json_object
+from cimtwin.spatial.base import Base, batch_fk, county_key, created_at, geom, json_object
 
 #: the life of an incident, in order; the first three are "open" (still being handled)
 INCIDENT_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "closed")
@@ -57,6 +57,7 @@ class Incident(Base):
     updated_at: Mapped[datetime] = created_at()
     elevation_m: Mapped[float | None] = mapped_column(Float)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    county_code: Mapped[str] = county_key()
     attributes: Mapped[dict[str, Any]] = json_object()
     geom: Mapped[object] = geom("POINT")
     batch_id: Mapped[int | None] = batch_fk()

@@ -246,7 +246,8 @@ async def _walk(
             conn,
             f"""
         SELECT v.id, v.segment_id, v.node_id, v.valve_no, v.state
-        FROM {T.pipeline_valve} v JOIN {T.pipeline_segment} s ON s.id = v.segment_id
+        FROM {T.pipeline_valve} v JOIN {T.pipeline_segment} s
+            ON (s.county_code, s.batch_id, s.id) = (v.county_code, v.network_batch_id, v.segment_id)
         WHERE s.network = %(net)s AND s.dataset = %(ds)s
           AND ST_DWithin(s.geom, {POINT}, %(reach)s)""",
             p,

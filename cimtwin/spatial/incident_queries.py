@@ -13,7 +13,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from cimtwin.db.layout import county_of
 from cimtwin.errors import ConflictError
+from cimtwin.settings import get_settings
 from cimtwin.spatial.admin_queries import LOCATE_SQL
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.incident import FIRST_STATUS, TRANSITIONS, WORKFLOW_TEXT
@@ -69,14 +71,17 @@ async def create_incident(conn: AsyncConnection, values: dict[str, Any], x: floa
         conn,
         f"""
         INSERT INTO {T.incident} (external_id, incident_type, severity, status, title,
-            description, reported_at, updated_at, elevation_m, grid_code, attributes, geom)
+            description, reported_at, updated_at, elevation_m, grid_code, county_code,
+            attributes, geom)
         VALUES (%(external_id)s, %(incident_type)s, %(severity)s, %(status)s, %(title)s,
             %(description)s, coalesce(%(reported_at)s, now()), now(), %(elevation_m)s,
-            %(grid)s, %(attributes)s, {POINT})
+            %(grid)s, %(county)s, %(attributes)s, {POINT})
         RETURNING id""",
         {
             **values,
             "grid": grid,
+            # outside every grid: the twin's own county (the district key is never NULL)
+            "county": county_of(grid) or get_settings().county_code,
             "x": x,
             "y": y,
             "status": FIRST_STATUS,
@@ -181,7 +186,12 @@ async def update_incident(
                 params[name] = Jsonb(value or {}) if name == "attributes" else value
         if xy is not None:
             grid = await grid_at(conn, *xy)
+            # a move into another county changes the district key (a Citus cluster would
+            # refuse it: docs/scaling.md); outside every grid the incident keeps its county
             sets += [f"geom = {POINT}", "grid_code = %(grid)s"]
             params.update(x=xy[0], y=xy[1], grid=grid)
+            if grid is not None:
+                sets.append("county_code = %(county)s")
+                params["county"] = county_of(grid)
         await conn.execute(f"UPDATE {T.incident} SET {', '.join(sets)} WHERE id = %(id)s", params)
     return {"old_status": old_status, "grid_code": grid}

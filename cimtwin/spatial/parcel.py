@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, county_key, geom
 
 
 class Parcel(Base):
@@ -20,5 +20,6 @@ class Parcel(Base):
     planned_plot_ratio: Mapped[float | None] = mapped_column(Float)  # 容积率 (FAR)
     height_limit_m: Mapped[float | None] = mapped_column(Float)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    county_code: Mapped[str] = county_key()
     geom: Mapped[object] = geom("MULTIPOLYGON")
     batch_id: Mapped[int | None] = batch_fk()

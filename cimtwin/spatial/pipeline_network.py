@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cimtwin.spatial.base import SCHEMA, Base, batch_fk, geom
+from cimtwin.spatial.base import SCHEMA, Base, batch_fk, county_key, geom
 
 _NODE_ID = Sequence("pipeline_node_id_seq", schema=SCHEMA, metadata=Base.metadata)
 _SEGMENT_ID = Sequence("pipeline_segment_id_seq", schema=SCHEMA, metadata=Base.metadata)
@@ -91,6 +91,7 @@ class PipelineNode(Base):
     well_depth_m: Mapped[float | None] = mapped_column(Float)  # 井深
     valve_state: Mapped[str | None] = mapped_column(String(8))  # open / closed, for valves
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    county_code: Mapped[str] = county_key()
     geom: Mapped[object] = geom("POINTZ")  # ground position, Z = ground elevation
 
 
@@ -144,6 +145,7 @@ class PipelineSegment(Base):
     status: Mapped[str | None] = mapped_column(String(4))  # CJJ 61 C.0.3 code
     road: Mapped[str | None] = mapped_column(String(64))
     length_m: Mapped[float] = mapped_column(Float)  # 3D length
+    county_code: Mapped[str] = county_key()  # its from-node's
     geom: Mapped[object] = geom("LINESTRINGZ")  # centre line
 
 
@@ -172,5 +174,6 @@ class PipelineValve(Base):
     segment_id: Mapped[int] = mapped_column(BigInteger, index=True)
     node_id: Mapped[int] = mapped_column(BigInteger, index=True)
     state: Mapped[str] = mapped_column(String(8), default="open", server_default="open")
+    county_code: Mapped[str] = county_key()  # its segment's
     geom: Mapped[object] = geom("POINTZ")
     batch_id: Mapped[int | None] = batch_fk()

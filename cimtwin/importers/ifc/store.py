@@ -27,6 +27,7 @@ import shapely
 from psycopg.types.json import Jsonb
 
 from cimtwin.errors import NotFoundError
+from cimtwin.spatial.county import CountyPlacement
 from cimtwin.spatial.sql_toolkit import T
 
 #: ISO WKB type codes of TIN Z and Triangle Z
@@ -157,8 +158,29 @@ def _wkb(geom: shapely.Geometry | None) -> bytes | None:
     return None if geom is None else shapely.to_wkb(geom, output_dimension=2)
 
 
+def model_county(conn: psycopg.Connection, model: PlacedModel, building_id: int | None) -> str:
+    """The district key of the model's rows: its building's county (the model's rows and
+    its building stay on one node), else the county of the work grid holding its footprint,
+    else the twin's one county (:class:`~cimtwin.spatial.county.CountyPlacement`);
+    ImportFailed when none fits."""
+    if building_id is not None:
+        row = conn.execute(
+            f"SELECT county_code FROM {T.building} WHERE id = %s", (building_id,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+    placement = CountyPlacement.load(conn)
+    county = placement.at([model.footprint])[0] if model.footprint is not None else None
+    where = f"{model.source_file}: bim_model"
+    return str(placement.complete(np.array([county], dtype=object), where, [model.name])[0])
+
+
 def link_building(
-    conn: psycopg.Connection, model: PlacedModel, dataset: str, srid: int, batch_id: int
+    conn: psycopg.Connection,
+    model: PlacedModel,
+    dataset: str,
+    srid: int,
+    batch_id: int,
 ) -> tuple[int | None, str]:
     """The building the model belongs to, and how it was found (given, overlap, created)."""
     if model.building_code:
@@ -191,8 +213,8 @@ def link_building(
     area = float(model.footprint.area)
     row = conn.execute(
         f"INSERT INTO {T.building} (building_code, name, use, height_m, floors, "
-        "underground_floors, base_elevation_m, floor_area_m2, footprint, batch_id, grid_code) "
-        "SELECT %s, %s, NULL, %s, %s, 0, %s, %s, f, %s, "
+        "underground_floors, base_elevation_m, floor_area_m2, footprint, batch_id, county_code, "
+        "grid_code) SELECT %s, %s, NULL, %s, %s, 0, %s, %s, f, %s, %s, "
         f"(SELECT g.code FROM {T.work_grid} g WHERE ST_Intersects(g.geom, ST_PointOnSurface(f)) "
         "ORDER BY g.code LIMIT 1) FROM ST_Multi(ST_GeomFromWKB(%s, %s)) f RETURNING id",
         (
@@ -203,6 +225,7 @@ def link_building(
             model.base_elevation_m,
             area * max(model.floors, 1),
             batch_id,
+            model_county(conn, model, None),
             fp,
             srid,
         ),
@@ -216,11 +239,12 @@ def write_model(
 ) -> dict[str, int]:
     """All rows of one model; returns counts per table."""
     building_id, link = link_building(conn, model, dataset, srid, batch_id)
+    county = model_county(conn, model, building_id)
     row = conn.execute(
         f"INSERT INTO {T.bim_model} (dataset, name, source_file, ifc_schema, georef_path, "
         "map_crs, georef, building_id, building_link, element_count, min_z, max_z, footprint, "
-        "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-        "ST_Multi(ST_GeomFromWKB(%s, %s)), %s) RETURNING id",
+        "batch_id, county_code) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        "ST_Multi(ST_GeomFromWKB(%s, %s)), %s, %s) RETURNING id",
         (
             dataset,
             model.name,
@@ -237,6 +261,7 @@ def write_model(
             _wkb(model.footprint),
             srid,
             batch_id,
+            county,
         ),
     ).fetchone()
     assert row is not None
@@ -246,8 +271,8 @@ def write_model(
     for s in model.storeys:
         r = conn.execute(
             f"INSERT INTO {T.bim_storey} (model_id, ifc_guid, name, elevation_m, height_m, "
-            "position, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (model_id, s.guid, s.name, s.elevation_m, s.height_m, s.position, batch_id),
+            "position, batch_id, county_code) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (model_id, s.guid, s.name, s.elevation_m, s.height_m, s.position, batch_id, county),
         ).fetchone()
         assert r is not None
         storey_ids[s.guid] = int(r[0])
@@ -256,8 +281,8 @@ def write_model(
             f"INSERT INTO {T.bim_space} (model_id, storey_id, storey, ifc_guid, name, long_name, "
             "usage, "
             "area_m2, area_source, volume_m3, floor_elevation_m, ceiling_elevation_m, footprint, "
-            "batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "ST_Multi(ST_GeomFromWKB(%s, %s)), %s)",
+            "batch_id, county_code) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "ST_Multi(ST_GeomFromWKB(%s, %s)), %s, %s)",
             [
                 (
                     model_id,
@@ -275,6 +300,7 @@ def write_model(
                     _wkb(sp.footprint),
                     srid,
                     batch_id,
+                    county,
                 )
                 for sp in model.spaces
             ],
@@ -282,8 +308,9 @@ def write_model(
         cur.executemany(
             f"INSERT INTO {T.bim_element} (building_id, model_id, model, ifc_guid, ifc_class, "
             "name, ifc_type, storey, storey_elevation_m, properties, quantities, "
-            "material_color, geom, footprint, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, ST_GeomFromWKB(%s, %s), ST_Multi(ST_GeomFromWKB(%s, %s)), %s)",
+            "material_color, geom, footprint, batch_id, county_code) VALUES (%s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, ST_GeomFromWKB(%s, %s), "
+            "ST_Multi(ST_GeomFromWKB(%s, %s)), %s, %s)",
             [
                 (
                     building_id,
@@ -303,15 +330,17 @@ def write_model(
                     _wkb(e.footprint),
                     srid,
                     batch_id,
+                    county,
                 )
                 for e in model.elements
             ],
         )
     if building_id is not None:
         conn.execute(
-            f"INSERT INTO {T.building_representation} (building_id, kind, uri, batch_id) "
-            "VALUES (%s, 'bim', %s, %s)",
-            (building_id, f"bim_model:{model_id}", batch_id),
+            f"INSERT INTO {T.building_representation} (building_id, kind, uri, batch_id, "
+            "county_code) SELECT id, 'bim', %s, %s, county_code FROM "
+            f"{T.building} WHERE id = %s",
+            (f"bim_model:{model_id}", batch_id, building_id),
         )
     return {
         "bim_model": 1,

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from cimtwin.importers.runner import ImportFailed, default_dataset
 from cimtwin.settings import get_settings
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.building import ObliqueMeshTile
+from cimtwin.spatial.county import CountyPlacement
 from cimtwin.spatial.provenance import batch_dataset
 from cimtwin.spatial.sql_toolkit import T
 
@@ -239,16 +241,17 @@ class ObliqueImporter:
 
         dataset = batch_dataset(conn, batch_id)
         tid = prepared.extra["tileset_id"]
+        county = dataset_county(conn, prepared.extra["records"], dataset)
         ids: dict[int, int] = {}
         for r in prepared.extra["records"]:
             box = shapely.box(*r.bounds)
             row = conn.execute(
                 f"INSERT INTO {T.oblique_mesh_tile} (dataset, tile_path, parent_id, level, "
                 "geometric_error, format, vertex_count, texture_count, min_z, max_z, footprint, "
-                "tileset, content_uri, triangle_count, texture_bytes, building_ids, batch_id) "
-                "VALUES "
+                "tileset, content_uri, triangle_count, texture_bytes, building_ids, batch_id, "
+                "county_code) VALUES "
                 "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, ST_GeomFromWKB(%s, %s), %s, %s, "
-                "%s, %s, %s, %s) RETURNING id",
+                "%s, %s, %s, %s, %s) RETURNING id",
                 (
                     dataset,
                     r.source,
@@ -268,6 +271,7 @@ class ObliqueImporter:
                     r.texture_bytes,
                     r.building_ids,
                     batch_id,
+                    county,
                 ),
             ).fetchone()
             assert row is not None
@@ -287,3 +291,15 @@ class ObliqueImporter:
             target.rename(old)
         staging.rename(target)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def dataset_county(conn: psycopg.Connection, records: list, dataset: str) -> str:
+    """The district key of a whole pyramid (parent and child tiles stay on one node): the
+    county most of its tiles' footprints lie in, else the twin's one county."""
+    placement = CountyPlacement.load(conn)
+    found = [c for c in placement.at([shapely.box(*r.bounds) for r in records]) if c]
+    if found:
+        counts = Counter(found)
+        return min(counts, key=lambda c: (-counts[c], c))
+    where = f"oblique dataset {dataset}: oblique_mesh_tile"
+    return str(placement.complete(np.array([None], dtype=object), where, ["every tile"])[0])

@@ -162,7 +162,8 @@ class BimSource:
         if self._model is None:
             row = conn.execute(
                 f"""SELECT m.id, m.name, b.name, b.building_code FROM {T.bim_model} AS m
-                    LEFT JOIN {T.building} AS b ON b.id = m.building_id
+                    LEFT JOIN {T.building} AS b
+                        ON (b.county_code, b.id) = (m.county_code, m.building_id)
                     WHERE m.dataset = %s""",
                 (self.dataset,),
             ).fetchone()

@@ -1,0 +1,92 @@
+"""The district key of imported rows: which county (GB/T 2260, 6 digits) each row belongs to.
+
+Every big table carries ``county_code`` (:mod:`cimtwin.db.layout`), the column a Citus
+cluster distributes by. A row with a work grid takes its grid's county. A row outside every
+grid takes the county of the batch it arrives in when the batch's placed rows all lie in
+one, else the twin's own when the twin knows only one (its grids', or
+``CIMTWIN_COUNTY_CODE`` before any grid is imported). Anything else cannot be placed, and
+the import stops naming the file and the features rather than store a row no node owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from cimtwin.db.layout import COUNTY_DIGITS
+from cimtwin.errors import ImportFailed
+from cimtwin.settings import get_settings
+from cimtwin.spatial.admin_grid import GridIndex
+from cimtwin.spatial.provenance import ImportBatch
+from cimtwin.spatial.sql_toolkit import table
+
+#: columns that name a feature in an error, most telling first
+FEATURE_KEYS = ("building_code", "parcel_code", "component_id", "point_no", "external_id")
+#: features listed by name in an error (the count says how many in all)
+LISTED = 5
+
+
+def counties_of(grid_codes: Sequence[str | None] | np.ndarray) -> np.ndarray:
+    """The county of each grid code (its first six digits); None where there is none."""
+    codes = pd.Series(np.asarray(grid_codes, dtype=object), dtype=object)
+    has = codes.notna() & (codes != "")
+    return codes.str[:COUNTY_DIGITS].where(has, None).to_numpy(dtype=object)
+
+
+class CountyPlacement:
+    """Places rows in counties with the twin's work grids, inside an import's transaction."""
+
+    def __init__(self, grids: GridIndex, configured: str) -> None:
+        self.grids = grids
+        self.known = sorted({str(c)[:COUNTY_DIGITS] for c in grids.codes}) or [configured]
+        # the twin's one county, when it has one: its grids', or the configured one
+        self.only: str | None = self.known[0] if len(self.known) == 1 else None
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection, grids: GridIndex | None = None) -> CountyPlacement:
+        return cls(grids if grids is not None else GridIndex.load(conn), get_settings().county_code)
+
+    def at(self, geoms: Sequence | np.ndarray) -> np.ndarray:
+        """The county of each shapely geometry's grid; None outside every grid."""
+        return counties_of(self.grids.assign(geoms))
+
+    def complete(self, counties: np.ndarray, where: str, names: Sequence[str]) -> np.ndarray:
+        """``counties`` with every None filled (the batch's county, else the twin's one);
+        :class:`ImportFailed` naming ``where`` and the features ``names`` when that fails."""
+        out = np.asarray(counties, dtype=object).copy()
+        missing = pd.isna(out)
+        if not missing.any():
+            return out
+        placed = sorted({c for c in out[~missing]})
+        fill = placed[0] if len(placed) == 1 else self.only
+        if fill is None:
+            lost = [str(names[i]) for i in np.flatnonzero(missing)[:LISTED]]
+            more = f" and {int(missing.sum()) - len(lost)} more" if missing.sum() > LISTED else ""
+            spans = f"counties {', '.join(placed)}" if placed else "no county"
+            raise ImportFailed(
+                f"{where}: feature(s) {', '.join(lost)}{more} lie outside every work grid, and "
+                f"the import spans {spans} of the twin's {', '.join(self.known)}, so no "
+                "district (county_code) can be given to them; nothing was written (import "
+                "the work grids that hold them, or import each district's features apart)"
+            )
+        out[missing] = fill
+        return out
+
+
+def feature_names(frame) -> list[str]:
+    """What to call each row of an import frame in an error: its code, else its row number."""
+    for col in FEATURE_KEYS:
+        if col in frame.columns:
+            return [str(v) for v in frame[col].tolist()]
+    return [f"row {i + 1}" for i in range(len(frame))]
+
+
+def batch_files(conn: psycopg.Connection, batch_id: int) -> str:
+    """The source files of an import batch, for an error message."""
+    row = conn.execute(
+        f"SELECT source_files FROM {table(ImportBatch)} WHERE id = %s", (batch_id,)
+    ).fetchone()
+    return ", ".join(row[0]) if row and row[0] else f"import batch {batch_id}"
