@@ -57,12 +57,44 @@ def loaded_sample(database_url: str):
     return {r.kind: r for r in load_sample(SAMPLE, database_url)}
 
 
+@pytest.fixture(scope="session")
+def migrated_template(database_url: str) -> Iterator[str]:
+    """One empty database at the head revision, never connected to after: scratch databases
+    are copies of it (a file copy, where migrating each one took seconds)."""
+    base = sqlalchemy_url(database_url)
+    url = base.set(database=f"{base.database}_template").render_as_string(hide_password=False)
+    yield bootstrap.recreate_database(url)
+    bootstrap.drop_database(url)
+
+
 @pytest.fixture(scope="module")
-def scratch_database(database_url: str) -> Iterator[str]:
+def scratch_database(database_url: str, migrated_template: str) -> Iterator[str]:
     """A separate migrated database for tests that change or break data on purpose."""
     base = sqlalchemy_url(database_url)
     url = base.set(database=f"{base.database}_scratch").render_as_string(hide_password=False)
-    yield bootstrap.recreate_database(url)
+    yield bootstrap.copy_database(migrated_template, url)
+    bootstrap.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def sample_template(database_url: str, migrated_template: str) -> Iterator[str]:
+    """The committed sample imported once into a database only ever copied after."""
+    from cimtwin.samples.loader import load_sample
+
+    base = sqlalchemy_url(database_url)
+    url = base.set(database=f"{base.database}_sample").render_as_string(hide_password=False)
+    bootstrap.copy_database(migrated_template, url)
+    load_sample(SAMPLE, url)
+    yield url
+    bootstrap.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def sample_database(database_url: str, sample_template: str) -> Iterator[str]:
+    """A database of the module's own holding the sample, for tests that write to it."""
+    base = sqlalchemy_url(database_url)
+    url = base.set(database=f"{base.database}_scratch").render_as_string(hide_password=False)
+    yield bootstrap.copy_database(sample_template, url)
     bootstrap.drop_database(url)
 
 

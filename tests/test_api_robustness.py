@@ -22,17 +22,13 @@ from cimtwin.api.geojson import rfc3339
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
 from cimtwin.spatial.access_queries import create_key
-from tests.conftest import SAMPLE
 
 POINT = {"type": "Point", "coordinates": [114.0291, 22.6090]}
 
 
 @pytest.fixture(scope="module")
-def db(scratch_database: str) -> str:
-    from cimtwin.samples.loader import load_sample
-
-    load_sample(SAMPLE, scratch_database)
-    return scratch_database
+def db(sample_database: str) -> str:
+    return sample_database
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_the_import_command_takes_from_gcj02(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def district_db(database_url: str):
+def district_db(database_url: str, migrated_template: str):
     """A database holding the sample's components: the features incidents sit at."""
     import os
 
@@ -136,7 +136,7 @@ def district_db(database_url: str):
     from cimtwin.importers.runner import run_import
 
     url = sqlalchemy_url(database_url).set(database=f"cimtwin_gcj_{os.getpid()}")
-    url = bootstrap.recreate_database(url.render_as_string(hide_password=False))
+    url = bootstrap.copy_database(migrated_template, url.render_as_string(hide_password=False))
     run_import(
         importer_for("components"),
         [SAMPLE / "gpkg" / "components.gpkg"],

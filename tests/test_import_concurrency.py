@@ -20,11 +20,11 @@ ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
-def concurrent_db(database_url: str) -> Iterator[str]:
+def concurrent_db(database_url: str, migrated_template: str) -> Iterator[str]:
     """A database of its own: no component ids from other tests' datasets."""
     base = sqlalchemy_url(database_url)
     url = base.set(database=f"cimtwin_conc_{os.getpid()}").render_as_string(hide_password=False)
-    yield bootstrap.recreate_database(url)
+    yield bootstrap.copy_database(migrated_template, url)
     bootstrap.drop_database(url)
 
 

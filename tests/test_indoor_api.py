@@ -25,30 +25,28 @@ SAMPLE_BUILDING = "JZ4403090000180"  # 天悦广场, the building the sample's m
 
 
 @pytest.fixture(scope="module")
-def duplex(scratch_database: str) -> Iterator[tuple]:
+def duplex(sample_database: str) -> Iterator[tuple]:
     """(client, building code, database url) with the Duplex at the North Station."""
     from fastapi.testclient import TestClient
 
     from cimtwin.api.app import create_app
     from cimtwin.importers.ifc.importer import IfcImporter
-    from cimtwin.samples.loader import load_sample
 
-    # the North Station sample first: grids and districts to count the model in
-    load_sample(ROOT / "data_samples" / "north_station", scratch_database)
+    # the North Station sample first (sample_database): grids and districts to count it in
     result = run_import(
         IfcImporter(),
         [DUPLEX],
         ImportOptions(origin="114.0239,22.6080,5", rotation=20.0, dataset="duplex-indoor"),
-        scratch_database,
+        sample_database,
     )
     assert result.status == "succeeded"
-    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+    with psycopg.connect(libpq_dsn(sample_database)) as conn:
         (code,) = conn.execute(
             "SELECT b.building_code FROM cim.bim_model m JOIN cim.building b ON "
             "b.id = m.building_id WHERE m.dataset = 'duplex-indoor'"
         ).fetchone()
-    with TestClient(create_app(Settings(database_url=scratch_database))) as client:
-        yield client, code, scratch_database
+    with TestClient(create_app(Settings(database_url=sample_database))) as client:
+        yield client, code, sample_database
 
 
 def test_storeys_of_the_building(duplex: tuple) -> None:

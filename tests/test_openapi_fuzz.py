@@ -31,7 +31,6 @@ from schemathesis.specs.openapi.checks import (
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.settings import Settings
 from cimtwin.spatial.access_queries import create_key
-from tests.conftest import SAMPLE
 
 #: cases generated per operation and pass: ~45 operations x 2 passes x up to 8 = a few hundred
 EXAMPLES = 8
@@ -39,17 +38,15 @@ CHECKS = (not_a_server_error, status_code_conformance, response_schema_conforman
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(scratch_database: str) -> Iterator[tuple[str, str, str]]:
+def fuzz_server(sample_database: str) -> Iterator[tuple[str, str, str]]:
     """A live API over its own database (writes land there, not in the session's) with the
     sample loaded: its URL, an admin key for it and the database's URL."""
-    from cimtwin.samples.loader import load_sample
     from tests.browser import serve
 
-    load_sample(SAMPLE, scratch_database)
-    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+    with psycopg.connect(libpq_dsn(sample_database)) as conn:
         admin = create_key(conn, "fuzz-admin", "admin")[0]
-    for url in serve(Settings(database_url=scratch_database)):
-        yield url, admin, scratch_database
+    for url in serve(Settings(database_url=sample_database)):
+        yield url, admin, sample_database
 
 
 Outcome = tuple[int, int, Counter[str], list[str], Counter[int]]
