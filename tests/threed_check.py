@@ -3,7 +3,9 @@ CesiumGS' 3d-tiles-validator (which runs the Khronos glTF validator on each cont
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,9 +20,29 @@ VALIDATOR = next(
 )
 
 
+#: where the validator's script installs its npm packages on first use (as the script says)
+CACHE = Path(
+    os.environ.get("CIMTWIN_TOOLS_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "3d-tiles-validator-0.6.1"
+)
+
+
+def _installed() -> None:
+    """The first use installs the validator's packages: one test process at a time (under
+    pytest-xdist two would run ``npm ci`` into the same folder at once)."""
+    if (CACHE / ".installed").exists():
+        return
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(CACHE.parent / "3d-tiles-validator-0.6.1.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (CACHE / ".installed").exists():
+            subprocess.run([str(VALIDATOR), "--help"], capture_output=True, timeout=900)
+
+
 def _run(flag: str, path: Path) -> None:
     if not VALIDATOR.is_file():
         pytest.skip(f"3d-tiles-validator not found at {VALIDATOR} (../shared/tools is absent)")
+    _installed()
     proc = subprocess.run(
         [str(VALIDATOR), flag, str(path)], capture_output=True, text=True, timeout=600
     )
