@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import pandas as pd
 import psycopg
 
@@ -38,7 +39,8 @@ class ImportOptions:
 
 @dataclass
 class Prepared:
-    """Validated rows ready to write: one DataFrame per table, geometries as hex EWKB."""
+    """Validated rows ready to write: one DataFrame per table, geometries as shapely
+    geometries (or hex EWKB), made into EWKB a chunk at a time by the COPY."""
 
     format: str
     source_crs: str
@@ -92,18 +94,34 @@ class CopyWriter:
             if df is None:
                 continue
             df = df.assign(batch_id=batch_id)
+            hook = None
             if "grid_code" in table_of(model).columns and model in shapes:
                 grids = grids or GridIndex.load(conn)
-                df["grid_code"] = grids.assign(shapes[model])
-                counts[f"{model.__tablename__}_outside_grids"] = int(df["grid_code"].isna().sum())
+                df = df.assign(grid_code=None)
+                hook = _grid_codes(grids, np.asarray(shapes[model], dtype=object))
             if bulk.is_partitioned(model):
                 counts[model.__tablename__] = bulk.load_partition(
-                    conn, model, df, batch_id, self.before_attach(model, prepared)
+                    conn, model, df, batch_id, self.before_attach(model, prepared), hook
                 )
             else:
-                counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
+                counts[model.__tablename__] = bulk.copy_frame(conn, model, df, chunk_hook=hook)
+            if hook is not None:
+                counts[f"{model.__tablename__}_outside_grids"] = hook.outside
         return counts
 
     def before_attach(self, model: type[Base], prepared: Prepared):
         """A check to run on a new partition before it joins the table (None: no check)."""
         return None
+
+
+class _grid_codes:
+    """A COPY chunk hook: each chunk's work grids by location, found while the previous chunk
+    is on its way to the server; counts the rows outside every grid."""
+
+    def __init__(self, grids: Any, shapes: np.ndarray) -> None:
+        self.grids, self.shapes, self.outside = grids, shapes, 0
+
+    def __call__(self, chunk: pd.DataFrame, start: int) -> pd.DataFrame:
+        codes = self.grids.assign(self.shapes[start : start + len(chunk)])
+        self.outside += int(sum(c is None for c in codes))
+        return chunk.assign(grid_code=codes)

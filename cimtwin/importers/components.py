@@ -15,7 +15,6 @@ from cimtwin.importers.runner import ImportFailed
 from cimtwin.importers.sources import text_column
 from cimtwin.reference import component_classes
 from cimtwin.settings import get_settings
-from cimtwin.spatial import bulk
 from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.provenance import ImportBatch
 from cimtwin.spatial.sql_toolkit import identifier, table
@@ -114,7 +113,7 @@ class ComponentsImporter(CopyWriter):
                 "dept_owner": attrs["dept_owner"],
                 "dept_maintainer": attrs["dept_maintainer"],
                 "status": attrs["status"],
-                "geom": bulk.geometry_hex(geoms),
+                "geom": geoms,  # EWKB a chunk at a time, by the COPY
             },
             index=attrs.index,
         )

@@ -14,17 +14,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyogrio
 import yaml
 
 from cimtwin.errors import UserError
+
+if TYPE_CHECKING:  # GDAL and geopandas load only for GIS layers, not for survey tables
+    import geopandas as gpd
 
 TABLE_SUFFIXES = {".csv", ".txt", ".xlsx", ".xlsm"}
 HEADER_LINE = 1
@@ -373,6 +375,8 @@ def dbf_encoding(path: Path) -> tuple[str | None, str | None]:
 
 
 def list_layers(path: Path) -> list[str]:
+    import pyogrio
+
     check_vector_file(path)
     try:
         return [str(r[0]) for r in pyogrio.list_layers(path)]
@@ -383,6 +387,9 @@ def list_layers(path: Path) -> list[str]:
 def read_layer(path: Path, layer: str | None = None) -> Layer:
     """One layer with its geometries; a file without geometries (a CSV or spreadsheet read by
     GDAL as a plain table) is refused."""
+    import geopandas as gpd
+    import pyogrio
+
     check_vector_file(path)
     encoding, note = dbf_encoding(path)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -113,6 +113,7 @@ def load_partition(
     frame: pd.DataFrame,
     batch_id: int,
     before_attach=None,
+    chunk_hook: ChunkHook | None = None,
 ) -> int:
     """Load one batch as a new partition: COPY into a bare table, then ATTACH, which builds
     its indexes and checks its foreign keys in bulk. ``before_attach(conn, staging)`` may
@@ -123,7 +124,9 @@ def load_partition(
             staging, qualified(model)
         )
     )
-    n = copy_frame(conn, model, frame.assign(batch_id=batch_id), target=staging)
+    n = copy_frame(
+        conn, model, frame.assign(batch_id=batch_id), target=staging, chunk_hook=chunk_hook
+    )
     if before_attach:
         before_attach(conn, staging)
     conn.execute(
@@ -134,17 +137,31 @@ def load_partition(
     return n
 
 
+#: ``hook(chunk, start) -> chunk``: columns computed per chunk just before it is formatted
+#: (``start``: the chunk's first row position in the frame)
+ChunkHook = Callable[[pd.DataFrame, int], pd.DataFrame]
+
+
+def geometry_dims(column) -> int:
+    """2, or 3 for a Z geometry column (``geom("POINTZ")``)."""
+    kind = str(getattr(column.type, "geometry_type", "") or "").upper()
+    return 3 if kind.endswith("Z") else 2
+
+
 def copy_frame(
     conn: psycopg.Connection,
     model: type[Base],
     frame: pd.DataFrame,
     on_rows=None,
     target: sql.Composable | None = None,
+    chunk_hook: ChunkHook | None = None,
 ) -> int:
-    """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB.
+    """COPY ``frame`` into the model's table; a geometry column holds hex EWKB or shapely
+    geometries (made into EWKB a chunk at a time).
 
     A writer thread sends each chunk while the next one is formatted, so the client's work
-    overlaps the server's parsing and indexing.
+    (EWKB, ``chunk_hook``'s columns, CSV) overlaps the server's parsing, and only one chunk's
+    text is held at a time.
     """
     table = table_of(model)
     allowed = {c.name: c for c in table.columns}
@@ -153,6 +170,11 @@ def copy_frame(
         raise ValueError(f"{table.name} has no column(s) {unknown}")
     cols = list(frame.columns)
     json_cols = [c for c in cols if allowed[c].type.__class__.__name__ == "JSONB"]
+    geo_cols = {
+        c: geometry_dims(allowed[c])
+        for c in cols
+        if allowed[c].type.__class__.__name__ == "Geometry"
+    }
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         target or qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
@@ -160,11 +182,18 @@ def copy_frame(
     with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
         for start in range(0, len(frame), CHUNK_ROWS):
             chunk = frame.iloc[start : start + CHUNK_ROWS]
-            if json_cols:
-                chunk = chunk.copy()
-                for c in json_cols:
-                    chunk[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
-            copy.write(csv_chunk(chunk))
+            if chunk_hook:
+                chunk = chunk_hook(chunk, start)
+            made = {}
+            for c, dims in geo_cols.items():
+                values = chunk[c].to_numpy(dtype=object)
+                if shapely.is_geometry(values).any():
+                    made[c] = geometry_hex(values, dims=dims)
+            for c in json_cols:
+                made[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
+            if made:
+                chunk = chunk.assign(**made)
+            copy.write(csv_chunk(chunk[cols]))
             total += len(chunk)
             if on_rows:
                 on_rows(len(chunk))
