@@ -184,7 +184,7 @@ def copy_frame(
             chunk = frame.iloc[start : start + CHUNK_ROWS]
             if chunk_hook:
                 chunk = chunk_hook(chunk, start)
-            made = {}
+            made: dict[str, object] = {}
             for c, dims in geo_cols.items():
                 values = chunk[c].to_numpy(dtype=object)
                 if shapely.is_geometry(values).any():
