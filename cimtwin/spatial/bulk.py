@@ -21,10 +21,9 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from cimtwin.db.connect import one_row_sync
+from cimtwin.settings import get_settings
 from cimtwin.spatial.base import SRID, Base, schema_of, table_of
 from cimtwin.spatial.sql_toolkit import identifier
-
-CHUNK_ROWS = 50_000
 
 
 def qualified(model: type[Base]) -> sql.Composed:
@@ -178,10 +177,10 @@ def copy_frame(
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         target or qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
-    total = 0
+    total, rows = 0, get_settings().import_chunk_rows
     with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
-        for start in range(0, len(frame), CHUNK_ROWS):
-            chunk = frame.iloc[start : start + CHUNK_ROWS]
+        for start in range(0, len(frame), rows):
+            chunk = frame.iloc[start : start + rows]
             if chunk_hook:
                 chunk = chunk_hook(chunk, start)
             made: dict[str, object] = {}
