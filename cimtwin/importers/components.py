@@ -51,7 +51,11 @@ class ComponentsImporter(CopyWriter):
             "dept_maintainer",
             "status",
         ):
-            attrs[col] = text_column(attrs[col]) if col in attrs else None
+            attrs[col] = (
+                text_column(attrs[col], compact=True)
+                if col in attrs
+                else pd.Series(pd.NA, index=attrs.index, dtype="string")
+            )
         cls = attrs["class_code"]
         unknown = (cls.notna() & ~cls.isin(list(component_classes()))).to_numpy()
         report.add_many(
@@ -64,9 +68,9 @@ class ComponentsImporter(CopyWriter):
         report.add_many(
             label, ids[cls.isna().to_numpy()], "component-class-missing", ERROR, "no class code"
         )
-        cid = attrs["component_id"].astype(object)
+        cid = attrs["component_id"]
         has = cid.notna()
-        bad = (has & ~cid.where(has, "").str.fullmatch(ID_PATTERN)).to_numpy()
+        bad = (has & ~cid.fillna("").str.fullmatch(ID_PATTERN)).to_numpy(dtype=bool)
         report.add_many(
             label,
             ids[bad],
@@ -76,9 +80,10 @@ class ComponentsImporter(CopyWriter):
         )
         good = has.to_numpy() & ~bad
         parts = component_id_parts(cid[good].astype(str))
-        mism = (parts["class_code"].to_numpy() != cls[good].to_numpy()) & cls[
-            good
-        ].notna().to_numpy()
+        mism = (
+            parts["class_code"].to_numpy(dtype=object)
+            != cls[good].fillna("").to_numpy(dtype=object)
+        ) & cls[good].notna().to_numpy()
         report.add_many(
             label,
             ids[good][mism],

@@ -432,14 +432,21 @@ def canonical_frame(
             {f: pd.Series(dtype=object) for f in [*found, *needed]}, index=frame.index
         )
     require(found, needed, label, columns)
-    out = pd.DataFrame({f: frame[c].to_numpy() for f, c in found.items()}, index=frame.index)
+    # the columns as they are (Arrow-backed text stays so): to_numpy() made a Python object per
+    # cell, a third of a district's components import's peak memory
+    out = pd.DataFrame({f: frame[c] for f, c in found.items()}, index=frame.index)
     return out
 
 
-def text_column(series: pd.Series) -> pd.Series:
-    """Strings with blanks as None (GIS drivers give None, NaN or '' for empty); vectorised."""
+def text_column(series: pd.Series, compact: bool = False) -> pd.Series:
+    """Strings with blanks as None (GIS drivers give None, NaN or '' for empty); vectorised.
+
+    ``compact``: kept as Arrow-backed text with blanks as NA, instead of a Python object per
+    cell (about 60 bytes each: 30 MB a column for a district's components)."""
     if pd.api.types.is_float_dtype(series) and series.dropna().map(float.is_integer).all():
         series = series.astype("Int64")
     s = series.astype("string").str.strip()
     s = s.mask(s == "")
+    if compact:
+        return s
     return s.astype(object).where(s.notna(), None)
