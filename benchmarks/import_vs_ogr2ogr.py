@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,19 +27,24 @@ sys.path.insert(0, str(ROOT))
 from cimtwin.db import bootstrap  # noqa: E402
 from cimtwin.db.engine import sqlalchemy_url  # noqa: E402
 
-CIMTWIN = str(ROOT / ".venv" / "bin" / "cimtwin")
+#: this checkout's CLI: ``.venv/bin/cimtwin`` is the entry point of whichever checkout installed
+#: the shared venv, so in a worktree it would measure another checkout's code
+CIMTWIN = [sys.executable, "-m", "cimtwin.cli"]
 
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MiB) of this one command (``wait4``'s usage of that child,
+    not the largest child so far)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            out.seek(0)
+            sys.exit(f"failed: {' '.join(cmd)}\n{out.read()[-4000:].decode(errors='replace')}")
+    return wall, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -52,17 +57,20 @@ def main() -> None:
     if not (args.data / "manifest.json").exists():
         print(f"generating the district sample into {args.data} ...", flush=True)
         subprocess.run(
-            [CIMTWIN, "samples", "generate", str(args.data), "--scale", "district"], check=True
+            [*CIMTWIN, "samples", "generate", str(args.data), "--scale", "district"],
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-    url = sqlalchemy_url().set(database="cimtwin_bench")
+    url = sqlalchemy_url().set(database=f"cimtwin_bench_{os.getpid()}")
     url_s = url.render_as_string(hide_password=False)
     bootstrap.recreate_database(url_s)
-    env = {**os.environ, "CIMTWIN_DATABASE_URL": url_s, "PG_USE_COPY": "YES"}
+    path = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH", "")) if x)
+    env = {**os.environ, "CIMTWIN_DATABASE_URL": url_s, "PG_USE_COPY": "YES", "PYTHONPATH": path}
     u = make_url(url_s)
     pg = f"PG:host={u.host} port={u.port or 5432} user={u.username} dbname={u.database}"
     d = args.data
     print("loading work grids first (cimtwin assigns every component to one) ...", flush=True)
-    run([CIMTWIN, "import", "grids", str(d / "gpkg/admin.gpkg")], env)
+    run([*CIMTWIN, "import", "grids", str(d / "gpkg/admin.gpkg")], env)
 
     comp = d / "gpkg/components.gpkg"
     n_comp = pyogrio.read_info(comp)["features"]
@@ -74,7 +82,7 @@ def main() -> None:
         (
             "components",
             n_comp,
-            [CIMTWIN, "import", "components", str(comp)],
+            [*CIMTWIN, "import", "components", str(comp)],
             [
                 [
                     "ogr2ogr",
@@ -93,7 +101,7 @@ def main() -> None:
         (
             "pipelines",
             n_pts + n_lines,
-            [CIMTWIN, "import", "pipelines", str(points), str(lines), "--crs", "EPSG:4547"],
+            [*CIMTWIN, "import", "pipelines", str(points), str(lines), "--crs", "EPSG:4547"],
             [
                 [
                     "ogr2ogr",

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     vertical_datum: str = Field("EPSG:5737", description="height datum of stored Z (1985 national)")
     county_code: str = Field("440309", pattern=r"^\d{6}$", description="GB/T 2260 county code")
     grid_code_digits: int = Field(14, description="work-grid code length: 14 (2-digit) or 15")
+    import_chunk_rows: int = Field(
+        50_000, ge=1, description="rows an import formats and sends per COPY chunk"
+    )
     statement_timeout_ms: int = Field(15000, ge=100, description="per-request SQL time limit")
     pool_size: int = Field(10, ge=1)
     pool_timeout_s: float = Field(5.0, gt=0, description="wait for a free DB connection")

@@ -38,7 +38,8 @@ class ImportOptions:
 
 @dataclass
 class Prepared:
-    """Validated rows ready to write: one DataFrame per table, geometries as hex EWKB."""
+    """Validated rows ready to write: one DataFrame per table, geometries as shapely
+    geometries (or hex EWKB), made into EWKB a chunk at a time by the COPY."""
 
     format: str
     source_crs: str

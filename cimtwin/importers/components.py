@@ -15,7 +15,6 @@ from cimtwin.importers.runner import ImportFailed
 from cimtwin.importers.sources import text_column
 from cimtwin.reference import component_classes
 from cimtwin.settings import get_settings
-from cimtwin.spatial import bulk
 from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.provenance import ImportBatch
 from cimtwin.spatial.sql_toolkit import identifier, table
@@ -52,7 +51,11 @@ class ComponentsImporter(CopyWriter):
             "dept_maintainer",
             "status",
         ):
-            attrs[col] = text_column(attrs[col]) if col in attrs else None
+            attrs[col] = (
+                text_column(attrs[col], compact=True)
+                if col in attrs
+                else pd.Series(pd.NA, index=attrs.index, dtype="string")
+            )
         cls = attrs["class_code"]
         unknown = (cls.notna() & ~cls.isin(list(component_classes()))).to_numpy()
         report.add_many(
@@ -65,9 +68,9 @@ class ComponentsImporter(CopyWriter):
         report.add_many(
             label, ids[cls.isna().to_numpy()], "component-class-missing", ERROR, "no class code"
         )
-        cid = attrs["component_id"].astype(object)
+        cid = attrs["component_id"]
         has = cid.notna()
-        bad = (has & ~cid.where(has, "").str.fullmatch(ID_PATTERN)).to_numpy()
+        bad = (has & ~cid.fillna("").str.fullmatch(ID_PATTERN)).to_numpy(dtype=bool)
         report.add_many(
             label,
             ids[bad],
@@ -77,9 +80,10 @@ class ComponentsImporter(CopyWriter):
         )
         good = has.to_numpy() & ~bad
         parts = component_id_parts(cid[good].astype(str))
-        mism = (parts["class_code"].to_numpy() != cls[good].to_numpy()) & cls[
-            good
-        ].notna().to_numpy()
+        mism = (
+            parts["class_code"].to_numpy(dtype=object)
+            != cls[good].fillna("").to_numpy(dtype=object)
+        ) & cls[good].notna().to_numpy()
         report.add_many(
             label,
             ids[good][mism],
@@ -114,7 +118,7 @@ class ComponentsImporter(CopyWriter):
                 "dept_owner": attrs["dept_owner"],
                 "dept_maintainer": attrs["dept_maintainer"],
                 "status": attrs["status"],
-                "geom": bulk.geometry_hex(geoms),
+                "geom": geoms,  # EWKB a chunk at a time, by the COPY
             },
             index=attrs.index,
         )

@@ -261,6 +261,7 @@ class PipelinesImporter(CopyWriter):
                 )
             points = _as_strings(pd.concat(pts, ignore_index=True), POINT_FIELDS)
             lines = _as_strings(pd.concat(lns, ignore_index=True), LINE_FIELDS)
+            del pts, lns
         else:
             fmt = "gis"
             pts, lns, crs_seen = _layer_frames(paths, options, report)
@@ -286,7 +287,9 @@ class PipelinesImporter(CopyWriter):
                 flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()),
             )
         segs = check_lines(lines, nodes, report, survey=fmt != "epanet")
+        del points, lines  # the source text: the checked columns hold what is written
         node_frame, seg_frame, shapes = self._geometry(nodes, segs)
+        del nodes, segs
         return Prepared(
             format=fmt,
             source_crs=source_crs,
@@ -313,7 +316,7 @@ class PipelinesImporter(CopyWriter):
                 "ground_elevation_m": gr,
                 "well_depth_m": nodes["well_depth"],
                 "valve_state": _valve_state(nodes),
-                "geom": bulk.geometry_hex(node_geoms, dims=3),
+                "geom": node_geoms,  # EWKB a chunk at a time, by the COPY
             }
         )
         node_frame = node_frame[good_nodes]
@@ -357,7 +360,7 @@ class PipelinesImporter(CopyWriter):
                 "link_type": s["link_type"],
                 "source_id": s["source_id"],
                 "length_m": lengths,
-                "geom": bulk.geometry_hex(line_geoms, dims=3),
+                "geom": line_geoms,
             }
         )
         return node_frame, seg_frame, node_geoms[good_nodes]

@@ -14,17 +14,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyogrio
 import yaml
 
 from cimtwin.errors import UserError
+
+if TYPE_CHECKING:  # GDAL and geopandas load only for GIS layers, not for survey tables
+    import geopandas as gpd
 
 TABLE_SUFFIXES = {".csv", ".txt", ".xlsx", ".xlsm"}
 HEADER_LINE = 1
@@ -373,6 +375,8 @@ def dbf_encoding(path: Path) -> tuple[str | None, str | None]:
 
 
 def list_layers(path: Path) -> list[str]:
+    import pyogrio
+
     check_vector_file(path)
     try:
         return [str(r[0]) for r in pyogrio.list_layers(path)]
@@ -383,6 +387,9 @@ def list_layers(path: Path) -> list[str]:
 def read_layer(path: Path, layer: str | None = None) -> Layer:
     """One layer with its geometries; a file without geometries (a CSV or spreadsheet read by
     GDAL as a plain table) is refused."""
+    import geopandas as gpd
+    import pyogrio
+
     check_vector_file(path)
     encoding, note = dbf_encoding(path)
     try:
@@ -425,14 +432,21 @@ def canonical_frame(
             {f: pd.Series(dtype=object) for f in [*found, *needed]}, index=frame.index
         )
     require(found, needed, label, columns)
-    out = pd.DataFrame({f: frame[c].to_numpy() for f, c in found.items()}, index=frame.index)
+    # the columns as they are (Arrow-backed text stays so): to_numpy() made a Python object per
+    # cell, a third of a district's components import's peak memory
+    out = pd.DataFrame({f: frame[c] for f, c in found.items()}, index=frame.index)
     return out
 
 
-def text_column(series: pd.Series) -> pd.Series:
-    """Strings with blanks as None (GIS drivers give None, NaN or '' for empty); vectorised."""
+def text_column(series: pd.Series, compact: bool = False) -> pd.Series:
+    """Strings with blanks as None (GIS drivers give None, NaN or '' for empty); vectorised.
+
+    ``compact``: kept as Arrow-backed text with blanks as NA, instead of a Python object per
+    cell (about 60 bytes each: 30 MB a column for a district's components)."""
     if pd.api.types.is_float_dtype(series) and series.dropna().map(float.is_integer).all():
         series = series.astype("Int64")
     s = series.astype("string").str.strip()
     s = s.mask(s == "")
+    if compact:
+        return s
     return s.astype(object).where(s.notna(), None)

@@ -21,10 +21,9 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from cimtwin.db.connect import one_row_sync
+from cimtwin.settings import get_settings
 from cimtwin.spatial.base import SRID, Base, schema_of, table_of
 from cimtwin.spatial.sql_toolkit import identifier
-
-CHUNK_ROWS = 50_000
 
 
 def qualified(model: type[Base]) -> sql.Composed:
@@ -134,6 +133,12 @@ def load_partition(
     return n
 
 
+def geometry_dims(column) -> int:
+    """2, or 3 for a Z geometry column (``geom("POINTZ")``)."""
+    kind = str(getattr(column.type, "geometry_type", "") or "").upper()
+    return 3 if kind.endswith("Z") else 2
+
+
 def copy_frame(
     conn: psycopg.Connection,
     model: type[Base],
@@ -141,10 +146,12 @@ def copy_frame(
     on_rows=None,
     target: sql.Composable | None = None,
 ) -> int:
-    """COPY ``frame`` into the model's table; geometry columns must already be hex EWKB.
+    """COPY ``frame`` into the model's table; a geometry column holds hex EWKB or shapely
+    geometries (made into EWKB a chunk at a time).
 
     A writer thread sends each chunk while the next one is formatted, so the client's work
-    overlaps the server's parsing and indexing.
+    (EWKB, CSV) overlaps the server's parsing, and only one chunk's
+    text is held at a time.
     """
     table = table_of(model)
     allowed = {c.name: c for c in table.columns}
@@ -153,18 +160,28 @@ def copy_frame(
         raise ValueError(f"{table.name} has no column(s) {unknown}")
     cols = list(frame.columns)
     json_cols = [c for c in cols if allowed[c].type.__class__.__name__ == "JSONB"]
+    geo_cols = {
+        c: geometry_dims(allowed[c])
+        for c in cols
+        if allowed[c].type.__class__.__name__ == "Geometry"
+    }
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         target or qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
-    total = 0
+    total, rows = 0, get_settings().import_chunk_rows
     with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
-        for start in range(0, len(frame), CHUNK_ROWS):
-            chunk = frame.iloc[start : start + CHUNK_ROWS]
-            if json_cols:
-                chunk = chunk.copy()
-                for c in json_cols:
-                    chunk[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
-            copy.write(csv_chunk(chunk))
+        for start in range(0, len(frame), rows):
+            chunk = frame.iloc[start : start + rows]
+            made: dict[str, object] = {}
+            for c, dims in geo_cols.items():
+                values = chunk[c].to_numpy(dtype=object)
+                if shapely.is_geometry(values).any():
+                    made[c] = geometry_hex(values, dims=dims)
+            for c in json_cols:
+                made[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
+            if made:
+                chunk = chunk.assign(**made)
+            copy.write(csv_chunk(chunk[cols]))
             total += len(chunk)
             if on_rows:
                 on_rows(len(chunk))
