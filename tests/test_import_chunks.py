@@ -13,7 +13,7 @@ from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 from cimtwin.settings import get_settings
-from cimtwin.spatial.admin_grid import GridIndex
+from cimtwin.spatial import bulk
 from tests.conftest import SAMPLE, table_fingerprint
 
 COMPONENTS = [SAMPLE / "gpkg/components.gpkg"]
@@ -114,15 +114,15 @@ def test_a_failure_in_a_later_chunk_leaves_nothing_written(
     sent, are rolled back with the rest, and the error says so (no traceback)."""
     url = with_grids
     chunk_rows(3)
-    assign, calls = GridIndex.assign, []
+    make_hex, calls = bulk.geometry_hex, []
 
-    def failing(self, geoms):
+    def failing(geoms, *args, **kwargs):
         calls.append(len(geoms))
         if len(calls) == 3:
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return assign(self, geoms)
+        return make_hex(geoms, *args, **kwargs)
 
-    monkeypatch.setattr(GridIndex, "assign", failing)
+    monkeypatch.setattr(bulk, "geometry_hex", failing)
     before = table_fingerprint(url)
     with pytest.raises(ImportFailed, match="database error, import rolled back"):
         run_import(
