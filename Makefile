@@ -8,9 +8,10 @@ setup:
 run:
 	bash scripts/run.sh
 
-# The tests (what CI runs): set up, the code checks, the full suite against the real PostGIS.
+# The tests (what CI runs): set up, the code checks, the full suite against the real PostGIS,
+# its files spread over the machine's cores (pytest-xdist; each worker has its own databases).
 test: setup lint
-	.venv/bin/pytest -m "not slow"
+	.venv/bin/pytest -m "not slow" -n auto --dist loadfile
 
 # Code checks: formatting, lint, types (also the pre-commit hooks).
 lint:
