@@ -9,7 +9,8 @@ A tile is split while the source counts more than ``max_features_per_tile`` feat
 holds all its features is left out (the child takes its place: no parent that only repeats it).
 
 A job (:class:`TileJob`) is plain data; :func:`run_job` opens its own database connection,
-reads PostGIS through the source, writes its one glb and returns a small
+reads PostGIS through the source, writes its one glb to the output store (a folder or an
+fsspec URL: :mod:`cimtwin.tiles.store`) and returns a small
 :class:`TileSummary`: nothing is shared between jobs, so a distributed engine (Dask, ...) can
 run them unchanged. Parents are jobs like leaves, at a tolerance (:func:`tolerance_for`).
 """
@@ -18,15 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import psycopg
 
 from cimtwin.tiles.cluster import forget_connection, worker_connection
+from cimtwin.tiles.store import Store
 from cimtwin.tiles.threed.glb import glb_bytes
 from cimtwin.tiles.threed.placement import Placement
 from cimtwin.tiles.threed.sources.base import Box, Source
@@ -100,7 +100,7 @@ class TileJob:
 
     source: str  # "module:Class" of the Source
     dsn: str
-    out_dir: str  # the tileset's folder
+    store: Store  # the tileset's folder (local or an fsspec URL)
     key: Key
     box: Box
     tolerance_m: float
@@ -197,7 +197,7 @@ def jobs_for(
     *,
     source: str,
     dsn: str,
-    out_dir: Path,
+    store: Store,
     schema: dict,
     placement: Placement,
 ) -> list[TileJob]:
@@ -210,7 +210,7 @@ def jobs_for(
             TileJob(
                 source=source,
                 dsn=dsn,
-                out_dir=str(out_dir),
+                store=store,
                 key=key,
                 box=t.box,
                 tolerance_m=tolerance_for(key[0], plan.root_m, t.leaf),
@@ -244,9 +244,8 @@ def run_job(job: TileJob) -> TileSummary:
         # recreated database): a closed connection only shows when used, so open it again once
         forget_connection(job.dsn)
         content = source.content(worker_connection(job.dsn), job.box, job.tolerance_m)
-    target = Path(job.out_dir) / job.path
     if content is None or content.mesh.empty:
-        target.unlink(missing_ok=True)
+        job.store.remove(job.path)
         return TileSummary(job.key, job.tolerance_m, None)
     placement = _placement(job.geoid, job.height_offset_m)
     p = content.mesh.positions
@@ -255,10 +254,7 @@ def run_job(job: TileJob) -> TileSummary:
     cx, cy = (job.box[0] + job.box[2]) / 2, (job.box[1] + job.box[3]) / 2
     frame = placement.frame(cx, cy, float(lo[2] + hi[2]) / 2)
     data = glb_bytes(content, placement, frame, job.schema)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    job.store.write_bytes(job.path, data)
     return TileSummary(
         key=job.key,
         tolerance_m=job.tolerance_m,
