@@ -33,14 +33,21 @@ from cimtwin.tiles.threed.plan import (
     MAX_DEPTH,
     Key,
     Plan,
+    PlanJob,
+    PlanMapper,
+    Subtree,
     TileJob,
     TileSummary,
+    batches,
+    job_cost,
     jobs_for,
     key_str,
     meets,
     parse_key,
     plan_tree,
+    run_batch,
     run_job,
+    run_plan_job,
     tolerance_for,
 )
 from cimtwin.tiles.threed.sources.base import Box, Source
@@ -197,6 +204,11 @@ def _dirty(
     return dirty
 
 
+#: tasks per worker thread a build's jobs are batched into (:func:`.plan.batches`): enough
+#: for the last ones to even out, few enough that the scheduler's share stays small
+BATCHES_PER_WORKER = 16
+
+
 def run_jobs(
     jobs: list[TileJob],
     workers: int,
@@ -204,10 +216,13 @@ def run_jobs(
     *,
     scheduler: str | None = None,
     memory_limit: str = "auto",
+    costs: list[int] | None = None,
 ) -> Iterable[TileSummary]:
     """The jobs' summaries as they finish: on the Dask cluster at ``scheduler`` when one is
     given, in this process for one worker (or one job), else on a LocalCluster of
-    ``workers`` processes (:mod:`cimtwin.tiles.cluster`)."""
+    ``workers`` processes (:mod:`cimtwin.tiles.cluster`). On a cluster the jobs go as
+    :data:`BATCHES_PER_WORKER` batches per worker thread, balanced by ``costs`` (estimated,
+    one per job; default all equal); ``on_done`` is called once per job either way."""
     if scheduler is None and (workers <= 1 or len(jobs) <= 1):
         for job in jobs:
             yield run_job(job)
@@ -217,7 +232,28 @@ def run_jobs(
     from cimtwin.tiles import cluster
 
     client = cluster.client_for(workers, scheduler, memory_limit)
-    yield from cluster.run_on_cluster(client, run_job, jobs, on_done)
+    threads = sum(client.nthreads().values()) or workers
+    groups = batches(jobs, costs or [1] * len(jobs), threads * BATCHES_PER_WORKER)
+    for summaries in cluster.run_on_cluster(client, run_batch, groups, key="tile-jobs"):
+        for summary in summaries:
+            yield summary
+            if on_done:
+                on_done()
+
+
+def plan_mapper(workers: int, scheduler: str | None, memory_limit: str) -> PlanMapper:
+    """Plans level-0 subtrees on the cluster :func:`run_jobs` uses (``plan_tree``'s
+    ``on_cluster``): the plan's counts are database work the workers share."""
+
+    def mapper(jobs: list[PlanJob]) -> list[Subtree]:
+        from cimtwin.tiles import cluster
+
+        client = cluster.client_for(workers, scheduler, memory_limit)
+        return list(
+            cluster.run_on_cluster(client, run_plan_job, jobs, key="plan-job", ordered=True)
+        )
+
+    return mapper
 
 
 def build_tileset(
@@ -253,6 +289,12 @@ def build_tileset(
     if scheduler is not None or (workers or os.cpu_count() or 1) > 1:
         folder.require_shared("workers in other processes")
     folder.check_writable()
+    pool = workers or os.cpu_count() or 1
+    on_cluster = (
+        (plan_mapper(pool, scheduler, memory_limit), target, dsn)
+        if scheduler is not None or pool > 1
+        else None
+    )
     tileset_schema = _schema_of(source)
     settings_key = {
         "source": target,
@@ -286,7 +328,9 @@ def build_tileset(
                 result.kept, result.path = len(old_tiles), folder.location(TILESET)
                 result.bytes, result.largest = sum(sizes), max(sizes, default=0)
                 return result
-            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+            plan = plan_tree(
+                conn, source, clip=clip, max_depth=max_depth, split=split, on_cluster=on_cluster
+            )
             if plan is None or not plan.tiles:
                 _remove_output(folder)
                 return result
@@ -311,10 +355,11 @@ def build_tileset(
                 )
                 for summary in run_jobs(
                     jobs,
-                    workers or os.cpu_count() or 1,
+                    pool,
                     on_tile,
                     scheduler=scheduler,
                     memory_limit=memory_limit,
+                    costs=[job_cost(plan, job) for job in jobs],
                 ):
                     summaries[summary.key] = summary
                     rebuilt.add(summary.key)
@@ -331,7 +376,9 @@ def build_tileset(
                 if not over:
                     break
                 split |= over
-                plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+                plan = plan_tree(
+                    conn, source, clip=clip, max_depth=max_depth, split=split, on_cluster=on_cluster
+                )
                 assert plan is not None
                 done = {k: s.to_json() for k, s in summaries.items() if k in plan.tiles}
                 todo = _dirty(plan, done, [], folder.files("tiles"))
