@@ -1,7 +1,8 @@
 """3D tile jobs on Dask distributed: the sample's buildings built in this process, on a
 LocalCluster of 1 worker and on one of 2 write the same bytes in every file, and the tileset
 validates; ``build-3d --workers 2`` runs on a LocalCluster, ``--scheduler`` reaches an
-existing one and an unreachable one is one clear line."""
+existing one and an unreachable one is one clear line; jobs go in cost-balanced batches, and
+level-0 subtrees planned on the workers make the same tree."""
 
 from __future__ import annotations
 
