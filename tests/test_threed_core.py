@@ -460,6 +460,7 @@ def test_batch_extents_and_changed_areas(loaded_sample, database_url):
 def test_a_job_reconnects_when_its_kept_connection_was_closed(fake_db, tmp_path):
     from cimtwin.db.engine import libpq_dsn
     from cimtwin.tiles import cluster
+    from cimtwin.tiles.store import open_store
     from cimtwin.tiles.threed import plan as plan_mod
 
     placement = Placement(geoid="none")
@@ -467,7 +468,7 @@ def test_a_job_reconnects_when_its_kept_connection_was_closed(fake_db, tmp_path)
     job = plan_mod.TileJob(
         source=FAKE,
         dsn=dsn,
-        out_dir=str(tmp_path),
+        store=open_store(tmp_path),
         key=(0, 122, 610),
         box=plan_mod.tile_box((0, 122, 610), 4096.0),
         tolerance_m=0.0,

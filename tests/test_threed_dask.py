@@ -1,7 +1,8 @@
 """3D tile jobs on Dask distributed: the sample's buildings built in this process, on a
 LocalCluster of 1 worker and on one of 2 write the same bytes in every file, and the tileset
 validates; ``build-3d --workers 2`` runs on a LocalCluster, ``--scheduler`` reaches an
-existing one and an unreachable one is one clear line."""
+existing one and an unreachable one is one clear line; jobs go in cost-balanced batches, and
+level-0 subtrees planned on the workers make the same tree."""
 
 from __future__ import annotations
 
@@ -159,3 +160,55 @@ def test_dask_mistakes_are_one_line(settings, loaded_sample, tmp_path, args, mes
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_jobs_go_to_the_cluster_in_batches_of_about_equal_cost():
+    from cimtwin.tiles.store import open_store
+    from cimtwin.tiles.threed.plan import TileJob, batches
+
+    def job(i: int) -> TileJob:
+        return TileJob(
+            "m:C", "dsn", open_store("/tmp"), (4, i, 0), (0, 0, 1, 1), 0.0, {}, "none", 0
+        )
+
+    # 100 cheap leaves, then 4 parents each as costly as 25 leaves (the district's shape)
+    jobs = [job(i) for i in range(104)]
+    costs = [1] * 100 + [25] * 4
+    groups = batches(jobs, costs, 8)
+    assert sorted(j.key for g in groups for j in g) == sorted(j.key for j in jobs)
+    weight = {j.key: c for j, c in zip(jobs, costs, strict=True)}
+    sums = [sum(weight[j.key] for j in g) for g in groups]
+    assert len(groups) <= 8 and max(sums) <= 2 * 200 / 8, sums
+    assert sums == sorted(sums, reverse=True)  # the costliest go first
+    assert batches([], [], 8) == [] and len(batches(jobs, costs, 1)) == 1
+
+
+def test_a_plan_across_level_0_tiles_is_the_same_on_the_cluster(database_url, tmp_path):
+    """The level-0 subtrees planned as jobs on 2 workers: the same tree and files as planned
+    and built in this process."""
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+    from cimtwin.tiles.threed.build import build_tileset, plan_mapper
+    from cimtwin.tiles.threed.placement import Placement
+    from cimtwin.tiles.threed.plan import plan_tree
+    from cimtwin.tiles.threed.registry import source_for
+    from tests.threed_fake import create_table, fill_grid
+
+    target, dsn = "tests.threed_fake:FakeSource", libpq_dsn(database_url)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        create_table(conn)
+        fill_grid(conn, 12, x0=503600.0)  # across two level-0 tiles (503808 = 123 * 4096)
+        source = source_for(target)
+        here = plan_tree(conn, source, max_depth=12)
+        there = plan_tree(
+            conn, source, max_depth=12, on_cluster=(plan_mapper(2, None, "auto"), target, dsn)
+        )
+    assert here is not None and len(here.roots) == 2
+    assert there == here
+
+    build = dict(database_url=database_url, target=target, max_depth=12)
+    build["placement"] = Placement(geoid="none")
+    build_tileset("fakeboxes", tmp_path / "one", workers=1, **build)
+    build_tileset("fakeboxes", tmp_path / "two", workers=2, **build)
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")

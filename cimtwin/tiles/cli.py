@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,6 +16,14 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+)
+
+if TYPE_CHECKING:
+    from cimtwin.tiles.store import Store
+
+STORAGE_OPTIONS_HELP = (
+    "fsspec storage options of an --out URL, a JSON object (e.g. endpoint_url, key, secret "
+    "for s3://); default: the filesystem's own environment (AWS_*, FSSPEC_S3_*)"
 )
 
 app = typer.Typer(
@@ -28,7 +38,14 @@ def export_mvt(
     ),
     minzoom: int = typer.Option(12, "--minzoom", min=0, max=22),
     maxzoom: int = typer.Option(16, "--maxzoom", min=0, max=22),
-    out: Path = typer.Option(..., "--out", help="FILE.pmtiles (v3) or FILE.mbtiles"),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="FILE.pmtiles (v3) or FILE.mbtiles: a local path or an fsspec URL (s3://b/f.pmtiles)",
+    ),
+    storage_options: str | None = typer.Option(
+        None, "--storage-options", envvar="CIMTWIN_TILES_STORAGE_OPTIONS", help=STORAGE_OPTIONS_HELP
+    ),
     workers: int = typer.Option(
         0,
         "--workers",
@@ -48,11 +65,12 @@ def export_mvt(
     ),
 ) -> None:
     """Write the layers' vector tiles over the data's extent to a PMTiles or MBTiles file."""
-    import os
-
     from cimtwin.tiles import cluster
     from cimtwin.tiles.export import export
+    from cimtwin.tiles.store import open_store, parse_options
 
+    options = parse_options(storage_options)
+    open_store(out, options).split()[0].check_writable()  # one line before any progress bar
     cluster.check_memory_limit(memory_limit)
     if scheduler:
         cluster.client_for(0, scheduler)  # unreachable: one line before any work
@@ -87,23 +105,29 @@ def export_mvt(
             workers=workers or os.cpu_count() or 1,
             scheduler=scheduler,
             memory_limit=memory_limit,
+            storage_options=options,
         )
     console.print(
         f"{out}: {counts['tiles_written']:,} tiles written "
-        f"({counts['tiles_visited']:,} visited), {out.stat().st_size:,} bytes"
+        f"({counts['tiles_visited']:,} visited), {counts['bytes']:,} bytes"
     )
 
 
-def expand_families(wanted: list[str], database_url: str, folder: Path) -> dict[str, str]:
+def expand_families(
+    wanted: list[str], database_url: str, folder: Path | str | Store
+) -> dict[str, str]:
     """Tileset id -> target, a family (``bim``) standing for one tileset per member; the
     folders of members that are gone (a model deleted) are removed. Reimported names
-    (``oblique``) are left out: :func:`build_3d` runs their import again."""
-    import shutil
-
+    (``oblique``) are left out: :func:`build_3d` runs their import again. ``folder``: the
+    output root, a local folder or a store (:mod:`cimtwin.tiles.store`)."""
     import psycopg
 
     from cimtwin.db.engine import libpq_dsn
+    from cimtwin.tiles.store import Store, open_store
     from cimtwin.tiles.threed import registry
+    from cimtwin.tiles.threed.build import MANIFEST
+
+    store = folder if isinstance(folder, Store) else open_store(folder)
 
     targets: dict[str, str] = {}
     for name in wanted:
@@ -116,9 +140,10 @@ def expand_families(wanted: list[str], database_url: str, folder: Path) -> dict[
             members = registry.family_members(name, conn)
         targets.update(members)
         current = {m[0] for m in members}
-        for old in folder.glob(f"{name}-*"):
-            if old.is_dir() and old.name not in current and (old / "build.json").is_file():
-                shutil.rmtree(old)
+        for old in store.subfolders():
+            gone = store.child(old)
+            if old.startswith(f"{name}-") and old not in current and gone.read_bytes(MANIFEST):
+                gone.remove_tree()
     return targets
 
 
@@ -132,8 +157,14 @@ def build_3d(
         "each imported oblique production, re-imported from its source folder); "
         "default: every one whose source is installed",
     ),
-    out: Path | None = typer.Option(
-        None, "--out", help="output folder (default CIMTWIN_TILES_DIR); one folder per tileset"
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="output folder or fsspec URL (s3://bucket/3dtiles, file:///srv/3dtiles; default "
+        "CIMTWIN_TILES_DIR); one folder per tileset",
+    ),
+    storage_options: str | None = typer.Option(
+        None, "--storage-options", envvar="CIMTWIN_TILES_STORAGE_OPTIONS", help=STORAGE_OPTIONS_HELP
     ),
     bbox: str | None = typer.Option(
         None, "--bbox", help="x0,y0,x1,y1 in the storage CRS: rebuild only tiles meeting it"
@@ -157,7 +188,7 @@ def build_3d(
         "--scheduler",
         envvar="CIMTWIN_DASK_SCHEDULER",
         help="an existing Dask scheduler (tcp://host:8786) to run the tile jobs on instead; "
-        "its workers must reach the database and the output folder",
+        "its workers must reach the database and the output (a shared folder or a URL)",
     ),
     memory_limit: str = typer.Option(
         "auto",
@@ -168,17 +199,24 @@ def build_3d(
     """Build OGC 3D Tiles 1.1 tilesets from the database into OUT/{id}/tileset.json."""
     from cimtwin.errors import UserError
     from cimtwin.settings import get_settings
+    from cimtwin.tiles.store import open_store, parse_options
     from cimtwin.tiles.threed import registry
     from cimtwin.tiles.threed.build import build_tileset, grid_box, parse_bbox
 
     if bbox and grid:
         raise UserError("--bbox and --grid: give one of them")
     settings = get_settings()
+    # a bad URL, an unknown protocol or bad options: one line before the database is asked
+    store = open_store(out or settings.tiles_dir, parse_options(storage_options))
     area = parse_bbox(bbox) if bbox else None
-    wanted = [s.strip() for s in layers.split(",") if s.strip()] or [
-        *registry.available(),
-        *registry.REIMPORTED,
-    ]
+    asked = [s.strip() for s in layers.split(",") if s.strip()]
+    wanted = asked or [*registry.available(), *(registry.REIMPORTED if store.local else ())]
+    if not store.local and any(n in registry.REIMPORTED for n in asked):
+        # an import writes these from its source files, into a local folder only
+        raise UserError(
+            f"--out {store.url}: {', '.join(n for n in asked if n in registry.REIMPORTED)} "
+            "is written by its import into a local folder; build it with --out DIR"
+        )
     if not wanted:
         raise UserError("no 3D tileset source is installed")
     for name in wanted:
@@ -188,16 +226,18 @@ def build_3d(
     require_set_up(settings.database_url)
     if grid:
         area = grid_box(settings.database_url, grid)
-    folder = out or Path(settings.tiles_dir)
     # tilesets an import writes (oblique) are rebuilt by that import, not by the builder
     reimported = [n for n in wanted if n in registry.REIMPORTED]
-    targets = expand_families(wanted, settings.database_url, folder)
+    targets = expand_families(wanted, settings.database_url, store)
     from cimtwin.tiles import cluster
 
     # a bad memory limit or an unreachable scheduler is told before any progress bar
     cluster.check_memory_limit(memory_limit)
     if scheduler:
         cluster.client_for(0, scheduler)
+    if scheduler or (workers or jobs or os.cpu_count() or 1) > 1:
+        store.require_shared("the workers of --workers/--scheduler")
+    store.check_writable()
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description:<12}"),
@@ -219,7 +259,7 @@ def build_3d(
             results.append(
                 build_tileset(
                     name,
-                    folder,
+                    store,
                     database_url=settings.database_url,
                     target=target,
                     area=area,
@@ -239,7 +279,7 @@ def build_3d(
 
             results += registry.rebuilder(name)(
                 settings.database_url,
-                folder,
+                Path(store.root),
                 area=area,
                 changed=changed,
                 progress=bar,

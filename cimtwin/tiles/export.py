@@ -1,7 +1,9 @@
 """Static export of vector tiles to PMTiles v3 or MBTiles, for offline use or static hosting.
 
 The tiles are the same as the API serves (same statements); the tile list covers the data's
-extent at each zoom, and empty tiles are left out. With more than one worker (or a Dask
+extent at each zoom, and empty tiles are left out. The archive goes to a local path or an fsspec
+URL (``s3://bucket/city.pmtiles``): written to a local file first, then moved or uploaded whole,
+so a half-written archive never takes the real name. With more than one worker (or a Dask
 scheduler) the tiles are rendered on Dask distributed, a run of tiles per job, each worker
 with its own database connection; the driver writes the one archive file in tile order, so
 the file is the same byte for byte whoever rendered it.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from cimtwin.settings import get_settings
 from cimtwin.spatial import crs as crs_mod
 from cimtwin.spatial.catalogue import BY_ID, Layer
 from cimtwin.tiles.mvt import WEB_MERCATOR, TileRequest, layer_query
+from cimtwin.tiles.store import open_store
 
 #: data extent: west, south, east, north in degrees (EPSG:4326, longitude first)
 Bounds = tuple[float, float, float, float]
@@ -112,7 +116,7 @@ def export(
     layer_ids: list[str],
     minzoom: int,
     maxzoom: int,
-    out: Path,
+    out: Path | str,
     database_url: str | None = None,
     max_features: int = 50_000,
     on_total: Callable[[int], None] | None = None,
@@ -122,18 +126,23 @@ def export(
     scheduler: str | None = None,
     memory_limit: str = "auto",
     tiles_per_job: int = TILES_PER_JOB,
+    storage_options: dict | None = None,
 ) -> dict[str, int]:
     """Write the tiles of ``layer_ids`` for zooms minzoom..maxzoom to ``out`` (.pmtiles or
-    .mbtiles); returns counts of tiles visited and written. ``workers`` above 1 renders on a
-    Dask LocalCluster of that many processes, ``scheduler`` on an existing cluster."""
+    .mbtiles, a path or an fsspec URL with ``storage_options``); returns counts of tiles
+    visited and written and the archive's bytes. ``workers`` above 1 renders on a Dask
+    LocalCluster of that many processes, ``scheduler`` on an existing cluster (the workers
+    only render; this process writes the archive)."""
     unknown = [i for i in layer_ids if i not in BY_ID]
     if unknown:
         raise UserError(f"unknown layer(s) {', '.join(unknown)}; known: {', '.join(BY_ID)}")
     if not 0 <= minzoom <= maxzoom <= 22:
         raise UserError(f"zoom range {minzoom}..{maxzoom} is not within 0..22")
-    suffix = out.suffix.lower()
+    folder, name = open_store(out, storage_options).split()
+    suffix = Path(name).suffix.lower()
     if suffix not in (".pmtiles", ".mbtiles"):
         raise UserError(f"{out}: the output must end in .pmtiles or .mbtiles")
+    folder.check_writable()
     layers = [BY_ID[i] for i in layer_ids]
     with connect(database_url) as conn:
         if schema_revision(conn, get_settings().db_schema) is None:
@@ -179,14 +188,23 @@ def export(
                         on_tile()
 
         meta = _metadata(layers, minzoom, maxzoom, bounds)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
         on_cluster = scheduler is not None or (workers > 1 and len(tiles) > tiles_per_job)
-        written = (_write_pmtiles if suffix == ".pmtiles" else _write_mbtiles)(
-            tmp, rendered_on_cluster() if on_cluster else rendered(), meta, bounds, minzoom, maxzoom
-        )
-        tmp.replace(out)  # a half-written archive never takes the real name
-    return {"tiles_visited": len(tiles), "tiles_written": written}
+        # beside the target when local (then renamed), else in a scratch folder (uploaded)
+        with tempfile.TemporaryDirectory(
+            prefix=".cimtwin-export-", dir=folder.root if folder.local else None
+        ) as scratch:
+            tmp = Path(scratch) / name
+            written = (_write_pmtiles if suffix == ".pmtiles" else _write_mbtiles)(
+                tmp,
+                rendered_on_cluster() if on_cluster else rendered(),
+                meta,
+                bounds,
+                minzoom,
+                maxzoom,
+            )
+            size = tmp.stat().st_size
+            folder.put_file(tmp, name)
+    return {"tiles_visited": len(tiles), "tiles_written": written, "bytes": size}
 
 
 def _metadata(layers: list[Layer], minzoom: int, maxzoom: int, bounds) -> dict:

@@ -1,19 +1,20 @@
 """The 3D build runner: plan a tileset, run its tile jobs (on Dask distributed, or in-process),
 write tileset.json and the manifest that makes the next build incremental.
 
-``{out}/{id}/build.json`` records, per tile, its box, tolerance, content hash and summary,
-plus the import batches the build saw (id, kind, extent). ``--changed`` compares that with
-``import_batch`` now: batches imported since (their rows' extent) and batches replaced since
-(the extent recorded when they were seen: their rows are gone) are the changed areas. Tiles
-whose box meets one, tiles new to the tree or whose tolerance changed (a leaf became a
-parent), and every ancestor of those are rebuilt; every other content file is left as it is.
+``{out}/{id}/build.json`` (``out`` a folder or an fsspec URL: :mod:`cimtwin.tiles.store`;
+the driver writes it and tileset.json, the jobs their own tiles) records, per tile, its box,
+tolerance, content hash and summary, plus the import batches the build saw (id, kind,
+extent). ``--changed`` compares that with ``import_batch`` now: batches imported since
+(their rows' extent) and batches replaced since (the extent recorded when they were seen:
+their rows are gone) are the changed areas. Tiles whose box meets one, tiles new to the tree
+or whose tolerance changed (a leaf became a parent), and every ancestor of those are rebuilt;
+every other content file is left as it is.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from psycopg import sql
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.errors import UserError
 from cimtwin.spatial.sql_toolkit import T
+from cimtwin.tiles.store import Store, open_store
 from cimtwin.tiles.threed import registry
 from cimtwin.tiles.threed.glb import SchemaProperty, schema
 from cimtwin.tiles.threed.placement import Placement
@@ -31,20 +33,28 @@ from cimtwin.tiles.threed.plan import (
     MAX_DEPTH,
     Key,
     Plan,
+    PlanJob,
+    PlanMapper,
+    Subtree,
     TileJob,
     TileSummary,
+    batches,
+    job_cost,
     jobs_for,
     key_str,
     meets,
     parse_key,
     plan_tree,
+    run_batch,
     run_job,
+    run_plan_job,
     tolerance_for,
 )
 from cimtwin.tiles.threed.sources.base import Box, Source
 from cimtwin.tiles.threed.tileset import assemble
 
 MANIFEST = "build.json"
+TILESET = "tileset.json"
 MANIFEST_VERSION = 1
 #: a leaf whose glb is larger is split into its quarters (the issue's 1 MB content bound)
 MAX_CONTENT_BYTES = 1_000_000
@@ -53,7 +63,7 @@ MAX_CONTENT_BYTES = 1_000_000
 @dataclass
 class BuildResult:
     tileset: str
-    path: Path | None  # tileset.json, None when the source has no data
+    path: Path | str | None  # tileset.json (a URL in an object store), None: no data
     planned: int = 0
     built: int = 0
     kept: int = 0
@@ -156,30 +166,29 @@ def changed_areas(before: dict[str, dict], now: dict[str, dict]) -> list[Box] | 
 # --- the build ------------------------------------------------------------------------------
 
 
-def _read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST
-    if not path.is_file():
+def _read_manifest(folder: Store) -> dict | None:
+    raw = folder.read_bytes(MANIFEST)
+    if raw is None:
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(raw)
     except ValueError:
         return None
-    return data if data.get("version") == MANIFEST_VERSION else None
+    return data if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION else None
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
-    tmp.replace(path)
+def _write_json(folder: Store, name: str, doc: dict) -> None:
+    folder.write_bytes(name, json.dumps(doc, ensure_ascii=False, indent=1).encode())
 
 
 def _dirty(
-    plan: Plan, old_tiles: dict[Key, dict], areas: list[Box] | None, folder: Path
+    plan: Plan, old_tiles: dict[Key, dict], areas: list[Box] | None, existing: set[str]
 ) -> set[Key]:
     """Tiles to rebuild: meeting a changed area, new to the tree, re-toleranced (a leaf
     became a parent or back) or missing their file. Every ancestor of a tile meeting an area
     meets it too (its box holds the child's), so the parents above a change are rebuilt with
-    it; a parent's content depends on its box and tolerance only, not on its children."""
+    it; a parent's content depends on its box and tolerance only, not on its children.
+    ``existing``: the tileset's files now (:meth:`Store.files`, one listing)."""
     dirty: set[Key] = set()
     for key, tile in plan.tiles.items():
         old = old_tiles.get(key)
@@ -188,11 +197,16 @@ def _dirty(
             areas is None
             or old is None
             or abs(old["tolerance_m"] - tol) > 1e-9
-            or (old["path"] is not None and not (folder / old["path"]).is_file())
+            or (old["path"] is not None and old["path"] not in existing)
             or any(meets(tile.box, a) for a in areas)
         ):
             dirty.add(key)
     return dirty
+
+
+#: tasks per worker thread a build's jobs are batched into (:func:`.plan.batches`): enough
+#: for the last ones to even out, few enough that the scheduler's share stays small
+BATCHES_PER_WORKER = 16
 
 
 def run_jobs(
@@ -202,10 +216,13 @@ def run_jobs(
     *,
     scheduler: str | None = None,
     memory_limit: str = "auto",
+    costs: list[int] | None = None,
 ) -> Iterable[TileSummary]:
     """The jobs' summaries as they finish: on the Dask cluster at ``scheduler`` when one is
     given, in this process for one worker (or one job), else on a LocalCluster of
-    ``workers`` processes (:mod:`cimtwin.tiles.cluster`)."""
+    ``workers`` processes (:mod:`cimtwin.tiles.cluster`). On a cluster the jobs go as
+    :data:`BATCHES_PER_WORKER` batches per worker thread, balanced by ``costs`` (estimated,
+    one per job; default all equal); ``on_done`` is called once per job either way."""
     if scheduler is None and (workers <= 1 or len(jobs) <= 1):
         for job in jobs:
             yield run_job(job)
@@ -215,12 +232,33 @@ def run_jobs(
     from cimtwin.tiles import cluster
 
     client = cluster.client_for(workers, scheduler, memory_limit)
-    yield from cluster.run_on_cluster(client, run_job, jobs, on_done)
+    threads = sum(client.nthreads().values()) or workers
+    groups = batches(jobs, costs or [1] * len(jobs), threads * BATCHES_PER_WORKER)
+    for summaries in cluster.run_on_cluster(client, run_batch, groups, key="tile-jobs"):
+        for summary in summaries:
+            yield summary
+            if on_done:
+                on_done()
+
+
+def plan_mapper(workers: int, scheduler: str | None, memory_limit: str) -> PlanMapper:
+    """Plans level-0 subtrees on the cluster :func:`run_jobs` uses (``plan_tree``'s
+    ``on_cluster``): the plan's counts are database work the workers share."""
+
+    def mapper(jobs: list[PlanJob]) -> list[Subtree]:
+        from cimtwin.tiles import cluster
+
+        client = cluster.client_for(workers, scheduler, memory_limit)
+        return list(
+            cluster.run_on_cluster(client, run_plan_job, jobs, key="plan-job", ordered=True)
+        )
+
+    return mapper
 
 
 def build_tileset(
     tileset_id: str,
-    out_root: Path,
+    out_root: Path | str | Store,
     *,
     database_url: str | None = None,
     target: str | None = None,
@@ -240,13 +278,23 @@ def build_tileset(
     ``target`` overrides the registry's ``module:Class`` (tests' synthetic sources).
     ``workers`` (default: one per CPU) above 1 runs the tile jobs on a Dask LocalCluster with
     ``memory_limit`` per worker; ``scheduler`` (``tcp://host:8786``) on an existing cluster,
-    whose workers must reach the database and ``out_root`` (a shared folder)."""
+    whose workers must reach the database and ``out_root`` (a shared folder, or an fsspec URL
+    such as ``s3://bucket/3dtiles``: :func:`cimtwin.tiles.store.open_store`)."""
     target = target or registry.target_for(tileset_id)
     source = registry.source_for(target)
     placement = placement or Placement()
     dsn = libpq_dsn(database_url)
-    folder = out_root / tileset_id
-    folder.mkdir(parents=True, exist_ok=True)
+    store = out_root if isinstance(out_root, Store) else open_store(out_root)
+    folder = store.child(tileset_id)
+    if scheduler is not None or (workers or os.cpu_count() or 1) > 1:
+        folder.require_shared("workers in other processes")
+    folder.check_writable()
+    pool = workers or os.cpu_count() or 1
+    on_cluster = (
+        (plan_mapper(pool, scheduler, memory_limit), target, dsn)
+        if scheduler is not None or pool > 1
+        else None
+    )
     tileset_schema = _schema_of(source)
     settings_key = {
         "source": target,
@@ -258,7 +306,7 @@ def build_tileset(
     if manifest is not None and manifest.get("settings") != settings_key:
         manifest = None  # another source, placement or schema: nothing can be kept
     if manifest is None:
-        shutil.rmtree(folder / "tiles", ignore_errors=True)  # nothing there is known
+        folder.remove_tree("tiles")  # nothing there is known
     old_tiles = {parse_key(k): v for k, v in ((manifest or {}).get("tiles") or {}).items()}
     split = {parse_key(k) for k in (manifest or {}).get("split", [])}
     try:
@@ -274,17 +322,20 @@ def build_tileset(
                     areas = [area]
             clip = area if manifest is None else None
             result = BuildResult(tileset_id, None, changed_areas=areas)
-            if manifest is not None and areas == [] and (folder / "tileset.json").is_file():
+            if manifest is not None and areas == [] and folder.read_bytes(TILESET) is not None:
                 # nothing this tileset reads was imported since: no plan, no file rewritten
                 sizes = [int(v.get("bytes") or 0) for v in old_tiles.values()]
-                result.kept, result.path = len(old_tiles), folder / "tileset.json"
+                result.kept, result.path = len(old_tiles), folder.location(TILESET)
                 result.bytes, result.largest = sum(sizes), max(sizes, default=0)
                 return result
-            plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+            plan = plan_tree(
+                conn, source, clip=clip, max_depth=max_depth, split=split, on_cluster=on_cluster
+            )
             if plan is None or not plan.tiles:
                 _remove_output(folder)
                 return result
-            todo = _dirty(plan, old_tiles, areas if manifest else None, folder)
+            existing = folder.files("tiles") if manifest else set()
+            todo = _dirty(plan, old_tiles, areas if manifest else None, existing)
             result.planned = len(todo)
             if on_plan:
                 on_plan(result.planned)
@@ -298,16 +349,17 @@ def build_tileset(
                     todo,
                     source=target,
                     dsn=dsn,
-                    out_dir=folder.absolute(),  # a worker's working folder may differ
+                    store=folder,
                     schema=tileset_schema,
                     placement=placement,
                 )
                 for summary in run_jobs(
                     jobs,
-                    workers or os.cpu_count() or 1,
+                    pool,
                     on_tile,
                     scheduler=scheduler,
                     memory_limit=memory_limit,
+                    costs=[job_cost(plan, job) for job in jobs],
                 ):
                     summaries[summary.key] = summary
                     rebuilt.add(summary.key)
@@ -324,22 +376,26 @@ def build_tileset(
                 if not over:
                     break
                 split |= over
-                plan = plan_tree(conn, source, clip=clip, max_depth=max_depth, split=split)
+                plan = plan_tree(
+                    conn, source, clip=clip, max_depth=max_depth, split=split, on_cluster=on_cluster
+                )
                 assert plan is not None
                 done = {k: s.to_json() for k, s in summaries.items() if k in plan.tiles}
-                todo = _dirty(plan, done, [], folder)
+                todo = _dirty(plan, done, [], folder.files("tiles"))
                 result.planned += len(todo)
                 if on_plan:
                     on_plan(result.planned)
-            summaries = {k: s for k, s in summaries.items() if k in plan.tiles}
     except psycopg.OperationalError as exc:
         raise UserError(f"database unreachable: {str(exc).splitlines()[0]}") from exc
     result.kept = len(set(plan.tiles) - rebuilt)
-    # files of tiles the tree no longer has
-    for key, old in old_tiles.items():
-        if key not in plan.tiles and old.get("path"):
-            (folder / old["path"]).unlink(missing_ok=True)
-            result.removed += 1
+    # files of tiles the tree no longer has: from the last build, or written in this one
+    # before a split left their tile out (its one child stands in for it)
+    dropped = {k: o.get("path") for k, o in old_tiles.items() if k not in plan.tiles}
+    dropped.update((k, s.path) for k, s in summaries.items() if k not in plan.tiles)
+    for path in sorted({p for p in dropped.values() if p}):
+        folder.remove(path)
+    result.removed = sum(1 for k, o in old_tiles.items() if k not in plan.tiles and o.get("path"))
+    summaries = {k: s for k, s in summaries.items() if k in plan.tiles}
 
     doc = assemble(
         plan,
@@ -348,10 +404,10 @@ def build_tileset(
         description=placement.description,
         extras={"id": tileset_id, "title": source.title, "layer": source.layer},
     )
-    path = folder / "tileset.json"
-    _write_json(path, doc)
+    _write_json(folder, TILESET, doc)
     _write_json(
-        folder / MANIFEST,
+        folder,
+        MANIFEST,
         {
             "version": MANIFEST_VERSION,
             "settings": settings_key,
@@ -363,14 +419,15 @@ def build_tileset(
         },
     )
     sizes = [s.bytes for s in summaries.values()]
-    result.path, result.bytes, result.largest = path, sum(sizes), max(sizes, default=0)
+    result.path, result.bytes = folder.location(TILESET), sum(sizes)
+    result.largest = max(sizes, default=0)
     return result
 
 
-def _remove_output(folder: Path) -> None:
-    for name in ("tileset.json", MANIFEST):
-        (folder / name).unlink(missing_ok=True)
-    shutil.rmtree(folder / "tiles", ignore_errors=True)
+def _remove_output(folder: Store) -> None:
+    for name in (TILESET, MANIFEST):
+        folder.remove(name)
+    folder.remove_tree("tiles")
 
 
 def grid_box(database_url: str | None, code: str) -> Box:

@@ -9,7 +9,8 @@ A tile is split while the source counts more than ``max_features_per_tile`` feat
 holds all its features is left out (the child takes its place: no parent that only repeats it).
 
 A job (:class:`TileJob`) is plain data; :func:`run_job` opens its own database connection,
-reads PostGIS through the source, writes its one glb and returns a small
+reads PostGIS through the source, writes its one glb to the output store (a folder or an
+fsspec URL: :mod:`cimtwin.tiles.store`) and returns a small
 :class:`TileSummary`: nothing is shared between jobs, so a distributed engine (Dask, ...) can
 run them unchanged. Parents are jobs like leaves, at a tolerance (:func:`tolerance_for`).
 """
@@ -18,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import psycopg
 
 from cimtwin.tiles.cluster import forget_connection, worker_connection
+from cimtwin.tiles.store import Store
 from cimtwin.tiles.threed.glb import glb_bytes
 from cimtwin.tiles.threed.placement import Placement
 from cimtwin.tiles.threed.sources.base import Box, Source
@@ -73,6 +74,8 @@ class PlannedTile:
     key: Key
     box: Box
     children: tuple[Key, ...]
+    #: features anchored in the box (the plan's count): what a job's cost is estimated from
+    features: int = 0
 
     @property
     def leaf(self) -> bool:
@@ -100,7 +103,7 @@ class TileJob:
 
     source: str  # "module:Class" of the Source
     dsn: str
-    out_dir: str  # the tileset's folder
+    store: Store  # the tileset's folder (local or an fsspec URL)
     key: Key
     box: Box
     tolerance_m: float
@@ -138,23 +141,39 @@ class TileSummary:
         return TileSummary(**{**d, "key": parse_key(d["key"])})
 
 
-def plan_tree(
+@dataclass(frozen=True)
+class Subtree:
+    """The planned tiles under one level-0 tile: ``root`` stands for it (None: empty)."""
+
+    root: Key | None
+    tiles: dict[Key, PlannedTile]
+    collapsed: frozenset[Key]
+
+
+@dataclass(frozen=True)
+class PlanJob:
+    """One level-0 tile's subtree to plan on a worker (plain data, like :class:`TileJob`)."""
+
+    source: str
+    dsn: str
+    key: Key
+    root_m: float
+    clip: Box | None
+    max_depth: int
+    split: frozenset[Key]
+
+
+def plan_subtree(
     conn: psycopg.Connection,
     source: Source,
+    root: Key,
+    root_m: float,
     clip: Box | None = None,
     max_depth: int = MAX_DEPTH,
     split: set[Key] | frozenset[Key] = frozenset(),
-) -> Plan | None:
-    """The tree over the source's data (None when it has none); with ``clip``, only tiles
-    meeting that box. Tiles in ``split`` are split whatever their count (their content was
-    over the byte budget)."""
-    root_m = float(getattr(source, "root_tile_m", ROOT_TILE_M))
-    bounds = source.bounds(conn)
-    if bounds is None:
-        return None
-    x0, y0, x1, y1 = bounds.box
+) -> Subtree:
+    """The tiles under the level-0 tile ``root`` (see :func:`plan_tree`)."""
     tiles: dict[Key, PlannedTile] = {}
-    counts: dict[Key, int] = {}
     collapsed: set[Key] = set()
 
     def grow(key: Key) -> Key | None:
@@ -173,22 +192,69 @@ def plan_tree(
                 got = grow((level + 1, 2 * x + dx, 2 * y + dy))
                 if got is not None:
                     children.append(got)
-        if len(children) == 1 and counts[children[0]] == n:
+        if len(children) == 1 and tiles[children[0]].features == n:
             # a parent over the same features as its one child would be a copy of it (a
             # compact cluster, a building's model, under a large tile): the child stands in
             collapsed.add(key)
             return children[0]
-        tiles[key] = PlannedTile(key, box, tuple(children))
-        counts[key] = n
+        tiles[key] = PlannedTile(key, box, tuple(children), n)
         return key
 
-    roots = []
-    for ix in range(math.floor(x0 / root_m), math.floor(x1 / root_m) + 1):
-        for iy in range(math.floor(y0 / root_m), math.floor(y1 / root_m) + 1):
-            got = grow((0, ix, iy))
-            if got is not None:
-                roots.append(got)
-    return Plan(root_m, tuple(roots), tiles, frozenset(collapsed))
+    return Subtree(grow(root), tiles, frozenset(collapsed))
+
+
+def run_plan_job(job: PlanJob) -> Subtree:
+    """:func:`plan_subtree` on a worker, with its kept connection."""
+    source = _source(job.source)
+    args = (job.key, job.root_m, job.clip, job.max_depth, job.split)
+    try:
+        return plan_subtree(worker_connection(job.dsn), source, *args)
+    except psycopg.OperationalError:  # the kept connection died since the last job
+        forget_connection(job.dsn)
+        return plan_subtree(worker_connection(job.dsn), source, *args)
+
+
+#: plans the level-0 subtrees elsewhere (a cluster): PlanJobs -> their Subtrees, in order
+PlanMapper = Callable[[list[PlanJob]], list[Subtree]]
+
+
+def plan_tree(
+    conn: psycopg.Connection,
+    source: Source,
+    clip: Box | None = None,
+    max_depth: int = MAX_DEPTH,
+    split: set[Key] | frozenset[Key] = frozenset(),
+    *,
+    on_cluster: tuple[PlanMapper, str, str] | None = None,
+) -> Plan | None:
+    """The tree over the source's data (None when it has none); with ``clip``, only tiles
+    meeting that box. Tiles in ``split`` are split whatever their count (their content was
+    over the byte budget). ``on_cluster`` (mapper, source target, DSN) plans each level-0
+    tile's subtree as a job of its own: the counts are database work, which the workers then
+    share instead of this process doing it alone; the tree is the same."""
+    root_m = float(getattr(source, "root_tile_m", ROOT_TILE_M))
+    bounds = source.bounds(conn)
+    if bounds is None:
+        return None
+    x0, y0, x1, y1 = bounds.box
+    keys = [
+        (0, ix, iy)
+        for ix in range(math.floor(x0 / root_m), math.floor(x1 / root_m) + 1)
+        for iy in range(math.floor(y0 / root_m), math.floor(y1 / root_m) + 1)
+    ]
+    if on_cluster is not None and len(keys) > 1:
+        mapper, target, dsn = on_cluster
+        frozen = frozenset(split)
+        subtrees = mapper([PlanJob(target, dsn, k, root_m, clip, max_depth, frozen) for k in keys])
+    else:
+        subtrees = [plan_subtree(conn, source, k, root_m, clip, max_depth, split) for k in keys]
+    tiles: dict[Key, PlannedTile] = {}
+    collapsed: set[Key] = set()
+    for sub in subtrees:
+        tiles.update(sub.tiles)
+        collapsed |= sub.collapsed
+    roots = tuple(sub.root for sub in subtrees if sub.root is not None)
+    return Plan(root_m, roots, tiles, frozenset(collapsed))
 
 
 def jobs_for(
@@ -197,7 +263,7 @@ def jobs_for(
     *,
     source: str,
     dsn: str,
-    out_dir: Path,
+    store: Store,
     schema: dict,
     placement: Placement,
 ) -> list[TileJob]:
@@ -210,7 +276,7 @@ def jobs_for(
             TileJob(
                 source=source,
                 dsn=dsn,
-                out_dir=str(out_dir),
+                store=store,
                 key=key,
                 box=t.box,
                 tolerance_m=tolerance_for(key[0], plan.root_m, t.leaf),
@@ -234,6 +300,50 @@ def _source(target: str) -> Source:
     return source_for(target)
 
 
+#: a job's fixed cost, in features' worth (its queries, ground heights, glb and write)
+JOB_OVERHEAD_FEATURES = 200
+
+
+def job_cost(plan: Plan, job: TileJob) -> int:
+    """A job's estimated cost: its box's features (a leaf draws them, a parent's query ranks
+    them) plus a fixed part."""
+    return plan.tiles[job.key].features + JOB_OVERHEAD_FEATURES
+
+
+def batches(jobs: list[TileJob], costs: list[int], n: int) -> list[list[TileJob]]:
+    """The jobs in at most ``n`` batches of about equal estimated cost, costliest batch first.
+
+    One task per tile costs the scheduler and the driver some milliseconds each, which on the
+    district's 3 000 components tiles was a CPU-second for every ten worker-seconds, taken
+    from the same cores the workers need. A batch is a run of neighbouring jobs (jobs are in
+    key order within a level), closed once it holds a ``1/n`` share of the cost; submitting
+    the costliest first leaves small batches for the end, so the workers finish together."""
+    if not jobs:
+        return []
+    share = sum(costs) / max(1, n)
+    out: list[list[TileJob]] = []
+    weights: list[int] = []
+    batch: list[TileJob] = []
+    weight = 0
+    for job, cost in zip(jobs, costs, strict=True):
+        batch.append(job)
+        weight += cost
+        if weight >= share:
+            out.append(batch)
+            weights.append(weight)
+            batch, weight = [], 0
+    if batch:
+        out.append(batch)
+        weights.append(weight)
+    order = sorted(range(len(out)), key=lambda i: -weights[i])
+    return [out[i] for i in order]
+
+
+def run_batch(jobs: list[TileJob]) -> list[TileSummary]:
+    """:func:`run_job` for each job of a batch, on one worker (one task)."""
+    return [run_job(job) for job in jobs]
+
+
 def run_job(job: TileJob) -> TileSummary:
     """Read the tile's content from PostGIS, write its glb, report what it wrote."""
     source = _source(job.source)
@@ -244,9 +354,8 @@ def run_job(job: TileJob) -> TileSummary:
         # recreated database): a closed connection only shows when used, so open it again once
         forget_connection(job.dsn)
         content = source.content(worker_connection(job.dsn), job.box, job.tolerance_m)
-    target = Path(job.out_dir) / job.path
     if content is None or content.mesh.empty:
-        target.unlink(missing_ok=True)
+        job.store.remove(job.path)
         return TileSummary(job.key, job.tolerance_m, None)
     placement = _placement(job.geoid, job.height_offset_m)
     p = content.mesh.positions
@@ -255,10 +364,7 @@ def run_job(job: TileJob) -> TileSummary:
     cx, cy = (job.box[0] + job.box[2]) / 2, (job.box[1] + job.box[3]) / 2
     frame = placement.frame(cx, cy, float(lo[2] + hi[2]) / 2)
     data = glb_bytes(content, placement, frame, job.schema)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    job.store.write_bytes(job.path, data)
     return TileSummary(
         key=job.key,
         tolerance_m=job.tolerance_m,
