@@ -132,7 +132,7 @@ def build_once(url: str, layers: list[str], workers: int, memory_limit: str) -> 
     """Every tileset from scratch on a fresh LocalCluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
 
-    from cimtwin.tiles.threed import cluster as tcluster
+    from cimtwin.tiles import cluster as tcluster
     from cimtwin.tiles.threed.build import build_tileset
 
     with (
