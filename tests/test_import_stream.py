@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import weakref
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -204,3 +205,33 @@ def test_batches_place_rows_outside_the_grids_as_the_whole_import_does(
     assert messages[0] == messages[1]
     assert f"feature(s) {ids[0]} lie outside every work grid" in messages[0]
     assert "counties 440303, 440309" in messages[0]
+
+
+def test_a_file_changed_between_check_and_write_is_refused(
+    scratch_database: str, tmp_path: Path, monkeypatch
+) -> None:
+    """The rows are read twice: a file rewritten after its check would store rows nobody
+    checked, so the import stops and writes nothing."""
+    from cimtwin.importers.components import ComponentsImporter
+    from tests.conftest import table_fingerprint
+
+    copy = tmp_path / "components.gpkg"
+    copy.write_bytes(COMPONENTS.read_bytes())
+    check = ComponentsImporter.prepare
+
+    def check_then_touch(self, paths, options, report):
+        prepared = check(self, paths, options, report)
+        st = copy.stat()
+        os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return prepared
+
+    monkeypatch.setattr(ComponentsImporter, "prepare", check_then_touch)
+    before = table_fingerprint(scratch_database)
+    with pytest.raises(ImportFailed, match="the file changed while it was imported"):
+        run_import(
+            importer_for("components"),
+            [copy],
+            ImportOptions(dataset="stream-changed"),
+            scratch_database,
+        )
+    assert table_fingerprint(scratch_database) == before

@@ -120,7 +120,7 @@ class ComponentsImporter(CopyWriter):
         """Checks the layer a batch at a time (CIMTWIN_IMPORT_CHUNK_ROWS), keeping only the ids
         for the checks across batches; the rows are read again, a batch at a time, to write."""
         mark, seen, label, fmt, src = len(report.problems), 0, "", "", ""
-        ids, box = _Ids(), None
+        ids, box, stamp = _Ids(), None, _stamp(paths)
         for part in layer_batches(
             paths, "components", ALLOWED, ["class_code"], options, report, key="component_id"
         ):
@@ -139,7 +139,7 @@ class ComponentsImporter(CopyWriter):
             format=fmt.lstrip("."),
             source_crs=src,
             feature_count=seen,
-            streams={CityComponent: lambda: self._batches(paths, options)},
+            streams={CityComponent: lambda: self._batches(paths, options, seen, stamp)},
             extra={"generate_ids": ids.missing, "id_top": ids.top},
             bbox=box,
         )
@@ -206,13 +206,25 @@ class ComponentsImporter(CopyWriter):
         )
         seen.add(cid, good, np.asarray(part.layer.frame.index), part.start)
 
-    def _batches(self, paths: list[Path], options: ImportOptions) -> Batches:
+    def _batches(
+        self, paths: list[Path], options: ImportOptions, count: int, stamp: tuple
+    ) -> Batches:
         """The rows again, a batch at a time, as they are written (the problems were
-        reported by the check)."""
+        reported by the check). A file changed since it was checked is refused: its rows
+        were not the ones checked."""
+        sent = 0
         for part in layer_batches(
             paths, "components", ALLOWED, ["class_code"], options, Report(), key="component_id"
         ):
+            if _stamp(paths) != stamp:
+                break
+            sent += len(part.attrs)
             yield self._frame(part.attrs, part.geoms), part.geoms
+        if sent != count or _stamp(paths) != stamp:
+            raise ImportFailed(
+                f"{paths[0]}: the file changed while it was imported; nothing was written "
+                "(import it again once it is complete)"
+            )
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         if prepared.extra.get("generate_ids"):
@@ -275,6 +287,17 @@ class ComponentsImporter(CopyWriter):
                         f"{county}{code}{s:06d}" for s in range(start, start + len(idx))
                     ]
             yield frame, geoms
+
+
+def _stamp(paths: list[Path]) -> tuple:
+    """Size and modification time of the files (and a Shapefile's sidecars)."""
+    out = []
+    for p in paths:
+        for part in [p, *(p.with_suffix(s) for s in (".dbf", ".shx"))]:
+            if part.exists():
+                st = part.stat()
+                out.append((str(part), st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def _union(a, b):
