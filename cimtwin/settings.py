@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     county_code: str = Field("440309", pattern=r"^\d{6}$", description="GB/T 2260 county code")
     grid_code_digits: int = Field(14, description="work-grid code length: 14 (2-digit) or 15")
     import_chunk_rows: int = Field(
-        50_000, ge=1, description="rows an import formats and sends per COPY chunk"
+        25_000,
+        ge=1,
+        description="rows an import formats and sends per COPY chunk; a components import "
+        "also reads and checks its layer this many features at a time",
     )
     statement_timeout_ms: int = Field(15000, ge=100, description="per-request SQL time limit")
     pool_size: int = Field(10, ge=1)

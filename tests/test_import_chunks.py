@@ -50,7 +50,7 @@ def _rows(url: str, sql: str, batch_id: int) -> list[tuple]:
 
 
 COMPONENT_ROWS = (
-    "SELECT component_id, class_code, name, status, grid_code, md5(ST_AsEWKB(geom)) "
+    "SELECT component_id, class_code, name, status, grid_code, md5(ST_AsEWKB(geom)), county_code "
     "FROM cim.city_component WHERE batch_id = %s ORDER BY component_id"
 )
 NODE_ROWS = (

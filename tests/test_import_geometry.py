@@ -252,7 +252,9 @@ def test_component_lines_in_4490_have_every_vertex_in_storage(
     )
     from cimtwin.importers.components import CityComponent
 
-    stored = r.prepared.frames[CityComponent]["geom"].iloc[0]
+    assert r.prepared is not None
+    frame, _ = next(r.prepared.streams[CityComponent]())
+    stored = frame["geom"].iloc[0]
     lon, lat = shapely.get_coordinates(line).T
     np.testing.assert_allclose(
         shapely.get_coordinates(stored), np.column_stack(TO_4547.transform(lon, lat)), atol=1e-6

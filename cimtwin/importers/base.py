@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -47,6 +48,11 @@ class Prepared:
     frames: dict[type[Base], pd.DataFrame] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     bbox: tuple[float, float, float, float] | None = None  # storage CRS, for cache invalidation
+    #: tables whose rows are read again from the source to be written, a batch at a time:
+    #: each call gives (frame, storage geometries) batches (see :meth:`CopyWriter.write`)
+    streams: dict[type[Base], Callable[[], Iterator[tuple[pd.DataFrame, Any]]]] = field(
+        default_factory=dict
+    )
 
 
 class Progress(Protocol):
@@ -94,6 +100,9 @@ class CopyWriter:
         placement = None
         written: dict[type[Base], pd.DataFrame] = {}
         for model in self.models:
+            if model in prepared.streams:
+                counts.update(self._write_stream(conn, model, prepared, batch_id))
+                continue
             df = prepared.frames.get(model)
             if df is None:
                 continue
@@ -115,6 +124,70 @@ class CopyWriter:
             else:
                 counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
         return counts
+
+    def _write_stream(
+        self, conn: psycopg.Connection, model: type[Base], prepared: Prepared, batch_id: int
+    ) -> dict[str, int]:
+        """A streamed table's batches, each given its grid and county codes, COPYed into its
+        new partition one after the other: one batch of rows is held at a time."""
+        from cimtwin.spatial import bulk
+        from cimtwin.spatial.admin_grid import GridIndex
+        from cimtwin.spatial.county import (
+            CountyPlacement,
+            StreamedCounties,
+            batch_files,
+            counties_of,
+            feature_names,
+        )
+
+        if not bulk.is_partitioned(model):
+            raise TypeError(f"{model.__tablename__}: only partitioned tables are streamed")
+        columns = table_of(model).columns
+        grids = GridIndex.load(conn) if "grid_code" in columns else None
+        counties = None
+        if "county_code" in columns:
+            counties = StreamedCounties(
+                CountyPlacement.load(conn, grids),
+                f"{batch_files(conn, batch_id)}: {model.__tablename__}",
+            )
+        outside = 0
+
+        def frames() -> Iterator[pd.DataFrame]:
+            nonlocal outside
+            for frame, shapes in prepared.streams[model]():
+                df = frame.assign(batch_id=batch_id)
+                if grids is not None:
+                    df["grid_code"] = grids.assign(shapes)
+                    outside += int(df["grid_code"].isna().sum())
+                if counties is not None:
+                    placed = (
+                        counties_of(df["grid_code"].to_numpy())
+                        if grids is not None
+                        else counties.placement.at(shapes)
+                    )
+                    df["county_code"] = counties.batch(placed, feature_names(df))
+                yield df
+
+        check = self.before_attach(model, prepared)
+
+        def finish(conn: psycopg.Connection, staging) -> None:
+            if counties is not None:
+                counties.finish(conn, model, staging)
+            if check:
+                check(conn, staging)
+
+        n = bulk.load_partition(
+            conn,
+            model,
+            frames(),
+            batch_id,
+            finish,
+            nullable=("county_code",) if counties is not None and counties.defers else (),
+        )
+        out = {model.__tablename__: n}
+        if grids is not None:
+            out[f"{model.__tablename__}_outside_grids"] = outside
+        return out
 
     def county_codes(
         self, model: type[Base], frame: pd.DataFrame, written: dict[type[Base], pd.DataFrame]

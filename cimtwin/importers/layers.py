@@ -4,6 +4,7 @@ or refuse invalid geometries, and turn geometries into EWKB for COPY."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cimtwin.errors import UserError
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.report import ERROR, WARNING, Report
 from cimtwin.importers.sources import Layer, note_encoding
+from cimtwin.settings import get_settings
 from cimtwin.spatial import crs as crs_mod
 
 
@@ -241,6 +243,53 @@ def single_layer(
     ids = feature_ids(layer, text_column(attrs[key]) if key and key in attrs else None)
     geoms, src = prepare_layer(layer, allowed, options, report, ids)
     return layer, attrs, geoms, src, ids
+
+
+@dataclass
+class LayerBatch:
+    """One batch of a layer read by :func:`layer_batches`, as :func:`single_layer` gives it."""
+
+    layer: Layer  # its frame: this batch's features
+    attrs: pd.DataFrame
+    geoms: np.ndarray
+    src: CRS
+    ids: FeatureLabels
+    start: int  # position of its first feature in the layer
+
+
+def layer_batches(
+    paths: list[Path],
+    section: str,
+    allowed: tuple[str, ...],
+    needed: list[str],
+    options: ImportOptions,
+    report: Report,
+    key: str | None = None,
+) -> Iterator[LayerBatch]:
+    """:func:`single_layer` a batch of ``CIMTWIN_IMPORT_CHUNK_ROWS`` features at a time, so a
+    layer of any size is checked or written in bounded memory; the checks are those of a
+    whole layer, each batch's problems added to ``report`` in file order."""
+    from cimtwin.importers.sources import (
+        canonical_frame,
+        list_layers,
+        load_mapping,
+        read_layer_batches,
+        text_column,
+    )
+
+    if len(paths) != 1:
+        raise UserError(f"{section}: give one file (got {len(paths)})")
+    path = paths[0]
+    names = list_layers(path)
+    mapping = load_mapping(options.mapping)
+    start = 0
+    rows = get_settings().import_chunk_rows
+    for layer in read_layer_batches(path, names[0] if len(names) > 1 else None, rows):
+        attrs = canonical_frame(layer.frame, section, mapping, needed, layer.label)
+        ids = feature_ids(layer, text_column(attrs[key]) if key and key in attrs else None)
+        geoms, src = prepare_layer(layer, allowed, options, report, ids)
+        yield LayerBatch(layer, attrs, geoms, src, ids, start)
+        start += len(attrs)
 
 
 def check_unique(

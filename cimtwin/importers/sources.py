@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -409,6 +410,69 @@ def read_layer(path: Path, layer: str | None = None) -> Layer:
     crs = info.get("crs")
     name = layer or (list_layers(path)[0] if path.suffix.lower() == ".gpkg" else path.stem)
     return Layer(path, name, frame, crs, note)
+
+
+def read_layer_batches(path: Path, layer: str | None, rows: int) -> Iterator[Layer]:
+    """:func:`read_layer` a batch of ``rows`` features at a time, in file order: one Arrow
+    stream, so a layer of any size is held a batch at a time. Only the first batch carries
+    the encoding note (it is reported once)."""
+    import geopandas as gpd
+    import pyogrio
+    import shapely
+
+    check_vector_file(path)
+    encoding, note = dbf_encoding(path)
+    name = layer or (list_layers(path)[0] if path.suffix.lower() == ".gpkg" else path.stem)
+    try:
+        info = pyogrio.read_info(path, layer=layer, encoding=encoding)
+        with pyogrio.open_arrow(
+            path,
+            layer=layer,
+            encoding=encoding,
+            return_fids=True,
+            batch_size=rows,
+            use_pyarrow=True,
+            datetime_as_string=True,
+        ) as (meta, reader):
+            fields = list(reader.schema)
+            geom = next((f.name for f in fields if _is_wkb(f)), None)
+            if geom is None:
+                what = "a table" if path.suffix.lower() in TABLE_ONLY_SUFFIXES else "a layer"
+                raise UserError(
+                    f"{path}: {what} without geometries; this import reads GIS layers "
+                    "(GeoPackage, Shapefile, GeoJSON ...) with point, line or polygon "
+                    "geometries"
+                )
+            fid = meta.get("fid_column") or "OGC_FID"
+            # an empty layer is one empty batch, as read_layer gives an empty frame
+            for batch in _at_least_one(reader):
+                table = pa.Table.from_batches([batch], schema=reader.schema)
+                shapes = shapely.from_wkb(table.column(geom).to_numpy(zero_copy_only=False))
+                frame = table.drop_columns([fid, geom]).to_pandas()
+                frame.index = pd.Index(table.column(fid).to_numpy(), name="fid")
+                del table
+                yield Layer(
+                    path, name, gpd.GeoDataFrame(frame, geometry=shapes), info.get("crs"), note
+                )
+                note = None
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read layer {layer or '(first)'} ({exc})") from exc
+
+
+def _at_least_one(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    empty = True
+    for batch in reader:
+        empty = False
+        yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+
+
+def _is_wkb(field: pa.Field) -> bool:
+    meta = field.metadata or {}
+    return meta.get(b"ARROW:extension:name") in (b"geoarrow.wkb", b"ogc.wkb")
 
 
 def note_encoding(layer: Layer, report) -> None:

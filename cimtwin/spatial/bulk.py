@@ -8,8 +8,9 @@ as hex EWKB made by shapely in one vectorised call.
 from __future__ import annotations
 
 import io
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -109,28 +110,60 @@ def partition_name(model: type[Base], batch_id: int) -> sql.Composed:
 def load_partition(
     conn: psycopg.Connection,
     model: type[Base],
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     batch_id: int,
     before_attach=None,
+    nullable: Sequence[str] = (),
 ) -> int:
     """Load one batch as a new partition: COPY into a bare table, then ATTACH, which builds
-    its indexes and checks its foreign keys in bulk. ``before_attach(conn, staging)`` may
-    check the rows against the other partitions (e.g. ids unique across datasets)."""
+    its indexes and checks its foreign keys in bulk. ``frame`` may be a stream of frames, sent
+    in one COPY one after the other. ``before_attach(conn, staging)`` may check the rows
+    against the other partitions (e.g. ids unique across datasets) or fill the ``nullable``
+    columns, which may arrive NULL and must hold a value by then."""
     staging = partition_name(model, batch_id)
     conn.execute(
         sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
             staging, qualified(model)
         )
     )
-    n = copy_frame(conn, model, frame.assign(batch_id=batch_id), target=staging)
+    for c in nullable:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                staging, sql.Identifier(table_of(model).columns[c].name)
+            )
+        )
+    frames = [frame] if isinstance(frame, pd.DataFrame) else frame
+    n = copy_frames(conn, model, (f.assign(batch_id=batch_id) for f in frames), target=staging)
     if before_attach:
         before_attach(conn, staging)
+    for c in nullable:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(
+                staging, sql.Identifier(table_of(model).columns[c].name)
+            )
+        )
     conn.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
             qualified(model), staging, sql.Literal(int(batch_id))
         )
     )
     return n
+
+
+def fill_nulls(
+    conn: psycopg.Connection, model: type[Base], target: sql.Composable, column: str, value: str
+) -> int:
+    """Give ``value`` to the rows of ``target`` (a staging partition of ``model``) whose
+    ``column`` is NULL."""
+    cur = conn.execute(
+        sql.SQL("UPDATE {} SET {} = %s WHERE {} IS NULL").format(
+            target,
+            sql.Identifier(table_of(model).columns[column].name),
+            sql.Identifier(table_of(model).columns[column].name),
+        ),
+        (value,),
+    )
+    return cur.rowcount
 
 
 def geometry_dims(column) -> int:
@@ -153,12 +186,28 @@ def copy_frame(
     (EWKB, CSV) overlaps the server's parsing, and only one chunk's
     text is held at a time.
     """
+    return copy_frames(conn, model, [frame], on_rows, target)
+
+
+def copy_frames(
+    conn: psycopg.Connection,
+    model: type[Base],
+    frames: Iterable[pd.DataFrame],
+    on_rows=None,
+    target: sql.Composable | None = None,
+) -> int:
+    """:func:`copy_frame` for a stream of frames with the same columns, in one COPY: each is
+    made (a frame from a file read a batch at a time) only when the one before is sent."""
     table = table_of(model)
     allowed = {c.name: c for c in table.columns}
-    unknown = [c for c in frame.columns if c not in allowed]
+    stream = iter(frames)
+    first = next(stream, None)
+    if first is None:
+        return 0
+    unknown = [c for c in first.columns if c not in allowed]
     if unknown:
         raise ValueError(f"{table.name} has no column(s) {unknown}")
-    cols = list(frame.columns)
+    cols = list(first.columns)
     json_cols = [c for c in cols if allowed[c].type.__class__.__name__ == "JSONB"]
     geo_cols = {
         c: geometry_dims(allowed[c])
@@ -170,21 +219,22 @@ def copy_frame(
     )
     total, rows = 0, get_settings().import_chunk_rows
     with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
-        for start in range(0, len(frame), rows):
-            chunk = frame.iloc[start : start + rows]
-            made: dict[str, object] = {}
-            for c, dims in geo_cols.items():
-                values = chunk[c].to_numpy(dtype=object)
-                if shapely.is_geometry(values).any():
-                    made[c] = geometry_hex(values, dims=dims)
-            for c in json_cols:
-                made[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
-            if made:
-                chunk = chunk.assign(**made)
-            copy.write(csv_chunk(chunk[cols]))
-            total += len(chunk)
-            if on_rows:
-                on_rows(len(chunk))
+        for frame in itertools.chain([first], stream):
+            for start in range(0, len(frame), rows):
+                chunk = frame.iloc[start : start + rows]
+                made: dict[str, object] = {}
+                for c, dims in geo_cols.items():
+                    values = chunk[c].to_numpy(dtype=object)
+                    if shapely.is_geometry(values).any():
+                        made[c] = geometry_hex(values, dims=dims)
+                for c in json_cols:
+                    made[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
+                if made:
+                    chunk = chunk.assign(**made)
+                copy.write(csv_chunk(chunk[cols]))
+                total += len(chunk)
+                if on_rows:
+                    on_rows(len(chunk))
     return total
 
 

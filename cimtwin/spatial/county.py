@@ -64,16 +64,72 @@ class CountyPlacement:
         fill = placed[0] if len(placed) == 1 else self.only
         if fill is None:
             lost = [str(names[i]) for i in np.flatnonzero(missing)[:LISTED]]
-            more = f" and {int(missing.sum()) - len(lost)} more" if missing.sum() > LISTED else ""
-            spans = f"counties {', '.join(placed)}" if placed else "no county"
-            raise ImportFailed(
-                f"{where}: feature(s) {', '.join(lost)}{more} lie outside every work grid, and "
-                f"the import spans {spans} of the twin's {', '.join(self.known)}, so no "
-                "district (county_code) can be given to them; nothing was written (import "
-                "the work grids that hold them, or import each district's features apart)"
-            )
+            raise self.unplaced(where, lost, int(missing.sum()), placed)
         out[missing] = fill
         return out
+
+    def unplaced(self, where: str, lost: list[str], count: int, placed: list[str]) -> ImportFailed:
+        """The error for ``count`` rows (the first of them named in ``lost``) that no county
+        can be given to."""
+        more = f" and {count - len(lost)} more" if count > len(lost) else ""
+        spans = f"counties {', '.join(placed)}" if placed else "no county"
+        return ImportFailed(
+            f"{where}: feature(s) {', '.join(lost)}{more} lie outside every work grid, and "
+            f"the import spans {spans} of the twin's {', '.join(self.known)}, so no "
+            "district (county_code) can be given to them; nothing was written (import "
+            "the work grids that hold them, or import each district's features apart)"
+        )
+
+
+class StreamedCounties:
+    """:meth:`CountyPlacement.complete` for an import written a batch at a time, with the
+    answer of the whole import: a row outside every grid takes the county of all the import's
+    placed rows, which a batch alone does not know. Rows of a batch before any placed row
+    are sent without a county (:attr:`defers`) and given it in :meth:`finish`."""
+
+    def __init__(self, placement: CountyPlacement, where: str) -> None:
+        self.placement, self.where = placement, where
+        self.placed: set[str] = set()
+        self.lost: list[str] = []  # the first unplaced rows, by name
+        self.missing = self.deferred = 0
+
+    @property
+    def defers(self) -> bool:
+        """Rows may be sent without a county: the twin spans several counties."""
+        return self.placement.only is None
+
+    def _fill(self) -> str | None:
+        if self.placement.only is not None:
+            return self.placement.only
+        return next(iter(self.placed)) if len(self.placed) == 1 else None
+
+    def batch(self, counties: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """One batch's counties, filled where the import so far tells (else None)."""
+        out = np.asarray(counties, dtype=object).copy()
+        missing = pd.isna(out)
+        self.placed.update(str(c) for c in set(out[~missing]))
+        if missing.any():
+            room = max(LISTED - len(self.lost), 0)
+            self.lost += [str(names[i]) for i in np.flatnonzero(missing)[:room]]
+            self.missing += int(missing.sum())
+            fill = self._fill()
+            out[missing] = fill
+            if fill is None:
+                self.deferred += int(missing.sum())
+        return out
+
+    def finish(self, conn: psycopg.Connection, model, staging) -> None:
+        """Fill the rows sent without a county, or refuse the import as
+        :meth:`CountyPlacement.complete` would have."""
+        if not self.missing:
+            return
+        fill = self._fill()
+        if fill is None:
+            raise self.placement.unplaced(self.where, self.lost, self.missing, sorted(self.placed))
+        if self.deferred:
+            from cimtwin.spatial import bulk
+
+            bulk.fill_nulls(conn, model, staging, "county_code", fill)
 
 
 def feature_names(frame) -> list[str]:
