@@ -57,6 +57,20 @@ def loaded_sample(database_url: str):
     return {r.kind: r for r in load_sample(SAMPLE, database_url)}
 
 
+@pytest.fixture
+def chunk_rows(monkeypatch) -> Iterator:
+    """``chunk_rows(n)`` sets CIMTWIN_IMPORT_CHUNK_ROWS for the process's settings
+    (the import batch and COPY chunk size), restored after the test."""
+
+    def set_rows(n: int) -> None:
+        monkeypatch.setenv("CIMTWIN_IMPORT_CHUNK_ROWS", str(n))
+        get_settings.cache_clear()
+
+    yield set_rows
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def migrated_template(database_url: str) -> Iterator[str]:
     """One empty database at the head revision, never connected to after: scratch databases

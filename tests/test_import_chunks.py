@@ -4,33 +4,17 @@ later chunk must leave nothing written."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
-from cimtwin.settings import get_settings
 from cimtwin.spatial import bulk
 from tests.conftest import SAMPLE, table_fingerprint
 
 COMPONENTS = [SAMPLE / "gpkg/components.gpkg"]
 PIPELINES = [SAMPLE / "pipelines/points.csv", SAMPLE / "pipelines/lines.csv"]
-
-
-@pytest.fixture
-def chunk_rows(monkeypatch) -> Iterator:
-    """``chunk_rows(n)`` sets CIMTWIN_IMPORT_CHUNK_ROWS for the process's settings."""
-
-    def set_rows(n: int) -> None:
-        monkeypatch.setenv("CIMTWIN_IMPORT_CHUNK_ROWS", str(n))
-        get_settings.cache_clear()
-
-    yield set_rows
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import gc
 import math
 import os
 import weakref
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,24 +23,10 @@ from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.report import Report
 from cimtwin.importers.runner import ImportFailed, run_import
-from cimtwin.settings import get_settings
 from tests.conftest import SAMPLE
 from tests.test_citus_layout import two_county_twin  # noqa: F401 (a fixture)
 
 COMPONENTS = SAMPLE / "gpkg/components.gpkg"
-
-
-@pytest.fixture
-def chunk_rows(monkeypatch) -> Iterator:
-    """``chunk_rows(n)`` sets CIMTWIN_IMPORT_CHUNK_ROWS for the process's settings."""
-
-    def set_rows(n: int) -> None:
-        monkeypatch.setenv("CIMTWIN_IMPORT_CHUNK_ROWS", str(n))
-        get_settings.cache_clear()
-
-    yield set_rows
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
