@@ -10,12 +10,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine
 
 from cimtwin.db import bootstrap
-from cimtwin.db.engine import sqlalchemy_url
+from cimtwin.db.engine import libpq_dsn, sqlalchemy_url
 from cimtwin.settings import Settings, get_settings
+from cimtwin.spatial.model import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,12 +114,41 @@ def sample_database(database_url: str, sample_template: str) -> Iterator[str]:
     bootstrap.drop_database(url)
 
 
+@pytest.fixture()
+def two_county_twin(scratch_database: str) -> Iterator[tuple[str, list[tuple[float, float]]]]:
+    """Work grids of two counties side by side (lon/lat corners of their centres given)."""
+    lonlat = [(114.040, 22.620), (114.060, 22.620)]
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        for county, (lon, lat) in zip(("440309", "440303"), lonlat, strict=True):
+            area = (
+                "ST_Multi(ST_Transform(ST_MakeEnvelope(%s, %s, %s, %s, 4490), "
+                f"(SELECT srid FROM geometry_columns WHERE f_table_schema = '{SCHEMA}' AND "
+                "f_table_name = 'work_grid')))"
+            )
+            box = (lon - 0.005, lat - 0.005, lon + 0.005, lat + 0.005)
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.street (code, name, geom) VALUES (%s, 's', {area})",
+                (county + "001", *box),
+            )
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.community (code, street_code, name, geom) "
+                f"VALUES (%s, %s, 'c', {area})",
+                (county + "001001", county + "001", *box),
+            )
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.work_grid (code, community_code, name, area_m2, geom) "
+                f"VALUES (%s, %s, 'g', 1, {area})",
+                (county + "00100101", county + "001001", *box),
+            )
+    yield scratch_database, lonlat
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        for table in ("building", "work_grid", "community", "street"):
+            conn.execute(f"DELETE FROM {SCHEMA}.{table}")
+
+
 def table_fingerprint(url: str) -> dict[str, tuple[int, str]]:
     """Row count and a content hash of every table of the twin: 'unchanged' made checkable."""
-    import psycopg
-
-    from cimtwin.db.engine import libpq_dsn
-    from cimtwin.spatial.model import SCHEMA, Base
+    from cimtwin.spatial.model import Base
 
     out = {}
     with psycopg.connect(libpq_dsn(url)) as conn:

@@ -197,38 +197,6 @@ def test_placement_takes_the_batch_then_the_twin_county_else_refuses() -> None:
     assert empty.complete(np.array([None], dtype=object), "x", ["B"]).tolist() == ["440309"]
 
 
-@pytest.fixture()
-def two_county_twin(scratch_database: str) -> Iterator[tuple[str, list[tuple[float, float]]]]:
-    """Work grids of two counties side by side (lon/lat corners of their centres given)."""
-    lonlat = [(114.040, 22.620), (114.060, 22.620)]
-    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        for county, (lon, lat) in zip(("440309", "440303"), lonlat, strict=True):
-            area = (
-                "ST_Multi(ST_Transform(ST_MakeEnvelope(%s, %s, %s, %s, 4490), "
-                f"(SELECT srid FROM geometry_columns WHERE f_table_schema = '{SCHEMA}' AND "
-                "f_table_name = 'work_grid')))"
-            )
-            box = (lon - 0.005, lat - 0.005, lon + 0.005, lat + 0.005)
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.street (code, name, geom) VALUES (%s, 's', {area})",
-                (county + "001", *box),
-            )
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.community (code, street_code, name, geom) "
-                f"VALUES (%s, %s, 'c', {area})",
-                (county + "001001", county + "001", *box),
-            )
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.work_grid (code, community_code, name, area_m2, geom) "
-                f"VALUES (%s, %s, 'g', 1, {area})",
-                (county + "00100101", county + "001001", *box),
-            )
-    yield scratch_database, lonlat
-    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        for table in ("building", "work_grid", "community", "street"):
-            conn.execute(f"DELETE FROM {SCHEMA}.{table}")
-
-
 def _buildings(path: Path, places: dict[str, tuple[float, float]]) -> Path:
     d = 0.0002
     features = [

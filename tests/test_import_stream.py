@@ -24,7 +24,6 @@ from cimtwin.importers.registry import importer_for
 from cimtwin.importers.report import Report
 from cimtwin.importers.runner import ImportFailed, run_import
 from tests.conftest import SAMPLE
-from tests.test_citus_layout import two_county_twin  # noqa: F401 (a fixture)
 
 COMPONENTS = SAMPLE / "gpkg/components.gpkg"
 
@@ -156,7 +155,7 @@ def _stored_counties(url: str, batch_id: int) -> dict[str, str]:
 
 
 def test_batches_place_rows_outside_the_grids_as_the_whole_import_does(
-    two_county_twin,  # noqa: F811 (the fixture imported above)
+    two_county_twin,
     tmp_path: Path,
     chunk_rows,
 ) -> None:
