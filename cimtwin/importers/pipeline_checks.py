@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.layers import coordinates_to_storage
@@ -154,6 +156,30 @@ def check_points(
 
 
 # --- lines ----------------------------------------------------------------------------------
+def node_positions(point_nos: pd.Series, nodes: pd.DataFrame) -> np.ndarray:
+    """The row in ``nodes`` of each point number (NaN: not there, or not unique there).
+
+    Arrow's hash lookup, not ``Series.map``: no Python string per line end, and several times
+    faster on a district's 220 000 pipes."""
+    known = np.flatnonzero(~nodes["_dup"].to_numpy())
+    values = pa.array(
+        nodes["point_no"].to_numpy()[known].astype(object), type=pa.large_string(), from_pandas=True
+    )
+    keys = pa.array(point_nos.to_numpy().astype(object), type=pa.large_string(), from_pandas=True)
+    at = pc.index_in(keys, value_set=values).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(at)
+    out = np.full(len(at), np.nan)
+    out[found] = known[at[found].astype(np.int64)]
+    return out
+
+
+def lookup(values: pd.Series, fn) -> np.ndarray:
+    """``fn`` of each value, called once per distinct value (a column of a few codes)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = np.array([fn(v) for v in uniques] + [fn(None)], dtype=object)
+    return table[codes]
+
+
 def check_lines(
     ln: pd.DataFrame, nodes: pd.DataFrame, report: Report, survey: bool = True
 ) -> pd.DataFrame:
@@ -163,11 +189,8 @@ def check_lines(
     types = {t.minor_code: t.major_code for t in pipeline_types()}
     a, b = ln["from_point"], ln["to_point"]
     flag((a == "") | (b == ""), "line-end-missing", ERROR, "no start or end point number")
-    known = nodes.loc[~nodes["_dup"], ["point_no"]].assign(_i=lambda d: d.index)
-    idx = pd.Series(known["_i"].to_numpy(), index=known["point_no"].to_numpy())
     dup_nos = set(nodes.loc[nodes["_dup"], "point_no"])
-    ia = a.map(idx).to_numpy(dtype=float)
-    ib = b.map(idx).to_numpy(dtype=float)
+    ia, ib = node_positions(a, nodes), node_positions(b, nodes)
     for end, col, pos in (("start", a, ia), ("end", b, ib)):
         missing = np.isnan(pos) & (col != "").to_numpy() & ~col.isin(dup_nos).to_numpy()
         flag(
@@ -205,7 +228,8 @@ def check_lines(
     )
     if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
         # links (twin mains, pumps side by side) are separate links with their own ids
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        first = (a <= b).to_numpy()
+        lo, hi = a.where(first, b), b.where(first, a)
         dupseg = pd.DataFrame({"lo": lo, "hi": hi}).duplicated(keep="first").to_numpy() & ok
         flag(
             dupseg,
@@ -273,10 +297,10 @@ def check_lines(
         by_name = {v: k for k, v in codes.items()}
         vals = ln[col]
         # object dtype: an all-empty column must not become a typed all-null column
-        code = (
-            vals.astype(object)
-            .map(lambda v, c=codes, n=by_name: v if v in c else n.get(v))
-            .astype(object)
+        code = pd.Series(
+            lookup(vals, lambda v, c=codes, n=by_name: v if v in c else n.get(v)),
+            index=vals.index,
+            dtype=object,
         )
         unknown = (vals != "").to_numpy() & code.isna().to_numpy()
         flag(
@@ -289,8 +313,8 @@ def check_lines(
     # depth ranges
     burial = coded["burial"].fillna("").to_numpy()
     above = np.isin(burial, list(ABOVE_GROUND_BURIAL))
-    lows = net.map(lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[0]).to_numpy(dtype=float)
-    highs = net.map(lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[1]).to_numpy(dtype=float)
+    lows = lookup(net, lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[0]).astype(float)
+    highs = lookup(net, lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[1]).astype(float)
     for col, end in (("from_depth", "start"), ("to_depth", "end")):
         d = num[col]
         hard = ~above & np.isfinite(d) & ((d < HARD_DEPTH[0]) | (d > HARD_DEPTH[1]))
@@ -384,55 +408,52 @@ def check_lines(
 
 def shared_point_consistency(seg: pd.DataFrame, nodes: pd.DataFrame, report) -> None:
     """At a plain through-point of a pressure network (two pipes meet, no fitting that
-    changes them), depth, material and size must agree."""
-    s = seg[seg["ok"] & ~seg["network"].isin(GRAVITY_NETWORKS)]
-    ends = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "node": s["from_i"],
-                    "depth": s["from_depth"],
-                    "mat": s["material"],
-                    "size": s["size_mm"],
-                    "file": s["_file"],
-                    "row": s["_row"],
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "node": s["to_i"],
-                    "depth": s["to_depth"],
-                    "mat": s["material"],
-                    "size": s["size_mm"],
-                    "file": s["_file"],
-                    "row": s["_row"],
-                }
-            ),
-        ]
+    changes them), depth, material and size must agree.
+
+    On arrays of pipe ends (two per pipe) sorted by point, not a grouped frame of them: a
+    district's check held 75 MB more than the survey itself with that frame."""
+    rows = np.flatnonzero(seg["ok"].to_numpy() & ~seg["network"].isin(GRAVITY_NETWORKS).to_numpy())
+    node = np.concatenate([seg["from_i"].to_numpy()[rows], seg["to_i"].to_numpy()[rows]])
+    depth = np.concatenate(
+        [seg["from_depth"].to_numpy(dtype=float)[rows], seg["to_depth"].to_numpy(dtype=float)[rows]]
     )
-    deg = ends.groupby("node")["node"].transform("size")
-    ends = ends[deg == 2]
-    feature = nodes["feature"].fillna("").to_numpy()
-    changes = np.char.find(feature[ends["node"].to_numpy()].astype(str), "变") >= 0
-    ends = ends[~changes]
-    g = ends.groupby("node")
-    spread = g["depth"].max() - g["depth"].min()
-    mats = g["mat"].nunique()
-    sizes = g["size"].nunique()
-    last = g[["file", "row"]].last()
-    bad = (spread > SHARED_POINT_DEPTH_TOLERANCE_M) | (mats > 1) | (sizes > 1)
+    end_row = np.concatenate([rows, rows])  # the pipe each end belongs to
+    # a point where exactly two pipe ends meet, without a fitting that changes the pipe (变)
+    meet = np.bincount(node, minlength=len(nodes))[node] == 2
+    feature = nodes["feature"].fillna("").to_numpy().astype(str)
+    meet &= np.char.find(feature[node], "变") < 0
+    keep = np.flatnonzero(meet)
+    keep = keep[np.argsort(node[keep], kind="stable")]  # pairs: the point's two ends in order
+    first, last = keep[0::2], keep[1::2]
+    if not len(first):
+        return
+    # NaN-skipping as a grouped max - min / nunique: a missing value differs from nothing
+    spread = np.abs(depth[first] - depth[last])
+    spread = np.where(np.isnan(spread), 0.0, spread)
+    mat_codes = pd.factorize(seg["material"])[0]
+    size = seg["size_mm"].to_numpy(dtype=float)
+
+    def differs(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        va, vb = values[end_row[first]], values[end_row[last]]
+        return ~missing[end_row[first]] & ~missing[end_row[last]] & (va != vb)
+
+    mats = differs(mat_codes, mat_codes < 0)
+    sizes = differs(size, np.isnan(size))
+    bad = (spread > SHARED_POINT_DEPTH_TOLERANCE_M) | mats | sizes
+    files, lines = seg["_file"].to_numpy(), seg["_row"].to_numpy()
     point_no = nodes["point_no"].to_numpy()
-    for node_i in spread.index[bad.to_numpy()]:
+    for i in np.flatnonzero(bad):
         probs = []
-        if spread[node_i] > SHARED_POINT_DEPTH_TOLERANCE_M:
-            probs.append(f"depths differ by {spread[node_i]:.2f} m")
-        if mats[node_i] > 1:
+        if spread[i] > SHARED_POINT_DEPTH_TOLERANCE_M:
+            probs.append(f"depths differ by {spread[i]:.2f} m")
+        if mats[i]:
             probs.append("materials differ")
-        if sizes[node_i] > 1:
+        if sizes[i]:
             probs.append("sizes differ")
+        at = end_row[last[i]]
         report.warning(
-            last.at[node_i, "file"],
-            last.at[node_i, "row"],
+            files[at],
+            lines[at],
             "shared-point-attributes",
-            f"at point {point_no[node_i]}: " + ", ".join(probs),
+            f"at point {point_no[node[first[i]]]}: " + ", ".join(probs),
         )

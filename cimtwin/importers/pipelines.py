@@ -34,6 +34,7 @@ from cimtwin.importers.sources import (
     list_layers,
     load_mapping,
     note_encoding,
+    padded,
     read_layer,
     read_tables,
     resolve_columns,
@@ -212,11 +213,25 @@ def _numbers_as_text(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def _as_strings(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """The fields as trimmed text, '' when empty; columns read as text already (a survey
+    table's) are kept as they are, not copied."""
     for f in fields:
         if f not in df:
             df[f] = ""
-        df[f] = df[f].astype("string").fillna("").str.strip()
+        elif not (
+            pd.api.types.is_string_dtype(df[f]) and not df[f].isna().any() and not padded(df[f])
+        ):
+            df[f] = df[f].astype("string").fillna("").str.strip()
     return df
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One frame (a single table's kept as it is: ``pd.concat`` copies even one)."""
+    return (
+        frames[0].reset_index(drop=True)
+        if len(frames) == 1
+        else pd.concat(frames, ignore_index=True)
+    )
 
 
 _NO_NETWORK = (
@@ -259,8 +274,8 @@ class PipelinesImporter(CopyWriter):
                     "pipelines: need both a point table and a line table "
                     f"(got {len(pts)} point and {len(lns)} line tables)"
                 )
-            points = _as_strings(pd.concat(pts, ignore_index=True), POINT_FIELDS)
-            lines = _as_strings(pd.concat(lns, ignore_index=True), LINE_FIELDS)
+            points = _as_strings(_concat(pts), POINT_FIELDS)
+            lines = _as_strings(_concat(lns), LINE_FIELDS)
             del pts, lns
         else:
             fmt = "gis"
@@ -270,8 +285,8 @@ class PipelinesImporter(CopyWriter):
             if len({c.to_wkt() for c in crs_seen}) > 1:
                 raise UserError("pipelines: the point and line layers are in different CRS")
             src = crs_seen[0]
-            points = _as_strings(pd.concat(pts, ignore_index=True), POINT_FIELDS)
-            lines = _as_strings(pd.concat(lns, ignore_index=True), LINE_FIELDS)
+            points = _as_strings(_concat(pts), POINT_FIELDS)
+            lines = _as_strings(_concat(lns), LINE_FIELDS)
         source_crs = crs_mod.crs_label(src)
         if options.network:
             for df in (points, lines):
