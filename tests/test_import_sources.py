@@ -167,6 +167,7 @@ def test_local_grid_similarity_round_numbers() -> None:
         "a,b,c\n1,2\n",  # a short row: pandas' leniency
         "a,a\n1,2\n",  # duplicate headers: pandas renames
         'a,b\n1, "x, y"\n',  # a space before a quote: pandas' skipinitialspace
+        "点号 , 特征\r\nJS1,\u3000三通\u3000\r\nJS2,\t\r\n",  # CRLF, padded header, wide spaces
     ],
 )
 def test_arrow_and_pandas_csv_readers_give_the_same_table(tmp_path: Path, text: str) -> None:
@@ -183,3 +184,14 @@ def test_arrow_and_pandas_csv_readers_give_the_same_table(tmp_path: Path, text: 
         got.astype(object).fillna("").values.tolist()
         == want.astype(object).fillna("").values.tolist()
     )
+
+
+def test_a_utf8_table_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: it must not stick to the first header."""
+    text = "物探点号,X,Y\nJS1,2501560.0,502600.0\n"
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(text, encoding="utf-8-sig")
+    a, b = read_tables(plain)[0], read_tables(marked)[0]
+    assert list(b.frame.columns) == ["物探点号", "X", "Y"]
+    assert a.frame.equals(b.frame) and a.encoding == b.encoding == "utf-8"

@@ -140,7 +140,9 @@ def import_command(
     import getpass
 
     from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
+    from cimtwin.memory import return_freed_memory
 
+    return_freed_memory()
     check_paths(paths, folders=kind.value in FOLDER_KINDS)
     if not dry_run:  # refuse a database that cannot take the import before reading the files
         from cimtwin.db.connect import require_set_up

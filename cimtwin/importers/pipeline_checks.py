@@ -151,7 +151,8 @@ def check_points(
             "_file": f,
             "_row": r,
             "_dup": dup.to_numpy(),
-        }
+        },
+        copy=False,  # the columns as made here, not copied again
     )
 
 
@@ -162,15 +163,29 @@ def node_positions(point_nos: pd.Series, nodes: pd.DataFrame) -> np.ndarray:
     Arrow's hash lookup, not ``Series.map``: no Python string per line end, and several times
     faster on a district's 220 000 pipes."""
     known = np.flatnonzero(~nodes["_dup"].to_numpy())
-    values = pa.array(
-        nodes["point_no"].to_numpy()[known].astype(object), type=pa.large_string(), from_pandas=True
-    )
-    keys = pa.array(point_nos.to_numpy().astype(object), type=pa.large_string(), from_pandas=True)
+    values = _arrow_text(nodes["point_no"]).take(known)
+    keys = _arrow_text(point_nos)
     at = pc.index_in(keys, value_set=values).to_numpy(zero_copy_only=False)
     found = ~np.isnan(at)
     out = np.full(len(at), np.nan)
     out[found] = known[at[found].astype(np.int64)]
     return out
+
+
+def _arrow_text(series: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """The column as Arrow text: its own buffers when it is Arrow-backed already."""
+    return pa.array(series, from_pandas=True).cast(pa.large_string())
+
+
+def section_sizes(section: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Width and height (mm) of each WIDTHxHEIGHT section; NaN where empty or not that form.
+    Parsed for the filled cells only (most pipes are round)."""
+    width, height = np.full(len(section), np.nan), np.full(len(section), np.nan)
+    filled = (section != "").to_numpy()
+    if filled.any():
+        sizes = section[filled].str.extract(SECTION).astype(float)
+        width[filled], height[filled] = sizes[0].to_numpy(), sizes[1].to_numpy()
+    return width, height
 
 
 def lookup(values: pd.Series, fn) -> np.ndarray:
@@ -228,9 +243,11 @@ def check_lines(
     )
     if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
         # links (twin mains, pumps side by side) are separate links with their own ids
-        first = (a <= b).to_numpy()
-        lo, hi = a.where(first, b), b.where(first, a)
-        dupseg = pd.DataFrame({"lo": lo, "hi": hi}).duplicated(keep="first").to_numpy() & ok
+        # the unordered pair of point numbers as one integer (codes of both columns at once)
+        codes = pd.factorize(pd.concat([a, b], ignore_index=True))[0].astype(np.int64) + 1
+        ca, cb = codes[: len(a)], codes[len(a) :]
+        pair = np.minimum(ca, cb) * (int(codes.max(initial=0)) + 1) + np.maximum(ca, cb)
+        dupseg = pd.Series(pair).duplicated(keep="first").to_numpy() & ok
         flag(
             dupseg,
             "duplicate-segment",
@@ -241,16 +258,17 @@ def check_lines(
             ],
         )
     net = ln["network"].str.upper()
-    netpt = nodes["network"].to_numpy()
-    net = net.mask(net == "", pd.Series(netpt[ia_i], index=ln.index).where(ok, ""))
-    mism = ok & (net.to_numpy() != netpt[ia_i])
+    # the start point's network, taken in Arrow (no Python string per pipe)
+    start_net = pd.Series(nodes["network"].array.take(ia_i), index=ln.index)
+    net = net.mask(net == "", start_net.where(ok, ""))
+    mism = ok & (net != start_net).to_numpy()
     flag(
         mism,
         "network-mismatch",
         ERROR,
         [
-            f"line network {n} differs from its start point's {netpt[i]}"
-            for n, i in zip(net[mism], ia_i[mism], strict=True)
+            f"line network {n} differs from its start point's {m}"
+            for n, m in zip(net[mism], start_net[mism], strict=True)
         ],
     )
     sub = ln["subtype"].str.upper()
@@ -278,8 +296,8 @@ def check_lines(
     ):
         num[col], bad = parse_numbers(ln[col])
         flag(bad, "not-a-number", ERROR, [f"{col} {v!r} is not a number" for v in ln[col][bad]])
-    sec = ln["section"].str.extract(SECTION).astype(float)
-    badsec = (ln["section"] != "").to_numpy() & sec[0].isna().to_numpy()
+    width, height = section_sizes(ln["section"])
+    badsec = (ln["section"] != "").to_numpy() & np.isnan(width)
     flag(
         badsec,
         "section-format",
@@ -349,7 +367,7 @@ def check_lines(
     )
     gravity = net.isin(GRAVITY_NETWORKS).to_numpy()
     flow = np.where(np.isin(flow, (-1, 1)), flow, np.where(gravity, 1, 0)).astype(int)
-    size_mm = np.where(np.isfinite(num["diameter"]), num["diameter"], sec[1].to_numpy())
+    size_mm = np.where(np.isfinite(num["diameter"]), num["diameter"], height)
     # gravity drainage must fall in its flow direction (invert = ground - depth)
     g_a, g_b = nodes["ground"].to_numpy()[ia_i], nodes["ground"].to_numpy()[ib_i]
     inv_a, inv_b = g_a - num["from_depth"], g_b - num["to_depth"]
@@ -362,8 +380,8 @@ def check_lines(
         [
             f"gravity pipe {x}->{y} rises {d:.3f} m in its flow direction"
             for x, y, d in zip(
-                np.where(flow >= 0, a, b)[uphill],
-                np.where(flow >= 0, b, a)[uphill],
+                np.where(flow[uphill] >= 0, a[uphill], b[uphill]),
+                np.where(flow[uphill] >= 0, b[uphill], a[uphill]),
                 rise[uphill],
                 strict=True,
             )
@@ -379,8 +397,8 @@ def check_lines(
             "from_depth": num["from_depth"],
             "to_depth": num["to_depth"],
             "diameter_mm": num["diameter"],
-            "width_mm": sec[0].to_numpy(),
-            "height_mm": sec[1].to_numpy(),
+            "width_mm": width,
+            "height_mm": height,
             "size_mm": size_mm,
             "material": coded["material"],
             "burial": coded["burial"],
@@ -394,12 +412,13 @@ def check_lines(
             "holes_used": num["holes_used"],
             "road": ln["road"].where(ln["road"] != "", None),
             "flow_direction": flow,
-            "link_type": lt.to_numpy(),
+            "link_type": lt.set_axis(ln.index),
             "source_id": ln.get("link_id"),
             "vertices": ln["vertices"] if "vertices" in ln else [[]] * len(ln),
             "_file": f,
             "_row": r,
-        }
+        },
+        copy=False,  # the columns as made here, not copied again
     )
     if survey:  # model junctions join pipes of different sizes by design
         shared_point_consistency(seg, nodes, report)
@@ -420,8 +439,8 @@ def shared_point_consistency(seg: pd.DataFrame, nodes: pd.DataFrame, report) -> 
     end_row = np.concatenate([rows, rows])  # the pipe each end belongs to
     # a point where exactly two pipe ends meet, without a fitting that changes the pipe (变)
     meet = np.bincount(node, minlength=len(nodes))[node] == 2
-    feature = nodes["feature"].fillna("").to_numpy().astype(str)
-    meet &= np.char.find(feature[node], "变") < 0
+    changes = nodes["feature"].str.contains("变", regex=False).fillna(False).to_numpy(bool)
+    meet &= ~changes[node]
     keep = np.flatnonzero(meet)
     keep = keep[np.argsort(node[keep], kind="stable")]  # pairs: the point's two ends in order
     first, last = keep[0::2], keep[1::2]
@@ -440,9 +459,11 @@ def shared_point_consistency(seg: pd.DataFrame, nodes: pd.DataFrame, report) -> 
     mats = differs(mat_codes, mat_codes < 0)
     sizes = differs(size, np.isnan(size))
     bad = (spread > SHARED_POINT_DEPTH_TOLERANCE_M) | mats | sizes
-    files, lines = seg["_file"].to_numpy(), seg["_row"].to_numpy()
-    point_no = nodes["point_no"].to_numpy()
-    for i in np.flatnonzero(bad):
+    bad_at = np.flatnonzero(bad)
+    at = end_row[last[bad_at]]  # reported on the later pipe, as the grouped frame's last()
+    files, lines = seg["_file"].iloc[at].to_numpy(), seg["_row"].iloc[at].to_numpy()
+    points = nodes["point_no"].iloc[node[first[bad_at]]].to_numpy()
+    for k, i in enumerate(bad_at):
         probs = []
         if spread[i] > SHARED_POINT_DEPTH_TOLERANCE_M:
             probs.append(f"depths differ by {spread[i]:.2f} m")
@@ -450,10 +471,9 @@ def shared_point_consistency(seg: pd.DataFrame, nodes: pd.DataFrame, report) -> 
             probs.append("materials differ")
         if sizes[i]:
             probs.append("sizes differ")
-        at = end_row[last[i]]
         report.warning(
-            files[at],
-            lines[at],
+            files[k],
+            lines[k],
             "shared-point-attributes",
-            f"at point {point_no[node[first[i]]]}: " + ", ".join(probs),
+            f"at point {points[k]}: " + ", ".join(probs),
         )

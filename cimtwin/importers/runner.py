@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cimtwin import memory
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.errors import ImportFailed, UserError
 from cimtwin.importers.base import Importer, ImportOptions, Prepared
@@ -95,6 +96,7 @@ def run_import(
     if use_database is not None:
         use_database(database_url)
     prepared = importer.prepare(paths, options, report)
+    memory.trim()  # what reading and checking freed, before the rows are written
     # an importer that writes files besides its rows (oblique: a 3D tileset) is told whether
     # the import committed, so its files appear only with the rows, or not at all
     finish = getattr(importer, "finish", None)

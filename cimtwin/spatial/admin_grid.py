@@ -65,6 +65,10 @@ class District(Base):
     batch_id: Mapped[int | None] = batch_fk()
 
 
+#: WKB geometries made into GEOS ones at a time by :meth:`GridIndex.assign`
+WKB_CHUNK = 50_000
+
+
 class GridIndex:
     """Work grids in memory for 进格入块: which grid each position falls in, vectorised.
 
@@ -87,12 +91,20 @@ class GridIndex:
         return len(self.codes)
 
     def assign(self, geoms):
-        """Grid code per geometry (by a point on its surface); None where outside every grid."""
+        """Grid code per geometry (by a point on its surface); None where outside every grid.
+
+        ``geoms`` may be WKB (as an importer holds them): made into geometries a chunk at a
+        time."""
         geoms = np.asarray(geoms, dtype=object)
         out = np.full(len(geoms), None, dtype=object)
         if not len(self) or not len(geoms):
             return out
-        pts = shapely.point_on_surface(geoms)
+        if isinstance(next((g for g in geoms if g is not None), None), bytes):
+            for at in range(0, len(geoms), WKB_CHUNK):
+                out[at : at + WKB_CHUNK] = self.assign(shapely.from_wkb(geoms[at : at + WKB_CHUNK]))
+            return out
+        # points as they are: a point on the surface of each copied a district's 200 000
+        pts = geoms if (shapely.get_type_id(geoms) == 0).all() else shapely.point_on_surface(geoms)
         src, hit = self.tree.query(pts, predicate="intersects")
         if len(src):
             # lowest code wins: hits are sorted by tree index = by code

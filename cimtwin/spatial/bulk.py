@@ -10,7 +10,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -19,12 +22,18 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import shapely
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
+from cimtwin import memory
 from cimtwin.db.connect import one_row_sync
 from cimtwin.settings import get_settings
 from cimtwin.spatial.base import SRID, Base, schema_of, table_of
 from cimtwin.spatial.sql_toolkit import identifier
+
+T = TypeVar("T")
+#: geometries made at a time by :func:`wkb_in_chunks`
+WKB_CHUNK = 50_000
+#: chunks made ahead of the COPY (each ``import_chunk_rows`` rows of CSV)
+COPY_PREFETCH = 1
 
 
 def qualified(model: type[Base]) -> sql.Composed:
@@ -47,21 +56,48 @@ def reserve_ids(conn: psycopg.Connection, model: type[Base], n: int) -> np.ndarr
 
 
 def geometry_hex(geoms: np.ndarray | Sequence, dims: int = 2, srid: int = SRID) -> np.ndarray:
-    """Hex EWKB with the SRID for COPY; ``dims`` must match the column (2, or 3 for Z).
-
-    The SRID is spliced into little-endian WKB (the 0x20000000 flag on the type, then the
-    SRID after it) rather than set on every geometry first: ``shapely.set_srid`` copies each
-    geometry, and this is 2-3x faster over a few hundred thousand pipes."""
+    """Hex EWKB with the SRID for COPY; ``dims`` must match the column (2, or 3 for Z)."""
     arr = np.asarray(geoms, dtype=object)
     if dims == 2 and shapely.has_z(arr).any():
         arr = shapely.force_2d(arr)
-    wkb = shapely.to_wkb(arr, hex=False, include_srid=False, output_dimension=dims, byte_order=1)
+    return wkb_hex(shapely.to_wkb(arr, include_srid=False, output_dimension=dims, byte_order=1))
+
+
+def to_wkb(geoms: np.ndarray, dims: int) -> np.ndarray:
+    """Little-endian WKB as :func:`wkb_hex` takes it: how an importer holds a few hundred
+    thousand geometries until they are written (a fifth of their size as GEOS objects)."""
+    return shapely.to_wkb(geoms, include_srid=False, output_dimension=dims, byte_order=1)
+
+
+def wkb_in_chunks(make: Callable[[slice], np.ndarray], n: int, dims: int) -> np.ndarray:
+    """WKB of ``make(rows)``'s geometries, made ``WKB_CHUNK`` rows at a time: freed GEOS
+    objects are small blocks the allocator keeps, so making them all first and converting
+    after left the import's memory as high as if it still held them."""
+    out = np.empty(n, dtype=object)
+    for at in range(0, n, WKB_CHUNK):
+        rows = slice(at, min(at + WKB_CHUNK, n))
+        out[rows] = to_wkb(make(rows), dims)
+    return out
+
+
+def wkb_hex(wkb: np.ndarray | Sequence, srid: int = SRID) -> np.ndarray:
+    """Hex EWKB from little-endian WKB (None stays None).
+
+    The SRID is spliced into the WKB (the 0x20000000 flag on the type, then the SRID after
+    it) rather than set on every geometry first: ``shapely.set_srid`` copies each geometry,
+    and this is 2-3x faster over a few hundred thousand pipes."""
     tag = srid.to_bytes(4, "little")
     out = np.empty(len(wkb), dtype=object)
     for i, w in enumerate(wkb):
         # byte 0: byte order; bytes 1-4: type, its high byte last (Z flag 0x80 there)
         out[i] = None if w is None else (w[:4] + bytes((w[4] | 0x20,)) + tag + w[5:]).hex()
     return out
+
+
+def is_wkb(values: np.ndarray) -> bool:
+    """A geometry column held as WKB (see :func:`to_wkb`), not as shapely geometries."""
+    first = next((v for v in values if v is not None), None)
+    return isinstance(first, bytes)
 
 
 def csv_chunk(chunk: pd.DataFrame) -> bytes:
@@ -182,9 +218,9 @@ def copy_frame(
     """COPY ``frame`` into the model's table; a geometry column holds hex EWKB or shapely
     geometries (made into EWKB a chunk at a time).
 
-    A writer thread sends each chunk while the next one is formatted, so the client's work
-    (EWKB, CSV) overlaps the server's parsing, and only one chunk's
-    text is held at a time.
+    A thread formats the next chunks (EWKB, CSV) while one is sent, so the client's work
+    overlaps the server's parsing, and only a few chunks' text is held at a time
+    (:func:`prefetched`).
     """
     return copy_frames(conn, model, [frame], on_rows, target)
 
@@ -217,25 +253,75 @@ def copy_frames(
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         target or qualified(model), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     )
-    total, rows = 0, get_settings().import_chunk_rows
-    with conn.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
+    rows = get_settings().import_chunk_rows
+
+    def texts() -> Iterator[tuple[int, bytes]]:
         for frame in itertools.chain([first], stream):
             for start in range(0, len(frame), rows):
                 chunk = frame.iloc[start : start + rows]
                 made: dict[str, object] = {}
                 for c, dims in geo_cols.items():
                     values = chunk[c].to_numpy(dtype=object)
-                    if shapely.is_geometry(values).any():
+                    if is_wkb(values):  # WKB in the column's dimensions
+                        made[c] = wkb_hex(values)
+                    elif shapely.is_geometry(values).any():
                         made[c] = geometry_hex(values, dims=dims)
                 for c in json_cols:
                     made[c] = [json.dumps(v, ensure_ascii=False) for v in chunk[c]]
                 if made:
                     chunk = chunk.assign(**made)
-                copy.write(csv_chunk(chunk[cols]))
-                total += len(chunk)
-                if on_rows:
-                    on_rows(len(chunk))
+                yield len(chunk), csv_chunk(chunk[cols])
+
+    total = 0
+    with conn.cursor() as cur, cur.copy(stmt) as copy:
+        for n, text in prefetched(texts()):
+            copy.write(text)
+            del text
+            memory.trim()  # the chunk's EWKB and CSV, freed between the frame's live rows
+            total += n
+            if on_rows:
+                on_rows(n)
     return total
+
+
+def prefetched(items: Iterator[T], depth: int = COPY_PREFETCH) -> Iterator[T]:
+    """``items``, each made in a background thread while the one before is being sent.
+
+    The next chunk's EWKB and CSV are made while the server takes the last one, as psycopg's
+    queued writer does, but with ``depth`` chunks in hand at most: that writer queues up to
+    1024 blocks of 128 kB (128 MB) when the server is the slower side, as it is for a
+    district's pipes. The producer stops when the consumer does (an error in the COPY)."""
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(("item", item), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="cimtwin-copy-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
 
 
 def delete_batches(conn: psycopg.Connection, model: type[Base], batch_ids: Sequence[int]) -> int:
