@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg
 import shapely
 
+from cimtwin import memory
 from cimtwin.errors import UserError
 from cimtwin.importers.base import CopyWriter, ImportOptions, Prepared
 from cimtwin.importers.layers import source_crs as layer_source_crs
@@ -294,6 +295,8 @@ class PipelinesImporter(CopyWriter):
         elif len(points) and (points["network"] == "").all():
             raise UserError(_NO_NETWORK.format(files=", ".join(points["_file"].unique())))
         nodes = check_points(points, src, options, report, _device_ends(lines))
+        del points  # the source text: the checked columns hold what is written
+        memory.trim()
         if "vertices" in lines:  # bent lines: inner vertices the same way as the points
             lines["vertices"] = vertices_to_storage(
                 lines["vertices"].tolist(),
@@ -302,7 +305,8 @@ class PipelinesImporter(CopyWriter):
                 flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()),
             )
         segs = check_lines(lines, nodes, report, survey=fmt != "epanet")
-        del points, lines  # the source text: the checked columns hold what is written
+        del lines
+        memory.trim()
         node_frame, seg_frame, shapes, bbox = self._geometry(nodes, segs)
         del nodes, segs
         return Prepared(
