@@ -17,6 +17,7 @@ from cimtwin.importers.report import Report
 from cimtwin.importers.sources import (
     _clean,
     decode_text,
+    line_numbers,
     load_mapping,
     read_tables,
     resolve_columns,
@@ -195,3 +196,46 @@ def test_a_utf8_table_with_a_byte_order_mark_reads_as_without(tmp_path: Path) ->
     a, b = read_tables(plain)[0], read_tables(marked)[0]
     assert list(b.frame.columns) == ["物探点号", "X", "Y"]
     assert a.frame.equals(b.frame) and a.encoding == b.encoding == "utf-8"
+
+
+def test_a_broken_workbook_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "survey.xlsx"
+    path.write_bytes(b"PK\x03\x04 not really a zip archive")
+    with pytest.raises(UserError, match=r"survey\.xlsx: not a readable XLSX workbook"):
+        read_tables(path)
+
+
+def test_workbook_numbers_read_as_the_sheet_shows_them(tmp_path: Path) -> None:
+    """Excel keeps every number as a float: whole ones (point numbers, years, sizes) come out
+    as integers, fractions as they are; blank rows are dropped, line numbers stay Excel's."""
+    import openpyxl
+
+    path = tmp_path / "survey.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["管线点成果表"])  # a title row above the header
+    ws.append(["物探点号", "X", "Y", "建设年代"])
+    ws.append([1234567, 2501564.125, 502600, 2015])
+    ws.append([None, None, None, None])
+    ws.append(["JS2", 2501570.5, 502610.25, None])
+    wb.save(path)
+    table = read_tables(path)[0]
+    assert table.label == "survey.xlsx[Sheet]"
+    rows = table.frame.astype(object).values.tolist()
+    assert rows == [
+        ["1234567", "2501564.125", "502600", "2015"],
+        ["JS2", "2501570.5", "502610.25", ""],
+    ]
+    assert list(line_numbers(table.frame.index)) == [3, 5]
+
+
+@pytest.mark.parametrize("gbk", [False, True])
+def test_a_blank_row_does_not_move_the_line_numbers_after_it(tmp_path: Path, gbk: bool) -> None:
+    """Rows of empty cells (an export's spacer) are dropped; the rows after keep the line a
+    surveyor sees in Excel or an editor (UTF-8 goes through Arrow, GBK through decoding)."""
+    path = tmp_path / "points.csv"
+    text = "物探点号,X,Y\nJS1,1,2\n,,\nJS2,3,4\n"
+    path.write_bytes(text.encode("gbk" if gbk else "utf-8"))
+    frame = read_tables(path)[0].frame
+    assert frame["物探点号"].tolist() == ["JS1", "JS2"]
+    assert list(line_numbers(frame.index)) == [2, 4]
