@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -150,7 +150,7 @@ def known_headers(mapping: dict[str, dict[str, list[str]]]) -> set[str]:
     return {_norm(a) for fields in mapping.values() for aliases in fields.values() for a in aliases}
 
 
-def header_row(rows: list[tuple], known: set[str]) -> int | None:
+def header_row(rows: Sequence[Sequence[Any]], known: set[str]) -> int | None:
     """The 0-based row holding the header: of the first rows, the one with the most known
     column names (two at least: a data cell may equal one); else the first non-empty row
     (None: the sheet is empty)."""
