@@ -79,7 +79,8 @@ def read_tables(
         if frame is not None:
             return [Table(path, None, frame, "utf-8")]
         text, enc = decode_text(path)  # GBK, or a table only pandas reads
-        frame = _arrow_csv(text.encode("utf-8"))
+        # UTF-8 has had Arrow's try above: only GBK text is given it here
+        frame = None if enc == "utf-8" else _arrow_csv(text.encode("utf-8"))
         if frame is None:
             try:
                 frame = pd.read_csv(

@@ -32,6 +32,8 @@ from cimtwin.spatial.sql_toolkit import identifier
 T = TypeVar("T")
 #: geometries made at a time by :func:`wkb_in_chunks`
 WKB_CHUNK = 50_000
+#: CSV sent between two heap trims (a trim walks the heap: not after every small chunk)
+TRIM_EVERY_BYTES = 16 * 2**20
 #: chunks made ahead of the COPY (each ``import_chunk_rows`` rows of CSV)
 COPY_PREFETCH = 1
 
@@ -272,12 +274,15 @@ def copy_frames(
                     chunk = chunk.assign(**made)
                 yield len(chunk), csv_chunk(chunk[cols])
 
-    total = 0
+    total, since_trim = 0, 0
     with conn.cursor() as cur, cur.copy(stmt) as copy:
         for n, text in prefetched(texts()):
             copy.write(text)
+            since_trim += len(text)
             del text
-            memory.trim()  # the chunk's EWKB and CSV, freed between the frame's live rows
+            if since_trim >= TRIM_EVERY_BYTES:  # the chunks' EWKB and CSV, freed between rows
+                memory.trim()
+                since_trim = 0
             total += n
             if on_rows:
                 on_rows(n)
