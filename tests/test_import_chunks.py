@@ -91,6 +91,20 @@ def test_pipelines_in_tiny_chunks_store_what_one_chunk_stores(with_grids: str, c
     assert _rows(url, SEGMENT_ROWS, many.batch_id) == segs
     assert len(nodes) > 5 and len(segs) > 5
     assert many.counts["pipeline_node_outside_grids"] == one.counts["pipeline_node_outside_grids"]
+    # the staged partitions' indexes were taken by ATTACH, not built a second time
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        for table in ("pipeline_node", "pipeline_segment"):
+            parent, part = conn.execute(
+                "SELECT (SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass), "
+                "(SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass)",
+                (f"cim.{table}", f"cim_part.{table}_b{many.batch_id}"),
+            ).fetchone()
+            attached = conn.execute(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+                "WHERE x.indrelid = %s::regclass",
+                (f"cim_part.{table}_b{many.batch_id}",),
+            ).fetchone()[0]
+            assert parent == part == attached > 5, (table, parent, part, attached)
 
 
 def test_a_failure_in_a_later_chunk_leaves_nothing_written(
@@ -116,3 +130,10 @@ def test_a_failure_in_a_later_chunk_leaves_nothing_written(
         )
     assert calls == [250, 250, 250]
     assert table_fingerprint(url) == before
+    # the partition it staged (committed on a connection of its own) was dropped after the
+    # rollback
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        assert not conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'cim_part' AND c.relkind = 'r' AND NOT c.relispartition"
+        ).fetchall()

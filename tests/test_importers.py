@@ -24,6 +24,7 @@ from cimtwin.errors import UserError
 from cimtwin.importers.registry import importer_for
 from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
 from cimtwin.samples.loader import OPTIONAL_KINDS, SAMPLE_STEPS, load_sample
+from cimtwin.spatial.base import SCHEMA
 from tests.conftest import DIRTY, SAMPLE, table_fingerprint
 
 
@@ -337,8 +338,9 @@ def test_a_killed_import_leaves_no_partial_rows(scratch_database: str, tmp_path:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                "'cimtwin-import components' AND query ILIKE 'COPY%city_component%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name IN "
+                "('cimtwin-import components', 'cimtwin-staging') "
+                "AND query ILIKE 'COPY%city_component%'"
             ).fetchone()
             if row[0]:
                 copying = True
@@ -354,12 +356,36 @@ def test_a_killed_import_leaves_no_partial_rows(scratch_database: str, tmp_path:
             time.monotonic() < deadline
             and conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
-                "'cimtwin-import%'"
+                "'cimtwin-import%' OR application_name = 'cimtwin-staging'"
             ).fetchone()[0]
         ):
             time.sleep(0.1)
     assert proc.returncode == -signal.SIGKILL
     assert table_fingerprint(scratch_database) == before
+    # the partition it was staging (a committed table outside the twin) is dropped by the
+    # next import of the table
+    small = tmp_path / "small_components.gpkg"
+    _big_components(small, 50)  # the killed import's first ids: it stored none
+    run_import(
+        importer_for("components"),
+        [small],
+        ImportOptions(dataset="after-the-kill"),
+        scratch_database,
+    )
+    assert _staged_tables(scratch_database) == []
+
+
+def _staged_tables(url: str) -> list[str]:
+    """Tables in the partition schema that are not partitions: staging left behind."""
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition",
+                (f"{SCHEMA}_part",),
+            )
+        ]
 
 
 def test_two_datasets_import_at_once(scratch_database: str):

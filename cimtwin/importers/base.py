@@ -90,18 +90,35 @@ class CopyWriter:
     models: ClassVar[tuple[type[Base], ...]]
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
-        from cimtwin.spatial import bulk
-        from cimtwin.spatial.admin_grid import GridIndex
-        from cimtwin.spatial.county import CountyPlacement
+        from cimtwin.spatial import bulk, staging
 
         counts: dict[str, int] = {}
         shapes = prepared.extra.get("shapes", {})
+        written: dict[type[Base], pd.DataFrame] = {}
+        # partitions are staged one after the other (each COPY starts while the indexes of
+        # the one before build) and attached at the end, in the same order
+        staged: list[tuple[staging.StagedPartition, Any]] = []
+        if any(bulk.is_partitioned(m) for m in self.models):
+            staging.claim(conn, batch_id)
+        try:
+            self._write_models(conn, prepared, batch_id, counts, shapes, written, staged)
+            for part, check in staged:
+                part.attach(conn, check)
+        finally:
+            for part, _ in staged:
+                part.close()
+        return counts
+
+    def _write_models(self, conn, prepared, batch_id, counts, shapes, written, staged) -> None:
+        from cimtwin.spatial import bulk, staging
+        from cimtwin.spatial.admin_grid import GridIndex
+        from cimtwin.spatial.county import CountyPlacement
+
         grids = None
         placement = None
-        written: dict[type[Base], pd.DataFrame] = {}
         for model in self.models:
             if model in prepared.streams:
-                counts.update(self._write_stream(conn, model, prepared, batch_id))
+                counts.update(self._write_stream(conn, model, prepared, batch_id, staged))
                 continue
             df = prepared.frames.get(model)
             if df is None:
@@ -118,19 +135,23 @@ class CopyWriter:
                 )
             written[model] = df
             if bulk.is_partitioned(model):
-                counts[model.__tablename__] = bulk.load_partition(
-                    conn, model, df, batch_id, self.before_attach(model, prepared)
-                )
+                part = staging.stage(conn, model, df, batch_id)
+                staged.append((part, self.before_attach(model, prepared)))
+                counts[model.__tablename__] = part.rows
             else:
                 counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
-        return counts
 
     def _write_stream(
-        self, conn: psycopg.Connection, model: type[Base], prepared: Prepared, batch_id: int
+        self,
+        conn: psycopg.Connection,
+        model: type[Base],
+        prepared: Prepared,
+        batch_id: int,
+        staged: list,
     ) -> dict[str, int]:
         """A streamed table's batches, each given its grid and county codes, COPYed into its
         new partition one after the other: one batch of rows is held at a time."""
-        from cimtwin.spatial import bulk
+        from cimtwin.spatial import bulk, staging
         from cimtwin.spatial.admin_grid import GridIndex
         from cimtwin.spatial.county import (
             CountyPlacement,
@@ -176,15 +197,15 @@ class CopyWriter:
             if check:
                 check(conn, staging)
 
-        n = bulk.load_partition(
+        part = staging.stage(
             conn,
             model,
             frames(),
             batch_id,
-            finish,
             nullable=("county_code",) if counties is not None and counties.defers else (),
         )
-        out = {model.__tablename__: n}
+        staged.append((part, finish))
+        out = {model.__tablename__: part.rows}
         if grids is not None:
             out[f"{model.__tablename__}_outside_grids"] = outside
         return out

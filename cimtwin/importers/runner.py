@@ -7,6 +7,7 @@ same dataset are serialised with an advisory lock; different datasets load concu
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -23,7 +24,7 @@ from cimtwin.db.engine import libpq_dsn
 from cimtwin.errors import ImportFailed, UserError
 from cimtwin.importers.base import Importer, ImportOptions, Prepared
 from cimtwin.importers.report import Report
-from cimtwin.spatial import bulk
+from cimtwin.spatial import bulk, staging
 from cimtwin.spatial.base import SCHEMA
 from cimtwin.spatial.provenance import DATASET_CHARS
 from cimtwin.spatial.sql_toolkit import T
@@ -201,34 +202,41 @@ def _run_prepared(
                 if model not in partitioned:
                     bulk.delete_batches(conn, model, old_ids)
             prepared.extra["replacing"] = old_ids
-            counts = importer.write(conn, prepared, batch_id)
-            for model in reversed(partitioned):
-                bulk.delete_batches(conn, model, old_ids)
-            conn.execute(
-                f"UPDATE {T.import_batch} SET status = 'succeeded', counts = %s, "
-                "finished_at = now() WHERE id = %s",
-                (Jsonb(counts), batch_id),
-            )
-            if old_ids:
+            # staged partitions are committed tables: if anything before the commit fails,
+            # they are dropped once the transaction is rolled back
+            try:
+                counts = importer.write(conn, prepared, batch_id)
+                for model in reversed(partitioned):
+                    bulk.delete_batches(conn, model, old_ids)
                 conn.execute(
-                    f"UPDATE {T.import_batch} SET status = 'replaced' WHERE id = ANY(%s)",
-                    (old_ids,),
+                    f"UPDATE {T.import_batch} SET status = 'succeeded', counts = %s, "
+                    "finished_at = now() WHERE id = %s",
+                    (Jsonb(counts), batch_id),
                 )
-            # on CHANGE_CHANNEL, numbered from change_seq (tile caches compare that number)
-            conn.execute(
-                f'SELECT "{SCHEMA}".notify_change(%s::jsonb)',
-                (
-                    json.dumps(
-                        {
-                            "kind": importer.kind,
-                            "batch": batch_id,
-                            "bbox": _union(prepared.bbox, old_bbox),
-                            "tables": [m.__tablename__ for m in importer.models],
-                        }
+                if old_ids:
+                    conn.execute(
+                        f"UPDATE {T.import_batch} SET status = 'replaced' WHERE id = ANY(%s)",
+                        (old_ids,),
+                    )
+                # on CHANGE_CHANNEL, numbered from change_seq (tile caches compare that number)
+                conn.execute(
+                    f'SELECT "{SCHEMA}".notify_change(%s::jsonb)',
+                    (
+                        json.dumps(
+                            {
+                                "kind": importer.kind,
+                                "batch": batch_id,
+                                "bbox": _union(prepared.bbox, old_bbox),
+                                "tables": [m.__tablename__ for m in importer.models],
+                            }
+                        ),
                     ),
-                ),
-            )
-            conn.commit()
+                )
+                conn.commit()
+            except BaseException:
+                _roll_back(conn)
+                staging.discard(conn, [m for m in importer.models if bulk.is_partitioned(m)])
+                raise
             analyze_tables(conn, importer.models, database_url)
     except psycopg.errors.IntegrityError as exc:
         diag = exc.diag
@@ -240,6 +248,13 @@ def _run_prepared(
         raise ImportFailed(f"database error, import rolled back: {exc}") from exc
     result.batch_id, result.status, result.counts = batch_id, "succeeded", counts
     return result
+
+
+def _roll_back(conn: psycopg.Connection) -> None:
+    """End a failed import's transaction now (its staged partitions are then dropped); a
+    connection already lost has nothing to roll back."""
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()
 
 
 def analyze_tables(conn: psycopg.Connection, models, database_url: str | None = None) -> None:

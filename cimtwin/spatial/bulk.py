@@ -145,49 +145,6 @@ def partition_name(model: type[Base], batch_id: int) -> sql.Composed:
     )
 
 
-def load_partition(
-    conn: psycopg.Connection,
-    model: type[Base],
-    frame: pd.DataFrame | Iterable[pd.DataFrame],
-    batch_id: int,
-    before_attach=None,
-    nullable: Sequence[str] = (),
-) -> int:
-    """Load one batch as a new partition: COPY into a bare table, then ATTACH, which builds
-    its indexes and checks its foreign keys in bulk. ``frame`` may be a stream of frames, sent
-    in one COPY one after the other. ``before_attach(conn, staging)`` may check the rows
-    against the other partitions (e.g. ids unique across datasets) or fill the ``nullable``
-    columns, which may arrive NULL and must hold a value by then."""
-    staging = partition_name(model, batch_id)
-    conn.execute(
-        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-            staging, qualified(model)
-        )
-    )
-    for c in nullable:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
-                staging, sql.Identifier(table_of(model).columns[c].name)
-            )
-        )
-    frames = [frame] if isinstance(frame, pd.DataFrame) else frame
-    n = copy_frames(conn, model, (f.assign(batch_id=batch_id) for f in frames), target=staging)
-    if before_attach:
-        before_attach(conn, staging)
-    for c in nullable:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(
-                staging, sql.Identifier(table_of(model).columns[c].name)
-            )
-        )
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-            qualified(model), staging, sql.Literal(int(batch_id))
-        )
-    )
-    return n
-
-
 def fill_nulls(
     conn: psycopg.Connection, model: type[Base], target: sql.Composable, column: str, value: str
 ) -> int:

@@ -3,7 +3,7 @@
 The table is partitioned by import batch: a district delivers half a million components at a
 time, and loading them into a bare partition that is indexed and key-checked in bulk, then
 attached, is several times faster than inserting into an indexed table (see
-:func:`cimtwin.spatial.bulk.load_partition`). Replacing a dataset drops its partition.
+:mod:`cimtwin.spatial.staging`). Replacing a dataset drops its partition.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Revises: 0008
 Create Date: 2026-12-02
 
 A district's network is re-imported by attaching its new partitions and detaching and
-dropping the old ones (``cimtwin.spatial.bulk.load_partition``, as city components are), not
+dropping the old ones (``cimtwin.spatial.staging``, as city components are), not
 by deleting and re-inserting its rows under every index. Keys become composite: the primary
 keys are (batch_id, id), a segment's end nodes are (batch_id, from/to_node_id) in its own
 batch, and a valve names the batch of the network it sits on (``network_batch_id``). Ids keep
