@@ -295,7 +295,7 @@ def test_dirty_pipelines_in_gbk_and_xlsx_report_the_same_defects(scratch_databas
 
 
 # --- robustness ------------------------------------------------------------------------------
-def _big_components(path: Path, n: int) -> None:
+def _big_components(path: Path, n: int, first: int = 0) -> None:
     rng = np.random.default_rng(7)
     x = 502_456 + rng.uniform(-700, 700, n)
     y = 2_501_564 + rng.uniform(-500, 500, n)
@@ -303,7 +303,7 @@ def _big_components(path: Path, n: int) -> None:
 
     gpd.GeoDataFrame(
         {
-            "comp_id": [f"4403090118{i:06d}" for i in range(n)],
+            "comp_id": [f"4403090118{first + i:06d}" for i in range(n)],
             "class_cd": ["0118"] * n,
             "name": ["路灯"] * n,
             "status": ["完好"] * n,
@@ -365,7 +365,7 @@ def test_a_killed_import_leaves_no_partial_rows(scratch_database: str, tmp_path:
     # the partition it was staging (a committed table outside the twin) is dropped by the
     # next import of the table
     small = tmp_path / "small_components.gpkg"
-    _big_components(small, 50)  # the killed import's first ids: it stored none
+    _big_components(small, 50, first=900_000)  # ids neither the sample nor the kill test uses
     run_import(
         importer_for("components"),
         [small],
