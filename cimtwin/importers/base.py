@@ -92,16 +92,13 @@ class CopyWriter:
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         from cimtwin.spatial import bulk, staging
 
-        counts: dict[str, int] = {}
-        shapes = prepared.extra.get("shapes", {})
-        written: dict[type[Base], pd.DataFrame] = {}
         # partitions are staged one after the other (each COPY starts while the indexes of
         # the one before build) and attached at the end, in the same order
         staged: list[tuple[staging.StagedPartition, Any]] = []
         if any(bulk.is_partitioned(m) for m in self.models):
             staging.claim(conn, batch_id)
         try:
-            self._write_models(conn, prepared, batch_id, counts, shapes, written, staged)
+            counts = self._write_models(conn, prepared, batch_id, staged)
             for part, check in staged:
                 part.attach(conn, check)
         finally:
@@ -109,11 +106,18 @@ class CopyWriter:
                 part.close()
         return counts
 
-    def _write_models(self, conn, prepared, batch_id, counts, shapes, written, staged) -> None:
+    def _write_models(
+        self, conn: psycopg.Connection, prepared: Prepared, batch_id: int, staged: list
+    ) -> dict[str, int]:
+        """COPY every table: plain ones in the transaction, partitioned ones staged (added to
+        ``staged`` with the check to run before their attach)."""
         from cimtwin.spatial import bulk, staging
         from cimtwin.spatial.admin_grid import GridIndex
         from cimtwin.spatial.county import CountyPlacement
 
+        counts: dict[str, int] = {}
+        shapes = prepared.extra.get("shapes", {})
+        written: dict[type[Base], pd.DataFrame] = {}
         grids = None
         placement = None
         for model in self.models:
@@ -140,6 +144,7 @@ class CopyWriter:
                 counts[model.__tablename__] = part.rows
             else:
                 counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
+        return counts
 
     def _write_stream(
         self,
@@ -191,11 +196,11 @@ class CopyWriter:
 
         check = self.before_attach(model, prepared)
 
-        def finish(conn: psycopg.Connection, staging) -> None:
+        def finish(conn: psycopg.Connection, table) -> None:
             if counties is not None:
-                counties.finish(conn, model, staging)
+                counties.finish(conn, model, table)
             if check:
-                check(conn, staging)
+                check(conn, table)
 
         part = staging.stage(
             conn,
