@@ -21,6 +21,7 @@ from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.oblique.importer import ObliqueImporter
 from cimtwin.importers.runner import ImportFailed, run_import
 from cimtwin.spatial.model import SCHEMA
+from cimtwin.tiles.store import open_store
 from tests.conftest import ROOT
 from tests.test_oblique_read import OBLIQUE, production
 from tests.threed_check import validate
@@ -56,7 +57,9 @@ def test_the_sample_production_imports(scratch_database: str, tmp_path: Path) ->
 
     folder = tmp_path / "oblique-sample_gk"
     validate(folder / "tileset.json")
-    assert ("oblique-sample_gk", "Oblique photography sample_gk") in list_tilesets(tmp_path)
+    assert ("oblique-sample_gk", "Oblique photography sample_gk") in list_tilesets(
+        open_store(tmp_path)
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
     got = rows(scratch_database, "sample_gk")
@@ -146,3 +149,36 @@ def test_the_cli_prints_the_label_warning(scratch_database: str, tmp_path: Path)
     assert "oblique_mesh_tile 40" in proc.stderr
     doc = json.loads((tmp_path / "oblique-cli_gk" / "tileset.json").read_text())
     assert doc["asset"]["extras"]["height_datum"] == "1985"
+
+
+def test_an_import_into_a_bucket_uploads_the_tileset_after_the_commit(
+    scratch_database: str, tmp_path: Path
+) -> None:
+    """``CIMTWIN_TILES_DIR`` an object store: the tileset is built in a temporary folder and
+    uploaded once the rows committed; what an older version left there is removed."""
+    import tempfile
+
+    import s3fs
+
+    from tests.s3_server import moto_s3
+
+    assert OBLIQUE is not None
+    single = OBLIQUE / "single_tile"
+    with moto_s3("cimtwin-oblique") as s3:
+        store = open_store("s3://cimtwin-oblique/3d", s3)
+        fs = s3fs.S3FileSystem(**s3, skip_instance_cache=True)
+        fs.pipe_file("cimtwin-oblique/3d/oblique-single_s3/tiles/stale.glb", b"an older version")
+        options = ImportOptions(
+            dataset="single_s3", crs="EPSG:4547", origin="501027.524,2488718.808,0"
+        )
+        result = run_import(ObliqueImporter(tiles_dir=store), [single], options, scratch_database)
+        uploaded = store.file_sizes("oblique-single_s3")
+        for rel in uploaded:
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_bytes(fs.cat_file(f"cimtwin-oblique/3d/oblique-single_s3/{rel}"))
+    assert result.status == "succeeded"
+    assert "tileset.json" in uploaded and "tiles/stale.glb" not in uploaded
+    validate(tmp_path / "tileset.json")
+    (row,) = rows(scratch_database, "single_s3")
+    assert row[7] in uploaded and uploaded[row[7]] > 0
+    assert not list(Path(tempfile.gettempdir()).glob("cimtwin-oblique-single_s3-*"))

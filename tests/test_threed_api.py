@@ -1,6 +1,7 @@
 """``/3dtiles``: the tileset list and the files, with ETag/304, gzip, CORS, read access, and no
 way out of a tileset's folder. The tileset here is made by hand (a valid glb box placed near the
-North Station with pyproj), independent of the 3D build."""
+North Station with pyproj), independent of the 3D build. The answers are checked twice: served
+from the folder and from an S3 bucket (moto's server) holding the same files."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from pyproj import Transformer
 
 from cimtwin.settings import Settings
+from tests.s3_server import moto_s3
 
 #: near the North Station (lon, lat, ellipsoidal height)
 SITE = (114.02389, 22.61194, 0.0)
@@ -153,16 +155,50 @@ def tiles_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _client(settings: Settings, **changes: object) -> Iterator[TestClient]:
+BUCKET = "cimtwin-3d"
+
+
+def _client(
+    settings: Settings, storage: dict | None = None, **changes: object
+) -> Iterator[TestClient]:
+    """An app on ``settings`` with ``changes``; ``storage``: the tiles store's options, given
+    as ``CIMTWIN_TILES_STORAGE_OPTIONS`` (what the store is opened with at the start)."""
     from cimtwin.api.app import create_app
 
-    with TestClient(create_app(settings.model_copy(update=changes))) as c:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CIMTWIN_TILES_STORAGE_OPTIONS", json.dumps(storage or {}))
+        app = create_app(settings.model_copy(update=changes))
+    with TestClient(app) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def client(settings: Settings, tiles_dir: Path) -> Iterator[TestClient]:
-    yield from _client(settings, tiles_dir=str(tiles_dir), public_url=None)
+def s3() -> Iterator[dict]:
+    with moto_s3(BUCKET) as options:
+        yield options
+
+
+def upload(s3: dict, folder: Path, prefix: str) -> str:
+    """The regular files under ``folder`` (symlinks left out: a bucket has none) as objects
+    under ``prefix``; the store's URL."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3, skip_instance_cache=True)
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and not any(p.is_symlink() for p in (f, *f.parents)):
+            fs.pipe_file(f"{BUCKET}/{prefix}/{f.relative_to(folder).as_posix()}", f.read_bytes())
+    return f"s3://{BUCKET}/{prefix}"
+
+
+@pytest.fixture(scope="module", params=["folder", "bucket"])
+def client(request: pytest.FixtureRequest, settings: Settings, tiles_dir: Path):
+    """The app serving ``tiles_dir``: from the folder, or from a bucket holding its files."""
+    if request.param == "folder":
+        yield from _client(settings, tiles_dir=str(tiles_dir), public_url=None)
+        return
+    s3 = request.getfixturevalue("s3")
+    url = upload(s3, tiles_dir, "served")
+    yield from _client(settings, storage=s3, tiles_dir=url, public_url=None)
 
 
 def test_list_names_each_tileset_with_an_absolute_url(client: TestClient) -> None:
@@ -449,3 +485,73 @@ def test_gzip_cache_is_bounded_and_keeps_the_recent() -> None:
     # a body too large for a quarter of the cache is compressed but not kept
     big = rng.integers(0, 255, 1000, dtype=np.uint8).tobytes()
     assert gzip.decompress(cache.get(("big", "e"), big)) == big and ("big", "e") not in cache._items
+
+
+# --- served from a bucket ---------------------------------------------------------------------
+
+
+def test_a_bucket_serves_new_and_rebuilt_files(
+    settings: Settings, tmp_path: Path, s3: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tileset uploaded after the start is listed once the kept list expires; an object
+    rebuilt with other bytes gets another ETag, an untouched one keeps its tag."""
+    import s3fs
+
+    from cimtwin.api import threed
+
+    monkeypatch.setattr(threed, "REMOTE_LIST_SECONDS", 0.0)
+    fs = s3fs.S3FileSystem(**s3, skip_instance_cache=True)
+    url = upload(s3, make_tileset(tmp_path / "buildings"), "rebuilt/buildings")
+    for c in _client(settings, storage=s3, tiles_dir=url.rsplit("/", 1)[0]):
+        assert [t["id"] for t in c.get("/3dtiles").json()] == ["buildings"]
+        assert c.get("/3dtiles/pipelines/tileset.json").status_code == 404
+        upload(s3, make_tileset(tmp_path / "pipelines", title="Pipes"), "rebuilt/pipelines")
+        listed = c.get("/3dtiles").json()
+        first = c.get("/3dtiles/buildings/tiles/0.glb")
+        fs.pipe_file(f"{BUCKET}/rebuilt/buildings/tiles/0.glb", box_glb((10.0, 10.0, 5.0)))
+        second = c.get(
+            "/3dtiles/buildings/tiles/0.glb", headers={"If-None-Match": first.headers["etag"]}
+        )
+        untouched = c.get("/3dtiles/buildings/nested/b.glb")
+        revalidated = c.get(
+            "/3dtiles/buildings/nested/b.glb", headers={"If-None-Match": untouched.headers["etag"]}
+        )
+        pipes = c.get("/3dtiles/pipelines/tiles/0.glb", headers={"Accept-Encoding": "identity"})
+    assert [(t["id"], t["title"]) for t in listed] == [
+        ("buildings", "Buildings"),
+        ("pipelines", "Pipes"),
+    ]
+    assert second.status_code == 200 and second.content == box_glb((10.0, 10.0, 5.0))
+    assert second.headers["etag"] != first.headers["etag"]
+    assert revalidated.status_code == 304
+    assert pipes.status_code == 200 and pipes.content == box_glb((40.0, 30.0, 25.0))
+
+
+def test_a_bucket_that_does_not_answer_is_a_503(settings: Settings) -> None:
+    """No server behind the endpoint: a 503 naming the store, with Retry-After, not a 500."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gone = {
+        "key": "testing",
+        "secret": "testing",
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "retries": 1,
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+    }
+    for c in _client(settings, storage=gone, tiles_dir="s3://nowhere/3d"):
+        answers = [c.get("/3dtiles"), c.get("/3dtiles/buildings/tileset.json")]
+    for r in answers:
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "ServiceUnavailable"
+        assert "s3://nowhere/3d" in r.json()["description"] and r.headers["retry-after"]
+
+
+def test_a_tiles_url_that_names_no_store_stops_the_start(settings: Settings) -> None:
+    from cimtwin.api.app import create_app
+    from cimtwin.errors import UserError
+
+    with pytest.raises(UserError, match="unknown storage protocol 'nosuch'"):
+        create_app(settings.model_copy(update={"tiles_dir": "nosuch://bucket/3d"}))

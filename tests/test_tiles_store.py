@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.s3_server import moto_s3
 
 BUCKET = "cimtwin-tiles"
 TILESET = "buildings"
@@ -26,18 +27,8 @@ BUDGET = dict(max_content_bytes=60_000)
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict]:
     """A moto S3 server on a free loopback port with one bucket; its storage options."""
-    s3fs = pytest.importorskip("s3fs", reason="s3fs (the s3:// filesystem) is not installed")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing", "endpoint_url": f"http://{host}:{port}"}
-    s3fs.S3FileSystem(**options).mkdir(BUCKET)
-    try:
+    with moto_s3(BUCKET) as options:
         yield options
-    finally:
-        server.stop()
 
 
 def _local_files(folder: Path) -> dict[str, str]:
@@ -169,7 +160,6 @@ def test_the_cli_builds_and_exports_to_s3(settings, loaded_sample, tmp_path, s3)
         (["--out", "s3://a/b", "--storage-options", "[1]"], "give a JSON object"),
         (["--out", "s3://a/b", "--storage-options", "{nope"], "--storage-options: not JSON"),
         (["--out", "file:///tmp/x", "--storage-options", '{"a": 1}'], "takes no storage options"),
-        (["--layers", "oblique", "--out", "memory://tiles", "--workers", "1"], "local folder"),
     ],
 )
 def test_bad_outputs_are_one_line(settings, loaded_sample, args, message):
@@ -191,3 +181,38 @@ def test_a_bucket_that_is_not_there_is_one_line(settings, loaded_sample, s3):
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot write there" in lines[-1], proc.stderr
+
+
+def test_the_api_serves_the_tilesets_a_build_wrote_to_the_bucket(settings, loaded_sample, s3):
+    """``CIMTWIN_TILES_DIR`` set to the build's ``--out`` URL: ``/3dtiles`` lists the tileset
+    and serves every object of it byte for byte, the build's manifest not at all."""
+    from fastapi.testclient import TestClient
+
+    from cimtwin.api.app import create_app
+    from cimtwin.tiles.store import open_store
+    from cimtwin.tiles.threed.build import build_tileset
+
+    url = f"s3://{BUCKET}/served"
+    build_tileset(
+        TILESET, open_store(url, s3), database_url=settings.database_url, workers=1, **BUDGET
+    )
+    stored = _bucket_files(s3, f"served/{TILESET}")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CIMTWIN_TILES_STORAGE_OPTIONS", json.dumps(s3))
+        app = create_app(settings.model_copy(update={"tiles_dir": url}))
+    with TestClient(app) as c:
+        listed = c.get("/3dtiles").json()
+        served = {
+            path: c.get(f"/3dtiles/{TILESET}/{path}", headers={"Accept-Encoding": "identity"})
+            for path in stored
+        }
+    assert [t["id"] for t in listed] == [TILESET]
+    assert listed[0]["url"].endswith(f"/3dtiles/{TILESET}/tileset.json")
+    glbs = [p for p in stored if p.endswith(".glb")]
+    assert len(glbs) > 1 and "tileset.json" in stored
+    for path, r in served.items():
+        if path == "build.json":
+            assert r.status_code == 404
+            continue
+        assert r.status_code == 200, (path, r.text)
+        assert hashlib.sha256(r.content).hexdigest() == stored[path], path

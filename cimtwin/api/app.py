@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    # opened once: a tiles URL that names no store, or a missing filesystem, stops the start
+    app.state.tiles_store = threed.tiles_root(settings)
     app.state.tile_cache = tile_cache_for(settings)
     app.state.tile_slots = asyncio.Semaphore(settings.tile_db_concurrency or settings.pool_size)
     app.state.analysis_slots = asyncio.Semaphore(settings.analysis_concurrency)

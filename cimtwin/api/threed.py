@@ -2,26 +2,36 @@
 ``CIMTWIN_TILES_DIR`` (one folder per tileset, named by its id, holding a ``tileset.json``);
 ``GET /3dtiles/{id}/{path}`` serves their files (tileset.json, glb contents, subtrees).
 
+``CIMTWIN_TILES_DIR`` is a folder or the fsspec URL a build wrote to with ``--out``
+(``s3://bucket/prefix``, storage options in ``CIMTWIN_TILES_STORAGE_OPTIONS``): every API
+server of a bureau then serves what the Dask workers uploaded, with no shared disk.
+
 Files, not database rows: the build wrote them, the service only reads. Each answer has a
-strong ETag made from the file's size and modification time (a build that leaves a content
-untouched leaves its ETag too, so viewers revalidate with a 304), JSON and glb go gzip when
-the client takes it, and reads follow the same access rule as the vector tiles.
+strong ETag: from a local file's size and modification time (a build that leaves a content
+untouched leaves its ETag too, so viewers revalidate with a 304), from an object's bytes (the
+build writes identical bytes for an unchanged tile). JSON and glb go gzip when the client
+takes it, and reads follow the same access rule as the vector tiles.
 
 Paths are confined: a tileset id must match :data:`ID_PATTERN`, a path is made of plain
 segments (no ``..``, no empty or dot segment, no backslash or NUL), only the file kinds of
 :data:`MEDIA_TYPES` are served (no hidden files, not the build's manifest), and the resolved
 file (symlinks followed) must lie inside the resolved tileset folder; anything else is a 404
-(400 for a malformed path)."""
+(400 for a malformed path). An object store has no symlinks, and its keys are the same plain
+segments. A store that does not answer is a 503 naming it."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import os
 import re
 import stat
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,9 @@ from cimtwin.api.responses import accepts_gzip
 from cimtwin.api.tiles import base_url
 from cimtwin.settings import Settings
 from cimtwin.spatial.catalogue import BY_ID
+from cimtwin.tiles.store import Store, open_store
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["3dtiles"], dependencies=[Depends(require_read)])
 
@@ -71,10 +84,25 @@ BUILD_FILES = frozenset({"build.json"})
 TITLES = {"terrain": "Terrain (DEM)"}
 
 
-def tiles_root(settings: Settings) -> Path:
-    """The folder the 3D build writes to (``CIMTWIN_TILES_DIR``; relative to the working
-    directory, which ``make run`` sets to the project)."""
-    return Path(settings.tiles_dir).expanduser()
+#: how long the list of an object store's tilesets is kept (one LIST and a HEAD per tileset)
+REMOTE_LIST_SECONDS = 5.0
+
+
+def tiles_root(settings: Settings) -> Store:
+    """Where the 3D build writes (``CIMTWIN_TILES_DIR``): a folder, relative to the working
+    directory (which ``make run`` sets to the project), or an fsspec URL."""
+    return open_store(settings.tiles_dir)
+
+
+class StoreUnavailable(HTTPException):
+    """The object store holding the tilesets did not answer: a 503, as for the database."""
+
+    def __init__(self, store: Store, exc: BaseException) -> None:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("3D tiles store %s: %s", store.url, detail)
+        super().__init__(
+            503, f"the 3D tiles store {store.url} did not answer", headers={"Retry-After": "5"}
+        )
 
 
 # --- the list -------------------------------------------------------------------------------
@@ -82,22 +110,23 @@ def tiles_root(settings: Settings) -> Path:
 
 @dataclass(frozen=True)
 class _Title:
-    stamp: tuple[int, int]
+    stamp: tuple
     title: str
 
 
-_titles: dict[Path, _Title] = {}
+_titles: dict[str, _Title] = {}
 
 
-def _title(tileset_id: str, path: Path, stamp: tuple[int, int]) -> str:
+def _title(tileset_id: str, path: str, stamp: tuple, read: Any) -> str:
     """The tileset's own title (``asset.extras.title``), else the layer's title from the
-    catalogue, else the id; cached per file version (an explicit tileset.json can be large)."""
+    catalogue, else the id; cached per file version (an explicit tileset.json can be large).
+    ``read()`` gives the tileset.json's bytes."""
     cached = _titles.get(path)
     if cached is not None and cached.stamp == stamp:
         return cached.title
     title = None
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read())
         extras = doc.get("asset", {}).get("extras", {}) if isinstance(doc, dict) else {}
         if isinstance(extras, dict) and isinstance(extras.get("title"), str):
             title = extras["title"]
@@ -110,8 +139,14 @@ def _title(tileset_id: str, path: Path, stamp: tuple[int, int]) -> str:
     return title
 
 
-def list_tilesets(root: Path) -> list[tuple[str, str]]:
-    """(id, title) of each folder of ``root`` that holds a tileset.json, sorted by id."""
+def list_tilesets(store: Store) -> list[tuple[str, str]]:
+    """(id, title) of each folder of the store that holds a tileset.json, sorted by id."""
+    if not store.local:
+        return _listed.get(store)
+    return _list_folders(Path(store.root))
+
+
+def _list_folders(root: Path) -> list[tuple[str, str]]:
     found = []
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -125,15 +160,69 @@ def list_tilesets(root: Path) -> list[tuple[str, str]]:
             st = path.stat()
         except OSError:
             continue
-        found.append((entry.name, _title(entry.name, path, (st.st_size, st.st_mtime_ns))))
+        stamp = (st.st_size, st.st_mtime_ns)
+        found.append((entry.name, _title(entry.name, str(path), stamp, path.read_bytes)))
     return found
+
+
+def _list_remote(store: Store) -> list[tuple[str, str]]:
+    """The tilesets of an object store: one listing of its folders, one HEAD per tileset.json
+    (its size and ETag or modification time say whether the cached title still holds)."""
+    found = []
+    try:
+        for name in store.subfolders():
+            if not ID_PATTERN.fullmatch(name):
+                continue
+            key = store.path(f"{name}/{TILESET}")
+            try:
+                info = store.fs.info(key)
+            except FileNotFoundError:
+                continue
+            if info.get("type") == "directory":
+                continue
+            version = info.get("ETag") or info.get("LastModified") or info.get("mtime") or ""
+            stamp = (int(info.get("size") or 0), str(version))
+            title = _title(
+                name, f"{store.protocol}://{key}", stamp, partial(store.fs.cat_file, key)
+            )
+            found.append((name, title))
+    except HTTPException:
+        raise
+    except Exception as exc:  # the filesystem's own errors (botocore, aiohttp, ...)
+        raise StoreUnavailable(store, exc) from None
+    return found
+
+
+class _RemoteListings:
+    """Each object store's tileset list, kept :data:`REMOTE_LIST_SECONDS`: a viewer page
+    asks for it on every load, and a bucket's listing costs requests."""
+
+    def __init__(self) -> None:
+        self._lists: dict[Store, tuple[float, list[tuple[str, str]]]] = {}
+
+    def get(self, store: Store) -> list[tuple[str, str]]:
+        now = time.monotonic()
+        hit = self._lists.get(store)
+        if hit is not None and now - hit[0] < REMOTE_LIST_SECONDS:
+            return hit[1]
+        found = _list_remote(store)
+        if len(self._lists) > 16:
+            self._lists.clear()
+        self._lists[store] = (now, found)
+        return found
+
+    def clear(self) -> None:
+        self._lists.clear()
+
+
+_listed = _RemoteListings()
 
 
 @router.get("/3dtiles", summary="The 3D tilesets this service serves (OGC 3D Tiles 1.1)")
 async def tilesets(request: Request) -> list[dict[str, str]]:
     """Each tileset built under ``CIMTWIN_TILES_DIR``: its id, title and the absolute URL of
     its tileset.json (what ``Cesium3DTileset.fromUrl`` takes)."""
-    found = await asyncio.to_thread(list_tilesets, tiles_root(request.app.state.settings))
+    found = await asyncio.to_thread(list_tilesets, request.app.state.tiles_store)
     base = base_url(request)
     return [{"id": i, "title": t, "url": f"{base}/3dtiles/{i}/{TILESET}"} for i, t in found]
 
@@ -161,24 +250,54 @@ class TileFile:
     media_type: str
 
 
-def read_tile_file(root: Path, tileset_id: str, parts: tuple[str, ...]) -> TileFile:
-    """The file, confined to its tileset's folder (symlinks resolved before the check), with
-    an ETag from the size and mtime of the very file that was read (fstat of the open file,
-    so a build that renames a new version into place cannot pair old bytes and a new tag)."""
+def read_tile_file(store: Store, tileset_id: str, parts: tuple[str, ...]) -> TileFile:
+    """The file of a tileset in a folder (:func:`_read_local`) or an object store
+    (:func:`_read_remote`); only the file kinds of :data:`MEDIA_TYPES`, never a hidden file
+    (a build's half-written ``.x.tmp``) or the build's manifest."""
     if not ID_PATTERN.fullmatch(tileset_id):
         raise HTTPException(404, f"unknown 3D tileset {shown(tileset_id)}")
-    folder = root / tileset_id
-    if not (folder / TILESET).is_file():
-        known = (
-            ", ".join(i for i, _ in list_tilesets(root)) or "none (run `cimtwin tiles build-3d`)"
-        )
-        raise HTTPException(404, f"unknown 3D tileset {shown(tileset_id)}; known: {known}")
+    if store.local:
+        known = (Path(store.root) / tileset_id / TILESET).is_file()
+    else:  # from the kept list: not a request to the store per file
+        known = any(i == tileset_id for i, _ in list_tilesets(store))
+    if not known:
+        raise _unknown(store, tileset_id)
     media_type = MEDIA_TYPES.get(os.path.splitext(parts[-1])[1].lower())
     missing = HTTPException(404, f"no file {shown('/'.join(parts))} in 3D tileset {tileset_id!r}")
-    # hidden files (a build's half-written ``.x.tmp``) and the build's manifest are not content
     hidden = any(p.startswith(".") for p in parts) or (len(parts) == 1 and parts[0] in BUILD_FILES)
     if media_type is None or hidden:
         raise missing
+    if store.local:
+        return _read_local(Path(store.root) / tileset_id, parts, media_type, missing)
+    return _read_remote(store, tileset_id, parts, media_type, missing)
+
+
+def _unknown(store: Store, tileset_id: str) -> HTTPException:
+    known = ", ".join(i for i, _ in list_tilesets(store)) or "none (run `cimtwin tiles build-3d`)"
+    return HTTPException(404, f"unknown 3D tileset {shown(tileset_id)}; known: {known}")
+
+
+def _read_remote(
+    store: Store, tileset_id: str, parts: tuple[str, ...], media_type: str, missing: HTTPException
+) -> TileFile:
+    """One GET of the object; its ETag is a hash of the bytes read, so a tag always names the
+    bytes it came with, even while a build replaces the object."""
+    try:
+        body = store.fs.cat_file(store.path("/".join((tileset_id, *parts))))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise missing from None
+    except Exception as exc:  # the filesystem's own errors (botocore, aiohttp, ...)
+        raise StoreUnavailable(store, exc) from None
+    digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+    return TileFile(body, f'"{len(body):x}-{digest}"', media_type)
+
+
+def _read_local(
+    folder: Path, parts: tuple[str, ...], media_type: str, missing: HTTPException
+) -> TileFile:
+    """The file, confined to its tileset's folder (symlinks resolved before the check), with
+    an ETag from the size and mtime of the very file that was read (fstat of the open file,
+    so a build that renames a new version into place cannot pair old bytes and a new tag)."""
     base = folder.resolve()
     target = base.joinpath(*parts).resolve()
     if not target.is_relative_to(base):
@@ -239,8 +358,7 @@ async def tile_file(request: Request) -> Response:
     if "\x00" in tileset_id:
         raise HTTPException(400, "NUL characters are not allowed in a tileset id")
     parts = checked_path(path)
-    root = tiles_root(request.app.state.settings)
-    f = await asyncio.to_thread(read_tile_file, root, tileset_id, parts)
+    f = await asyncio.to_thread(read_tile_file, request.app.state.tiles_store, tileset_id, parts)
     compressible = f.media_type not in PRECOMPRESSED
     gzip = compressible and accepts_gzip(request.headers.get("accept-encoding", ""))
     # a strong tag names one representation: the gzip body has its own

@@ -210,13 +210,7 @@ def build_3d(
     store = open_store(out or settings.tiles_dir, parse_options(storage_options))
     area = parse_bbox(bbox) if bbox else None
     asked = [s.strip() for s in layers.split(",") if s.strip()]
-    wanted = asked or [*registry.available(), *(registry.REIMPORTED if store.local else ())]
-    if not store.local and any(n in registry.REIMPORTED for n in asked):
-        # an import writes these from its source files, into a local folder only
-        raise UserError(
-            f"--out {store.url}: {', '.join(n for n in asked if n in registry.REIMPORTED)} "
-            "is written by its import into a local folder; build it with --out DIR"
-        )
+    wanted = asked or [*registry.available(), *registry.REIMPORTED]
     if not wanted:
         raise UserError("no 3D tileset source is installed")
     for name in wanted:
@@ -279,7 +273,7 @@ def build_3d(
 
             results += registry.rebuilder(name)(
                 settings.database_url,
-                Path(store.root),
+                store,
                 area=area,
                 changed=changed,
                 progress=bar,

@@ -141,6 +141,21 @@ class Store:
         prefix = self.root.rstrip("/") + "/"
         return {p[len(prefix) :] for p in (str(f) for f in found) if p.startswith(prefix)}
 
+    def file_sizes(self, rel: str = "") -> dict[str, int]:
+        """Size of every file under ``rel`` by path relative to it: one listing."""
+        base = self.path(rel)
+        self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        prefix = base.rstrip("/") + "/"
+        return {
+            str(name)[len(prefix) :]: int(info.get("size") or 0)
+            for name, info in found.items()
+            if str(name).startswith(prefix) and info.get("type") != "directory"
+        }
+
     def subfolders(self) -> list[str]:
         """Names of the folders directly under the root."""
         self.fs.invalidate_cache(self.root)

@@ -5,9 +5,13 @@ All or nothing like every import: the tileset is written into a hidden staging f
 ``CIMTWIN_TILES_DIR`` while the files are read (an unreadable OSGB stops the import naming
 the file, the staging folder is removed), the rows go in the import's transaction, and the
 folder replaces ``CIMTWIN_TILES_DIR/<tileset id>/`` only once that transaction committed
-(:meth:`ObliqueImporter.finish`). The tileset id is ``oblique-<--dataset>`` when that is a
-plain name, else ``oblique-<folder name>-<hash of the dataset key>``; ``/3dtiles`` lists it
-and the viewer shows it as any other tileset.
+(:meth:`ObliqueImporter.finish`). With ``CIMTWIN_TILES_DIR`` an object store (``s3://...``),
+the tileset is staged in a local temporary folder and uploaded after the commit: contents
+first, each ``tileset.json`` last, then the old version's leftover objects removed, so a
+viewer never finds a tileset.json naming a content not yet there. The tileset id is
+``oblique-<--dataset>`` when that is a plain name, else
+``oblique-<folder name>-<hash of the dataset key>``; ``/3dtiles`` lists it and the viewer
+shows it as any other tileset.
 
 The footprints of the buildings already in the database are baked into the mesh
 (:mod:`.footprints`): a click on a building in the photo mesh picks its record; each row
@@ -29,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -56,6 +61,7 @@ from cimtwin.spatial.building import ObliqueMeshTile
 from cimtwin.spatial.county import CountyPlacement
 from cimtwin.spatial.provenance import batch_dataset
 from cimtwin.spatial.sql_toolkit import T
+from cimtwin.tiles.store import Store, open_store
 
 #: how far (degrees) a production may reach beyond the storage CRS's area of use
 AREA_MARGIN_DEG = 0.5
@@ -76,7 +82,7 @@ class ObliqueImporter:
 
     def __init__(
         self,
-        tiles_dir: Path | None = None,
+        tiles_dir: Path | Store | None = None,
         database_url: str | None = None,
         workers: int | None = None,
     ) -> None:
@@ -157,10 +163,19 @@ class ObliqueImporter:
             )
         dataset = options.dataset or default_dataset(self.kind, paths)
         tid = tileset_id(dataset, production, options.dataset is not None)
-        root = Path(self.tiles_dir or get_settings().tiles_dir).expanduser()
-        staging = root / f".{tid}.{os.getpid()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        store = (
+            self.tiles_dir
+            if isinstance(self.tiles_dir, Store)
+            else open_store(self.tiles_dir or get_settings().tiles_dir)
+        )
+        if store.local:
+            root = Path(store.root)
+            staging = root / f".{tid}.{os.getpid()}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        else:  # built here, uploaded once the rows are in
+            store.check_writable()
+            staging = Path(tempfile.mkdtemp(prefix=f"cimtwin-{tid}-"))
         workers = self.workers or get_settings().oblique_workers or os.cpu_count() or 1
         advance = (
             options.progress(f"oblique: {len(roots)} tile folder(s)", len(roots))
@@ -207,7 +222,7 @@ class ObliqueImporter:
             extra={
                 "records": built.records,
                 "staging": staging,
-                "target": root / tid,
+                "store": store,
                 "tileset_id": tid,
                 "vertical_datum": f"{to_storage.height_datum} -> EPSG:5737",
                 "files_read": built.files_read,
@@ -284,13 +299,41 @@ class ObliqueImporter:
         if not committed:
             shutil.rmtree(staging, ignore_errors=True)
             return
-        target: Path = prepared.extra["target"]
+        store: Store = prepared.extra["store"]
+        tid: str = prepared.extra["tileset_id"]
+        if not store.local:
+            try:
+                publish(staging, store.child(tid))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return
+        target = Path(store.root) / tid
         old = target.with_name(f".{target.name}.{os.getpid()}.old")
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)
         staging.rename(target)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def publish(folder: Path, store: Store) -> None:
+    """Upload a built tileset over the one in ``store``: contents, then the tileset.json files
+    (deepest first, the root's last), then the objects only the old version had. The rows
+    have committed: a failure names what to run again."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    order = sorted(files, key=lambda p: (p.name == "tileset.json", -len(p.parts), str(p)))
+    try:
+        for f in order:
+            store.write_bytes(f.relative_to(folder).as_posix(), f.read_bytes())
+        fresh = {f.relative_to(folder).as_posix() for f in files}
+        for stale in sorted(store.files() - fresh):
+            store.remove(stale)
+    except (OSError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImportFailed(
+            f"{store.url}: the rows were imported but the tileset upload failed ({detail}); "
+            "run `cimtwin tiles build-3d --layers oblique` to write it again"
+        ) from None
 
 
 def dataset_county(conn: psycopg.Connection, records: list, dataset: str) -> str:

@@ -25,6 +25,7 @@ from cimtwin.importers.oblique.importer import ObliqueImporter
 from cimtwin.importers.runner import run_import
 from cimtwin.spatial.base import SRID
 from cimtwin.spatial.sql_toolkit import T
+from cimtwin.tiles.store import Store
 from cimtwin.tiles.threed.build import BuildResult
 
 #: the recorded options a rebuild passes on (what places the mesh and names the dataset)
@@ -76,7 +77,7 @@ def _options(recorded: dict, progress: Callable | None) -> ImportOptions:
 
 def rebuild(
     database_url: str,
-    folder: Path,
+    store: Store,
     *,
     area: Box | None = None,
     changed: bool = False,
@@ -97,18 +98,17 @@ def rebuild(
             )
             continue
         result = run_import(
-            ObliqueImporter(tiles_dir=folder),
+            ObliqueImporter(tiles_dir=store),
             paths,
             _options(recorded, progress),
             database_url,
         )
         tid = result.prepared.extra["tileset_id"] if result.prepared else dataset
-        out = folder / tid
-        sizes = [p.stat().st_size for p in out.rglob("*") if p.is_file()]
+        sizes = list(store.file_sizes(tid).values())
         results.append(
             BuildResult(
                 tid,
-                out / "tileset.json",
+                store.location(f"{tid}/tileset.json"),
                 planned=result.counts.get("oblique_mesh_tile", 0),
                 built=result.counts.get("oblique_mesh_tile", 0),
                 bytes=sum(sizes),
