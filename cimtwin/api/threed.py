@@ -94,15 +94,13 @@ def tiles_root(settings: Settings) -> Store:
     return open_store(settings.tiles_dir)
 
 
-class StoreUnavailable(HTTPException):
+def store_unavailable(store: Store, exc: BaseException) -> HTTPException:
     """The object store holding the tilesets did not answer: a 503, as for the database."""
-
-    def __init__(self, store: Store, exc: BaseException) -> None:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.warning("3D tiles store %s: %s", store.url, detail)
-        super().__init__(
-            503, f"the 3D tiles store {store.url} did not answer", headers={"Retry-After": "5"}
-        )
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.warning("3D tiles store %s: %s", store.url, detail)
+    return HTTPException(
+        503, f"the 3D tiles store {store.url} did not answer", headers={"Retry-After": "5"}
+    )
 
 
 # --- the list -------------------------------------------------------------------------------
@@ -189,7 +187,7 @@ def _list_remote(store: Store) -> list[tuple[str, str]]:
     except HTTPException:
         raise
     except Exception as exc:  # the filesystem's own errors (botocore, aiohttp, ...)
-        raise StoreUnavailable(store, exc) from None
+        raise store_unavailable(store, exc) from None
     return found
 
 
@@ -287,7 +285,7 @@ def _read_remote(
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise missing from None
     except Exception as exc:  # the filesystem's own errors (botocore, aiohttp, ...)
-        raise StoreUnavailable(store, exc) from None
+        raise store_unavailable(store, exc) from None
     digest = hashlib.blake2b(body, digest_size=12).hexdigest()
     return TileFile(body, f'"{len(body):x}-{digest}"', media_type)
 
