@@ -78,7 +78,7 @@ def test_shapefile_without_cpg_is_read_in_its_encoding_and_says_which(
     want = pyogrio.read_dataframe(SAMPLE / "shp" / "component.shp").iloc[:40]
     assert layer.frame["name"].tolist() == want["name"].tolist()
     report = Report()
-    prep = ComponentsImporter().prepare([path], ImportOptions(), report)
+    prep = ComponentsImporter().prepare([path], ImportOptions(dry_run=True), report)
     assert prep.feature_count == 40
     notes = [p for p in report.problems if p.rule == "text-encoding-guessed"]
     assert len(notes) == 1 and encoding in notes[0].message, report.problems

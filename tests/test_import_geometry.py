@@ -245,16 +245,15 @@ def test_component_lines_in_4490_have_every_vertex_in_storage(
     gpkg = tmp_path / "components_4490.gpkg"
     _components(gpkg, [line], "EPSG:4490")
     r = run_import(
-        importer_for("components"),
-        [gpkg],
-        ImportOptions(dataset="comp-4490", dry_run=True),
-        scratch_database,
+        importer_for("components"), [gpkg], ImportOptions(dataset="comp-4490"), scratch_database
     )
-    from cimtwin.importers.components import CityComponent
-
-    assert r.prepared is not None
-    frame, _ = next(r.prepared.streams[CityComponent]())
-    stored = frame["geom"].iloc[0]
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        row = conn.execute(
+            "SELECT ST_AsBinary(geom) FROM cim.city_component WHERE batch_id = %s",
+            (r.batch_id,),
+        ).fetchone()
+    assert row is not None
+    stored = shapely.from_wkb(bytes(row[0]))
     lon, lat = shapely.get_coordinates(line).T
     np.testing.assert_allclose(
         shapely.get_coordinates(stored), np.column_stack(TO_4547.transform(lon, lat)), atol=1e-6

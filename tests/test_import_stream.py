@@ -1,13 +1,12 @@
-"""Components are imported a batch of CIMTWIN_IMPORT_CHUNK_ROWS features at a time: checked in
-one pass over the file, written in a second. Batches must change nothing (the same problems,
-in the same order, for a bad file; the same rows for a good one), and hold one batch of rows
-at a time."""
+"""Components are imported a batch of CIMTWIN_IMPORT_CHUNK_ROWS features at a time, in one
+pass over the file: each batch is checked and staged, and the import is refused before the
+attach if any check failed. Batches must change nothing (the same problems, in the same order,
+for a bad file; the same rows for a good one), and hold one batch of rows at a time."""
 
 from __future__ import annotations
 
 import gc
 import math
-import os
 import weakref
 from dataclasses import asdict
 from pathlib import Path
@@ -58,7 +57,7 @@ def bad_layer(tmp_path_factory) -> Path:
 
 def _problems(path: Path) -> list[dict]:
     report = Report()
-    importer_for("components").prepare([path], ImportOptions(), report)
+    importer_for("components").prepare([path], ImportOptions(dry_run=True), report)
     return [asdict(p) for p in report.problems]
 
 
@@ -124,8 +123,8 @@ def test_an_import_holds_one_batch_of_rows_at_a_time(
     )
     n = done.counts["city_component"]
     assert n > 4 * rows
-    # checked in one pass, written in another: every batch read twice ...
-    assert seen["batches"] == 2 * math.ceil(n / rows)
+    # checked and written in one pass: every batch read once ...
+    assert seen["batches"] == math.ceil(n / rows)
     # ... and, when the next is read, at most the one before it still held
     assert 0 < seen["held"] <= rows
     with psycopg.connect(libpq_dsn(scratch_database)) as conn:
@@ -191,31 +190,95 @@ def test_batches_place_rows_outside_the_grids_as_the_whole_import_does(
     assert "counties 440303, 440309" in messages[0]
 
 
-def test_a_file_changed_between_check_and_write_is_refused(
-    scratch_database: str, tmp_path: Path, monkeypatch
+def test_a_bad_layer_writes_nothing_and_reports_what_the_dry_run_reports(
+    scratch_database: str, bad_layer: Path, chunk_rows
 ) -> None:
-    """The rows are read twice: a file rewritten after its check would store rows nobody
-    checked, so the import stops and writes nothing."""
-    from cimtwin.importers.components import ComponentsImporter
+    """The import checks the batches as it stages them: a defect in the last batches (a
+    lon/lat point at row 5001, duplicates at 4001-4002) comes after rows already staged. The
+    import is refused with the dry run's report, nothing of it stays behind (no row, no
+    staged table) and the twin is as it was."""
     from tests.conftest import table_fingerprint
 
-    copy = tmp_path / "components.gpkg"
-    copy.write_bytes(COMPONENTS.read_bytes())
-    check = ComponentsImporter.prepare
-
-    def check_then_touch(self, paths, options, report):
-        prepared = check(self, paths, options, report)
-        st = copy.stat()
-        os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        return prepared
-
-    monkeypatch.setattr(ComponentsImporter, "prepare", check_then_touch)
+    chunk_rows(997)
+    dry = _problems(bad_layer)
     before = table_fingerprint(scratch_database)
-    with pytest.raises(ImportFailed, match="the file changed while it was imported"):
+    with pytest.raises(ImportFailed, match="components import refused") as failed:
         run_import(
             importer_for("components"),
-            [copy],
-            ImportOptions(dataset="stream-changed"),
+            [bad_layer],
+            ImportOptions(dataset="stream-bad"),
             scratch_database,
         )
+    assert failed.value.report is not None
+    assert [asdict(p) for p in failed.value.report.problems] == dry
     assert table_fingerprint(scratch_database) == before
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        staged = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'cim_part' AND c.relname LIKE 'city_component_b%' "
+            "AND NOT c.relispartition"
+        ).fetchone()
+        batches = conn.execute(
+            "SELECT count(*) FROM cim.import_batch WHERE dataset = 'stream-bad'"
+        ).fetchone()
+    assert staged == (0,) and batches == (0,)
+
+
+def test_rows_without_an_id_get_the_next_free_ids_in_file_order(
+    scratch_database: str, tmp_path: Path, chunk_rows
+) -> None:
+    """A component delivered without an id gets county + class + the next sequence of its
+    class: after the twin's ids (another dataset's) and after the file's own, numbered in
+    file order, also when the rows lie in different batches."""
+    frame = gpd.read_file(COMPONENTS, engine="pyogrio").iloc[:600].copy()
+    county = "440309"
+    # sequences of their own (the scratch twin may hold the sample's ids already)
+    frame["comp_id"] = [
+        f"{county}{code}{800_000 + i:06d}" for i, code in enumerate(frame["class_cd"])
+    ]
+    first = frame.iloc[:300].copy()  # the twin's: another dataset
+    rest = frame.iloc[300:].copy()
+    blank = [5, 6, 120, 121, 250, 299]  # rows of the second file, in several batches
+    rest.iloc[blank, rest.columns.get_loc("comp_id")] = None
+    first_path, rest_path = tmp_path / "first.gpkg", tmp_path / "rest.gpkg"
+    first.to_file(first_path, driver="GPKG", engine="pyogrio", layer="component")
+    rest.to_file(rest_path, driver="GPKG", engine="pyogrio", layer="component")
+    chunk_rows(50)
+    run_import(
+        importer_for("components"), [first_path], ImportOptions(dataset="ids-a"), scratch_database
+    )
+    done = run_import(
+        importer_for("components"), [rest_path], ImportOptions(dataset="ids-b"), scratch_database
+    )
+    # the expected ids, worked out here from the twin's ids (as they were before the second
+    # import) and the second file's
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        twin = [
+            r[0]
+            for r in conn.execute(
+                "SELECT component_id FROM cim.city_component WHERE batch_id <> %s",
+                (done.batch_id,),
+            )
+        ]
+    held = [i for i in [*twin, *rest["comp_id"]] if isinstance(i, str)]
+    top: dict[str, int] = {}
+    for cid in held:
+        if cid.startswith(county):
+            top[cid[6:10]] = max(top.get(cid[6:10], 0), int(cid[10:]))
+    want = []
+    for k in blank:
+        code = rest["class_cd"].iloc[k]
+        top[code] = top.get(code, 0) + 1
+        want.append(f"{county}{code}{top[code]:06d}")
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        stored = [
+            r[0]
+            for r in conn.execute(
+                "SELECT component_id FROM cim.city_component WHERE batch_id = %s ORDER BY id",
+                (done.batch_id,),
+            )
+        ]
+    assert len(stored) == len(rest)
+    assert [stored[k] for k in blank] == want
+    kept = [k for k in range(len(rest)) if k not in blank]
+    assert [stored[k] for k in kept] == rest["comp_id"].iloc[kept].tolist()

@@ -53,6 +53,10 @@ class Prepared:
     streams: dict[type[Base], Callable[[], Iterator[tuple[pd.DataFrame, Any]]]] = field(
         default_factory=dict
     )
+    #: the rows are checked as they are streamed (the file read once): the report, the count
+    #: and the extent are complete only once they are staged, and the runner's verdict
+    #: (``extra["verdict"]``) is taken then, before any partition is attached
+    checked_in_stream: bool = False
 
 
 class Progress(Protocol):
@@ -88,6 +92,8 @@ class CopyWriter:
     """
 
     models: ClassVar[tuple[type[Base], ...]]
+    #: columns a streamed table's rows may be sent without; filled before the attach
+    streamed_nullable: ClassVar[tuple[str, ...]] = ()
 
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
         from cimtwin.spatial import bulk, staging
@@ -99,6 +105,9 @@ class CopyWriter:
             staging.claim(conn, batch_id)
         try:
             counts = self._write_models(conn, prepared, batch_id, staged)
+            verdict = prepared.extra.get("verdict")
+            if prepared.checked_in_stream and verdict is not None:
+                verdict()  # the checks of the rows just staged: refused, nothing is attached
             for part, check in staged:
                 part.attach(conn, check)
         finally:
@@ -207,7 +216,10 @@ class CopyWriter:
             model,
             frames(),
             batch_id,
-            nullable=("county_code",) if counties is not None and counties.defers else (),
+            nullable=(
+                *self.streamed_nullable,
+                *(("county_code",) if counties is not None and counties.defers else ()),
+            ),
         )
         staged.append((part, finish))
         out = {model.__tablename__: part.rows}

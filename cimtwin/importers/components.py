@@ -4,7 +4,6 @@ generated, and each component put in its work grid by location (进格入块).""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,11 @@ from cimtwin.reference import component_classes
 from cimtwin.settings import get_settings
 from cimtwin.spatial.city_component import CityComponent
 from cimtwin.spatial.provenance import ImportBatch
-from cimtwin.spatial.sql_toolkit import identifier, table
+from cimtwin.spatial.sql_toolkit import identifier
 
 ID_PATTERN = r"\d{16}"
+#: the last of the 6-digit sequence numbers of a class in a county
+SEQ_MAX = 999_999
 
 
 def component_id_parts(ids: pd.Series) -> pd.DataFrame:
@@ -63,15 +64,14 @@ Batches = Iterator[tuple[pd.DataFrame, np.ndarray]]
 
 class _Ids:
     """What the check of a layer's batches keeps for the checks of the whole layer: each id
-    (as an int64 when it is 16 ASCII digits), where it is and its FID; the highest sequence
-    per class of the twin's county, for ids made for rows without one."""
+    (as an int64 when it is 16 ASCII digits), where it is and its FID, and how many rows
+    have none (they are given one once written, :meth:`ComponentsImporter._generate_ids`)."""
 
     def __init__(self) -> None:
         self.ints: list[np.ndarray] = []
         self.int_at: list[np.ndarray] = []
         self.int_fid: list[np.ndarray] = []
         self.other: list[tuple[int, object, str]] = []  # (position, fid, id)
-        self.top: dict[str, int] = {}
         self.missing = 0
 
     def add(self, cid: pd.Series, good: np.ndarray, fids: np.ndarray, start: int) -> None:
@@ -84,11 +84,6 @@ class _Ids:
         self.int_fid.append(fids[at])
         for i in np.flatnonzero(has & ~digits):
             self.other.append((start + int(i), fids[i], str(cid.iloc[i])))
-        county = get_settings().county_code
-        own = cid[good]
-        own = own[own.str.startswith(county)]
-        for code, seq in component_id_parts(own).groupby("class_code")["seq"]:
-            self.top[code] = max(self.top.get(code, 0), int(seq.astype(int).max()))
 
     def report_duplicates(self, label: str, report: Report) -> None:
         ints = np.concatenate(self.ints) if self.ints else np.empty(0, dtype=np.int64)
@@ -116,33 +111,60 @@ class ComponentsImporter(CopyWriter):
     kind = "components"
     models = (CityComponent,)
 
+    #: written NULL for rows the file gives no id, given one before the attach
+    streamed_nullable = ("component_id",)
+
     def prepare(self, paths: list[Path], options: ImportOptions, report: Report) -> Prepared:
-        """Checks the layer a batch at a time (CIMTWIN_IMPORT_CHUNK_ROWS), keeping only the ids
-        for the checks across batches; the rows are read again, a batch at a time, to write."""
-        mark, seen, label, fmt, src = len(report.problems), 0, "", "", ""
-        ids, box, stamp = _Ids(), None, _stamp(paths)
+        """The file is read once, a batch at a time (CIMTWIN_IMPORT_CHUNK_ROWS): each batch
+        is checked and, while the checks pass, written to the staged partition. The report
+        and the count are complete when the last batch is staged; the runner refuses the
+        import there, before the attach, if they fail (the staged rows are dropped). A dry
+        run only checks."""
+        # 2D storage for components: heights are not surveyed for street furniture
+        prepared = Prepared(format="", source_crs="", feature_count=0, checked_in_stream=True)
+        if options.dry_run:
+            for _ in self._checked(paths, options, report, prepared):
+                pass
+            prepared.checked_in_stream = False
+            return prepared
+        checked = self._checked(paths, options, report, prepared)
+        # the first batch now: a file that cannot be read, or has no rows, is refused before
+        # the import connects, as every other import's is
+        first = next(checked, None)
+
+        def batches() -> Batches:
+            if first is not None:
+                yield first
+            yield from checked
+
+        prepared.streams[CityComponent] = batches
+        return prepared
+
+    def _checked(
+        self, paths: list[Path], options: ImportOptions, report: Report, prepared: Prepared
+    ) -> Batches:
+        """Every batch checked; each sent on while no check has failed (after that the rest
+        is still checked, for the report, but nothing more is sent). Fills ``prepared``'s
+        count, format, CRS and extent as it goes."""
+        mark, label, ids, box = len(report.problems), "", _Ids(), None
         for part in layer_batches(
             paths, "components", ALLOWED, ["class_code"], options, report, key="component_id"
         ):
-            label, src = part.layer.label, part.src.to_string()
-            fmt = part.layer.path.suffix
-            self._check(part, report, ids)
+            label = part.layer.label
+            prepared.format = part.layer.path.suffix.lstrip(".")
+            prepared.source_crs = part.src.to_string()
+            frame = self._check(part, report, ids)
             box = _union(box, bbox(part.geoms))
-            seen += len(part.attrs)
+            prepared.feature_count += len(part.attrs)
+            if not report.failed(options.strict):
+                yield frame, part.geoms
         ids.report_duplicates(label, report)
         rank = {rule: i for i, rule in enumerate(CHECK_ORDER)}
         report.problems[mark:] = sorted(
             report.problems[mark:], key=lambda p: rank.get(p.rule, len(rank))
         )
-        # 2D storage for components: heights are not surveyed for street furniture
-        return Prepared(
-            format=fmt.lstrip("."),
-            source_crs=src,
-            feature_count=seen,
-            streams={CityComponent: lambda: self._batches(paths, options, seen, stamp)},
-            extra={"generate_ids": ids.missing, "id_top": ids.top},
-            bbox=box,
-        )
+        prepared.bbox = box
+        prepared.extra["generate_ids"] = ids.missing
 
     @staticmethod
     def _frame(attrs: pd.DataFrame, geoms: np.ndarray) -> pd.DataFrame:
@@ -156,8 +178,9 @@ class ComponentsImporter(CopyWriter):
         }
         return pd.DataFrame({**cols, "geom": geoms}, index=attrs.index)
 
-    def _check(self, part: LayerBatch, report: Report, seen: _Ids) -> None:
-        """The checks of one batch's rows; ids are kept in ``seen`` for the duplicate check."""
+    def _check(self, part: LayerBatch, report: Report, seen: _Ids) -> pd.DataFrame:
+        """The checks of one batch's rows, which it returns as they are written; ids are kept
+        in ``seen`` for the duplicate check."""
         label, ids, frame = part.layer.label, part.ids, self._frame(part.attrs, part.geoms)
         cls = frame["class_code"]
         unknown = (cls.notna() & ~cls.isin(list(component_classes()))).to_numpy()
@@ -205,35 +228,7 @@ class ComponentsImporter(CopyWriter):
             label, ids[good][other], "component-id-county", WARNING, f"id is not in county {county}"
         )
         seen.add(cid, good, np.asarray(part.layer.frame.index), part.start)
-
-    def _batches(
-        self, paths: list[Path], options: ImportOptions, count: int, stamp: tuple
-    ) -> Batches:
-        """The rows again, a batch at a time, as they are written (the problems were
-        reported by the check). A file changed since it was checked is refused: its rows
-        were not the ones checked."""
-        sent = 0
-        for part in layer_batches(
-            paths, "components", ALLOWED, ["class_code"], options, Report(), key="component_id"
-        ):
-            if _stamp(paths) != stamp:
-                break
-            sent += len(part.attrs)
-            yield self._frame(part.attrs, part.geoms), part.geoms
-        if sent != count or _stamp(paths) != stamp:
-            raise ImportFailed(
-                f"{paths[0]}: the file changed while it was imported; nothing was written "
-                "(import it again once it is complete)"
-            )
-
-    def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
-        if prepared.extra.get("generate_ids"):
-            rows = prepared.streams[CityComponent]
-            nxt = self._next_sequences(conn, prepared.extra.get("id_top", {}))
-            prepared = replace(
-                prepared, streams={CityComponent: lambda: self._with_ids(rows(), nxt)}
-            )
-        return super().write(conn, prepared, batch_id)
+        return frame
 
     def before_attach(self, model, prepared: Prepared):
         """Component ids are unique across datasets: refuse ids another dataset holds (the
@@ -241,6 +236,8 @@ class ComponentsImporter(CopyWriter):
         replacing = list(prepared.extra.get("replacing", []))
 
         def check(conn: psycopg.Connection, staging) -> None:
+            if prepared.extra.get("generate_ids"):
+                _generate_ids(conn, staging)
             rows = conn.execute(
                 psycopg.sql.SQL(
                     "SELECT s.component_id, b.dataset FROM {} s JOIN {} c USING (component_id) "
@@ -255,49 +252,43 @@ class ComponentsImporter(CopyWriter):
 
         return check
 
-    @staticmethod
-    def _next_sequences(conn: psycopg.Connection, top: dict[str, int]) -> dict[str, int]:
-        """The next free sequence per class: after the twin's ids and the file's."""
-        county = get_settings().county_code
-        taken: dict[str, int] = dict(
-            conn.execute(
-                f"SELECT substr(component_id, 7, 4), max(substr(component_id, 11, 6)::int) "
-                f"FROM {table(CityComponent)} WHERE component_id LIKE %s GROUP BY 1",
-                (county + "%",),
-            ).fetchall()
+
+def _generate_ids(conn: psycopg.Connection, staging: psycopg.sql.Composable) -> None:
+    """Ids for the staged components the file gave none: the next free sequences per class
+    of the twin's county, after the twin's ids and the file's, in file order (the order of
+    the serial ``id`` the COPY gave the rows)."""
+    county = get_settings().county_code
+    like = county + "%"
+    top = psycopg.sql.SQL(
+        "SELECT substr(component_id, 7, 4) AS code, max(substr(component_id, 11, 6)::int) AS seq "
+        "FROM (SELECT component_id FROM {t} WHERE component_id LIKE %(like)s UNION ALL "
+        "SELECT component_id FROM {s} WHERE component_id LIKE %(like)s) ids GROUP BY 1"
+    ).format(t=identifier(CityComponent), s=staging)
+    need = psycopg.sql.SQL(
+        "SELECT n.id, n.class_code, coalesce(top.seq, 0) + n.k AS seq FROM "
+        "(SELECT id, class_code, row_number() OVER (PARTITION BY class_code ORDER BY id) AS k "
+        "FROM {s} WHERE component_id IS NULL) n LEFT JOIN ({top}) top ON top.code = n.class_code"
+    ).format(s=staging, top=top)
+    full = conn.execute(
+        psycopg.sql.SQL(
+            "SELECT class_code, max(seq) FROM ({}) x GROUP BY 1 HAVING max(seq) > %(most)s"
+        ).format(need),
+        {"like": like, "most": SEQ_MAX},
+    ).fetchall()
+    if full:
+        listed = ", ".join(code for code, _ in full)
+        raise ImportFailed(
+            f"no free component id left in county {county} for class(es) {listed} "
+            f"(sequences end at {SEQ_MAX}); nothing was written"
         )
-        for code, seq in top.items():
-            taken[code] = max(taken.get(code, 0), seq)
-        return {code: seq + 1 for code, seq in taken.items()}
-
-    @staticmethod
-    def _with_ids(batches: Batches, nxt: dict[str, int]) -> Batches:
-        """Ids for components delivered without one: the next free sequence per class, in
-        file order."""
-        county = get_settings().county_code
-        for frame, geoms in batches:
-            missing = frame["component_id"].isna()
-            if missing.any():
-                for code, idx in (
-                    frame.index[missing.to_numpy()].groupby(frame["class_code"][missing]).items()
-                ):
-                    start = nxt.get(code, 1)
-                    nxt[code] = start + len(idx)
-                    frame.loc[idx, "component_id"] = [
-                        f"{county}{code}{s:06d}" for s in range(start, start + len(idx))
-                    ]
-            yield frame, geoms
-
-
-def _stamp(paths: list[Path]) -> tuple:
-    """Size and modification time of the files (and a Shapefile's sidecars)."""
-    out = []
-    for p in paths:
-        for part in [p, *(p.with_suffix(s) for s in (".dbf", ".shx"))]:
-            if part.exists():
-                st = part.stat()
-                out.append((str(part), st.st_size, st.st_mtime_ns))
-    return tuple(out)
+    conn.execute(
+        psycopg.sql.SQL(
+            "UPDATE {s} c SET component_id = "
+            "%(county)s || g.class_code || lpad(g.seq::text, 6, '0') "
+            "FROM ({need}) g WHERE c.id = g.id"
+        ).format(s=staging, need=need),
+        {"like": like, "county": county},
+    )
 
 
 def _union(a, b):

@@ -123,18 +123,18 @@ def _run_prepared(
     result = ImportResult(
         importer.kind, dataset, None, "validated", report=report, prepared=prepared
     )
-    if report.failed(options.strict):
-        n_err, n_warn = len(report.errors), len(report.warnings)
-        why = f"{n_err} error(s)" + (
-            f", {n_warn} warning(s) under --strict" if options.strict else ""
-        )
-        raise ImportFailed(f"{importer.kind} import refused: {why}; nothing was written", report)
-    if prepared.feature_count == 0 and not options.allow_empty:
-        # a header-only export would otherwise replace the dataset with nothing
-        raise ImportFailed(
-            f"{importer.kind}: no rows in {', '.join(p.name for p in paths)}; nothing was "
-            f"written (pass --allow-empty to empty dataset {dataset!r} on purpose)"
-        )
+
+    def verdict() -> None:
+        _refuse_failed(importer, paths, options, dataset, report, prepared)
+
+    # a streamed import's checks end while it is written; what its first batch already
+    # tells (a failed check, no rows at all) is said before it connects
+    if (
+        not prepared.checked_in_stream
+        or report.failed(options.strict)
+        or not prepared.feature_count
+    ):
+        verdict()
     if options.dry_run:
         return result
 
@@ -202,16 +202,26 @@ def _run_prepared(
                 if model not in partitioned:
                     bulk.delete_batches(conn, model, old_ids)
             prepared.extra["replacing"] = old_ids
+            prepared.extra["verdict"] = verdict
             # staged partitions are committed tables: if anything before the commit fails,
             # they are dropped once the transaction is rolled back
             try:
                 counts = importer.write(conn, prepared, batch_id)
                 for model in reversed(partitioned):
                     bulk.delete_batches(conn, model, old_ids)
+                # what a stream's checks found is known only now
                 conn.execute(
                     f"UPDATE {T.import_batch} SET status = 'succeeded', counts = %s, "
+                    "format = %s, source_crs = %s, feature_count = %s, warning_count = %s, "
                     "finished_at = now() WHERE id = %s",
-                    (Jsonb(counts), batch_id),
+                    (
+                        Jsonb(counts),
+                        prepared.format,
+                        prepared.source_crs,
+                        prepared.feature_count,
+                        len(report.warnings),
+                        batch_id,
+                    ),
                 )
                 if old_ids:
                     conn.execute(
@@ -248,6 +258,29 @@ def _run_prepared(
         raise ImportFailed(f"database error, import rolled back: {exc}") from exc
     result.batch_id, result.status, result.counts = batch_id, "succeeded", counts
     return result
+
+
+def _refuse_failed(
+    importer: Importer,
+    paths: list[Path],
+    options: ImportOptions,
+    dataset: str,
+    report: Report,
+    prepared: Prepared,
+) -> None:
+    """Raise ImportFailed if the checks failed, or if there is nothing to import."""
+    if report.failed(options.strict):
+        n_err, n_warn = len(report.errors), len(report.warnings)
+        why = f"{n_err} error(s)" + (
+            f", {n_warn} warning(s) under --strict" if options.strict else ""
+        )
+        raise ImportFailed(f"{importer.kind} import refused: {why}; nothing was written", report)
+    if prepared.feature_count == 0 and not options.allow_empty:
+        # a header-only export would otherwise replace the dataset with nothing
+        raise ImportFailed(
+            f"{importer.kind}: no rows in {', '.join(p.name for p in paths)}; nothing was "
+            f"written (pass --allow-empty to empty dataset {dataset!r} on purpose)"
+        )
 
 
 def _roll_back(conn: psycopg.Connection) -> None:
