@@ -114,7 +114,7 @@ def test_a_failure_in_a_later_chunk_leaves_nothing_written(
     sent, are rolled back with the rest, and the error says so (no traceback)."""
     url = with_grids
     chunk_rows(250)
-    make_hex, calls = bulk.geometry_hex, []
+    make_hex, calls = bulk.ewkb_hex_arrow, []
 
     def failing(geoms, *args, **kwargs):
         calls.append(len(geoms))
@@ -122,7 +122,7 @@ def test_a_failure_in_a_later_chunk_leaves_nothing_written(
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return make_hex(geoms, *args, **kwargs)
 
-    monkeypatch.setattr(bulk, "geometry_hex", failing)
+    monkeypatch.setattr(bulk, "ewkb_hex_arrow", failing)
     before = table_fingerprint(url)
     with pytest.raises(ImportFailed, match="database error, import rolled back"):
         run_import(

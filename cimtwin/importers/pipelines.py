@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import shapely
 
 from cimtwin import memory
@@ -325,7 +326,8 @@ class PipelinesImporter(CopyWriter):
         ex, ny, gr = (nodes[c].to_numpy() for c in ("ex", "ny", "ground"))
         # held as WKB until written: 200 000 GEOS points took 44 MB, their WKB 13 MB
         gz = np.nan_to_num(gr)
-        node_geoms = bulk.wkb_in_chunks(lambda r: shapely.points(ex[r], ny[r], gz[r]), len(ex), 3)
+        node_wkb = bulk.points_wkb(np.column_stack([ex, ny, gz]))
+        node_geoms = pd.arrays.ArrowExtensionArray(node_wkb)
         node_frame = pd.DataFrame(
             {
                 "point_no": nodes["point_no"],
@@ -351,13 +353,8 @@ class PipelinesImporter(CopyWriter):
         za, zb = ref_a + centre_shift, ref_b + centre_shift
         written_row = np.where(good_nodes, np.cumsum(good_nodes) - 1, -1)
         za, zb, vertices = np.round(za, 4), np.round(zb, 4), s["vertices"].to_numpy()
-        lengths = np.empty(len(fa))
-
-        def lines(r: slice) -> np.ndarray:
-            geoms, lengths[r] = centre_lines(ex, ny, fa[r], fb[r], za[r], zb[r], vertices[r])
-            return geoms
-
-        line_geoms = bulk.wkb_in_chunks(lines, len(fa), 3)
+        line_wkb, lengths = centre_lines(ex, ny, fa, fb, za, zb, vertices)
+        line_geoms = pd.arrays.ArrowExtensionArray(line_wkb)
         seg_frame = pd.DataFrame(
             {
                 # ends as rows of the node frame: ids are given in its order when written
@@ -393,7 +390,9 @@ class PipelinesImporter(CopyWriter):
             copy=False,
         )
         bbox = _bbox(ex[good_nodes], ny[good_nodes])
-        return node_frame, seg_frame, node_geoms[good_nodes], bbox
+        # for the grid assignment: the written nodes' WKB
+        shapes = node_wkb.filter(pa.array(good_nodes)).to_numpy(zero_copy_only=False)
+        return node_frame, seg_frame, shapes, bbox
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
