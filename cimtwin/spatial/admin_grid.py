@@ -103,8 +103,13 @@ class GridIndex:
             for at in range(0, len(geoms), WKB_CHUNK):
                 out[at : at + WKB_CHUNK] = self.assign(shapely.from_wkb(geoms[at : at + WKB_CHUNK]))
             return out
-        # points as they are: a point on the surface of each copied a district's 200 000
-        pts = geoms if (shapely.get_type_id(geoms) == 0).all() else shapely.point_on_surface(geoms)
+        # points as they are, a point on the surface of the others: made for every geometry,
+        # it copied a district's 500 000 components (0.4 s) for its 5 000 lines and areas
+        pts = geoms
+        others = np.flatnonzero(shapely.get_type_id(geoms) > 0)  # None is -1, a point 0
+        if len(others):
+            pts = geoms.copy()
+            pts[others] = shapely.point_on_surface(geoms[others])
         src, hit = self.tree.query(pts, predicate="intersects")
         if len(src):
             # lowest code wins: hits are sorted by tree index = by code

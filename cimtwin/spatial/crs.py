@@ -62,8 +62,10 @@ def storage_to_lonlat(x: float, y: float) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
+@lru_cache(maxsize=64)
 def projected_bounds(crs: str | int) -> tuple[float, float, float, float]:
-    """The CRS's area of use expressed in its own (x, y) units, for plausibility checks."""
+    """The CRS's area of use expressed in its own (x, y) units, for plausibility checks
+    (kept: an import checks each batch of its layer against the same CRS)."""
     c = CRS.from_user_input(crs)
     aou = c.area_of_use
     if aou is None:
