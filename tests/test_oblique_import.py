@@ -19,6 +19,7 @@ from cimtwin.api.threed import list_tilesets
 from cimtwin.db.engine import libpq_dsn
 from cimtwin.importers.base import ImportOptions
 from cimtwin.importers.oblique.importer import ObliqueImporter
+from cimtwin.importers.oblique.rebuild import rebuild
 from cimtwin.importers.runner import ImportFailed, run_import
 from cimtwin.spatial.model import SCHEMA
 from cimtwin.tiles.store import open_store
@@ -176,9 +177,22 @@ def test_an_import_into_a_bucket_uploads_the_tileset_after_the_commit(
         for rel in uploaded:
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / rel).write_bytes(fs.cat_file(f"cimtwin-oblique/3d/oblique-single_s3/{rel}"))
+        (row,) = rows(scratch_database, "single_s3")
+        # build-3d --layers oblique into the bucket: the production found by its footprint,
+        # re-imported as a new batch, its tileset uploaded again
+        x, y = row[8], row[9]
+        built = rebuild(scratch_database, store, area=(x - 1, y - 1, x + 1, y + 1))
+        again = store.file_sizes("oblique-single_s3")
+        rebuilt = json.loads(fs.cat_file("cimtwin-oblique/3d/oblique-single_s3/tileset.json"))
     assert result.status == "succeeded"
     assert "tileset.json" in uploaded and "tiles/stale.glb" not in uploaded
     validate(tmp_path / "tileset.json")
-    (row,) = rows(scratch_database, "single_s3")
     assert row[7] in uploaded and uploaded[row[7]] > 0
+    assert [b.tileset for b in built] == ["oblique-single_s3"]
+    assert built[0].path == "s3://cimtwin-oblique/3d/oblique-single_s3/tileset.json"
+    assert built[0].built == 1 and built[0].bytes == sum(again.values())
+    assert again.keys() == uploaded.keys()
+    assert rebuilt == json.loads((tmp_path / "tileset.json").read_text())
+    (new_row,) = rows(scratch_database, "single_s3")
+    assert new_row[11] != row[11]  # a new batch's row replaced the first
     assert not list(Path(tempfile.gettempdir()).glob("cimtwin-oblique-single_s3-*"))
