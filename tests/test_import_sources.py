@@ -169,6 +169,7 @@ def test_local_grid_similarity_round_numbers() -> None:
         "a,a\n1,2\n",  # duplicate headers: pandas renames
         'a,b\n1, "x, y"\n',  # a space before a quote: pandas' skipinitialspace
         "点号 , 特征\r\nJS1,\u3000三通\u3000\r\nJS2,\t\r\n",  # CRLF, padded header, wide spaces
+        "点号,特征\nJS1,\u3000三通\nJS2,弯头\u3000\n",  # a column padded with wide spaces only
     ],
 )
 def test_arrow_and_pandas_csv_readers_give_the_same_table(tmp_path: Path, text: str) -> None:

@@ -52,10 +52,16 @@ def reserve_ids(conn: psycopg.Connection, model: type[Base], n: int) -> np.ndarr
         "SELECT pg_get_serial_sequence(%s, 'id')",
         (f"{schema_of(model)}.{table_of(model).name}",),
     )[0]
-    rows = conn.execute(
-        "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n)
-    ).fetchall()
-    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+    # one int8[] in binary: a district's 200 000 result rows took twice as long as tuples
+    row = conn.execute(
+        "SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)",
+        (seq, n),
+        binary=True,
+    ).fetchone()
+    ids = np.asarray(row[0] if row else [], dtype=np.int64)
+    if len(ids) != n:
+        raise RuntimeError(f"{table_of(model).name}: asked for {n} ids, got {len(ids)}")
+    return ids
 
 
 def geometry_hex(geoms: np.ndarray | Sequence, dims: int = 2, srid: int = SRID) -> np.ndarray:
