@@ -30,10 +30,17 @@ LISTED = 5
 
 
 def counties_of(grid_codes: Sequence[str | None] | np.ndarray) -> np.ndarray:
-    """The county of each grid code (its first six digits); None where there is none."""
-    codes = pd.Series(np.asarray(grid_codes, dtype=object), dtype=object)
-    has = codes.notna() & (codes != "")
-    return codes.str[:COUNTY_DIGITS].where(has, None).to_numpy(dtype=object)
+    """The county of each grid code (its first six digits); None where there is none.
+
+    Worked out once per distinct code (a district's 500 000 components lie in 1 700 grids):
+    slicing every row's string took a sixth of a second."""
+    index, distinct = pd.factorize(np.asarray(grid_codes, dtype=object), use_na_sentinel=True)
+    counties = np.array(
+        [str(c)[:COUNTY_DIGITS] if isinstance(c, str) and c else None for c in distinct]
+        + [None],  # the last: what -1 (no code) takes
+        dtype=object,
+    )
+    return counties[index]
 
 
 class CountyPlacement:
