@@ -252,14 +252,7 @@ def test_rows_without_an_id_get_the_next_free_ids_in_file_order(
     )
     # the expected ids, worked out here from the twin's ids (as they were before the second
     # import) and the second file's
-    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        twin = [
-            r[0]
-            for r in conn.execute(
-                "SELECT component_id FROM cim.city_component WHERE batch_id <> %s",
-                (done.batch_id,),
-            )
-        ]
+    twin = _component_ids(scratch_database, "batch_id <> %s", done.batch_id)
     held = [i for i in [*twin, *rest["comp_id"]] if isinstance(i, str)]
     top: dict[str, int] = {}
     for cid in held:
@@ -270,15 +263,17 @@ def test_rows_without_an_id_get_the_next_free_ids_in_file_order(
         code = rest["class_cd"].iloc[k]
         top[code] = top.get(code, 0) + 1
         want.append(f"{county}{code}{top[code]:06d}")
-    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
-        stored = [
-            r[0]
-            for r in conn.execute(
-                "SELECT component_id FROM cim.city_component WHERE batch_id = %s ORDER BY id",
-                (done.batch_id,),
-            )
-        ]
+    stored = _component_ids(scratch_database, "batch_id = %s", done.batch_id)
     assert len(stored) == len(rest)
     assert [stored[k] for k in blank] == want
     kept = [k for k in range(len(rest)) if k not in blank]
     assert [stored[k] for k in kept] == rest["comp_id"].iloc[kept].tolist()
+
+
+def _component_ids(url: str, where: str, batch_id: int) -> list[str]:
+    """The stored component ids of the rows ``where`` picks, in the order they were written."""
+    with psycopg.connect(libpq_dsn(url)) as conn:
+        rows = conn.execute(
+            f"SELECT component_id FROM cim.city_component WHERE {where} ORDER BY id", (batch_id,)
+        )
+        return [r[0] for r in rows]
