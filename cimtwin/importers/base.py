@@ -48,7 +48,7 @@ class Prepared:
     frames: dict[type[Base], pd.DataFrame] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     bbox: tuple[float, float, float, float] | None = None  # storage CRS, for cache invalidation
-    #: tables whose rows are read again from the source to be written, a batch at a time:
+    #: tables whose rows are read from the source as they are written, a batch at a time:
     #: each call gives (frame, storage geometries) batches (see :meth:`CopyWriter.write`)
     streams: dict[type[Base], Callable[[], Iterator[tuple[pd.DataFrame, Any]]]] = field(
         default_factory=dict
