@@ -37,7 +37,8 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     not the largest child so far)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # cwd: ``python -m`` puts it first on sys.path, so it names the checkout measured
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -60,6 +61,7 @@ def main() -> None:
             [*CIMTWIN, "samples", "generate", str(args.data), "--scale", "district"],
             check=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
         )
     url = sqlalchemy_url().set(database=f"cimtwin_bench_{os.getpid()}")
     url_s = url.render_as_string(hide_password=False)
