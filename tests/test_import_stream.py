@@ -277,3 +277,44 @@ def _component_ids(url: str, where: str, batch_id: int) -> list[str]:
             f"SELECT component_id FROM cim.city_component WHERE {where} ORDER BY id", (batch_id,)
         )
         return [r[0] for r in rows]
+
+
+def test_a_warning_late_in_the_file_fails_a_strict_import_and_is_counted_otherwise(
+    scratch_database: str, tmp_path: Path, chunk_rows
+) -> None:
+    """Under --strict a warning fails the import like an error, also when it is found in a
+    batch after rows were staged; without --strict the import succeeds and its batch row
+    counts the warning, which was only known once the last batch was read."""
+    from tests.conftest import table_fingerprint
+
+    frame = gpd.read_file(COMPONENTS, engine="pyogrio").iloc[:900].copy()
+    frame["comp_id"] = [
+        f"440309{code}{700_000 + i:06d}" for i, code in enumerate(frame["class_cd"])
+    ]
+    late = 850  # in the ninth batch of 97
+    frame.iloc[late, frame.columns.get_loc("comp_id")] = (
+        "440301" + frame["comp_id"].iloc[late][6:]
+    )  # another county: a warning
+    path = tmp_path / "late_warning.gpkg"
+    frame.to_file(path, driver="GPKG", engine="pyogrio", layer="component")
+    chunk_rows(97)
+    before = table_fingerprint(scratch_database)
+    with pytest.raises(ImportFailed, match=r"0 error\(s\), 1 warning\(s\) under --strict"):
+        run_import(
+            importer_for("components"),
+            [path],
+            ImportOptions(dataset="late-warning", strict=True),
+            scratch_database,
+        )
+    assert table_fingerprint(scratch_database) == before
+    done = run_import(
+        importer_for("components"), [path], ImportOptions(dataset="late-warning"), scratch_database
+    )
+    assert [p.rule for p in done.report.warnings] == ["component-id-county"]
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        row = conn.execute(
+            "SELECT feature_count, warning_count, format, source_crs FROM cim.import_batch "
+            "WHERE id = %s",
+            (done.batch_id,),
+        ).fetchone()
+    assert row == (900, 1, "gpkg", frame.crs.to_string())
