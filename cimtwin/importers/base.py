@@ -55,7 +55,7 @@ class Prepared:
     )
     #: the rows are checked as they are streamed (the file read once): the report, the count
     #: and the extent are complete only once they are staged, and the runner's verdict
-    #: (``extra["verdict"]``) is taken then, before any partition is attached
+    #: (``extra["verdict"]``) is taken then, before their indexes are built
     checked_in_stream: bool = False
 
 
@@ -105,9 +105,6 @@ class CopyWriter:
             staging.claim(conn, batch_id)
         try:
             counts = self._write_models(conn, prepared, batch_id, staged)
-            verdict = prepared.extra.get("verdict")
-            if prepared.checked_in_stream and verdict is not None:
-                verdict()  # the checks of the rows just staged: refused, nothing is attached
             for part, check in staged:
                 part.attach(conn, check)
         finally:
@@ -216,6 +213,9 @@ class CopyWriter:
             model,
             frames(),
             batch_id,
+            # a stream checked as it is read: the runner's verdict once all rows are in,
+            # before the indexes are built and anything is attached
+            copied=prepared.extra.get("verdict") if prepared.checked_in_stream else None,
             nullable=(
                 *self.streamed_nullable,
                 *(("county_code",) if counties is not None and counties.defers else ()),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -173,11 +173,14 @@ def stage(
     frames: pd.DataFrame | Iterable[pd.DataFrame],
     batch_id: int,
     nullable: Sequence[str] = (),
+    copied: Callable[[], None] | None = None,
 ) -> StagedPartition:
     """COPY one batch of ``model`` into a committed table and start building its indexes.
 
     ``conn`` is the import's connection: it must have :func:`claim`-ed ``batch_id``. The
-    ``nullable`` columns may arrive NULL (they must hold a value before the attach)."""
+    ``nullable`` columns may arrive NULL (they must hold a value before the attach).
+    ``copied()`` runs once the rows are in, before any index is built: a streamed import's
+    verdict, so a refused one does not wait for indexes it will drop."""
     name = partition_name(model, batch_id)
     copier = side_connection(conn, "staging")
     staged = StagedPartition(model, batch_id, name, 0, tuple(nullable), [copier])
@@ -200,6 +203,8 @@ def stage(
         staged.rows = copy_frames(
             copier, model, (f.assign(batch_id=batch_id) for f in batches), target=name
         )
+        if copied is not None:
+            copied()
         statements = _build_statements(copier, model, name)
         builders = [copier] + [
             side_connection(conn, "staging") for _ in range(min(BUILDERS, len(statements)) - 1)
