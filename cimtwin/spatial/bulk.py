@@ -12,7 +12,7 @@ import io
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from queue import Full, Queue
 from typing import Any, TypeVar
 
@@ -31,8 +31,6 @@ from cimtwin.spatial.base import SRID, Base, schema_of, table_of
 from cimtwin.spatial.sql_toolkit import identifier
 
 T = TypeVar("T")
-#: geometries made at a time by :func:`wkb_in_chunks`
-WKB_CHUNK = 50_000
 #: CSV sent between two heap trims (a trim walks the heap: not after every small chunk)
 TRIM_EVERY_BYTES = 16 * 2**20
 #: chunks made ahead of the COPY (each ``import_chunk_rows`` rows of CSV)
@@ -119,17 +117,6 @@ def _fixed_binary(rows: np.ndarray) -> pa.BinaryArray:
     )
 
 
-def wkb_in_chunks(make: Callable[[slice], np.ndarray], n: int, dims: int) -> np.ndarray:
-    """WKB of ``make(rows)``'s geometries, made ``WKB_CHUNK`` rows at a time: freed GEOS
-    objects are small blocks the allocator keeps, so making them all first and converting
-    after left the import's memory as high as if it still held them."""
-    out = np.empty(n, dtype=object)
-    for at in range(0, n, WKB_CHUNK):
-        rows = slice(at, min(at + WKB_CHUNK, n))
-        out[rows] = to_wkb(make(rows), dims)
-    return out
-
-
 def wkb_hex(wkb: np.ndarray | Sequence, srid: int = SRID) -> np.ndarray:
     """Hex EWKB from little-endian WKB (None stays None), as Python strings
     (:func:`ewkb_hex_arrow` made into an object array)."""
@@ -146,11 +133,9 @@ def ewkb_hex_arrow(
     It is done to the whole array's bytes at once, in numpy, and hex-encoded in one call:
     a Python loop over the geometries cost a district's import a fifth of a second per
     table."""
-    arr = (
-        (wkb.combine_chunks() if isinstance(wkb, pa.ChunkedArray) else wkb)
-        if isinstance(wkb, pa.Array | pa.ChunkedArray)
-        else pa.array(np.asarray(wkb, dtype=object), type=pa.binary())
-    )
+    if isinstance(wkb, pa.ChunkedArray):
+        wkb = wkb.combine_chunks()
+    arr = wkb if isinstance(wkb, pa.Array) else pa.array(np.asarray(wkb, dtype=object), pa.binary())
     if arr.offset:  # a slice: its own buffers, so offsets and bits start at 0
         arr = pa.concat_arrays([arr])
     n = len(arr)
