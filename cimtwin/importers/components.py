@@ -118,9 +118,8 @@ class ComponentsImporter(CopyWriter):
         """The file is read once, a batch at a time (CIMTWIN_IMPORT_CHUNK_ROWS): each batch
         is checked and, while the checks pass, written to the staged partition. The report
         and the count are complete when the last batch is staged; the runner refuses the
-        import there, before the attach, if they fail (the staged rows are dropped). A dry
-        run only checks."""
-        # 2D storage for components: heights are not surveyed for street furniture
+        import there, before the staged rows are indexed, if they fail (they are dropped).
+        A dry run only checks. Storage is 2D: heights are not surveyed for street furniture."""
         prepared = Prepared(format="", source_crs="", feature_count=0, checked_in_stream=True)
         if options.dry_run:
             for _ in self._checked(paths, options, report, prepared):
