@@ -8,9 +8,12 @@ with both left as they are, a pipelines import's peak held 130 MB of freed memor
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import gc
 import sys
+from collections.abc import Iterator
 
 #: glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -48,3 +51,26 @@ def trim() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+#: young objects allowed before the collector runs, while a command does bulk work (CPython's
+#: default is 2 000): an import makes and drops millions of small containers, none of them
+#: cyclic garbage worth a pass over the heap
+BULK_GEN0_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run a bulk command with the cyclic collector mostly out of the way: the objects alive at
+    the start (the modules', about 150 000 once an importer is loaded) are frozen so that full
+    collections skip them, and young collections are 50x fewer. A district components import
+    spent 0.8 s in the collector, 0.25 s with this. Reference counting frees everything as
+    before; only cyclic garbage waits longer."""
+    saved = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(BULK_GEN0_THRESHOLD, *saved[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()

@@ -140,7 +140,7 @@ def import_command(
     import getpass
 
     from cimtwin.importers.runner import ImportFailed, ImportOptions, run_import
-    from cimtwin.memory import return_freed_memory
+    from cimtwin.memory import fewer_collections, return_freed_memory
 
     return_freed_memory()
     check_paths(paths, folders=kind.value in FOLDER_KINDS)
@@ -184,7 +184,8 @@ def import_command(
 
         options.progress = step
         try:
-            result = run_import(importer, paths, options)
+            with fewer_collections():
+                result = run_import(importer, paths, options)
         except ImportFailed as exc:
             if exc.report is not None:
                 exc.report.print_summary(console)
