@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 
@@ -22,7 +23,6 @@ def test_fewer_collections_freezes_and_restores() -> None:
 
 def test_cyclic_garbage_is_still_collected() -> None:
     """Cycles made during the bulk work are freed by a collection; they only wait longer."""
-    import weakref
 
     class Node:
         pass
