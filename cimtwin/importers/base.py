@@ -81,6 +81,10 @@ class Importer(Protocol):
         """Write ``prepared`` inside the caller's transaction; return row counts per table."""
 
 
+#: what a table's written rows keep for the tables written after it (:meth:`county_codes`)
+WRITTEN_KEYS = ("id", "county_code")
+
+
 class CopyWriter:
     """``write`` for importers whose prepared frames go straight into their tables.
 
@@ -130,7 +134,9 @@ class CopyWriter:
             if model in prepared.streams:
                 counts.update(self._write_stream(conn, model, prepared, batch_id, staged))
                 continue
-            df = prepared.frames.get(model)
+            # handed over: a table's rows are let go once sent (a pipe network's nodes were
+            # held through the COPY of its pipes)
+            df = prepared.frames.pop(model, None)
             if df is None:
                 continue
             df = df.assign(batch_id=batch_id)
@@ -143,13 +149,14 @@ class CopyWriter:
                 df["county_code"] = self._counties(
                     conn, model, df, written, placement, batch_id, shapes.get(model)
                 )
-            written[model] = df
             if bulk.is_partitioned(model):
                 part = staging.stage(conn, model, df, batch_id)
                 staged.append((part, self.before_attach(model, prepared)))
                 counts[model.__tablename__] = part.rows
             else:
                 counts[model.__tablename__] = bulk.copy_frame(conn, model, df)
+            written[model] = df[[c for c in WRITTEN_KEYS if c in df.columns]]
+            del df
         return counts
 
     def _write_stream(
@@ -231,7 +238,8 @@ class CopyWriter:
         self, model: type[Base], frame: pd.DataFrame, written: dict[type[Base], pd.DataFrame]
     ) -> Any:
         """The county of each row of a table without a grid code, from rows written before
-        it in this import (``written``, e.g. a pipe's from-node); None: not placed here."""
+        it in this import (``written``: their :data:`WRITTEN_KEYS`, e.g. a pipe's from-node's
+        id and county); None: not placed here."""
         return None
 
     def _counties(self, conn, model, df, written, placement, batch_id: int, shapes) -> Any:

@@ -198,11 +198,150 @@ def lookup(values: pd.Series, fn) -> np.ndarray:
 def check_lines(
     ln: pd.DataFrame, nodes: pd.DataFrame, report: Report, survey: bool = True
 ) -> pd.DataFrame:
+    """The line checks, row by row and across lines; the checked pipes as a frame. ``ln`` is
+    consumed: each source column is dropped once checked, so a district's source text (58 MB)
+    and the checked columns are not held at once. The shared-point check runs on the result
+    (:func:`shared_point_consistency`), once the caller has let the source go."""
     f, r = ln["_file"].to_numpy(), ln["_row"].to_numpy()
     flag = flagger(report, f, r)
 
     types = {t.minor_code: t.major_code for t in pipeline_types()}
     a, b = ln["from_point"], ln["to_point"]
+    ia_i, ib_i, ok, lt = _line_ends(ln, a, b, nodes, flag)
+    if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
+        # links (twin mains, pumps side by side) are separate links with their own ids
+        _flag_duplicate_segments(a, b, ok, flag)
+    net = ln.pop("network").str.upper()
+    # the start point's network, taken in Arrow (no Python string per pipe)
+    start_net = pd.Series(nodes["network"].array.take(ia_i), index=ln.index)
+    net = net.mask(net == "", start_net.where(ok, ""))
+    mism = ok & (net != start_net).to_numpy()
+    flag(
+        mism,
+        "network-mismatch",
+        ERROR,
+        [
+            f"line network {n} differs from its start point's {m}"
+            for n, m in zip(net[mism], start_net[mism], strict=True)
+        ],
+    )
+    sub = ln.pop("subtype").str.upper()
+    badsub = (sub != "") & (sub.map(types).fillna("") != net)
+    flag(
+        badsub,
+        "subtype-unknown",
+        ERROR,
+        [
+            f"subtype {s!r} is not a CJJ 61 subtype of {n}"
+            for s, n in zip(sub[badsub], net[badsub], strict=True)
+        ],
+    )
+    # numbers
+    num = {}
+    for col in (
+        "from_depth",
+        "to_depth",
+        "diameter",
+        "build_year",
+        "voltage",
+        "cable_count",
+        "holes_total",
+        "holes_used",
+    ):
+        text = ln.pop(col)
+        num[col], bad = parse_numbers(text)
+        flag(bad, "not-a-number", ERROR, [f"{col} {v!r} is not a number" for v in text[bad]])
+    section = ln.pop("section")
+    width, height = section_sizes(section)
+    badsec = (section != "").to_numpy() & np.isnan(width)
+    flag(
+        badsec,
+        "section-format",
+        ERROR,
+        [f"section {v!r} is not WIDTHxHEIGHT in mm" for v in section[badsec]],
+    )
+    del section
+    # dictionaries: names or codes accepted
+    coded = {}
+    for col, dict_name in (
+        ("material", "material"),
+        ("burial", "burial"),
+        ("status", "status"),
+    ):
+        codes = attribute_codes(dict_name)
+        by_name = {v: k for k, v in codes.items()}
+        vals = ln.pop(col)
+        # object dtype: an all-empty column must not become a typed all-null column
+        code = pd.Series(
+            lookup(vals, lambda v, c=codes, n=by_name: v if v in c else n.get(v)),
+            index=vals.index,
+            dtype=object,
+        )
+        unknown = (vals != "").to_numpy() & code.isna().to_numpy()
+        flag(
+            unknown,
+            f"{col}-unknown",
+            ERROR,
+            [f"{col} {v!r} is not in the CJJ 61 {dict_name} dictionary" for v in vals[unknown]],
+        )
+        coded[col] = code.where(code.notna(), None)
+    # depth ranges
+    burial = coded["burial"].fillna("").to_numpy()
+    above = np.isin(burial, list(ABOVE_GROUND_BURIAL))
+    _flag_depths(num, net, above, ok, flag)
+    flow_text = ln.pop("flow")
+    flow = pd.to_numeric(flow_text.replace("", np.nan), errors="coerce").to_numpy()
+    badflow = (flow_text != "").to_numpy() & ~np.isin(flow, (-1, 0, 1))
+    flag(
+        badflow,
+        "flow-direction",
+        ERROR,
+        [f"flow direction {v!r} is not 1, -1 or empty" for v in flow_text[badflow]],
+    )
+    del flow_text
+    gravity = net.isin(GRAVITY_NETWORKS).to_numpy()
+    flow = np.where(np.isin(flow, (-1, 1)), flow, np.where(gravity, 1, 0)).astype(int)
+    size_mm = np.where(np.isfinite(num["diameter"]), num["diameter"], height)
+    _flag_uphill(a, b, ok & gravity, flow, nodes, ia_i, ib_i, num, flag)
+    seg = pd.DataFrame(
+        {
+            "from_i": ia_i,
+            "to_i": ib_i,
+            "ok": ok,
+            "network": net,
+            "subtype": sub.where(sub != "", None),
+            "from_depth": num["from_depth"],
+            "to_depth": num["to_depth"],
+            "diameter_mm": num["diameter"],
+            "width_mm": width,
+            "height_mm": height,
+            "size_mm": size_mm,
+            "material": coded["material"],
+            "burial": coded["burial"],
+            "status": coded["status"],
+            "owner": _none_if_empty(ln.pop("owner")),
+            "build_year": num["build_year"],
+            "pressure_class": _none_if_empty(ln.pop("pressure")),
+            "voltage_kv": num["voltage"],
+            "cable_count": num["cable_count"],
+            "holes_total": num["holes_total"],
+            "holes_used": num["holes_used"],
+            "road": _none_if_empty(ln.pop("road")),
+            "flow_direction": flow,
+            "link_type": lt.set_axis(ln.index),
+            "source_id": ln.get("link_id"),
+            "vertices": ln.pop("vertices") if "vertices" in ln else [[]] * len(ln),
+            "_file": f,
+            "_row": r,
+        },
+        copy=False,  # the columns as made here, not copied again
+    )
+    return seg
+
+
+def _line_ends(ln: pd.DataFrame, a: pd.Series, b: pd.Series, nodes: pd.DataFrame, flag):
+    """Each line's end nodes (rows of ``nodes``; 0 where not ``ok``), which lines have both,
+    and the link types; the end checks flagged (its temporaries go with the call)."""
     flag((a == "") | (b == ""), "line-end-missing", ERROR, "no start or end point number")
     dup_nos = set(nodes.loc[nodes["_dup"], "point_no"])
     ia, ib = node_positions(a, nodes), node_positions(b, nodes)
@@ -241,96 +380,29 @@ def check_lines(
             for x, y in zip(a[zero], b[zero], strict=True)
         ],
     )
-    if survey:  # in a survey a repeated or reversed line is a mistake; in a model parallel
-        # links (twin mains, pumps side by side) are separate links with their own ids
-        # the unordered pair of point numbers as one integer (codes of both columns at once)
-        codes = pd.factorize(pd.concat([a, b], ignore_index=True))[0].astype(np.int64) + 1
-        ca, cb = codes[: len(a)], codes[len(a) :]
-        pair = np.minimum(ca, cb) * (int(codes.max(initial=0)) + 1) + np.maximum(ca, cb)
-        dupseg = pd.Series(pair).duplicated(keep="first").to_numpy() & ok
-        flag(
-            dupseg,
-            "duplicate-segment",
-            ERROR,
-            [
-                f"segment {x}-{y} is listed twice (or reversed)"
-                for x, y in zip(a[dupseg], b[dupseg], strict=True)
-            ],
-        )
-    net = ln["network"].str.upper()
-    # the start point's network, taken in Arrow (no Python string per pipe)
-    start_net = pd.Series(nodes["network"].array.take(ia_i), index=ln.index)
-    net = net.mask(net == "", start_net.where(ok, ""))
-    mism = ok & (net != start_net).to_numpy()
+    return ia_i, ib_i, ok, lt
+
+
+def _flag_duplicate_segments(a: pd.Series, b: pd.Series, ok: np.ndarray, flag) -> None:
+    """A line listed twice, or reversed."""
+    # the unordered pair of point numbers as one integer (codes of both columns at once)
+    codes = pd.factorize(pd.concat([a, b], ignore_index=True))[0].astype(np.int64) + 1
+    ca, cb = codes[: len(a)], codes[len(a) :]
+    pair = np.minimum(ca, cb) * (int(codes.max(initial=0)) + 1) + np.maximum(ca, cb)
+    dupseg = pd.Series(pair).duplicated(keep="first").to_numpy() & ok
     flag(
-        mism,
-        "network-mismatch",
+        dupseg,
+        "duplicate-segment",
         ERROR,
         [
-            f"line network {n} differs from its start point's {m}"
-            for n, m in zip(net[mism], start_net[mism], strict=True)
+            f"segment {x}-{y} is listed twice (or reversed)"
+            for x, y in zip(a[dupseg], b[dupseg], strict=True)
         ],
     )
-    sub = ln["subtype"].str.upper()
-    badsub = (sub != "") & (sub.map(types).fillna("") != net)
-    flag(
-        badsub,
-        "subtype-unknown",
-        ERROR,
-        [
-            f"subtype {s!r} is not a CJJ 61 subtype of {n}"
-            for s, n in zip(sub[badsub], net[badsub], strict=True)
-        ],
-    )
-    # numbers
-    num = {}
-    for col in (
-        "from_depth",
-        "to_depth",
-        "diameter",
-        "build_year",
-        "voltage",
-        "cable_count",
-        "holes_total",
-        "holes_used",
-    ):
-        num[col], bad = parse_numbers(ln[col])
-        flag(bad, "not-a-number", ERROR, [f"{col} {v!r} is not a number" for v in ln[col][bad]])
-    width, height = section_sizes(ln["section"])
-    badsec = (ln["section"] != "").to_numpy() & np.isnan(width)
-    flag(
-        badsec,
-        "section-format",
-        ERROR,
-        [f"section {v!r} is not WIDTHxHEIGHT in mm" for v in ln["section"][badsec]],
-    )
-    # dictionaries: names or codes accepted
-    coded = {}
-    for col, dict_name in (
-        ("material", "material"),
-        ("burial", "burial"),
-        ("status", "status"),
-    ):
-        codes = attribute_codes(dict_name)
-        by_name = {v: k for k, v in codes.items()}
-        vals = ln[col]
-        # object dtype: an all-empty column must not become a typed all-null column
-        code = pd.Series(
-            lookup(vals, lambda v, c=codes, n=by_name: v if v in c else n.get(v)),
-            index=vals.index,
-            dtype=object,
-        )
-        unknown = (vals != "").to_numpy() & code.isna().to_numpy()
-        flag(
-            unknown,
-            f"{col}-unknown",
-            ERROR,
-            [f"{col} {v!r} is not in the CJJ 61 {dict_name} dictionary" for v in vals[unknown]],
-        )
-        coded[col] = code.where(code.notna(), None)
-    # depth ranges
-    burial = coded["burial"].fillna("").to_numpy()
-    above = np.isin(burial, list(ABOVE_GROUND_BURIAL))
+
+
+def _flag_depths(num: dict, net: pd.Series, above: np.ndarray, ok: np.ndarray, flag) -> None:
+    """Burial depths against the hard range and the network's typical one."""
     lows = lookup(net, lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[0]).astype(float)
     highs = lookup(net, lambda n: TYPICAL_DEPTH.get(n, HARD_DEPTH)[1]).astype(float)
     for col, end in (("from_depth", "start"), ("to_depth", "end")):
@@ -357,22 +429,25 @@ def check_lines(
         )
         missing = ok & ~np.isfinite(d) & ~above
         flag(missing, "depth-missing", ERROR, f"no {end} depth")
-    flow = pd.to_numeric(ln["flow"].replace("", np.nan), errors="coerce").to_numpy()
-    badflow = (ln["flow"] != "").to_numpy() & ~np.isin(flow, (-1, 0, 1))
-    flag(
-        badflow,
-        "flow-direction",
-        ERROR,
-        [f"flow direction {v!r} is not 1, -1 or empty" for v in ln["flow"][badflow]],
-    )
-    gravity = net.isin(GRAVITY_NETWORKS).to_numpy()
-    flow = np.where(np.isin(flow, (-1, 1)), flow, np.where(gravity, 1, 0)).astype(int)
-    size_mm = np.where(np.isfinite(num["diameter"]), num["diameter"], height)
+
+
+def _flag_uphill(
+    a: pd.Series,
+    b: pd.Series,
+    gravity: np.ndarray,
+    flow: np.ndarray,
+    nodes: pd.DataFrame,
+    ia_i: np.ndarray,
+    ib_i: np.ndarray,
+    num: dict,
+    flag,
+) -> None:
+    """``gravity``: the checked gravity pipes, which must not rise in their flow direction."""
     # gravity drainage must fall in its flow direction (invert = ground - depth)
     g_a, g_b = nodes["ground"].to_numpy()[ia_i], nodes["ground"].to_numpy()[ib_i]
     inv_a, inv_b = g_a - num["from_depth"], g_b - num["to_depth"]
     rise = np.where(flow >= 0, inv_b - inv_a, inv_a - inv_b)
-    uphill = ok & gravity & np.isfinite(rise) & (rise > UPHILL_TOLERANCE_M)
+    uphill = gravity & np.isfinite(rise) & (rise > UPHILL_TOLERANCE_M)
     flag(
         uphill,
         "gravity-uphill",
@@ -387,42 +462,10 @@ def check_lines(
             )
         ],
     )
-    seg = pd.DataFrame(
-        {
-            "from_i": ia_i,
-            "to_i": ib_i,
-            "ok": ok,
-            "network": net,
-            "subtype": sub.where(sub != "", None),
-            "from_depth": num["from_depth"],
-            "to_depth": num["to_depth"],
-            "diameter_mm": num["diameter"],
-            "width_mm": width,
-            "height_mm": height,
-            "size_mm": size_mm,
-            "material": coded["material"],
-            "burial": coded["burial"],
-            "status": coded["status"],
-            "owner": ln["owner"].where(ln["owner"] != "", None),
-            "build_year": num["build_year"],
-            "pressure_class": ln["pressure"].where(ln["pressure"] != "", None),
-            "voltage_kv": num["voltage"],
-            "cable_count": num["cable_count"],
-            "holes_total": num["holes_total"],
-            "holes_used": num["holes_used"],
-            "road": ln["road"].where(ln["road"] != "", None),
-            "flow_direction": flow,
-            "link_type": lt.set_axis(ln.index),
-            "source_id": ln.get("link_id"),
-            "vertices": ln["vertices"] if "vertices" in ln else [[]] * len(ln),
-            "_file": f,
-            "_row": r,
-        },
-        copy=False,  # the columns as made here, not copied again
-    )
-    if survey:  # model junctions join pipes of different sizes by design
-        shared_point_consistency(seg, nodes, report)
-    return seg
+
+
+def _none_if_empty(text: pd.Series) -> pd.Series:
+    return text.where(text != "", None)
 
 
 def shared_point_consistency(seg: pd.DataFrame, nodes: pd.DataFrame, report) -> None:

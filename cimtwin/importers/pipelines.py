@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import shapely
+from pandas.api.types import union_categoricals
 
 from cimtwin import memory
 from cimtwin.errors import UserError
@@ -27,6 +28,7 @@ from cimtwin.importers.pipeline_checks import (
     check_lines,
     check_points,
     flagger,
+    shared_point_consistency,
 )
 from cimtwin.importers.pipeline_geometry import centre_lines, inner_vertices, vertices_to_storage
 from cimtwin.importers.report import ERROR, Report
@@ -98,14 +100,14 @@ def _table_frames(paths, options, report):
             seen.append((table.label, table.frame.empty))
             if {"from_point", "to_point"} <= lmap.keys():
                 df = pd.DataFrame({f: table.frame[c] for f, c in lmap.items()})
-                lines.append(df.assign(_file=table.label, _row=rows))
+                lines.append(df.assign(_file=_file_column(table.label, len(df)), _row=rows))
             elif {"point_no", "x", "y"} <= pmap.keys():
                 df = pd.DataFrame({f: table.frame[c] for f, c in pmap.items()})
                 # survey convention: X is the northing, Y the easting
                 df = df.rename(columns={"x": "_north", "y": "_east"}).rename(
                     columns={"_north": "y", "_east": "x"}
                 )
-                points.append(df.assign(_file=table.label, _row=rows))
+                points.append(df.assign(_file=_file_column(table.label, len(df)), _row=rows))
             else:
                 raise UserError(
                     f"{table.label}: neither a point table (物探点号, X, Y ...) nor a line "
@@ -162,7 +164,9 @@ def _layer_frames(paths, options, report):
                 df["x"], df["y"] = xy[:, 0].astype(str), xy[:, 1].astype(str)
                 if "ground_elevation" not in df and np.isfinite(xy[:, 2]).any():
                     df["ground_elevation"] = xy[:, 2].astype(str)
-                points.append(df.assign(_file=label, _row=ids, _crs=len(crs_seen) - 1))
+                points.append(
+                    df.assign(_file=_file_column(label, len(df)), _row=ids, _crs=len(crs_seen) - 1)
+                )
             elif kinds <= {1, 5}:
                 lmap = resolve_columns(cols, "pipeline_lines", mapping)
                 df = pd.DataFrame(
@@ -172,7 +176,9 @@ def _layer_frames(paths, options, report):
                     }
                 )
                 df["vertices"] = [inner_vertices(g) for g in geoms]
-                lines.append(df.assign(_file=label, _row=ids, _crs=len(crs_seen) - 1))
+                lines.append(
+                    df.assign(_file=_file_column(label, len(df)), _row=ids, _crs=len(crs_seen) - 1)
+                )
             else:
                 report.warning(
                     label, None, "layer-skipped", "layer holds neither points nor lines; skipped"
@@ -190,7 +196,7 @@ def _epanet_frames(paths, options, report):
         paths[0], network=options.network or "JS", default_depth_m=DEFAULT_EPANET_DEPTH_M
     )
     p = net.points.copy()
-    p["_file"], p["_row"] = paths[0].name, p["line_no"]
+    p["_file"], p["_row"] = _file_column(paths[0].name, len(p)), p["line_no"]
     nocoord = p["x"].isna() | p["y"].isna()
     report.add_many(
         paths[0].name,
@@ -200,7 +206,7 @@ def _epanet_frames(paths, options, report):
         [f"node {n} has no [COORDINATES] entry" for n in p.loc[nocoord, "point_no"]],
     )
     lines = net.lines.copy()
-    lines["_file"], lines["_row"] = paths[0].name, lines["line_no"]
+    lines["_file"], lines["_row"] = _file_column(paths[0].name, len(lines)), lines["line_no"]
     # EPANET's Open/Closed is an operating state, not the CJJ 61 asset status
     lines["status"] = "在用"
     return p, lines
@@ -227,13 +233,21 @@ def _as_strings(df: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
     return df
 
 
+def _file_column(label: str, rows: int) -> pd.Categorical:
+    """The source file of each row, held once: as text it was a string per row (14 MB of
+    Python strings over a district's pipes once the checks took it as an array)."""
+    return pd.Categorical.from_codes(np.zeros(rows, dtype=np.int8), categories=[label])
+
+
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One frame (a single table's kept as it is: ``pd.concat`` copies even one)."""
-    return (
-        frames[0].reset_index(drop=True)
-        if len(frames) == 1
-        else pd.concat(frames, ignore_index=True)
-    )
+    """One frame (a single table's kept as it is: ``pd.concat`` copies even one); the files
+    stay one categorical column (``pd.concat`` makes differing categories text)."""
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    files = union_categoricals([f["_file"] for f in frames])
+    out = pd.concat([f.drop(columns="_file") for f in frames], ignore_index=True)
+    out["_file"] = files
+    return out
 
 
 _NO_NETWORK = (
@@ -306,8 +320,10 @@ class PipelinesImporter(CopyWriter):
                 flagger(report, lines["_file"].to_numpy(), lines["_row"].to_numpy()),
             )
         segs = check_lines(lines, nodes, report, survey=fmt != "epanet")
-        del lines
+        del lines  # what check_lines left of the source
         memory.trim()
+        if fmt != "epanet":  # model junctions join pipes of different sizes by design
+            shared_point_consistency(segs, nodes, report)
         node_frame, seg_frame, shapes, bbox = self._geometry(nodes, segs)
         del nodes, segs
         return Prepared(
@@ -325,8 +341,7 @@ class PipelinesImporter(CopyWriter):
         good_nodes = np.isfinite(nodes["ex"].to_numpy()) & ~nodes["_dup"].to_numpy()
         ex, ny, gr = (nodes[c].to_numpy() for c in ("ex", "ny", "ground"))
         # held as WKB until written: 200 000 GEOS points took 44 MB, their WKB 13 MB
-        gz = np.nan_to_num(gr)
-        node_wkb = bulk.points_wkb(np.column_stack([ex, ny, gz]))
+        node_wkb = bulk.points_wkb(np.column_stack([ex, ny, np.nan_to_num(gr)]))
         node_geoms = pd.arrays.ArrowExtensionArray(node_wkb)
         node_frame = pd.DataFrame(
             {
@@ -342,81 +357,27 @@ class PipelinesImporter(CopyWriter):
             },
             copy=False,
         )
-        node_frame = node_frame[good_nodes]
-        s = seg if seg["ok"].all() else seg[seg["ok"]]  # a filtered copy only if some failed
-        gravity = s["network"].isin(GRAVITY_NETWORKS).to_numpy()
-        h = np.nan_to_num(s["size_mm"].to_numpy() / 1000.0)
-        fa, fb = s["from_i"].to_numpy(), s["to_i"].to_numpy()
-        da, db = s["from_depth"].to_numpy(), s["to_depth"].to_numpy()
-        ref_a, ref_b = gr[fa] - np.nan_to_num(da), gr[fb] - np.nan_to_num(db)
-        centre_shift = np.where(gravity, h / 2, -h / 2)
-        za, zb = ref_a + centre_shift, ref_b + centre_shift
-        written_row = np.where(good_nodes, np.cumsum(good_nodes) - 1, -1)
-        za, zb, vertices = np.round(za, 4), np.round(zb, 4), s["vertices"].to_numpy()
-        line_wkb, lengths = centre_lines(ex, ny, fa, fb, za, zb, vertices)
-        line_geoms = pd.arrays.ArrowExtensionArray(line_wkb)
-        seg_frame = pd.DataFrame(
-            {
-                # ends as rows of the node frame: ids are given in its order when written
-                "_from": written_row[fa],
-                "_to": written_row[fb],
-                "network": s["network"],
-                "subtype": s["subtype"],
-                "from_depth_m": da,
-                "to_depth_m": db,
-                "from_elevation_m": np.round(ref_a, 4),
-                "to_elevation_m": np.round(ref_b, 4),
-                "depth_ref": np.where(gravity, "invert", "top"),
-                "diameter_mm": s["diameter_mm"],
-                "width_mm": s["width_mm"],
-                "height_mm": s["height_mm"],
-                "material": s["material"],
-                "burial": s["burial"],
-                "pressure_class": s["pressure_class"],
-                "voltage_kv": s["voltage_kv"],
-                "cable_count": s["cable_count"].astype("Int64"),
-                "holes_total": s["holes_total"].astype("Int64"),
-                "holes_used": s["holes_used"].astype("Int64"),
-                "flow_direction": s["flow_direction"],
-                "owner": s["owner"],
-                "build_year": s["build_year"].astype("Int64"),
-                "status": s["status"],
-                "road": s["road"],
-                "link_type": s["link_type"],
-                "source_id": s["source_id"],
-                "length_m": lengths,
-                "geom": line_geoms,
-            },
-            copy=False,
-        )
+        if not good_nodes.all():  # a filtered copy only if some are not written
+            node_frame = node_frame[good_nodes]
+        seg_frame = _segment_frame(seg, ex, ny, gr, good_nodes)
         bbox = _bbox(ex[good_nodes], ny[good_nodes])
-        # for the grid assignment: the written nodes' WKB
-        shapes = node_wkb.filter(pa.array(good_nodes)).to_numpy(zero_copy_only=False)
+        # for the grid assignment: the written nodes' WKB, kept in Arrow (as bytes objects
+        # they were 14 MB more through the write)
+        shapes = node_wkb if good_nodes.all() else node_wkb.filter(pa.array(good_nodes))
         return node_frame, seg_frame, shapes, bbox
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, conn: psycopg.Connection, prepared: Prepared, batch_id: int) -> dict[str, int]:
-        dataset = batch_dataset(conn, batch_id)
-        nodes = prepared.frames[PipelineNode]
-        segs = prepared.frames[PipelineSegment]
-        ends = np.concatenate([segs["_from"].to_numpy(), segs["_to"].to_numpy()])
-        if len(ends) and ends.min() < 0:  # a pipe on a point that is not written: refused
-            raise ValueError("pipelines: a segment ends on a point without a valid position")
-        ids = bulk.reserve_ids(conn, PipelineNode, len(nodes))
-        node_out = nodes.assign(id=ids, dataset=_constant(dataset, nodes.index))
-        seg_out = segs.drop(columns=["_from", "_to"]).assign(
-            from_node_id=ids[segs["_from"].to_numpy()],
-            to_node_id=ids[segs["_to"].to_numpy()],
-            dataset=_constant(dataset, segs.index),
-        )
+        frames = _with_ids(conn, prepared.frames, batch_dataset(conn, batch_id))
         prepared = Prepared(
             prepared.format,
             prepared.source_crs,
             prepared.feature_count,
-            {PipelineNode: node_out, PipelineSegment: seg_out},
+            frames,
             prepared.extra,
             prepared.bbox,
         )
+        del frames  # the base writer lets each table go once sent
         counts = super().write(conn, prepared, batch_id)
         # the runner drops the replaced batches' partitions after this: valves on them first
         return counts | relink_valves(conn, prepared.extra.get("replacing", []), batch_id)
@@ -428,6 +389,80 @@ class PipelinesImporter(CopyWriter):
         nodes = written[PipelineNode]
         county = pd.Series(nodes["county_code"].to_numpy(), index=nodes["id"].to_numpy())
         return county.reindex(frame["from_node_id"].to_numpy()).to_numpy(dtype=object)
+
+
+def _segment_frame(
+    seg: pd.DataFrame, ex: np.ndarray, ny: np.ndarray, gr: np.ndarray, good_nodes: np.ndarray
+) -> pd.DataFrame:
+    """The checked pipes as written: 3D centre lines between their end nodes (``ex``, ``ny``,
+    ``gr``: the nodes' storage positions and ground), ends as rows of the written nodes. Its
+    own function so that the heights and lines made on the way go when it returns."""
+    s = seg if seg["ok"].all() else seg[seg["ok"]]  # a filtered copy only if some failed
+    gravity = s["network"].isin(GRAVITY_NETWORKS).to_numpy()
+    h = np.nan_to_num(s["size_mm"].to_numpy() / 1000.0)
+    fa, fb = s["from_i"].to_numpy(), s["to_i"].to_numpy()
+    da, db = s["from_depth"].to_numpy(), s["to_depth"].to_numpy()
+    ref_a, ref_b = gr[fa] - np.nan_to_num(da), gr[fb] - np.nan_to_num(db)
+    centre_shift = np.where(gravity, h / 2, -h / 2)
+    za, zb = ref_a + centre_shift, ref_b + centre_shift
+    written_row = np.where(good_nodes, np.cumsum(good_nodes) - 1, -1)
+    za, zb, vertices = np.round(za, 4), np.round(zb, 4), s["vertices"].to_numpy()
+    line_wkb, lengths = centre_lines(ex, ny, fa, fb, za, zb, vertices)
+    line_geoms = pd.arrays.ArrowExtensionArray(line_wkb)
+    seg_frame = pd.DataFrame(
+        {
+            # ends as rows of the node frame: ids are given in its order when written
+            "_from": written_row[fa],
+            "_to": written_row[fb],
+            "network": s["network"],
+            "subtype": s["subtype"],
+            "from_depth_m": da,
+            "to_depth_m": db,
+            "from_elevation_m": np.round(ref_a, 4),
+            "to_elevation_m": np.round(ref_b, 4),
+            "depth_ref": np.where(gravity, "invert", "top"),
+            "diameter_mm": s["diameter_mm"],
+            "width_mm": s["width_mm"],
+            "height_mm": s["height_mm"],
+            "material": s["material"],
+            "burial": s["burial"],
+            "pressure_class": s["pressure_class"],
+            "voltage_kv": s["voltage_kv"],
+            "cable_count": s["cable_count"].astype("Int64"),
+            "holes_total": s["holes_total"].astype("Int64"),
+            "holes_used": s["holes_used"].astype("Int64"),
+            "flow_direction": s["flow_direction"],
+            "owner": s["owner"],
+            "build_year": s["build_year"].astype("Int64"),
+            "status": s["status"],
+            "road": s["road"],
+            "link_type": s["link_type"],
+            "source_id": s["source_id"],
+            "length_m": lengths,
+            "geom": line_geoms,
+        },
+        copy=False,
+    )
+    return seg_frame
+
+
+def _with_ids(conn: psycopg.Connection, frames: dict, dataset: str) -> dict:
+    """The prepared nodes and pipes, taken out of ``frames`` (so that nothing else holds them
+    once written), with node ids reserved and the pipes' ends given them."""
+    nodes = frames.pop(PipelineNode)
+    segs = frames.pop(PipelineSegment)
+    ends = np.concatenate([segs["_from"].to_numpy(), segs["_to"].to_numpy()])
+    if len(ends) and ends.min() < 0:  # a pipe on a point that is not written: refused
+        raise ValueError("pipelines: a segment ends on a point without a valid position")
+    ids = bulk.reserve_ids(conn, PipelineNode, len(nodes))
+    return {
+        PipelineNode: nodes.assign(id=ids, dataset=_constant(dataset, nodes.index)),
+        PipelineSegment: segs.drop(columns=["_from", "_to"]).assign(
+            from_node_id=ids[segs["_from"].to_numpy()],
+            to_node_id=ids[segs["_to"].to_numpy()],
+            dataset=_constant(dataset, segs.index),
+        ),
+    }
 
 
 def _constant(text: str, index: pd.Index) -> pd.Series:

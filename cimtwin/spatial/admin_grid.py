@@ -7,6 +7,7 @@ starts with its community's, which starts with its street's.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import shapely
 from sqlalchemy import Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -94,7 +95,14 @@ class GridIndex:
         """Grid code per geometry (by a point on its surface); None where outside every grid.
 
         ``geoms`` may be WKB (as an importer holds them): made into geometries a chunk at a
-        time."""
+        time, also from an Arrow binary array (a pipe network's nodes: no bytes object per
+        node held while the import writes)."""
+        if isinstance(geoms, pa.Array | pa.ChunkedArray):
+            out = np.full(len(geoms), None, dtype=object)
+            for at in range(0, len(geoms) if len(self) else 0, WKB_CHUNK):
+                part = geoms.slice(at, WKB_CHUNK).to_numpy(zero_copy_only=False)
+                out[at : at + WKB_CHUNK] = self.assign(part)
+            return out
         geoms = np.asarray(geoms, dtype=object)
         out = np.full(len(geoms), None, dtype=object)
         if not len(self) or not len(geoms):

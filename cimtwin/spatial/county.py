@@ -139,12 +139,32 @@ class StreamedCounties:
             bulk.fill_nulls(conn, model, staging, "county_code", fill)
 
 
-def feature_names(frame) -> list[str]:
-    """What to call each row of an import frame in an error: its code, else its row number."""
-    for col in FEATURE_KEYS:
-        if col in frame.columns:
-            return [str(v) for v in frame[col].tolist()]
-    return [f"row {i + 1}" for i in range(len(frame))]
+class FeatureNames(Sequence[str]):
+    """What to call each row of an import frame in an error: its code, else its row number.
+
+    Named only when asked (an error names at most :data:`LISTED`): the whole list, made for
+    every table an import writes, was 400 000 strings for a district's pipe network."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._column = next((frame[c] for c in FEATURE_KEYS if c in frame.columns), None)
+        self._len = len(frame)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i):  # type: ignore[override]  # positions only, as the callers use
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._len))]
+        k = int(i)
+        if not -self._len <= k < self._len:
+            raise IndexError(i)
+        k %= self._len
+        return f"row {k + 1}" if self._column is None else str(self._column.iloc[k])
+
+
+def feature_names(frame: pd.DataFrame) -> FeatureNames:
+    """:class:`FeatureNames` of ``frame``'s rows."""
+    return FeatureNames(frame)
 
 
 def batch_files(conn: psycopg.Connection, batch_id: int) -> str:
