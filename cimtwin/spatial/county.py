@@ -152,7 +152,7 @@ class FeatureNames(Sequence[str]):
     def __len__(self) -> int:
         return self._len
 
-    def __getitem__(self, i):  # type: ignore[override]  # positions only, as the callers use
+    def __getitem__(self, i):  # positions (and slices), as the callers use
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(self._len))]
         k = int(i)
