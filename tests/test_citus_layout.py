@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 import shapely
@@ -387,3 +388,17 @@ def test_migration_0010_fills_the_key_as_the_importers_do(
     finally:
         migrate.upgrade(database_url)
     assert keys() == before
+
+
+def test_feature_names_name_a_row_by_its_code_else_its_number() -> None:
+    """Made only for the rows an error lists; each the same as the whole list was."""
+    from cimtwin.spatial.county import feature_names
+
+    coded = feature_names(pd.DataFrame({"point_no": ["JS1", "JS2", "JS3"], "x": [1, 2, 3]}))
+    assert len(coded) == 3 and coded[0] == "JS1" and coded[-1] == "JS3"
+    assert list(coded) == ["JS1", "JS2", "JS3"] and coded[1:] == ["JS2", "JS3"]
+    assert [coded[i] for i in np.array([2, 0])] == ["JS3", "JS1"]  # numpy positions
+    plain = feature_names(pd.DataFrame({"x": [1.0, 2.0]}))
+    assert list(plain) == ["row 1", "row 2"]
+    with pytest.raises(IndexError):
+        plain[2]

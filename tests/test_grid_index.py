@@ -41,3 +41,20 @@ def test_the_geometries_given_are_left_as_they_were() -> None:
     geoms = np.array([shapely.Point(5, 5), line], dtype=object)
     GRIDS.assign(geoms)
     assert geoms[1] is line
+
+
+def test_wkb_in_an_arrow_array_goes_where_the_same_wkb_as_bytes_goes(monkeypatch) -> None:
+    """A pipe network's nodes are held as an Arrow binary array until written."""
+    import pyarrow as pa
+
+    from cimtwin.spatial import admin_grid
+
+    points = [shapely.Point(5, 5), None, shapely.Point(15, 5), shapely.Point(50, 50)] * 3
+    wkb = [None if g is None else shapely.to_wkb(g) for g in points]
+    want = GRIDS.assign(np.array(wkb, dtype=object)).tolist()
+    assert want[:4] == ["A1", None, "B2", None]
+    assert GRIDS.assign(pa.array(wkb, type=pa.binary())).tolist() == want
+    # in several chunks, and from a chunked array: the same
+    monkeypatch.setattr(admin_grid, "WKB_CHUNK", 5)
+    assert GRIDS.assign(pa.chunked_array([wkb[:7], wkb[7:]], pa.binary())).tolist() == want
+    assert GridIndex([], []).assign(pa.array(wkb, type=pa.binary())).tolist() == [None] * 12

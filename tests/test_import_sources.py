@@ -240,3 +240,69 @@ def test_a_blank_row_does_not_move_the_line_numbers_after_it(tmp_path: Path, gbk
     frame = read_tables(path)[0].frame
     assert frame["物探点号"].tolist() == ["JS1", "JS2"]
     assert list(line_numbers(frame.index)) == [2, 4]
+
+
+def test_a_survey_in_several_tables_names_each_row_by_its_own_file(tmp_path: Path) -> None:
+    """Point and line tables split in two: each defect is reported in the file it is in, and
+    the stored nodes and pipes are those of the survey in one table each."""
+    head, *rows = POINTS.splitlines(keepends=True)
+    lhead, *lrows = LINES.splitlines(keepends=True)
+    # a second pipe at the through-point JS2 of another material: a shared-point warning
+    lrows[1] = lrows[1].replace("球墨铸铁", "PE")
+    (tmp_path / "one").mkdir()
+    whole = write(tmp_path / "one", head + "".join(rows), lhead + "".join(lrows))
+    parts = []
+    for name, text in (
+        ("points_a.csv", head + "".join(rows[:2])),
+        ("points_b.csv", head + "".join(rows[2:]) + "ZZ1,ZZ,,,,2501564.0,502650.0,80.1,,\n"),
+        ("lines_a.csv", lhead + lrows[0]),
+        ("lines_b.csv", lhead + "".join(lrows[1:]) + lrows[2].replace("600", "六百")),
+    ):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        parts.append(tmp_path / name)
+    report, prepared = prepare(parts)
+    found = rules(report)
+    assert found["network-unknown"] == ["points_b.csv:5"]
+    assert found["not-a-number"] == ["lines_b.csv:4"]
+    assert found["duplicate-segment"] == ["lines_b.csv:4"]
+    # on the pipe the whole table names too (its first pipe, JS1-JS2)
+    assert found["shared-point-attributes"] == ["lines_a.csv:2"]
+    one_report, one = prepare(whole)
+    assert rules(one_report)["shared-point-attributes"] == ["lines.csv:2"]
+    for model, frame in one.frames.items():
+        split = prepared.frames[model].reset_index(drop=True)
+        pd.testing.assert_frame_equal(split.iloc[: len(frame)], frame.reset_index(drop=True))
+
+
+def test_the_source_lines_are_let_go_before_the_shared_point_check(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The peak of a district's import was the source text, the checked pipes and the
+    shared-point check's arrays at once: the source frame is gone when the check runs."""
+    import gc
+    import weakref
+
+    from cimtwin.importers import pipelines
+
+    seen: dict[str, object] = {}
+    check_lines, shared = pipelines.check_lines, pipelines.shared_point_consistency
+
+    def lines_checked(ln, *args, **kwargs):
+        seen["source"] = weakref.ref(ln)
+        seen["columns"] = len(ln.columns)
+        out = check_lines(ln, *args, **kwargs)
+        seen["left"] = list(ln.columns)
+        return out
+
+    def shared_checked(seg, nodes, report):
+        gc.collect()
+        seen["alive_at_check"] = seen["source"]() is not None
+        return shared(seg, nodes, report)
+
+    monkeypatch.setattr(pipelines, "check_lines", lines_checked)
+    monkeypatch.setattr(pipelines, "shared_point_consistency", shared_checked)
+    report, _ = prepare(write(tmp_path))
+    assert report.problems == [] and seen["alive_at_check"] is False
+    # what check_lines consumed: the checked text columns, not the ends, files and rows
+    assert set(seen["left"]) == {"from_point", "to_point", "_file", "_row"}
+    assert seen["columns"] > len(seen["left"]) + 15
