@@ -230,6 +230,38 @@ def test_workbook_numbers_read_as_the_sheet_shows_them(tmp_path: Path) -> None:
     assert list(line_numbers(table.frame.index)) == [3, 5]
 
 
+def test_a_sheet_off_a1_read_in_batches_keeps_excel_s_lines(tmp_path: Path, monkeypatch) -> None:
+    """A sheet whose cells start at C4, below empty rows, read two rows at a time: the same
+    rows and Excel's line numbers, short rows padded, one column per header."""
+    import openpyxl
+
+    from cimtwin.importers import sources
+
+    monkeypatch.setattr(sources, "SHEET_BATCH_ROWS", 2)
+    path = tmp_path / "survey.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws["C2"] = "管线点成果表"
+    for col, head in zip("CDE", ["物探点号", "X", "Y"], strict=True):
+        ws[f"{col}4"] = head
+    rows = {5: ["JS1", 1.0, 2.5], 6: ["JS2", 3, None], 8: ["JS3", 5, 6], 9: ["JS4", 7, 8]}
+    for line, values in rows.items():
+        for col, v in zip("CDE", values, strict=True):
+            ws[f"{col}{line}"] = v
+    ws["C11"] = "JS5"  # a short row: only its point number
+    wb.save(path)
+    frame = read_tables(path)[0].frame
+    assert list(frame.columns) == ["物探点号", "X", "Y"]
+    assert frame.astype(object).values.tolist() == [
+        ["JS1", "1", "2.5"],
+        ["JS2", "3", ""],
+        ["JS3", "5", "6"],
+        ["JS4", "7", "8"],
+        ["JS5", "", ""],
+    ]
+    assert list(line_numbers(frame.index)) == [5, 6, 8, 9, 11]
+
+
 @pytest.mark.parametrize("gbk", [False, True])
 def test_a_blank_row_does_not_move_the_line_numbers_after_it(tmp_path: Path, gbk: bool) -> None:
     """Rows of empty cells (an export's spacer) are dropped; the rows after keep the line a

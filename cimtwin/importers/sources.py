@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -104,11 +105,15 @@ def read_tables(
     raise UserError(f"{path}: unsupported table format {suffix!r} (CSV or XLSX expected)")
 
 
+#: workbook rows made into Arrow text at a time
+SHEET_BATCH_ROWS = 20_000
+
+
 def _workbook_tables(path: Path, mapping: dict[str, dict[str, list[str]]] | None) -> list[Table]:
     """Each non-empty sheet of a workbook, read by calamine (Rust): openpyxl took 166 s and
-    810 MB for a district's two survey sheets, calamine 10 s. Cells become text a column at a
-    time into Arrow, so the sheet's rows of Python values are dropped as soon as they are
-    read."""
+    810 MB for a district's two survey sheets, calamine 10 s. The sheet's rows are taken one
+    at a time from calamine's cells and made into Arrow text a batch at a time: the sheet as
+    rows of Python values (``to_python``) held 250 MB more at once."""
     from python_calamine import CalamineWorkbook
 
     try:
@@ -119,27 +124,40 @@ def _workbook_tables(path: Path, mapping: dict[str, dict[str, list[str]]] | None
     out = []
     for name in wb.sheet_names:
         try:
-            # the sheet from A1, empty rows and columns included: line numbers stay Excel's
-            rows = wb.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            # rows from the sheet's first (empty rows included: line numbers stay Excel's)
+            rows = iter(wb.get_sheet_by_name(name).iter_rows())
+            head = list(itertools.islice(rows, HEADER_SEARCH_ROWS))
         except Exception as exc:
             raise UserError(f"{path}[{name}]: sheet not readable ({exc})") from exc
-        at = header_row(rows, known)
+        at = header_row(head, known)
         if at is None:
             continue
-        names = ["" if h is None else str(h) for h in rows[at]]
-        data = rows[at + 1 :]
-        del rows
-        columns = {}
-        for j in range(len(names)):
-            cells = [_sheet_cell(r[j]) if j < len(r) else "" for r in data]
-            columns[j] = pd.array(cells, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
-        del data
-        frame = pd.DataFrame(columns, copy=False)
+        names = ["" if h is None else str(h) for h in head[at]]
+        try:
+            columns = _sheet_columns(itertools.chain(head[at + 1 :], rows), len(names))
+        except Exception as exc:
+            raise UserError(f"{path}[{name}]: sheet not readable ({exc})") from exc
+        del head, rows
+        frame = pd.DataFrame(dict(enumerate(columns)), copy=False)
         frame.columns = names
         frame = _clean(frame)
         frame.index = frame.index + at  # line numbers count the rows above the header
         out.append(Table(path, name, frame, None))
     return out
+
+
+def _sheet_columns(
+    rows: Iterator[Sequence[Any]], width: int
+) -> list[pd.api.extensions.ExtensionArray]:
+    """The cells of ``width`` columns as Arrow-backed text (a short row's missing cells
+    empty)."""
+    chunks: list[list[pa.Array]] = [[] for _ in range(width)]
+    while batch := list(itertools.islice(rows, SHEET_BATCH_ROWS)):
+        for j in range(width):
+            cells = [_sheet_cell(r[j]) if j < len(r) else "" for r in batch]
+            chunks[j].append(pa.array(cells, type=pa.string()))
+    text = pd.StringDtype("pyarrow", na_value=np.nan)
+    return [pd.array(pa.chunked_array(c, type=pa.string()), dtype=text) for c in chunks]
 
 
 HEADER_SEARCH_ROWS = 10
