@@ -552,3 +552,54 @@ def test_pipelines_reimport_swaps_partitions_and_keeps_the_valves(
     # every valve on the same link and node as before, now in the new batch, same position
     assert [r[:3] + r[4:] for r in after] == [r[:3] + r[4:] for r in before]
     assert {r[3] for r in after} == {again.batch_id}
+
+
+def test_a_reimport_analyses_its_own_partitions_a_new_dataset_the_whole_table(
+    scratch_database: str,
+):
+    """PostgreSQL 15 analyses every partition again with a partitioned table: a re-import
+    analyses only its new partitions (the tables keep their statistics as a whole), while a
+    dataset added to the twin analyses the whole table, other networks' partitions too."""
+    import wntr
+
+    net3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+    options = dict(crs="EPSG:4547", local_transform="500000,2500000,0,-695200")
+
+    def load(dataset: str, replace: bool = False) -> int:
+        result = run_import(
+            importer_for("pipelines"),
+            [net3],
+            ImportOptions(dataset=dataset, replace=replace, **options),
+            scratch_database,
+        )
+        assert result.status == "succeeded"
+        return result.batch_id
+
+    def analysed(batch_id: int) -> dict[str, int]:
+        with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+            rows = conn.execute(
+                "SELECT relname, analyze_count FROM pg_stat_user_tables "
+                "WHERE schemaname = %s AND relname = ANY(%s)",
+                (
+                    f"{SCHEMA}_part",
+                    [f"pipeline_node_b{batch_id}", f"pipeline_segment_b{batch_id}"],
+                ),
+            ).fetchall()
+        return {name.rsplit("_b", 1)[0]: n for name, n in rows}
+
+    a = load("net3-stats-a")
+    after_a = analysed(a)
+    assert after_a == {"pipeline_node": 1, "pipeline_segment": 1}
+    b = load("net3-stats-b")  # a dataset more: the whole tables, a's partitions again
+    assert analysed(a) == {"pipeline_node": 2, "pipeline_segment": 2}
+    assert analysed(b) == {"pipeline_node": 1, "pipeline_segment": 1}
+    again = load("net3-stats-b", replace=True)  # a re-import: its own partitions only
+    assert again != b and analysed(again) == {"pipeline_node": 1, "pipeline_segment": 1}
+    assert analysed(a) == {"pipeline_node": 2, "pipeline_segment": 2}
+    with psycopg.connect(libpq_dsn(scratch_database)) as conn:
+        whole = conn.execute(
+            "SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = %s AND inherited "
+            "AND tablename IN ('pipeline_node', 'pipeline_segment')",
+            (SCHEMA,),
+        ).fetchall()
+    assert sorted(r[0] for r in whole) == ["pipeline_node", "pipeline_segment"]

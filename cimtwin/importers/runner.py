@@ -25,7 +25,7 @@ from cimtwin.errors import ImportFailed, UserError
 from cimtwin.importers.base import Importer, ImportOptions, Prepared
 from cimtwin.importers.report import Report
 from cimtwin.spatial import bulk, staging
-from cimtwin.spatial.base import SCHEMA
+from cimtwin.spatial.base import SCHEMA, schema_of, table_of
 from cimtwin.spatial.provenance import DATASET_CHARS
 from cimtwin.spatial.sql_toolkit import T
 
@@ -247,7 +247,7 @@ def _run_prepared(
                 _roll_back(conn)
                 staging.discard(conn, [m for m in importer.models if bulk.is_partitioned(m)])
                 raise
-            analyze_tables(conn, importer.models, database_url)
+            analyze_tables(conn, importer.models, database_url, batch_id, bool(old_ids))
     except psycopg.errors.IntegrityError as exc:
         diag = exc.diag
         raise ImportFailed(
@@ -290,42 +290,77 @@ def _roll_back(conn: psycopg.Connection) -> None:
         conn.rollback()
 
 
-def analyze_tables(conn: psycopg.Connection, models, database_url: str | None = None) -> None:
+def analyze_tables(
+    conn: psycopg.Connection,
+    models,
+    database_url: str | None = None,
+    batch_id: int | None = None,
+    replaced: bool = False,
+) -> None:
     """Planner statistics for the tables an import just wrote, after its commit.
 
     Autovacuum analyses a table only after enough changes and a delay, and may be off: until
     then the planner guesses, and on a freshly loaded network it picked plans that cost an
-    isolation about 28 ms of database CPU instead of 4 (benchmarks/request_cost.py). A
-    partitioned table is analysed with its partitions (a sample of each). Tables after the
-    first are analysed at the same time on connections of their own (a pipeline network's
-    segments took as long as its nodes). The import has committed: a failure here is logged,
-    not raised."""
-    first, *rest = models
+    isolation about 28 ms of database CPU instead of 4 (benchmarks/request_cost.py). Tables
+    after the first are analysed at the same time on connections of their own (a pipeline
+    network's segments took as long as its nodes). The import has committed: a failure here
+    is logged, not raised.
+
+    A partitioned table's ``ANALYZE`` samples the whole table and then analyses every
+    partition again (PostgreSQL 15 has no ``ANALYZE ONLY``): a pipelines import took 0.25 s
+    more per network already in the twin. So an import that replaces a dataset analyses only
+    its new partition, once the table has statistics as a whole: the replaced district's rows
+    were in them, and a re-import is the frequent case. An import that adds a dataset, or the
+    first, analyses the whole table (:func:`analyze_targets`)."""
+    targets = analyze_targets(conn, models, batch_id, replaced)
+    first, *rest = targets
     if not rest:
-        _analyze(conn, first)
+        _analyze(conn, *first)
         return
     with ThreadPoolExecutor(len(rest)) as pool:
-        others = [pool.submit(_analyze_apart, database_url, m) for m in rest]
-        _analyze(conn, first)
+        others = [pool.submit(_analyze_apart, database_url, *t) for t in rest]
+        _analyze(conn, *first)
         for done in others:
             done.result()
 
 
-def _analyze(conn: psycopg.Connection, model) -> None:
+def analyze_targets(
+    conn: psycopg.Connection, models, batch_id: int | None, replaced: bool
+) -> list[tuple[str, psycopg.sql.Composable]]:
+    """(table name, what to analyse) per model: the batch's own partition where the import
+    replaced a dataset of a partitioned table that has whole-table statistics, else the
+    table."""
+    out = []
+    for model in models:
+        target: psycopg.sql.Composable = bulk.qualified(model)
+        if replaced and batch_id is not None and bulk.is_partitioned(model):
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = %s "
+                "AND tablename = %s AND inherited)",
+                (schema_of(model), table_of(model).name),
+            ).fetchone()
+            conn.commit()
+            if row and row[0]:
+                target = bulk.partition_name(model, batch_id)
+        out.append((model.__tablename__, target))
+    return out
+
+
+def _analyze(conn: psycopg.Connection, name: str, target: psycopg.sql.Composable) -> None:
     try:
-        conn.execute(psycopg.sql.SQL("ANALYZE {}").format(bulk.qualified(model)))
+        conn.execute(psycopg.sql.SQL("ANALYZE {}").format(target))
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()
-        log.warning("ANALYZE %s after the import failed: %s", model.__tablename__, exc)
+        log.warning("ANALYZE %s after the import failed: %s", name, exc)
 
 
-def _analyze_apart(database_url: str | None, model) -> None:
+def _analyze_apart(database_url: str | None, name: str, target: psycopg.sql.Composable) -> None:
     try:
         with psycopg.connect(libpq_dsn(database_url), application_name="cimtwin-analyze") as c:
-            _analyze(c, model)
+            _analyze(c, name, target)
     except psycopg.Error as exc:
-        log.warning("ANALYZE %s after the import failed: %s", model.__tablename__, exc)
+        log.warning("ANALYZE %s after the import failed: %s", name, exc)
 
 
 def _options_record(options: ImportOptions) -> dict:
