@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cimtwin.spatial.model import SCHEMA
+from cimtwin.spatial.pipeline_network import segment_end_keys_sql
 
 
 def network_batch(execute: Any, dataset: str) -> int:
@@ -25,4 +26,12 @@ def network_batch(execute: Any, dataset: str) -> int:
             f"{SCHEMA}.{table} FOR VALUES IN ({int(batch_id)})",
             None,
         )
+    # the end-node keys of the pair, as the importer adds them
+    part = f'"{SCHEMA}_part"'
+    execute(
+        segment_end_keys_sql(
+            f"{part}.pipeline_segment_b{int(batch_id)}", f"{part}.pipeline_node_b{int(batch_id)}"
+        ),
+        None,
+    )
     return int(batch_id)

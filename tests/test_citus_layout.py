@@ -24,6 +24,7 @@ from cimtwin.importers.runner import ImportOptions, run_import
 from cimtwin.spatial.admin_grid import GridIndex
 from cimtwin.spatial.county import CountyPlacement
 from cimtwin.spatial.model import SCHEMA, Base
+from cimtwin.spatial.pipeline_network import SEGMENT_END_KEYS
 from tests.conftest import ROOT
 
 KEY = layout.DISTRIBUTION_COLUMN
@@ -48,6 +49,51 @@ JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamesp
 LEFT JOIN pg_class f ON f.oid = k.confrelid
 WHERE n.nspname = :s AND k.contype IN ('p', 'u', 'f') AND NOT t.relispartition
 """
+
+
+def _constraints(engine: Engine) -> list[tuple]:
+    """:data:`CONSTRAINTS`, and the keys each pair of pipeline partitions carries instead of
+    the parents (``SEGMENT_END_KEYS``, checked on the partitions below), as parent rows."""
+    pair_keys = [
+        ("pipeline_segment", name, "f", "pipeline_node", ["batch_id", column], ["batch_id", "id"])
+        for name, column in SEGMENT_END_KEYS
+    ]
+    return _catalog(engine, CONSTRAINTS) + pair_keys
+
+
+def test_each_segment_partition_keys_its_ends_to_its_batch_s_nodes(
+    engine: Engine, loaded_sample
+) -> None:
+    """The keys :func:`_constraints` counts are on every segment partition, towards the node
+    partition of the same batch, and on no parent."""
+    assert loaded_sample
+    rows = _catalog(
+        engine,
+        "SELECT t.relname, k.conname, f.relname, pg_get_constraintdef(k.oid) FROM pg_constraint k "
+        "JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "JOIN pg_class f ON f.oid = k.confrelid "
+        "WHERE n.nspname = :s || '_part' AND t.relname LIKE 'pipeline\\_segment\\_b%' "
+        "AND f.relname LIKE 'pipeline\\_node%'",
+    )
+    partitions = {
+        r[0]
+        for r in _catalog(
+            engine,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+            "WHERE n.nspname = :s AND p.relname = 'pipeline_segment'",
+        )
+    }
+    assert partitions, "the sample has no pipeline partitions"
+    want = {
+        (part, name, part.replace("segment", "node"), f"FOREIGN KEY (batch_id, {column})")
+        for part in partitions
+        for name, column in SEGMENT_END_KEYS
+    }
+    found = {(t, k, f, d.split(" REFERENCES")[0]) for t, k, f, d in rows if t in partitions}
+    assert found == want
+    on_parent = [r for r in _catalog(engine, CONSTRAINTS) if r[0] == "pipeline_segment"]
+    assert not {name for name, _ in SEGMENT_END_KEYS} & {r[1] for r in on_parent}
 
 
 def test_every_table_is_classified_once(engine: Engine) -> None:
@@ -110,7 +156,7 @@ def _key_breaks(row: tuple) -> bool:
 def test_key_violations_are_exactly_the_known_list(engine: Engine) -> None:
     """Fails on a new key Citus would refuse, and on a listed one that is fixed or gone
     (then layout.KEY_VIOLATIONS and docs/scaling.md are updated)."""
-    found = {(r[0], r[1]) for r in _catalog(engine, CONSTRAINTS) if _key_breaks(r)}
+    found = {(r[0], r[1]) for r in _constraints(engine) if _key_breaks(r)}
     assert found - layout.KEY_VIOLATIONS == set(), "new keys without county_code"
     assert layout.KEY_VIOLATIONS - found == set(), "listed violations that are gone"
 
@@ -129,7 +175,7 @@ def test_the_key_rule_tells_a_good_key_from_a_bad_one() -> None:
 def test_no_foreign_key_from_a_reference_table_to_a_distributed_one(engine: Engine) -> None:
     bad = [
         (r[0], r[1], r[3])
-        for r in _catalog(engine, CONSTRAINTS)
+        for r in _constraints(engine)
         if r[2] == "f" and r[0] in layout.REFERENCE and r[3] in layout.DISTRIBUTED
     ]
     assert bad == []
@@ -140,7 +186,7 @@ def test_rows_sit_in_the_county_of_the_rows_they_belong_to(engine: Engine, loade
     county, and every row referencing another big table's row is in that row's county (a
     pipe and its end nodes, a valve and its pipe, a BIM element and its model ...)."""
     assert loaded_sample
-    fks = [r for r in _catalog(engine, CONSTRAINTS) if r[2] == "f" and r[3] in layout.DISTRIBUTED]
+    fks = [r for r in _constraints(engine) if r[2] == "f" and r[3] in layout.DISTRIBUTED]
     assert {(r[0], r[3]) for r in fks} >= {
         ("pipeline_segment", "pipeline_node"),
         ("pipeline_valve", "pipeline_segment"),

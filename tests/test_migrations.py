@@ -80,6 +80,56 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         eng.dispose()
 
 
+def test_0011_moves_the_end_node_keys_onto_each_pair_of_partitions(scratch_url: str) -> None:
+    """A network imported before 0011 gets the keys on its pair of partitions, and loses those
+    of the parents; a downgrade puts them back on the parents. A pipe whose end is not in its
+    batch's nodes is refused either way."""
+    import psycopg
+
+    from cimtwin.db.engine import libpq_dsn
+
+    keys = (
+        "SELECT c.relname, k.conname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+        "WHERE k.conname LIKE 'fk_pipeline_segment_%_node' AND k.conparentid = 0 ORDER BY 1, 2"
+    )
+    bad_pipe = (
+        f"INSERT INTO {SCHEMA}.pipeline_segment (batch_id, dataset, network, from_node_id, "
+        "to_node_id, depth_ref, flow_direction, length_m, county_code, geom) VALUES (%s, 'm', "
+        f"'JS', -1, -2, 'top', 0, 1, '440309', ST_SetSRID('LINESTRING Z (0 0 0, 1 1 0)'::geometry, "
+        f"{SRID}))"
+    )
+    migrate.upgrade(scratch_url, "0010")
+    with psycopg.connect(libpq_dsn(scratch_url), autocommit=True) as conn:
+        batch = conn.execute(
+            f"INSERT INTO {SCHEMA}.import_batch (kind, dataset, source_files, sha256, format, "
+            "source_crs, feature_count, error_count, warning_count, counts, options, status, "
+            "imported_by) VALUES ('pipelines', 'm', '[]', '', 'test', 'EPSG:4547', 0, 0, 0, "
+            "'{}', '{}', 'succeeded', 'tests') RETURNING id"
+        ).fetchone()[0]
+        for table in ("pipeline_node", "pipeline_segment"):
+            conn.execute(
+                f'CREATE TABLE "{SCHEMA}_part".{table}_b{batch} PARTITION OF '
+                f"{SCHEMA}.{table} FOR VALUES IN ({batch})"
+            )
+        parents = [
+            ("pipeline_segment", "fk_pipeline_segment_from_node"),
+            ("pipeline_segment", "fk_pipeline_segment_to_node"),
+        ]
+        assert conn.execute(keys).fetchall() == parents
+        migrate.upgrade(scratch_url)
+        part = f"pipeline_segment_b{batch}"
+        assert conn.execute(keys).fetchall() == [
+            (part, "fk_pipeline_segment_from_node"),
+            (part, "fk_pipeline_segment_to_node"),
+        ]
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="from_node"):
+            conn.execute(bad_pipe, (batch,))
+        migrate.downgrade(scratch_url, "0010")
+        assert conn.execute(keys).fetchall() == parents
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="from_node"):
+            conn.execute(bad_pipe, (batch,))
+
+
 def _not_a_partition_clone(obj, name, type_, reflected, compare_to) -> bool:
     """PostgreSQL gives a table that references a partitioned one a foreign key per partition
     (``..._fkey1`` to ``cim_part.pipeline_node_bN``): its own bookkeeping, not the model's."""

@@ -72,6 +72,8 @@ KEY_VIOLATIONS = frozenset(
         ("pipeline_node", "pk_pipeline_node"),
         ("pipeline_node", "uq_pipeline_node_batch_id_point_no"),
         ("pipeline_segment", "pk_pipeline_segment"),
+        # keys of each pair of partitions (pipeline_network.SEGMENT_END_KEYS), counted as
+        # the parent's
         ("pipeline_segment", "fk_pipeline_segment_from_node"),
         ("pipeline_segment", "fk_pipeline_segment_to_node"),
         ("pipeline_valve", "pk_pipeline_valve"),

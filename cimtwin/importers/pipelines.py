@@ -46,7 +46,7 @@ from cimtwin.importers.sources import (
 from cimtwin.importers.valves import relink_valves
 from cimtwin.spatial import bulk
 from cimtwin.spatial import crs as crs_mod
-from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment
+from cimtwin.spatial.pipeline_network import PipelineNode, PipelineSegment, segment_end_keys_sql
 from cimtwin.spatial.provenance import batch_dataset
 
 DEFAULT_EPANET_DEPTH_M = 1.2
@@ -378,9 +378,23 @@ class PipelinesImporter(CopyWriter):
             prepared.bbox,
         )
         del frames  # the base writer lets each table go once sent
+        prepared.extra["batch_id"] = batch_id  # for the keys of the batch's partitions
         counts = super().write(conn, prepared, batch_id)
         # the runner drops the replaced batches' partitions after this: valves on them first
         return counts | relink_valves(conn, prepared.extra.get("replacing", []), batch_id)
+
+    def before_attach(self, model, prepared: Prepared):
+        """The pipes' end-node keys, towards this batch's node partition (attached just
+        before): checked against its nodes only, where a key of the parents read every
+        network's (:data:`SEGMENT_END_KEYS`)."""
+        if model is not PipelineSegment:
+            return None
+        nodes = bulk.partition_name(PipelineNode, prepared.extra["batch_id"])
+
+        def keys(conn: psycopg.Connection, staging) -> None:
+            conn.execute(segment_end_keys_sql(staging.as_string(conn), nodes.as_string(conn)))
+
+        return keys
 
     def county_codes(self, model, frame: pd.DataFrame, written) -> np.ndarray | None:
         """A pipe lies in its from-node's county (both ends are in one batch)."""
